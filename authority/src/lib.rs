@@ -1,0 +1,1 @@
+//! tollgate-authority (placeholder: being built).

@@ -1,0 +1,1 @@
+//! tollgate-benches (placeholder: being built).

@@ -1,0 +1,1 @@
+//! tollgate-client (placeholder: being built).

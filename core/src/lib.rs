@@ -1,0 +1,1 @@
+//! tollgate-core (placeholder: being built).

@@ -1,0 +1,1 @@
+//! tollgate-injector (placeholder: being built).

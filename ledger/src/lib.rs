@@ -1,0 +1,1 @@
+//! tollgate-ledger (placeholder: being built).

@@ -1,0 +1,1 @@
+//! tollgate-proto (placeholder: being built).

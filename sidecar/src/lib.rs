@@ -1,0 +1,1 @@
+//! tollgate-sidecar (placeholder: being built).
