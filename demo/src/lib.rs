@@ -1,0 +1,1 @@
+//! tollgate-demo (placeholder: being built).
