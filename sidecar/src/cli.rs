@@ -1,0 +1,259 @@
+//! `tollgate sidecar`: flags and environment (fixed names shared with the Helm chart), then
+//! the resolved configuration, then the run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::logging::LogFormat;
+
+/// Run the per-pod sidecar: own the region, lease budget from the authority, drain usage.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SidecarArgs {
+    /// Region file path (the pod's in-memory emptyDir). Agents find it through the same env.
+    #[arg(
+        long,
+        env = "TOLLGATE_REGION",
+        default_value = "/var/run/tollgate/region"
+    )]
+    pub region: PathBuf,
+
+    /// Authority gRPC URL.
+    #[arg(
+        long,
+        env = "TOLLGATE_AUTHORITY",
+        default_value = "http://tollgate-authority:7070"
+    )]
+    pub authority: String,
+
+    /// This sidecar's identity at the authority (default: the pod name from HOSTNAME).
+    #[arg(long, env = "TOLLGATE_SIDECAR_ID")]
+    pub sidecar_id: Option<String>,
+
+    /// File holding this sidecar's credential (bearer token) for the authority.
+    #[arg(long, env = "TOLLGATE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Tenants this pod serves, comma separated.
+    #[arg(long, env = "TOLLGATE_TENANTS", value_delimiter = ',', required = true)]
+    pub tenants: Vec<String>,
+
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "TOLLGATE_HTTP", default_value = "0.0.0.0:7072")]
+    pub http: SocketAddr,
+
+    /// Log filter (`info`, `debug`, or directives like `tollgate_sidecar=debug,info`).
+    #[arg(long, env = "TOLLGATE_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Credits per limit this sidecar may release while the authority is unreachable and its
+    /// leases are spent (0 = fail closed). Bounds overspend per limit per outage.
+    #[arg(long, env = "TOLLGATE_EMERGENCY_ALLOWANCE", default_value = "0")]
+    pub emergency_allowance: String,
+
+    /// Lanes in the region (agent threads or processes × tiers it can serve at once).
+    #[arg(long, env = "TOLLGATE_LANES", default_value_t = 256)]
+    pub lanes: u32,
+
+    /// Control loop period in milliseconds (top-ups, drains); the loop slows down when idle.
+    #[arg(long, env = "TOLLGATE_TICK_MS", default_value_t = 10)]
+    pub tick_ms: u64,
+
+    /// Milliseconds after which a dead agent process's holds are reclaimed.
+    #[arg(long, env = "TOLLGATE_LIVENESS_TIMEOUT_MS", default_value_t = 1_000)]
+    pub liveness_timeout_ms: u64,
+}
+
+/// Parses a credit amount written as decimal credits (`12`, `0.5`, `3.000001`) into
+/// micro-credits, exactly (no floats).
+pub fn parse_credits(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() && frac.is_empty() {
+        bail!("empty credit amount");
+    }
+    if !whole.chars().all(|c| c.is_ascii_digit()) || !frac.chars().all(|c| c.is_ascii_digit()) {
+        bail!("{s:?} is not a credit amount (use decimal credits like 12 or 0.5)");
+    }
+    if frac.len() > 6 {
+        bail!("{s:?} has more than 6 decimals (1 micro-credit is the smallest unit)");
+    }
+    let w: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().context("credit amount too large")?
+    };
+    let f: u64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").parse()?
+    };
+    w.checked_mul(1_000_000)
+        .and_then(|m| m.checked_add(f))
+        .with_context(|| format!("{s:?} credits is too large"))
+}
+
+/// The configuration after validation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Region file.
+    pub region: PathBuf,
+    /// Folder holding the region, the key and the outbox.
+    pub region_dir: PathBuf,
+    /// Authority URL.
+    pub authority: String,
+    /// Sidecar identity.
+    pub sidecar_id: String,
+    /// Bearer token, if any.
+    pub token: Option<String>,
+    /// Tenants served.
+    pub tenants: Vec<String>,
+    /// HTTP bind address.
+    pub http: SocketAddr,
+    /// Emergency allowance per limit (micro-credits).
+    pub emergency_allowance: u64,
+    /// Lanes in the region.
+    pub lanes: u32,
+    /// Control loop period.
+    pub tick: Duration,
+    /// Dead-process reclaim timeout.
+    pub liveness_timeout: Duration,
+}
+
+impl SidecarArgs {
+    /// Validates the flags into a [`Config`].
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let sidecar_id = match &self.sidecar_id {
+            Some(id) if !id.trim().is_empty() => id.trim().to_string(),
+            _ => std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+                .context("no --sidecar-id / TOLLGATE_SIDECAR_ID and no HOSTNAME to default to")?,
+        };
+        let tenants: Vec<String> = self
+            .tenants
+            .iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if tenants.is_empty() {
+            bail!("--tenants / TOLLGATE_TENANTS names no tenant");
+        }
+        let token = match &self.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading the sidecar token file {}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let region_dir = match self.region.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if self.lanes == 0 {
+            bail!("--lanes must be at least 1");
+        }
+        if self.tick_ms == 0 || self.tick_ms > 10_000 {
+            bail!("--tick-ms must be between 1 and 10000");
+        }
+        if !self.authority.starts_with("http://") && !self.authority.starts_with("https://") {
+            bail!(
+                "--authority {:?} must be an http:// or https:// URL",
+                self.authority
+            );
+        }
+        Ok(Config {
+            region: self.region.clone(),
+            region_dir,
+            authority: self.authority.clone(),
+            sidecar_id,
+            token,
+            tenants,
+            http: self.http,
+            emergency_allowance: parse_credits(&self.emergency_allowance)
+                .context("--emergency-allowance")?,
+            lanes: self.lanes,
+            tick: Duration::from_millis(self.tick_ms),
+            liveness_timeout: Duration::from_millis(self.liveness_timeout_ms),
+        })
+    }
+}
+
+/// Entry point for `tollgate sidecar`.
+pub fn run(args: SidecarArgs) -> anyhow::Result<()> {
+    crate::logging::init(&args.log, args.log_format)?;
+    let config = args.resolve()?;
+    crate::run::run_blocking(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: SidecarArgs,
+    }
+
+    #[test]
+    fn credits_parse_exactly() {
+        assert_eq!(parse_credits("0").unwrap(), 0);
+        assert_eq!(parse_credits("12").unwrap(), 12_000_000);
+        assert_eq!(parse_credits("0.5").unwrap(), 500_000);
+        assert_eq!(parse_credits(".000001").unwrap(), 1);
+        assert!(parse_credits("1.0000001").is_err());
+        assert!(parse_credits("-1").is_err());
+        assert!(parse_credits("1e3").is_err());
+        assert!(parse_credits("").is_err());
+        assert!(parse_credits("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn flags_resolve() {
+        let t = T::try_parse_from([
+            "x",
+            "--region",
+            "/tmp/r/region",
+            "--tenants",
+            "acme, beta",
+            "--sidecar-id",
+            "pod-1",
+            "--authority",
+            "http://127.0.0.1:7070",
+        ])
+        .unwrap();
+        let c = t.a.resolve().unwrap();
+        assert_eq!(c.tenants, vec!["acme", "beta"]);
+        assert_eq!(c.region_dir, PathBuf::from("/tmp/r"));
+        assert_eq!(c.http.port(), 7072);
+        assert_eq!(c.emergency_allowance, 0);
+    }
+
+    #[test]
+    fn bad_flags_are_clear_errors() {
+        let t = T::try_parse_from([
+            "x",
+            "--tenants",
+            "a",
+            "--sidecar-id",
+            "p",
+            "--authority",
+            "tcp://x",
+        ])
+        .unwrap();
+        let e = t.a.resolve().unwrap_err().to_string();
+        assert!(e.contains("http://"), "{e}");
+        let t = T::try_parse_from(["x", "--tenants", " ", "--sidecar-id", "p"]).unwrap();
+        assert!(t.a.resolve().is_err());
+    }
+}

@@ -1,0 +1,289 @@
+//! The outbox: signed usage batches persisted in the region's folder (tmpfs) before they are
+//! sent, removed only when the authority acknowledges them.
+//!
+//! # Invariant
+//!
+//! A usage record leaves a ring only after the batch holding it is in the outbox, and a batch
+//! leaves the outbox only after the authority acknowledged it as durable. Batches carry a
+//! sequence number that is never reused by this sidecar identity (the authority posts a batch
+//! once per (sidecar, sequence)), so replaying after a restart or a reconnect can double
+//! nothing.
+//!
+//! # Layout and crash safety
+//!
+//! One file per batch, `<seq:020>.batch`, written to a temporary name and renamed into
+//! place, so a crash leaves either the whole batch or none of it. `next_seq` is a small file
+//! updated after each batch is written; on open, the next sequence is the larger of that file
+//! and one past the highest batch present, so a crash between the two writes reuses nothing.
+//! Each batch file holds a magic, its sequence, the payload length, the payload and a CRC-32.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"TGOUTBX1";
+const HEADER: usize = 8 + 8 + 4;
+const SUFFIX: &str = ".batch";
+
+/// What went wrong with the outbox.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// A file operation failed (a full or read-only tmpfs, a missing folder, permissions).
+    #[error(
+        "outbox {path}: {source} (check that the region folder exists, is writable and has room)"
+    )]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
+    move |source| OutboxError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One persisted, not yet acknowledged batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The batch's sequence number.
+    pub seq: u64,
+    /// The encoded, signed batch exactly as it is sent.
+    pub payload: Vec<u8>,
+}
+
+/// What `open` found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Batches to resend, in sequence order.
+    pub pending: Vec<Pending>,
+    /// Files that failed their checks, renamed to `*.corrupt` and kept for inspection.
+    pub corrupt: Vec<PathBuf>,
+}
+
+/// The outbox folder.
+#[derive(Debug)]
+pub struct Outbox {
+    dir: PathBuf,
+    next_seq: u64,
+}
+
+fn encode(seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len() + 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&crc32fast::hash(&out).to_le_bytes());
+    out
+}
+
+fn decode(bytes: &[u8]) -> Option<(u64, Vec<u8>)> {
+    if bytes.len() < HEADER + 4 || &bytes[..8] != MAGIC {
+        return None;
+    }
+    let seq = u64::from_le_bytes(bytes[8..16].try_into().ok()?);
+    let len = u32::from_le_bytes(bytes[16..20].try_into().ok()?) as usize;
+    if bytes.len() != HEADER + len + 4 {
+        return None;
+    }
+    let body = &bytes[..HEADER + len];
+    let crc = u32::from_le_bytes(bytes[HEADER + len..].try_into().ok()?);
+    (crc32fast::hash(body) == crc).then(|| (seq, bytes[HEADER..HEADER + len].to_vec()))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    // On tmpfs this is cheap; on a disk it makes the rename below mean "durable".
+    f.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+impl Outbox {
+    /// Opens (creating if needed) the outbox in `dir` and returns what is left to send.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<(Self, Recovered), OutboxError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let mut rec = Recovered::default();
+        let mut max_seen: Option<u64> = None;
+        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+            let path = entry.map_err(io(&dir))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name.ends_with(".tmp") {
+                // an interrupted write: its records are still in the rings
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(SUFFIX) else {
+                continue;
+            };
+            let bytes = fs::read(&path).map_err(io(&path))?;
+            match (stem.parse::<u64>().ok(), decode(&bytes)) {
+                (Some(n), Some((seq, payload))) if n == seq => {
+                    max_seen = Some(max_seen.map_or(seq, |m| m.max(seq)));
+                    rec.pending.push(Pending { seq, payload });
+                }
+                _ => {
+                    let bad = path.with_extension("corrupt");
+                    fs::rename(&path, &bad).map_err(io(&path))?;
+                    if let Ok(n) = stem.parse::<u64>() {
+                        max_seen = Some(max_seen.map_or(n, |m| m.max(n)));
+                    }
+                    rec.corrupt.push(bad);
+                }
+            }
+        }
+        rec.pending.sort_by_key(|p| p.seq);
+        let seq_path = dir.join("next_seq");
+        let stored = match fs::read_to_string(&seq_path) {
+            Ok(s) => s.trim().parse::<u64>().unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io(&seq_path)(e)),
+        };
+        let next_seq = stored.max(max_seen.map_or(0, |m| m + 1)).max(1);
+        Ok((Self { dir, next_seq }, rec))
+    }
+
+    /// The sequence number the next batch must carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Persists the batch numbered [`Outbox::next_seq`] and advances the sequence.
+    pub fn persist(&mut self, payload: &[u8]) -> Result<u64, OutboxError> {
+        let seq = self.next_seq;
+        write_atomically(&self.batch_path(seq), &encode(seq, payload))?;
+        self.next_seq = seq + 1;
+        write_atomically(
+            &self.dir.join("next_seq"),
+            self.next_seq.to_string().as_bytes(),
+        )?;
+        Ok(seq)
+    }
+
+    /// Drops an acknowledged batch. Acknowledging a batch that is not there is not an error
+    /// (a duplicate acknowledgement after a replay).
+    pub fn ack(&mut self, seq: u64) -> Result<(), OutboxError> {
+        let path = self.batch_path(seq);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Number of batches waiting for an acknowledgement.
+    pub fn pending_count(&self) -> Result<usize, OutboxError> {
+        let mut n = 0;
+        for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let entry = entry.map_err(io(&self.dir))?;
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|s| s.ends_with(SUFFIX))
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn batch_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:020}{SUFFIX}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persist_ack_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, rec) = Outbox::open(dir.path()).unwrap();
+        assert!(rec.pending.is_empty());
+        assert_eq!(ob.next_seq(), 1);
+        assert_eq!(ob.persist(b"one").unwrap(), 1);
+        assert_eq!(ob.persist(b"two").unwrap(), 2);
+        assert_eq!(ob.persist(b"three").unwrap(), 3);
+        ob.ack(2).unwrap();
+        ob.ack(2).unwrap(); // duplicate ack is harmless
+        drop(ob);
+        let (ob, rec) = Outbox::open(dir.path()).unwrap();
+        let seqs: Vec<u64> = rec.pending.iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, vec![1, 3]);
+        assert_eq!(rec.pending[1].payload, b"three");
+        assert_eq!(ob.next_seq(), 4);
+    }
+
+    #[test]
+    fn sequence_never_reused_after_all_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = Outbox::open(dir.path()).unwrap();
+        for _ in 0..5 {
+            let s = ob.persist(b"x").unwrap();
+            ob.ack(s).unwrap();
+        }
+        drop(ob);
+        let (ob, rec) = Outbox::open(dir.path()).unwrap();
+        assert!(rec.pending.is_empty());
+        assert_eq!(ob.next_seq(), 6);
+    }
+
+    #[test]
+    fn crash_between_batch_and_seq_file_reuses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = Outbox::open(dir.path()).unwrap();
+        ob.persist(b"a").unwrap();
+        // simulate: batch 2 written, next_seq still says 2
+        write_atomically(
+            &dir.path().join(format!("{:020}.batch", 2)),
+            &encode(2, b"b"),
+        )
+        .unwrap();
+        drop(ob);
+        let (ob, rec) = Outbox::open(dir.path()).unwrap();
+        assert_eq!(rec.pending.len(), 2);
+        assert_eq!(ob.next_seq(), 3);
+    }
+
+    #[test]
+    fn corrupt_and_torn_files_are_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = Outbox::open(dir.path()).unwrap();
+        ob.persist(b"good").unwrap();
+        let seq = ob.persist(b"will be flipped").unwrap();
+        drop(ob);
+        let p = dir.path().join(format!("{seq:020}.batch"));
+        let mut bytes = fs::read(&p).unwrap();
+        let last = bytes.len() - 6;
+        bytes[last] ^= 0xff;
+        fs::write(&p, bytes).unwrap();
+        fs::write(dir.path().join("x.tmp"), b"torn").unwrap();
+        let (ob, rec) = Outbox::open(dir.path()).unwrap();
+        assert_eq!(rec.pending.len(), 1);
+        assert_eq!(rec.corrupt.len(), 1);
+        assert!(!dir.path().join("x.tmp").exists());
+        assert_eq!(ob.next_seq(), seq + 1);
+    }
+
+    #[test]
+    fn decode_rejects_garbage_without_panicking() {
+        for len in 0..40 {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37) as u8).collect();
+            assert!(decode(&junk).is_none());
+        }
+        let mut ok = encode(7, b"payload");
+        assert_eq!(decode(&ok), Some((7, b"payload".to_vec())));
+        ok.truncate(ok.len() - 1);
+        assert!(decode(&ok).is_none());
+    }
+}
