@@ -1,0 +1,245 @@
+//! `tollgate injector`: the command line of the webhook server.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::quantity::Quantity;
+use crate::server::Server;
+use crate::settings::{LogFormat, LogLevel, PullPolicy, SidecarSettings};
+use crate::tls::{self, ReloadingCert};
+use crate::webhook::{Injector, InjectorConfig};
+
+/// Runs the mutating admission webhook that injects the Tollgate sidecar into pods annotated
+/// `tollgate.dev/inject: "true"`. Every flag also reads the environment variable shown.
+/// The `--sidecar-*`, `--authority`, `--tenants`, `--region-size` and `--token-secret`
+/// values are defaults; a pod overrides them with `config.tollgate.dev/<key>` annotations.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InjectorArgs {
+    /// Address of the HTTPS server (`POST /mutate`, `GET /healthz`).
+    #[arg(long, env = "TOLLGATE_INJECTOR_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain served to the API server.
+    #[arg(
+        long,
+        env = "TOLLGATE_INJECTOR_TLS_CERT",
+        default_value = "/etc/tollgate/tls/tls.crt"
+    )]
+    pub tls_cert: PathBuf,
+    /// PEM private key of the certificate.
+    #[arg(
+        long,
+        env = "TOLLGATE_INJECTOR_TLS_KEY",
+        default_value = "/etc/tollgate/tls/tls.key"
+    )]
+    pub tls_key: PathBuf,
+    /// How often to re-read the certificate and key (a rotated Secret is served without a
+    /// restart); 0 disables.
+    #[arg(long, env = "TOLLGATE_INJECTOR_TLS_RELOAD_SECS", default_value_t = 60)]
+    pub tls_reload_secs: u64,
+    /// Image of the injected sidecar (the `tollgate` image).
+    #[arg(long, env = "TOLLGATE_INJECTOR_SIDECAR_IMAGE", default_value = concat!("tollgate:", env!("CARGO_PKG_VERSION")))]
+    pub sidecar_image: String,
+    /// imagePullPolicy of the sidecar: Always, IfNotPresent or Never.
+    #[arg(
+        long,
+        env = "TOLLGATE_INJECTOR_SIDECAR_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    pub sidecar_pull_policy: String,
+    /// Authority address the sidecars connect to.
+    #[arg(
+        long,
+        env = "TOLLGATE_INJECTOR_AUTHORITY",
+        default_value = "http://tollgate-authority:7070"
+    )]
+    pub authority: String,
+    /// Default tenants of the sidecars (comma list); empty lets the sidecar's credential decide.
+    #[arg(long, env = "TOLLGATE_INJECTOR_TENANTS", default_value = "")]
+    pub tenants: String,
+    /// Sidecar log level: trace, debug, info, warn or error.
+    #[arg(long, env = "TOLLGATE_INJECTOR_SIDECAR_LOG", default_value = "info")]
+    pub sidecar_log: String,
+    /// Sidecar log format: text or json.
+    #[arg(
+        long,
+        env = "TOLLGATE_INJECTOR_SIDECAR_LOG_FORMAT",
+        default_value = "json"
+    )]
+    pub sidecar_log_format: String,
+    /// Sidecar CPU request.
+    #[arg(long, env = "TOLLGATE_INJECTOR_CPU_REQUEST", default_value = "10m")]
+    pub cpu_request: String,
+    /// Sidecar CPU limit.
+    #[arg(long, env = "TOLLGATE_INJECTOR_CPU_LIMIT", default_value = "500m")]
+    pub cpu_limit: String,
+    /// Sidecar memory request.
+    #[arg(long, env = "TOLLGATE_INJECTOR_MEMORY_REQUEST", default_value = "32Mi")]
+    pub memory_request: String,
+    /// Sidecar memory limit (must exceed the region size: the region is tmpfs memory).
+    #[arg(long, env = "TOLLGATE_INJECTOR_MEMORY_LIMIT", default_value = "96Mi")]
+    pub memory_limit: String,
+    /// sizeLimit of the in-memory volume holding the region.
+    #[arg(long, env = "TOLLGATE_INJECTOR_REGION_SIZE", default_value = "16Mi")]
+    pub region_size: String,
+    /// Secret (in the pod's namespace) whose key `token` is the sidecar's credential; empty: none.
+    #[arg(long, env = "TOLLGATE_INJECTOR_TOKEN_SECRET", default_value = "")]
+    pub token_secret: String,
+    /// uid and gid of the sidecar, and the pod's fsGroup when it has none.
+    #[arg(long, env = "TOLLGATE_INJECTOR_SIDECAR_UID", default_value_t = 65532)]
+    pub sidecar_uid: u32,
+    /// Namespaces never injected (comma list), whatever their labels.
+    #[arg(
+        long,
+        env = "TOLLGATE_INJECTOR_SKIP_NAMESPACES",
+        default_value = "kube-system,kube-public,kube-node-lease"
+    )]
+    pub skip_namespaces: String,
+    /// The injector's own log filter (tracing env-filter syntax, e.g. `info` or `tollgate_injector=debug`).
+    #[arg(long, env = "TOLLGATE_LOG", default_value = "info")]
+    pub log: String,
+    /// The injector's own log format: text or json.
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl InjectorArgs {
+    /// The validated injector configuration these flags describe.
+    pub fn config(&self) -> anyhow::Result<InjectorConfig> {
+        let q = |flag: &str, v: &str| -> anyhow::Result<Quantity> {
+            v.parse().with_context(|| format!("--{flag} {v:?}"))
+        };
+        let mut defaults = SidecarSettings {
+            image: String::new(),
+            image_pull_policy: PullPolicy::IfNotPresent,
+            authority: String::new(),
+            tenants: Vec::new(),
+            log_level: LogLevel::Info,
+            log_format: LogFormat::Json,
+            cpu_request: q("cpu-request", &self.cpu_request)?,
+            cpu_limit: q("cpu-limit", &self.cpu_limit)?,
+            memory_request: q("memory-request", &self.memory_request)?,
+            memory_limit: q("memory-limit", &self.memory_limit)?,
+            region_size: q("region-size", &self.region_size)?,
+            token_secret: None,
+            run_as_user: self.sidecar_uid,
+        };
+        for (key, flag, value) in [
+            ("image", "--sidecar-image", &self.sidecar_image),
+            (
+                "image-pull-policy",
+                "--sidecar-pull-policy",
+                &self.sidecar_pull_policy,
+            ),
+            ("authority", "--authority", &self.authority),
+            ("tenants", "--tenants", &self.tenants),
+            ("log-level", "--sidecar-log", &self.sidecar_log),
+            (
+                "log-format",
+                "--sidecar-log-format",
+                &self.sidecar_log_format,
+            ),
+            ("token-secret", "--token-secret", &self.token_secret),
+        ] {
+            defaults.set(key, value, flag)?;
+        }
+        defaults.check()?;
+        if self.sidecar_uid == 0 {
+            anyhow::bail!(
+                "--sidecar-uid 0 would run the sidecar as root; use a non-root uid such as 65532"
+            );
+        }
+        let skip_namespaces: BTreeSet<String> = self
+            .skip_namespaces
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Ok(InjectorConfig {
+            defaults,
+            skip_namespaces,
+        })
+    }
+}
+
+fn init_logging(filter: &str, format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("--log {filter:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // try_init: the binary (or a test) may already have installed a subscriber.
+    let _ = match format {
+        "json" => builder.json().try_init(),
+        "text" => builder.try_init(),
+        other => anyhow::bail!("--log-format {other:?}: expected text or json"),
+    };
+    Ok(())
+}
+
+/// Runs the injector until SIGTERM or Ctrl-C.
+pub fn run(args: InjectorArgs) -> anyhow::Result<()> {
+    init_logging(&args.log, &args.log_format)?;
+    let config = args.config()?;
+    let cert = Arc::new(ReloadingCert::load(&args.tls_cert, &args.tls_key)?);
+    let tls = tls::server_config(cert.clone())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(args.listen, tls, Injector::new(config.clone())).await?;
+        tracing::info!(
+            addr = %server.local_addr()?,
+            sidecar_image = %config.defaults.image,
+            authority = %config.defaults.authority,
+            "tollgate injector serving POST /mutate and GET /healthz over HTTPS"
+        );
+        if args.tls_reload_secs > 0 {
+            let period = Duration::from_secs(args.tls_reload_secs);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match cert.reload() {
+                        Ok(true) => tracing::info!("TLS certificate reloaded"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "TLS certificate reload failed; serving the previous one"),
+                    }
+                }
+            });
+        }
+        server.run(shutdown_signal()).await?;
+        tracing::info!("tollgate injector stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,291 @@
+//! Builds the JSON Patch (RFC 6902) that injects the sidecar into one pod.
+//!
+//! What the patched pod holds:
+//! - the sidecar as the first init container with `restartPolicy: Always` (a Kubernetes
+//!   native sidecar, 1.29+): it starts before the app containers and its startup probe on
+//!   `/readyz` holds them back until the region exists; it stops after them;
+//! - an in-memory emptyDir (`medium: Memory`, `sizeLimit` = the region size) mounted at
+//!   [`REGION_DIR`] in the sidecar and in every app container, and `TOLLGATE_REGION` set to
+//!   [`REGION_PATH`] in every app container;
+//! - a pod `fsGroup` when the pod has none, so the region (mode 0660, created by the sidecar's
+//!   uid) is readable and writable by the app containers whatever uid they run as;
+//! - the status annotation, so the pod is never injected twice.
+
+use serde_json::{Map, Value, json};
+
+use crate::names::*;
+use crate::settings::{LogFormat, SidecarSettings};
+
+/// Why a pod cannot be injected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    #[error("the pod is malformed: {0}")]
+    Malformed(String),
+    #[error(
+        "the pod already has {0}; it collides with the Tollgate sidecar (remove it, or opt out with {INJECT_ANNOTATION}: \"false\")"
+    )]
+    Conflict(String),
+}
+
+/// The patch and the warnings to show the user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injection {
+    pub patch: Vec<Value>,
+    pub warnings: Vec<String>,
+}
+
+/// Escapes one JSON Pointer token (RFC 6901).
+pub fn pointer_token(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+fn add(path: impl Into<String>, value: Value) -> Value {
+    json!({ "op": "add", "path": path.into(), "value": value })
+}
+
+fn replace(path: impl Into<String>, value: Value) -> Value {
+    json!({ "op": "replace", "path": path.into(), "value": value })
+}
+
+/// An optional array field: absent (or null) is `None`; anything but an array is malformed.
+fn opt_array<'a>(
+    obj: &'a Map<String, Value>,
+    field: &str,
+    what: &str,
+) -> Result<Option<&'a Vec<Value>>, InjectError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(a)),
+        Some(_) => Err(InjectError::Malformed(format!(
+            "{what}.{field} is not a list"
+        ))),
+    }
+}
+
+fn name_of(v: &Value) -> Option<&str> {
+    v.get("name").and_then(Value::as_str)
+}
+
+/// Builds the patch for `pod` (the AdmissionRequest's object) with `settings`.
+pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, InjectError> {
+    let malformed = |m: &str| InjectError::Malformed(m.to_owned());
+    let pod = pod
+        .as_object()
+        .ok_or_else(|| malformed("the object is not a JSON object"))?;
+    let spec = pod
+        .get("spec")
+        .and_then(Value::as_object)
+        .ok_or_else(|| malformed("it has no spec object"))?;
+    let containers = opt_array(spec, "containers", "spec")?
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| malformed("spec.containers is missing or empty"))?;
+    let init_containers = opt_array(spec, "initContainers", "spec")?;
+    let volumes = opt_array(spec, "volumes", "spec")?;
+
+    let mut patch = Vec::new();
+    let mut warnings = Vec::new();
+
+    // Collisions: refuse rather than produce a pod with two things of one name.
+    for (i, c) in containers
+        .iter()
+        .chain(init_containers.into_iter().flatten())
+        .enumerate()
+    {
+        let name = name_of(c)
+            .ok_or_else(|| InjectError::Malformed(format!("container #{i} has no name")))?;
+        if name == SIDECAR_NAME {
+            return Err(InjectError::Conflict(format!(
+                "a container named {SIDECAR_NAME:?}"
+            )));
+        }
+    }
+    for v in volumes.into_iter().flatten() {
+        if let Some(name) = name_of(v)
+            && (name == REGION_VOLUME || name == TOKEN_VOLUME)
+        {
+            return Err(InjectError::Conflict(format!("a volume named {name:?}")));
+        }
+    }
+
+    // Status annotation first: the metadata object always exists on a pod, annotations may not.
+    let status_path = format!("/metadata/annotations/{}", pointer_token(STATUS_ANNOTATION));
+    match pod.get("metadata").and_then(Value::as_object) {
+        None => return Err(malformed("it has no metadata object")),
+        Some(meta) => match meta.get("annotations") {
+            None | Some(Value::Null) => patch.push(add(
+                "/metadata/annotations",
+                json!({ STATUS_ANNOTATION: STATUS_INJECTED }),
+            )),
+            Some(Value::Object(_)) => patch.push(add(status_path, json!(STATUS_INJECTED))),
+            Some(_) => return Err(malformed("metadata.annotations is not an object")),
+        },
+    }
+
+    // Volumes.
+    let mut new_volumes = vec![json!({
+        "name": REGION_VOLUME,
+        "emptyDir": { "medium": "Memory", "sizeLimit": settings.region_size.as_str() },
+    })];
+    if let Some(secret) = &settings.token_secret {
+        new_volumes.push(json!({
+            "name": TOKEN_VOLUME,
+            "secret": {
+                "secretName": secret,
+                "items": [{ "key": TOKEN_KEY, "path": TOKEN_KEY }],
+                "defaultMode": 0o440,
+            },
+        }));
+    }
+    match volumes {
+        None => patch.push(add("/spec/volumes", Value::Array(new_volumes))),
+        Some(_) => patch.extend(new_volumes.into_iter().map(|v| add("/spec/volumes/-", v))),
+    }
+
+    // The sidecar goes first among the init containers, so the region is ready for every
+    // container after it.
+    let sidecar = sidecar_container(settings);
+    match init_containers {
+        None => patch.push(add("/spec/initContainers", json!([sidecar]))),
+        Some(_) => patch.push(add("/spec/initContainers/0", sidecar)),
+    }
+
+    // Every app container: the region's mount and TOLLGATE_REGION.
+    let mount = json!({ "name": REGION_VOLUME, "mountPath": REGION_DIR });
+    let region_env = json!({ "name": "TOLLGATE_REGION", "value": REGION_PATH });
+    for (i, c) in containers.iter().enumerate() {
+        let c = c.as_object().ok_or_else(|| {
+            InjectError::Malformed(format!("spec.containers[{i}] is not an object"))
+        })?;
+        let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+        let what = format!("spec.containers[{i}]");
+        let base = format!("/spec/containers/{i}");
+        match opt_array(c, "volumeMounts", &what)? {
+            None => patch.push(add(format!("{base}/volumeMounts"), json!([mount]))),
+            Some(mounts) => {
+                if let Some(m) = mounts.iter().find(|m| {
+                    m.get("mountPath")
+                        .and_then(Value::as_str)
+                        .map(|p| p.trim_end_matches('/'))
+                        == Some(REGION_DIR)
+                }) {
+                    return Err(InjectError::Conflict(format!(
+                        "a volume mount at {REGION_DIR} in container {name:?} (volume {:?})",
+                        name_of(m).unwrap_or("?")
+                    )));
+                }
+                patch.push(add(format!("{base}/volumeMounts/-"), mount.clone()));
+            }
+        }
+        match opt_array(c, "env", &what)? {
+            None => patch.push(add(format!("{base}/env"), json!([region_env]))),
+            Some(env) => match env
+                .iter()
+                .position(|e| name_of(e) == Some("TOLLGATE_REGION"))
+            {
+                Some(j) => {
+                    if env[j] != region_env {
+                        warnings.push(format!(
+                            "container {name:?}: TOLLGATE_REGION was replaced by {REGION_PATH}, the region the Tollgate sidecar serves"
+                        ));
+                        patch.push(replace(format!("{base}/env/{j}"), region_env.clone()));
+                    }
+                }
+                None => patch.push(add(format!("{base}/env/-"), region_env.clone())),
+            },
+        }
+    }
+
+    // fsGroup, so the app containers share the region's group.
+    match spec.get("securityContext") {
+        None | Some(Value::Null) => patch.push(add(
+            "/spec/securityContext",
+            json!({ "fsGroup": settings.run_as_user, "fsGroupChangePolicy": "OnRootMismatch" }),
+        )),
+        Some(Value::Object(sc)) => {
+            if sc.get("fsGroup").is_none_or(Value::is_null) {
+                patch.push(add(
+                    "/spec/securityContext/fsGroup",
+                    json!(settings.run_as_user),
+                ));
+                if sc.get("fsGroupChangePolicy").is_none_or(Value::is_null) {
+                    patch.push(add(
+                        "/spec/securityContext/fsGroupChangePolicy",
+                        json!("OnRootMismatch"),
+                    ));
+                }
+            }
+        }
+        Some(_) => return Err(malformed("spec.securityContext is not an object")),
+    }
+
+    if settings.tenants.is_empty() {
+        warnings.push(format!(
+            "no tenants configured for the Tollgate sidecar: it serves what its credential allows (set {CONFIG_PREFIX}tenants to be explicit)"
+        ));
+    }
+    Ok(Injection { patch, warnings })
+}
+
+/// The sidecar container, run as `tollgate sidecar` with the flags and environment the
+/// sidecar documents.
+pub fn sidecar_container(s: &SidecarSettings) -> Value {
+    let mut env = vec![
+        json!({ "name": "TOLLGATE_REGION", "value": REGION_PATH }),
+        json!({ "name": "TOLLGATE_AUTHORITY", "value": s.authority }),
+        json!({ "name": "TOLLGATE_SIDECAR_ID", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }),
+        json!({ "name": "TOLLGATE_HTTP", "value": format!("0.0.0.0:{SIDECAR_HTTP_PORT}") }),
+        json!({ "name": "TOLLGATE_LOG", "value": s.log_level.as_str() }),
+    ];
+    if !s.tenants.is_empty() {
+        env.push(json!({ "name": "TOLLGATE_TENANTS", "value": s.tenants.join(",") }));
+    }
+    let mut mounts = vec![json!({ "name": REGION_VOLUME, "mountPath": REGION_DIR })];
+    if s.token_secret.is_some() {
+        env.push(
+            json!({ "name": "TOLLGATE_TOKEN_FILE", "value": format!("{TOKEN_DIR}/{TOKEN_KEY}") }),
+        );
+        mounts.push(json!({ "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true }));
+    }
+    let log_format = match s.log_format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    let probe = |path: &str, period: u32, failures: u32| {
+        json!({
+            "httpGet": { "path": path, "port": SIDECAR_HTTP_PORT, "scheme": "HTTP" },
+            "periodSeconds": period,
+            "timeoutSeconds": 1,
+            "failureThreshold": failures,
+        })
+    };
+    json!({
+        "name": SIDECAR_NAME,
+        "image": s.image,
+        "imagePullPolicy": s.image_pull_policy.as_str(),
+        "args": ["sidecar", "--log-format", log_format],
+        "restartPolicy": "Always",
+        "env": env,
+        "ports": [{ "name": "tollgate-http", "containerPort": SIDECAR_HTTP_PORT, "protocol": "TCP" }],
+        // Up to 2 minutes to create the region and obtain the first leases before the app
+        // containers may start.
+        "startupProbe": probe("/readyz", 1, 120),
+        "readinessProbe": probe("/readyz", 5, 3),
+        "livenessProbe": probe("/healthz", 10, 3),
+        "resources": {
+            "requests": { "cpu": s.cpu_request.as_str(), "memory": s.memory_request.as_str() },
+            "limits": { "cpu": s.cpu_limit.as_str(), "memory": s.memory_limit.as_str() },
+        },
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": s.run_as_user,
+            "runAsGroup": s.run_as_user,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "privileged": false,
+            "capabilities": { "drop": ["ALL"] },
+            "seccompProfile": { "type": "RuntimeDefault" },
+        },
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    })
+}

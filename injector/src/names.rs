@@ -1,0 +1,29 @@
+//! Names shared by the webhook, the chart and the agents: annotations, paths and ports.
+
+/// Pod annotation that opts a pod in (`"true"`) or out (`"false"`, or absent).
+pub const INJECT_ANNOTATION: &str = "tollgate.dev/inject";
+/// Pod annotation the injector sets; its presence means "already injected".
+pub const STATUS_ANNOTATION: &str = "tollgate.dev/status";
+/// Value of [`STATUS_ANNOTATION`] on an injected pod.
+pub const STATUS_INJECTED: &str = "injected";
+/// Prefix of the per-pod override annotations (`config.tollgate.dev/tenants`, ...).
+pub const CONFIG_PREFIX: &str = "config.tollgate.dev/";
+/// Namespace label the chart's namespaceSelector matches (`enabled`).
+pub const NAMESPACE_LABEL: &str = "tollgate.dev/injection";
+
+/// Name of the injected init container (native sidecar).
+pub const SIDECAR_NAME: &str = "tollgate-sidecar";
+/// Name of the in-memory emptyDir volume holding the region.
+pub const REGION_VOLUME: &str = "tollgate-region";
+/// Where the region's volume is mounted, in the sidecar and every app container.
+pub const REGION_DIR: &str = "/var/run/tollgate";
+/// The region file; app containers get it as `TOLLGATE_REGION`.
+pub const REGION_PATH: &str = "/var/run/tollgate/region";
+/// Name of the volume holding the sidecar's credential (from a Secret).
+pub const TOKEN_VOLUME: &str = "tollgate-token";
+/// Where the credential's volume is mounted in the sidecar.
+pub const TOKEN_DIR: &str = "/var/run/secrets/tollgate";
+/// The key of the credential in its Secret, and the file name under [`TOKEN_DIR`].
+pub const TOKEN_KEY: &str = "token";
+/// The sidecar's HTTP port (`/healthz`, `/readyz`, `/metrics`).
+pub const SIDECAR_HTTP_PORT: u16 = 7072;
