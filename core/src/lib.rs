@@ -26,13 +26,20 @@
 #![warn(missing_docs)]
 
 pub mod credits;
+pub mod money;
+pub mod plan;
 pub mod policy;
 pub mod rating;
 pub mod tier;
 pub mod time;
 
 pub use credits::{Credits, MICROS_PER_CREDIT, ParseCreditsError};
+pub use money::{CreditPack, CurrencyCode, Money, MoneyError};
+pub use plan::{PeriodBill, PeriodUsage, Plan, PlanError};
 pub use policy::LimitKind;
-pub use rating::{ModelRef, RatingError, RatingInput, Usage};
+pub use rating::{
+    Charge, ModelPrice, ModelRef, PriceBook, PriceBookError, PriceBookSpec, Pricing, RatingError,
+    RatingInput, Usage,
+};
 pub use tier::{Initiator, Tier};
 pub use time::{CivilDate, Horizon, Window};

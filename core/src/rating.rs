@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::credits::Credits;
 use crate::tier::Initiator;
 
+mod price_book;
+
+pub use price_book::{
+    Charge, ModelPrice, PER_MILLE, PriceBook, PriceBookError, PriceBookSpec, Pricing, action_count,
+};
+
 /// Tokens a call consumed (or, for a reservation, may consume).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Usage {
@@ -89,7 +95,7 @@ impl From<Usage> for RatingInput {
 
 /// A model resolved in one version of a price book: an index plus the book's version, so
 /// a handle from an older book is refused ([`RatingError::StaleModelRef`]) instead of
-/// silently pricing another model. Obtain with `PriceBook::model(name)`; cache it.
+/// silently pricing another model. Obtain with [`PriceBook::model`]; cache it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ModelRef {
     pub(crate) index: u32,
@@ -132,3 +138,6 @@ pub enum RatingError {
     #[error("model {0:?} is not in the price book: add a price for it or fix the name")]
     UnknownModel(String),
 }
+
+#[cfg(test)]
+mod tests;
