@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::v1::{Initiator, Outcome, Tier, UsageBatch, UsageRecord};
+use crate::v1::{Initiator, Tier, UsageBatch, UsageRecord};
 
 /// One call's usage, with its strings, before interning.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub struct RecordInput<'a> {
     pub initiator: Option<Initiator>,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    pub outcomes: Vec<(&'a str, u64)>,
+    pub outcomes: u64,
     pub price_book_version: u64,
     pub client_rated_micro: u64,
     pub calls: u32,
@@ -81,14 +81,7 @@ impl BatchBuilder {
             initiator: r.initiator.unwrap_or(Initiator::Unspecified) as i32,
             input_tokens: r.input_tokens,
             output_tokens: r.output_tokens,
-            outcomes: r
-                .outcomes
-                .iter()
-                .map(|(k, c)| Outcome {
-                    kind: (*k).to_string(),
-                    count: *c,
-                })
-                .collect(),
+            outcomes: r.outcomes,
             price_book_version: r.price_book_version,
             client_rated_micro: r.client_rated_micro,
             calls: r.calls,

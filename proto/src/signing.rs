@@ -6,8 +6,8 @@
 //! (u64), the dictionary (u32 count, then strings), the records (u32 count, then per record:
 //! tenant, agent_instance, model, feature (u32 each), tier, initiator (i32 each),
 //! input_tokens, output_tokens, price_book_version, client_rated_micro (u64 each), calls
-//! (u32), aggregate (u8), at_unix_ms (u64), task (u32), outcomes (u32 count, then kind
-//! string and count u64 each)). The signature field itself is not covered.
+//! (u32), aggregate (u8), at_unix_ms (u64), task (u32), outcomes (u64)). The signature
+//! field itself is not covered.
 
 use crate::v1::UsageBatch;
 
@@ -22,7 +22,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 /// The bytes the sidecar signs (and the authority verifies) for `batch` sent by `sidecar_id`.
 pub fn batch_signing_bytes(sidecar_id: &str, batch: &UsageBatch) -> Vec<u8> {
     let dict_len: usize = batch.dictionary.iter().map(|s| s.len() + 4).sum();
-    let mut out = Vec::with_capacity(BATCH_DOMAIN.len() + 64 + dict_len + batch.records.len() * 80);
+    let mut out = Vec::with_capacity(BATCH_DOMAIN.len() + 64 + dict_len + batch.records.len() * 77);
     out.extend_from_slice(BATCH_DOMAIN);
     put_str(&mut out, sidecar_id);
     out.extend_from_slice(&batch.seq.to_le_bytes());
@@ -50,11 +50,7 @@ pub fn batch_signing_bytes(sidecar_id: &str, batch: &UsageBatch) -> Vec<u8> {
         out.push(u8::from(r.aggregate));
         out.extend_from_slice(&r.at_unix_ms.to_le_bytes());
         out.extend_from_slice(&r.task.to_le_bytes());
-        out.extend_from_slice(&(r.outcomes.len() as u32).to_le_bytes());
-        for o in &r.outcomes {
-            put_str(&mut out, &o.kind);
-            out.extend_from_slice(&o.count.to_le_bytes());
-        }
+        out.extend_from_slice(&r.outcomes.to_le_bytes());
     }
     out
 }
@@ -70,7 +66,7 @@ mod tests {
         b.push(&RecordInput {
             tenant: "acme",
             input_tokens: 5,
-            outcomes: vec![("resolved_ticket", 1)],
+            outcomes: 1,
             ..Default::default()
         });
         let batch = b.finish();
@@ -81,7 +77,7 @@ mod tests {
         changed.records[0].input_tokens = 6;
         assert_ne!(base, batch_signing_bytes("sc-1", &changed));
         let mut changed = batch.clone();
-        changed.records[0].outcomes[0].count = 2;
+        changed.records[0].outcomes = 2;
         assert_ne!(base, batch_signing_bytes("sc-1", &changed));
         let mut changed = batch.clone();
         changed.seq = 4;
