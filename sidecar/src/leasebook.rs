@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 
 /// One lease as the sidecar tracks it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeldLease {
     /// Authority's lease id.
     pub id: String,
@@ -45,7 +45,7 @@ pub struct Return {
 }
 
 /// The leases on one limit.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LeaseBook {
     leases: VecDeque<HeldLease>,
     /// Consumption no lease covered (overruns, or spend from the emergency allowance).

@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod batcher;
 pub mod burn;
 pub mod cli;
 pub mod degraded;
@@ -46,3 +47,4 @@ pub mod metrics;
 pub mod outbox;
 pub mod run;
 pub mod session;
+pub mod state;
