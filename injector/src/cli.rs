@@ -58,7 +58,8 @@ pub struct InjectorArgs {
         default_value = "http://tollgate-authority:7070"
     )]
     pub authority: String,
-    /// Default tenants of the sidecars (comma list); empty lets the sidecar's credential decide.
+    /// Default tenants of the sidecars (comma list). The sidecar needs at least one: with none
+    /// here, a pod without `config.tollgate.dev/tenants` is denied.
     #[arg(long, env = "TOLLGATE_INJECTOR_TENANTS", default_value = "")]
     pub tenants: String,
     /// Sidecar log level: trace, debug, info, warn or error.
@@ -89,6 +90,17 @@ pub struct InjectorArgs {
     /// Secret (in the pod's namespace) whose key `token` is the sidecar's credential; empty: none.
     #[arg(long, env = "TOLLGATE_INJECTOR_TOKEN_SECRET", default_value = "")]
     pub token_secret: String,
+    /// Lanes in each region (`TOLLGATE_LANES`); empty keeps the sidecar's default.
+    #[arg(long, env = "TOLLGATE_INJECTOR_LANES", default_value = "")]
+    pub lanes: String,
+    /// Credits per limit a sidecar may spend while the authority is unreachable; empty keeps the
+    /// sidecar's default (0: fail closed).
+    #[arg(
+        long,
+        env = "TOLLGATE_INJECTOR_EMERGENCY_ALLOWANCE",
+        default_value = ""
+    )]
+    pub emergency_allowance: String,
     /// uid and gid of the sidecar, and the pod's fsGroup when it has none.
     #[arg(long, env = "TOLLGATE_INJECTOR_SIDECAR_UID", default_value_t = 65532)]
     pub sidecar_uid: u32,
@@ -127,6 +139,8 @@ impl InjectorArgs {
             region_size: q("region-size", &self.region_size)?,
             token_secret: None,
             run_as_user: self.sidecar_uid,
+            lanes: None,
+            emergency_allowance: None,
         };
         for (key, flag, value) in [
             ("image", "--sidecar-image", &self.sidecar_image),
@@ -144,6 +158,12 @@ impl InjectorArgs {
                 &self.sidecar_log_format,
             ),
             ("token-secret", "--token-secret", &self.token_secret),
+            ("lanes", "--lanes", &self.lanes),
+            (
+                "emergency-allowance",
+                "--emergency-allowance",
+                &self.emergency_allowance,
+            ),
         ] {
             defaults.set(key, value, flag)?;
         }

@@ -218,11 +218,6 @@ pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, Inje
         Some(_) => return Err(malformed("spec.securityContext is not an object")),
     }
 
-    if settings.tenants.is_empty() {
-        warnings.push(format!(
-            "no tenants configured for the Tollgate sidecar: it serves what its credential allows (set {CONFIG_PREFIX}tenants to be explicit)"
-        ));
-    }
     Ok(Injection { patch, warnings })
 }
 
@@ -238,6 +233,12 @@ pub fn sidecar_container(s: &SidecarSettings) -> Value {
     ];
     if !s.tenants.is_empty() {
         env.push(json!({ "name": "TOLLGATE_TENANTS", "value": s.tenants.join(",") }));
+    }
+    if let Some(lanes) = s.lanes {
+        env.push(json!({ "name": "TOLLGATE_LANES", "value": lanes.to_string() }));
+    }
+    if let Some(allowance) = &s.emergency_allowance {
+        env.push(json!({ "name": "TOLLGATE_EMERGENCY_ALLOWANCE", "value": allowance }));
     }
     let mut mounts = vec![json!({ "name": REGION_VOLUME, "mountPath": REGION_DIR })];
     if s.token_secret.is_some() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -134,6 +134,51 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
     r
 }
 
+fn too_large() -> Response<Full<Bytes>> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the AdmissionReview is larger than {MAX_BODY} bytes\n"),
+    )
+}
+
+/// The declared Content-Length, so an oversized body is refused before any of it is read.
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+async fn mutate(injector: &Injector, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if declared_length(&req).is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}\n"),
+            );
+        }
+    };
+    match injector.review(&body) {
+        Ok(review) => {
+            let mut r = Response::new(Full::new(Bytes::from(review.to_string())));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(bad) => {
+            tracing::warn!(error = %bad, "rejected a body that is not an AdmissionReview");
+            text(StatusCode::BAD_REQUEST, format!("{bad}\n"))
+        }
+    }
+}
+
 async fn handle(
     injector: Arc<Injector>,
     req: Request<Incoming>,
@@ -141,29 +186,7 @@ async fn handle(
     let path = req.uri().path().to_owned();
     let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::POST, "/mutate") => match Limited::new(req.into_body(), MAX_BODY).collect().await
-        {
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the AdmissionReview is larger than {MAX_BODY} bytes\n"),
-            ),
-            Err(e) => text(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request body: {e}\n"),
-            ),
-            Ok(collected) => match injector.review(&collected.to_bytes()) {
-                Ok(review) => {
-                    let mut r = Response::new(Full::new(Bytes::from(review.to_string())));
-                    r.headers_mut()
-                        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    r
-                }
-                Err(bad) => {
-                    tracing::warn!(error = %bad, "rejected a body that is not an AdmissionReview");
-                    text(StatusCode::BAD_REQUEST, format!("{bad}\n"))
-                }
-            },
-        },
+        (&Method::POST, "/mutate") => mutate(&injector, req).await,
         (_, "/mutate" | "/healthz") => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "use POST /mutate or GET /healthz\n",

@@ -33,6 +33,12 @@ pub struct SidecarSettings {
     pub token_secret: Option<String>,
     /// The uid and gid the sidecar runs as (and the pod's fsGroup when it has none).
     pub run_as_user: u32,
+    /// Lanes in the region (`TOLLGATE_LANES`); `None` keeps the sidecar's default.
+    pub lanes: Option<u32>,
+    /// Credits per limit the sidecar may release while the authority is unreachable
+    /// (`TOLLGATE_EMERGENCY_ALLOWANCE`, decimal credits); `None` keeps the sidecar's default
+    /// (0: fail closed).
+    pub emergency_allowance: Option<String>,
 }
 
 /// A value that is not acceptable, with the reason.
@@ -68,6 +74,8 @@ pub const KEYS: &[&str] = &[
     "memory-limit",
     "region-size",
     "token-secret",
+    "lanes",
+    "emergency-allowance",
 ];
 
 impl SidecarSettings {
@@ -115,6 +123,18 @@ impl SidecarSettings {
                     None
                 } else {
                     Some(parse_secret_name(value).map_err(invalid)?)
+                }
+            }
+            "lanes" => {
+                self.lanes = match value.trim() {
+                    "" => None,
+                    v => Some(parse_lanes(v).map_err(invalid)?),
+                }
+            }
+            "emergency-allowance" => {
+                self.emergency_allowance = match value.trim() {
+                    "" => None,
+                    v => Some(parse_credits(v).map_err(invalid)?),
                 }
             }
             _ => {
@@ -182,6 +202,30 @@ fn parse_tenants(value: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(tenants)
+}
+
+fn parse_lanes(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(n) if (1..=65_536).contains(&n) => Ok(n),
+        _ => Err("lanes is a whole number from 1 to 65536".into()),
+    }
+}
+
+/// Decimal credits with at most 6 decimals (1 micro-credit is the smallest unit), as the
+/// sidecar's `--emergency-allowance` reads them.
+fn parse_credits(value: &str) -> Result<String, String> {
+    let (whole, frac) = value.split_once('.').unwrap_or((value, ""));
+    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) {
+        return Err("a credit amount is decimal credits like 12 or 0.5".into());
+    }
+    if frac.len() > 6 {
+        return Err("at most 6 decimals (1 micro-credit is the smallest unit)".into());
+    }
+    if whole.len() > 12 {
+        return Err("the amount is too large".into());
+    }
+    Ok(value.to_owned())
 }
 
 fn parse_authority(value: &str) -> Result<String, String> {

@@ -116,6 +116,13 @@ impl Injector {
             Ok(s) => s,
             Err(e) => return deny(e.to_string()),
         };
+        if settings.tenants.is_empty() {
+            // The sidecar requires its tenants; inject one that cannot start? No: say so now.
+            return deny(format!(
+                "no tenant for the sidecar: annotate the pod with {CONFIG_PREFIX}tenants (a comma list), \
+                 or give the injector a default (--tenants, chart value injector.defaults.tenants)"
+            ));
+        }
         match inject::inject(pod, &settings) {
             Ok(injection) => Verdict::Patch {
                 patch: Value::Array(injection.patch),

@@ -20,7 +20,15 @@ fn config(flags: &[&str]) -> anyhow::Result<InjectorConfig> {
 }
 
 fn injector() -> Injector {
-    Injector::new(config(&["--authority", "http://tollgate-authority.tollgate:7070"]).unwrap())
+    Injector::new(
+        config(&[
+            "--authority",
+            "http://tollgate-authority.tollgate:7070",
+            "--tenants",
+            "default-tenant",
+        ])
+        .unwrap(),
+    )
 }
 
 const UID: &str = "705ab4f5-6393-11e8-b7cc-42010a800002";
@@ -242,12 +250,15 @@ fn injects_a_native_sidecar_sharing_an_in_memory_region() {
         pod["metadata"]["annotations"]["tollgate.dev/inject"],
         "true"
     );
-    // No tenants configured anywhere: admitted, with a warning that says so.
-    assert!(
-        out.warnings().iter().any(|w| w.contains("no tenants")),
-        "{:?}",
-        out.warnings()
+    assert_eq!(
+        env_value(sc, "TOLLGATE_TENANTS").as_deref(),
+        Some("default-tenant")
     );
+    // Unset knobs keep the sidecar's own defaults.
+    assert_eq!(env_value(sc, "TOLLGATE_LANES"), None);
+    assert_eq!(env_value(sc, "TOLLGATE_EMERGENCY_ALLOWANCE"), None);
+    assert_eq!(env_value(sc, "TOLLGATE_TOKEN_FILE"), None);
+    assert!(out.warnings().is_empty(), "{:?}", out.warnings());
 }
 
 #[test]
@@ -378,7 +389,15 @@ fn skipped_namespaces_are_admitted_untouched() {
     let out = send(&injector(), &review_in("kube-system", "CREATE", opted_in()));
     assert!(out.allowed());
     assert!(out.patched.is_none());
-    let inj = Injector::new(config(&["--skip-namespaces", "tollgate, kube-system"]).unwrap());
+    let inj = Injector::new(
+        config(&[
+            "--skip-namespaces",
+            "tollgate, kube-system",
+            "--tenants",
+            "acme",
+        ])
+        .unwrap(),
+    );
     let out = send(&inj, &review_in("tollgate", "CREATE", opted_in()));
     assert!(out.allowed() && out.patched.is_none());
     let out = send(&inj, &review_in("agents", "CREATE", opted_in()));
@@ -419,6 +438,8 @@ fn annotations_override_the_defaults() {
         "config.tollgate.dev/log-level": "debug",
         "config.tollgate.dev/log-format": "text",
         "config.tollgate.dev/token-secret": "acme-sidecar-token",
+        "config.tollgate.dev/lanes": "64",
+        "config.tollgate.dev/emergency-allowance": "2.5",
         "unrelated.example.com/key": "ignored",
     }));
     let out = send(&injector(), &review(pod));
@@ -436,6 +457,11 @@ fn annotations_override_the_defaults() {
         Some("https://authority.billing.svc:7070")
     );
     assert_eq!(env_value(sc, "TOLLGATE_LOG").as_deref(), Some("debug"));
+    assert_eq!(env_value(sc, "TOLLGATE_LANES").as_deref(), Some("64"));
+    assert_eq!(
+        env_value(sc, "TOLLGATE_EMERGENCY_ALLOWANCE").as_deref(),
+        Some("2.5")
+    );
     assert_eq!(sc["args"], json!(["sidecar", "--log-format", "text"]));
     assert_eq!(
         sc["resources"],
@@ -552,6 +578,27 @@ fn bad_overrides_are_denied_with_a_message_naming_them() {
             "{msg:?} should name {key}"
         );
     }
+}
+
+#[test]
+fn a_pod_without_any_tenant_is_denied() {
+    // The sidecar cannot start without tenants: deny now rather than inject a crash loop.
+    let inj = Injector::new(config(&[]).unwrap());
+    let out = send(&inj, &review(opted_in()));
+    assert!(!out.allowed());
+    assert!(out.patched.is_none());
+    assert!(
+        out.message().contains("config.tollgate.dev/tenants"),
+        "{}",
+        out.message()
+    );
+    let pod =
+        agent_pod(json!({ "tollgate.dev/inject": "true", "config.tollgate.dev/tenant": "acme" }));
+    let out = send(&inj, &review(pod));
+    assert_eq!(
+        env_value(sidecar(out.pod()), "TOLLGATE_TENANTS").as_deref(),
+        Some("acme")
+    );
 }
 
 #[test]
@@ -692,6 +739,7 @@ fn injector_flags_are_validated_at_start() {
         (vec!["--sidecar-image", ""], "--sidecar-image"),
         (vec!["--sidecar-uid", "0"], "root"),
         (vec!["--region-size", "sixteen"], "--region-size"),
+        (vec!["--lanes", "many"], "--lanes"),
     ] {
         let err = config(&flags).expect_err("must be rejected");
         let msg = format!("{err:#}");
