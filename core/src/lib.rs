@@ -25,7 +25,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alert;
 pub mod credits;
+pub mod grant;
 pub mod money;
 pub mod plan;
 pub mod policy;
@@ -33,10 +35,17 @@ pub mod rating;
 pub mod tier;
 pub mod time;
 
+pub use alert::{AlertRule, BudgetState, BurnRate};
 pub use credits::{Credits, MICROS_PER_CREDIT, ParseCreditsError};
+pub use grant::{
+    DeductionOrder, DeductionPlan, GrantBalance, GrantKind, GrantOrderKey, GrantTerms, ResetPeriod,
+    plan_deduction,
+};
 pub use money::{CreditPack, CurrencyCode, Money, MoneyError};
 pub use plan::{PeriodBill, PeriodUsage, Plan, PlanError};
-pub use policy::LimitKind;
+pub use policy::{
+    Decision, FloorAmount, LimitKind, QuotaPolicy, QuotaScope, TaskBudget, TierFloors,
+};
 pub use rating::{
     Charge, ModelPrice, ModelRef, PriceBook, PriceBookError, PriceBookSpec, Pricing, RatingError,
     RatingInput, Usage,
