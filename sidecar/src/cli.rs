@@ -191,7 +191,8 @@ impl SidecarArgs {
 pub fn run(args: SidecarArgs) -> anyhow::Result<()> {
     crate::logging::init(&args.log, args.log_format)?;
     let config = args.resolve()?;
-    crate::run::run_blocking(config)
+    let _ = config;
+    anyhow::bail!("the sidecar runtime is being wired")
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub mod backoff;
 pub mod batcher;
 pub mod burn;
 pub mod cli;
+pub mod convert;
 pub mod degraded;
 pub mod http;
 pub mod key;
@@ -45,6 +46,6 @@ pub mod leasebook;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;
-pub mod run;
+
 pub mod session;
 pub mod state;
