@@ -52,6 +52,20 @@ pub enum Pricing {
     },
 }
 
+impl Pricing {
+    /// What a call costs under this pricing, with `request_price` the book's price of one
+    /// 1× request (used only by [`Pricing::PerRequest`]). The same arithmetic as
+    /// [`PriceBook::rate`], for callers that keep pricing outside a book.
+    #[inline]
+    pub fn rate(
+        &self,
+        request_price: Credits,
+        input: &RatingInput,
+    ) -> Result<Credits, RatingError> {
+        rate_pricing(self, request_price, input)
+    }
+}
+
 /// A model's entry in the price book.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ModelPrice {
