@@ -154,6 +154,8 @@ proptest! {
             Some(r) if r <= u128::from(u64::MAX) => prop_assert_eq!(got, Ok(Credits(r as u64))),
             _ => prop_assert_eq!(got, Err(RatingError::Overflow)),
         }
+        // Pricing::rate (outside a book) is the same arithmetic.
+        prop_assert_eq!(p.rate(rp, &x), book.rate(&m, &x));
         // The detailed charge always agrees with the fast one.
         prop_assert_eq!(book.rate_detailed(&m, &x).map(|c| c.credits), book.rate(&m, &x));
     }
