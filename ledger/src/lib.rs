@@ -1,1 +1,81 @@
-//! tollgate-ledger (placeholder: being built).
+//! # tollgate-ledger: the credit ledger, its store and the signed audit chain
+//!
+//! The fleet-wide truth of Tollgate's central authority (DESIGN §4, §7, §8, §9).
+//!
+//! ## Invariants
+//! 1. **Conservation.** For every grant, and so for every wallet:
+//!    `granted = available + held + consumed + expired`. Credits enter only by a grant,
+//!    a reset's refill or an adjustment's credit, and leave `available` only to `held`,
+//!    `consumed` or `expired`. Nothing is ever negative (amounts are `u64` and no move
+//!    takes more than is there).
+//! 2. **Deterministic deduction.** Holds and usage take from usable grants in the
+//!    tenant's [`DeductionOrder`] (default: priority, then earliest expiry, then oldest),
+//!    with the grant id as the final tie-break. Each [`Posting`] names the source that
+//!    paid and its balance before and after.
+//! 3. **The hard cap is never exceeded.** A tenant's plan ([`Plan`], from core) bills
+//!    usage that grants do not cover; its hard cap bounds the month's plan charge.
+//!    Usage is taken from the plan only within the room the cap leaves
+//!    ([`engine::WalletTx::plan_room`]).
+//! 4. **Durable, exactly-once posting.** Each operation is one store transaction that
+//!    locks the tenant's wallet row first; `Ok` means committed (SQLite: WAL,
+//!    `synchronous=FULL`). A usage batch is idempotent by (sidecar id, sequence): a
+//!    re-sent batch posts nothing and returns the first outcome.
+//! 5. **Every movement is audited.** Grant, hold, post, void, expire, reset, adjustment,
+//!    usage posting and alert each append one signed record to the tenant's hash chain in
+//!    the same transaction ([`audit`]).
+//!
+//! ## The overrun rule (DESIGN §4)
+//! Agents spend from leases (holds), sized so the actual cost normally fits. An overrun
+//! (a call that cost more than reserved) is still **posted, counted and reported**:
+//! usage beyond the sender's holds is taken from grants, then from the plan. What no
+//! grant can pay and the plan's cap leaves no room for is recorded as
+//! [`Funding::Overrun`]: a posting row, a figure in the batch outcome, the balance and
+//! the audit record, but **never billed and never charged to the cap**. So the cap is
+//! never exceeded, and what gets past it is bounded by the overruns themselves: at most
+//! the in-flight calls' excess over their reservations, never a new reservation.
+//!
+//! ## Money and time
+//! Credits are integer micro-credits (`tollgate_core::Credits`); time is unix seconds
+//! read once per operation from an injectable [`Clock`] ([`ManualClock`] in tests).
+//! Periods are calendar-aligned in UTC: plan periods and monthly resets on the 1st.
+//!
+//! ## Map
+//! - [`ledger`]: the [`Ledger`] service (the operations the authority calls).
+//! - [`engine`]: the rules, as pure transitions of one locked wallet.
+//! - [`grant`], [`hold`], [`usage`], [`policy`], [`report`]: the types.
+//! - [`rating`]: re-rating and aggregating batches with core's price book.
+//! - [`audit`]: the chain, its export and the offline [`audit::verify`].
+//! - [`store`]: the [`Store`] trait; [`store::sqlite`] the embedded implementation.
+//! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod clock;
+pub mod engine;
+pub mod error;
+pub mod grant;
+pub mod hold;
+pub mod ids;
+pub mod ledger;
+pub mod policy;
+pub mod rating;
+pub mod report;
+pub mod store;
+pub mod usage;
+
+pub use audit::{
+    AuditEvent, AuditRecord, AuditSigner, ExportLine, VerifyError, VerifyFailure, VerifyReport,
+    parse_public_key, verify,
+};
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error::LedgerError;
+pub use grant::{DeductionKey, DeductionOrder, Grant, GrantKind, GrantSpec, ResetPeriod};
+pub use hold::{Funding, Hold, HoldPart, HoldRequest, HoldStatus};
+pub use ids::{BatchKey, GrantId, HoldId, TenantId, WalletId};
+pub use ledger::{Ledger, SweepReport};
+pub use policy::{AlertCondition, AlertRule, Plan, TenantConfig};
+pub use report::{AlertEvent, Balance, Statement, StatementRow};
+pub use store::{SqliteStore, Store, StoreTx};
+pub use usage::{BatchOutcome, Posting, TenantPosting, UsageBatch, UsageRecord};

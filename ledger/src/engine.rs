@@ -1,0 +1,1146 @@
+//! The ledger's rules, as pure in-memory state transitions on one tenant's locked wallet.
+//!
+//! A [`WalletTx`] is loaded from the store inside a transaction (wallet row, active
+//! grants, the holds the operation touches), changed here synchronously, and written back
+//! as [`Changes`] in the same transaction. Nothing here does I/O, so the rules are the
+//! same whatever the store, and the property tests exercise exactly this code.
+//!
+//! Invariants kept by every method (checked by `tests/properties.rs`):
+//! - per grant: `granted = available + held + consumed + expired`;
+//! - the wallet totals equal the sums over its grants (plus plan-funded and overrun, which
+//!   are tracked beside them and never create grant credits);
+//! - nothing is negative (all amounts are `u64`, and no move takes more than is there);
+//! - with a plan hard cap: the month's plan charge (`Plan::bill(period_usage)`'s usage
+//!   charge) never exceeds the cap: plan-funded usage is taken only within the room
+//!   the cap leaves, and what does not fit is overrun;
+//! - every movement appends exactly one audit record.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tollgate_core::rating::PER_MILLE;
+use tollgate_core::time::month_start;
+use tollgate_core::{Credits, LimitKind, PeriodUsage};
+
+use crate::audit::{AuditEvent, AuditPosting, AuditSigner, HoldEnd, WalletTotals};
+use crate::clock::Timestamp;
+use crate::error::LedgerError;
+use crate::grant::{Grant, GrantSpec};
+use crate::hold::{Funding, Hold, HoldPart, HoldRequest, HoldStatus};
+use crate::ids::{BatchKey, GrantId, HoldId};
+use crate::policy::{AlertCondition, TenantConfig};
+use crate::report::AlertEvent;
+use crate::store::{AlertRuleState, Changes, WalletRow};
+use crate::usage::{Posting, TenantPosting};
+
+/// Largest single grant or adjustment: one billion credits. Keeps every total far from
+/// `u64` overflow even after thousands of resets.
+pub const MAX_GRANT: Credits = Credits(1_000_000_000 * tollgate_core::MICROS_PER_CREDIT);
+
+/// Longest grant reference, in bytes.
+pub const MAX_REFERENCE_LEN: usize = 200;
+
+/// Time and signer of one operation.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    /// The operation's time (read once from the clock).
+    pub now: Timestamp,
+    /// Audit signer.
+    pub signer: &'a AuditSigner,
+}
+
+/// Usage of one (agent, model, feature) group of a batch, already rated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageGroup {
+    /// Agent instance.
+    pub agent: String,
+    /// Model.
+    pub model: String,
+    /// Feature.
+    pub feature: String,
+    /// Rated credits.
+    pub amount: Credits,
+    /// Records.
+    pub records: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Outcomes.
+    pub outcomes: u64,
+    /// Request units (milli-requests) of per-request-priced records; 0 for metered
+    /// groups (a group is one model, so one pricing kind).
+    pub request_units_milli: u64,
+}
+
+/// Room left under a plan's hard cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanRoom {
+    /// Metered credits.
+    pub metered: Credits,
+    /// Request units (milli-requests).
+    pub request_milli: u64,
+}
+
+impl PlanRoom {
+    /// No cap.
+    pub const UNBOUNDED: PlanRoom = PlanRoom {
+        metered: Credits::MAX,
+        request_milli: u64::MAX,
+    };
+}
+
+/// The request units that `part` of a group's `amount` credits stand for (rounded up).
+fn units_for(units: u64, amount: Credits, part: Credits) -> u64 {
+    if units == 0 || amount.is_zero() {
+        return 0;
+    }
+    let v = (u128::from(units) * u128::from(part.micros())).div_ceil(u128::from(amount.micros()));
+    u64::try_from(v).unwrap_or(u64::MAX).min(units)
+}
+
+/// One tenant's wallet, locked and loaded, being changed.
+#[derive(Debug, Clone)]
+pub struct WalletTx {
+    /// The wallet row.
+    pub row: WalletRow,
+    /// Active grants (open, or still holding credits), plus any loaded by id.
+    pub grants: Vec<Grant>,
+    /// Loaded holds.
+    pub holds: Vec<Hold>,
+    new_wallet: bool,
+    row_changed: bool,
+    changed_grants: BTreeSet<GrantId>,
+    changed_holds: BTreeSet<HoldId>,
+    audit: Vec<crate::audit::AuditRecord>,
+    postings: Vec<Posting>,
+    spend: BTreeMap<Timestamp, Credits>,
+}
+
+fn take(from: &mut Credits, x: Credits) {
+    debug_assert!(*from >= x, "moving {x} out of {from}");
+    *from = from.saturating_sub(x);
+}
+
+fn put(to: &mut Credits, x: Credits) {
+    *to = to.saturating_add(x);
+}
+
+impl WalletTx {
+    /// Wrap loaded state.
+    pub fn new(row: WalletRow, grants: Vec<Grant>, holds: Vec<Hold>) -> WalletTx {
+        WalletTx {
+            row,
+            grants,
+            holds,
+            new_wallet: false,
+            row_changed: false,
+            changed_grants: BTreeSet::new(),
+            changed_holds: BTreeSet::new(),
+            audit: Vec::new(),
+            postings: Vec::new(),
+            spend: BTreeMap::new(),
+        }
+    }
+
+    /// A new wallet (to be inserted).
+    pub fn create(row: WalletRow) -> WalletTx {
+        let mut w = WalletTx::new(row, Vec::new(), Vec::new());
+        w.new_wallet = true;
+        w
+    }
+
+    /// Add holds loaded later in the transaction (skips ones already loaded).
+    pub fn add_loaded_holds(&mut self, holds: Vec<Hold>) {
+        for h in holds {
+            if !self.holds.iter().any(|x| x.id == h.id) {
+                self.holds.push(h);
+            }
+        }
+    }
+
+    /// Add a grant loaded later (skips one already loaded).
+    pub fn add_loaded_grant(&mut self, g: Grant) {
+        if !self.grants.iter().any(|x| x.id == g.id) {
+            self.grants.push(g);
+        }
+    }
+
+    /// `true` if the operation changed anything.
+    pub fn is_changed(&self) -> bool {
+        self.new_wallet || self.row_changed || !self.audit.is_empty()
+    }
+
+    /// Move everything written into `changes`.
+    pub fn into_changes(self, changes: &mut Changes) {
+        let tenant = self.row.tenant.clone();
+        for id in &self.changed_grants {
+            if let Some(g) = self.grants.iter().find(|g| g.id == *id) {
+                changes.grants.push(g.clone());
+            }
+        }
+        for id in &self.changed_holds {
+            if let Some(h) = self.holds.iter().find(|h| h.id == *id) {
+                changes.holds.push(h.clone());
+            }
+        }
+        changes.postings.extend(self.postings);
+        changes.audit.extend(self.audit);
+        for (minute, c) in self.spend {
+            changes.spend_buckets.push((tenant.clone(), minute, c));
+        }
+        if self.new_wallet {
+            changes.new_wallets.push(self.row);
+        } else if self.row_changed {
+            changes.wallets.push(self.row);
+        }
+    }
+
+    fn record(&mut self, ctx: Ctx<'_>, event: AuditEvent) -> u64 {
+        let rec = ctx
+            .signer
+            .append(&mut self.row.audit_head, &self.row.tenant, ctx.now, &event);
+        let seq = rec.seq;
+        self.audit.push(rec);
+        self.row_changed = true;
+        seq
+    }
+
+    fn totals(&self) -> WalletTotals {
+        self.row.totals
+    }
+
+    fn grant_mut(&mut self, id: GrantId) -> Option<&mut Grant> {
+        self.changed_grants.insert(id);
+        self.grants.iter_mut().find(|g| g.id == id)
+    }
+
+    /// The plan's hard cap on the period's charge, if any.
+    pub fn hard_cap(&self) -> Option<Credits> {
+        self.row.config.plan.as_ref().and_then(|p| p.hard_cap)
+    }
+
+    /// How much more plan-funded usage the period can take before the plan's charge
+    /// would pass its hard cap: metered credits, and request units (milli-requests).
+    /// Zero without a plan; unbounded without a cap.
+    pub fn plan_room(&self) -> PlanRoom {
+        let Some(plan) = &self.row.config.plan else {
+            return PlanRoom::default();
+        };
+        let Some(cap) = plan.hard_cap else {
+            return PlanRoom::UNBOUNDED;
+        };
+        let usage = &self.row.period_usage;
+        let Ok(bill) = plan.bill(usage) else {
+            return PlanRoom::default();
+        };
+        let head = cap.saturating_sub(bill.usage_charge);
+        let metered = plan
+            .included_credits
+            .saturating_sub(usage.metered)
+            .saturating_add(head);
+        let included_milli = plan.included_requests.saturating_mul(PER_MILLE);
+        let extra_milli = if plan.overage_request_price.is_zero() {
+            u64::MAX
+        } else {
+            let m = u128::from(head.micros()) * u128::from(PER_MILLE)
+                / u128::from(plan.overage_request_price.micros());
+            u64::try_from(m).unwrap_or(u64::MAX)
+        };
+        PlanRoom {
+            metered,
+            request_milli: included_milli
+                .saturating_sub(usage.request_units_milli)
+                .saturating_add(extra_milli),
+        }
+    }
+
+    /// Fund up to `credits` of usage from the plan, within its room; `units` is the
+    /// request units (milli) those credits stand for (0 for metered usage). Returns the
+    /// credits taken and records them in the period's usage.
+    fn plan_take(&mut self, credits: Credits, units: u64) -> Credits {
+        if self.row.config.plan.is_none() || credits.is_zero() {
+            return Credits::ZERO;
+        }
+        let room = self.plan_room();
+        let usage = &mut self.row.period_usage;
+        if units == 0 {
+            let x = credits.min(room.metered);
+            usage.metered = usage.metered.saturating_add(x);
+            x
+        } else {
+            let k = units.min(room.request_milli);
+            let x = if k == units {
+                credits
+            } else {
+                let v = u128::from(credits.micros()) * u128::from(k) / u128::from(units);
+                Credits(u64::try_from(v).unwrap_or(0))
+            };
+            usage.request_units_milli = usage.request_units_milli.saturating_add(k);
+            x
+        }
+    }
+
+    /// Credits in usable grants at `now`.
+    pub fn usable_available(&self, now: Timestamp) -> Credits {
+        self.grants
+            .iter()
+            .filter(|g| g.is_usable(now))
+            .fold(Credits::ZERO, |a, g| a.saturating_add(g.available))
+    }
+
+    /// Credits in grants not started yet.
+    pub fn upcoming(&self, now: Timestamp) -> Credits {
+        self.grants
+            .iter()
+            .filter(|g| !g.closed && g.starts_at > now)
+            .fold(Credits::ZERO, |a, g| a.saturating_add(g.available))
+    }
+
+    /// What a new hold could reserve now, and the limit that binds: usable grants, plus
+    /// (with a plan) the plan's metered room under its cap less what holds already
+    /// reserve from the plan.
+    pub fn spendable(&self, now: Timestamp) -> (Credits, LimitKind) {
+        let grants = self.usable_available(now);
+        if self.row.config.plan.is_none() {
+            return (grants, LimitKind::TenantWallet);
+        }
+        let room = self
+            .plan_room()
+            .metered
+            .saturating_sub(self.row.totals.plan_held);
+        let limit = if self.hard_cap().is_some() {
+            LimitKind::HardCap
+        } else {
+            LimitKind::TenantWallet
+        };
+        (grants.saturating_add(room), limit)
+    }
+
+    /// Grants usable at `now`, in deduction order.
+    fn deduction_order(&self, now: Timestamp) -> Vec<GrantId> {
+        let order = &self.row.config.deduction_order;
+        let mut usable: Vec<&Grant> = self.grants.iter().filter(|g| g.is_usable(now)).collect();
+        usable.sort_by(|a, b| order.compare(a, b));
+        usable.into_iter().map(|g| g.id).collect()
+    }
+
+    /// Apply everything due at `ctx.now`: the cap period rollover, grant resets and
+    /// expiries (in time order), and the timeouts of loaded open holds.
+    pub fn catch_up(&mut self, ctx: Ctx<'_>) {
+        let period = month_start(ctx.now);
+        if period > self.row.period_start {
+            self.row.period_start = period;
+            self.row.period_spent = Credits::ZERO;
+            self.row.period_usage = PeriodUsage::default();
+            self.row_changed = true;
+        }
+        // Grant events in time order; ties by grant id; resets before expiry.
+        loop {
+            let mut next: Option<(Timestamp, GrantId, bool)> = None;
+            for g in &self.grants {
+                if g.closed {
+                    continue;
+                }
+                let reset = g
+                    .next_reset_at
+                    .filter(|&r| r <= ctx.now && g.expires_at.is_none_or(|e| r < e))
+                    .map(|r| (r, g.id, true));
+                let expire = g
+                    .expires_at
+                    .filter(|&e| e <= ctx.now)
+                    .map(|e| (e, g.id, false));
+                for cand in [reset, expire].into_iter().flatten() {
+                    let key = |c: &(Timestamp, GrantId, bool)| (c.0, c.1, !c.2);
+                    if next.as_ref().is_none_or(|n| key(&cand) < key(n)) {
+                        next = Some(cand);
+                    }
+                }
+            }
+            match next {
+                Some((at, id, true)) => self.reset_grant(ctx, id, at),
+                Some((_, id, false)) => self.expire_grant(ctx, id),
+                None => break,
+            }
+        }
+        let due: Vec<HoldId> = self
+            .holds
+            .iter()
+            .filter(|h| h.status == HoldStatus::Open && h.expires_at <= ctx.now)
+            .map(|h| h.id)
+            .collect();
+        for id in due {
+            // Loaded and open: cannot fail.
+            let _ = self.end_hold(ctx, id, Credits::ZERO, HoldEnd::Expired);
+        }
+    }
+
+    fn reset_grant(&mut self, ctx: Ctx<'_>, id: GrantId, at: Timestamp) {
+        let Some(g) = self.grant_mut(id) else { return };
+        let expired = g.available;
+        g.available = Credits::ZERO;
+        put(&mut g.expired, expired);
+        let refill = g.amount;
+        put(&mut g.granted, refill);
+        put(&mut g.available, refill);
+        g.period = g.period.saturating_add(1);
+        g.period_start = at;
+        let next = g.reset.and_then(|r| r.next_boundary(at));
+        g.next_reset_at = next.filter(|&n| g.expires_at.is_none_or(|e| n < e));
+        let period = g.period;
+        let t = &mut self.row.totals;
+        take(&mut t.available, expired);
+        put(&mut t.expired, expired);
+        put(&mut t.granted, refill);
+        put(&mut t.available, refill);
+        let after = self.totals();
+        self.record(
+            ctx,
+            AuditEvent::Reset {
+                grant: id,
+                period,
+                period_start: at,
+                expired,
+                refilled: refill,
+                after,
+            },
+        );
+    }
+
+    fn expire_grant(&mut self, ctx: Ctx<'_>, id: GrantId) {
+        let Some(g) = self.grant_mut(id) else { return };
+        let expired = g.available;
+        g.available = Credits::ZERO;
+        put(&mut g.expired, expired);
+        g.closed = true;
+        g.next_reset_at = None;
+        let t = &mut self.row.totals;
+        take(&mut t.available, expired);
+        put(&mut t.expired, expired);
+        let after = self.totals();
+        self.record(
+            ctx,
+            AuditEvent::Expire {
+                grant: id,
+                expired,
+                after,
+            },
+        );
+    }
+
+    /// Validate a grant request.
+    pub fn validate_grant(spec: &GrantSpec, now: Timestamp) -> Result<(), LedgerError> {
+        if spec.amount.is_zero() || spec.amount > MAX_GRANT {
+            return Err(LedgerError::InvalidInput(format!(
+                "grant amount {} must be above 0 and at most {MAX_GRANT} credits",
+                spec.amount
+            )));
+        }
+        let start = spec.starts_at.unwrap_or(now);
+        if let Some(e) = spec.expires_at
+            && e <= start
+        {
+            return Err(LedgerError::InvalidInput(format!(
+                "grant expires_at {e} must be after its start {start}"
+            )));
+        }
+        if let Some(r) = &spec.reference
+            && (r.is_empty() || r.len() > MAX_REFERENCE_LEN)
+        {
+            return Err(LedgerError::InvalidInput(format!(
+                "grant reference must be 1 to {MAX_REFERENCE_LEN} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Grant credits. The caller checked idempotency by reference.
+    pub fn add_grant(&mut self, ctx: Ctx<'_>, spec: &GrantSpec) -> Result<GrantId, LedgerError> {
+        Self::validate_grant(spec, ctx.now)?;
+        let granted = self
+            .row
+            .totals
+            .granted
+            .checked_add(spec.amount)
+            .ok_or_else(|| LedgerError::Overflow("the wallet's total granted".into()))?;
+        let id = GrantId(self.row.next_grant_id);
+        self.row.next_grant_id += 1;
+        let starts_at = spec.starts_at.unwrap_or(ctx.now);
+        let next_reset_at = spec
+            .reset
+            .and_then(|r| r.next_boundary(starts_at))
+            .filter(|&n| spec.expires_at.is_none_or(|e| n < e));
+        let g = Grant {
+            tenant: self.row.tenant.clone(),
+            id,
+            kind: spec.kind,
+            amount: spec.amount,
+            priority: spec.priority,
+            starts_at,
+            expires_at: spec.expires_at,
+            reset: spec.reset,
+            reference: spec.reference.clone(),
+            created_at: ctx.now,
+            period: 0,
+            period_start: starts_at,
+            next_reset_at,
+            granted: spec.amount,
+            available: spec.amount,
+            held: Credits::ZERO,
+            consumed: Credits::ZERO,
+            expired: Credits::ZERO,
+            closed: false,
+        };
+        self.grants.push(g);
+        self.changed_grants.insert(id);
+        self.row.totals.granted = granted;
+        put(&mut self.row.totals.available, spec.amount);
+        let after = self.totals();
+        self.record(
+            ctx,
+            AuditEvent::Grant {
+                grant: id,
+                kind: spec.kind,
+                amount: spec.amount,
+                priority: spec.priority,
+                starts_at,
+                expires_at: spec.expires_at,
+                reset: spec.reset,
+                reference: spec.reference.clone(),
+                after,
+            },
+        );
+        // A grant that starts in the past may already be due for resets or expiry.
+        self.catch_up(ctx);
+        Ok(id)
+    }
+
+    /// Administrative adjustment of a loaded grant: add `credit`, remove `debit` from its
+    /// available credits (counted as expired).
+    pub fn adjust(
+        &mut self,
+        ctx: Ctx<'_>,
+        id: GrantId,
+        credit: Credits,
+        debit: Credits,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
+        if credit > MAX_GRANT || debit > MAX_GRANT {
+            return Err(LedgerError::InvalidInput(format!(
+                "adjustment above {MAX_GRANT} credits"
+            )));
+        }
+        let tenant = self.row.tenant.clone();
+        let g = self
+            .grants
+            .iter()
+            .find(|g| g.id == id)
+            .ok_or(LedgerError::UnknownGrant {
+                tenant: tenant.clone(),
+                grant: id,
+            })?;
+        if g.closed && !credit.is_zero() {
+            return Err(LedgerError::InvalidInput(format!(
+                "{id} has expired: credit a new grant instead"
+            )));
+        }
+        let avail_after = g.available.saturating_add(credit);
+        if debit > avail_after {
+            return Err(LedgerError::InvalidInput(format!(
+                "cannot debit {debit} from {id}: only {avail_after} is available"
+            )));
+        }
+        self.row
+            .totals
+            .granted
+            .checked_add(credit)
+            .ok_or_else(|| LedgerError::Overflow("the wallet's total granted".into()))?;
+        let g = self
+            .grant_mut(id)
+            .ok_or(LedgerError::UnknownGrant { tenant, grant: id })?;
+        put(&mut g.granted, credit);
+        put(&mut g.available, credit);
+        take(&mut g.available, debit);
+        put(&mut g.expired, debit);
+        let t = &mut self.row.totals;
+        put(&mut t.granted, credit);
+        put(&mut t.available, credit);
+        take(&mut t.available, debit);
+        put(&mut t.expired, debit);
+        let after = self.totals();
+        self.record(
+            ctx,
+            AuditEvent::Adjustment {
+                grant: id,
+                credit,
+                debit,
+                reason: reason.to_owned(),
+                after,
+            },
+        );
+        Ok(())
+    }
+
+    /// Place a hold.
+    pub fn create_hold(&mut self, ctx: Ctx<'_>, req: &HoldRequest) -> Result<Hold, LedgerError> {
+        if req.amount.is_zero() || req.min_amount > req.amount || req.ttl_secs == 0 {
+            return Err(LedgerError::InvalidInput(
+                "hold needs amount > 0, min_amount <= amount and ttl_secs > 0".into(),
+            ));
+        }
+        if req.owner.is_empty() || req.owner.len() > 256 {
+            return Err(LedgerError::InvalidInput(
+                "hold owner (sidecar id) must be 1 to 256 bytes".into(),
+            ));
+        }
+        let (spendable, limit) = self.spendable(ctx.now);
+        let want = req.amount.min(spendable);
+        if want.is_zero() || want < req.min_amount {
+            return Err(LedgerError::InsufficientFunds {
+                tenant: self.row.tenant.clone(),
+                requested: req.min_amount.max(Credits(1)),
+                available: spendable,
+                limit,
+            });
+        }
+        let mut parts = Vec::new();
+        let mut left = want;
+        for id in self.deduction_order(ctx.now) {
+            if left.is_zero() {
+                break;
+            }
+            let Some(g) = self.grant_mut(id) else {
+                continue;
+            };
+            let x = left.min(g.available);
+            if x.is_zero() {
+                continue;
+            }
+            take(&mut g.available, x);
+            put(&mut g.held, x);
+            parts.push(HoldPart {
+                funding: Funding::Grant(id),
+                period: g.period,
+                amount: x,
+                drawn: Credits::ZERO,
+            });
+            take(&mut self.row.totals.available, x);
+            put(&mut self.row.totals.held, x);
+            left = left.saturating_sub(x);
+        }
+        if !left.is_zero() {
+            // Only reachable with a plan (spendable counted its room).
+            parts.push(HoldPart {
+                funding: Funding::Plan,
+                period: 0,
+                amount: left,
+                drawn: Credits::ZERO,
+            });
+            put(&mut self.row.totals.plan_held, left);
+        }
+        let id = HoldId(self.row.next_hold_id);
+        self.row.next_hold_id += 1;
+        let hold = Hold {
+            tenant: self.row.tenant.clone(),
+            id,
+            owner: req.owner.clone(),
+            amount: want,
+            drawn: Credits::ZERO,
+            released: Credits::ZERO,
+            status: HoldStatus::Open,
+            created_at: ctx.now,
+            expires_at: ctx.now.saturating_add(req.ttl_secs),
+            closed_at: None,
+            parts: parts.clone(),
+        };
+        self.holds.push(hold.clone());
+        self.changed_holds.insert(id);
+        let after = self.totals();
+        self.record(
+            ctx,
+            AuditEvent::Hold {
+                hold: id,
+                owner: req.owner.clone(),
+                amount: want,
+                expires_at: hold.expires_at,
+                parts,
+                after,
+            },
+        );
+        Ok(hold)
+    }
+
+    /// Draw up to `want` from one open hold's parts; returns (funding, amount, balance
+    /// before, balance after) per part drawn. `units` is the request units (milli) that
+    /// `want` stands for (0 for metered usage): plan-funded parts are still limited by the
+    /// plan's room under its cap at the moment of the draw.
+    fn draw_hold(
+        &mut self,
+        idx: usize,
+        want: Credits,
+        units: u64,
+    ) -> Vec<(Funding, Credits, Credits, Credits)> {
+        let mut out = Vec::new();
+        let mut left = want;
+        for p in 0..self.holds[idx].parts.len() {
+            if left.is_zero() {
+                break;
+            }
+            let part = self.holds[idx].parts[p];
+            let mut x = left.min(part.amount.saturating_sub(part.drawn));
+            if x.is_zero() {
+                continue;
+            }
+            let (before, after) = match part.funding {
+                Funding::Grant(gid) => {
+                    let Some(g) = self.grant_mut(gid) else {
+                        continue;
+                    };
+                    let before = g.remaining();
+                    take(&mut g.held, x);
+                    put(&mut g.consumed, x);
+                    let after = g.remaining();
+                    take(&mut self.row.totals.held, x);
+                    put(&mut self.row.totals.consumed, x);
+                    (before, after)
+                }
+                _ => {
+                    x = self.plan_take(x, units_for(units, want, x));
+                    if x.is_zero() {
+                        continue;
+                    }
+                    take(&mut self.row.totals.plan_held, x);
+                    put(&mut self.row.totals.plan_consumed, x);
+                    (
+                        self.row.period_spent,
+                        self.row.period_spent.saturating_add(x),
+                    )
+                }
+            };
+            put(&mut self.row.period_spent, x);
+            let h = &mut self.holds[idx];
+            put(&mut h.parts[p].drawn, x);
+            put(&mut h.drawn, x);
+            left = left.saturating_sub(x);
+            out.push((part.funding, x, before, after));
+        }
+        let id = self.holds[idx].id;
+        self.changed_holds.insert(id);
+        out
+    }
+
+    /// End a hold: consume `consume` of it (posting by amount; zero to just release),
+    /// release the rest. `end` says why; a released hold with draws counts as posted.
+    pub fn end_hold(
+        &mut self,
+        ctx: Ctx<'_>,
+        id: HoldId,
+        consume: Credits,
+        end: HoldEnd,
+    ) -> Result<Hold, LedgerError> {
+        let tenant = self.row.tenant.clone();
+        let idx = self
+            .holds
+            .iter()
+            .position(|h| h.id == id)
+            .ok_or(LedgerError::UnknownHold {
+                tenant: tenant.clone(),
+                hold: id,
+            })?;
+        let h = &self.holds[idx];
+        if h.status != HoldStatus::Open {
+            return Err(LedgerError::HoldClosed {
+                tenant,
+                hold: id,
+                status: status_name(h.status),
+            });
+        }
+        if consume > h.remaining() {
+            return Err(LedgerError::InvalidInput(format!(
+                "cannot post {consume} from {id}: only {} remains held",
+                h.remaining()
+            )));
+        }
+        let mut consumed_now = Credits::ZERO;
+        if !consume.is_zero() {
+            let owner = h.owner.clone();
+            for (funding, amount, before, after) in self.draw_hold(idx, consume, 0) {
+                put(&mut consumed_now, amount);
+                self.add_spend(ctx.now, amount);
+                self.postings.push(Posting {
+                    tenant: tenant.clone(),
+                    batch: None,
+                    hold: Some(id),
+                    agent: owner.clone(),
+                    model: String::new(),
+                    feature: "hold_post".into(),
+                    funding,
+                    amount,
+                    records: 0,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    outcomes: 0,
+                    balance_before: before,
+                    balance_after: after,
+                    at: ctx.now,
+                });
+            }
+        }
+        let mut returned = Credits::ZERO;
+        let mut expired = Credits::ZERO;
+        let parts = self.holds[idx].parts.clone();
+        for part in &parts {
+            let undrawn = part.amount.saturating_sub(part.drawn);
+            if undrawn.is_zero() {
+                continue;
+            }
+            match part.funding {
+                Funding::Grant(gid) => {
+                    let Some(g) = self.grant_mut(gid) else {
+                        continue;
+                    };
+                    take(&mut g.held, undrawn);
+                    let lapsed = g.closed || g.period != part.period;
+                    if lapsed {
+                        put(&mut g.expired, undrawn);
+                    } else {
+                        put(&mut g.available, undrawn);
+                    }
+                    take(&mut self.row.totals.held, undrawn);
+                    if lapsed {
+                        put(&mut self.row.totals.expired, undrawn);
+                        put(&mut expired, undrawn);
+                    } else {
+                        put(&mut self.row.totals.available, undrawn);
+                        put(&mut returned, undrawn);
+                    }
+                }
+                _ => {
+                    take(&mut self.row.totals.plan_held, undrawn);
+                    put(&mut returned, undrawn);
+                }
+            }
+        }
+        let h = &mut self.holds[idx];
+        h.released = returned.saturating_add(expired);
+        h.status = match end {
+            HoldEnd::Expired => HoldStatus::Expired,
+            _ if !h.drawn.is_zero() => HoldStatus::Posted,
+            _ => HoldStatus::Voided,
+        };
+        h.closed_at = Some(ctx.now);
+        let end = match h.status {
+            HoldStatus::Posted => HoldEnd::Posted,
+            HoldStatus::Expired => HoldEnd::Expired,
+            _ => HoldEnd::Voided,
+        };
+        let drawn = h.drawn;
+        let hold = h.clone();
+        self.changed_holds.insert(id);
+        let after = self.totals();
+        self.record(
+            ctx,
+            AuditEvent::HoldEnded {
+                hold: id,
+                end,
+                drawn,
+                consumed_now,
+                returned,
+                expired,
+                after,
+            },
+        );
+        Ok(hold)
+    }
+
+    fn add_spend(&mut self, now: Timestamp, x: Credits) {
+        let minute = now - now % 60;
+        let e = self.spend.entry(minute).or_insert(Credits::ZERO);
+        put(e, x);
+    }
+
+    /// Post rated usage of one batch for this tenant: from the sender's open holds
+    /// first, then grants in deduction order, then the plan (within its room under the
+    /// hard cap); what is left is overrun (recorded, never billed).
+    pub fn post_usage(
+        &mut self,
+        ctx: Ctx<'_>,
+        key: &BatchKey,
+        groups: &[UsageGroup],
+        summary: &mut TenantPosting,
+        digest: Option<&str>,
+    ) {
+        let tenant = self.row.tenant.clone();
+        let mut hold_idx: Vec<usize> = (0..self.holds.len())
+            .filter(|&i| {
+                let h = &self.holds[i];
+                h.status == HoldStatus::Open && h.owner == key.sidecar_id
+            })
+            .collect();
+        hold_idx.sort_by_key(|&i| (self.holds[i].expires_at, self.holds[i].id));
+        let order = self.deduction_order(ctx.now);
+        let mut audit_postings = Vec::new();
+        for g in groups {
+            let mut left = g.amount;
+            let mut first = true;
+            let mut emit = |w: &mut WalletTx,
+                            hold: Option<HoldId>,
+                            funding: Funding,
+                            amount: Credits,
+                            before: Credits,
+                            after: Credits| {
+                let (records, it, ot, oc) = if first {
+                    (g.records, g.input_tokens, g.output_tokens, g.outcomes)
+                } else {
+                    (0, 0, 0, 0)
+                };
+                first = false;
+                w.postings.push(Posting {
+                    tenant: tenant.clone(),
+                    batch: Some(key.clone()),
+                    hold,
+                    agent: g.agent.clone(),
+                    model: g.model.clone(),
+                    feature: g.feature.clone(),
+                    funding,
+                    amount,
+                    records,
+                    input_tokens: it,
+                    output_tokens: ot,
+                    outcomes: oc,
+                    balance_before: before,
+                    balance_after: after,
+                    at: ctx.now,
+                });
+                audit_postings.push(AuditPosting {
+                    agent: g.agent.clone(),
+                    model: g.model.clone(),
+                    feature: g.feature.clone(),
+                    hold,
+                    funding,
+                    amount,
+                    records,
+                });
+            };
+            // 1. The sender's open holds (its leases).
+            for &i in &hold_idx {
+                if left.is_zero() {
+                    break;
+                }
+                let hid = self.holds[i].id;
+                let units = units_for(g.request_units_milli, g.amount, left);
+                for (funding, x, before, after) in self.draw_hold(i, left, units) {
+                    left = left.saturating_sub(x);
+                    put(&mut summary.from_holds, x);
+                    self.add_spend(ctx.now, x);
+                    emit(self, Some(hid), funding, x, before, after);
+                }
+            }
+            // 2. Grants, in deduction order.
+            for &gid in &order {
+                if left.is_zero() {
+                    break;
+                }
+                let Some(gr) = self.grant_mut(gid) else {
+                    continue;
+                };
+                let x = left.min(gr.available);
+                if x.is_zero() {
+                    continue;
+                }
+                let before = gr.remaining();
+                take(&mut gr.available, x);
+                put(&mut gr.consumed, x);
+                let after = gr.remaining();
+                take(&mut self.row.totals.available, x);
+                put(&mut self.row.totals.consumed, x);
+                put(&mut self.row.period_spent, x);
+                left = left.saturating_sub(x);
+                put(&mut summary.from_grants, x);
+                self.add_spend(ctx.now, x);
+                emit(self, None, Funding::Grant(gid), x, before, after);
+            }
+            // 3. The plan, within its room under the hard cap.
+            if !left.is_zero() {
+                let units = units_for(g.request_units_milli, g.amount, left);
+                let x = self.plan_take(left, units);
+                if !x.is_zero() {
+                    let before = self.row.period_spent;
+                    put(&mut self.row.period_spent, x);
+                    put(&mut self.row.totals.plan_consumed, x);
+                    let after = self.row.period_spent;
+                    left = left.saturating_sub(x);
+                    put(&mut summary.from_plan, x);
+                    self.add_spend(ctx.now, x);
+                    emit(self, None, Funding::Plan, x, before, after);
+                }
+            }
+            // 4. Overrun: recorded, reported, never billed.
+            if !left.is_zero() {
+                put(&mut self.row.totals.overrun, left);
+                put(&mut summary.overrun, left);
+                let spent = self.row.period_spent;
+                emit(self, None, Funding::Overrun, left, spent, spent);
+            }
+        }
+        self.row_changed = true;
+        let after = self.totals();
+        self.record(
+            ctx,
+            AuditEvent::Usage {
+                batch: key.clone(),
+                records: summary.records,
+                rated: summary.rated,
+                client_amount: summary.client_amount,
+                postings: audit_postings,
+                overrun: summary.overrun,
+                digest: digest.map(str::to_owned),
+                after,
+            },
+        );
+    }
+
+    /// Change the configuration (recorded in the chain).
+    pub fn set_config(&mut self, ctx: Ctx<'_>, config: TenantConfig) {
+        self.row.config = config;
+        self.row.alert_state.retain(|s| {
+            self.row
+                .config
+                .alert_rules
+                .iter()
+                .any(|r| r.id == s.rule_id)
+        });
+        self.row_changed = true;
+        let json = serde_json::to_value(&self.row.config).unwrap_or_default();
+        self.record(ctx, AuditEvent::Config { config: json });
+    }
+
+    /// Close a grant early (plan change): its available credits expire now.
+    pub fn close_grant(&mut self, ctx: Ctx<'_>, id: GrantId) {
+        if self.grants.iter().any(|g| g.id == id && !g.closed) {
+            self.expire_grant(ctx, id);
+        }
+    }
+
+    /// Evaluate alert rules given the burn rates; fire (and record) those that trigger.
+    pub fn evaluate_alerts(
+        &mut self,
+        ctx: Ctx<'_>,
+        burn_1h: Credits,
+        burn_24h: Credits,
+    ) -> Vec<AlertEvent> {
+        let _ = burn_24h;
+        let now = ctx.now;
+        let (spent, budget) = match (&self.row.config.plan, self.hard_cap()) {
+            (Some(plan), Some(cap)) => {
+                let charge = plan
+                    .bill(&self.row.period_usage)
+                    .map_or(Credits::ZERO, |b| b.usage_charge);
+                (charge, cap)
+            }
+            _ => {
+                let spent = self.row.period_spent;
+                let left = self
+                    .usable_available(now)
+                    .saturating_add(self.row.totals.held);
+                (spent, spent.saturating_add(left))
+            }
+        };
+        let depletion = self.projected_depletion(now, burn_1h);
+        let rules = self.row.config.alert_rules.clone();
+        let mut fired = Vec::new();
+        for rule in rules {
+            let pos = match self
+                .row
+                .alert_state
+                .iter()
+                .position(|s| s.rule_id == rule.id)
+            {
+                Some(p) => p,
+                None => {
+                    self.row.alert_state.push(AlertRuleState {
+                        rule_id: rule.id.clone(),
+                        ..Default::default()
+                    });
+                    self.row_changed = true;
+                    self.row.alert_state.len() - 1
+                }
+            };
+            let fire = match rule.condition {
+                AlertCondition::BudgetUsedPercent { percent } => {
+                    let reached = !budget.is_zero()
+                        && u128::from(spent.micros()) * 100
+                            >= u128::from(budget.micros()) * u128::from(percent);
+                    let st = &mut self.row.alert_state[pos];
+                    if reached && st.fired_period != Some(self.row.period_start) {
+                        st.fired_period = Some(self.row.period_start);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                AlertCondition::DepletionWithin { hours } => {
+                    let soon =
+                        depletion.is_some_and(|d| d <= now.saturating_add(u64::from(hours) * 3600));
+                    let st = &mut self.row.alert_state[pos];
+                    let f = soon && !st.active;
+                    if st.active != soon {
+                        st.active = soon;
+                        self.row_changed = true;
+                    }
+                    f
+                }
+            };
+            if fire {
+                self.row_changed = true;
+                let seq = self.record(
+                    ctx,
+                    AuditEvent::Alert {
+                        rule_id: rule.id.clone(),
+                        condition: rule.condition,
+                        period_spent: spent,
+                        budget,
+                        burn_rate_1h: burn_1h,
+                        projected_depletion_at: depletion,
+                    },
+                );
+                fired.push(AlertEvent {
+                    tenant: self.row.tenant.clone(),
+                    rule_id: rule.id,
+                    condition: rule.condition,
+                    at: now,
+                    period_spent: spent,
+                    budget,
+                    burn_rate_1h: burn_1h,
+                    projected_depletion_at: depletion,
+                    audit_seq: seq,
+                });
+            }
+        }
+        fired
+    }
+
+    /// When what can still be spent runs out at `burn_per_hour`, counting open holds as
+    /// already spent: `now + spendable / burn`. `None` when nothing is burning, or when
+    /// spend is unbounded (a plan without a cap).
+    pub fn projected_depletion(&self, now: Timestamp, burn_per_hour: Credits) -> Option<Timestamp> {
+        if burn_per_hour.is_zero() {
+            return None;
+        }
+        let (left, _) = self.spendable(now);
+        if left == Credits::MAX {
+            return None;
+        }
+        let secs = u128::from(left.micros()) * 3600 / u128::from(burn_per_hour.micros());
+        Some(now.saturating_add(u64::try_from(secs).unwrap_or(u64::MAX)))
+    }
+}
+
+/// Name of a hold status, for messages.
+pub fn status_name(s: HoldStatus) -> &'static str {
+    match s {
+        HoldStatus::Open => "open",
+        HoldStatus::Posted => "posted",
+        HoldStatus::Voided => "voided",
+        HoldStatus::Expired => "expired",
+    }
+}

@@ -1,0 +1,120 @@
+//! Holds: pending debits that back a lease.
+//!
+//! A hold reserves credits from grants (in deduction order) and, when the tenant has a
+//! plan, from the plan's room under its hard cap. Usage posted by the hold's owner
+//! (the sidecar holding the lease) draws from its open holds first. A hold ends exactly
+//! once: posted (some of it was drawn), voided (nothing drawn, or released by the
+//! owner), or expired (its timeout passed). Its terms (amount, parts, timeout) are never
+//! edited: a changed lease is a new hold. What is left undrawn when it ends goes back to
+//! the grant it came from, or expires if that grant has expired or reset since (no
+//! rollover through a hold).
+
+use serde::{Deserialize, Serialize};
+use tollgate_core::Credits;
+
+use crate::clock::Timestamp;
+use crate::ids::{GrantId, HoldId, TenantId};
+
+/// Where credits came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Funding {
+    /// A grant paid.
+    Grant(GrantId),
+    /// The tenant's plan: usage past every grant, counted in the month's `PeriodUsage`
+    /// (included allowance first, then billed overage), under the plan's hard cap.
+    Plan,
+    /// Overrun: usage that no hold, no grant and no room under the plan's cap could pay.
+    /// Recorded and reported, never billed, never moves credits (see the crate docs).
+    Overrun,
+}
+
+impl Funding {
+    /// The paying grant, if a grant paid.
+    pub fn grant(self) -> Option<GrantId> {
+        match self {
+            Funding::Grant(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+/// State of a hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldStatus {
+    /// Reserving credits.
+    Open,
+    /// Ended with some credits drawn; the rest released.
+    Posted,
+    /// Ended with nothing drawn (or released by its owner before any draw).
+    Voided,
+    /// Its timeout passed; the undrawn rest was released.
+    Expired,
+}
+
+/// What a hold wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRequest {
+    /// Who holds it (the sidecar id of the lease). Usage batches from this sidecar draw
+    /// from its open holds first.
+    pub owner: String,
+    /// Credits wanted.
+    pub amount: Credits,
+    /// Accept a smaller hold, down to this amount (a lease takes what is there).
+    /// `min_amount == amount` means all or nothing. Must be `<= amount`.
+    pub min_amount: Credits,
+    /// Seconds until the hold expires if not posted or voided. Must be non-zero.
+    pub ttl_secs: u64,
+}
+
+/// One part of a hold: credits reserved from one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldPart {
+    /// The source (a grant, or the plan; never overrun).
+    pub funding: Funding,
+    /// The grant's period when reserved (0 for the plan).
+    pub period: u32,
+    /// Credits reserved.
+    pub amount: Credits,
+    /// Credits drawn by usage so far.
+    pub drawn: Credits,
+}
+
+/// A hold and its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// Owner tenant.
+    pub tenant: TenantId,
+    /// Per-tenant id.
+    pub id: HoldId,
+    /// The lease holder (sidecar id).
+    pub owner: String,
+    /// Credits reserved at creation (the sum of the parts).
+    pub amount: Credits,
+    /// Credits drawn by usage so far.
+    pub drawn: Credits,
+    /// Credits released when the hold ended (to the grants, or expired).
+    pub released: Credits,
+    /// State.
+    pub status: HoldStatus,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Timeout.
+    pub expires_at: Timestamp,
+    /// When it ended, if it has.
+    pub closed_at: Option<Timestamp>,
+    /// Sources, in deduction order.
+    pub parts: Vec<HoldPart>,
+}
+
+impl Hold {
+    /// Credits still reserved and undrawn (zero once ended).
+    pub fn remaining(&self) -> Credits {
+        if self.status == HoldStatus::Open {
+            self.amount.saturating_sub(self.drawn)
+        } else {
+            Credits::ZERO
+        }
+    }
+}

@@ -1,0 +1,847 @@
+//! The ledger service: the operations the authority calls.
+//!
+//! Each write operation is one store transaction: lock the tenant's wallet row(s), load
+//! what the operation touches, apply everything due (resets, expiries, hold timeouts:
+//! see [`WalletTx::catch_up`]), apply the operation with the pure rules of
+//! [`crate::engine`], write the changes and the audit records, commit durably. A
+//! returned `Ok` means committed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use ed25519_dalek::VerifyingKey;
+use tollgate_core::{Credits, PriceBook};
+
+use crate::audit::{self, AuditRecord, AuditSigner, ChainHead, HoldEnd, VerifyError, VerifyReport};
+use crate::clock::{Clock, Timestamp};
+use crate::engine::{Ctx, WalletTx};
+use crate::error::LedgerError;
+use crate::grant::{DeductionOrder, Grant, GrantSpec};
+use crate::hold::{Funding, Hold, HoldRequest};
+use crate::ids::{GrantId, HoldId, TenantId};
+use crate::policy::{AlertRule, Plan, TenantConfig};
+use crate::rating;
+use crate::report::{AlertEvent, Balance, Statement};
+use crate::store::{BatchRow, Changes, HoldSelect, PriceBookRow, Store, StoreTx, WalletRow};
+use crate::usage::{BatchOutcome, UsageBatch};
+
+/// Audit records read per query when exporting.
+const EXPORT_PAGE: u32 = 10_000;
+
+/// What a maintenance sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Holds that timed out and were released.
+    pub holds_expired: u64,
+    /// Tenants whose due grant expiries or resets were applied.
+    pub tenants_caught_up: u64,
+}
+
+/// The credit ledger. Cheap to share (`Arc<Ledger>`); all methods take `&self`.
+pub struct Ledger {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    signer: AuditSigner,
+    /// Parsed price books by tenant. Safe with several processes: the version in force
+    /// is read from the locked wallet row, and a cached book is used only if it has that
+    /// version.
+    books: Mutex<HashMap<TenantId, Arc<PriceBook>>>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("signer", &self.signer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// A ledger over `store`, reading time from `clock`, signing audit records with
+    /// `signer`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, signer: AuditSigner) -> Ledger {
+        Ledger {
+            store,
+            clock,
+            signer,
+            books: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The current time by the ledger's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The public key that verifies this ledger's audit records.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.signer.public_key()
+    }
+
+    fn ctx(&self, now: Timestamp) -> Ctx<'_> {
+        Ctx {
+            now,
+            signer: &self.signer,
+        }
+    }
+
+    /// One transaction on one tenant's wallet: lock, load, catch up, apply `f`, write,
+    /// commit. If `f` fails nothing is written (not even the catch-up).
+    async fn with_wallet<T>(
+        &self,
+        tenant: &TenantId,
+        holds: Option<HoldSelect>,
+        f: impl FnOnce(&mut WalletTx, Ctx<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let mut w = load_wallet(tx.as_mut(), tenant, holds.as_ref()).await?;
+        let ctx = self.ctx(now);
+        w.catch_up(ctx);
+        let out = f(&mut w, ctx)?;
+        let mut changes = Changes::default();
+        w.into_changes(&mut changes);
+        if !changes.is_empty() {
+            tx.write(&changes).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    // ----- tenants and configuration -----
+
+    /// Create a tenant's wallet. Fails with [`LedgerError::TenantExists`] if it exists.
+    pub async fn create_tenant(
+        &self,
+        tenant: &TenantId,
+        config: TenantConfig,
+    ) -> Result<(), LedgerError> {
+        validate_config(&config)?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let existing = tx.lock_wallets(std::slice::from_ref(tenant)).await?;
+        if existing.into_iter().next().flatten().is_some() {
+            return Err(LedgerError::TenantExists(tenant.clone()));
+        }
+        let mut w = WalletTx::create(WalletRow::new(tenant.clone(), TenantConfig::default(), now));
+        w.set_config(self.ctx(now), config);
+        let mut changes = Changes::default();
+        w.into_changes(&mut changes);
+        tx.write(&changes).await?;
+        tx.commit().await
+    }
+
+    /// Create the tenant with a default configuration if it does not exist; `true` if
+    /// it was created.
+    pub async fn ensure_tenant(&self, tenant: &TenantId) -> Result<bool, LedgerError> {
+        match self.create_tenant(tenant, TenantConfig::default()).await {
+            Ok(()) => Ok(true),
+            Err(LedgerError::TenantExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// All tenants.
+    pub async fn tenants(&self) -> Result<Vec<TenantId>, LedgerError> {
+        self.store.tenants().await
+    }
+
+    /// A tenant's configuration.
+    pub async fn config(&self, tenant: &TenantId) -> Result<TenantConfig, LedgerError> {
+        Ok(self.wallet_row(tenant).await?.config)
+    }
+
+    async fn wallet_row(&self, tenant: &TenantId) -> Result<WalletRow, LedgerError> {
+        self.store
+            .wallet(tenant)
+            .await?
+            .ok_or_else(|| LedgerError::UnknownTenant(tenant.clone()))
+    }
+
+    /// Replace a tenant's configuration (recorded in its audit chain).
+    pub async fn set_config(
+        &self,
+        tenant: &TenantId,
+        config: TenantConfig,
+    ) -> Result<(), LedgerError> {
+        validate_config(&config)?;
+        self.with_wallet(tenant, None, |w, ctx| {
+            w.set_config(ctx, config);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Set (or remove) a tenant's plan. Applies to usage posted from now on; the current
+    /// period's plan usage is kept.
+    pub async fn set_plan(&self, tenant: &TenantId, plan: Option<Plan>) -> Result<(), LedgerError> {
+        if let Some(p) = &plan {
+            p.validate()
+                .map_err(|e| LedgerError::InvalidInput(format!("plan: {e}")))?;
+        }
+        self.with_wallet(tenant, None, |w, ctx| {
+            let mut c = w.row.config.clone();
+            c.plan = plan;
+            w.set_config(ctx, c);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Set a tenant's deduction order.
+    pub async fn set_deduction_order(
+        &self,
+        tenant: &TenantId,
+        order: DeductionOrder,
+    ) -> Result<(), LedgerError> {
+        self.with_wallet(tenant, None, |w, ctx| {
+            let mut c = w.row.config.clone();
+            c.deduction_order = order;
+            w.set_config(ctx, c);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Replace a tenant's alert rules.
+    pub async fn set_alert_rules(
+        &self,
+        tenant: &TenantId,
+        rules: Vec<AlertRule>,
+    ) -> Result<(), LedgerError> {
+        let mut c = self.config(tenant).await?;
+        c.alert_rules = rules;
+        validate_config(&c)?;
+        self.with_wallet(tenant, None, |w, ctx| {
+            let mut cfg = w.row.config.clone();
+            cfg.alert_rules = c.alert_rules;
+            w.set_config(ctx, cfg);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Install a price book version for a tenant. Versions only go up: a book whose
+    /// version is not above the one in force is refused.
+    pub async fn set_price_book(
+        &self,
+        tenant: &TenantId,
+        book: &PriceBook,
+    ) -> Result<(), LedgerError> {
+        let json = serde_json::to_string(book)
+            .map_err(|e| LedgerError::InvalidInput(format!("price book: {e}")))?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let mut row = tx
+            .lock_wallets(std::slice::from_ref(tenant))
+            .await?
+            .into_iter()
+            .next()
+            .flatten()
+            .ok_or_else(|| LedgerError::UnknownTenant(tenant.clone()))?;
+        if let Some(v) = row.price_book_version
+            && book.version() <= v
+        {
+            return Err(LedgerError::InvalidInput(format!(
+                "price book version {} is not above the version in force ({v}): bump the version",
+                book.version()
+            )));
+        }
+        row.price_book_version = Some(book.version());
+        let changes = Changes {
+            wallets: vec![row],
+            price_books: vec![PriceBookRow {
+                tenant: tenant.clone(),
+                version: book.version(),
+                json,
+                created_at: now,
+            }],
+            ..Changes::default()
+        };
+        tx.write(&changes).await?;
+        tx.commit().await?;
+        self.lock_books()
+            .insert(tenant.clone(), Arc::new(book.clone()));
+        Ok(())
+    }
+
+    /// The price book in force for a tenant, if any.
+    pub async fn price_book(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<Arc<PriceBook>>, LedgerError> {
+        let row = self.wallet_row(tenant).await?;
+        let Some(v) = row.price_book_version else {
+            return Ok(None);
+        };
+        if let Some(b) = self.cached_book(tenant, v) {
+            return Ok(Some(b));
+        }
+        let mut tx = self.store.begin().await?;
+        let book = self.load_book(tx.as_mut(), tenant, v).await?;
+        drop(tx);
+        Ok(Some(book))
+    }
+
+    fn lock_books(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Arc<PriceBook>>> {
+        // A poisoned cache is still a valid cache (entries are immutable Arcs).
+        self.books.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached_book(&self, tenant: &TenantId, version: u64) -> Option<Arc<PriceBook>> {
+        self.lock_books()
+            .get(tenant)
+            .filter(|b| b.version() == version)
+            .cloned()
+    }
+
+    async fn load_book(
+        &self,
+        tx: &mut dyn StoreTx,
+        tenant: &TenantId,
+        version: u64,
+    ) -> Result<Arc<PriceBook>, LedgerError> {
+        if let Some(b) = self.cached_book(tenant, version) {
+            return Ok(b);
+        }
+        let row = tx.price_book(tenant, version).await?.ok_or_else(|| {
+            LedgerError::Corrupt(format!(
+                "tenant {tenant} names price book version {version}, which is not stored"
+            ))
+        })?;
+        let book: PriceBook = serde_json::from_str(&row.json).map_err(|e| {
+            LedgerError::Corrupt(format!("stored price book {version} of {tenant}: {e}"))
+        })?;
+        let book = Arc::new(book);
+        self.lock_books().insert(tenant.clone(), book.clone());
+        Ok(book)
+    }
+
+    // ----- grants -----
+
+    /// Grant credits. With a `reference`, idempotent: the same reference for the same
+    /// tenant returns the grant made the first time (and grants nothing).
+    pub async fn grant(&self, tenant: &TenantId, spec: GrantSpec) -> Result<Grant, LedgerError> {
+        WalletTx::validate_grant(&spec, self.clock.now())?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let mut w = load_wallet(tx.as_mut(), tenant, None).await?;
+        if let Some(r) = &spec.reference
+            && let Some(g) = tx.grant_by_reference(tenant, r).await?
+        {
+            return Ok(g);
+        }
+        let ctx = self.ctx(now);
+        w.catch_up(ctx);
+        let id = w.add_grant(ctx, &spec)?;
+        let g = w
+            .grants
+            .iter()
+            .find(|g| g.id == id)
+            .cloned()
+            .ok_or_else(|| LedgerError::Corrupt("new grant vanished".into()))?;
+        let mut changes = Changes::default();
+        w.into_changes(&mut changes);
+        tx.write(&changes).await?;
+        tx.commit().await?;
+        Ok(g)
+    }
+
+    /// Administrative adjustment: add `credit` to a grant, remove `debit` from its
+    /// available credits (counted as expired). Recorded with `reason`.
+    pub async fn adjust(
+        &self,
+        tenant: &TenantId,
+        grant: GrantId,
+        credit: Credits,
+        debit: Credits,
+        reason: &str,
+    ) -> Result<Grant, LedgerError> {
+        if reason.is_empty() || reason.len() > 1000 {
+            return Err(LedgerError::InvalidInput(
+                "an adjustment needs a reason of 1 to 1000 bytes".into(),
+            ));
+        }
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let mut w = load_wallet(tx.as_mut(), tenant, None).await?;
+        if !w.grants.iter().any(|g| g.id == grant) {
+            match tx.grant(tenant, grant).await? {
+                Some(g) => w.add_loaded_grant(g),
+                None => {
+                    return Err(LedgerError::UnknownGrant {
+                        tenant: tenant.clone(),
+                        grant,
+                    });
+                }
+            }
+        }
+        let ctx = self.ctx(now);
+        w.catch_up(ctx);
+        w.adjust(ctx, grant, credit, debit, reason)?;
+        let g = w.grants.iter().find(|g| g.id == grant).cloned();
+        let mut changes = Changes::default();
+        w.into_changes(&mut changes);
+        tx.write(&changes).await?;
+        tx.commit().await?;
+        g.ok_or_else(|| LedgerError::Corrupt("adjusted grant vanished".into()))
+    }
+
+    /// A tenant's grants (closed ones too if `include_closed`), as stored.
+    pub async fn grants(
+        &self,
+        tenant: &TenantId,
+        include_closed: bool,
+    ) -> Result<Vec<Grant>, LedgerError> {
+        self.store.grants(tenant, include_closed).await
+    }
+
+    // ----- holds -----
+
+    /// Place a hold (back a lease): reserves up to `amount` (at least `min_amount`) from
+    /// grants in deduction order, then from the plan's room under its cap.
+    pub async fn hold(&self, tenant: &TenantId, req: HoldRequest) -> Result<Hold, LedgerError> {
+        self.with_wallet(tenant, None, |w, ctx| w.create_hold(ctx, &req))
+            .await
+    }
+
+    /// Post a hold: consume `amount` of it (at most what remains) and release the rest.
+    pub async fn post_hold(
+        &self,
+        tenant: &TenantId,
+        hold: HoldId,
+        amount: Credits,
+    ) -> Result<Hold, LedgerError> {
+        self.with_wallet(tenant, Some(HoldSelect::Ids(vec![hold])), |w, ctx| {
+            w.end_hold(ctx, hold, amount, HoldEnd::Posted)
+        })
+        .await
+    }
+
+    /// Release a hold: its undrawn credits go back (or expire if their grant lapsed).
+    /// The hold ends as voided, or as posted if usage drew from it.
+    pub async fn void_hold(&self, tenant: &TenantId, hold: HoldId) -> Result<Hold, LedgerError> {
+        self.with_wallet(tenant, Some(HoldSelect::Ids(vec![hold])), |w, ctx| {
+            w.end_hold(ctx, hold, Credits::ZERO, HoldEnd::Voided)
+        })
+        .await
+    }
+
+    /// A tenant's holds (ended ones too if `include_closed`).
+    pub async fn holds(
+        &self,
+        tenant: &TenantId,
+        include_closed: bool,
+    ) -> Result<Vec<Hold>, LedgerError> {
+        self.store.holds(tenant, include_closed).await
+    }
+
+    /// Apply what is due: release holds whose timeout passed and apply due grant
+    /// expiries and resets, up to `limit` holds and `limit` tenants. The authority calls
+    /// this periodically; every other operation also applies what is due for the
+    /// tenant it touches, so correctness never depends on the sweep.
+    pub async fn sweep(&self, limit: u32) -> Result<SweepReport, LedgerError> {
+        let now = self.clock.now();
+        let mut report = SweepReport::default();
+        let due = self.store.due_holds(now, limit).await?;
+        let mut by_tenant: BTreeMap<TenantId, Vec<HoldId>> = BTreeMap::new();
+        for (t, h) in due {
+            by_tenant.entry(t).or_default().push(h);
+        }
+        for (t, ids) in by_tenant {
+            let n = self
+                .with_wallet(&t, Some(HoldSelect::OpenDueBy(now)), |w, _| {
+                    Ok(w.holds.iter().filter(|h| ids.contains(&h.id)).count())
+                })
+                .await?;
+            report.holds_expired += n as u64;
+        }
+        for t in self.store.tenants_with_due_grants(now, limit).await? {
+            self.with_wallet(&t, None, |_, _| Ok(())).await?;
+            report.tenants_caught_up += 1;
+        }
+        Ok(report)
+    }
+
+    // ----- usage -----
+
+    /// Post one usage batch. Idempotent by its key.
+    pub async fn post_batch(&self, batch: &UsageBatch) -> Result<BatchOutcome, LedgerError> {
+        let mut v = self.post_batches(std::slice::from_ref(batch)).await?;
+        v.pop()
+            .ok_or_else(|| LedgerError::Corrupt("no outcome for the batch".into()))
+    }
+
+    /// Post several batches in ONE transaction (group commit: one durable commit for
+    /// all). Each is idempotent by its key; a key repeated within the call is posted
+    /// once. Every tenant named must exist. Outcomes are in input order.
+    pub async fn post_batches(
+        &self,
+        batches: &[UsageBatch],
+    ) -> Result<Vec<BatchOutcome>, LedgerError> {
+        for b in batches {
+            if b.key.sidecar_id.is_empty() || b.key.sidecar_id.len() > 256 {
+                return Err(LedgerError::InvalidInput(
+                    "batch sidecar id must be 1 to 256 bytes".into(),
+                ));
+            }
+            rating::validate_records(&b.records)?;
+        }
+        let now = self.clock.now();
+        let ctx = self.ctx(now);
+        let tenants: Vec<TenantId> = batches
+            .iter()
+            .flat_map(|b| b.records.iter().map(|r| &r.tenant))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect();
+        let mut tx = self.store.begin().await?;
+        let rows = tx.lock_wallets(&tenants).await?;
+        // Which batches are new (first occurrence, not stored).
+        let mut outcomes: Vec<Option<BatchOutcome>> = Vec::with_capacity(batches.len());
+        let mut seen: HashMap<&crate::ids::BatchKey, usize> = HashMap::new();
+        for (i, b) in batches.iter().enumerate() {
+            if let Some(&first) = seen.get(&b.key) {
+                outcomes.push(Some(BatchOutcome {
+                    duplicate: true,
+                    ..placeholder(b, now, first)
+                }));
+                continue;
+            }
+            seen.insert(&b.key, i);
+            outcomes.push(tx.batch(&b.key).await?.map(|mut o| {
+                o.duplicate = true;
+                o
+            }));
+        }
+        let mut wallets: BTreeMap<TenantId, WalletTx> = BTreeMap::new();
+        let mut books: HashMap<TenantId, Arc<PriceBook>> = HashMap::new();
+        for (t, row) in tenants.iter().zip(rows) {
+            let row = row.ok_or_else(|| LedgerError::UnknownTenant(t.clone()))?;
+            if let Some(v) = row.price_book_version {
+                books.insert(t.clone(), self.load_book(tx.as_mut(), t, v).await?);
+            }
+            let grants = tx.active_grants(t).await?;
+            wallets.insert(t.clone(), WalletTx::new(row, grants, Vec::new()));
+        }
+        // Load the senders' open holds for the tenants their new batches name.
+        let mut loaded: BTreeSet<(TenantId, String)> = BTreeSet::new();
+        for (b, o) in batches.iter().zip(&outcomes) {
+            if o.is_some() {
+                continue;
+            }
+            for r in &b.records {
+                let k = (r.tenant.clone(), b.key.sidecar_id.clone());
+                if loaded.contains(&k) {
+                    continue;
+                }
+                let holds = tx
+                    .holds(
+                        &r.tenant,
+                        &HoldSelect::OpenOwnedBy(b.key.sidecar_id.clone()),
+                    )
+                    .await?;
+                if let Some(w) = wallets.get_mut(&r.tenant) {
+                    w.add_loaded_holds(holds);
+                }
+                loaded.insert(k);
+            }
+        }
+        for w in wallets.values_mut() {
+            w.catch_up(ctx);
+        }
+        let mut changes = Changes::default();
+        for (b, o) in batches.iter().zip(outcomes.iter_mut()) {
+            if o.is_some() {
+                continue;
+            }
+            let rated = rating::rate_records(&b.records, &books);
+            let mut tenants_out = Vec::with_capacity(rated.len());
+            for (t, (mut summary, groups)) in rated {
+                let w = wallets
+                    .get_mut(&t)
+                    .ok_or_else(|| LedgerError::UnknownTenant(t.clone()))?;
+                w.post_usage(ctx, &b.key, &groups, &mut summary, b.digest.as_deref());
+                tenants_out.push(summary);
+            }
+            let outcome = BatchOutcome {
+                key: b.key.clone(),
+                duplicate: false,
+                records: b.records.len() as u64,
+                posted_at: now,
+                tenants: tenants_out,
+            };
+            changes.batches.push(BatchRow {
+                outcome: outcome.clone(),
+                digest: b.digest.clone(),
+                signature: b.signature.clone(),
+            });
+            *o = Some(outcome);
+        }
+        // Repeats within the call get the first occurrence's outcome.
+        let firsts: Vec<Option<BatchOutcome>> = outcomes.clone();
+        for (i, b) in batches.iter().enumerate() {
+            if let Some(&first) = seen.get(&b.key)
+                && first != i
+                && let Some(Some(f)) = firsts.get(first)
+            {
+                let mut d = f.clone();
+                d.duplicate = true;
+                outcomes[i] = Some(d);
+            }
+        }
+        for w in wallets.into_values() {
+            w.into_changes(&mut changes);
+        }
+        if !changes.is_empty() {
+            tx.write(&changes).await?;
+        }
+        tx.commit().await?;
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| LedgerError::Corrupt("batch without outcome".into())))
+            .collect()
+    }
+
+    /// A posted batch's outcome, if it was posted.
+    pub async fn batch(
+        &self,
+        key: &crate::ids::BatchKey,
+    ) -> Result<Option<BatchOutcome>, LedgerError> {
+        self.store.batch(key).await
+    }
+
+    // ----- reports -----
+
+    /// Spend per hour over the last hour and the last 24 hours.
+    pub async fn burn_rates(
+        &self,
+        tenant: &TenantId,
+        now: Timestamp,
+    ) -> Result<(Credits, Credits), LedgerError> {
+        let h1 = self
+            .store
+            .spend_since(tenant, now.saturating_sub(3600))
+            .await?;
+        let h24 = self
+            .store
+            .spend_since(tenant, now.saturating_sub(86_400))
+            .await?;
+        Ok((h1, Credits(h24.micros() / 24)))
+    }
+
+    /// A tenant's balance now: grants (with what is due applied, as of now), holds,
+    /// plan usage, burn rate and projected depletion.
+    pub async fn balance(&self, tenant: &TenantId) -> Result<Balance, LedgerError> {
+        let now = self.clock.now();
+        let row = self.wallet_row(tenant).await?;
+        let grants = self.store.grants(tenant, false).await?;
+        let mut w = WalletTx::new(row, grants, Vec::new());
+        // A view as of now: apply what is due in memory only (the next write persists it).
+        w.catch_up(self.ctx(now));
+        let (b1, b24) = self.burn_rates(tenant, now).await?;
+        let (spendable, _) = w.spendable(now);
+        let t = w.row.totals;
+        let upcoming = w.upcoming(now);
+        let bill = w
+            .row
+            .config
+            .plan
+            .as_ref()
+            .and_then(|p| p.bill(&w.row.period_usage).ok());
+        Ok(Balance {
+            tenant: tenant.clone(),
+            at: now,
+            granted: t.granted,
+            available: t.available.saturating_sub(upcoming),
+            upcoming,
+            held: t.held,
+            consumed: t.consumed,
+            expired: t.expired,
+            plan_held: t.plan_held,
+            plan_consumed: t.plan_consumed,
+            overrun: t.overrun,
+            period_start: w.row.period_start,
+            period_spent: w.row.period_spent,
+            period_usage: w.row.period_usage,
+            period_bill: bill,
+            hard_cap: w.hard_cap(),
+            spendable,
+            burn_rate_1h: b1,
+            burn_rate_24h: b24,
+            projected_depletion_at: w.projected_depletion(now, b1),
+            grants: w.grants,
+        })
+    }
+
+    /// Spend in `[from, to)` by agent, model, feature and funding source.
+    pub async fn statement(
+        &self,
+        tenant: &TenantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Statement, LedgerError> {
+        if to < from {
+            return Err(LedgerError::InvalidInput(format!(
+                "statement range [{from}, {to}) ends before it starts"
+            )));
+        }
+        self.wallet_row(tenant).await?;
+        let rows = self.store.statement(tenant, from, to).await?;
+        let sum = |f: fn(Funding) -> bool| {
+            rows.iter()
+                .filter(|r| f(r.funding))
+                .fold(Credits::ZERO, |a, r| a.saturating_add(r.amount))
+        };
+        Ok(Statement {
+            tenant: tenant.clone(),
+            from,
+            to,
+            plan_funded: sum(|f| f == Funding::Plan),
+            overrun: sum(|f| f == Funding::Overrun),
+            rows,
+        })
+    }
+
+    /// Evaluate a tenant's alert rules now; alerts that fire are recorded in its audit
+    /// chain and returned for delivery. Call after posting usage (or on a timer).
+    pub async fn evaluate_alerts(&self, tenant: &TenantId) -> Result<Vec<AlertEvent>, LedgerError> {
+        let now = self.clock.now();
+        let (b1, b24) = self.burn_rates(tenant, now).await?;
+        self.with_wallet(tenant, None, |w, ctx| Ok(w.evaluate_alerts(ctx, b1, b24)))
+            .await
+    }
+
+    // ----- audit -----
+
+    /// Audit records of a tenant from `from_seq`, up to `limit`.
+    pub async fn audit_records(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, LedgerError> {
+        self.store.audit_records(tenant, from_seq, limit).await
+    }
+
+    /// Write an export (JSON lines, see [`crate::audit`]) of the given tenants' chains
+    /// (all tenants if `None`).
+    pub async fn export_audit<W: Write>(
+        &self,
+        tenants: Option<&[TenantId]>,
+        out: W,
+    ) -> Result<(), LedgerError> {
+        let list = match tenants {
+            Some(t) => t.to_vec(),
+            None => self.store.tenants().await?,
+        };
+        let mut chains: Vec<(TenantId, ChainHead, Vec<AuditRecord>)> = Vec::new();
+        for t in list {
+            let head = self.wallet_row(&t).await?.audit_head;
+            let mut records = Vec::new();
+            let mut from = 1;
+            while from <= head.seq {
+                let page = self.store.audit_records(&t, from, EXPORT_PAGE).await?;
+                let Some(last) = page.last() else { break };
+                from = last.seq + 1;
+                records.extend(page.into_iter().filter(|r| r.seq <= head.seq));
+            }
+            chains.push((t, head, records));
+        }
+        audit::write_export(out, &self.signer, self.clock.now(), &chains)
+    }
+
+    /// Export the given tenants' chains and verify them with this ledger's public key
+    /// (what `tollgate ctl audit verify` does against the database). The outer error is
+    /// a store failure; the inner one names the first bad record.
+    pub async fn verify_audit(
+        &self,
+        tenants: Option<&[TenantId]>,
+    ) -> Result<Result<VerifyReport, VerifyError>, LedgerError> {
+        let mut buf = Vec::new();
+        self.export_audit(tenants, &mut buf).await?;
+        Ok(audit::verify(buf.as_slice(), &self.public_key()))
+    }
+}
+
+fn placeholder(b: &UsageBatch, now: Timestamp, _first: usize) -> BatchOutcome {
+    BatchOutcome {
+        key: b.key.clone(),
+        duplicate: true,
+        records: b.records.len() as u64,
+        posted_at: now,
+        tenants: Vec::new(),
+    }
+}
+
+fn validate_config(c: &TenantConfig) -> Result<(), LedgerError> {
+    if c.deduction_order.keys.len() > 8 {
+        return Err(LedgerError::InvalidInput(
+            "deduction order has more than 8 keys".into(),
+        ));
+    }
+    if let Some(p) = &c.plan {
+        p.validate()
+            .map_err(|e| LedgerError::InvalidInput(format!("plan: {e}")))?;
+    }
+    let mut ids = BTreeSet::new();
+    for r in &c.alert_rules {
+        if r.id.is_empty() || r.id.len() > 128 {
+            return Err(LedgerError::InvalidInput(
+                "alert rule id must be 1 to 128 bytes".into(),
+            ));
+        }
+        if !ids.insert(&r.id) {
+            return Err(LedgerError::InvalidInput(format!(
+                "alert rule id {:?} appears twice",
+                r.id
+            )));
+        }
+        match r.condition {
+            crate::policy::AlertCondition::BudgetUsedPercent { percent }
+                if !(1..=100).contains(&percent) =>
+            {
+                return Err(LedgerError::InvalidInput(format!(
+                    "alert rule {:?}: percent must be 1 to 100",
+                    r.id
+                )));
+            }
+            crate::policy::AlertCondition::DepletionWithin { hours: 0 } => {
+                return Err(LedgerError::InvalidInput(format!(
+                    "alert rule {:?}: hours must be above 0",
+                    r.id
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Lock and load one tenant's wallet with its active grants and the selected holds.
+async fn load_wallet(
+    tx: &mut dyn StoreTx,
+    tenant: &TenantId,
+    holds: Option<&HoldSelect>,
+) -> Result<WalletTx, LedgerError> {
+    let row = tx
+        .lock_wallets(std::slice::from_ref(tenant))
+        .await?
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or_else(|| LedgerError::UnknownTenant(tenant.clone()))?;
+    let grants = tx.active_grants(tenant).await?;
+    let holds = match holds {
+        Some(sel) => tx.holds(tenant, sel).await?,
+        None => Vec::new(),
+    };
+    Ok(WalletTx::new(row, grants, holds))
+}

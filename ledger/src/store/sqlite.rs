@@ -1,0 +1,890 @@
+//! The embedded store: SQLite through sqlx, in WAL mode with `synchronous=FULL`, so a
+//! committed transaction is on disk before `commit` returns.
+//!
+//! Writers go through a pool of ONE connection and open transactions with
+//! `BEGIN IMMEDIATE`: SQLite has one writer at a time anyway, and taking the write lock
+//! at `BEGIN` means a transaction never fails half-way on a lock upgrade; the wallet-row
+//! "lock" of the [`Store`] contract is this database-wide write lock. Readers use a
+//! separate pool and see the last committed state (WAL readers do not block the writer).
+//!
+//! Migrations are SQL files under `migrations/sqlite/`, embedded at build time and
+//! applied in order at open (table `schema_migrations`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use tollgate_core::{Credits, PeriodUsage};
+
+use super::{AlertRuleState, Changes, HoldSelect, PriceBookRow, Store, StoreTx, WalletRow};
+use crate::audit::{AuditRecord, ChainHead, WalletTotals};
+use crate::clock::Timestamp;
+use crate::error::LedgerError;
+use crate::grant::{Grant, GrantKind, ResetPeriod};
+use crate::hold::{Funding, Hold, HoldStatus};
+use crate::ids::{BatchKey, GrantId, HoldId, TenantId};
+use crate::report::StatementRow;
+use crate::usage::{BatchOutcome, Posting};
+
+/// Embedded migrations: (version, name, SQL).
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+)];
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn i(v: u64, what: &str) -> Result<i64, LedgerError> {
+    i64::try_from(v)
+        .map_err(|_| LedgerError::Overflow(format!("{what} {v} does not fit in the store")))
+}
+
+fn c(v: Credits, what: &str) -> Result<i64, LedgerError> {
+    i(v.micros(), what)
+}
+
+fn u(v: i64, what: &str) -> Result<u64, LedgerError> {
+    u64::try_from(v).map_err(|_| LedgerError::Corrupt(format!("negative {what} {v} in the store")))
+}
+
+fn get_u(row: &SqliteRow, col: &str) -> Result<u64, LedgerError> {
+    let v: i64 = row.try_get(col)?;
+    u(v, col)
+}
+
+fn get_c(row: &SqliteRow, col: &str) -> Result<Credits, LedgerError> {
+    Ok(Credits(get_u(row, col)?))
+}
+
+fn get_opt_u(row: &SqliteRow, col: &str) -> Result<Option<u64>, LedgerError> {
+    let v: Option<i64> = row.try_get(col)?;
+    v.map(|v| u(v, col)).transpose()
+}
+
+fn tenant_of(row: &SqliteRow) -> Result<TenantId, LedgerError> {
+    let s: String = row.try_get("tenant")?;
+    TenantId::new(s).map_err(|e| LedgerError::Corrupt(e.to_string()))
+}
+
+fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<T, LedgerError> {
+    let s: String = row.try_get(col)?;
+    serde_json::from_str(&s).map_err(|e| LedgerError::Corrupt(format!("column {col}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, LedgerError> {
+    serde_json::to_string(v).map_err(|e| LedgerError::Store(format!("encoding JSON: {e}")))
+}
+
+fn kind_str(k: GrantKind) -> &'static str {
+    k.as_str()
+}
+
+fn kind_from(s: &str) -> Result<GrantKind, LedgerError> {
+    Ok(match s {
+        "trial" => GrantKind::Trial,
+        "promotional" => GrantKind::Promotional,
+        "purchased" => GrantKind::Purchased,
+        "recurring_allowance" => GrantKind::RecurringAllowance,
+        _ => return Err(LedgerError::Corrupt(format!("unknown grant kind {s:?}"))),
+    })
+}
+
+fn reset_str(r: ResetPeriod) -> &'static str {
+    match r {
+        ResetPeriod::Monthly => "monthly",
+        ResetPeriod::Annual => "annual",
+    }
+}
+
+fn reset_from(s: &str) -> Result<ResetPeriod, LedgerError> {
+    match s {
+        "monthly" => Ok(ResetPeriod::Monthly),
+        "annual" => Ok(ResetPeriod::Annual),
+        _ => Err(LedgerError::Corrupt(format!("unknown reset period {s:?}"))),
+    }
+}
+
+fn status_str(s: HoldStatus) -> &'static str {
+    crate::engine::status_name(s)
+}
+
+fn status_from(s: &str) -> Result<HoldStatus, LedgerError> {
+    Ok(match s {
+        "open" => HoldStatus::Open,
+        "posted" => HoldStatus::Posted,
+        "voided" => HoldStatus::Voided,
+        "expired" => HoldStatus::Expired,
+        _ => return Err(LedgerError::Corrupt(format!("unknown hold status {s:?}"))),
+    })
+}
+
+fn funding_cols(f: Funding) -> (&'static str, Option<u64>) {
+    match f {
+        Funding::Grant(g) => ("grant", Some(g.0)),
+        Funding::Plan => ("plan", None),
+        Funding::Overrun => ("overrun", None),
+    }
+}
+
+fn funding_from(kind: &str, grant: Option<u64>) -> Result<Funding, LedgerError> {
+    match (kind, grant) {
+        ("grant", Some(g)) => Ok(Funding::Grant(GrantId(g))),
+        ("plan", _) => Ok(Funding::Plan),
+        ("overrun", _) => Ok(Funding::Overrun),
+        _ => Err(LedgerError::Corrupt(format!("bad funding {kind:?}"))),
+    }
+}
+
+fn hash_from(s: &str) -> Result<[u8; 32], LedgerError> {
+    hex::decode(s)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| LedgerError::Corrupt(format!("bad audit head hash {s:?}")))
+}
+
+fn wallet_from(row: &SqliteRow) -> Result<WalletRow, LedgerError> {
+    let head_hash: String = row.try_get("audit_hash")?;
+    let alert_state: Vec<AlertRuleState> = json(row, "alert_state")?;
+    Ok(WalletRow {
+        tenant: tenant_of(row)?,
+        config: json(row, "config")?,
+        created_at: get_u(row, "created_at")?,
+        next_grant_id: get_u(row, "next_grant_id")?,
+        next_hold_id: get_u(row, "next_hold_id")?,
+        totals: WalletTotals {
+            granted: get_c(row, "granted")?,
+            available: get_c(row, "available")?,
+            held: get_c(row, "held")?,
+            consumed: get_c(row, "consumed")?,
+            expired: get_c(row, "expired")?,
+            plan_held: get_c(row, "plan_held")?,
+            plan_consumed: get_c(row, "plan_consumed")?,
+            overrun: get_c(row, "overrun")?,
+        },
+        period_start: get_u(row, "period_start")?,
+        period_spent: get_c(row, "period_spent")?,
+        period_usage: PeriodUsage {
+            metered: get_c(row, "period_metered")?,
+            request_units_milli: get_u(row, "period_request_milli")?,
+        },
+        price_book_version: get_opt_u(row, "price_book_version")?,
+        alert_state,
+        audit_head: ChainHead {
+            seq: get_u(row, "audit_seq")?,
+            hash: hash_from(&head_hash)?,
+        },
+    })
+}
+
+fn grant_from(row: &SqliteRow) -> Result<Grant, LedgerError> {
+    let kind: String = row.try_get("kind")?;
+    let reset: Option<String> = row.try_get("reset_period")?;
+    let closed: i64 = row.try_get("closed")?;
+    Ok(Grant {
+        tenant: tenant_of(row)?,
+        id: GrantId(get_u(row, "id")?),
+        kind: kind_from(&kind)?,
+        amount: get_c(row, "amount")?,
+        priority: u32::try_from(get_u(row, "priority")?)
+            .map_err(|_| LedgerError::Corrupt("grant priority out of range".into()))?,
+        starts_at: get_u(row, "starts_at")?,
+        expires_at: get_opt_u(row, "expires_at")?,
+        reset: reset.as_deref().map(reset_from).transpose()?,
+        reference: row.try_get("reference")?,
+        created_at: get_u(row, "created_at")?,
+        period: u32::try_from(get_u(row, "period")?)
+            .map_err(|_| LedgerError::Corrupt("grant period out of range".into()))?,
+        period_start: get_u(row, "period_start")?,
+        next_reset_at: get_opt_u(row, "next_reset_at")?,
+        granted: get_c(row, "granted")?,
+        available: get_c(row, "available")?,
+        held: get_c(row, "held")?,
+        consumed: get_c(row, "consumed")?,
+        expired: get_c(row, "expired")?,
+        closed: closed != 0,
+    })
+}
+
+fn hold_from(row: &SqliteRow) -> Result<Hold, LedgerError> {
+    let status: String = row.try_get("status")?;
+    Ok(Hold {
+        tenant: tenant_of(row)?,
+        id: HoldId(get_u(row, "id")?),
+        owner: row.try_get("owner")?,
+        amount: get_c(row, "amount")?,
+        drawn: get_c(row, "drawn")?,
+        released: get_c(row, "released")?,
+        status: status_from(&status)?,
+        created_at: get_u(row, "created_at")?,
+        expires_at: get_u(row, "expires_at")?,
+        closed_at: get_opt_u(row, "closed_at")?,
+        parts: json(row, "parts")?,
+    })
+}
+
+fn audit_from(row: &SqliteRow) -> Result<AuditRecord, LedgerError> {
+    Ok(AuditRecord {
+        tenant: tenant_of(row)?,
+        seq: get_u(row, "seq")?,
+        at: get_u(row, "at")?,
+        prev_hash: row.try_get("prev_hash")?,
+        body: row.try_get("body")?,
+        hash: row.try_get("hash")?,
+        signature: row.try_get("signature")?,
+    })
+}
+
+fn posting_from(row: &SqliteRow) -> Result<Posting, LedgerError> {
+    let sidecar: Option<String> = row.try_get("batch_sidecar")?;
+    let seq = get_opt_u(row, "batch_seq")?;
+    let funding: String = row.try_get("funding")?;
+    Ok(Posting {
+        tenant: tenant_of(row)?,
+        batch: match (sidecar, seq) {
+            (Some(sidecar_id), Some(seq)) => Some(BatchKey { sidecar_id, seq }),
+            _ => None,
+        },
+        hold: get_opt_u(row, "hold_id")?.map(HoldId),
+        agent: row.try_get("agent")?,
+        model: row.try_get("model")?,
+        feature: row.try_get("feature")?,
+        funding: funding_from(&funding, get_opt_u(row, "grant_id")?)?,
+        amount: get_c(row, "amount")?,
+        records: get_u(row, "records")?,
+        input_tokens: get_u(row, "input_tokens")?,
+        output_tokens: get_u(row, "output_tokens")?,
+        outcomes: get_u(row, "outcomes")?,
+        balance_before: get_c(row, "balance_before")?,
+        balance_after: get_c(row, "balance_after")?,
+        at: get_u(row, "at")?,
+    })
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) the database at `path` and apply pending migrations.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, LedgerError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path.as_ref())
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(false);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.clone())
+            .await
+            .map_err(|e| {
+                LedgerError::Store(format!(
+                    "cannot open SQLite database {}: {e}",
+                    path.as_ref().display()
+                ))
+            })?;
+        let store_w = SqliteStore {
+            writer: writer.clone(),
+            reader: writer.clone(),
+        };
+        store_w.migrate().await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Open a database given as a URL-ish string: `sqlite://path`, `sqlite:path` or a
+    /// plain path.
+    pub async fn open_url(url: &str) -> Result<SqliteStore, LedgerError> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() {
+            return Err(LedgerError::InvalidInput(
+                "empty SQLite path: give a file path such as ./tollgate.db".into(),
+            ));
+        }
+        SqliteStore::open(path).await
+    }
+
+    /// Apply pending migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), LedgerError> {
+        let mut conn = self.writer.acquire().await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        drop(conn);
+        for &(version, name, sql) in MIGRATIONS {
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|e| {
+                LedgerError::Store(format!("migration {version} ({name}) failed: {e}"))
+            })?;
+            let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            )
+            .bind(version)
+            .bind(name)
+            .bind(i(now, "time")?)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Applied migration versions.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, LedgerError> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    /// The writer pool (for tests and tools that need raw SQL, e.g. tamper tests).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+}
+
+/// A write transaction on SQLite.
+pub struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+#[async_trait]
+impl StoreTx for SqliteTx {
+    async fn lock_wallets(
+        &mut self,
+        tenants: &[TenantId],
+    ) -> Result<Vec<Option<WalletRow>>, LedgerError> {
+        // BEGIN IMMEDIATE already holds the database write lock.
+        let mut out = Vec::with_capacity(tenants.len());
+        for t in tenants {
+            let row = sqlx::query("SELECT * FROM wallets WHERE tenant = ?")
+                .bind(t.as_str())
+                .fetch_optional(&mut *self.tx)
+                .await?;
+            out.push(row.as_ref().map(wallet_from).transpose()?);
+        }
+        Ok(out)
+    }
+
+    async fn active_grants(&mut self, tenant: &TenantId) -> Result<Vec<Grant>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT * FROM grants WHERE tenant = ? AND (closed = 0 OR held > 0) ORDER BY id",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(grant_from).collect()
+    }
+
+    async fn grant(
+        &mut self,
+        tenant: &TenantId,
+        grant: GrantId,
+    ) -> Result<Option<Grant>, LedgerError> {
+        let row = sqlx::query("SELECT * FROM grants WHERE tenant = ? AND id = ?")
+            .bind(tenant.as_str())
+            .bind(i(grant.0, "grant id")?)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(grant_from).transpose()
+    }
+
+    async fn grant_by_reference(
+        &mut self,
+        tenant: &TenantId,
+        reference: &str,
+    ) -> Result<Option<Grant>, LedgerError> {
+        let row = sqlx::query("SELECT * FROM grants WHERE tenant = ? AND reference = ?")
+            .bind(tenant.as_str())
+            .bind(reference)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(grant_from).transpose()
+    }
+
+    async fn holds(
+        &mut self,
+        tenant: &TenantId,
+        select: &HoldSelect,
+    ) -> Result<Vec<Hold>, LedgerError> {
+        let rows = match select {
+            HoldSelect::Ids(ids) => {
+                let mut rows = Vec::new();
+                for id in ids {
+                    if let Some(r) = sqlx::query("SELECT * FROM holds WHERE tenant = ? AND id = ?")
+                        .bind(tenant.as_str())
+                        .bind(i(id.0, "hold id")?)
+                        .fetch_optional(&mut *self.tx)
+                        .await?
+                    {
+                        rows.push(r);
+                    }
+                }
+                rows
+            }
+            HoldSelect::OpenOwnedBy(owner) => {
+                sqlx::query(
+                    "SELECT * FROM holds WHERE tenant = ? AND owner = ? AND status = 'open' ORDER BY id",
+                )
+                .bind(tenant.as_str())
+                .bind(owner.as_str())
+                .fetch_all(&mut *self.tx)
+                .await?
+            }
+            HoldSelect::OpenDueBy(t) => {
+                sqlx::query(
+                    "SELECT * FROM holds WHERE tenant = ? AND status = 'open' AND expires_at <= ? ORDER BY id",
+                )
+                .bind(tenant.as_str())
+                .bind(i(*t, "time")?)
+                .fetch_all(&mut *self.tx)
+                .await?
+            }
+        };
+        rows.iter().map(hold_from).collect()
+    }
+
+    async fn batch(&mut self, key: &BatchKey) -> Result<Option<BatchOutcome>, LedgerError> {
+        let row = sqlx::query("SELECT outcome FROM batches WHERE sidecar_id = ? AND seq = ?")
+            .bind(key.sidecar_id.as_str())
+            .bind(i(key.seq, "batch seq")?)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(|r| json(r, "outcome")).transpose()
+    }
+
+    async fn price_book(
+        &mut self,
+        tenant: &TenantId,
+        version: u64,
+    ) -> Result<Option<PriceBookRow>, LedgerError> {
+        let row = sqlx::query("SELECT * FROM price_books WHERE tenant = ? AND version = ?")
+            .bind(tenant.as_str())
+            .bind(i(version, "price book version")?)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(price_book_from).transpose()
+    }
+
+    async fn write(&mut self, ch: &Changes) -> Result<(), LedgerError> {
+        let tx = &mut *self.tx;
+        for w in &ch.new_wallets {
+            write_wallet(tx, w, true).await?;
+        }
+        for w in &ch.wallets {
+            write_wallet(tx, w, false).await?;
+        }
+        for g in &ch.grants {
+            sqlx::query(
+                "INSERT INTO grants (tenant, id, kind, amount, priority, starts_at, expires_at, reset_period, reference, created_at, period, period_start, next_reset_at, granted, available, held, consumed, expired, closed) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (tenant, id) DO UPDATE SET period = excluded.period, period_start = excluded.period_start, \
+                 next_reset_at = excluded.next_reset_at, granted = excluded.granted, available = excluded.available, \
+                 held = excluded.held, consumed = excluded.consumed, expired = excluded.expired, closed = excluded.closed",
+            )
+            .bind(g.tenant.as_str())
+            .bind(i(g.id.0, "grant id")?)
+            .bind(kind_str(g.kind))
+            .bind(c(g.amount, "amount")?)
+            .bind(i64::from(g.priority))
+            .bind(i(g.starts_at, "time")?)
+            .bind(g.expires_at.map(|v| i(v, "time")).transpose()?)
+            .bind(g.reset.map(reset_str))
+            .bind(g.reference.as_deref())
+            .bind(i(g.created_at, "time")?)
+            .bind(i64::from(g.period))
+            .bind(i(g.period_start, "time")?)
+            .bind(g.next_reset_at.map(|v| i(v, "time")).transpose()?)
+            .bind(c(g.granted, "granted")?)
+            .bind(c(g.available, "available")?)
+            .bind(c(g.held, "held")?)
+            .bind(c(g.consumed, "consumed")?)
+            .bind(c(g.expired, "expired")?)
+            .bind(i64::from(g.closed))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for h in &ch.holds {
+            sqlx::query(
+                "INSERT INTO holds (tenant, id, owner, amount, drawn, released, status, created_at, expires_at, closed_at, parts) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (tenant, id) DO UPDATE SET drawn = excluded.drawn, released = excluded.released, \
+                 status = excluded.status, closed_at = excluded.closed_at, parts = excluded.parts",
+            )
+            .bind(h.tenant.as_str())
+            .bind(i(h.id.0, "hold id")?)
+            .bind(h.owner.as_str())
+            .bind(c(h.amount, "amount")?)
+            .bind(c(h.drawn, "drawn")?)
+            .bind(c(h.released, "released")?)
+            .bind(status_str(h.status))
+            .bind(i(h.created_at, "time")?)
+            .bind(i(h.expires_at, "time")?)
+            .bind(h.closed_at.map(|v| i(v, "time")).transpose()?)
+            .bind(to_json(&h.parts)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for p in &ch.postings {
+            let (fk, gid) = funding_cols(p.funding);
+            sqlx::query(
+                "INSERT INTO postings (tenant, at, batch_sidecar, batch_seq, hold_id, agent, model, feature, funding, grant_id, amount, records, input_tokens, output_tokens, outcomes, balance_before, balance_after) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(p.tenant.as_str())
+            .bind(i(p.at, "time")?)
+            .bind(p.batch.as_ref().map(|b| b.sidecar_id.as_str()))
+            .bind(p.batch.as_ref().map(|b| i(b.seq, "seq")).transpose()?)
+            .bind(p.hold.map(|h| i(h.0, "hold id")).transpose()?)
+            .bind(p.agent.as_str())
+            .bind(p.model.as_str())
+            .bind(p.feature.as_str())
+            .bind(fk)
+            .bind(gid.map(|g| i(g, "grant id")).transpose()?)
+            .bind(c(p.amount, "amount")?)
+            .bind(i(p.records, "records")?)
+            .bind(i(p.input_tokens, "tokens")?)
+            .bind(i(p.output_tokens, "tokens")?)
+            .bind(i(p.outcomes, "outcomes")?)
+            .bind(c(p.balance_before, "balance")?)
+            .bind(c(p.balance_after, "balance")?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for b in &ch.batches {
+            sqlx::query(
+                "INSERT INTO batches (sidecar_id, seq, posted_at, records, outcome, digest, signature) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(b.outcome.key.sidecar_id.as_str())
+            .bind(i(b.outcome.key.seq, "seq")?)
+            .bind(i(b.outcome.posted_at, "time")?)
+            .bind(i(b.outcome.records, "records")?)
+            .bind(to_json(&b.outcome)?)
+            .bind(b.digest.as_deref())
+            .bind(b.signature.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for a in &ch.audit {
+            sqlx::query(
+                "INSERT INTO audit_records (tenant, seq, at, prev_hash, body, hash, signature) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(a.tenant.as_str())
+            .bind(i(a.seq, "seq")?)
+            .bind(i(a.at, "time")?)
+            .bind(a.prev_hash.as_str())
+            .bind(a.body.as_str())
+            .bind(a.hash.as_str())
+            .bind(a.signature.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (t, minute, amount) in &ch.spend_buckets {
+            sqlx::query(
+                "INSERT INTO spend_minutes (tenant, minute, amount) VALUES (?, ?, ?) \
+                 ON CONFLICT (tenant, minute) DO UPDATE SET amount = spend_minutes.amount + excluded.amount",
+            )
+            .bind(t.as_str())
+            .bind(i(*minute, "time")?)
+            .bind(c(*amount, "amount")?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for p in &ch.price_books {
+            sqlx::query(
+                "INSERT INTO price_books (tenant, version, book, created_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(p.tenant.as_str())
+            .bind(i(p.version, "version")?)
+            .bind(p.json.as_str())
+            .bind(i(p.created_at, "time")?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), LedgerError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn price_book_from(row: &SqliteRow) -> Result<PriceBookRow, LedgerError> {
+    Ok(PriceBookRow {
+        tenant: tenant_of(row)?,
+        version: get_u(row, "version")?,
+        json: row.try_get("book")?,
+        created_at: get_u(row, "created_at")?,
+    })
+}
+
+async fn write_wallet(
+    tx: &mut sqlx::SqliteConnection,
+    w: &WalletRow,
+    insert: bool,
+) -> Result<(), LedgerError> {
+    let sql = if insert {
+        "INSERT INTO wallets (config, created_at, next_grant_id, next_hold_id, granted, available, held, consumed, expired, plan_held, plan_consumed, overrun, period_start, period_spent, period_metered, period_request_milli, price_book_version, alert_state, audit_seq, audit_hash, tenant) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    } else {
+        "UPDATE wallets SET config = ?, created_at = ?, next_grant_id = ?, next_hold_id = ?, granted = ?, available = ?, held = ?, consumed = ?, expired = ?, plan_held = ?, plan_consumed = ?, overrun = ?, period_start = ?, period_spent = ?, period_metered = ?, period_request_milli = ?, price_book_version = ?, alert_state = ?, audit_seq = ?, audit_hash = ? WHERE tenant = ?"
+    };
+    let t = &w.totals;
+    let r = sqlx::query(sql)
+        .bind(to_json(&w.config)?)
+        .bind(i(w.created_at, "time")?)
+        .bind(i(w.next_grant_id, "grant id")?)
+        .bind(i(w.next_hold_id, "hold id")?)
+        .bind(c(t.granted, "granted")?)
+        .bind(c(t.available, "available")?)
+        .bind(c(t.held, "held")?)
+        .bind(c(t.consumed, "consumed")?)
+        .bind(c(t.expired, "expired")?)
+        .bind(c(t.plan_held, "plan held")?)
+        .bind(c(t.plan_consumed, "plan consumed")?)
+        .bind(c(t.overrun, "overrun")?)
+        .bind(i(w.period_start, "time")?)
+        .bind(c(w.period_spent, "period spent")?)
+        .bind(c(w.period_usage.metered, "period metered")?)
+        .bind(i(w.period_usage.request_units_milli, "period requests")?)
+        .bind(w.price_book_version.map(|v| i(v, "version")).transpose()?)
+        .bind(to_json(&w.alert_state)?)
+        .bind(i(w.audit_head.seq, "audit seq")?)
+        .bind(hex::encode(w.audit_head.hash))
+        .bind(w.tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+    if r.rows_affected() != 1 {
+        return Err(LedgerError::Store(format!(
+            "wallet row of {} was not written",
+            w.tenant
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn begin(&self) -> Result<Box<dyn StoreTx>, LedgerError> {
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Box::new(SqliteTx { tx }))
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>, LedgerError> {
+        let rows = sqlx::query("SELECT tenant FROM wallets ORDER BY tenant")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(tenant_of).collect()
+    }
+
+    async fn wallet(&self, tenant: &TenantId) -> Result<Option<WalletRow>, LedgerError> {
+        let row = sqlx::query("SELECT * FROM wallets WHERE tenant = ?")
+            .bind(tenant.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(wallet_from).transpose()
+    }
+
+    async fn grants(
+        &self,
+        tenant: &TenantId,
+        include_closed: bool,
+    ) -> Result<Vec<Grant>, LedgerError> {
+        let rows = if include_closed {
+            sqlx::query("SELECT * FROM grants WHERE tenant = ? ORDER BY id")
+        } else {
+            sqlx::query(
+                "SELECT * FROM grants WHERE tenant = ? AND (closed = 0 OR held > 0) ORDER BY id",
+            )
+        }
+        .bind(tenant.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(grant_from).collect()
+    }
+
+    async fn holds(
+        &self,
+        tenant: &TenantId,
+        include_closed: bool,
+    ) -> Result<Vec<Hold>, LedgerError> {
+        let rows = if include_closed {
+            sqlx::query("SELECT * FROM holds WHERE tenant = ? ORDER BY id")
+        } else {
+            sqlx::query("SELECT * FROM holds WHERE tenant = ? AND status = 'open' ORDER BY id")
+        }
+        .bind(tenant.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(hold_from).collect()
+    }
+
+    async fn due_holds(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, HoldId)>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT tenant, id FROM holds WHERE status = 'open' AND expires_at <= ? ORDER BY expires_at, tenant, id LIMIT ?",
+        )
+        .bind(i(now, "time")?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((tenant_of(r)?, HoldId(get_u(r, "id")?))))
+            .collect()
+    }
+
+    async fn tenants_with_due_grants(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TenantId>, LedgerError> {
+        let now = i(now, "time")?;
+        let rows = sqlx::query(
+            "SELECT DISTINCT tenant FROM grants WHERE closed = 0 AND (next_reset_at <= ? OR expires_at <= ?) ORDER BY tenant LIMIT ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(tenant_of).collect()
+    }
+
+    async fn spend_since(
+        &self,
+        tenant: &TenantId,
+        since: Timestamp,
+    ) -> Result<Credits, LedgerError> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(amount) FROM spend_minutes WHERE tenant = ? AND minute >= ?",
+        )
+        .bind(tenant.as_str())
+        .bind(i(since, "time")?)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(Credits(u(v.unwrap_or(0), "spend")?))
+    }
+
+    async fn statement(
+        &self,
+        tenant: &TenantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<StatementRow>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT agent, model, feature, funding, grant_id, SUM(amount) AS amount, SUM(records) AS records, \
+             SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(outcomes) AS outcomes \
+             FROM postings WHERE tenant = ? AND at >= ? AND at < ? \
+             GROUP BY agent, model, feature, funding, grant_id ORDER BY agent, model, feature, funding, grant_id",
+        )
+        .bind(tenant.as_str())
+        .bind(i(from, "time")?)
+        .bind(i(to, "time")?)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let funding: String = r.try_get("funding")?;
+                Ok(StatementRow {
+                    agent: r.try_get("agent")?,
+                    model: r.try_get("model")?,
+                    feature: r.try_get("feature")?,
+                    funding: funding_from(&funding, get_opt_u(r, "grant_id")?)?,
+                    amount: get_c(r, "amount")?,
+                    records: get_u(r, "records")?,
+                    input_tokens: get_u(r, "input_tokens")?,
+                    output_tokens: get_u(r, "output_tokens")?,
+                    outcomes: get_u(r, "outcomes")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn postings(
+        &self,
+        tenant: &TenantId,
+        from: Timestamp,
+        to: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Posting>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT * FROM postings WHERE tenant = ? AND at >= ? AND at < ? ORDER BY at, rowid LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(i(from, "time")?)
+        .bind(i(to, "time")?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(posting_from).collect()
+    }
+
+    async fn batch(&self, key: &BatchKey) -> Result<Option<BatchOutcome>, LedgerError> {
+        let row = sqlx::query("SELECT outcome FROM batches WHERE sidecar_id = ? AND seq = ?")
+            .bind(key.sidecar_id.as_str())
+            .bind(i(key.seq, "batch seq")?)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(|r| json(r, "outcome")).transpose()
+    }
+
+    async fn audit_records(
+        &self,
+        tenant: &TenantId,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_records WHERE tenant = ? AND seq >= ? ORDER BY seq LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(i(from_seq, "seq")?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(audit_from).collect()
+    }
+
+    async fn latest_price_book(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<PriceBookRow>, LedgerError> {
+        let row =
+            sqlx::query("SELECT * FROM price_books WHERE tenant = ? ORDER BY version DESC LIMIT 1")
+                .bind(tenant.as_str())
+                .fetch_optional(&self.reader)
+                .await?;
+        row.as_ref().map(price_book_from).transpose()
+    }
+}
