@@ -7,3 +7,5 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod local;
+pub mod setup;

@@ -180,6 +180,16 @@ impl Outbox {
         }
     }
 
+    /// The payload of pending batch `seq`, if it is still in the outbox and intact.
+    pub fn read(&self, seq: u64) -> Result<Option<Vec<u8>>, OutboxError> {
+        let path = self.batch_path(seq);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(decode(&bytes).filter(|(s, _)| *s == seq).map(|(_, p)| p)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
     /// Number of batches waiting for an acknowledgement.
     pub fn pending_count(&self) -> Result<usize, OutboxError> {
         let mut n = 0;
@@ -220,6 +230,8 @@ mod tests {
         let (ob, rec) = Outbox::open(dir.path()).unwrap();
         let seqs: Vec<u64> = rec.pending.iter().map(|p| p.seq).collect();
         assert_eq!(seqs, vec![1, 3]);
+        assert_eq!(ob.read(3).unwrap().as_deref(), Some(&b"three"[..]));
+        assert_eq!(ob.read(2).unwrap(), None);
         assert_eq!(rec.pending[1].payload, b"three");
         assert_eq!(ob.next_seq(), 4);
     }
