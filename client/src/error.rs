@@ -1,0 +1,194 @@
+//! Typed errors: each says what is wrong and what to do about it.
+
+use std::time::Duration;
+
+use tollgate_core::{Credits, Horizon, LimitKind, Tier};
+
+/// Why `Gate::attach` (or `Region::open_owner`) could not use a region file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// No file at the path.
+    #[error("no region at {path}: is the tollgate sidecar running and TOLLGATE_REGION set?")]
+    NotFound {
+        /// The path tried.
+        path: String,
+    },
+    /// The creator has not finished initialising the region (version word still 0).
+    #[error("region is still being created by the sidecar: retry in a moment")]
+    Unfinished,
+    /// The file does not start with the Tollgate magic.
+    #[error("not a tollgate region (magic {found:#018x}): check the path")]
+    ForeignMagic {
+        /// The first word of the file.
+        found: u64,
+    },
+    /// The region was created by an incompatible version of tollgate.
+    #[error(
+        "region layout version {found}, this client reads version {supported}: upgrade the client or the sidecar so they match"
+    )]
+    VersionMismatch {
+        /// Version in the file.
+        found: u64,
+        /// Version this crate supports.
+        supported: u64,
+    },
+    /// The file is shorter than its header says (or than a header).
+    #[error("region file is truncated: {actual} bytes, expected {expected}; restart the sidecar")]
+    Truncated {
+        /// Bytes the header (or the layout) requires.
+        expected: u64,
+        /// Bytes in the file.
+        actual: u64,
+    },
+    /// The header is inconsistent.
+    #[error("region is corrupt ({what}): restart the sidecar to recreate it")]
+    Corrupt {
+        /// Which check failed.
+        what: &'static str,
+    },
+    /// The file could not be opened or mapped.
+    #[error("cannot open or map the region: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why `Region::create` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// The configuration asks for something the layout cannot hold.
+    #[error("invalid region configuration: {0}")]
+    Config(String),
+    /// Creating, sizing, touching or mapping the file failed (a full tmpfs fails here).
+    #[error("cannot create the region file: {0}; check the tmpfs size and permissions")]
+    Io(#[from] std::io::Error),
+}
+
+/// A reservation refused because a limit has no budget left for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The binding limit, as the sidecar recorded it for this lane; `None` when the lane's
+    /// allowance ran out and the sidecar has not (yet) named a limit: retry.
+    pub limit: Option<LimitKind>,
+    /// The horizon of the binding limit, if it is windowed.
+    pub horizon: Option<Horizon>,
+    /// When a retry can succeed, with per-tier jitter (lower tiers wait longer).
+    pub retry_after: Duration,
+    /// The tier of the refused call.
+    pub tier: Tier,
+    /// What the call needed.
+    pub needed: Credits,
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.limit {
+            Some(l) => write!(f, "denied by the {l}")?,
+            None => write!(f, "denied: the lane's allowance is exhausted")?,
+        }
+        write!(
+            f,
+            " ({} needed, {} tier); retry after {} ms",
+            self.needed,
+            self.tier,
+            self.retry_after.as_millis()
+        )
+    }
+}
+
+/// Why `Gate::reserve` did not return a reservation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReserveError {
+    /// A limit is out of budget; see [`Denial`] for which and when to retry.
+    #[error("{0}")]
+    Denied(Denial),
+    /// The call's task has spent its budget: stop the task (the tenant is fine).
+    #[error("task budget exhausted: {needed} needed, {remaining} left; stop or re-budget the task")]
+    TaskExhausted {
+        /// What the call needed.
+        needed: Credits,
+        /// What the task has left.
+        remaining: Credits,
+    },
+    /// The tenant is not configured in this region.
+    #[error("tenant {0:?} is not served by this sidecar: check TOLLGATE_TENANTS")]
+    UnknownTenant(String),
+    /// The tenant has no limits configured for this tier and initiator.
+    #[error("tenant has no lane class for tier {tier} ({initiator}): configure its limits")]
+    NoClass {
+        /// Tier of the call.
+        tier: Tier,
+        /// Initiator of the call.
+        initiator: tollgate_core::Initiator,
+    },
+    /// Every lane in the region is claimed.
+    #[error("no free lane in the region: raise RegionConfig::lanes or reduce agent threads")]
+    NoFreeLane,
+    /// Every reservation slot of this thread's lanes is in use.
+    #[error("too many outstanding reservations on this thread: commit or cancel some")]
+    TooManyOutstanding,
+    /// The call could not be rated.
+    #[error("cannot rate the call: {0}")]
+    Rating(#[from] tollgate_core::RatingError),
+    /// The call costs more than a lane can ever hold.
+    #[error("call too large: {0} exceeds what one reservation can hold")]
+    TooLarge(Credits),
+    /// The region's price book is missing or unreadable.
+    #[error("no usable price book in the region: {0}")]
+    PriceBook(String),
+}
+
+/// Why `Reservation::commit` failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// The usage could not be rated; the full reservation was charged instead.
+    #[error("cannot rate the usage, the full reservation was charged: {0}")]
+    Rating(#[from] tollgate_core::RatingError),
+    /// The slot was no longer held by this reservation (the sidecar reclaimed it,
+    /// which only happens when it believes this process is dead).
+    #[error("reservation was reclaimed by the sidecar")]
+    Reclaimed,
+}
+
+/// Why a sidecar-side operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SidecarError {
+    /// An index past the configured count.
+    #[error("{what} index {index} out of range (region has {count})")]
+    OutOfRange {
+        /// Which table.
+        what: &'static str,
+        /// Index given.
+        index: usize,
+        /// Entries in the table.
+        count: usize,
+    },
+    /// A pool lacks the credits for a top-up (above the tier's floor).
+    #[error("pool {pool} ({limit}) has too little available for a top-up of {needed}")]
+    Insufficient {
+        /// The binding pool.
+        pool: usize,
+        /// Its limit.
+        limit: LimitKind,
+        /// What was asked.
+        needed: Credits,
+    },
+    /// The lane is not claimed by a live agent, or has no class.
+    #[error("lane {0} is not in use")]
+    LaneNotInUse(usize),
+    /// The lane's owner is alive: it cannot be reclaimed.
+    #[error("lane {0} belongs to a live process")]
+    OwnerAlive(usize),
+    /// A value does not fit the region's encoding.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Arithmetic would overflow a counter (a corrupt region or absurd amounts).
+    #[error("counter overflow in {0}")]
+    Overflow(&'static str),
+    /// A word read from the region is out of range (an agent scribbled on it).
+    #[error("region word out of range: {0}")]
+    Corrupt(&'static str),
+}

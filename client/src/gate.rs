@@ -1,0 +1,770 @@
+//! The agent's side: attach to the region, name tenants and models once, then
+//! `reserve` / `commit` on the hot path.
+//!
+//! Hot path (no syscall, lock, allocation or hashing): a thread-local lookup of this
+//! thread's lane for the call's (tenant, tier, initiator), one load of the price-book
+//! sequence, rating with a resolved [`Model`], one CAS on the task budget, and the lane
+//! protocol (stores to the slot, one CAS on the lane's `avail` word). Each agent thread
+//! has its own lanes, so two threads touch no common cache line.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tollgate_core::{
+    Credits, Initiator, LimitKind, ModelRef, PriceBook, RatingError, RatingInput, Tier, Usage,
+};
+
+use crate::codes::{LaneKey, decode_limit};
+use crate::error::{AttachError, CommitError, Denial, ReserveError};
+use crate::lane::{MAX_LANE_CREDITS, META_NO_MODEL, Owner, ReserveFail, View, credits, pack_tokens};
+use crate::layout::*;
+use crate::mapping::Mem;
+use crate::process::ProcessId;
+use crate::region::{find_tenant, open_and_validate};
+use crate::sync::{ACQ, ACQ_REL, AtomicU64, REL, RELAXED, next_id, spin_hint, word};
+
+/// Environment variable agents find the region path in.
+pub const REGION_ENV: &str = "TOLLGATE_REGION";
+
+/// Retry hint used when the sidecar has not recorded one (milliseconds).
+const DEFAULT_RETRY_MS: u64 = 10;
+
+/// An agent process's handle on the region. Cheap to share (`&Gate` is `Sync`); one per
+/// process is typical.
+pub struct Gate {
+    inner: Arc<GateInner>,
+}
+
+pub(crate) struct GateInner {
+    id: u64,
+    mem: Mem,
+    layout: Layout,
+    claim: u64,
+    /// Lanes given up by exited threads, for reuse by new threads: `(class, lane)`.
+    spare: Mutex<Vec<(usize, usize)>>,
+    /// The last price book parsed (shared by threads, so each parses it once per change).
+    book: Mutex<Option<(u64, Arc<PriceBook>)>>,
+}
+
+impl GateInner {
+    fn view(&self) -> View<'_> {
+        View {
+            w: self.mem.words(),
+            l: &self.layout,
+        }
+    }
+
+    /// The price book for sequence `seq` (parsed once per change, shared).
+    fn load_book(&self, seq: u64) -> Result<Arc<PriceBook>, ReserveError> {
+        let mut cached = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, b)) = cached.as_ref()
+            && *s == seq
+        {
+            return Ok(b.clone());
+        }
+        for _ in 0..1000 {
+            if let Some((s, _version, bytes)) = self.view().read_blob() {
+                let book: PriceBook = serde_json::from_slice(&bytes)
+                    .map_err(|e| ReserveError::PriceBook(format!("unreadable: {e}")))?;
+                let book = Arc::new(book);
+                *cached = Some((s, book.clone()));
+                return Ok(book);
+            }
+            if self.view().book_seq() == 0 {
+                return Err(ReserveError::PriceBook(
+                    "the sidecar has not published one yet".into(),
+                ));
+            }
+            std::thread::yield_now();
+        }
+        Err(ReserveError::PriceBook("it keeps changing; retry".into()))
+    }
+}
+
+/// A tenant, resolved once by name with [`Gate::tenant`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TenantId(pub u16);
+
+/// A model, resolved once by name with [`Gate::model`]. If the sidecar publishes a new
+/// price book, the handle still works (it is re-resolved by name, more slowly); resolve
+/// it again to get back on the fast path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    name: String,
+    r: ModelRef,
+}
+
+impl Model {
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A per-task budget: reservations made with `.task(&task)` debit it too, and are refused
+/// with [`ReserveError::TaskExhausted`] once it is spent (the task is out, not the tenant).
+/// Lives in this process (a task does not outlive its process).
+#[derive(Debug)]
+pub struct Task {
+    budget: u64,
+    remaining: AtomicU64,
+}
+
+impl Task {
+    /// A task with `budget`.
+    pub fn new(budget: Credits) -> Task {
+        Task {
+            budget: budget.0,
+            remaining: word(budget.0),
+        }
+    }
+
+    /// The budget it was opened with.
+    pub fn budget(&self) -> Credits {
+        Credits(self.budget)
+    }
+
+    /// What is left (reservations in flight count as spent until committed).
+    pub fn remaining(&self) -> Credits {
+        Credits(self.remaining.load(ACQ))
+    }
+
+    fn debit(&self, amount: u64) -> Result<(), u64> {
+        let mut cur = self.remaining.load(RELAXED);
+        loop {
+            if cur < amount {
+                return Err(cur);
+            }
+            match self
+                .remaining
+                .compare_exchange_weak(cur, cur - amount, ACQ_REL, RELAXED)
+            {
+                Ok(_) => return Ok(()),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    fn credit(&self, amount: u64) {
+        if amount > 0 {
+            self.remaining.fetch_add(amount, ACQ_REL);
+        }
+    }
+
+    /// Takes up to `amount` (an overrun); never below zero.
+    fn debit_saturating(&self, amount: u64) {
+        if amount == 0 {
+            return;
+        }
+        let mut cur = self.remaining.load(RELAXED);
+        loop {
+            let new = cur.saturating_sub(amount);
+            match self
+                .remaining
+                .compare_exchange_weak(cur, new, ACQ_REL, RELAXED)
+            {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Price<'a> {
+    Model(&'a Model),
+    Fixed(Credits),
+}
+
+/// One call to reserve for: what it may cost, whose it is, and its priority.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    price: Price<'a>,
+    tenant: TenantId,
+    tier: Tier,
+    initiator: Initiator,
+    input_tokens: u64,
+    max_output_tokens: Option<u64>,
+    task: Option<&'a Task>,
+}
+
+impl<'a> Call<'a> {
+    /// A call to `model`, rated by the region's price book (reserved at its maximum:
+    /// input tokens plus the maximum output tokens).
+    pub fn model(model: &'a Model) -> Call<'a> {
+        Call {
+            price: Price::Model(model),
+            tenant: TenantId(0),
+            tier: Tier::Interactive,
+            initiator: Initiator::Human,
+            input_tokens: 0,
+            max_output_tokens: None,
+            task: None,
+        }
+    }
+
+    /// A call whose maximum cost is already known (pre-rated, or priced per outcome).
+    pub fn fixed(max_cost: Credits) -> Call<'a> {
+        Call {
+            price: Price::Fixed(max_cost),
+            ..Call::model_placeholder()
+        }
+    }
+
+    fn model_placeholder() -> Call<'a> {
+        Call {
+            price: Price::Fixed(Credits::ZERO),
+            tenant: TenantId(0),
+            tier: Tier::Interactive,
+            initiator: Initiator::Human,
+            input_tokens: 0,
+            max_output_tokens: None,
+            task: None,
+        }
+    }
+
+    /// The tenant the call is for (default: the region's first tenant).
+    pub fn tenant(mut self, tenant: TenantId) -> Self {
+        self.tenant = tenant;
+        self
+    }
+    /// Prompt tokens.
+    pub fn input_tokens(mut self, n: u64) -> Self {
+        self.input_tokens = n;
+        self
+    }
+    /// The most output tokens the call allows (default: the model's or book's maximum).
+    pub fn max_output_tokens(mut self, n: u64) -> Self {
+        self.max_output_tokens = Some(n);
+        self
+    }
+    /// Priority tier (default interactive).
+    pub fn tier(mut self, tier: Tier) -> Self {
+        self.tier = tier;
+        self
+    }
+    /// Who started the call (default human).
+    pub fn initiator(mut self, initiator: Initiator) -> Self {
+        self.initiator = initiator;
+        self
+    }
+    /// The task whose budget the call also spends.
+    pub fn task(mut self, task: &'a Task) -> Self {
+        self.task = Some(task);
+        self
+    }
+
+    fn class(&self) -> usize {
+        usize::from(self.tenant.0) * CLASSES + self.tier.as_index() * 2 + self.initiator.as_index()
+    }
+}
+
+/// Credits held for one call. Commit it with the actual usage, cancel it, or drop it
+/// (= cancel). It may be committed on another thread than the one that reserved it.
+#[must_use = "dropping a reservation cancels it"]
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    gate: &'a GateInner,
+    lane: usize,
+    slot: usize,
+    tag: u16,
+    class: usize,
+    thread: u64,
+    amount: u64,
+    model: Option<&'a Model>,
+    initiator: Initiator,
+    task: Option<&'a Task>,
+    done: bool,
+}
+
+impl std::fmt::Debug for GateInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate").field("id", &self.id).finish()
+    }
+}
+
+struct GateLocal {
+    gate: Arc<GateInner>,
+    owners: Vec<Option<Owner>>,
+    book_seq: u64,
+    book: Option<Arc<PriceBook>>,
+    rng: u64,
+}
+
+struct Local {
+    token: u64,
+    gates: Vec<GateLocal>,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // Thread exit: settle what other threads committed, and leave the lanes to the
+        // next thread of this process (their held slots stay valid).
+        for gl in &mut self.gates {
+            let view = gl.gate.view();
+            let mut spare = gl.gate.spare.lock().unwrap_or_else(|e| e.into_inner());
+            for (class, o) in gl.owners.iter_mut().enumerate() {
+                if let Some(o) = o {
+                    view.settle_pending(o);
+                    spare.push((class, o.lane));
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local { token: next_id(), gates: Vec::new() });
+}
+
+impl Local {
+    fn gate(&mut self, inner: &Arc<GateInner>) -> &mut GateLocal {
+        let pos = match self.gates.iter().position(|g| g.gate.id == inner.id) {
+            Some(p) => p,
+            None => {
+                self.gates.push(GateLocal {
+                    gate: inner.clone(),
+                    owners: Vec::new(),
+                    book_seq: 0,
+                    book: None,
+                    rng: self.token.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+                });
+                self.gates.len() - 1
+            }
+        };
+        &mut self.gates[pos]
+    }
+}
+
+impl GateLocal {
+    /// The current price book (reloaded when the sidecar published a new one).
+    #[inline]
+    fn book(&mut self) -> Result<&PriceBook, ReserveError> {
+        let seq = self.gate.view().book_seq();
+        if seq != self.book_seq || self.book.is_none() {
+            self.book = Some(self.gate.load_book(seq)?);
+            self.book_seq = seq;
+        }
+        // Just set above when it was None.
+        self.book
+            .as_deref()
+            .ok_or_else(|| ReserveError::PriceBook("not loaded".into()))
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// This thread's lane for `class`, claiming one on first use.
+    #[inline]
+    fn owner(&mut self, class: usize, key: LaneKey) -> Result<&mut Owner, ReserveError> {
+        if self.owners.len() <= class {
+            self.owners.resize(class + 1, None);
+        }
+        if self.owners[class].is_none() {
+            let o = claim_lane(&self.gate, class, key)?;
+            self.owners[class] = Some(o);
+        }
+        self.owners[class]
+            .as_mut()
+            .ok_or(ReserveError::NoFreeLane)
+    }
+}
+
+/// Claims a lane for `class`: a spare one of this process, or a free one in the region.
+fn claim_lane(inner: &GateInner, class: usize, key: LaneKey) -> Result<Owner, ReserveError> {
+    let view = inner.view();
+    if usize::from(key.tenant) >= inner.layout.tenants {
+        return Err(ReserveError::UnknownTenant(format!("#{}", key.tenant)));
+    }
+    if view.class_pools(key).is_err() {
+        let base = inner.layout.tenant(usize::from(key.tenant));
+        if view.w[base + T_STATE].load(ACQ) == 0 {
+            return Err(ReserveError::UnknownTenant(format!("#{}", key.tenant)));
+        }
+        return Err(ReserveError::NoClass {
+            tier: key.tier,
+            initiator: key.initiator,
+        });
+    }
+    {
+        let mut spare = inner.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pos) = spare.iter().position(|(c, _)| *c == class) {
+            let (_, lane) = spare.swap_remove(pos);
+            return Ok(view.owner_for(lane));
+        }
+    }
+    for lane in 0..inner.layout.lanes {
+        let claim = view.lw(lane, L_CLAIM);
+        if claim.load(RELAXED) == 0
+            && claim
+                .compare_exchange(0, inner.claim, ACQ_REL, RELAXED)
+                .is_ok()
+        {
+            view.lw(lane, L_KEY).store(key.encode(), REL);
+            return Ok(view.owner_for(lane));
+        }
+    }
+    Err(ReserveError::NoFreeLane)
+}
+
+impl Gate {
+    /// Attaches to the region at `path`, validating it (see [`AttachError`]).
+    pub fn attach(path: impl AsRef<Path>) -> Result<Gate, AttachError> {
+        let (mem, layout) = open_and_validate(path.as_ref())?;
+        let me = ProcessId::current()?;
+        Ok(Gate {
+            inner: Arc::new(GateInner {
+                id: next_id(),
+                mem,
+                layout,
+                claim: me.claim_word(),
+                spare: Mutex::new(Vec::new()),
+                book: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Attaches to the region named by `TOLLGATE_REGION`.
+    pub fn from_env() -> Result<Gate, AttachError> {
+        let path = std::env::var_os(REGION_ENV).ok_or_else(|| AttachError::NotFound {
+            path: format!("${REGION_ENV} (not set)"),
+        })?;
+        Gate::attach(path)
+    }
+
+    /// Resolves a tenant name (do it once; it scans the tenant table).
+    pub fn tenant(&self, name: &str) -> Result<TenantId, ReserveError> {
+        find_tenant(&self.inner.view(), name)
+            .map(|t| TenantId(t as u16))
+            .ok_or_else(|| ReserveError::UnknownTenant(name.to_owned()))
+    }
+
+    /// Resolves a model name in the current price book (do it once per model).
+    pub fn model(&self, name: &str) -> Result<Model, ReserveError> {
+        let seq = self.inner.view().book_seq();
+        let book = self.inner.load_book(seq)?;
+        let r = book
+            .model(name)
+            .ok_or_else(|| RatingError::UnknownModel(name.to_owned()))?;
+        Ok(Model {
+            name: name.to_owned(),
+            r,
+        })
+    }
+
+    /// Opens a task with its own budget (see [`Task`]).
+    pub fn open_task(&self, budget: Credits) -> Task {
+        Task::new(budget)
+    }
+
+    /// Reserves credits for `call`: all of its limits (and its task budget) or none.
+    #[inline]
+    pub fn reserve<'a>(&'a self, call: &Call<'a>) -> Result<Reservation<'a>, ReserveError> {
+        let inner: &'a GateInner = &self.inner;
+        LOCAL
+            .try_with(|cell| {
+                let mut local = cell.borrow_mut();
+                let token = local.token;
+                let gl = local.gate(&self.inner);
+                reserve_in(inner, gl, token, call)
+            })
+            .unwrap_or(Err(ReserveError::NoFreeLane))
+    }
+}
+
+fn rate_max(gl: &mut GateLocal, call: &Call<'_>) -> Result<(u64, u64), ReserveError> {
+    match call.price {
+        Price::Fixed(c) => Ok((c.0, META_NO_MODEL)),
+        Price::Model(m) => {
+            let book = gl.book()?;
+            let r = if m.r.book_version() == book.version() {
+                m.r
+            } else {
+                book.model(&m.name)
+                    .ok_or_else(|| RatingError::UnknownModel(m.name.clone()))?
+            };
+            let c = book.rate_max(&r, call.input_tokens, call.max_output_tokens, call.initiator)?;
+            let meta = u64::from(r.index().min(0xFFFE)) | ((book.version() & 0xFFFF_FFFF) << 32);
+            Ok((c.0, meta))
+        }
+    }
+}
+
+#[inline]
+fn reserve_in<'a>(
+    inner: &'a GateInner,
+    gl: &mut GateLocal,
+    token: u64,
+    call: &Call<'a>,
+) -> Result<Reservation<'a>, ReserveError> {
+    let (amount, meta) = rate_max(gl, call)?;
+    if amount > MAX_LANE_CREDITS {
+        return Err(ReserveError::TooLarge(Credits(amount)));
+    }
+    if let Some(t) = call.task {
+        t.debit(amount).map_err(|left| ReserveError::TaskExhausted {
+            needed: Credits(amount),
+            remaining: Credits(left),
+        })?;
+    }
+    let refund_task = || {
+        if let Some(t) = call.task {
+            t.credit(amount);
+        }
+    };
+    let class = call.class();
+    let key = LaneKey {
+        tenant: call.tenant.0,
+        tier: call.tier,
+        initiator: call.initiator,
+    };
+    let view = inner.view();
+    let tokens = pack_tokens(
+        call.input_tokens,
+        call.max_output_tokens.unwrap_or_default(),
+    );
+    let mut first = true;
+    let deadline_state = &mut None::<Instant>;
+    let mut spins = 0u64;
+    loop {
+        let o = match gl.owner(class, key) {
+            Ok(o) => o,
+            Err(e) => {
+                refund_task();
+                return Err(e);
+            }
+        };
+        if first {
+            view.settle_pending(o);
+        }
+        match view.reserve(o, amount, tokens, meta, &mut |_| true) {
+            Ok((slot, tag)) => {
+                return Ok(Reservation {
+                    gate: inner,
+                    lane: o.lane,
+                    slot,
+                    tag,
+                    class,
+                    thread: token,
+                    amount,
+                    model: match call.price {
+                        Price::Model(m) => Some(m),
+                        Price::Fixed(_) => None,
+                    },
+                    initiator: call.initiator,
+                    task: call.task,
+                    done: false,
+                });
+            }
+            Err(ReserveFail::NoSlot) => {
+                view.settle_pending(o);
+                if o.free == 0 {
+                    refund_task();
+                    return Err(ReserveError::TooManyOutstanding);
+                }
+            }
+            Err(ReserveFail::Dry { .. }) => {
+                let lane = o.lane;
+                if first {
+                    // Slow path: ask the sidecar for a top-up, then wait a bounded time.
+                    view.lw(lane, L_DEMAND).store(amount.max(1), REL);
+                    first = false;
+                }
+                if wait_for_credits(&view, lane, amount, &mut spins, deadline_state) {
+                    continue;
+                }
+                refund_task();
+                return Err(ReserveError::Denied(deny(gl, &view, lane, call, amount)));
+            }
+        }
+    }
+}
+
+/// Spins, then sleeps in short steps, until `lane` has `amount` or the wait is over.
+/// Returns `true` when it is worth trying again.
+fn wait_for_credits(
+    view: &View<'_>,
+    lane: usize,
+    amount: u64,
+    spins: &mut u64,
+    deadline: &mut Option<Instant>,
+) -> bool {
+    let max_spins = view.w[H_SPIN_ITERS].load(RELAXED);
+    let avail = view.lw(lane, L_AVAIL);
+    while *spins < max_spins {
+        *spins += 1;
+        if credits(avail.load(ACQ)) >= amount {
+            return true;
+        }
+        spin_hint();
+    }
+    let wait = Duration::from_micros(view.w[H_WAIT_MICROS].load(RELAXED));
+    let end = *deadline.get_or_insert_with(|| Instant::now() + wait);
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return credits(avail.load(ACQ)) >= amount;
+        }
+        std::thread::sleep((end - now).min(Duration::from_micros(50)));
+        if credits(avail.load(ACQ)) >= amount {
+            return true;
+        }
+    }
+}
+
+/// Builds the denial from what the sidecar recorded for the lane, and reports it.
+fn deny(gl: &mut GateLocal, view: &View<'_>, lane: usize, call: &Call<'_>, amount: u64) -> Denial {
+    let recorded = view.lw(lane, L_DENY).load(ACQ);
+    let limit: Option<LimitKind> = decode_limit(recorded & 0xFFFF_FFFF);
+    let hint = match recorded >> 32 {
+        0 => DEFAULT_RETRY_MS,
+        ms => ms,
+    };
+    // Lower tiers wait longer and spread wider, so a crowd does not retry in step and
+    // interactive work gets the first chance at a refill.
+    let tier = call.tier.as_index() as u64;
+    let base = hint << tier;
+    let jitter = gl.next_rand() % (base / 2 * (tier + 1) + 1);
+    let denials = view.lw(lane, L_DENIALS);
+    denials.store(denials.load(RELAXED).wrapping_add(1), REL);
+    view.lw(lane, L_LAST_DENY).store(recorded, REL);
+    Denial {
+        limit,
+        horizon: limit.and_then(|l| l.horizon()),
+        retry_after: Duration::from_millis(base + jitter),
+        tier: call.tier,
+        needed: Credits(amount),
+    }
+}
+
+impl Reservation<'_> {
+    /// Credits held.
+    pub fn amount(&self) -> Credits {
+        Credits(self.amount)
+    }
+
+    /// Commits the call's actual usage, rated with the price book: the rest of the
+    /// reservation goes back; an overrun is charged and counted. Returns the charge.
+    pub fn commit(mut self, usage: Usage) -> Result<Credits, CommitError> {
+        let tokens = pack_tokens(usage.input_tokens, usage.output_tokens);
+        let rated = match self.model {
+            None => Ok(Credits(self.amount)),
+            Some(m) => rate_actual(self.gate, m, usage, self.initiator),
+        };
+        match rated {
+            Ok(c) => {
+                self.finish(c.0, tokens, false)?;
+                Ok(c)
+            }
+            Err(e) => {
+                self.finish(self.amount, tokens, false)?;
+                Err(CommitError::Rating(e))
+            }
+        }
+    }
+
+    /// Commits an already-rated actual cost.
+    pub fn commit_credits(mut self, actual: Credits) -> Result<Credits, CommitError> {
+        self.finish(actual.0, 0, false)?;
+        Ok(actual)
+    }
+
+    /// Cancels: everything goes back.
+    pub fn cancel(mut self) {
+        let _ = self.finish(0, 0, true);
+    }
+
+    fn finish(&mut self, actual: u64, tokens: u64, cancel: bool) -> Result<(), CommitError> {
+        if self.done {
+            return Ok(());
+        }
+        self.done = true;
+        if let Some(t) = self.task {
+            let paid = actual.min(self.amount);
+            t.credit(self.amount - paid);
+            t.debit_saturating(actual - paid);
+        }
+        let view = self.gate.view();
+        let here = LOCAL
+            .try_with(|cell| {
+                let Ok(mut local) = cell.try_borrow_mut() else {
+                    return false;
+                };
+                if local.token != self.thread {
+                    return false;
+                }
+                let Some(gl) = local.gates.iter_mut().find(|g| g.gate.id == self.gate.id) else {
+                    return false;
+                };
+                let Some(Some(o)) = gl.owners.get_mut(self.class) else {
+                    return false;
+                };
+                if o.lane != self.lane {
+                    return false;
+                }
+                if !cancel {
+                    view.sw(self.lane, self.slot, S_TOKENS).store(tokens, RELAXED);
+                }
+                view.settle(o, self.slot, actual, cancel, &mut |_| true);
+                true
+            })
+            .unwrap_or(false);
+        if here
+            || view.finish_remote(self.lane, self.slot, self.tag, actual, tokens, cancel)
+        {
+            Ok(())
+        } else {
+            Err(CommitError::Reclaimed)
+        }
+    }
+}
+
+fn rate_with(book: &PriceBook, m: &Model, input: &RatingInput) -> Result<Credits, RatingError> {
+    if m.r.book_version() == book.version() {
+        book.rate(&m.r, input)
+    } else {
+        book.rate_by_name(&m.name, input)
+    }
+}
+
+/// Rates the actual usage with this thread's cached price book (no lock); a thread that
+/// never reserved on this gate falls back to the gate's shared copy.
+fn rate_actual(
+    inner: &GateInner,
+    m: &Model,
+    usage: Usage,
+    initiator: Initiator,
+) -> Result<Credits, RatingError> {
+    let input = RatingInput::new(usage).with_initiator(initiator);
+    let fast = LOCAL
+        .try_with(|cell| {
+            let mut local = cell.try_borrow_mut().ok()?;
+            let gl = local.gates.iter_mut().find(|g| g.gate.id == inner.id)?;
+            let book = gl.book().ok()?;
+            Some(rate_with(book, m, &input))
+        })
+        .ok()
+        .flatten();
+    if let Some(r) = fast {
+        return r;
+    }
+    let seq = inner.view().book_seq();
+    let book = inner
+        .load_book(seq)
+        .map_err(|_| RatingError::UnknownModel(m.name.clone()))?;
+    rate_with(&book, m, &input)
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let _ = self.finish(0, 0, true);
+    }
+}

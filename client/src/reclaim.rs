@@ -1,0 +1,78 @@
+//! RECLAIM: the sidecar takes over a dead process's lane, finishes or undoes whatever the
+//! owner left half done (deciding from the tags), settles its reservations (held ones as
+//! cancelled), takes every remaining credit back into the pools and frees the lane.
+//! Each step is idempotent or decided by state, so a sidecar that dies mid-reclaim
+//! resumes it and every credit comes back exactly once.
+
+use crate::carve::Revoked;
+use crate::error::SidecarError;
+use crate::lane::{Owner, View};
+use crate::layout::*;
+use crate::process::ProcessId;
+use crate::sync::{ACQ, ACQ_REL, REL, RELAXED};
+
+/// What reclaiming one lane did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReclaimReport {
+    /// The lane.
+    pub lane: usize,
+    /// The dead process that owned it.
+    pub process: Option<ProcessId>,
+    /// Reservations settled (held ones as cancelled, committed ones charged).
+    pub settled: u32,
+    /// Credits (micro) that went back into the pools.
+    pub returned: u64,
+}
+
+impl View<'_> {
+    /// Reclaims `lane` if its owner is dead according to `is_dead` (or if a previous
+    /// reclaim of it was interrupted). Refuses a live owner.
+    pub(crate) fn reclaim_lane(
+        &self,
+        lane: usize,
+        is_dead: &dyn Fn(ProcessId) -> bool,
+        step: &mut impl FnMut(u32) -> bool,
+    ) -> Result<ReclaimReport, SidecarError> {
+        let claim = self.lw(lane, L_CLAIM);
+        let c = claim.load(ACQ);
+        let process = ProcessId::from_claim(c);
+        let Some(pid) = process else {
+            return Err(SidecarError::LaneNotInUse(lane));
+        };
+        if c & 1 == 1 {
+            if !is_dead(pid) {
+                return Err(SidecarError::OwnerAlive(lane));
+            }
+            // Owned -> reclaiming: from here on the sidecar is the lane's only writer.
+            if claim.compare_exchange(c, c & !1, ACQ_REL, RELAXED).is_err() {
+                return Err(SidecarError::OwnerAlive(lane));
+            }
+        }
+        if !step(100) {
+            return Ok(ReclaimReport { lane, process, settled: 0, returned: 0 });
+        }
+        let mut o = Owner { lane, otag: 0, free: 0 };
+        let settled = self.recover_slots(&mut o, step);
+        if !step(101) {
+            return Ok(ReclaimReport { lane, process, settled, returned: 0 });
+        }
+        let mut returned = 0;
+        if self.lw(lane, L_POOLS).load(ACQ) != 0 {
+            returned = self.revoke(lane, u64::MAX, Revoked::Reclaim, step)?;
+            if !step(102) {
+                return Ok(ReclaimReport { lane, process, settled, returned });
+            }
+            self.harvest(lane, step)?;
+        }
+        if !step(103) {
+            return Ok(ReclaimReport { lane, process, settled, returned });
+        }
+        self.lw(lane, L_KEY).store(0, REL);
+        self.lw(lane, L_POOLS).store(0, REL);
+        self.lw(lane, L_DENY).store(0, REL);
+        self.lw(lane, L_DEMAND).store(0, REL);
+        self.lw(lane, L_DEMAND_SEEN).store(0, REL);
+        claim.store(0, REL);
+        Ok(ReclaimReport { lane, process, settled, returned })
+    }
+}

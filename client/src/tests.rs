@@ -1,0 +1,330 @@
+//! Unit tests on real mapped regions in a temp dir (std atomics).
+
+use std::io::Write;
+
+use tollgate_core::{Credits, Horizon, Initiator, LimitKind, Tier};
+
+use super::*;
+use crate::layout::{H_VERSION, HEADER_WORDS, WORD};
+
+pub(crate) const C: u64 = 1_000_000; // one credit in micro-credits
+
+pub(crate) fn small_config() -> RegionConfig {
+    RegionConfig {
+        pools: 8,
+        tenants: 2,
+        lanes: 16,
+        slots_per_lane: 8,
+        ring_capacity: 8,
+        price_book_bytes: 4096,
+    }
+}
+
+/// A region with tenant 0 "acme" whose every class is subject to 4 pools (wallet,
+/// per-minute, per-hour, agent instance), each granted `grant` micro-credits, with a
+/// floor on pool 0 for lower tiers.
+pub(crate) fn setup(dir: &tempfile::TempDir, grant: u64) -> (Region, std::path::PathBuf) {
+    let path = dir.path().join("region");
+    let r = Region::create(&path, small_config()).unwrap();
+    let limits = [
+        LimitKind::TenantWallet,
+        LimitKind::TenantWindow(Horizon::Minute),
+        LimitKind::TenantWindow(Horizon::Hour),
+        LimitKind::AgentInstance(Horizon::Day),
+    ];
+    for (p, l) in limits.iter().enumerate() {
+        let floors = if p == 0 {
+            [Credits(0), Credits(grant / 4), Credits(grant / 2)]
+        } else {
+            [Credits(0); 3]
+        };
+        r.configure_pool(p, &PoolSpec { limit: *l, floors }).unwrap();
+        r.grant(p, Credits(grant)).unwrap();
+    }
+    let all = vec![0, 1, 2, 3];
+    r.configure_tenant(
+        0,
+        &TenantSpec {
+            name: "acme".into(),
+            classes: [
+                [all.clone(), all.clone()],
+                [all.clone(), all.clone()],
+                [all.clone(), all],
+            ],
+        },
+    )
+    .unwrap();
+    r.set_slow_path(10, std::time::Duration::from_micros(10));
+    (r, path)
+}
+
+fn lane_of(r: &Region, tier: Tier) -> usize {
+    r.lanes()
+        .into_iter()
+        .find(|l| l.key.map(|k| k.tier) == Some(tier))
+        .map(|l| l.lane)
+        .expect("a lane for the tier")
+}
+
+#[test]
+fn reserve_commit_cancel_conserve_credits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 1000 * C);
+    let gate = Gate::attach(&path).unwrap();
+    let acme = gate.tenant("acme").unwrap();
+    // The first reserve claims a lane, finds it dry and is denied (no sidecar running).
+    let call = Call::fixed(Credits(10 * C)).tenant(acme);
+    match gate.reserve(&call) {
+        Err(ReserveError::Denied(d)) => {
+            assert_eq!(d.limit, None);
+            assert_eq!(d.needed, Credits(10 * C));
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    let lane = lane_of(&r, Tier::Interactive);
+    assert_eq!(r.demands(), vec![(lane, Credits(10 * C))]);
+    r.top_up(lane, Credits(100 * C)).unwrap();
+    assert!(r.demands().is_empty());
+    let a = gate.reserve(&call).unwrap();
+    let b = gate.reserve(&call).unwrap();
+    assert_eq!(a.commit_credits(Credits(4 * C)).unwrap(), Credits(4 * C));
+    b.cancel();
+    let c = gate.reserve(&call).unwrap();
+    drop(c); // = cancel
+    let d = gate.reserve(&call).unwrap();
+    d.commit_credits(Credits(12 * C)).unwrap(); // overrun of 2 credits
+    let audit = r.audit();
+    audit.check().unwrap();
+    let lb = &audit.lanes[0];
+    assert_eq!(lb.consumed, 14 * C);
+    assert_eq!(lb.overrun, 2 * C);
+    assert_eq!(lb.available, 86 * C);
+    let mut recs = Vec::new();
+    let st = r.drain(lane, &mut recs).unwrap();
+    assert_eq!(st.records, 2);
+    assert_eq!(recs[0].actual, Credits(4 * C));
+    assert_eq!(recs[1].actual, Credits(12 * C));
+    let audit = r.audit();
+    audit.check().unwrap();
+    for p in &audit.pools[..4] {
+        assert_eq!(p.consumed, 16 * C, "paid 14 + overrun 2");
+        assert_eq!(p.overrun, 2 * C);
+        assert_eq!(p.carved, 86 * C);
+    }
+    // Revoke takes back what is available, not what is held.
+    let held = gate.reserve(&call).unwrap();
+    assert_eq!(r.revoke(lane, Credits::MAX).unwrap(), Credits(76 * C));
+    r.audit().check().unwrap();
+    held.commit_credits(Credits(C)).unwrap();
+    r.audit().check().unwrap();
+}
+
+#[test]
+fn tier_floor_keeps_budget_for_interactive_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 100 * C);
+    let gate = Gate::attach(&path).unwrap();
+    let bg = Call::fixed(Credits(C)).tier(Tier::Background);
+    assert!(gate.reserve(&bg).is_err()); // claims the lane
+    let lane = lane_of(&r, Tier::Background);
+    // Pool 0 keeps 50 credits for tiers below scheduler... background floor is 50.
+    r.top_up(lane, Credits(50 * C)).unwrap();
+    match r.top_up(lane, Credits(C)) {
+        Err(SidecarError::Insufficient { pool: 0, limit, .. }) => {
+            assert_eq!(limit, LimitKind::TenantWallet)
+        }
+        other => panic!("expected the floor to bind, got {other:?}"),
+    }
+    // The agent's denial names the limit the sidecar recorded.
+    let lane_credits = Call::fixed(Credits(51 * C)).tier(Tier::Background);
+    match gate.reserve(&lane_credits) {
+        Err(ReserveError::Denied(d)) => {
+            assert_eq!(d.limit, Some(LimitKind::TenantWallet));
+            assert_eq!(d.tier, Tier::Background);
+            assert!(d.retry_after >= std::time::Duration::from_millis(40));
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    // Interactive work can still take the rest.
+    let _ = gate.reserve(&Call::fixed(Credits(C)));
+    let ilane = lane_of(&r, Tier::Interactive);
+    r.top_up(ilane, Credits(50 * C)).unwrap();
+    r.audit().check().unwrap();
+    let info = r.lanes().into_iter().find(|l| l.lane == lane).unwrap();
+    assert_eq!(info.last_denial, Some(LimitKind::TenantWallet));
+    assert!(info.denials >= 1);
+}
+
+#[test]
+fn task_budget_denies_the_task_not_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 1000 * C);
+    let gate = Gate::attach(&path).unwrap();
+    let _ = gate.reserve(&Call::fixed(Credits(C)));
+    r.top_up(lane_of(&r, Tier::Interactive), Credits(100 * C))
+        .unwrap();
+    let task = gate.open_task(Credits(10 * C));
+    let call = Call::fixed(Credits(4 * C)).task(&task);
+    let a = gate.reserve(&call).unwrap();
+    let b = gate.reserve(&call).unwrap();
+    match gate.reserve(&call) {
+        Err(ReserveError::TaskExhausted { needed, remaining }) => {
+            assert_eq!(needed, Credits(4 * C));
+            assert_eq!(remaining, Credits(2 * C));
+        }
+        other => panic!("expected the task to be out, got {other:?}"),
+    }
+    a.commit_credits(Credits(C)).unwrap();
+    assert_eq!(task.remaining(), Credits(5 * C));
+    b.cancel();
+    assert_eq!(task.remaining(), Credits(9 * C));
+    // Without the task the tenant still has budget.
+    gate.reserve(&Call::fixed(Credits(4 * C))).unwrap().cancel();
+    r.audit().check().unwrap();
+}
+
+#[test]
+fn commit_on_another_thread_is_settled_by_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 1000 * C);
+    let gate = Gate::attach(&path).unwrap();
+    let _ = gate.reserve(&Call::fixed(Credits(C)));
+    let lane = lane_of(&r, Tier::Interactive);
+    r.top_up(lane, Credits(100 * C)).unwrap();
+    let call = Call::fixed(Credits(10 * C));
+    let a = gate.reserve(&call).unwrap();
+    let b = gate.reserve(&call).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(move || a.commit_credits(Credits(3 * C)).unwrap());
+        s.spawn(move || drop(b));
+    });
+    // Committed but not settled yet: still balanced (the slots hold it).
+    r.audit().check().unwrap();
+    assert_eq!(r.audit().lanes[0].held, 20 * C);
+    // The owner's next reserve settles both.
+    gate.reserve(&call).unwrap().cancel();
+    let a = r.audit();
+    a.check().unwrap();
+    assert_eq!(a.lanes[0].held, 0);
+    assert_eq!(a.lanes[0].consumed, 3 * C);
+    assert_eq!(a.lanes[0].available, 97 * C);
+}
+
+#[test]
+fn price_book_rates_reservations_and_commits() {
+    use tollgate_core::rating::{ModelPrice, PriceBook, PriceBookSpec, Pricing};
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 1000 * C);
+    let spec: PriceBookSpec = serde_json::from_value(serde_json::json!({
+        "version": 7,
+        "default_max_output_tokens": 1000,
+        "models": [],
+    }))
+    .unwrap();
+    let _ = (ModelPrice::clone, Pricing::clone);
+    let book = PriceBook::new(spec).unwrap();
+    r.publish_price_book(&book).unwrap();
+    let gate = Gate::attach(&path).unwrap();
+    assert!(matches!(
+        gate.model("nope"),
+        Err(ReserveError::Rating(_))
+    ));
+}
+
+fn write_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::File::create(&p).unwrap().write_all(bytes).unwrap();
+    p
+}
+
+#[test]
+fn attach_reports_each_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    assert!(matches!(Gate::attach(&missing), Err(AttachError::NotFound { .. })));
+
+    let empty = write_file(&dir, "empty", &[]);
+    assert!(matches!(Gate::attach(&empty), Err(AttachError::Truncated { actual: 0, .. })));
+
+    let short = write_file(&dir, "short", &[0u8; 100]);
+    assert!(matches!(Gate::attach(&short), Err(AttachError::Truncated { .. })));
+
+    let zero = write_file(&dir, "zero", &vec![0u8; HEADER_WORDS * WORD]);
+    assert!(matches!(Gate::attach(&zero), Err(AttachError::Unfinished)));
+
+    let foreign = write_file(&dir, "foreign", &vec![0x5Au8; 2 * HEADER_WORDS * WORD]);
+    assert!(matches!(Gate::attach(&foreign), Err(AttachError::ForeignMagic { .. })));
+
+    // A good region, then damaged copies of it.
+    let good = dir.path().join("good");
+    drop(Region::create(&good, small_config()).unwrap());
+    let bytes = std::fs::read(&good).unwrap();
+    Gate::attach(&good).unwrap();
+
+    let mut unfinished = bytes.clone();
+    unfinished[H_VERSION * WORD..(H_VERSION + 1) * WORD].fill(0);
+    let p = write_file(&dir, "unfinished", &unfinished);
+    assert!(matches!(Gate::attach(&p), Err(AttachError::Unfinished)));
+
+    let mut version = bytes.clone();
+    version[H_VERSION * WORD] = 99;
+    let p = write_file(&dir, "version", &version);
+    assert!(matches!(
+        Gate::attach(&p),
+        Err(AttachError::VersionMismatch { found: 99, .. })
+    ));
+
+    let p = write_file(&dir, "truncated", &bytes[..bytes.len() - 4096]);
+    assert!(matches!(Gate::attach(&p), Err(AttachError::Truncated { .. })));
+
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(&[0u8; 4096]);
+    let p = write_file(&dir, "longer", &longer);
+    assert!(matches!(Gate::attach(&p), Err(AttachError::Corrupt { .. })));
+
+    let mut counts = bytes.clone();
+    counts[crate::layout::H_LANES * WORD] ^= 1;
+    let p = write_file(&dir, "checksum", &counts);
+    assert!(matches!(
+        Gate::attach(&p),
+        Err(AttachError::Corrupt { what: "header checksum" })
+    ));
+
+    // A consistent checksum over impossible counts is still refused.
+    let mut forged = bytes;
+    let lanes_at = crate::layout::H_LANES * WORD;
+    forged[lanes_at..lanes_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let mut st = [0u64; crate::layout::STATIC_END - crate::layout::STATIC_START];
+    for (i, v) in st.iter_mut().enumerate() {
+        let at = (crate::layout::STATIC_START + i) * WORD;
+        *v = u64::from_le_bytes(forged[at..at + 8].try_into().unwrap());
+    }
+    let sum = crate::layout::checksum(&st);
+    let at = crate::layout::H_CHECKSUM * WORD;
+    forged[at..at + 8].copy_from_slice(&sum.to_le_bytes());
+    let p = write_file(&dir, "forged", &forged);
+    assert!(matches!(Gate::attach(&p), Err(AttachError::Corrupt { .. })));
+    assert!(matches!(Region::open_owner(&p), Err(AttachError::Corrupt { .. })));
+}
+
+#[test]
+fn create_rejects_bad_configs_and_open_owner_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = RegionConfig {
+        ring_capacity: 3,
+        ..small_config()
+    };
+    assert!(matches!(
+        Region::create(dir.path().join("r"), bad),
+        Err(CreateError::Config(_))
+    ));
+    let (r, path) = setup(&dir, 10 * C);
+    let (_, epoch) = r.owner();
+    drop(r);
+    let r2 = Region::open_owner(&path).unwrap();
+    assert_eq!(r2.recovery(), JournalRecovery::Clean);
+    assert_eq!(r2.owner().1, epoch + 1);
+    assert_eq!(r2.tenant_index("acme"), Some(0));
+    r2.audit().check().unwrap();
+    let _ = Initiator::Agent;
+}
