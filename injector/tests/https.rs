@@ -72,6 +72,11 @@ async fn start() -> Running {
     let dir = temp_dir();
     let (cert_pem, key_pem, der) = self_signed();
     write_pair(&dir, &cert_pem, &key_pem);
+    start_with(dir, der).await
+}
+
+/// Serves the `tls.crt` and `tls.key` in `dir`; clients will trust `trusted`.
+async fn start_with(dir: PathBuf, trusted: CertificateDer<'static>) -> Running {
     let flags = Flags::try_parse_from(["injector", "--tenants", "acme"]).unwrap();
     let injector = Injector::new(flags.args.config().unwrap());
     let cert = Arc::new(
@@ -88,7 +93,7 @@ async fn start() -> Running {
     }));
     Running {
         addr,
-        trusted: der,
+        trusted,
         cert,
         dir,
         stop,
@@ -114,6 +119,15 @@ async fn connect(
     addr: SocketAddr,
     trusted: &CertificateDer<'static>,
 ) -> Result<TlsStream, Box<dyn std::error::Error + Send + Sync>> {
+    connect_as(addr, trusted, "localhost").await
+}
+
+/// A TLS connection that checks the certificate against `server_name`.
+async fn connect_as(
+    addr: SocketAddr,
+    trusted: &CertificateDer<'static>,
+    server_name: &str,
+) -> Result<TlsStream, Box<dyn std::error::Error + Send + Sync>> {
     let mut roots = RootCertStore::empty();
     roots.add(trusted.clone())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -123,7 +137,7 @@ async fn connect(
         .with_no_client_auth();
     let tcp = TcpStream::connect(addr).await?;
     Ok(TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost")?, tcp)
+        .connect(ServerName::try_from(server_name.to_owned())?, tcp)
         .await?)
 }
 
@@ -369,4 +383,50 @@ async fn missing_or_mismatched_pem_files_are_clear_errors() {
     let err = ReloadingCert::load(dir.join("tls.crt"), dir.join("tls.key")).unwrap_err();
     assert!(err.to_string().contains("no PEM certificate"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn fixture(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir)
+}
+
+/// Copies a fixture directory, so the server owns (and the test may remove) its files.
+fn copy_fixture(dir: &str) -> PathBuf {
+    let to = temp_dir();
+    for file in ["tls.crt", "tls.key"] {
+        std::fs::copy(fixture(dir).join(file), to.join(file)).unwrap();
+    }
+    to
+}
+
+fn pem_cert(path: &Path) -> CertificateDer<'static> {
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::from_pem_file(path).unwrap()
+}
+
+/// The chart's two certificate sources, as the API server sees them: the Helm-generated RSA
+/// (PKCS#1) certificate verified with the chart's caBundle, and a cert-manager style ECDSA
+/// (SEC1) key, both for the injector Service's DNS name.
+#[tokio::test]
+async fn serves_the_certificates_the_chart_makes() {
+    for (dir, trust) in [
+        ("helm-generated", "ca.crt"),
+        ("cert-manager-ecdsa", "tls.crt"),
+    ] {
+        let trusted = pem_cert(&fixture(dir).join(trust));
+        let server = start_with(copy_fixture(dir), trusted.clone()).await;
+        let mut tls = connect_as(server.addr, &trusted, "tollgate-injector.tollgate.svc")
+            .await
+            .unwrap_or_else(|e| panic!("{dir}: handshake failed: {e}"));
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: tollgate-injector.tollgate.svc\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{dir}: {answer}");
+        assert!(answer.ends_with("ok\n"), "{dir}: {answer}");
+        server.stop().await;
+    }
 }
