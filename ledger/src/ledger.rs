@@ -504,18 +504,26 @@ impl Ledger {
             .collect();
         let mut tx = self.store.begin().await?;
         let rows = tx.lock_wallets(&tenants).await?;
-        // Which batches are new (first occurrence, not stored).
+        // Which batches are new: not stored, and the first occurrence of their key in
+        // this call (`repeat_of[i]` names the first occurrence of a repeated key).
         let mut outcomes: Vec<Option<BatchOutcome>> = Vec::with_capacity(batches.len());
+        let mut repeat_of: Vec<Option<usize>> = Vec::with_capacity(batches.len());
         let mut seen: HashMap<&crate::ids::BatchKey, usize> = HashMap::new();
         for (i, b) in batches.iter().enumerate() {
             if let Some(&first) = seen.get(&b.key) {
+                repeat_of.push(Some(first));
+                // Skipped below like a stored duplicate; filled in at the end.
                 outcomes.push(Some(BatchOutcome {
+                    key: b.key.clone(),
                     duplicate: true,
-                    ..placeholder(b, now, first)
+                    records: b.records.len() as u64,
+                    posted_at: now,
+                    tenants: Vec::new(),
                 }));
                 continue;
             }
             seen.insert(&b.key, i);
+            repeat_of.push(None);
             outcomes.push(tx.batch(&b.key).await?.map(|mut o| {
                 o.duplicate = true;
                 o
@@ -586,13 +594,10 @@ impl Ledger {
             *o = Some(outcome);
         }
         // Repeats within the call get the first occurrence's outcome.
-        let firsts: Vec<Option<BatchOutcome>> = outcomes.clone();
-        for (i, b) in batches.iter().enumerate() {
-            if let Some(&first) = seen.get(&b.key)
-                && first != i
-                && let Some(Some(f)) = firsts.get(first)
+        for i in 0..outcomes.len() {
+            if let Some(first) = repeat_of[i]
+                && let Some(mut d) = outcomes[first].clone()
             {
-                let mut d = f.clone();
                 d.duplicate = true;
                 outcomes[i] = Some(d);
             }
@@ -768,16 +773,6 @@ impl Ledger {
         let mut buf = Vec::new();
         self.export_audit(tenants, &mut buf).await?;
         Ok(audit::verify(buf.as_slice(), &self.public_key()))
-    }
-}
-
-fn placeholder(b: &UsageBatch, now: Timestamp, _first: usize) -> BatchOutcome {
-    BatchOutcome {
-        key: b.key.clone(),
-        duplicate: true,
-        records: b.records.len() as u64,
-        posted_at: now,
-        tenants: Vec::new(),
     }
 }
 
