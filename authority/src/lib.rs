@@ -1,1 +1,37 @@
-//! tollgate-authority (placeholder: being built).
+//! # tollgate-authority: the central authority of Tollgate
+//!
+//! **Invariant.** Every credit a sidecar may spend was leased to it, backed by a ledger
+//! hold; every usage batch acknowledged is committed in the store and posted exactly once;
+//! every credit movement is in the tenant's signed audit chain.
+//!
+//! The authority serves two gRPC services (`tollgate.v1`, see `tollgate-proto`):
+//! - the **sidecar service**: `Register`, then one bidirectional `Session` per sidecar
+//!   carrying demand, signed usage batches and lease returns up, and lease grants,
+//!   revocations, policy and price-book pushes and durable acknowledgements down;
+//! - the **admin service**: tenants, grants, price books, plans, quotas, alert rules,
+//!   balance, statements, audit export and verification.
+//!
+//! The money rules live in `tollgate-ledger`; this crate adds the network, the
+//! credentials, the lease allocation ([`lease`]), the policy push ([`sessions`]), the alert
+//! webhooks ([`webhook`]), health and metrics ([`http`], [`metrics`]) and the CLI ([`cli`]).
+//!
+//! Crate map: [`config`] (TOML file), [`auth`] (tokens to principals), [`convert`] (wire
+//! validation), [`lease`], [`sessions`], [`policy_store`] (quotas, floors, webhook URLs),
+//! [`sidecar_svc`], [`admin_svc`], [`server`] (wiring and `serve`), [`keys`].
+#![forbid(unsafe_code)]
+
+pub mod admin_svc;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod convert;
+pub mod http;
+pub mod ingest;
+pub mod keys;
+pub mod lease;
+pub mod metrics;
+pub mod policy_store;
+pub mod server;
+pub mod sessions;
+pub mod sidecar_svc;
+pub mod webhook;

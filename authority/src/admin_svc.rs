@@ -1,0 +1,975 @@
+//! The admin service: tenants, grants, price books, plans, quotas, alert rules, balance,
+//! statements and the audit chain. Every change that sidecars enforce (cap, quota, price
+//! book) is pushed to the tenant's live sessions before the call returns.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tollgate_core::{Credits, PriceBook as CorePriceBook};
+use tollgate_ledger::{
+    AlertCondition, AlertRule as LedgerAlertRule, DeductionKey, DeductionOrder, Funding, GrantKind,
+    GrantSpec, ResetPeriod, TenantConfig, TenantId,
+};
+use tollgate_proto::v1::admin_service_server::AdminService;
+use tollgate_proto::v1::{self as pb, SessionDown, session_down};
+use tonic::{Request, Response, Status};
+
+use crate::auth::Principal;
+use crate::convert::{self, invalid};
+use crate::server::{State, ledger_status, now_ms};
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct AdminSvc {
+    state: Arc<State>,
+}
+
+impl AdminSvc {
+    /// Over shared state.
+    pub fn new(state: Arc<State>) -> AdminSvc {
+        AdminSvc { state }
+    }
+
+    fn admin<T>(&self, req: &Request<T>, what: &str) -> Result<(), Status> {
+        self.state
+            .auth
+            .authenticate(req.metadata())?
+            .require_admin(what)
+    }
+
+    /// Admin, or a reader/sidecar credential scoped to `tenant`.
+    fn reader<T>(&self, req: &Request<T>, tenant: &str) -> Result<Principal, Status> {
+        let p = self.state.auth.authenticate(req.metadata())?;
+        p.check_tenant(tenant)?;
+        Ok(p)
+    }
+}
+
+fn tid(field: &str, s: &str) -> Result<TenantId, Status> {
+    let s = convert::tenant_id(field, s)?;
+    TenantId::new(s).map_err(|e| invalid(field, e))
+}
+
+fn store_err(e: crate::policy_store::PolicyStoreError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+fn rule_id(field: &str, s: &str) -> Result<String, Status> {
+    if s.is_empty()
+        || s.len() > 128
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+    {
+        return Err(invalid(
+            field,
+            format!("rule id {s:?} is invalid: use 1 to 128 characters of A-Z a-z 0-9 . _ - :"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn secs_to_ms(s: u64) -> u64 {
+    s.saturating_mul(1000)
+}
+
+fn grant_to_wire(g: &tollgate_ledger::Grant) -> pb::Grant {
+    pb::Grant {
+        grant_id: g.id.0.to_string(),
+        tenant: g.tenant.to_string(),
+        kind: match g.kind {
+            GrantKind::Trial => pb::GrantKind::Trial,
+            GrantKind::Promotional => pb::GrantKind::Promotional,
+            GrantKind::Purchased => pb::GrantKind::Purchased,
+            GrantKind::RecurringAllowance => pb::GrantKind::Recurring,
+        } as i32,
+        amount_micro: g.amount.micros(),
+        priority: i32::try_from(g.priority).unwrap_or(i32::MAX),
+        starts_unix_ms: secs_to_ms(g.starts_at),
+        expires_unix_ms: g.expires_at.map_or(0, secs_to_ms),
+        reset: match g.reset {
+            None => pb::ResetPeriod::None,
+            Some(ResetPeriod::Monthly) => pb::ResetPeriod::Monthly,
+            Some(ResetPeriod::Annual) => pb::ResetPeriod::Annual,
+        } as i32,
+        label: g.reference.clone().unwrap_or_default(),
+        remaining_micro: g.remaining().micros(),
+    }
+}
+
+fn order_to_wire(o: &DeductionOrder) -> pb::DeductionOrder {
+    if *o == DeductionOrder::expiry_first() {
+        pb::DeductionOrder::ExpiryFirst
+    } else if o.keys == [DeductionKey::Oldest] {
+        pb::DeductionOrder::OldestFirst
+    } else {
+        pb::DeductionOrder::Default
+    }
+}
+
+/// The tenant's policy as sidecars get it: stored quotas and floors plus the plan's cap
+/// and the price book version in force.
+pub async fn policy_view(state: &State, tenant: &str) -> Result<pb::TenantPolicy, Status> {
+    let t = tid("tenant", tenant)?;
+    let mut p = stored_policy(state, tenant).await?;
+    let cfg = state.ledger.config(&t).await.map_err(ledger_status)?;
+    if !p.hard_cap_shadow {
+        p.hard_cap_micro = cfg
+            .plan
+            .as_ref()
+            .and_then(|pl| pl.hard_cap)
+            .map_or(0, |c| c.micros());
+    }
+    p.price_book_version = state
+        .ledger
+        .price_book(&t)
+        .await
+        .map_err(ledger_status)?
+        .map_or(0, |b| b.version());
+    Ok(p)
+}
+
+async fn stored_policy(state: &State, tenant: &str) -> Result<pb::TenantPolicy, Status> {
+    if let Some(p) = state.policy_cache_get(tenant) {
+        return Ok(p);
+    }
+    let p = state
+        .policy
+        .policy(tenant)
+        .await
+        .map_err(store_err)?
+        .unwrap_or_else(|| pb::TenantPolicy {
+            tenant: tenant.to_string(),
+            ..Default::default()
+        });
+    state.policy_cache_put(p.clone());
+    Ok(p)
+}
+
+async fn put_policy(state: &State, mut p: pb::TenantPolicy) -> Result<pb::TenantPolicy, Status> {
+    p.version = p.version.saturating_add(1);
+    state.policy.put_policy(&p).await.map_err(store_err)?;
+    state.policy_cache_put(p.clone());
+    Ok(p)
+}
+
+/// The price book in force, on the wire.
+pub async fn price_book_view(state: &State, tenant: &str) -> Result<Option<pb::PriceBook>, Status> {
+    let t = tid("tenant", tenant)?;
+    let book = state.ledger.price_book(&t).await.map_err(ledger_status)?;
+    Ok(book.map(|b| convert::price_book_to_wire(tenant, &book_spec(&b), 0)))
+}
+
+fn book_spec(b: &CorePriceBook) -> tollgate_core::PriceBookSpec {
+    tollgate_core::PriceBookSpec {
+        version: b.version(),
+        request_price: b.request_price(),
+        default_max_output_tokens: b.default_max_output_tokens(),
+        models: b.models().to_vec(),
+    }
+}
+
+/// The enforced (non-shadow) quota rule governing `limit`, if any.
+pub async fn quota_rule_for(state: &State, limit: &pb::LimitKey) -> Option<pb::QuotaRule> {
+    let p = stored_policy(state, &limit.tenant).await.ok()?;
+    let key = limit.canonical();
+    p.quotas
+        .into_iter()
+        .find(|q| !q.shadow && q.limit.as_ref().is_some_and(|l| l.canonical() == key))
+}
+
+/// Pushes the tenant's current policy to its live sessions; returns how many got it.
+pub async fn push_policy(state: &State, tenant: &str) -> Result<usize, Status> {
+    let p = policy_view(state, tenant).await?;
+    let n = state.sessions.push(
+        tenant,
+        &SessionDown {
+            msg: Some(session_down::Msg::Policy(pb::PolicyUpdate {
+                policy: Some(p),
+            })),
+        },
+    );
+    state.metrics.policy_pushes.inc_by(n as u64);
+    Ok(n)
+}
+
+/// After a limit went down: tell each sidecar holding more than its share of what is left
+/// to shrink to its ceiling (proportional to what it holds).
+async fn push_ceilings(state: &State, limit: &pb::LimitKey, room: u64) {
+    let key = limit.canonical();
+    let now = now_ms();
+    let fresh = now.saturating_sub(2 * state.lease_cfg.ttl_secs.saturating_mul(1000));
+    let holders: Vec<(String, u64)> = {
+        let t = state.lease_table();
+        let mut by: BTreeMap<String, u64> = BTreeMap::new();
+        for l in t.of_limit(&key) {
+            if l.expires_ms > now {
+                *by.entry(l.sidecar.clone()).or_default() += l.outstanding();
+            }
+        }
+        for (k, s, d) in t.demands() {
+            if k == key && d.at_ms >= fresh {
+                by.insert(s, d.held);
+            }
+        }
+        by.into_iter().collect()
+    };
+    let total: u64 = holders.iter().map(|h| h.1).sum();
+    for (sid, held) in holders {
+        let ceiling = if total <= room {
+            held
+        } else {
+            (u128::from(room) * u128::from(held) / u128::from(total.max(1))) as u64
+        };
+        if let Some(tx) = state.sessions.sender(&sid) {
+            crate::sessions::send_now(
+                &tx,
+                SessionDown {
+                    msg: Some(session_down::Msg::Revocation(pb::Revocation {
+                        limit: Some(limit.clone()),
+                        ceiling_micro: ceiling,
+                        lease_ids: Vec::new(),
+                        reason: format!(
+                            "limit {key} lowered: hold at most {ceiling} micro-credits"
+                        ),
+                    })),
+                },
+            );
+            state.metrics.policy_pushes.inc();
+        }
+    }
+}
+
+fn validate_limit(field: &str, l: Option<&pb::LimitKey>) -> Result<pb::LimitKey, Status> {
+    let l = l.ok_or_else(|| invalid(field, "is missing"))?;
+    convert::tenant_id(&format!("{field}.tenant"), &l.tenant)?;
+    match pb::Scope::try_from(l.scope) {
+        Ok(pb::Scope::Tenant) => {}
+        Ok(pb::Scope::AgentInstance) => {
+            convert::plain_id(&format!("{field}.agent_instance"), &l.agent_instance)?;
+        }
+        Ok(pb::Scope::Tier) => {
+            if !matches!(
+                pb::Tier::try_from(l.tier),
+                Ok(pb::Tier::Interactive | pb::Tier::Scheduler | pb::Tier::Background)
+            ) {
+                return Err(invalid(
+                    &format!("{field}.tier"),
+                    "set a tier for SCOPE_TIER",
+                ));
+            }
+        }
+        Err(_) => {
+            return Err(invalid(
+                &format!("{field}.scope"),
+                format!("unknown scope {}", l.scope),
+            ));
+        }
+    }
+    Ok(l.clone())
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminSvc {
+    async fn create_tenant(
+        &self,
+        req: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        self.admin(&req, "CreateTenant")?;
+        let r = req.into_inner();
+        let t = tid("tenant", &r.tenant)?;
+        let order = match pb::DeductionOrder::try_from(r.deduction_order) {
+            Ok(pb::DeductionOrder::Default) => DeductionOrder::default(),
+            Ok(pb::DeductionOrder::ExpiryFirst) => DeductionOrder::expiry_first(),
+            Ok(pb::DeductionOrder::OldestFirst) => DeductionOrder {
+                keys: vec![DeductionKey::Oldest],
+            },
+            Err(_) => {
+                return Err(invalid(
+                    "deduction_order",
+                    format!("unknown value {}", r.deduction_order),
+                ));
+            }
+        };
+        if r.display_name.len() > 256 {
+            return Err(invalid("display_name", "at most 256 bytes"));
+        }
+        self.state
+            .ledger
+            .create_tenant(
+                &t,
+                TenantConfig {
+                    deduction_order: order,
+                    ..TenantConfig::default()
+                },
+            )
+            .await
+            .map_err(ledger_status)?;
+        if !r.display_name.is_empty() {
+            self.state
+                .policy
+                .put_display_name(t.as_str(), &r.display_name)
+                .await
+                .map_err(store_err)?;
+        }
+        Ok(Response::new(pb::Tenant {
+            tenant: t.to_string(),
+            display_name: r.display_name,
+            deduction_order: r.deduction_order,
+            created_unix_ms: now_ms(),
+        }))
+    }
+
+    async fn list_tenants(
+        &self,
+        req: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        self.admin(&req, "ListTenants")?;
+        let mut out = Vec::new();
+        for t in self.state.ledger.tenants().await.map_err(ledger_status)? {
+            let row = self
+                .state
+                .ledger
+                .store()
+                .wallet(&t)
+                .await
+                .map_err(ledger_status)?;
+            let (order, created) = row
+                .map(|w| {
+                    (
+                        order_to_wire(&w.config.deduction_order),
+                        secs_to_ms(w.created_at),
+                    )
+                })
+                .unwrap_or((pb::DeductionOrder::Default, 0));
+            out.push(pb::Tenant {
+                display_name: self
+                    .state
+                    .policy
+                    .display_name(t.as_str())
+                    .await
+                    .map_err(store_err)?
+                    .unwrap_or_default(),
+                tenant: t.to_string(),
+                deduction_order: order as i32,
+                created_unix_ms: created,
+            });
+        }
+        Ok(Response::new(pb::ListTenantsResponse { tenants: out }))
+    }
+
+    async fn add_grant(
+        &self,
+        req: Request<pb::AddGrantRequest>,
+    ) -> Result<Response<pb::Grant>, Status> {
+        self.admin(&req, "AddGrant")?;
+        let g = req
+            .into_inner()
+            .grant
+            .ok_or_else(|| invalid("grant", "is missing"))?;
+        let t = tid("grant.tenant", &g.tenant)?;
+        let kind = match pb::GrantKind::try_from(g.kind) {
+            Ok(pb::GrantKind::Trial) => GrantKind::Trial,
+            Ok(pb::GrantKind::Promotional) => GrantKind::Promotional,
+            Ok(pb::GrantKind::Purchased) => GrantKind::Purchased,
+            Ok(pb::GrantKind::Recurring) => GrantKind::RecurringAllowance,
+            _ => {
+                return Err(invalid(
+                    "grant.kind",
+                    "set one of trial, promotional, purchased, recurring",
+                ));
+            }
+        };
+        if g.amount_micro == 0 {
+            return Err(invalid("grant.amount_micro", "must be above 0"));
+        }
+        let priority = u32::try_from(g.priority)
+            .map_err(|_| invalid("grant.priority", "must not be negative"))?;
+        let mut spec = GrantSpec::new(kind, Credits(g.amount_micro)).priority(priority);
+        if g.starts_unix_ms > 0 {
+            spec = spec.starts_at(g.starts_unix_ms / 1000);
+        }
+        if g.expires_unix_ms > 0 {
+            spec = spec.expires_at(g.expires_unix_ms / 1000);
+        }
+        match pb::ResetPeriod::try_from(g.reset) {
+            Ok(pb::ResetPeriod::None) => {}
+            Ok(pb::ResetPeriod::Monthly) => spec = spec.reset(ResetPeriod::Monthly),
+            Ok(pb::ResetPeriod::Annual) => spec = spec.reset(ResetPeriod::Annual),
+            Err(_) => return Err(invalid("grant.reset", format!("unknown value {}", g.reset))),
+        }
+        if !g.label.is_empty() {
+            spec = spec.reference(g.label.clone());
+        }
+        let out = self
+            .state
+            .ledger
+            .grant(&t, spec)
+            .await
+            .map_err(ledger_status)?;
+        Ok(Response::new(grant_to_wire(&out)))
+    }
+
+    async fn list_grants(
+        &self,
+        req: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let tenant = req.get_ref().tenant.clone();
+        let t = tid("tenant", &tenant)?;
+        self.reader(&req, &tenant)?;
+        let gs = self
+            .state
+            .ledger
+            .grants(&t, true)
+            .await
+            .map_err(ledger_status)?;
+        Ok(Response::new(pb::ListGrantsResponse {
+            grants: gs.iter().map(grant_to_wire).collect(),
+        }))
+    }
+
+    async fn set_price_book(
+        &self,
+        req: Request<pb::SetPriceBookRequest>,
+    ) -> Result<Response<pb::PriceBook>, Status> {
+        self.admin(&req, "SetPriceBook")?;
+        let mut wire = req
+            .into_inner()
+            .price_book
+            .ok_or_else(|| invalid("price_book", "is missing"))?;
+        let t = tid("price_book.tenant", &wire.tenant)?;
+        let current = self
+            .state
+            .ledger
+            .price_book(&t)
+            .await
+            .map_err(ledger_status)?
+            .map_or(0, |b| b.version());
+        wire.version = current + 1;
+        let spec = convert::price_book_spec(&wire)?;
+        let book = CorePriceBook::new(spec.clone()).map_err(|e| invalid("price_book", e))?;
+        self.state
+            .ledger
+            .set_price_book(&t, &book)
+            .await
+            .map_err(ledger_status)?;
+        let out = convert::price_book_to_wire(t.as_str(), &spec, now_ms());
+        let p = stored_policy(&self.state, t.as_str()).await?;
+        put_policy(&self.state, p).await?;
+        let n = self.state.sessions.push(
+            t.as_str(),
+            &SessionDown {
+                msg: Some(session_down::Msg::PriceBook(pb::PriceBookUpdate {
+                    price_book: Some(out.clone()),
+                })),
+            },
+        );
+        self.state.metrics.policy_pushes.inc_by(n as u64);
+        push_policy(&self.state, t.as_str()).await?;
+        Ok(Response::new(out))
+    }
+
+    async fn get_price_book(
+        &self,
+        req: Request<pb::GetPriceBookRequest>,
+    ) -> Result<Response<pb::PriceBook>, Status> {
+        let r = req.get_ref().clone();
+        let t = tid("tenant", &r.tenant)?;
+        self.reader(&req, &r.tenant)?;
+        let b = price_book_view(&self.state, t.as_str())
+            .await?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "tenant {t} has no price book: set one with `tollgate ctl price-book set`"
+                ))
+            })?;
+        if r.version != 0 && r.version != b.version {
+            return Err(Status::not_found(format!(
+                "only the version in force ({}) can be read; version {} is in the audit chain",
+                b.version, r.version
+            )));
+        }
+        Ok(Response::new(b))
+    }
+
+    async fn set_plan(
+        &self,
+        req: Request<pb::SetPlanRequest>,
+    ) -> Result<Response<pb::Plan>, Status> {
+        self.admin(&req, "SetPlan")?;
+        let p = req
+            .into_inner()
+            .plan
+            .ok_or_else(|| invalid("plan", "is missing"))?;
+        let t = tid("plan.tenant", &p.tenant)?;
+        let old_cap = self
+            .state
+            .ledger
+            .config(&t)
+            .await
+            .map_err(ledger_status)?
+            .plan
+            .and_then(|pl| pl.hard_cap)
+            .map(|c| c.micros());
+        let plan = tollgate_core::Plan {
+            included_credits: Credits(p.included_micro),
+            included_requests: p.included_requests,
+            overage_request_price: Credits(p.overage_request_price_micro),
+            consumption_floor: Credits(p.consumption_floor_micro),
+            hard_cap: (p.hard_cap_micro > 0 && !p.hard_cap_shadow)
+                .then_some(Credits(p.hard_cap_micro)),
+        };
+        plan.validate().map_err(|e| invalid("plan", e))?;
+        self.state
+            .ledger
+            .set_plan(&t, Some(plan))
+            .await
+            .map_err(ledger_status)?;
+        let mut stored = stored_policy(&self.state, t.as_str()).await?;
+        stored.hard_cap_shadow = p.hard_cap_shadow;
+        stored.hard_cap_micro = if p.hard_cap_shadow {
+            p.hard_cap_micro
+        } else {
+            0
+        };
+        put_policy(&self.state, stored).await?;
+        push_policy(&self.state, t.as_str()).await?;
+        let new_cap = (p.hard_cap_micro > 0 && !p.hard_cap_shadow).then_some(p.hard_cap_micro);
+        let lowered = match (old_cap, new_cap) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(o), Some(n)) => n < o,
+        };
+        if lowered {
+            let b = self.state.ledger.balance(&t).await.map_err(ledger_status)?;
+            let room = b
+                .spendable
+                .saturating_add(b.held)
+                .saturating_add(b.plan_held)
+                .micros();
+            push_ceilings(&self.state, &pb::LimitKey::wallet(t.as_str()), room).await;
+        }
+        Ok(Response::new(p))
+    }
+
+    async fn get_plan(
+        &self,
+        req: Request<pb::GetPlanRequest>,
+    ) -> Result<Response<pb::Plan>, Status> {
+        let tenant = req.get_ref().tenant.clone();
+        let t = tid("tenant", &tenant)?;
+        self.reader(&req, &tenant)?;
+        let cfg = self.state.ledger.config(&t).await.map_err(ledger_status)?;
+        let stored = stored_policy(&self.state, &tenant).await?;
+        let plan = cfg.plan.ok_or_else(|| {
+            Status::not_found(format!(
+                "tenant {t} has no plan: set one with `tollgate ctl plan set`"
+            ))
+        })?;
+        Ok(Response::new(pb::Plan {
+            tenant,
+            included_micro: plan.included_credits.micros(),
+            hard_cap_micro: if stored.hard_cap_shadow {
+                stored.hard_cap_micro
+            } else {
+                plan.hard_cap.map_or(0, |c| c.micros())
+            },
+            hard_cap_shadow: stored.hard_cap_shadow,
+            included_requests: plan.included_requests,
+            overage_request_price_micro: plan.overage_request_price.micros(),
+            consumption_floor_micro: plan.consumption_floor.micros(),
+        }))
+    }
+
+    async fn set_quota(
+        &self,
+        req: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::TenantPolicy>, Status> {
+        self.admin(&req, "SetQuota")?;
+        let rule = req
+            .into_inner()
+            .rule
+            .ok_or_else(|| invalid("rule", "is missing"))?;
+        let id = rule_id("rule.id", &rule.id)?;
+        let limit = validate_limit("rule.limit", rule.limit.as_ref())?;
+        if convert::horizon(limit.window).is_none() {
+            return Err(invalid(
+                "rule.limit.window",
+                "a quota needs a window: minute, hour or month",
+            ));
+        }
+        if rule.max_micro == 0 {
+            return Err(invalid(
+                "rule.max_micro",
+                "must be above 0 (delete the rule to lift it)",
+            ));
+        }
+        let t = tid("rule.limit.tenant", &limit.tenant)?;
+        self.state.ledger.config(&t).await.map_err(ledger_status)?;
+        let mut p = stored_policy(&self.state, t.as_str()).await?;
+        let old = p.quotas.iter().find(|q| q.id == id).map(|q| q.max_micro);
+        p.quotas.retain(|q| q.id != id);
+        p.quotas.push(pb::QuotaRule {
+            id,
+            limit: Some(limit.clone()),
+            max_micro: rule.max_micro,
+            shadow: rule.shadow,
+        });
+        put_policy(&self.state, p).await?;
+        push_policy(&self.state, t.as_str()).await?;
+        if !rule.shadow && old.is_none_or(|o| rule.max_micro < o) {
+            push_ceilings(&self.state, &limit, rule.max_micro).await;
+        }
+        Ok(Response::new(policy_view(&self.state, t.as_str()).await?))
+    }
+
+    async fn delete_quota(
+        &self,
+        req: Request<pb::DeleteQuotaRequest>,
+    ) -> Result<Response<pb::TenantPolicy>, Status> {
+        self.admin(&req, "DeleteQuota")?;
+        let r = req.into_inner();
+        let t = tid("tenant", &r.tenant)?;
+        let mut p = stored_policy(&self.state, t.as_str()).await?;
+        let before = p.quotas.len();
+        p.quotas.retain(|q| q.id != r.rule_id);
+        if p.quotas.len() == before {
+            return Err(Status::not_found(format!(
+                "tenant {t} has no quota rule {:?}",
+                r.rule_id
+            )));
+        }
+        put_policy(&self.state, p).await?;
+        push_policy(&self.state, t.as_str()).await?;
+        Ok(Response::new(policy_view(&self.state, t.as_str()).await?))
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::TenantPolicy>, Status> {
+        let tenant = req.get_ref().tenant.clone();
+        tid("tenant", &tenant)?;
+        self.reader(&req, &tenant)?;
+        Ok(Response::new(policy_view(&self.state, &tenant).await?))
+    }
+
+    async fn set_alert_rule(
+        &self,
+        req: Request<pb::SetAlertRuleRequest>,
+    ) -> Result<Response<pb::AlertRule>, Status> {
+        self.admin(&req, "SetAlertRule")?;
+        let rule = req
+            .into_inner()
+            .rule
+            .ok_or_else(|| invalid("rule", "is missing"))?;
+        let t = tid("rule.tenant", &rule.tenant)?;
+        let id = rule_id("rule.id", &rule.id)?;
+        let condition = match rule.condition {
+            Some(pb::alert_rule::Condition::PercentUsedPermille(pm)) => {
+                if pm == 0 || pm > 1000 || pm % 10 != 0 {
+                    return Err(invalid(
+                        "rule.percent_used_permille",
+                        "must be a whole percent: 10 to 1000 in steps of 10",
+                    ));
+                }
+                AlertCondition::BudgetUsedPercent { percent: pm / 10 }
+            }
+            Some(pb::alert_rule::Condition::DepletionWithinHours(h)) => {
+                if h == 0 {
+                    return Err(invalid("rule.depletion_within_hours", "must be above 0"));
+                }
+                AlertCondition::DepletionWithin { hours: h }
+            }
+            None => {
+                return Err(invalid(
+                    "rule.condition",
+                    "set percent_used_permille or depletion_within_hours",
+                ));
+            }
+        };
+        let url_ok = rule.webhook_url.is_empty()
+            || rule.webhook_url.starts_with("http://")
+            || rule.webhook_url.starts_with("https://");
+        if !url_ok {
+            return Err(invalid(
+                "rule.webhook_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        let mut rules = self
+            .state
+            .ledger
+            .config(&t)
+            .await
+            .map_err(ledger_status)?
+            .alert_rules;
+        rules.retain(|r| r.id != id);
+        rules.push(LedgerAlertRule {
+            id: id.clone(),
+            condition,
+        });
+        self.state
+            .ledger
+            .set_alert_rules(&t, rules)
+            .await
+            .map_err(ledger_status)?;
+        let out = pb::AlertRule { id, ..rule };
+        self.state
+            .policy
+            .put_alert_rule(&out)
+            .await
+            .map_err(store_err)?;
+        Ok(Response::new(out))
+    }
+
+    async fn list_alert_rules(
+        &self,
+        req: Request<pb::ListAlertRulesRequest>,
+    ) -> Result<Response<pb::ListAlertRulesResponse>, Status> {
+        let tenant = req.get_ref().tenant.clone();
+        tid("tenant", &tenant)?;
+        self.reader(&req, &tenant)?;
+        let rules = self
+            .state
+            .policy
+            .alert_rules(&tenant)
+            .await
+            .map_err(store_err)?;
+        Ok(Response::new(pb::ListAlertRulesResponse { rules }))
+    }
+
+    async fn delete_alert_rule(
+        &self,
+        req: Request<pb::DeleteAlertRuleRequest>,
+    ) -> Result<Response<pb::DeleteAlertRuleResponse>, Status> {
+        self.admin(&req, "DeleteAlertRule")?;
+        let r = req.into_inner();
+        let t = tid("tenant", &r.tenant)?;
+        let mut rules = self
+            .state
+            .ledger
+            .config(&t)
+            .await
+            .map_err(ledger_status)?
+            .alert_rules;
+        let before = rules.len();
+        rules.retain(|x| x.id != r.id);
+        let in_ledger = rules.len() != before;
+        if in_ledger {
+            self.state
+                .ledger
+                .set_alert_rules(&t, rules)
+                .await
+                .map_err(ledger_status)?;
+        }
+        let deleted = self
+            .state
+            .policy
+            .delete_alert_rule(t.as_str(), &r.id)
+            .await
+            .map_err(store_err)?;
+        Ok(Response::new(pb::DeleteAlertRuleResponse {
+            deleted: deleted || in_ledger,
+        }))
+    }
+
+    async fn get_balance(
+        &self,
+        req: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::Balance>, Status> {
+        let tenant = req.get_ref().tenant.clone();
+        let t = tid("tenant", &tenant)?;
+        self.reader(&req, &tenant)?;
+        let b = self.state.ledger.balance(&t).await.map_err(ledger_status)?;
+        Ok(Response::new(pb::Balance {
+            tenant,
+            available_micro: b.spendable.micros(),
+            held_micro: b.held.saturating_add(b.plan_held).micros(),
+            consumed_micro: b.consumed.saturating_add(b.plan_consumed).micros(),
+            granted_micro: b.granted.micros(),
+            expired_micro: b.expired.micros(),
+            period_spent_micro: b.period_spent.micros(),
+            hard_cap_micro: b.hard_cap.map_or(0, |c| c.micros()),
+            burn_1h_per_hour_micro: b.burn_rate_1h.micros(),
+            burn_24h_per_hour_micro: b.burn_rate_24h.micros(),
+            projected_depletion_unix_ms: b.projected_depletion_at.map_or(0, secs_to_ms),
+            grants: b.grants.iter().map(grant_to_wire).collect(),
+            as_of_unix_ms: secs_to_ms(b.at),
+        }))
+    }
+
+    async fn get_statement(
+        &self,
+        req: Request<pb::GetStatementRequest>,
+    ) -> Result<Response<pb::Statement>, Status> {
+        let r = req.get_ref().clone();
+        let t = tid("tenant", &r.tenant)?;
+        self.reader(&req, &r.tenant)?;
+        let from = r.from_unix_ms / 1000;
+        // The end is exclusive and in seconds: round up so usage in the last second counts.
+        let to = if r.to_unix_ms == 0 {
+            u64::MAX / 2
+        } else {
+            r.to_unix_ms.div_ceil(1000)
+        };
+        if to < from {
+            return Err(invalid("to_unix_ms", "ends before from_unix_ms"));
+        }
+        let s = self
+            .state
+            .ledger
+            .statement(&t, from, to)
+            .await
+            .map_err(ledger_status)?;
+        let mut by_agent: BTreeMap<String, pb::StatementLine> = BTreeMap::new();
+        let mut by_model: BTreeMap<String, pb::StatementLine> = BTreeMap::new();
+        let mut by_feature: BTreeMap<String, pb::StatementLine> = BTreeMap::new();
+        let mut by_grant: BTreeMap<String, pb::StatementLine> = BTreeMap::new();
+        let mut total = 0u64;
+        let mut calls = 0u64;
+        for row in &s.rows {
+            let funding = match row.funding {
+                Funding::Grant(g) => format!("grant#{}", g.0),
+                Funding::Plan => "plan".to_string(),
+                Funding::Overrun => "overrun (not billed)".to_string(),
+            };
+            let billed = !matches!(row.funding, Funding::Overrun);
+            for (map, key) in [
+                (&mut by_agent, row.agent.clone()),
+                (&mut by_model, row.model.clone()),
+                (&mut by_feature, row.feature.clone()),
+                (&mut by_grant, funding),
+            ] {
+                let line = map.entry(key.clone()).or_insert_with(|| pb::StatementLine {
+                    key,
+                    ..Default::default()
+                });
+                if billed {
+                    line.amount_micro = line.amount_micro.saturating_add(row.amount.micros());
+                }
+                line.calls = line.calls.saturating_add(row.records);
+                line.input_tokens = line.input_tokens.saturating_add(row.input_tokens);
+                line.output_tokens = line.output_tokens.saturating_add(row.output_tokens);
+            }
+            if billed {
+                total = total.saturating_add(row.amount.micros());
+            }
+            calls = calls.saturating_add(row.records);
+        }
+        Ok(Response::new(pb::Statement {
+            tenant: r.tenant,
+            from_unix_ms: r.from_unix_ms,
+            to_unix_ms: r.to_unix_ms,
+            total_micro: total,
+            calls,
+            by_agent: by_agent.into_values().collect(),
+            by_model: by_model.into_values().collect(),
+            by_feature: by_feature.into_values().collect(),
+            by_grant: by_grant.into_values().collect(),
+        }))
+    }
+
+    async fn export_audit(
+        &self,
+        req: Request<pb::ExportAuditRequest>,
+    ) -> Result<Response<pb::ExportAuditResponse>, Status> {
+        let r = req.get_ref().clone();
+        let tenants = if r.tenant.is_empty() {
+            self.admin(&req, "ExportAudit of every tenant")?;
+            None
+        } else {
+            let t = tid("tenant", &r.tenant)?;
+            self.reader(&req, &r.tenant)?;
+            Some(vec![t])
+        };
+        let public_key = self.state.ledger.public_key().to_bytes().to_vec();
+        if r.jsonl {
+            let mut buf = Vec::new();
+            self.state
+                .ledger
+                .export_audit(tenants.as_deref(), &mut buf)
+                .await
+                .map_err(ledger_status)?;
+            return Ok(Response::new(pb::ExportAuditResponse {
+                public_key,
+                export_jsonl: buf,
+                ..Default::default()
+            }));
+        }
+        let Some(tenants) = tenants else {
+            return Err(invalid(
+                "tenant",
+                "name a tenant for a paged export (or ask for jsonl)",
+            ));
+        };
+        let limit = match r.limit {
+            0 => 1000,
+            n => n.min(10_000),
+        };
+        let recs = self
+            .state
+            .ledger
+            .audit_records(&tenants[0], r.after_seq.saturating_add(1), limit + 1)
+            .await
+            .map_err(ledger_status)?;
+        let more = recs.len() > limit as usize;
+        let records: Vec<pb::AuditRecord> = recs
+            .into_iter()
+            .take(limit as usize)
+            .map(|a| pb::AuditRecord {
+                seq: a.seq,
+                at_unix_ms: secs_to_ms(a.at),
+                tenant: a.tenant.to_string(),
+                kind: a.event().map(|e| e.kind().to_string()).unwrap_or_default(),
+                body: a.body.into_bytes(),
+                prev_hash: hex::decode(&a.prev_hash).unwrap_or_default(),
+                hash: hex::decode(&a.hash).unwrap_or_default(),
+                signature: hex::decode(&a.signature).unwrap_or_default(),
+            })
+            .collect();
+        let next = records.last().map_or(r.after_seq, |x| x.seq);
+        Ok(Response::new(pb::ExportAuditResponse {
+            records,
+            public_key,
+            next_after_seq: next,
+            more,
+            export_jsonl: Vec::new(),
+        }))
+    }
+
+    async fn verify_audit(
+        &self,
+        req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        let r = req.get_ref().clone();
+        let tenants = if r.tenant.is_empty() {
+            self.admin(&req, "VerifyAudit of every tenant")?;
+            None
+        } else {
+            let t = tid("tenant", &r.tenant)?;
+            self.reader(&req, &r.tenant)?;
+            Some(vec![t])
+        };
+        let res = self
+            .state
+            .ledger
+            .verify_audit(tenants.as_deref())
+            .await
+            .map_err(ledger_status)?;
+        Ok(Response::new(match res {
+            Ok(report) => pb::VerifyAuditResponse {
+                ok: true,
+                records_checked: report.records(),
+                ..Default::default()
+            },
+            Err(e) => pb::VerifyAuditResponse {
+                ok: false,
+                records_checked: 0,
+                bad_seq: e.seq.unwrap_or(0),
+                problem: e.to_string(),
+                bad_tenant: e.tenant.as_ref().map(|t| t.to_string()).unwrap_or_default(),
+            },
+        }))
+    }
+}

@@ -1,0 +1,292 @@
+//! The authority's configuration file (TOML): sidecar credentials scoped to tenants, the
+//! admin token, tenant read tokens, TLS, the audit signing key, the webhook secret and lease
+//! timing. Every field has a safe default except the credentials themselves.
+//!
+//! ```toml
+//! admin_token = "change-me-admin"          # or env TOLLGATE_ADMIN_TOKEN
+//! signing_key = "/etc/tollgate/authority.key" # hex ed25519 seed (`tollgate authority keygen`)
+//! webhook_secret = "whsec-change-me"       # HMAC-SHA256 key for alert webhooks
+//!
+//! [tls]                                    # optional: serve gRPC over TLS (rustls)
+//! cert = "/etc/tollgate/tls.crt"
+//! key = "/etc/tollgate/tls.key"
+//!
+//! [[sidecars]]                             # one entry per sidecar credential
+//! name = "pool-a"
+//! token = "sc-secret-a"                    # or token_file = "/var/run/secrets/a"
+//! tenants = ["acme", "globex"]             # "*" = every tenant
+//!
+//! [[readers]]                              # optional: tenant-scoped read-only tokens
+//! token = "acme-reader"
+//! tenants = ["acme"]
+//!
+//! [leases]
+//! ttl_secs = 30            # a lease is valid this long
+//! settle_grace_secs = 15   # after expiry, usage still posts against its hold this long
+//! relearn_grace_secs = 5   # after a restart, grant nothing new this long
+//! max_lease_micro = 0      # cap on one lease (0 = no cap beyond fair share)
+//! min_lease_micro = 1000   # smaller grants are not worth a round trip
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// What is wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown/mistyped fields.
+    #[error("config file {path} is not valid: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What the parser said (line and column included).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// TLS certificate and key (PEM) paths.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
+
+/// One sidecar credential.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarCredential {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Bearer token (inline).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Or a file holding the token (trailing whitespace ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Tenants this credential may serve; `"*"` means all.
+    pub tenants: Vec<String>,
+}
+
+/// A tenant-scoped read-only credential (balance, statement, audit export).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderCredential {
+    /// Bearer token.
+    pub token: String,
+    /// Tenants it may read.
+    pub tenants: Vec<String>,
+}
+
+/// Lease timing and sizing.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    /// Lease lifetime, seconds.
+    pub ttl_secs: u64,
+    /// After a lease's expiry its hold stays open this long for late batches, seconds.
+    pub settle_grace_secs: u64,
+    /// After start, no new leases for this long (sidecars re-register first), seconds.
+    pub relearn_grace_secs: u64,
+    /// Largest single lease, micro-credits (0 = unbounded).
+    pub max_lease_micro: u64,
+    /// Smallest grant worth sending, micro-credits.
+    pub min_lease_micro: u64,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            ttl_secs: 30,
+            settle_grace_secs: 15,
+            relearn_grace_secs: 5,
+            max_lease_micro: 0,
+            min_lease_micro: 1_000,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Token for the admin service.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Path of the audit signing key (hex seed).
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+    /// HMAC key for alert webhooks.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// TLS for the gRPC listener.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Sidecar credentials.
+    #[serde(default)]
+    pub sidecars: Vec<SidecarCredential>,
+    /// Read-only tenant credentials.
+    #[serde(default)]
+    pub readers: Vec<ReaderCredential>,
+    /// Lease timing.
+    #[serde(default)]
+    pub leases: LeaseConfig,
+}
+
+impl Config {
+    /// Reads and validates a TOML file. Relative `token_file` paths resolve against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for sc in &mut cfg.sidecars {
+            if let Some(f) = sc.token_file.take() {
+                let f = if f.is_relative() { base.join(f) } else { f };
+                let tok = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read {
+                    path: f.clone(),
+                    source,
+                })?;
+                sc.token = Some(tok.trim_end().to_string());
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text (no file references resolved) and validates it.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        Ok(cfg)
+    }
+
+    /// Checks consistency: tokens present, non-empty and unique; tenants listed; timings
+    /// non-zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(t) = &self.admin_token {
+            if t.trim().is_empty() {
+                return Err(ConfigError::Invalid("admin_token is empty".into()));
+            }
+            seen.insert(t.clone());
+        }
+        for (i, sc) in self.sidecars.iter().enumerate() {
+            let Some(tok) = &sc.token else {
+                return Err(ConfigError::Invalid(format!(
+                    "sidecars[{i}] ({}) has neither token nor token_file",
+                    sc.name
+                )));
+            };
+            if tok.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "sidecars[{i}] ({}) has an empty token",
+                    sc.name
+                )));
+            }
+            if sc.tenants.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "sidecars[{i}] ({}) lists no tenants (use [\"*\"] for all)",
+                    sc.name
+                )));
+            }
+            if !seen.insert(tok.clone()) {
+                return Err(ConfigError::Invalid(format!(
+                    "sidecars[{i}] ({}) reuses a token of another credential; tokens must be unique",
+                    sc.name
+                )));
+            }
+        }
+        for (i, r) in self.readers.iter().enumerate() {
+            if r.token.trim().is_empty() || r.tenants.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "readers[{i}] needs a non-empty token and at least one tenant"
+                )));
+            }
+            if !seen.insert(r.token.clone()) {
+                return Err(ConfigError::Invalid(format!(
+                    "readers[{i}] reuses a token of another credential; tokens must be unique"
+                )));
+            }
+        }
+        if self.leases.ttl_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "leases.ttl_secs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file() {
+        let cfg = Config::parse(
+            r#"
+admin_token = "adm"
+webhook_secret = "wh"
+[[sidecars]]
+name = "a"
+token = "t1"
+tenants = ["acme"]
+[[readers]]
+token = "r1"
+tenants = ["acme"]
+[leases]
+ttl_secs = 10
+"#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.sidecars[0].tenants, vec!["acme"]);
+        assert_eq!(cfg.leases.ttl_secs, 10);
+        assert_eq!(cfg.leases.settle_grace_secs, 15);
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_duplicate_tokens() {
+        let e = Config::parse("admin_tokn = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("admin_tokn"), "{e}");
+        let cfg = Config::parse(
+            r#"
+admin_token = "same"
+[[sidecars]]
+name = "a"
+token = "same"
+tenants = ["acme"]
+"#,
+        )
+        .unwrap();
+        let e = cfg.validate().unwrap_err();
+        assert!(e.to_string().contains("reuses a token"), "{e}");
+    }
+}

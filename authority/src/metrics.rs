@@ -1,0 +1,154 @@
+//! Prometheus metrics of the authority (served on `/metrics` by [`crate::http`]).
+//!
+//! Names start with `tollgate_authority_`. Money counters are micro-credits.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label set with a single `result` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// accepted | duplicate | rejected | ok | error | ...
+    pub result: String,
+}
+
+/// Every metric the authority exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Usage batches by result (accepted, duplicate, rejected).
+    pub batches: Family<ResultLabel, Counter>,
+    /// Usage records posted.
+    pub records: Counter,
+    /// Micro-credits rated by the authority on posted usage.
+    pub rated_micro: Counter,
+    /// Connected sidecar sessions.
+    pub sessions: Gauge,
+    /// Leases granted.
+    pub leases_granted: Counter,
+    /// Micro-credits granted in leases.
+    pub leases_granted_micro: Counter,
+    /// Leases settled at expiry without the sidecar having returned them, while the
+    /// sidecar was disconnected (the "never came back" rule).
+    pub leases_unreported: Counter,
+    /// Micro-credits left undrawn in unreported leases (released, never charged).
+    pub leases_unreported_micro: Counter,
+    /// Leases returned by sidecars.
+    pub leases_returned: Counter,
+    /// Policy pushes sent to sessions.
+    pub policy_pushes: Counter,
+    /// Webhook deliveries by result (ok, retry, failed).
+    pub webhooks: Family<ResultLabel, Counter>,
+    /// Demand reports refused while relearning after a restart.
+    pub relearn_deferred: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tollgate_authority");
+        let m = Metrics {
+            batches: Family::default(),
+            records: Counter::default(),
+            rated_micro: Counter::default(),
+            sessions: Gauge::default(),
+            leases_granted: Counter::default(),
+            leases_granted_micro: Counter::default(),
+            leases_unreported: Counter::default(),
+            leases_unreported_micro: Counter::default(),
+            leases_returned: Counter::default(),
+            policy_pushes: Counter::default(),
+            webhooks: Family::default(),
+            relearn_deferred: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("batches", "Usage batches by result", m.batches.clone());
+        registry.register("records", "Usage records posted", m.records.clone());
+        registry.register(
+            "rated_micro",
+            "Micro-credits rated on posted usage",
+            m.rated_micro.clone(),
+        );
+        registry.register("sessions", "Connected sidecar sessions", m.sessions.clone());
+        registry.register("leases_granted", "Leases granted", m.leases_granted.clone());
+        registry.register(
+            "leases_granted_micro",
+            "Micro-credits granted in leases",
+            m.leases_granted_micro.clone(),
+        );
+        registry.register(
+            "leases_unreported",
+            "Leases settled at expiry while their sidecar was away",
+            m.leases_unreported.clone(),
+        );
+        registry.register(
+            "leases_unreported_micro",
+            "Micro-credits undrawn in leases settled while their sidecar was away",
+            m.leases_unreported_micro.clone(),
+        );
+        registry.register(
+            "leases_returned",
+            "Leases returned",
+            m.leases_returned.clone(),
+        );
+        registry.register(
+            "policy_pushes",
+            "Policy and price-book messages pushed to sessions",
+            m.policy_pushes.clone(),
+        );
+        registry.register("webhooks", "Alert webhook deliveries", m.webhooks.clone());
+        registry.register(
+            "relearn_deferred",
+            "Demands deferred during the relearn window",
+            m.relearn_deferred.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counter helper for a labelled family.
+    pub fn count(family: &Family<ResultLabel, Counter>, result: &str) {
+        family
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_metrics() {
+        let m = Metrics::new();
+        m.records.inc_by(3);
+        Metrics::count(&m.batches, "accepted");
+        let text = m.encode();
+        assert!(
+            text.contains("tollgate_authority_records_total 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tollgate_authority_batches_total{result=\"accepted\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,475 @@
+//! Wiring: the shared [`State`], the background loops (lease settlement, ledger sweep,
+//! alert evaluation and delivery) and [`serve`], which runs the gRPC services and the HTTP
+//! endpoint until shutdown.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tollgate_ledger::{AuditSigner, Ledger, LedgerError, SqliteStore, SystemClock, TenantId};
+use tollgate_proto::v1::TenantPolicy;
+use tollgate_proto::v1::admin_service_server::AdminServiceServer;
+use tollgate_proto::v1::sidecar_service_server::SidecarServiceServer;
+use tonic::Status;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, LeaseConfig};
+use crate::ingest::Ingest;
+use crate::lease::{Backing, LeaseTable};
+use crate::metrics::Metrics;
+use crate::policy_store::PolicyStore;
+use crate::sessions::Sessions;
+use crate::webhook::WebhookSender;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Maps a ledger error to a gRPC status that says what to do.
+pub fn ledger_status(e: LedgerError) -> Status {
+    match e {
+        LedgerError::InvalidInput(m) => Status::invalid_argument(m),
+        LedgerError::Overflow(m) => Status::invalid_argument(format!("amount overflow: {m}")),
+        e @ (LedgerError::UnknownTenant(_)
+        | LedgerError::UnknownGrant { .. }
+        | LedgerError::UnknownHold { .. }) => Status::not_found(e.to_string()),
+        e @ LedgerError::TenantExists(_) => Status::already_exists(e.to_string()),
+        e @ (LedgerError::HoldClosed { .. } | LedgerError::InsufficientFunds { .. }) => {
+            Status::failed_precondition(e.to_string())
+        }
+        e @ (LedgerError::Store(_) | LedgerError::Io(_)) => Status::unavailable(e.to_string()),
+        e @ LedgerError::Corrupt(_) => Status::data_loss(e.to_string()),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+/// Everything the services share.
+#[derive(Debug)]
+pub struct State {
+    /// The ledger (money rules and store).
+    pub ledger: Arc<Ledger>,
+    /// Quotas, floors, webhook URLs, hints.
+    pub policy: PolicyStore,
+    /// Credentials.
+    pub auth: Authenticator,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Sessions and registrations.
+    pub sessions: Sessions,
+    /// Outstanding leases and demand.
+    pub leases: Mutex<LeaseTable>,
+    /// Serializes lease decisions (fair share needs a consistent view).
+    pub grant_lock: tokio::sync::Mutex<()>,
+    /// Lease timing.
+    pub lease_cfg: LeaseConfig,
+    /// When this process started (unix ms): the relearn window runs from here.
+    pub started_ms: u64,
+    /// Group-commit ingest.
+    pub ingest: Ingest,
+    /// Alert webhooks (None without a webhook secret).
+    pub webhook: Option<WebhookSender>,
+    /// Tenants with usage since the last alert evaluation.
+    pub alert_dirty: Mutex<BTreeSet<String>>,
+    /// Stored policies (quotas, floors) by tenant, read through.
+    pub policy_cache: Mutex<HashMap<String, TenantPolicy>>,
+}
+
+impl State {
+    /// True while the authority relearns leases after its start.
+    pub fn relearning(&self, now_ms: u64) -> bool {
+        now_ms < self.relearn_until_ms()
+    }
+
+    /// End of the relearn window.
+    pub fn relearn_until_ms(&self) -> u64 {
+        self.started_ms
+            .saturating_add(self.lease_cfg.relearn_grace_secs.saturating_mul(1000))
+    }
+
+    /// A cached stored policy.
+    pub fn policy_cache_get(&self, tenant: &str) -> Option<TenantPolicy> {
+        self.policy_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tenant)
+            .cloned()
+    }
+
+    /// Caches a stored policy.
+    pub fn policy_cache_put(&self, p: TenantPolicy) {
+        self.policy_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(p.tenant.clone(), p);
+    }
+
+    /// Locks the lease table (poisoning is recovered: every update is a single step).
+    pub fn lease_table(&self) -> std::sync::MutexGuard<'_, LeaseTable> {
+        self.leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// How to run the authority.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Store URL (`sqlite://path`).
+    pub store: String,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// HTTP (health, metrics) listen address; None = no HTTP endpoint.
+    pub http: Option<SocketAddr>,
+    /// Configuration.
+    pub config: Config,
+    /// The audit signer.
+    pub signer_seed_hex: String,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The store could not be opened.
+    #[error("cannot open the store {url}: {message}")]
+    Store {
+        /// URL.
+        url: String,
+        /// Cause.
+        message: String,
+    },
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TLS files could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The signing key is invalid.
+    #[error("signing key: {0}")]
+    Key(String),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(String),
+}
+
+/// A running authority.
+#[derive(Debug)]
+pub struct Running {
+    /// Bound gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Bound HTTP address.
+    pub http_addr: Option<SocketAddr>,
+    /// Shared state (tests read it).
+    pub state: Arc<State>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    /// Stops the servers and waits for them.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let _ = self.shutdown.send(true);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Transport(e.to_string())),
+        }
+    }
+
+    /// Waits until the server stops (on its own or by [`Running::shutdown`]).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Transport(e.to_string())),
+        }
+    }
+
+    /// A handle that triggers shutdown.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+async fn open_store(url: &str) -> Result<Arc<SqliteStore>, ServeError> {
+    SqliteStore::open_url(url)
+        .await
+        .map(Arc::new)
+        .map_err(|e| ServeError::Store {
+            url: url.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Starts the authority: opens the store, binds the listeners, spawns the loops.
+pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
+    let signer = AuditSigner::from_seed_hex(opts.signer_seed_hex.trim())
+        .map_err(|e| ServeError::Key(e.to_string()))?;
+    let store = open_store(&opts.store).await?;
+    let ledger = Arc::new(Ledger::new(store, Arc::new(SystemClock), signer));
+    let policy = PolicyStore::open(&opts.store)
+        .await
+        .map_err(|e| ServeError::Store {
+            url: opts.store.clone(),
+            message: e.to_string(),
+        })?;
+    let metrics = Arc::new(Metrics::new());
+    let webhook = match &opts.config.webhook_secret {
+        Some(s) => Some(
+            WebhookSender::new(s.as_bytes(), metrics.clone())
+                .map_err(|e| ServeError::Transport(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let state = Arc::new(State {
+        ingest: Ingest::start(ledger.clone(), metrics.clone()),
+        ledger,
+        policy,
+        auth: Authenticator::from_config(&opts.config),
+        metrics: metrics.clone(),
+        sessions: Sessions::default(),
+        leases: Mutex::new(LeaseTable::new()),
+        grant_lock: tokio::sync::Mutex::new(()),
+        lease_cfg: opts.config.leases.clone(),
+        started_ms: now_ms(),
+        webhook,
+        alert_dirty: Mutex::new(BTreeSet::new()),
+        policy_cache: Mutex::new(HashMap::new()),
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: opts.listen,
+        source,
+    })?;
+    let http_addr = match opts.http {
+        Some(addr) => {
+            let mut rx = shutdown_rx.clone();
+            let (a, _task) = crate::http::serve(addr, metrics.clone(), async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+            Some(a)
+        }
+        None => None,
+    };
+
+    spawn_loops(state.clone(), shutdown_rx.clone());
+
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true);
+    if let Some(tls) = &opts.config.tls {
+        let cert = std::fs::read(&tls.cert)
+            .map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", tls.cert.display())))?;
+        let key = std::fs::read(&tls.key)
+            .map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", tls.key.display())))?;
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+    }
+    let router = builder
+        .add_service(
+            SidecarServiceServer::new(crate::sidecar_svc::SidecarSvc::new(state.clone()))
+                .max_decoding_message_size(256 * 1024 * 1024),
+        )
+        .add_service(AdminServiceServer::new(crate::admin_svc::AdminSvc::new(
+            state.clone(),
+        )));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut rx = shutdown_rx;
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await
+            .map_err(|e| ServeError::Transport(e.to_string()))
+    });
+    tracing::info!(%grpc_addr, ?http_addr, "authority listening");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        state,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+fn spawn_loops(state: Arc<State>, shutdown: watch::Receiver<bool>) {
+    // Lease settlement and the ledger's sweep, every second.
+    let s = state.clone();
+    let mut stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|v| *v) => break,
+            }
+            settle_due_leases(&s).await;
+            if let Err(e) = s.ledger.sweep(1000).await {
+                tracing::warn!(error = %e, "ledger sweep failed");
+            }
+        }
+    });
+    // Alert evaluation for tenants with new usage, then webhook delivery.
+    let s = state.clone();
+    let mut stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|v| *v) => break,
+            }
+            evaluate_alerts(&s).await;
+        }
+    });
+    // After the relearn window: serve the demand that arrived during it.
+    let s = state;
+    let mut stop = shutdown;
+    tokio::spawn(async move {
+        let wait = s.relearn_until_ms().saturating_sub(now_ms());
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait + 10)) => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+        crate::sidecar_svc::grant_deferred(&s).await;
+    });
+}
+
+/// Settles leases whose expiry plus grace has passed (the "never came back" rule; see
+/// [`crate::lease`]).
+pub async fn settle_due_leases(state: &State) {
+    let now = now_ms();
+    let grace = state.lease_cfg.settle_grace_secs.saturating_mul(1000);
+    let due: Vec<_> = {
+        let mut t = state.lease_table();
+        let mut ids = t.due(now, grace);
+        // Window and unbounded leases end at expiry, no grace (nothing to post).
+        ids.extend(t.due(now, 0).into_iter().filter(|id| {
+            t.get(id)
+                .is_some_and(|l| !matches!(l.backing, Backing::Hold { .. }))
+        }));
+        ids.sort();
+        ids.dedup();
+        ids.into_iter().filter_map(|id| t.remove(&id)).collect()
+    };
+    for l in due {
+        if let Backing::Hold { hold_id } = l.backing {
+            settle_hold(state, &l.limit.tenant, hold_id, &l.sidecar, true).await;
+        }
+    }
+}
+
+/// Ends the hold behind a wallet lease; counts it as unreported when its sidecar is gone.
+pub async fn settle_hold(
+    state: &State,
+    tenant: &str,
+    hold_id: u64,
+    sidecar: &str,
+    at_expiry: bool,
+) {
+    let Ok(t) = TenantId::new(tenant) else { return };
+    match state
+        .ledger
+        .void_hold(&t, tollgate_ledger::HoldId(hold_id))
+        .await
+    {
+        Ok(h) => {
+            if at_expiry && !state.sessions.is_live(sidecar) {
+                state.metrics.leases_unreported.inc();
+                state
+                    .metrics
+                    .leases_unreported_micro
+                    .inc_by(h.released.micros());
+                tracing::info!(
+                    tenant,
+                    hold_id,
+                    sidecar,
+                    released = h.released.micros(),
+                    "lease settled at expiry without its sidecar"
+                );
+            }
+        }
+        // Already ended by the ledger's own timeout: nothing left to do.
+        Err(LedgerError::HoldClosed { .. }) => {
+            if at_expiry && !state.sessions.is_live(sidecar) {
+                state.metrics.leases_unreported.inc();
+            }
+        }
+        Err(e) => tracing::warn!(tenant, hold_id, error = %e, "settling a lease failed"),
+    }
+}
+
+async fn evaluate_alerts(state: &State) {
+    let tenants: Vec<String> = {
+        let mut d = state
+            .alert_dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut *d).into_iter().collect()
+    };
+    for tenant in tenants {
+        let Ok(t) = TenantId::new(tenant.as_str()) else {
+            continue;
+        };
+        let events = match state.ledger.evaluate_alerts(&t).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(tenant, error = %e, "alert evaluation failed");
+                continue;
+            }
+        };
+        if events.is_empty() {
+            continue;
+        }
+        let rules = state.policy.alert_rules(&tenant).await.unwrap_or_default();
+        for ev in events {
+            let Some(url) = rules
+                .iter()
+                .find(|r| r.id == ev.rule_id)
+                .map(|r| r.webhook_url.clone())
+                .filter(|u| !u.is_empty())
+            else {
+                continue;
+            };
+            let Some(sender) = state.webhook.clone() else {
+                tracing::warn!(
+                    tenant,
+                    rule = ev.rule_id,
+                    "alert fired but no webhook_secret is configured; not delivered"
+                );
+                continue;
+            };
+            let body = serde_json::to_vec(&ev).unwrap_or_default();
+            let delivery = format!("{}-{}-{}", ev.tenant, ev.rule_id, ev.audit_seq);
+            tokio::spawn(async move {
+                let _ = sender.deliver(&url, body, &delivery).await;
+            });
+        }
+    }
+}
+
+/// Reads a file into a string, naming it in the error.
+pub fn read_file(path: &PathBuf) -> Result<String, std::io::Error> {
+    std::fs::read_to_string(path)
+}

@@ -1,0 +1,794 @@
+//! The sidecar service: `Register` and the per-sidecar `Session` stream.
+//!
+//! Session pipeline (per sidecar): the reader verifies each batch's signature and converts
+//! it, submits it to the group-commit [`crate::ingest`] committer without waiting, and
+//! queues the pending commit for the acker, which sends the `BatchAck`s in order as the
+//! commits complete. Up to [`MAX_IN_FLIGHT`] batches per session are in flight, so one
+//! slow fsync never idles a sidecar. A batch is acknowledged only after its commit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tollgate_core::Credits;
+use tollgate_ledger::{
+    BatchKey, BatchOutcome, HoldRequest, LedgerError, TenantId, UsageBatch, UsageRecord,
+};
+use tollgate_proto::v1::sidecar_service_server::SidecarService;
+use tollgate_proto::v1::{
+    AckStatus, BatchAck, DemandReport, Heartbeat, Lease, LeaseGrant, LeaseReturn, LimitKey,
+    RegisterRequest, RegisterResponse, SessionDown, SessionUp, session_down, session_up,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::Principal;
+use crate::convert::{self, invalid};
+use crate::lease::{Backing, Demand, LeaseState, ShareInput, fair_grant};
+use crate::metrics::Metrics;
+use crate::server::{State, ledger_status, now_ms};
+use crate::sessions::{DownTx, Registration, send_now};
+
+/// Batches of one session submitted and not yet acknowledged, at most.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct SidecarSvc {
+    state: Arc<State>,
+}
+
+impl SidecarSvc {
+    /// Over shared state.
+    pub fn new(state: Arc<State>) -> SidecarSvc {
+        SidecarSvc { state }
+    }
+}
+
+fn sidecar_principal(
+    state: &State,
+    md: &tonic::metadata::MetadataMap,
+) -> Result<(Principal, String), Status> {
+    let p = state.auth.authenticate(md)?;
+    match &p {
+        Principal::Sidecar { name, .. } => {
+            let name = name.clone();
+            Ok((p, name))
+        }
+        _ => Err(Status::permission_denied(
+            "the sidecar service needs a sidecar credential (a token from the config's [[sidecars]])",
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl SidecarService for SidecarSvc {
+    async fn register(
+        &self,
+        req: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let state = &self.state;
+        let (p, cred) = sidecar_principal(state, req.metadata())?;
+        let r = req.into_inner();
+        let sid = convert::plain_id("sidecar_id", &r.sidecar_id)?;
+        if r.tenants.is_empty() {
+            return Err(invalid(
+                "tenants",
+                "list at least one tenant this sidecar serves",
+            ));
+        }
+        let mut tenants = Vec::with_capacity(r.tenants.len());
+        for (i, t) in r.tenants.iter().enumerate() {
+            let t = convert::tenant_id(&format!("tenants[{i}]"), t)?;
+            p.check_tenant(&t)?;
+            let tid = TenantId::new(t.as_str()).map_err(|e| invalid("tenants", e))?;
+            state.ledger.config(&tid).await.map_err(ledger_status)?;
+            if !tenants.contains(&t) {
+                tenants.push(t);
+            }
+        }
+        let key: [u8; 32] = r.public_key.as_slice().try_into().map_err(|_| {
+            invalid(
+                "public_key",
+                format!(
+                    "must be the 32 bytes of an ed25519 public key, got {} bytes",
+                    r.public_key.len()
+                ),
+            )
+        })?;
+        let public_key = VerifyingKey::from_bytes(&key)
+            .map_err(|_| invalid("public_key", "is not a valid ed25519 public key"))?;
+        if let Some(prev) = state.sessions.registration(&sid)
+            && prev.credential != cred
+        {
+            return Err(Status::permission_denied(format!(
+                "sidecar id {sid:?} is registered with another credential"
+            )));
+        }
+        state.sessions.register(
+            &sid,
+            Registration {
+                credential: cred,
+                tenants: tenants.clone(),
+                public_key,
+            },
+        );
+        let honoured = relearn(state, &sid, &tenants, &r.held_leases).await;
+        let durable = durable_through(state, &sid).await?;
+        let mut policies = Vec::new();
+        let mut books = Vec::new();
+        for t in &tenants {
+            policies.push(crate::admin_svc::policy_view(state, t).await?);
+            if let Some(b) = crate::admin_svc::price_book_view(state, t).await? {
+                books.push(b);
+            }
+        }
+        tracing::info!(
+            sidecar = sid,
+            ?tenants,
+            held = r.held_leases.len(),
+            honoured = honoured.len(),
+            durable,
+            "sidecar registered"
+        );
+        Ok(Response::new(RegisterResponse {
+            durable_through_seq: durable,
+            policies,
+            price_books: books,
+            honoured_lease_ids: honoured,
+            relearn_until_unix_ms: state.relearn_until_ms(),
+            lease_ttl_ms: state.lease_cfg.ttl_secs.saturating_mul(1000),
+            heartbeat_interval_ms: 10_000,
+            server_unix_ms: now_ms(),
+        }))
+    }
+
+    type SessionStream = ReceiverStream<Result<SessionDown, Status>>;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<SessionUp>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let state = self.state.clone();
+        let (_, cred) = sidecar_principal(&state, req.metadata())?;
+        let sid = req
+            .metadata()
+            .get(tollgate_proto::SIDECAR_ID_HEADER)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "missing `{}` metadata: name the registered sidecar",
+                    tollgate_proto::SIDECAR_ID_HEADER
+                ))
+            })?
+            .to_str()
+            .map_err(|_| invalid(tollgate_proto::SIDECAR_ID_HEADER, "is not ASCII"))?
+            .to_string();
+        let reg = state.sessions.registration(&sid).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "sidecar {sid:?} is not registered: call Register first"
+            ))
+        })?;
+        if reg.credential != cred {
+            return Err(Status::permission_denied(format!(
+                "sidecar {sid:?} was registered with another credential"
+            )));
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let generation = state.sessions.open(&sid, reg.tenants.clone(), tx.clone());
+        state.metrics.sessions.inc();
+        let stream = req.into_inner();
+        tokio::spawn(run_session(state, sid, reg, generation, stream, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+type Commit = (
+    u64,
+    Result<oneshot::Receiver<Result<BatchOutcome, LedgerError>>, String>,
+);
+
+async fn run_session(
+    state: Arc<State>,
+    sid: String,
+    reg: Registration,
+    generation: u64,
+    mut stream: Streaming<SessionUp>,
+    tx: DownTx,
+) {
+    let durable = Arc::new(AtomicU64::new(0));
+    let (ctx, crx) = mpsc::channel::<Commit>(MAX_IN_FLIGHT);
+    let acker = tokio::spawn(ack_loop(
+        state.clone(),
+        sid.clone(),
+        crx,
+        tx.clone(),
+        durable.clone(),
+    ));
+    loop {
+        let msg = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(sidecar = sid, error = %e, "session stream ended");
+                break;
+            }
+        };
+        match msg.msg {
+            Some(session_up::Msg::Batch(b)) => {
+                let seq = b.seq;
+                let item = match prepare_batch(&sid, &reg, b) {
+                    Ok(batch) => {
+                        let (reply, wait) = oneshot::channel();
+                        if state.ingest.submit(batch, reply).await.is_err() {
+                            let _ = tx
+                                .send(Err(Status::unavailable("the authority is shutting down")))
+                                .await;
+                            break;
+                        }
+                        (seq, Ok(wait))
+                    }
+                    Err(why) => (seq, Err(why)),
+                };
+                if ctx.send(item).await.is_err() {
+                    break;
+                }
+            }
+            Some(session_up::Msg::Demand(d)) => {
+                if let Err(st) = handle_demand(&state, &sid, &reg, d, &tx).await {
+                    let _ = tx.send(Err(st)).await;
+                    break;
+                }
+            }
+            Some(session_up::Msg::LeaseReturn(r)) => {
+                handle_return(&state, &sid, r, durable.load(Ordering::Acquire)).await;
+            }
+            Some(session_up::Msg::Heartbeat(_)) => {
+                send_now(
+                    &tx,
+                    SessionDown {
+                        msg: Some(session_down::Msg::Heartbeat(Heartbeat {
+                            unix_ms: now_ms(),
+                        })),
+                    },
+                );
+            }
+            None => {}
+        }
+    }
+    drop(ctx);
+    let _ = acker.await;
+    if state.sessions.close(&sid, generation) {
+        state.metrics.sessions.dec();
+    } else {
+        // Replaced by a newer session: that one counts itself.
+        state.metrics.sessions.dec();
+    }
+    let d = durable.load(Ordering::Acquire);
+    if d > 0 {
+        let _ = state.policy.put_durable_hint(&sid, d).await;
+    }
+}
+
+async fn ack_loop(
+    state: Arc<State>,
+    sid: String,
+    mut rx: mpsc::Receiver<Commit>,
+    tx: DownTx,
+    durable: Arc<AtomicU64>,
+) {
+    let mut since_hint = 0u32;
+    while let Some((seq, item)) = rx.recv().await {
+        let ack = match item {
+            Err(why) => {
+                Metrics::count(&state.metrics.batches, "rejected");
+                tracing::warn!(sidecar = sid, seq, why, "batch rejected");
+                BatchAck {
+                    seq,
+                    status: AckStatus::Rejected as i32,
+                    error: why,
+                    records: 0,
+                    rated_micro: 0,
+                }
+            }
+            Ok(wait) => match wait.await {
+                Ok(Ok(o)) => {
+                    durable.fetch_max(seq, Ordering::AcqRel);
+                    {
+                        let mut dirty = state
+                            .alert_dirty
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        for t in &o.tenants {
+                            if !dirty.contains(t.tenant.as_str()) {
+                                dirty.insert(t.tenant.as_str().to_string());
+                            }
+                        }
+                    }
+                    let status = if o.duplicate {
+                        Metrics::count(&state.metrics.batches, "duplicate");
+                        AckStatus::Duplicate
+                    } else {
+                        Metrics::count(&state.metrics.batches, "accepted");
+                        AckStatus::Accepted
+                    };
+                    BatchAck {
+                        seq,
+                        status: status as i32,
+                        error: String::new(),
+                        records: o.records,
+                        rated_micro: o.tenants.iter().map(|t| t.rated.micros()).sum(),
+                    }
+                }
+                Ok(Err(
+                    e @ (LedgerError::InvalidInput(_)
+                    | LedgerError::UnknownTenant(_)
+                    | LedgerError::Overflow(_)),
+                )) => {
+                    Metrics::count(&state.metrics.batches, "rejected");
+                    BatchAck {
+                        seq,
+                        status: AckStatus::Rejected as i32,
+                        error: e.to_string(),
+                        records: 0,
+                        rated_micro: 0,
+                    }
+                }
+                Ok(Err(e)) => {
+                    // Not committed: end the session; the sidecar re-sends after reconnecting.
+                    let _ = tx
+                        .send(Err(Status::unavailable(format!(
+                            "batch {seq} was not committed ({e}); reconnect and re-send"
+                        ))))
+                        .await;
+                    return;
+                }
+                Err(_) => return,
+            },
+        };
+        if tx
+            .send(Ok(SessionDown {
+                msg: Some(session_down::Msg::Ack(ack)),
+            }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let d = durable.load(Ordering::Acquire);
+        let closable = state.lease_table().closable(&sid, d);
+        for id in closable {
+            close_lease(&state, &id, false).await;
+        }
+        since_hint += 1;
+        if since_hint >= 256 {
+            since_hint = 0;
+            let _ = state.policy.put_durable_hint(&sid, d).await;
+        }
+    }
+}
+
+/// Verifies and converts a wire batch; the error says why it is rejected.
+pub fn prepare_batch(
+    sid: &str,
+    reg: &Registration,
+    b: tollgate_proto::v1::UsageBatch,
+) -> Result<UsageBatch, String> {
+    if b.seq == 0 {
+        return Err("seq: batch sequence numbers start at 1".into());
+    }
+    let sig: [u8; 64] = b.signature.as_slice().try_into().map_err(|_| {
+        format!(
+            "signature: must be 64 bytes of ed25519 signature, got {}",
+            b.signature.len()
+        )
+    })?;
+    let msg = tollgate_proto::signing::batch_signing_bytes(sid, &b);
+    reg.public_key
+        .verify_strict(&msg, &Signature::from_bytes(&sig))
+        .map_err(|_| {
+            format!("signature: does not verify with the key sidecar {sid:?} registered")
+        })?;
+    let digest = hex::encode(Sha256::digest(&msg));
+    // Resolve each dictionary entry once.
+    let mut tenant_of: Vec<Option<TenantId>> = vec![None; b.dictionary.len()];
+    let dict = |i: u32, rec: usize, field: &str| -> Result<&str, String> {
+        b.string(i).ok_or_else(|| {
+            format!(
+                "records[{rec}].{field}: index {i} is outside the dictionary ({} entries)",
+                b.dictionary.len()
+            )
+        })
+    };
+    let mut records = Vec::with_capacity(b.records.len());
+    for (i, r) in b.records.iter().enumerate() {
+        let ti = r.tenant as usize;
+        let tenant = match tenant_of.get(ti) {
+            Some(Some(t)) => t.clone(),
+            _ => {
+                let name = dict(r.tenant, i, "tenant")?;
+                if !reg.tenants.iter().any(|t| t == name) {
+                    return Err(format!(
+                        "records[{i}].tenant: this sidecar is not registered for tenant {name:?} (permission denied)"
+                    ));
+                }
+                let t = TenantId::new(name).map_err(|e| format!("records[{i}].tenant: {e}"))?;
+                tenant_of[ti] = Some(t.clone());
+                t
+            }
+        };
+        records.push(UsageRecord {
+            tenant,
+            agent: dict(r.agent_instance, i, "agent_instance")?.to_string(),
+            model: dict(r.model, i, "model")?.to_string(),
+            feature: dict(r.feature, i, "feature")?.to_string(),
+            tier: convert::tier(r.tier).map_err(|e| format!("records[{i}].tier: {e}"))?,
+            initiator: convert::initiator(r.initiator)
+                .map_err(|e| format!("records[{i}].initiator: {e}"))?,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            outcomes: r.outcomes,
+            price_book_version: r.price_book_version,
+            client_amount: Credits(r.client_rated_micro),
+            at: r.at_unix_ms / 1000,
+        });
+    }
+    Ok(UsageBatch {
+        key: BatchKey {
+            sidecar_id: sid.to_string(),
+            seq: b.seq,
+        },
+        records,
+        digest: Some(digest),
+        signature: Some(hex::encode(sig)),
+    })
+}
+
+/// Highest durable batch seq of `sid`: the stored hint, probed forward in the ledger.
+async fn durable_through(state: &State, sid: &str) -> Result<u64, Status> {
+    let mut seq = state
+        .policy
+        .durable_hint(sid)
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    for _ in 0..1_000_000 {
+        let key = BatchKey {
+            sidecar_id: sid.to_string(),
+            seq: seq + 1,
+        };
+        match state.ledger.batch(&key).await.map_err(ledger_status)? {
+            Some(_) => seq += 1,
+            None => break,
+        }
+    }
+    Ok(seq)
+}
+
+fn lease_id_hold(tenant: &str, hold: u64) -> String {
+    format!("h/{tenant}/{hold}")
+}
+
+/// Rebuilds leases a sidecar reports holding (after an authority restart); returns the
+/// ids honoured.
+async fn relearn(
+    state: &State,
+    sid: &str,
+    tenants: &[String],
+    held: &[tollgate_proto::v1::HeldLease],
+) -> Vec<String> {
+    let now = now_ms();
+    let mut honoured = Vec::new();
+    for hl in held {
+        if let Some(l) = state.lease_table().get(&hl.lease_id) {
+            if l.sidecar == sid {
+                honoured.push(hl.lease_id.clone());
+            }
+            continue;
+        }
+        if hl.expires_unix_ms <= now {
+            continue;
+        }
+        let Some(limit) = hl.limit.clone() else {
+            continue;
+        };
+        if !tenants.contains(&limit.tenant) {
+            continue;
+        }
+        let parts: Vec<&str> = hl.lease_id.split('/').collect();
+        let backing = match parts.as_slice() {
+            ["h", t, id] if *t == limit.tenant && limit.is_wallet() => {
+                let Ok(id) = id.parse::<u64>() else { continue };
+                let Ok(tid) = TenantId::new(*t) else { continue };
+                let open = state
+                    .ledger
+                    .holds(&tid, false)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .any(|h| h.id.0 == id && h.owner == sid);
+                if !open {
+                    continue;
+                }
+                Backing::Hold { hold_id: id }
+            }
+            ["w", t, rule, ws, _] if *t == limit.tenant => {
+                let Ok(ws) = ws.parse::<u64>() else { continue };
+                Backing::Window {
+                    rule_id: (*rule).to_string(),
+                    window_start_ms: ws,
+                }
+            }
+            ["u", t, _] if *t == limit.tenant => Backing::Unbounded,
+            _ => continue,
+        };
+        let amount = hl.amount_micro;
+        let returned = match backing {
+            // Window accounting counts what was granted, spent or not.
+            Backing::Window { .. } => 0,
+            _ => amount.saturating_sub(hl.remaining_micro),
+        };
+        state.lease_table().insert(LeaseState {
+            lease_id: hl.lease_id.clone(),
+            sidecar: sid.to_string(),
+            limit_key: limit.canonical(),
+            limit,
+            amount,
+            returned,
+            expires_ms: hl.expires_unix_ms,
+            backing,
+            closing_after_seq: None,
+        });
+        honoured.push(hl.lease_id.clone());
+    }
+    honoured
+}
+
+async fn handle_demand(
+    state: &Arc<State>,
+    sid: &str,
+    reg: &Registration,
+    d: DemandReport,
+    tx: &DownTx,
+) -> Result<(), Status> {
+    let now = now_ms();
+    let mut limits = Vec::with_capacity(d.demands.len());
+    for (i, ld) in d.demands.into_iter().enumerate() {
+        let limit = ld
+            .limit
+            .ok_or_else(|| invalid(&format!("demand.demands[{i}].limit"), "is missing"))?;
+        if !reg.tenants.contains(&limit.tenant) {
+            return Err(Status::permission_denied(format!(
+                "demand.demands[{i}]: this sidecar is not registered for tenant {:?}",
+                limit.tenant
+            )));
+        }
+        let key = limit.canonical();
+        state.lease_table().set_demand(
+            &key,
+            sid,
+            Demand {
+                held: ld.held_micro,
+                desired: ld.desired_micro,
+                burn_per_sec: ld.burn_per_sec_micro,
+                at_ms: now,
+            },
+        );
+        limits.push(limit);
+    }
+    if state.relearning(now) {
+        state.metrics.relearn_deferred.inc();
+        return Ok(());
+    }
+    for limit in limits {
+        grant_for(state, sid, &limit, tx).await;
+    }
+    Ok(())
+}
+
+/// Serves the demand recorded during the relearn window.
+pub async fn grant_deferred(state: &Arc<State>) {
+    let pending = state.lease_table().demands();
+    for (key, sid, _) in pending {
+        let Some(tx) = state.sessions.sender(&sid) else {
+            continue;
+        };
+        let Some(limit) = limit_from_key(state, &key, &sid) else {
+            continue;
+        };
+        grant_for(state, &sid, &limit, &tx).await;
+    }
+}
+
+fn limit_from_key(state: &State, key: &str, sid: &str) -> Option<LimitKey> {
+    // The table keeps the canonical key; find the structured key among the sidecar's
+    // leases or rebuild the wallet key.
+    if let Some(t) = key.strip_suffix("/wallet") {
+        return Some(LimitKey::wallet(t));
+    }
+    state
+        .lease_table()
+        .of_sidecar(sid)
+        .into_iter()
+        .find(|l| l.limit_key == key)
+        .map(|l| l.limit.clone())
+}
+
+/// Decides and sends one grant for `sid` on `limit` (fair share; see [`crate::lease`]).
+pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &DownTx) {
+    let _g = state.grant_lock.lock().await;
+    let now = now_ms();
+    let ttl_ms = state.lease_cfg.ttl_secs.saturating_mul(1000);
+    let fresh_since = now.saturating_sub(2 * ttl_ms);
+    let key = limit.canonical();
+    let (demand, all_want, all_held) = {
+        let t = state.lease_table();
+        let Some(d) = t.demand(&key, sid) else { return };
+        (
+            d,
+            t.all_want(&key, fresh_since),
+            t.all_held(&key, fresh_since),
+        )
+    };
+    if demand.desired == 0 {
+        return;
+    }
+    let min_lease = state.lease_cfg.min_lease_micro;
+    let tenant = limit.tenant.as_str();
+    let Ok(tid) = TenantId::new(tenant) else {
+        return;
+    };
+    let (lease_id, amount, expires_ms, backing) = if limit.is_wallet() {
+        let free = match state.ledger.balance(&tid).await {
+            Ok(b) => b.spendable.micros(),
+            Err(e) => {
+                tracing::warn!(tenant, error = %e, "balance for a lease failed");
+                return;
+            }
+        };
+        let g = fair_grant(ShareInput {
+            free,
+            mine_outstanding: demand.held,
+            all_outstanding: all_held,
+            my_want: demand.held.saturating_add(demand.desired),
+            all_want,
+            desired: demand.desired,
+            max_lease: state.lease_cfg.max_lease_micro,
+        });
+        if g == 0 || g < min_lease.min(demand.desired) {
+            return;
+        }
+        let req = HoldRequest {
+            owner: sid.to_string(),
+            amount: Credits(g),
+            min_amount: Credits(min_lease.min(g).max(1)),
+            ttl_secs: state.lease_cfg.ttl_secs + state.lease_cfg.settle_grace_secs,
+        };
+        let hold = match state.ledger.hold(&tid, req).await {
+            Ok(h) => h,
+            Err(LedgerError::InsufficientFunds { .. }) => return,
+            Err(e) => {
+                tracing::warn!(tenant, error = %e, "hold for a lease failed");
+                return;
+            }
+        };
+        (
+            lease_id_hold(tenant, hold.id.0),
+            hold.amount.micros(),
+            now + ttl_ms,
+            Backing::Hold { hold_id: hold.id.0 },
+        )
+    } else {
+        let rule = crate::admin_svc::quota_rule_for(state, limit).await;
+        let serial = state.lease_table().next_serial();
+        match rule {
+            None => (
+                format!("u/{tenant}/{serial}"),
+                demand.desired,
+                now + ttl_ms,
+                Backing::Unbounded,
+            ),
+            Some(rule) => {
+                let Some(h) = convert::horizon(limit.window) else {
+                    return;
+                };
+                let secs = now / 1000;
+                let ws = h.window_start(secs).saturating_mul(1000);
+                let we = h
+                    .window_end(secs)
+                    .map_or(u64::MAX, |e| e.saturating_mul(1000));
+                let committed = state.lease_table().window_committed(&rule.id, ws);
+                let free = rule.max_micro.saturating_sub(committed);
+                let g = fair_grant(ShareInput {
+                    free,
+                    mine_outstanding: demand.held,
+                    all_outstanding: all_held,
+                    my_want: demand.held.saturating_add(demand.desired),
+                    all_want,
+                    desired: demand.desired,
+                    max_lease: state.lease_cfg.max_lease_micro,
+                });
+                if g == 0 {
+                    return;
+                }
+                (
+                    format!("w/{tenant}/{}/{ws}/{serial}", rule.id),
+                    g,
+                    (now + ttl_ms).min(we),
+                    Backing::Window {
+                        rule_id: rule.id.clone(),
+                        window_start_ms: ws,
+                    },
+                )
+            }
+        }
+    };
+    {
+        let mut t = state.lease_table();
+        t.insert(LeaseState {
+            lease_id: lease_id.clone(),
+            sidecar: sid.to_string(),
+            limit: limit.clone(),
+            limit_key: key.clone(),
+            amount,
+            returned: 0,
+            expires_ms,
+            backing,
+            closing_after_seq: None,
+        });
+        // Count the grant as held until the sidecar's next report.
+        t.note_granted(&key, sid, amount);
+    }
+    state.metrics.leases_granted.inc();
+    state.metrics.leases_granted_micro.inc_by(amount);
+    send_now(
+        tx,
+        SessionDown {
+            msg: Some(session_down::Msg::Grant(LeaseGrant {
+                lease: Some(Lease {
+                    lease_id,
+                    limit: Some(limit.clone()),
+                    amount_micro: amount,
+                    expires_unix_ms: expires_ms,
+                }),
+            })),
+        },
+    );
+}
+
+async fn handle_return(state: &State, sid: &str, r: LeaseReturn, durable: u64) {
+    let close_now = {
+        let mut t = state.lease_table();
+        let Some(l) = t.get_mut(&r.lease_id) else {
+            return;
+        };
+        if l.sidecar != sid {
+            return;
+        }
+        l.returned = l.returned.saturating_add(r.amount_micro).min(l.amount);
+        if r.close {
+            if r.through_seq <= durable {
+                true
+            } else {
+                l.closing_after_seq = Some(r.through_seq);
+                false
+            }
+        } else {
+            false
+        }
+    };
+    state.metrics.leases_returned.inc();
+    if close_now {
+        close_lease(state, &r.lease_id, false).await;
+    }
+}
+
+/// Removes a lease and ends its hold.
+pub async fn close_lease(state: &State, lease_id: &str, at_expiry: bool) {
+    let Some(l) = state.lease_table().remove(lease_id) else {
+        return;
+    };
+    if let Backing::Hold { hold_id } = l.backing {
+        crate::server::settle_hold(state, &l.limit.tenant, hold_id, &l.sidecar, at_expiry).await;
+    }
+}
