@@ -51,7 +51,9 @@ impl View<'_> {
         }
         let base = self.l.tenant(t);
         if self.w[base + T_STATE].load(ACQ) == 0 {
-            return Err(SidecarError::Config(format!("tenant {t} is not configured")));
+            return Err(SidecarError::Config(format!(
+                "tenant {t} is not configured"
+            )));
         }
         let w = self.w[base + T_CLASS0 + key.class()].load(ACQ);
         if w == 0 {
@@ -113,11 +115,14 @@ impl View<'_> {
                 });
             }
             let carved = self.pw(p, P_CARVED).load(ACQ);
-            e.stores.push((self.l.pool(p) + P_AVAILABLE, avail - amount));
-            e.stores.push((self.l.pool(p) + P_CARVED, carved.wrapping_add(amount)));
+            e.stores
+                .push((self.l.pool(p) + P_AVAILABLE, avail - amount));
+            e.stores
+                .push((self.l.pool(p) + P_CARVED, carved.wrapping_add(amount)));
         }
         let topped = self.lw(lane, L_TOPPED_UP).load(ACQ);
-        e.stores.push((self.l.lane(lane) + L_TOPPED_UP, topped.wrapping_add(amount)));
+        e.stores
+            .push((self.l.lane(lane) + L_TOPPED_UP, topped.wrapping_add(amount)));
         let avail = self.lw(lane, L_AVAIL);
         let new_stag = stag(avail.load(ACQ)).wrapping_add(1);
         e.rmw = Some((lane, new_stag));
@@ -161,15 +166,19 @@ impl View<'_> {
             for &p in &pools {
                 let a = self.pw(p, P_AVAILABLE).load(ACQ);
                 let c = self.pw(p, P_CARVED).load(ACQ);
-                e.stores.push((self.l.pool(p) + P_AVAILABLE, a.wrapping_add(x)));
-                e.stores.push((self.l.pool(p) + P_CARVED, c.wrapping_sub(x)));
+                e.stores
+                    .push((self.l.pool(p) + P_AVAILABLE, a.wrapping_add(x)));
+                e.stores
+                    .push((self.l.pool(p) + P_CARVED, c.wrapping_sub(x)));
                 if why == Revoked::Reclaim {
                     let r = self.pw(p, P_RECLAIMED).load(ACQ);
-                    e.stores.push((self.l.pool(p) + P_RECLAIMED, r.wrapping_add(x)));
+                    e.stores
+                        .push((self.l.pool(p) + P_RECLAIMED, r.wrapping_add(x)));
                 }
             }
             let before = self.lw(lane, counter).load(ACQ);
-            e.stores.push((self.l.lane(lane) + counter, before.wrapping_add(x)));
+            e.stores
+                .push((self.l.lane(lane) + counter, before.wrapping_add(x)));
             let new_stag = stag(cur).wrapping_add(1);
             e.rmw = Some((lane, new_stag));
             self.journal_begin(&e)?;
@@ -177,10 +186,7 @@ impl View<'_> {
                 return Ok(x);
             }
             let new = ((cur - x) & !(0xFF << STAG_SHIFT)) | (u64::from(new_stag) << STAG_SHIFT);
-            if avail
-                .compare_exchange(cur, new, ACQ_REL, RELAXED)
-                .is_err()
-            {
+            if avail.compare_exchange(cur, new, ACQ_REL, RELAXED).is_err() {
                 // The agent moved `avail` first: nothing happened; try again.
                 self.journal_abort();
                 continue;
@@ -223,10 +229,13 @@ impl View<'_> {
                 .checked_sub(dc)
                 .ok_or(SidecarError::Corrupt("lane consumed more than was carved"))?;
             e.stores.push((self.l.pool(p) + P_CARVED, c));
-            e.stores.push((self.l.pool(p) + P_CONSUMED, used.wrapping_add(dc + dov)));
-            e.stores.push((self.l.pool(p) + P_OVERRUN, o.wrapping_add(dov)));
+            e.stores
+                .push((self.l.pool(p) + P_CONSUMED, used.wrapping_add(dc + dov)));
+            e.stores
+                .push((self.l.pool(p) + P_OVERRUN, o.wrapping_add(dov)));
         }
-        e.stores.push((self.l.lane(lane) + L_HARVEST_CONSUMED, cons));
+        e.stores
+            .push((self.l.lane(lane) + L_HARVEST_CONSUMED, cons));
         e.stores.push((self.l.lane(lane) + L_HARVEST_OVERRUN, over));
         self.journal_begin(&e)?;
         if !step(1) {
@@ -245,7 +254,8 @@ impl View<'_> {
             stores: vec![
                 (
                     self.l.pool(pool) + P_GRANTED,
-                    g.checked_add(amount).ok_or(SidecarError::Overflow("pool granted"))?,
+                    g.checked_add(amount)
+                        .ok_or(SidecarError::Overflow("pool granted"))?,
                 ),
                 (self.l.pool(pool) + P_AVAILABLE, a + amount),
             ],

@@ -18,7 +18,9 @@ use tollgate_core::{
 
 use crate::codes::{LaneKey, decode_limit};
 use crate::error::{AttachError, CommitError, Denial, ReserveError};
-use crate::lane::{MAX_LANE_CREDITS, META_NO_MODEL, Owner, ReserveFail, View, credits, pack_tokens};
+use crate::lane::{
+    MAX_LANE_CREDITS, META_NO_MODEL, Owner, ReserveFail, View, credits, pack_tokens,
+};
 use crate::layout::*;
 use crate::mapping::Mem;
 use crate::process::ProcessId;
@@ -372,9 +374,7 @@ impl GateLocal {
             let o = claim_lane(&self.gate, class, key)?;
             self.owners[class] = Some(o);
         }
-        self.owners[class]
-            .as_mut()
-            .ok_or(ReserveError::NoFreeLane)
+        self.owners[class].as_mut().ok_or(ReserveError::NoFreeLane)
     }
 }
 
@@ -491,7 +491,12 @@ fn rate_max(gl: &mut GateLocal, call: &Call<'_>) -> Result<(u64, u64), ReserveEr
                 book.model(&m.name)
                     .ok_or_else(|| RatingError::UnknownModel(m.name.clone()))?
             };
-            let c = book.rate_max(&r, call.input_tokens, call.max_output_tokens, call.initiator)?;
+            let c = book.rate_max(
+                &r,
+                call.input_tokens,
+                call.max_output_tokens,
+                call.initiator,
+            )?;
             let meta = u64::from(r.index().min(0xFFFE)) | ((book.version() & 0xFFFF_FFFF) << 32);
             Ok((c.0, meta))
         }
@@ -510,10 +515,11 @@ fn reserve_in<'a>(
         return Err(ReserveError::TooLarge(Credits(amount)));
     }
     if let Some(t) = call.task {
-        t.debit(amount).map_err(|left| ReserveError::TaskExhausted {
-            needed: Credits(amount),
-            remaining: Credits(left),
-        })?;
+        t.debit(amount)
+            .map_err(|left| ReserveError::TaskExhausted {
+                needed: Credits(amount),
+                remaining: Credits(left),
+            })?;
     }
     let refund_task = || {
         if let Some(t) = call.task {
@@ -711,15 +717,13 @@ impl Reservation<'_> {
                     return false;
                 }
                 if !cancel {
-                    view.sw(self.lane, self.slot, S_TOKENS).store(tokens, RELAXED);
+                    view.sw(self.lane, self.slot, S_TOKENS)
+                        .store(tokens, RELAXED);
                 }
-                view.settle(o, self.slot, actual, cancel, &mut |_| true);
-                true
+                view.settle(o, self.slot, actual, cancel, &mut |_| true)
             })
             .unwrap_or(false);
-        if here
-            || view.finish_remote(self.lane, self.slot, self.tag, actual, tokens, cancel)
-        {
+        if here || view.finish_remote(self.lane, self.slot, self.tag, actual, tokens, cancel) {
             Ok(())
         } else {
             Err(CommitError::Reclaimed)

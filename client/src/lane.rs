@@ -201,7 +201,13 @@ impl<'a> View<'a> {
                 _ => continue,
             };
             let actual = self.sw(o.lane, slot, S_ACTUAL).load(RELAXED);
-            self.settle(o, slot, if cancel { 0 } else { actual }, cancel, &mut |_| true);
+            self.settle(
+                o,
+                slot,
+                if cancel { 0 } else { actual },
+                cancel,
+                &mut |_| true,
+            );
         }
     }
 
@@ -214,6 +220,8 @@ impl<'a> View<'a> {
     /// 4. push a usage record to the ring (or count it lost if the ring is full);
     /// 5. one CAS on `avail`: credits + refund, owner tag := t2;
     /// 6. state `EMPTY`, slot free.
+    ///
+    /// Returns `false` only when `step` stopped it (a modelled crash).
     pub(crate) fn settle(
         &self,
         o: &mut Owner,
@@ -221,7 +229,7 @@ impl<'a> View<'a> {
         actual: u64,
         cancel: bool,
         step: &mut impl FnMut(u32) -> bool,
-    ) {
+    ) -> bool {
         let lane = o.lane;
         let t2 = o.otag.wrapping_add(1);
         let s = |f| self.sw(lane, slot, f);
@@ -235,11 +243,13 @@ impl<'a> View<'a> {
         s(S_HEAD_BEFORE).store(self.lw(lane, L_RING_HEAD).load(RELAXED), RELAXED);
         s(S_STATE).store(state(SETTLING, t2), REL);
         if !step(1) {
-            return;
+            return false;
         }
-        if self.finish_settling(o, slot, t2, step) {
-            o.free |= 1 << slot;
+        if !self.finish_settling(o, slot, t2, step) {
+            return false;
         }
+        o.free |= 1 << slot;
+        true
     }
 
     /// Steps 2-6 of settle, each skipped if already done: the same code finishes a
@@ -276,8 +286,7 @@ impl<'a> View<'a> {
             return false;
         }
         let head_before = s(S_HEAD_BEFORE).load(RELAXED);
-        if meta & META_CANCELLED == 0 && self.lw(lane, L_RING_HEAD).load(RELAXED) == head_before
-        {
+        if meta & META_CANCELLED == 0 && self.lw(lane, L_RING_HEAD).load(RELAXED) == head_before {
             let tokens = s(S_TOKENS).load(RELAXED);
             self.push_record(lane, head_before, reserved, actual, tokens, meta);
         }
@@ -299,7 +308,15 @@ impl<'a> View<'a> {
     /// Pushes one usage record (owner, or the sidecar for a dead lane): the record words,
     /// then the head with Release. A full ring counts the record as lost; its amounts are
     /// already in `consumed` / `overrun`.
-    fn push_record(&self, lane: usize, head: u64, reserved: u64, actual: u64, tokens: u64, meta: u64) {
+    fn push_record(
+        &self,
+        lane: usize,
+        head: u64,
+        reserved: u64,
+        actual: u64,
+        tokens: u64,
+        meta: u64,
+    ) {
         let tail = self.lw(lane, L_RING_TAIL).load(ACQ);
         if head.wrapping_sub(tail) >= self.l.ring as u64 {
             let lost = self.lw(lane, L_LOST);
@@ -346,7 +363,12 @@ impl<'a> View<'a> {
     /// decides a half-done reserve from the tag, finishes a half-done settle, and
     /// settles every held or committed slot (held ones as cancelled: the call's outcome
     /// is unknown, so its credits go back). Safe to re-run after a crash of the caller.
-    pub(crate) fn recover_slots(&self, o: &mut Owner, step: &mut impl FnMut(u32) -> bool) -> u32 {
+    /// Returns the slots settled, or `None` if `step` stopped it (a modelled crash).
+    pub(crate) fn recover_slots(
+        &self,
+        o: &mut Owner,
+        step: &mut impl FnMut(u32) -> bool,
+    ) -> Option<u32> {
         let mut settled = 0;
         // First the (at most one) operation in flight: it decides the owner tag.
         for slot in 0..self.l.slots {
@@ -355,12 +377,13 @@ impl<'a> View<'a> {
                 RESERVING => {
                     let avail_tag = otag(self.lw(o.lane, L_AVAIL).load(ACQ));
                     let next = if avail_tag == tag(st) { HELD } else { EMPTY };
-                    self.sw(o.lane, slot, S_STATE).store(state(next, tag(st)), REL);
+                    self.sw(o.lane, slot, S_STATE)
+                        .store(state(next, tag(st)), REL);
                 }
                 SETTLING => {
                     o.otag = otag(self.lw(o.lane, L_AVAIL).load(ACQ));
                     if !self.finish_settling(o, slot, tag(st), step) {
-                        return settled;
+                        return None;
                     }
                     settled += 1;
                 }
@@ -375,11 +398,13 @@ impl<'a> View<'a> {
                 COMMITTED => (self.sw(o.lane, slot, S_ACTUAL).load(RELAXED), false),
                 _ => continue,
             };
-            self.settle(o, slot, actual, cancel, step);
+            if !self.settle(o, slot, actual, cancel, step) {
+                return None;
+            }
             settled += 1;
         }
         self.lw(o.lane, L_PENDING).store(0, REL);
-        settled
+        Some(settled)
     }
 }
 

@@ -92,7 +92,10 @@ mod tests {
             start_ticks: me.start_ticks + 1,
             ..me
         };
-        assert!(!other.is_alive(), "same pid, other start time: a recycled pid");
+        assert!(
+            !other.is_alive(),
+            "same pid, other start time: a recycled pid"
+        );
         assert_eq!(ProcessId::from_claim(0), None);
     }
 }

@@ -49,23 +49,54 @@ impl View<'_> {
             }
         }
         if !step(100) {
-            return Ok(ReclaimReport { lane, process, settled: 0, returned: 0 });
+            return Ok(ReclaimReport {
+                lane,
+                process,
+                settled: 0,
+                returned: 0,
+            });
         }
-        let mut o = Owner { lane, otag: 0, free: 0 };
-        let settled = self.recover_slots(&mut o, step);
+        let mut o = Owner {
+            lane,
+            otag: 0,
+            free: 0,
+        };
+        let Some(settled) = self.recover_slots(&mut o, step) else {
+            return Ok(ReclaimReport {
+                lane,
+                process,
+                settled: 0,
+                returned: 0,
+            });
+        };
         if !step(101) {
-            return Ok(ReclaimReport { lane, process, settled, returned: 0 });
+            return Ok(ReclaimReport {
+                lane,
+                process,
+                settled,
+                returned: 0,
+            });
         }
         let mut returned = 0;
         if self.lw(lane, L_POOLS).load(ACQ) != 0 {
             returned = self.revoke(lane, u64::MAX, Revoked::Reclaim, step)?;
             if !step(102) {
-                return Ok(ReclaimReport { lane, process, settled, returned });
+                return Ok(ReclaimReport {
+                    lane,
+                    process,
+                    settled,
+                    returned,
+                });
             }
             self.harvest(lane, step)?;
         }
         if !step(103) {
-            return Ok(ReclaimReport { lane, process, settled, returned });
+            return Ok(ReclaimReport {
+                lane,
+                process,
+                settled,
+                returned,
+            });
         }
         self.lw(lane, L_KEY).store(0, REL);
         self.lw(lane, L_POOLS).store(0, REL);
@@ -73,6 +104,11 @@ impl View<'_> {
         self.lw(lane, L_DEMAND).store(0, REL);
         self.lw(lane, L_DEMAND_SEEN).store(0, REL);
         claim.store(0, REL);
-        Ok(ReclaimReport { lane, process, settled, returned })
+        Ok(ReclaimReport {
+            lane,
+            process,
+            settled,
+            returned,
+        })
     }
 }

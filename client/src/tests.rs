@@ -38,7 +38,8 @@ pub(crate) fn setup(dir: &tempfile::TempDir, grant: u64) -> (Region, std::path::
         } else {
             [Credits(0); 3]
         };
-        r.configure_pool(p, &PoolSpec { limit: *l, floors }).unwrap();
+        r.configure_pool(p, &PoolSpec { limit: *l, floors })
+            .unwrap();
         r.grant(p, Credits(grant)).unwrap();
     }
     let all = vec![0, 1, 2, 3];
@@ -225,10 +226,7 @@ fn price_book_rates_reservations_and_commits() {
     let book = PriceBook::new(spec).unwrap();
     r.publish_price_book(&book).unwrap();
     let gate = Gate::attach(&path).unwrap();
-    assert!(matches!(
-        gate.model("nope"),
-        Err(ReserveError::Rating(_))
-    ));
+    assert!(matches!(gate.model("nope"), Err(ReserveError::Rating(_))));
 }
 
 fn write_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
@@ -241,19 +239,31 @@ fn write_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::P
 fn attach_reports_each_bad_file() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing");
-    assert!(matches!(Gate::attach(&missing), Err(AttachError::NotFound { .. })));
+    assert!(matches!(
+        Gate::attach(&missing),
+        Err(AttachError::NotFound { .. })
+    ));
 
     let empty = write_file(&dir, "empty", &[]);
-    assert!(matches!(Gate::attach(&empty), Err(AttachError::Truncated { actual: 0, .. })));
+    assert!(matches!(
+        Gate::attach(&empty),
+        Err(AttachError::Truncated { actual: 0, .. })
+    ));
 
     let short = write_file(&dir, "short", &[0u8; 100]);
-    assert!(matches!(Gate::attach(&short), Err(AttachError::Truncated { .. })));
+    assert!(matches!(
+        Gate::attach(&short),
+        Err(AttachError::Truncated { .. })
+    ));
 
     let zero = write_file(&dir, "zero", &vec![0u8; HEADER_WORDS * WORD]);
     assert!(matches!(Gate::attach(&zero), Err(AttachError::Unfinished)));
 
     let foreign = write_file(&dir, "foreign", &vec![0x5Au8; 2 * HEADER_WORDS * WORD]);
-    assert!(matches!(Gate::attach(&foreign), Err(AttachError::ForeignMagic { .. })));
+    assert!(matches!(
+        Gate::attach(&foreign),
+        Err(AttachError::ForeignMagic { .. })
+    ));
 
     // A good region, then damaged copies of it.
     let good = dir.path().join("good");
@@ -275,7 +285,10 @@ fn attach_reports_each_bad_file() {
     ));
 
     let p = write_file(&dir, "truncated", &bytes[..bytes.len() - 4096]);
-    assert!(matches!(Gate::attach(&p), Err(AttachError::Truncated { .. })));
+    assert!(matches!(
+        Gate::attach(&p),
+        Err(AttachError::Truncated { .. })
+    ));
 
     let mut longer = bytes.clone();
     longer.extend_from_slice(&[0u8; 4096]);
@@ -287,7 +300,9 @@ fn attach_reports_each_bad_file() {
     let p = write_file(&dir, "checksum", &counts);
     assert!(matches!(
         Gate::attach(&p),
-        Err(AttachError::Corrupt { what: "header checksum" })
+        Err(AttachError::Corrupt {
+            what: "header checksum"
+        })
     ));
 
     // A consistent checksum over impossible counts is still refused.
@@ -304,7 +319,10 @@ fn attach_reports_each_bad_file() {
     forged[at..at + 8].copy_from_slice(&sum.to_le_bytes());
     let p = write_file(&dir, "forged", &forged);
     assert!(matches!(Gate::attach(&p), Err(AttachError::Corrupt { .. })));
-    assert!(matches!(Region::open_owner(&p), Err(AttachError::Corrupt { .. })));
+    assert!(matches!(
+        Region::open_owner(&p),
+        Err(AttachError::Corrupt { .. })
+    ));
 }
 
 #[test]
