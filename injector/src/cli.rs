@@ -214,7 +214,9 @@ pub fn run(args: InjectorArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
-        let server = Server::bind(args.listen, tls, Injector::new(config.clone())).await?;
+        let injector = Injector::new(config.clone());
+        let metrics = injector.metrics().clone();
+        let server = Server::bind(args.listen, tls, injector).await?;
         tracing::info!(
             addr = %server.local_addr()?,
             sidecar_image = %config.defaults.image,
@@ -229,9 +231,15 @@ pub fn run(args: InjectorArgs) -> anyhow::Result<()> {
                 loop {
                     tick.tick().await;
                     match cert.reload() {
-                        Ok(true) => tracing::info!("TLS certificate reloaded"),
+                        Ok(true) => {
+                            metrics.cert_reload(true);
+                            tracing::info!("TLS certificate reloaded");
+                        }
                         Ok(false) => {}
-                        Err(e) => tracing::warn!(error = %e, "TLS certificate reload failed; serving the previous one"),
+                        Err(e) => {
+                            metrics.cert_reload(false);
+                            tracing::warn!(error = %e, "TLS certificate reload failed; serving the previous one");
+                        }
                     }
                 }
             });

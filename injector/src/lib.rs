@@ -14,12 +14,13 @@
 //!   validated; [`quantity`] parses Kubernetes quantities exactly.
 //! - [`admission`] is the AdmissionReview envelope; [`server`] the HTTPS server (hyper and
 //!   rustls with the ring provider); [`tls`] loads and hot-reloads the certificate;
-//!   [`cli`] is `tollgate injector`.
+//!   [`metrics`] counts what it did (`GET /metrics`); [`cli`] is `tollgate injector`.
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod cli;
 pub mod inject;
+pub mod metrics;
 pub mod names;
 pub mod quantity;
 pub mod server;

@@ -1,5 +1,5 @@
 //! The HTTPS server: `POST /mutate` (AdmissionReview in, AdmissionReview out) and
-//! `GET /healthz`, over HTTP/1.1 with rustls.
+//! `GET /healthz` and `GET /metrics`, over HTTP/1.1 with rustls.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -153,11 +153,15 @@ fn declared_length(req: &Request<Incoming>) -> Option<u64> {
 
 async fn mutate(injector: &Injector, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if declared_length(&req).is_some_and(|n| n > MAX_BODY as u64) {
+        injector.metrics().bad_request();
         return too_large();
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            injector.metrics().bad_request();
+            return too_large();
+        }
         Err(e) => {
             return text(
                 StatusCode::BAD_REQUEST,
@@ -186,6 +190,16 @@ async fn handle(
     let path = req.uri().path().to_owned();
     let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(injector.metrics().encode())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
         (&Method::POST, "/mutate") => mutate(&injector, req).await,
         (_, "/mutate" | "/healthz") => text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -193,7 +207,7 @@ async fn handle(
         ),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: the injector serves POST /mutate and GET /healthz\n",
+            "not found: the injector serves POST /mutate, GET /healthz and GET /metrics\n",
         ),
     };
     Ok(response)

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::admission::{self, AdmissionRequest, BadReview, Verdict};
 use crate::inject;
+use crate::metrics::{Metrics, ReviewResult};
 use crate::names::*;
 use crate::settings::SidecarSettings;
 
@@ -29,34 +30,47 @@ pub struct InjectorConfig {
 #[derive(Debug, Clone)]
 pub struct Injector {
     config: InjectorConfig,
+    metrics: Metrics,
 }
 
 impl Injector {
     pub fn new(config: InjectorConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            metrics: Metrics::new(),
+        }
     }
 
     pub fn config(&self) -> &InjectorConfig {
         &self.config
     }
 
+    /// The injector's counters (served at `/metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Answers one HTTP body: the AdmissionReview response, or a [`BadReview`] (HTTP 400) for
     /// a body that is not an AdmissionReview request at all.
     pub fn review(&self, body: &[u8]) -> Result<Value, BadReview> {
-        let request = admission::parse_request(body)?;
+        let request = admission::parse_request(body).inspect_err(|_| self.metrics.bad_request())?;
         let verdict = self.decide(&request);
         let who = describe(&request);
-        match &verdict {
+        let result = match &verdict {
             Verdict::Patch { .. } => {
-                tracing::info!(pod = %who, uid = %request.uid, "injected the Tollgate sidecar")
+                tracing::info!(pod = %who, uid = %request.uid, "injected the Tollgate sidecar");
+                ReviewResult::Injected
             }
             Verdict::Allow { .. } => {
-                tracing::debug!(pod = %who, uid = %request.uid, "admitted without injection")
+                tracing::debug!(pod = %who, uid = %request.uid, "admitted without injection");
+                ReviewResult::Admitted
             }
             Verdict::Deny { message } => {
-                tracing::warn!(pod = %who, uid = %request.uid, %message, "denied")
+                tracing::warn!(pod = %who, uid = %request.uid, %message, "denied");
+                ReviewResult::Denied
             }
-        }
+        };
+        self.metrics.review(result);
         Ok(admission::response(&request.uid, &verdict))
     }
 

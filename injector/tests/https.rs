@@ -227,6 +227,44 @@ async fn mutate_over_https_returns_a_patch_that_injects_the_sidecar() {
         pod["metadata"]["annotations"]["tollgate.dev/status"],
         "injected"
     );
+
+    // The review is counted, and a bad body too.
+    call(
+        server.addr,
+        &server.trusted,
+        Method::POST,
+        "/mutate",
+        b"nope".to_vec(),
+    )
+    .await
+    .unwrap();
+    let (status, content_type, body) = call(
+        server.addr,
+        &server.trusted,
+        Method::GET,
+        "/metrics",
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains("tollgate_injector_reviews_total{result=\"injected\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tollgate_injector_reviews_total{result=\"denied\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tollgate_injector_bad_requests_total 1"),
+        "{text}"
+    );
     server.stop().await;
 }
 
@@ -258,7 +296,7 @@ async fn health_unknown_paths_and_wrong_methods() {
         server.addr,
         &server.trusted,
         Method::GET,
-        "/metrics",
+        "/metricz",
         Vec::new(),
     )
     .await
