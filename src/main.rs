@@ -4,7 +4,15 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "Pre-call credit and quota enforcement for AI agent fleets")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Pre-call credit and quota enforcement for AI agent fleets",
+    long_about = "Pre-call credit and quota enforcement for AI agent fleets.\n\n\
+        Start with `tollgate demo`: the whole system (authority, two sidecars, a simulated \
+        fleet) on the embedded store, nothing else to install.",
+    after_help = "Run `tollgate <COMMAND> --help` for the options of each role."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -12,16 +20,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the version and the region layout version this build speaks.
-    Version,
+    /// Run the whole system on the embedded store with a simulated fleet, then print the
+    /// tenant's statement and verify the audit chain.
+    Demo(tollgate_demo::cli::DemoArgs),
+    /// Run the central authority (ledger, leases, audit) or manage its keys and schema.
+    Authority(tollgate_authority::cli::AuthorityArgs),
+    /// Administer tenants, grants, price books, plans, quotas, alerts; read balances and
+    /// statements; export and verify the audit chain.
+    Ctl(tollgate_authority::cli::CtlArgs),
+    /// Run the per-pod sidecar that owns the shared-memory region and leases budget.
+    Sidecar(tollgate_sidecar::cli::SidecarArgs),
+    /// Run the Kubernetes mutating admission webhook that injects the sidecar.
+    Injector(tollgate_injector::cli::InjectorArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Version => {
-            println!("tollgate {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+    match Cli::parse().command {
+        Command::Demo(args) => tollgate_demo::cli::run(args),
+        Command::Authority(args) => tollgate_authority::cli::run_authority(args),
+        Command::Ctl(args) => tollgate_authority::cli::run_ctl(args),
+        Command::Sidecar(args) => tollgate_sidecar::cli::run(args),
+        Command::Injector(args) => tollgate_injector::cli::run(args),
     }
 }
