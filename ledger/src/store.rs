@@ -18,6 +18,8 @@
 //! Reads outside a transaction ([`Store::wallet`], [`Store::statement`], ...) see
 //! committed data and lock nothing.
 
+/// PostgreSQL: several authority replicas on one database (row locks, unique keys).
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
