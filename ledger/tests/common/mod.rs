@@ -31,6 +31,18 @@ pub struct Env {
     pub ledger: Ledger,
 }
 
+impl Env {
+    /// The store as the trait object the ledger uses.
+    pub fn store_dyn(&self) -> &dyn tollgate_ledger::Store {
+        self.store.as_ref()
+    }
+
+    /// The manual clock's time.
+    pub fn clock_now(&self) -> u64 {
+        tollgate_ledger::Clock::now(&self.clock)
+    }
+}
+
 pub async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
