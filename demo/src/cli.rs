@@ -6,30 +6,65 @@ use std::time::Duration;
 ///
 /// Starts the authority on a temporary embedded (SQLite) store, two sidecars with separate
 /// region folders (two pods) and a fleet of agent threads (interactive, scheduler and
-/// background agents over several models, with per-task budgets and one runaway loop). Prints
-/// live progress, then the tenant's statement and the audit chain check. Nothing to install.
+/// background agents over several models, with per-task budgets and one runaway loop). The
+/// tenant's trial credits pay first, then its purchased credits, then overage up to the
+/// plan's hard cap. Prints live progress (balance, burn rate, projected depletion, denials
+/// by reason and tier), then the tenant's statement and the audit chain check. Nothing to
+/// install; everything lives in a temporary folder that is removed at the end.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// How long the fleet runs (e.g. `20s`, `1m`). The whole demo takes a few seconds more.
+    /// How long the fleet runs (e.g. `20s`, `1m`); the whole demo takes a few seconds more.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub duration: Duration,
 
-    /// Number of simulated agents (threads), spread over the two pods and the three tiers.
-    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(3..=512))]
+    /// Number of simulated agents (threads), spread over the two pods and the three tiers;
+    /// the last one is the runaway loop.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=200))]
     pub agents: u32,
+
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub every: u64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let d =
         humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write e.g. 20s or 1m)"))?;
-    if d < Duration::from_secs(2) || d > Duration::from_secs(3600) {
-        return Err(format!("{s:?}: choose between 2s and 1h"));
+    if d < Duration::from_secs(3) || d > Duration::from_secs(3600) {
+        return Err(format!("{s:?}: choose between 3s and 1h"));
     }
     Ok(d)
 }
 
 /// Entry point for `tollgate demo`.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("the demo is being built")
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(crate::scenario::run(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: DemoArgs,
+    }
+
+    #[test]
+    fn flags_parse_and_validate() {
+        let t = T::try_parse_from(["x"]).unwrap();
+        assert_eq!(t.a.duration, Duration::from_secs(20));
+        assert_eq!(t.a.agents, 12);
+        let t = T::try_parse_from(["x", "--duration", "1m", "--agents", "30"]).unwrap();
+        assert_eq!(t.a.duration, Duration::from_secs(60));
+        assert!(T::try_parse_from(["x", "--duration", "1s"]).is_err());
+        assert!(T::try_parse_from(["x", "--duration", "soon"]).is_err());
+        assert!(T::try_parse_from(["x", "--agents", "2"]).is_err());
+    }
 }

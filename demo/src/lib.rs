@@ -6,6 +6,9 @@
 //! live progress, and ends with the tenant's statement and the audit chain verified.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod cli;
+pub mod fleet;
 pub mod local;
+pub mod scenario;
 pub mod setup;

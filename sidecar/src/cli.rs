@@ -191,8 +191,7 @@ impl SidecarArgs {
 pub fn run(args: SidecarArgs) -> anyhow::Result<()> {
     crate::logging::init(&args.log, args.log_format)?;
     let config = args.resolve()?;
-    let _ = config;
-    anyhow::bail!("the sidecar runtime is being wired")
+    crate::run::run_blocking(config)
 }
 
 #[cfg(test)]

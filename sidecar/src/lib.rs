@@ -38,6 +38,7 @@ pub mod batcher;
 pub mod burn;
 pub mod cli;
 pub mod convert;
+pub mod core;
 pub mod degraded;
 pub mod http;
 pub mod key;
@@ -46,6 +47,8 @@ pub mod leasebook;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;
+pub mod owner;
+pub mod run;
 
 pub mod session;
 pub mod state;

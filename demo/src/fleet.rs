@@ -1,0 +1,308 @@
+//! The simulated agent fleet: threads that reserve before every (simulated) LLM call and
+//! commit what it actually used, through `tollgate-client`, like a real agent runtime.
+//!
+//! Agents are spread over the two pods, the three tiers and several models; each works in
+//! tasks with their own budgets, and one of them is a runaway loop whose task budget stops
+//! it. Every outcome is counted per agent, tier and reason, so the demo can show denials by
+//! reason and tier and reconcile the fleet's spend with the authority's statement.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tollgate_client::{Call, Gate, ReserveError};
+use tollgate_core::{Credits, Initiator, Tier, Usage};
+
+/// What an agent does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Tasks of a few calls each, each task within its budget.
+    Normal,
+    /// One task that loops on large calls until its budget stops it.
+    Runaway,
+}
+
+/// One simulated agent.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// Display name.
+    pub name: String,
+    /// Which pod (0 or 1).
+    pub pod: usize,
+    /// Priority tier.
+    pub tier: Tier,
+    /// Who starts its calls.
+    pub initiator: Initiator,
+    /// Model it calls.
+    pub model: &'static str,
+    /// Per-task budget.
+    pub task_budget: Credits,
+    /// Calls per task.
+    pub calls_per_task: u32,
+    /// Behaviour.
+    pub behaviour: Behaviour,
+    /// Simulated call latency.
+    pub latency: Duration,
+}
+
+/// The fleet for `n` agents.
+pub fn plan(n: usize) -> Vec<AgentSpec> {
+    let models = [
+        "frontier-large",
+        "balanced-medium",
+        "fast-small",
+        "code-actions",
+        "premium-requests",
+    ];
+    let roles: [(&str, Tier, Initiator); 3] = [
+        ("support-chat", Tier::Interactive, Initiator::Human),
+        ("nightly-report", Tier::Scheduler, Initiator::Agent),
+        ("indexer", Tier::Background, Initiator::Agent),
+    ];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let (role, tier, initiator) = roles[i % 3];
+        let model = models[(i / 3 + i) % models.len()];
+        let runaway = i == n - 1;
+        out.push(AgentSpec {
+            name: if runaway {
+                "runaway-loop".to_string()
+            } else {
+                format!("{role}-{}", i / 3 + 1)
+            },
+            pod: i % 2,
+            tier: if runaway { Tier::Background } else { tier },
+            initiator,
+            model: if runaway { "frontier-large" } else { model },
+            // Normal tasks fit their calls; the runaway loop's budget stops it after a few.
+            task_budget: if runaway {
+                Credits::from_micros(400_000)
+            } else {
+                Credits::from_micros(1_000_000)
+            },
+            calls_per_task: if runaway {
+                u32::MAX
+            } else {
+                4 + (i % 5) as u32
+            },
+            behaviour: if runaway {
+                Behaviour::Runaway
+            } else {
+                Behaviour::Normal
+            },
+            latency: Duration::from_millis(8 + (i as u64 * 7) % 25),
+        });
+    }
+    out
+}
+
+/// Counters of one agent.
+#[derive(Debug, Clone, Default)]
+pub struct AgentStats {
+    /// Committed calls.
+    pub calls: u64,
+    /// Credits committed (micro).
+    pub spent: u64,
+    /// Denials by reason.
+    pub denials: BTreeMap<String, u64>,
+    /// Tasks stopped by their budget.
+    pub tasks_stopped: u64,
+    /// Tasks completed.
+    pub tasks_done: u64,
+    /// Other errors (first one kept).
+    pub errors: u64,
+    /// First error text.
+    pub first_error: Option<String>,
+}
+
+/// Shared fleet state.
+#[derive(Debug, Default)]
+pub struct FleetStats {
+    /// Per agent (by name), with its tier.
+    pub agents: Mutex<BTreeMap<String, (Tier, AgentStats)>>,
+}
+
+impl FleetStats {
+    fn update(&self, name: &str, tier: Tier, f: impl FnOnce(&mut AgentStats)) {
+        let mut g = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g
+            .entry(name.to_string())
+            .or_insert_with(|| (tier, AgentStats::default()))
+            .1);
+    }
+
+    /// A copy of the counters.
+    pub fn snapshot(&self) -> BTreeMap<String, (Tier, AgentStats)> {
+        self.agents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Total committed (micro) and calls.
+    pub fn totals(&self) -> (u64, u64) {
+        self.snapshot()
+            .values()
+            .fold((0, 0), |(s, c), (_, a)| (s + a.spent, c + a.calls))
+    }
+
+    /// Denials by (reason, tier).
+    pub fn denials(&self) -> BTreeMap<(String, Tier), u64> {
+        let mut out = BTreeMap::new();
+        for (tier, a) in self.snapshot().values() {
+            for (r, n) in &a.denials {
+                *out.entry((r.clone(), *tier)).or_insert(0) += n;
+            }
+        }
+        out
+    }
+}
+
+fn reason(e: &ReserveError) -> String {
+    match e {
+        ReserveError::Denied(d) => match d.limit {
+            Some(l) => tollgate_sidecar::owner::reason_label(l),
+            None => "allowance".into(),
+        },
+        ReserveError::TaskExhausted { .. } => "task_budget".into(),
+        other => format!("error: {other}"),
+    }
+}
+
+/// A tiny deterministic generator (no floats near money; this only shapes token counts).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Runs the fleet until `stop`; `regions[pod]` is each pod's region file.
+pub fn run(
+    specs: Vec<AgentSpec>,
+    regions: [PathBuf; 2],
+    tenant: String,
+    stop: Arc<AtomicBool>,
+    stats: Arc<FleetStats>,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    let gates = [
+        Arc::new(Gate::attach(&regions[0])?),
+        Arc::new(Gate::attach(&regions[1])?),
+    ];
+    let mut handles = Vec::new();
+    for (i, spec) in specs.into_iter().enumerate() {
+        let gate = gates[spec.pod].clone();
+        let stop = stop.clone();
+        let stats = stats.clone();
+        let tenant = tenant.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(spec.name.clone())
+                .spawn(move || {
+                    agent(
+                        gate,
+                        spec,
+                        tenant,
+                        stop,
+                        stats,
+                        0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1),
+                    )
+                })?,
+        );
+    }
+    Ok(handles)
+}
+
+fn agent(
+    gate: Arc<Gate>,
+    spec: AgentSpec,
+    tenant: String,
+    stop: Arc<AtomicBool>,
+    stats: Arc<FleetStats>,
+    seed: u64,
+) {
+    let mut rng = Rng(seed);
+    let err = |stats: &FleetStats, e: String| {
+        stats.update(&spec.name, spec.tier, |a| {
+            a.errors += 1;
+            a.first_error.get_or_insert(e);
+        })
+    };
+    let (t, model) = match (gate.tenant(&tenant), gate.model(spec.model)) {
+        (Ok(t), Ok(m)) => (t, m),
+        (Err(e), _) | (_, Err(e)) => return err(&stats, e.to_string()),
+    };
+    stats.update(&spec.name, spec.tier, |_| {});
+    let mut backoff_until: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let task = gate.open_task(spec.task_budget);
+        let mut n = 0u32;
+        while n < spec.calls_per_task && !stop.load(Ordering::Relaxed) {
+            if let Some(t) = backoff_until {
+                let now = Instant::now();
+                if now < t {
+                    std::thread::sleep((t - now).min(Duration::from_millis(50)));
+                    continue;
+                }
+                backoff_until = None;
+            }
+            let input = rng.range(300, 2_500);
+            let max_out = 800;
+            let call = Call::model(&model)
+                .tenant(t)
+                .input_tokens(input)
+                .max_output_tokens(max_out)
+                .tier(spec.tier)
+                .initiator(spec.initiator)
+                .task(&task);
+            match gate.reserve(&call) {
+                Ok(hold) => {
+                    std::thread::sleep(spec.latency);
+                    let out = rng.range(50, max_out);
+                    match hold.commit(Usage::new(input, out)) {
+                        Ok(c) => stats.update(&spec.name, spec.tier, |a| {
+                            a.calls += 1;
+                            a.spent += c.0;
+                        }),
+                        Err(e) => err(&stats, e.to_string()),
+                    }
+                    n += 1;
+                }
+                Err(e @ ReserveError::TaskExhausted { .. }) => {
+                    stats.update(&spec.name, spec.tier, |a| {
+                        *a.denials.entry(reason(&e)).or_insert(0) += 1;
+                        a.tasks_stopped += 1;
+                    });
+                    if spec.behaviour == Behaviour::Runaway {
+                        // The runtime stops the runaway loop: the task is out, not the tenant.
+                        return;
+                    }
+                    break;
+                }
+                Err(ReserveError::Denied(d)) => {
+                    let e = ReserveError::Denied(d.clone());
+                    stats.update(&spec.name, spec.tier, |a| {
+                        *a.denials.entry(reason(&e)).or_insert(0) += 1
+                    });
+                    backoff_until =
+                        Some(Instant::now() + d.retry_after.max(Duration::from_millis(20)));
+                }
+                Err(e) => {
+                    err(&stats, e.to_string());
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        if n >= spec.calls_per_task {
+            stats.update(&spec.name, spec.tier, |a| a.tasks_done += 1);
+        }
+    }
+}

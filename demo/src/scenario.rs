@@ -1,0 +1,221 @@
+//! The demo's script: start everything, run the fleet with live progress, stop it cleanly,
+//! print the statement and the checks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tollgate_core::Tier;
+use tollgate_sidecar::cli::Config;
+
+use crate::cli::DemoArgs;
+use crate::fleet::{self, FleetStats};
+use crate::setup::Budget;
+
+/// The demo tenant.
+pub const TENANT: &str = "acme";
+
+/// Rough burn of one simulated agent, micro-credits per second (sizes the budget so every
+/// phase shows up within the run; the real burn is measured and printed).
+const BURN_PER_AGENT: u64 = 1_100_000;
+
+/// Credits with two decimals for progress lines (display only: the micro-credit integer
+/// rounded half up; statements carry the exact values).
+pub fn cr(micro: u64) -> String {
+    let hundredths = micro.div_ceil(5_000) / 2;
+    format!("{}.{:02}", hundredths / 100, hundredths % 100)
+}
+
+/// A sidecar configuration for one demo pod.
+pub fn pod_config(dir: &std::path::Path, pod: &str, authority: &str) -> Config {
+    let region_dir = dir.join(pod);
+    Config {
+        region: region_dir.join("region"),
+        region_dir,
+        authority: authority.to_string(),
+        sidecar_id: pod.to_string(),
+        token: Some(format!("{pod}-token")),
+        tenants: vec![TENANT.to_string()],
+        http: "127.0.0.1:0".parse().expect("a literal address"),
+        emergency_allowance: 0,
+        lanes: 64,
+        tick: Duration::from_millis(5),
+        liveness_timeout: Duration::from_secs(1),
+    }
+}
+
+/// Waits until the pod's region exists and serves the tenant and the models.
+fn wait_ready(region: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + timeout;
+    loop {
+        let ok = tollgate_client::Gate::attach(region)
+            .ok()
+            .map(|g| g.tenant(TENANT).is_ok() && g.model("fast-small").is_ok())
+            .unwrap_or(false);
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            anyhow::bail!(
+                "the sidecar did not configure {} within {timeout:?}",
+                region.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the demo.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix("tollgate-demo-")
+        .tempdir()?;
+    let agents = args.agents as usize;
+    let expected = BURN_PER_AGENT * agents as u64 * args.duration.as_secs().max(1);
+    let budget = Budget::for_expected_burn(expected);
+
+    println!(
+        "Tollgate demo: {agents} agents on 2 pods for {:?}",
+        args.duration
+    );
+    println!(
+        "tenant {TENANT}: trial {} cr (pays first), purchased {} cr (then), overage up to the hard cap of {} cr",
+        cr(budget.trial),
+        cr(budget.purchased),
+        cr(budget.hard_cap)
+    );
+
+    let backend = crate::backend::Backend::start(dir.path(), budget).await?;
+    println!("{}", backend.describe());
+
+    let mut pods = Vec::new();
+    for pod in ["pod-a", "pod-b"] {
+        let cfg = pod_config(dir.path(), pod, &backend.url());
+        let region = cfg.region.clone();
+        let running = tokio::task::spawn_blocking(move || tollgate_sidecar::run::spawn(cfg))
+            .await?
+            .with_context(|| format!("starting sidecar {pod}"))?;
+        println!(
+            "sidecar {pod}: region {} , /metrics on http://{}",
+            region.display(),
+            running.http_addr
+        );
+        pods.push((pod, region, running));
+    }
+    let regions: [PathBuf; 2] = [pods[0].1.clone(), pods[1].1.clone()];
+    for r in &regions {
+        let r = r.clone();
+        tokio::task::spawn_blocking(move || wait_ready(&r, Duration::from_secs(15))).await??;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(FleetStats::default());
+    let specs = fleet::plan(agents);
+    let handles = fleet::run(
+        specs,
+        regions.clone(),
+        TENANT.to_string(),
+        stop.clone(),
+        stats.clone(),
+    )?;
+    println!("fleet started; progress every {}s\n", args.every);
+
+    let t0 = Instant::now();
+    let mut last = (0u64, Instant::now());
+    while t0.elapsed() < args.duration {
+        let left = args.duration.saturating_sub(t0.elapsed());
+        tokio::time::sleep(left.min(Duration::from_secs(args.every))).await;
+        let (spent, calls) = stats.totals();
+        let dt = last.1.elapsed().as_millis().max(1) as u64;
+        let burn = (spent - last.0) * 1000 / dt; // micro-credits per second
+        last = (spent, Instant::now());
+        let bal = backend.balance().await;
+        let depletion = bal
+            .spendable
+            .checked_div(burn)
+            .map_or_else(|| "-".to_string(), |s| format!("{s}s"));
+        let mut den: Vec<String> = stats
+            .denials()
+            .into_iter()
+            .map(|((r, t), n)| format!("{r}/{t} {n}"))
+            .collect();
+        if den.is_empty() {
+            den.push("none".into());
+        }
+        println!(
+            "[{:>5.1}s] spendable {:>8} cr | {} | burn {:>6} cr/s | depletion in {:>5} | calls {:>6} | denials: {}",
+            t0.elapsed().as_secs_f32(),
+            cr(bal.spendable),
+            bal.phase,
+            cr(burn),
+            depletion,
+            calls,
+            den.join(", ")
+        );
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    println!("\nfleet stopped; stopping the sidecars (usage flushed, unused leases returned)");
+    let stops: Vec<_> = pods
+        .into_iter()
+        .map(|(pod, _region, running)| (pod, tokio::task::spawn_blocking(move || running.stop())))
+        .collect();
+    for (pod, s) in stops {
+        s.await?
+            .with_context(|| format!("stopping sidecar {pod}"))?;
+    }
+
+    let (spent, calls) = stats.totals();
+    let snapshot = stats.snapshot();
+    println!(
+        "\n== Fleet ({} calls, {} cr committed) ==",
+        calls,
+        cr(spent)
+    );
+    for tier in Tier::ALL {
+        let (s, c, d): (u64, u64, u64) =
+            snapshot
+                .values()
+                .filter(|(t, _)| *t == tier)
+                .fold((0, 0, 0), |(s, c, d), (_, a)| {
+                    (
+                        s + a.spent,
+                        c + a.calls,
+                        d + a.denials.values().sum::<u64>(),
+                    )
+                });
+        println!(
+            "  {:<12} {:>7} calls {:>9} cr  {:>6} denials",
+            tier.as_str(),
+            c,
+            cr(s),
+            d
+        );
+    }
+    if let Some((_, a)) = snapshot.get("runaway-loop") {
+        println!(
+            "  runaway-loop: stopped by its task budget after {} calls ({} cr); the tenant was not affected",
+            a.calls,
+            cr(a.spent)
+        );
+    }
+    let errors: u64 = snapshot.values().map(|(_, a)| a.errors).sum();
+    if errors > 0 {
+        let first = snapshot
+            .values()
+            .find_map(|(_, a)| a.first_error.clone())
+            .unwrap_or_default();
+        println!("  errors: {errors} (first: {first})");
+    }
+
+    let report = backend.finish(spent, calls).await?;
+    println!("{report}");
+    println!("demo finished in {:.1}s", started.elapsed().as_secs_f32());
+    Ok(())
+}

@@ -1,0 +1,951 @@
+//! The control loop's state and decisions: one owner of the region, the lease books, the
+//! outbox and the session's outgoing queue. Everything here runs on one task, so no state
+//! is shared except the metrics and health flags.
+//!
+//! Each tick: reclaim dead agents' lanes, drain the rings into signed batches (outbox first),
+//! harvest consumption into the pools and attribute it to leases, expire leases, top up and
+//! revoke lane allowances, ask for leases before pools run dry, and flush messages to the
+//! authority.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tollgate_proto::batch::RecordInput;
+use tollgate_proto::v1::{
+    self, DemandReport, Heartbeat, LeaseReturn, LimitDemand, LimitKey, RegisterRequest,
+    SessionDown, SessionUp, TenantPolicy, session_down, session_up,
+};
+
+use crate::batcher::Batcher;
+use crate::burn::BurnMeter;
+use crate::cli::Config;
+use crate::degraded::{Connectivity, Emergency};
+use crate::http::Health;
+use crate::key::SidecarKey;
+use crate::lease::{LaneAction, LanePolicy, LeasePolicy, PoolView};
+use crate::leasebook::{LeaseBook, Return};
+use crate::metrics::{self, Metrics};
+use crate::outbox::Outbox;
+use crate::owner::{DrainedRecord, Owner};
+use crate::session::Event;
+use crate::state::SidecarState;
+
+/// How often the rings are drained into a batch.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(50);
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runtime data of one limit (one pool).
+#[derive(Debug)]
+struct LimitRt {
+    key: LimitKey,
+    pool: usize,
+    burn: BurnMeter,
+    /// Demanded and not answered yet, and when it was asked.
+    in_flight: u64,
+    asked_at: Option<Instant>,
+    emergency: Emergency,
+    /// Pool consumed counter at the last harvest (consumption is attributed by delta).
+    last_consumed: u64,
+}
+
+/// Runtime data of one lane.
+#[derive(Debug)]
+struct LaneRt {
+    burn: BurnMeter,
+    last_consumed: u64,
+    last_active: Instant,
+}
+
+/// The control loop's state.
+pub struct Core {
+    cfg: Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    key: SidecarKey,
+    batcher: Batcher,
+    outbox: Outbox,
+    /// Sequences in the outbox (sent or not), not yet acknowledged.
+    unacked: BTreeSet<u64>,
+    owner: Owner,
+    state: SidecarState,
+    state_path: std::path::PathBuf,
+    state_dirty: bool,
+    limits: BTreeMap<String, LimitRt>,
+    lanes: HashMap<usize, LaneRt>,
+    policies: BTreeMap<String, TenantPolicy>,
+    conn: Connectivity,
+    up: Option<mpsc::Sender<SessionUp>>,
+    up_queue: VecDeque<SessionUp>,
+    lease_policy: LeasePolicy,
+    lane_policy: LanePolicy,
+    started: Instant,
+    shutting_down: bool,
+    heartbeat_every: Duration,
+    last_up: Instant,
+    last_reclaim: Instant,
+    last_demand: Instant,
+    last_state_save: Instant,
+    last_drain: Instant,
+    drained: Vec<DrainedRecord>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("sidecar", &self.cfg.sidecar_id)
+            .field("limits", &self.limits.len())
+            .field("conn", &self.conn)
+            .finish()
+    }
+}
+
+impl Core {
+    /// Creates or re-attaches the region, loads the key, the lease books and the outbox.
+    pub fn start(cfg: Config, metrics: Arc<Metrics>, health: Arc<Health>) -> anyhow::Result<Core> {
+        std::fs::create_dir_all(&cfg.region_dir)
+            .with_context(|| format!("creating the region folder {}", cfg.region_dir.display()))?;
+        let key = SidecarKey::load_or_create(&cfg.region_dir.join("sidecar.key"))?;
+        let (outbox, recovered) = Outbox::open(cfg.region_dir.join("outbox"))?;
+        for bad in &recovered.corrupt {
+            tracing::error!(file = %bad.display(), "corrupt outbox batch set aside");
+        }
+        let state_path = cfg.region_dir.join("sidecar-state.json");
+        let state = match SidecarState::load(&state_path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "starting without the lease state");
+                SidecarState::default()
+            }
+        };
+        let mut owner = Owner::open(&cfg)?;
+        // Ring positions covered by batches persisted before a crash: never drain them twice.
+        let mut unacked = BTreeSet::new();
+        for p in &recovered.pending {
+            let (cursors, _) = Batcher::decode(p.seq, &p.payload)?;
+            owner.skip_to(&cursors);
+            unacked.insert(p.seq);
+        }
+        if !recovered.pending.is_empty() {
+            tracing::info!(
+                batches = recovered.pending.len(),
+                "resuming unsent usage batches from the outbox"
+            );
+        }
+        let now = Instant::now();
+        let mut core = Core {
+            batcher: Batcher::new(cfg.sidecar_id.clone()),
+            metrics,
+            health,
+            key,
+            outbox,
+            unacked,
+            owner,
+            state,
+            state_path,
+            state_dirty: false,
+            limits: BTreeMap::new(),
+            lanes: HashMap::new(),
+            policies: BTreeMap::new(),
+            conn: Connectivity::Disconnected { since_ms: 0 },
+            up: None,
+            up_queue: VecDeque::new(),
+            lease_policy: LeasePolicy::default(),
+            lane_policy: LanePolicy::default(),
+            started: now,
+            shutting_down: false,
+            heartbeat_every: Duration::from_secs(5),
+            last_up: now,
+            last_reclaim: now,
+            last_demand: now - Duration::from_secs(60),
+            last_state_save: now,
+            last_drain: now,
+            drained: Vec::new(),
+            cfg,
+        };
+        // Limits the region already has (a sidecar restart) come back with their pools.
+        for (canonical, key, pool) in core.owner.limits() {
+            let consumed = core.owner.pool(pool).consumed;
+            core.limits.insert(
+                canonical,
+                LimitRt::new(key, pool, consumed, core.cfg.emergency_allowance),
+            );
+        }
+        core.metrics.outbox_pending.set(core.unacked.len() as i64);
+        Ok(core)
+    }
+
+    fn mono_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    // ---- session events ------------------------------------------------------------------
+
+    /// Handles one event from the session transport.
+    pub fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::NeedRegister(reply) => {
+                let _ = reply.send(self.register_request());
+            }
+            Event::Connected { response, up } => self.on_connected(*response, up),
+            Event::Down(msg) => self.on_down(*msg),
+            Event::Disconnected { reason } => {
+                if self.conn.is_connected() {
+                    tracing::warn!(%reason, "authority session lost: serving from leases (degraded mode)");
+                } else {
+                    tracing::debug!(%reason, "authority not reachable");
+                }
+                self.metrics.reconnects.inc();
+                if self.conn.is_connected() {
+                    self.conn = Connectivity::Disconnected {
+                        since_ms: self.started.elapsed().as_millis() as u64,
+                    };
+                }
+                self.up = None;
+                self.up_queue.clear(); // batches stay in the outbox; demand is re-sent
+                for l in self.limits.values_mut() {
+                    l.in_flight = 0;
+                    l.asked_at = None;
+                }
+                self.metrics.authority_connected.set(0);
+                self.health.set_connected(false);
+            }
+        }
+    }
+
+    fn register_request(&self) -> RegisterRequest {
+        let mut held = Vec::new();
+        for (canonical, book) in &self.state.leases {
+            let Some(l) = self.limits.get(canonical) else {
+                continue;
+            };
+            for lease in book.held() {
+                held.push(v1::HeldLease {
+                    lease_id: lease.id.clone(),
+                    limit: Some(l.key.clone()),
+                    amount_micro: lease.amount,
+                    remaining_micro: lease.remaining(),
+                    expires_unix_ms: lease.expires_unix_ms,
+                });
+            }
+        }
+        RegisterRequest {
+            sidecar_id: self.cfg.sidecar_id.clone(),
+            tenants: self.cfg.tenants.clone(),
+            public_key: self.key.public_bytes().to_vec(),
+            held_leases: held,
+            next_seq: self.outbox.next_seq(),
+            agent: format!("tollgate-sidecar {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    fn on_connected(&mut self, r: v1::RegisterResponse, up: mpsc::Sender<SessionUp>) {
+        tracing::info!(
+            durable_through = r.durable_through_seq,
+            "authority session open"
+        );
+        self.conn = Connectivity::Connected;
+        self.up = Some(up);
+        self.metrics.authority_connected.set(1);
+        self.health.set_connected(true);
+        if r.heartbeat_interval_ms > 0 {
+            self.heartbeat_every =
+                Duration::from_millis(r.heartbeat_interval_ms).max(Duration::from_millis(100));
+        }
+        // Batches the authority already has are done.
+        let done: Vec<u64> = self
+            .unacked
+            .range(..=r.durable_through_seq)
+            .copied()
+            .collect();
+        for seq in done {
+            self.acked(seq);
+        }
+        // Leases it no longer honours must not be spent.
+        let mut dropped_any = false;
+        for (canonical, book) in self.state.leases.iter_mut() {
+            let dropped = book.keep_honoured(&r.honoured_lease_ids);
+            if dropped > 0 {
+                dropped_any = true;
+                if let Some(l) = self.limits.get(canonical) {
+                    let taken = take_back(&mut self.owner, l.pool, dropped);
+                    tracing::warn!(limit = %canonical, dropped, taken, "leases not honoured by the authority withdrawn");
+                }
+            }
+        }
+        if dropped_any {
+            self.state_dirty = true;
+        }
+        for p in r.policies {
+            self.apply_policy(p);
+        }
+        for b in r.price_books {
+            self.apply_price_book(&b);
+        }
+        // Replay everything not acknowledged, in order.
+        self.replay_outbox();
+        if self.unacked.is_empty() {
+            for l in self.limits.values_mut() {
+                l.emergency.reconciled();
+            }
+        }
+        self.last_demand = Instant::now() - Duration::from_secs(60);
+        self.flush_up();
+    }
+
+    fn replay_outbox(&mut self) {
+        let seqs: Vec<u64> = self.unacked.iter().copied().collect();
+        if seqs.is_empty() {
+            return;
+        }
+        let mut replayed = 0;
+        for seq in seqs {
+            let payload = match self.outbox.read(seq) {
+                Ok(Some(p)) => p,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read an outbox batch");
+                    continue;
+                }
+            };
+            match Batcher::decode(seq, &payload) {
+                Ok((_, batch)) => {
+                    self.up_queue.push_back(SessionUp {
+                        msg: Some(session_up::Msg::Batch(batch)),
+                    });
+                    replayed += 1;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot replay an outbox batch"),
+            }
+        }
+        tracing::info!(batches = replayed, "replaying unacknowledged usage batches");
+    }
+
+    fn on_down(&mut self, msg: SessionDown) {
+        let Some(m) = msg.msg else { return };
+        match m {
+            session_down::Msg::Grant(g) => {
+                if let Some(lease) = g.lease {
+                    self.on_grant(lease);
+                }
+            }
+            session_down::Msg::Revocation(r) => self.on_revocation(r),
+            session_down::Msg::Policy(p) => {
+                if let Some(p) = p.policy {
+                    self.apply_policy(p);
+                }
+            }
+            session_down::Msg::PriceBook(b) => {
+                if let Some(b) = b.price_book {
+                    self.apply_price_book(&b);
+                }
+            }
+            session_down::Msg::Ack(a) => self.on_ack(a),
+            session_down::Msg::Heartbeat(_) => {}
+        }
+    }
+
+    fn on_grant(&mut self, lease: v1::Lease) {
+        let Some(key) = lease.limit.clone() else {
+            return;
+        };
+        let canonical = key.canonical();
+        let now = now_unix_ms();
+        let Some(l) = self.limits.get_mut(&canonical) else {
+            tracing::warn!(limit = %canonical, "lease for a limit this sidecar does not serve: returning it");
+            self.queue_returns(vec![Return {
+                id: lease.lease_id,
+                amount: lease.amount_micro,
+                close: true,
+            }]);
+            return;
+        };
+        if self.shutting_down || lease.expires_unix_ms <= now {
+            self.queue_returns(vec![Return {
+                id: lease.lease_id,
+                amount: lease.amount_micro,
+                close: true,
+            }]);
+            return;
+        }
+        if let Err(e) = self.owner.grant(l.pool, lease.amount_micro) {
+            tracing::error!(error = %e, limit = %canonical, "cannot put a lease into its pool: returning it");
+            self.queue_returns(vec![Return {
+                id: lease.lease_id,
+                amount: lease.amount_micro,
+                close: true,
+            }]);
+            return;
+        }
+        l.in_flight = l.in_flight.saturating_sub(lease.amount_micro);
+        if l.in_flight == 0 {
+            l.asked_at = None;
+        }
+        self.state
+            .leases
+            .entry(canonical.clone())
+            .or_default()
+            .grant(
+                lease.lease_id,
+                lease.amount_micro,
+                lease.expires_unix_ms,
+                now,
+            );
+        self.state_dirty = true;
+        tracing::debug!(limit = %canonical, amount = lease.amount_micro, "lease granted");
+    }
+
+    fn on_revocation(&mut self, r: v1::Revocation) {
+        let Some(key) = r.limit else { return };
+        let canonical = key.canonical();
+        let Some(l) = self.limits.get(&canonical) else {
+            return;
+        };
+        let pool = l.pool;
+        let book = self.state.leases.entry(canonical.clone()).or_default();
+        let mut returns = Vec::new();
+        // Leases revoked by id go back whole.
+        let listed: u64 = book
+            .held()
+            .filter(|h| r.lease_ids.contains(&h.id))
+            .map(|h| h.remaining())
+            .sum();
+        let remaining = book.remaining();
+        let ceiling_excess = remaining.saturating_sub(r.ceiling_micro);
+        let excess = ceiling_excess.max(listed);
+        if excess > 0 {
+            let taken = take_back(&mut self.owner, pool, excess);
+            returns = book.give_back(taken);
+            tracing::info!(limit = %canonical, ceiling = r.ceiling_micro, taken, wanted = excess, reason = %r.reason, "revocation applied");
+        }
+        self.state_dirty = true;
+        self.queue_returns(returns);
+        self.flush_up();
+    }
+
+    fn on_ack(&mut self, a: v1::BatchAck) {
+        match v1::AckStatus::try_from(a.status) {
+            Ok(v1::AckStatus::Rejected) => {
+                tracing::error!(seq = a.seq, error = %a.error, "usage batch rejected by the authority: dropped");
+            }
+            Ok(v1::AckStatus::Accepted) | Ok(v1::AckStatus::Duplicate) => {}
+            _ => {
+                tracing::warn!(
+                    seq = a.seq,
+                    "acknowledgement with an unknown status: keeping the batch"
+                );
+                return;
+            }
+        }
+        self.acked(a.seq);
+        if self.unacked.is_empty() && self.conn.is_connected() {
+            for l in self.limits.values_mut() {
+                l.emergency.reconciled();
+            }
+        }
+    }
+
+    fn acked(&mut self, seq: u64) {
+        if let Err(e) = self.outbox.ack(seq) {
+            tracing::error!(error = %e, seq, "cannot remove an acknowledged batch");
+        }
+        if self.unacked.remove(&seq) {
+            self.metrics.batches_acked.inc();
+        }
+        self.metrics.outbox_pending.set(self.unacked.len() as i64);
+    }
+
+    fn apply_policy(&mut self, p: TenantPolicy) {
+        if !self.cfg.tenants.contains(&p.tenant) {
+            return;
+        }
+        if let Some(old) = self.policies.get(&p.tenant)
+            && old.version > p.version
+        {
+            return; // an older push arriving late
+        }
+        match self.owner.configure(&p) {
+            Ok(limits) => {
+                for (canonical, key, pool) in limits {
+                    if !self.limits.contains_key(&canonical) {
+                        let consumed = self.owner.pool(pool).consumed;
+                        self.limits.insert(
+                            canonical,
+                            LimitRt::new(key, pool, consumed, self.cfg.emergency_allowance),
+                        );
+                    }
+                }
+                tracing::info!(tenant = %p.tenant, version = p.version, cap = p.hard_cap_micro, "policy applied");
+            }
+            Err(e) => {
+                tracing::error!(tenant = %p.tenant, error = %e, "cannot apply the pushed policy")
+            }
+        }
+        self.policies.insert(p.tenant.clone(), p);
+    }
+
+    fn apply_price_book(&mut self, b: &v1::PriceBook) {
+        if !b.tenant.is_empty() && !self.cfg.tenants.contains(&b.tenant) {
+            return;
+        }
+        match crate::convert::price_book(b) {
+            Ok(spec) => match self.owner.publish_price_book(spec) {
+                Ok(()) => tracing::info!(version = b.version, "price book published to the region"),
+                Err(e) => tracing::error!(error = %e, "cannot publish the price book"),
+            },
+            Err(e) => tracing::error!(error = %e, "pushed price book is invalid"),
+        }
+    }
+
+    fn queue_returns(&mut self, returns: Vec<Return>) {
+        let through_seq = self.outbox.next_seq().saturating_sub(1);
+        for r in returns {
+            if r.amount == 0 && !r.close {
+                continue;
+            }
+            self.up_queue.push_back(SessionUp {
+                msg: Some(session_up::Msg::LeaseReturn(LeaseReturn {
+                    lease_id: r.id,
+                    amount_micro: r.amount,
+                    close: r.close,
+                    through_seq,
+                })),
+            });
+        }
+    }
+
+    /// Sends what is queued while the session is up.
+    pub fn flush_up(&mut self) {
+        let Some(up) = &self.up else { return };
+        while let Some(m) = self.up_queue.pop_front() {
+            let is_batch = matches!(m.msg, Some(session_up::Msg::Batch(_)));
+            match up.try_send(m) {
+                Ok(()) => {
+                    self.last_up = Instant::now();
+                    if is_batch {
+                        self.metrics.batches_sent.inc();
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(m)) => {
+                    self.up_queue.push_front(m);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.up = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Whether nothing waits to be sent.
+    pub fn up_queue_empty(&self) -> bool {
+        self.up_queue.is_empty()
+    }
+
+    // ---- the tick --------------------------------------------------------------------------
+
+    /// One pass of the control loop.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        self.owner.heartbeat(now_unix_ms());
+        if now.duration_since(self.last_reclaim) >= self.cfg.liveness_timeout / 2 {
+            self.last_reclaim = now;
+            self.reclaim();
+        }
+        // Draining also harvests consumption into the pools; batching every DRAIN_EVERY keeps
+        // batches large without letting the rings fill.
+        if self.shutting_down || now.duration_since(self.last_drain) >= DRAIN_EVERY {
+            self.last_drain = now;
+            self.drain();
+        }
+        self.harvest();
+        self.expire();
+        self.lanes_pass();
+        self.demand();
+        if self.conn.is_connected() && now.duration_since(self.last_up) >= self.heartbeat_every {
+            self.up_queue.push_back(SessionUp {
+                msg: Some(session_up::Msg::Heartbeat(Heartbeat {
+                    unix_ms: now_unix_ms(),
+                })),
+            });
+        }
+        self.flush_up();
+        if self.state_dirty
+            && now.duration_since(self.last_state_save) >= Duration::from_millis(200)
+        {
+            self.save_state();
+        }
+        self.update_metrics();
+        self.health.tick();
+    }
+
+    fn save_state(&mut self) {
+        match self.state.save(&self.state_path) {
+            Ok(()) => {
+                self.state_dirty = false;
+                self.last_state_save = Instant::now();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot save the lease state"),
+        }
+    }
+
+    fn reclaim(&mut self) {
+        for r in self.owner.reclaim_dead() {
+            self.metrics.processes_reclaimed.inc();
+            self.metrics.reclaimed_credits.inc_by(r.returned);
+            self.lanes.remove(&r.lane);
+            tracing::info!(lane = r.lane, pid = ?r.process.map(|p| p.pid), settled = r.settled, returned = r.returned, "reclaimed a dead agent's lane");
+        }
+    }
+
+    fn drain(&mut self) {
+        loop {
+            self.drained.clear();
+            let cursors = self
+                .owner
+                .drain(&mut self.drained, crate::batcher::MAX_RECORDS_PER_BATCH);
+            if self.drained.is_empty() {
+                self.owner.release(&cursors);
+                return;
+            }
+            let now = now_unix_ms();
+            let recs: Vec<RecordInput<'_>> = self.drained.iter().map(|d| d.as_input(now)).collect();
+            match self
+                .batcher
+                .seal(&mut self.outbox, &self.key, &recs, &cursors, now)
+            {
+                Ok(batch) => {
+                    // The batch is persisted: now the ring space may be reused.
+                    self.owner.release(&cursors);
+                    self.metrics.records_drained.inc_by(recs.len() as u64);
+                    self.unacked.insert(batch.seq);
+                    self.metrics.outbox_pending.set(self.unacked.len() as i64);
+                    if self.up.is_some() {
+                        self.up_queue.push_back(SessionUp {
+                            msg: Some(session_up::Msg::Batch(batch)),
+                        });
+                    }
+                }
+                Err(e) => {
+                    // Records stay in the rings; the next tick retries.
+                    tracing::error!(error = %e, "cannot persist a usage batch");
+                    return;
+                }
+            }
+            if self.drained.len() < crate::batcher::MAX_RECORDS_PER_BATCH {
+                return;
+            }
+        }
+    }
+
+    fn harvest(&mut self) {
+        let secs = self.mono_secs();
+        for lane in self.owner.harvest_all() {
+            let rt = self.lanes.entry(lane.lane).or_insert_with(|| LaneRt {
+                burn: BurnMeter::new(),
+                last_consumed: lane.consumed,
+                last_active: Instant::now(),
+            });
+            let delta = lane.consumed.saturating_sub(rt.last_consumed);
+            if delta > 0 {
+                rt.burn.record(secs, delta);
+                rt.last_active = Instant::now();
+                rt.last_consumed = lane.consumed;
+            }
+        }
+        for (canonical, l) in self.limits.iter_mut() {
+            let snap = self.owner.pool(l.pool);
+            let delta = snap.consumed.saturating_sub(l.last_consumed);
+            if delta > 0 {
+                l.last_consumed = snap.consumed;
+                l.burn.record(secs, delta);
+                self.metrics
+                    .consumed
+                    .get_or_create(&Metrics::limit(canonical))
+                    .inc_by(delta);
+                let book = self.state.leases.entry(canonical.clone()).or_default();
+                let unbacked = book.consume(delta);
+                if unbacked > 0 {
+                    tracing::debug!(limit = %canonical, unbacked, "consumption past the held leases (overrun or emergency)");
+                }
+                self.state_dirty = true;
+            }
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = now_unix_ms();
+        let mut all = Vec::new();
+        for (canonical, book) in self.state.leases.iter_mut() {
+            if book.next_expiry().is_none_or(|e| e > now) {
+                continue;
+            }
+            let returns = book.expire(now);
+            let Some(l) = self.limits.get(canonical) else {
+                continue;
+            };
+            let left: u64 = returns.iter().map(|r| r.amount).sum();
+            if left > 0 {
+                let taken = take_back(&mut self.owner, l.pool, left);
+                if taken < left {
+                    // Held by reservations in flight: their use is attributed to the next lease.
+                    tracing::debug!(limit = %canonical, left, taken, "expired lease partly in use");
+                }
+            }
+            self.state_dirty = true;
+            all.extend(returns);
+        }
+        self.queue_returns(all);
+    }
+
+    fn lanes_pass(&mut self) {
+        let secs = self.mono_secs();
+        let now = Instant::now();
+        let degraded = !self.conn.is_connected();
+        for lane in self.owner.live_lanes() {
+            let rt = self.lanes.entry(lane.lane).or_insert_with(|| LaneRt {
+                burn: BurnMeter::new(),
+                last_consumed: lane.consumed,
+                last_active: now,
+            });
+            if lane.wants_more {
+                rt.last_active = now;
+            }
+            let view = crate::lease::LaneView {
+                allowance: lane.allowance,
+                burn_per_sec: rt.burn.rate_per_sec(secs),
+                idle_for: now.duration_since(rt.last_active),
+            };
+            let action = if self.shutting_down {
+                LaneAction::Revoke(lane.allowance)
+            } else {
+                self.lane_policy.action(view)
+            };
+            match action {
+                LaneAction::Keep => {}
+                LaneAction::Revoke(x) if x > 0 => {
+                    let _ = self.owner.revoke(lane.lane, x);
+                }
+                LaneAction::Revoke(_) => {}
+                LaneAction::TopUp(want) => {
+                    let give = self.owner.carvable(lane.lane, want);
+                    let give = if give == 0 && degraded && lane.allowance == 0 {
+                        self.emergency_for(lane.lane, want)
+                    } else {
+                        give
+                    };
+                    if give > 0 {
+                        let _ = self.owner.top_up(lane.lane, give);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Degraded mode with a dry pool: draw the emergency allowance of every limit the lane is
+    /// subject to (all or nothing) into the pools, then carve it.
+    fn emergency_for(&mut self, lane: usize, want: u64) -> u64 {
+        let pools = self.owner.lane_pools(lane);
+        if pools.is_empty() {
+            return 0;
+        }
+        let mut limits: Vec<&mut LimitRt> = self
+            .limits
+            .values_mut()
+            .filter(|l| pools.contains(&l.pool))
+            .collect();
+        let can = limits
+            .iter()
+            .map(|l| l.emergency.left())
+            .min()
+            .unwrap_or(0)
+            .min(want);
+        if can == 0 {
+            return 0;
+        }
+        for l in limits.iter_mut() {
+            let got = l.emergency.draw(can);
+            debug_assert_eq!(got, can);
+            if let Err(e) = self.owner.grant(l.pool, got) {
+                tracing::error!(error = %e, "cannot add the emergency allowance to a pool");
+                return 0;
+            }
+            tracing::warn!(limit = %l.key.canonical(), amount = got, left = l.emergency.left(), "spending the emergency allowance (authority unreachable)");
+        }
+        self.owner.carvable(lane, can)
+    }
+
+    fn demand(&mut self) {
+        if !self.conn.is_connected() || self.shutting_down {
+            return;
+        }
+        let secs = self.mono_secs();
+        let now = Instant::now();
+        let mut demands = Vec::new();
+        for (canonical, l) in self.limits.iter_mut() {
+            // An unanswered demand is forgotten after two seconds and asked again.
+            if l.asked_at
+                .is_some_and(|t| now.duration_since(t) > Duration::from_secs(2))
+            {
+                l.in_flight = 0;
+                l.asked_at = None;
+            }
+            let snap = self.owner.pool(l.pool);
+            let held = self
+                .state
+                .leases
+                .get(canonical)
+                .map_or(0, LeaseBook::remaining);
+            let burn = l.burn.rate_per_sec(secs);
+            // The uncarved reserve is what refills lanes: keep it above the low-water mark.
+            let view = PoolView {
+                local: snap.available,
+                in_flight: l.in_flight,
+                burn_per_sec: burn,
+            };
+            if let Some(want) = self.lease_policy.demand(view) {
+                l.in_flight = l.in_flight.saturating_add(want);
+                l.asked_at = Some(now);
+                demands.push(LimitDemand {
+                    limit: Some(l.key.clone()),
+                    burn_per_sec_micro: burn,
+                    desired_micro: want,
+                    held_micro: held,
+                });
+            }
+        }
+        if !demands.is_empty() {
+            self.last_demand = now;
+            self.up_queue.push_back(SessionUp {
+                msg: Some(session_up::Msg::Demand(DemandReport { demands })),
+            });
+        }
+    }
+
+    fn update_metrics(&mut self) {
+        let secs = self.mono_secs();
+        let now = now_unix_ms();
+        let mut any_budget = false;
+        let mut ring_depth = 0;
+        for (canonical, l) in self.limits.iter_mut() {
+            let snap = self.owner.pool(l.pool);
+            let labels = Metrics::limit(canonical);
+            self.metrics
+                .allowance
+                .get_or_create(&labels)
+                .set(metrics::gauge_value(snap.carved));
+            self.metrics
+                .pool_available
+                .get_or_create(&labels)
+                .set(metrics::gauge_value(snap.available));
+            self.metrics
+                .burn_rate
+                .get_or_create(&labels)
+                .set(metrics::gauge_value(l.burn.rate_per_sec(secs)));
+            self.metrics
+                .emergency_drawn
+                .get_or_create(&labels)
+                .set(metrics::gauge_value(l.emergency.drawn));
+            if let Some(t) = self
+                .state
+                .leases
+                .get(canonical)
+                .and_then(|b| b.last_grant_unix_ms)
+            {
+                self.metrics
+                    .lease_age_seconds
+                    .get_or_create(&labels)
+                    .set((now.saturating_sub(t) / 1000) as i64);
+            }
+            any_budget |= snap.available + snap.carved > 0;
+        }
+        for d in self.owner.ring_depths() {
+            ring_depth += d;
+        }
+        self.metrics.ring_depth.set(ring_depth as i64);
+        self.owner.export_denials(&self.metrics);
+        self.health.set_has_budget(any_budget);
+    }
+
+    // ---- shutdown --------------------------------------------------------------------------
+
+    /// Stops topping up and takes every lane allowance back.
+    pub fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+    }
+
+    /// True when every batch is acknowledged and no lease request is unanswered (or there is
+    /// no session to wait for).
+    pub fn flushed(&self) -> bool {
+        !self.conn.is_connected()
+            || (self.unacked.is_empty()
+                && self.up_queue.is_empty()
+                && self.limits.values().all(|l| {
+                    // A request unanswered for half a second is not worth waiting for: the
+                    // authority may have nothing to grant (a cap reached).
+                    l.in_flight == 0
+                        || l.asked_at
+                            .is_none_or(|t| t.elapsed() > Duration::from_millis(500))
+                }))
+    }
+
+    /// Returns every unused lease (graceful shutdown).
+    pub fn return_leases(&mut self) {
+        let mut all = Vec::new();
+        let canonicals: Vec<String> = self.state.leases.keys().cloned().collect();
+        for canonical in canonicals {
+            let Some(l) = self.limits.get(&canonical) else {
+                continue;
+            };
+            let snap = self.owner.pool(l.pool);
+            let taken = self.owner.give_back(l.pool, snap.available);
+            let book = self.state.leases.entry(canonical).or_default();
+            all.extend(book.give_back(taken));
+        }
+        self.state_dirty = true;
+        self.queue_returns(all);
+        self.flush_up();
+    }
+
+    /// Last words: saves the lease state.
+    pub fn finish(&mut self) {
+        self.save_state();
+    }
+}
+
+impl LimitRt {
+    fn new(key: LimitKey, pool: usize, consumed: u64, emergency: u64) -> LimitRt {
+        LimitRt {
+            key,
+            pool,
+            burn: BurnMeter::new(),
+            in_flight: 0,
+            asked_at: None,
+            emergency: Emergency::new(emergency),
+            last_consumed: consumed,
+        }
+    }
+}
+
+/// Takes up to `amount` out of `pool`'s local budget: its uncarved credits first, then lane
+/// allowances (largest first), and hands them back as returned. Returns what was taken.
+fn take_back(owner: &mut Owner, pool: usize, amount: u64) -> u64 {
+    let snap = owner.pool(pool);
+    let lanes = owner.lanes_of_pool(pool);
+    let allowances: Vec<u64> = lanes.iter().map(|l| l.1).collect();
+    let plan = crate::lease::shrink(amount, snap.available, &allowances);
+    for (i, x) in plan.from_lanes {
+        // Revoked credits go back to every pool of the lane, including this one.
+        let _ = owner.revoke(lanes[i].0, x);
+    }
+    owner.give_back(pool, amount)
+}
