@@ -192,7 +192,8 @@ fn init_logging(filter: &str, format: &str) -> anyhow::Result<()> {
         .with_context(|| format!("--log {filter:?}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // try_init: the binary (or a test) may already have installed a subscriber.
     let _ = match format {
         "json" => builder.json().try_init(),
@@ -221,7 +222,7 @@ pub fn run(args: InjectorArgs) -> anyhow::Result<()> {
             addr = %server.local_addr()?,
             sidecar_image = %config.defaults.image,
             authority = %config.defaults.authority,
-            "tollgate injector serving POST /mutate and GET /healthz over HTTPS"
+            "tollgate injector serving POST /mutate, GET /healthz and GET /metrics over HTTPS"
         );
         if args.tls_reload_secs > 0 {
             let period = Duration::from_secs(args.tls_reload_secs);
