@@ -140,6 +140,19 @@ for set in "${render_sets[@]}"; do
     || { cat "$OUT/$name.err" >&2; die "helm template failed for $name values"; }
   validate_py "$OUT/$name.yaml" "$OUT/$name" "$KV" "$K8S_VERSION" "$CRD_KINDS" \
     || die "schema validation failed for the $name render (files in $OUT/$name)"
+  # The authority's config file must be TOML with only the keys the authority knows (its
+  # parser denies unknown fields).
+  "$VENV/bin/python" - "$OUT/$name.yaml" <<'PY' || die "the authority.toml of the $name render is not valid"
+import sys, tomllib, yaml
+known = {"admin_token", "signing_key", "webhook_secret", "tls", "sidecars", "readers", "leases"}
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d.get("kind") == "Secret" and "authority.toml" in (d.get("stringData") or {}):
+        config = tomllib.loads(d["stringData"]["authority.toml"])
+        unknown = set(config) - known
+        if unknown:
+            sys.exit("unknown authority config keys: " + ", ".join(sorted(unknown)))
+        print("  authority.toml: valid TOML, keys: " + (", ".join(sorted(config)) or "none"))
+PY
 done
 
 say "validating k8s/examples/agent-deployment.yaml"
