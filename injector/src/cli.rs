@@ -14,13 +14,29 @@ use crate::settings::{LogFormat, LogLevel, PullPolicy, SidecarSettings};
 use crate::tls::{self, ReloadingCert};
 use crate::webhook::{Injector, InjectorConfig};
 
+const AFTER_HELP: &str = "\
+Normally run by the Helm chart (k8s/tollgate), which makes the certificate and registers the
+webhook. By hand, with a certificate for the Service name the API server calls:
+
+  tollgate injector --tls-cert tls.crt --tls-key tls.key --tenants acme \\
+    --authority http://tollgate-authority.tollgate.svc:7070
+
+Pods opt in with the annotation tollgate.dev/inject: \"true\" and override the defaults above
+with config.tollgate.dev/<key> annotations: tenants, authority, image, image-pull-policy,
+cpu-request, cpu-limit, memory-request, memory-limit, region-size, log-level, log-format,
+token-secret, lanes, emergency-allowance. A bad value denies the pod with a message.";
+
 /// Runs the mutating admission webhook that injects the Tollgate sidecar into pods annotated
 /// `tollgate.dev/inject: "true"`. Every flag also reads the environment variable shown.
 /// The `--sidecar-*`, `--authority`, `--tenants`, `--region-size` and `--token-secret`
 /// values are defaults; a pod overrides them with `config.tollgate.dev/<key>` annotations.
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "Run the Kubernetes webhook that injects the Tollgate sidecar into annotated pods",
+    after_help = AFTER_HELP
+)]
 pub struct InjectorArgs {
-    /// Address of the HTTPS server (`POST /mutate`, `GET /healthz`).
+    /// Address of the HTTPS server (`POST /mutate`, `GET /healthz`, `GET /metrics`).
     #[arg(long, env = "TOLLGATE_INJECTOR_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
     /// PEM certificate chain served to the API server.
