@@ -99,6 +99,26 @@ pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, Inje
             )));
         }
     }
+    // The sidecar listens on SIDECAR_HTTP_PORT in the pod's network namespace.
+    for c in containers
+        .iter()
+        .chain(init_containers.into_iter().flatten())
+    {
+        let ports = c
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        if ports
+            .filter_map(|p| p.get("containerPort"))
+            .any(|p| p.as_u64() == Some(u64::from(SIDECAR_HTTP_PORT)))
+        {
+            return Err(InjectError::Conflict(format!(
+                "container {:?} declaring port {SIDECAR_HTTP_PORT}, the sidecar's HTTP port",
+                name_of(c).unwrap_or("?")
+            )));
+        }
+    }
     for v in volumes.into_iter().flatten() {
         if let Some(name) = name_of(v)
             && (name == REGION_VOLUME || name == TOKEN_VOLUME)

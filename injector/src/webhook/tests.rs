@@ -708,7 +708,10 @@ fn collisions_with_the_sidecar_are_denied() {
     let mut mount = opted_in();
     mount["spec"]["containers"][0]["volumeMounts"] =
         json!([{ "name": "scratch", "mountPath": "/var/run/tollgate/" }]);
+    let mut port = opted_in();
+    port["spec"]["containers"][1]["ports"] = json!([{ "containerPort": 7072 }]);
     for (pod, expected) in [
+        (port, "container \"tools\" declaring port 7072"),
         (named, "a container named \"tollgate-sidecar\""),
         (volume, "a volume named \"tollgate-region\""),
         (mount, "a volume mount at /var/run/tollgate"),
