@@ -101,8 +101,10 @@ pub fn plan(n: usize) -> Vec<AgentSpec> {
 /// Counters of one agent.
 #[derive(Debug, Clone, Default)]
 pub struct AgentStats {
-    /// Committed calls.
+    /// Committed calls that cost something.
     pub calls: u64,
+    /// Committed calls that cost nothing (agent-initiated calls on free per-request prices).
+    pub free_calls: u64,
     /// Credits committed (micro).
     pub spent: u64,
     /// Denials by reason.
@@ -269,8 +271,12 @@ fn agent(
                     let out = rng.range(50, max_out);
                     match hold.commit(Usage::new(input, out)) {
                         Ok(c) => stats.update(&spec.name, spec.tier, |a| {
-                            a.calls += 1;
-                            a.spent += c.0;
+                            if c.0 == 0 {
+                                a.free_calls += 1;
+                            } else {
+                                a.calls += 1;
+                                a.spent += c.0;
+                            }
                         }),
                         Err(e) => err(&stats, e.to_string()),
                     }

@@ -43,6 +43,8 @@ pub fn pod_config(dir: &std::path::Path, pod: &str, authority: &str) -> Config {
         lanes: 64,
         tick: Duration::from_millis(5),
         liveness_timeout: Duration::from_secs(1),
+        // Scheduler work keeps 10 % of each pool for interactive, background 25 %.
+        tier_floor_permille: [0, 100, 250],
     }
 }
 
@@ -82,14 +84,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.duration
     );
     println!(
-        "tenant {TENANT}: trial {} cr (pays first), purchased {} cr (then), overage up to the hard cap of {} cr",
+        "tenant {TENANT}: trial {} cr (pays first), purchased {} cr (then), overage billed by the plan up to its hard cap of {} cr",
         cr(budget.trial),
         cr(budget.purchased),
         cr(budget.hard_cap)
     );
 
     let backend = crate::backend::Backend::start(dir.path(), budget).await?;
-    println!("{}", backend.describe());
+    println!(
+        "{} (up in {:.1}s)",
+        backend.describe(),
+        started.elapsed().as_secs_f32()
+    );
 
     let mut pods = Vec::new();
     for pod in ["pod-a", "pod-b"] {
@@ -121,7 +127,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         stop.clone(),
         stats.clone(),
     )?;
-    println!("fleet started; progress every {}s\n", args.every);
+    println!(
+        "fleet started {:.1}s after launch; progress every {}s\n",
+        started.elapsed().as_secs_f32(),
+        args.every
+    );
 
     let t0 = Instant::now();
     let mut last = (0u64, Instant::now());
@@ -173,9 +183,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let (spent, calls) = stats.totals();
     let snapshot = stats.snapshot();
+    let free: u64 = snapshot.values().map(|(_, a)| a.free_calls).sum();
     println!(
-        "\n== Fleet ({} calls, {} cr committed) ==",
-        calls,
+        "\n== Fleet: {calls} paid calls, {} cr committed ({free} agent-initiated calls were free) ==",
         cr(spent)
     );
     for tier in Tier::ALL {
@@ -214,8 +224,64 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  errors: {errors} (first: {first})");
     }
 
+    println!(
+        "sidecars stopped {:.1}s after launch",
+        started.elapsed().as_secs_f32()
+    );
+    println!("\n== Regions after shutdown (what each pod leased, spent and gave back) ==");
+    for (pod, region) in ["pod-a", "pod-b"].iter().zip(regions.iter()) {
+        match region_totals(region) {
+            Ok(t) => println!(
+                "  {pod}: leased {} cr, consumed {} cr, returned {} cr, still in the region {} cr, overruns {} cr; conservation {}",
+                cr(t.granted),
+                cr(t.consumed),
+                cr(t.returned),
+                cr(t.left),
+                cr(t.overrun),
+                if t.balanced { "exact" } else { "BROKEN" }
+            ),
+            Err(e) => println!("  {pod}: cannot audit the region: {e:#}"),
+        }
+    }
+
     let report = backend.finish(spent, calls).await?;
     println!("{report}");
     println!("demo finished in {:.1}s", started.elapsed().as_secs_f32());
     Ok(())
+}
+
+/// A region's pool totals after its sidecar stopped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegionTotals {
+    /// Leased into the pools.
+    pub granted: u64,
+    /// Consumed (including overruns).
+    pub consumed: u64,
+    /// Given back to the authority.
+    pub returned: u64,
+    /// Still in pools or lanes.
+    pub left: u64,
+    /// Overruns (actual past reservation).
+    pub overrun: u64,
+    /// Every pool and lane balances.
+    pub balanced: bool,
+}
+
+/// Opens a stopped sidecar's region and sums its pools (`granted + overrun = available +
+/// carved + consumed + returned` must hold for each).
+pub fn region_totals(path: &std::path::Path) -> anyhow::Result<RegionTotals> {
+    let r = tollgate_client::Region::open_owner(path)?;
+    let audit = r.audit();
+    let mut t = RegionTotals {
+        balanced: audit.check().is_ok(),
+        ..RegionTotals::default()
+    };
+    for p in &audit.pools {
+        t.granted += p.granted;
+        t.consumed += p.consumed;
+        t.returned += p.returned;
+        t.left += p.available + p.carved;
+        t.overrun += p.overrun;
+    }
+    Ok(t)
 }

@@ -20,18 +20,20 @@ pub struct Budget {
     pub trial: u64,
     /// Purchased grant (priority 10: pays second).
     pub purchased: u64,
-    /// Hard cap on the period's spend (grants + overage).
+    /// Hard cap on the plan's charge for the period (the overage past the grants).
     pub hard_cap: u64,
 }
 
 impl Budget {
     /// A budget for a fleet expected to burn `expected_total` micro-credits over the run:
-    /// the trial covers about a quarter, purchased credits the next third, and the cap
-    /// stops spending at about 85 %, so the last part of the run shows capped denials.
+    /// the trial covers about a quarter, purchased credits the next third, and the overage
+    /// cap stops spending at about 80 %, so the last part of the run shows capped denials.
     pub fn for_expected_burn(expected_total: u64) -> Budget {
         let trial = (expected_total / 4).max(CREDIT);
         let purchased = (expected_total / 3).max(CREDIT);
-        let hard_cap = (expected_total / 100 * 85).max(trial + purchased + CREDIT);
+        let hard_cap = (expected_total / 100 * 80)
+            .saturating_sub(trial + purchased)
+            .max(CREDIT);
         Budget {
             trial,
             purchased,

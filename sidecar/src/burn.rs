@@ -54,6 +54,13 @@ impl BurnMeter {
         total.div_ceil(WINDOW_SECS as u64)
     }
 
+    /// What the last complete second burned (reacts faster than the window average when a
+    /// fleet ramps up).
+    pub fn last_second(&mut self, now_sec: u64) -> u64 {
+        self.advance(now_sec);
+        self.buckets[(self.head + WINDOW_SECS - 1) % WINDOW_SECS]
+    }
+
     /// Total in the window (micro-credits).
     pub fn window_total(&mut self, now_sec: u64) -> u64 {
         self.advance(now_sec);
@@ -83,6 +90,16 @@ mod tests {
         // a long gap does not loop forever and clears everything
         m.record(1_000_000, 10);
         assert_eq!(m.window_total(1_000_000), 10);
+    }
+
+    #[test]
+    fn last_second_reacts_to_a_ramp() {
+        let mut m = BurnMeter::new();
+        m.record(10, 5_000);
+        m.record(11, 1);
+        assert_eq!(m.last_second(11), 5_000);
+        assert_eq!(m.rate_per_sec(11), 501);
+        assert_eq!(m.last_second(13), 0);
     }
 
     #[test]

@@ -65,6 +65,12 @@ pub struct SidecarArgs {
     #[arg(long, env = "TOLLGATE_TICK_MS", default_value_t = 10)]
     pub tick_ms: u64,
 
+    /// Default tier floors, per-mille of each pool's local budget, for interactive, scheduler
+    /// and background (a tier may not take a pool below its floor; the floor of a tier also
+    /// binds the tiers below it). Used when the authority's policy sets no floors.
+    #[arg(long, env = "TOLLGATE_TIER_FLOORS", default_value = "0,0,0")]
+    pub tier_floors: String,
+
     /// Milliseconds after which a dead agent process's holds are reclaimed.
     #[arg(long, env = "TOLLGATE_LIVENESS_TIMEOUT_MS", default_value_t = 1_000)]
     pub liveness_timeout_ms: u64,
@@ -124,6 +130,29 @@ pub struct Config {
     pub tick: Duration,
     /// Dead-process reclaim timeout.
     pub liveness_timeout: Duration,
+    /// Default tier floors (per-mille of the local budget) when the policy has none.
+    pub tier_floor_permille: [u32; 3],
+}
+
+/// Parses `--tier-floors` (`"0,100,250"`: per-mille for interactive, scheduler, background).
+pub fn parse_floors(s: &str) -> anyhow::Result<[u32; 3]> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    if parts.len() != 3 {
+        bail!(
+            "--tier-floors {s:?}: give three per-mille values, for interactive, scheduler and background (e.g. 0,100,250)"
+        );
+    }
+    let mut out = [0u32; 3];
+    for (i, p) in parts.iter().enumerate() {
+        let v: u32 = p.parse().with_context(|| {
+            format!("--tier-floors {s:?}: {p:?} is not a whole number of per-mille")
+        })?;
+        if v > 1000 {
+            bail!("--tier-floors {s:?}: {v} is more than 1000 per-mille");
+        }
+        out[i] = v;
+    }
+    Ok(out)
 }
 
 impl SidecarArgs {
@@ -183,6 +212,7 @@ impl SidecarArgs {
             lanes: self.lanes,
             tick: Duration::from_millis(self.tick_ms),
             liveness_timeout: Duration::from_millis(self.liveness_timeout_ms),
+            tier_floor_permille: parse_floors(&self.tier_floors)?,
         })
     }
 }
@@ -237,6 +267,15 @@ mod tests {
         assert_eq!(c.region_dir, PathBuf::from("/tmp/r"));
         assert_eq!(c.http.port(), 7072);
         assert_eq!(c.emergency_allowance, 0);
+        assert_eq!(c.tier_floor_permille, [0, 0, 0]);
+    }
+
+    #[test]
+    fn floors_parse() {
+        assert_eq!(parse_floors("0, 100,250").unwrap(), [0, 100, 250]);
+        assert!(parse_floors("1,2").is_err());
+        assert!(parse_floors("0,0,1001").is_err());
+        assert!(parse_floors("0,x,1").is_err());
     }
 
     #[test]

@@ -33,6 +33,9 @@ use crate::owner::{DrainedRecord, Owner};
 use crate::session::Event;
 use crate::state::SidecarState;
 
+/// How long an unanswered lease request is waited for before it is sent again.
+pub const DEMAND_RETRY: Duration = Duration::from_millis(500);
+
 /// How often the rings are drained into a batch.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
@@ -385,10 +388,9 @@ impl Core {
             }]);
             return;
         }
-        l.in_flight = l.in_flight.saturating_sub(lease.amount_micro);
-        if l.in_flight == 0 {
-            l.asked_at = None;
-        }
+        // One grant answers one demand (possibly with less than asked: fair share).
+        l.in_flight = 0;
+        l.asked_at = None;
         self.state
             .leases
             .entry(canonical.clone())
@@ -805,10 +807,11 @@ impl Core {
                 .leases
                 .get(canonical)
                 .map_or(0, LeaseBook::remaining);
-            let burn = l.burn.rate_per_sec(secs);
+            let burn = l.burn.rate_per_sec(secs).max(l.burn.last_second(secs));
             // The uncarved reserve is what refills lanes: keep it above the low-water mark.
+            // Credits below the largest tier floor serve only the top tiers: refill above it.
             let view = PoolView {
-                local: snap.available,
+                local: snap.available.saturating_sub(self.owner.max_floor(l.pool)),
                 in_flight: l.in_flight,
                 burn_per_sec: burn,
             };

@@ -58,8 +58,8 @@ pub struct LeasePolicy {
 impl Default for LeasePolicy {
     fn default() -> Self {
         Self {
-            refill_lead: Duration::from_secs(1),
-            lease_horizon: Duration::from_secs(10),
+            refill_lead: Duration::from_millis(500),
+            lease_horizon: Duration::from_secs(3),
             min_low_water: 1_000_000, // 1 credit
             min_lease: 2_000_000,
             max_local: 1_000_000_000_000, // 1,000,000 credits

@@ -131,6 +131,8 @@ pub struct Owner {
     denials_seen: BTreeMap<usize, u64>,
     /// Per pool: absolute floors and per-mille floors, per tier.
     floors: BTreeMap<usize, Floors>,
+    /// Floors used when a policy sets none (per-mille, per tier).
+    default_floors: [u32; 3],
 }
 
 /// A pool's tier floors: absolute, and per-mille of the pool's local budget.
@@ -213,6 +215,7 @@ impl Owner {
             books: BTreeMap::new(),
             denials_seen: BTreeMap::new(),
             floors: BTreeMap::new(),
+            default_floors: cfg.tier_floor_permille,
         })
     }
 
@@ -272,7 +275,18 @@ impl Owner {
             .iter()
             .position(|t| t == &p.tenant)
             .with_context(|| format!("tenant {} is not served here", p.tenant))?;
-        let floors = tier_floors(p);
+        let floors = if p.tier_floors.iter().any(|f| !f.shadow) {
+            tier_floors(p)
+        } else {
+            let mut f = Floors::default();
+            for (i, v) in self.default_floors.iter().enumerate() {
+                // a tier's floor binds the tiers below it too
+                for slot in f.permille.iter_mut().skip(i) {
+                    *slot = (*slot).max(u64::from(*v));
+                }
+            }
+            f
+        };
         let mut limits = vec![LimitKey::wallet(p.tenant.clone())];
         for q in &p.quotas {
             let Some(k) = &q.limit else { continue };
@@ -552,6 +566,15 @@ impl Owner {
         let rel =
             u64::try_from(u128::from(local) * u128::from(f.permille[t]) / 1000).unwrap_or(u64::MAX);
         f.abs[t].max(rel)
+    }
+
+    /// The largest floor any tier must leave in `pool` now.
+    pub fn max_floor(&self, pool: usize) -> u64 {
+        Tier::ALL
+            .iter()
+            .map(|t| self.floor_of(pool, *t))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Tops `lane` up by `amount`.
