@@ -86,17 +86,19 @@ pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, Inje
     let mut warnings = Vec::new();
 
     // Collisions: refuse rather than produce a pod with two things of one name.
-    for (i, c) in containers
-        .iter()
-        .chain(init_containers.into_iter().flatten())
-        .enumerate()
-    {
-        let name = name_of(c)
-            .ok_or_else(|| InjectError::Malformed(format!("container #{i} has no name")))?;
-        if name == SIDECAR_NAME {
-            return Err(InjectError::Conflict(format!(
-                "a container named {SIDECAR_NAME:?}"
-            )));
+    let listed = [
+        ("containers", Some(containers)),
+        ("initContainers", init_containers),
+    ];
+    for (field, list) in listed {
+        for (i, c) in list.into_iter().flatten().enumerate() {
+            let name = name_of(c)
+                .ok_or_else(|| InjectError::Malformed(format!("spec.{field}[{i}] has no name")))?;
+            if name == SIDECAR_NAME {
+                return Err(InjectError::Conflict(format!(
+                    "a container named {SIDECAR_NAME:?}"
+                )));
+            }
         }
     }
     // The sidecar listens on SIDECAR_HTTP_PORT in the pod's network namespace.

@@ -682,7 +682,7 @@ fn malformed_pods_are_denied_without_a_patch() {
         ),
         (review(containers_not_list), "spec.containers is not a list"),
         (review(no_containers), "spec.containers is missing or empty"),
-        (review(unnamed), "has no name"),
+        (review(unnamed), "spec.containers[1] has no name"),
         (review(env_not_list), "spec.containers[0].env is not a list"),
         (review(no_spec), "no spec"),
     ];
