@@ -1,6 +1,6 @@
 //! The conservation audit: reads every counter of the invariant and checks it.
 //!
-//! Per lane: `topped_up = avail + held + consumed + revoked + reclaimed`.
+//! Per lane: `topped_up = avail + local + held + consumed + revoked + reclaimed`.
 //! Per pool: `granted + overrun = available + carved + consumed + returned`, and
 //! `carved` = the sum over the lanes carved from the pool of
 //! `topped_up - revoked - reclaimed - harvested`.
@@ -20,6 +20,9 @@ pub struct LaneBalance {
     pub topped_up: u64,
     /// In `avail` now.
     pub available: u64,
+    /// The owner's local credits (pulled from `avail`, not yet reserved), plus any in a
+    /// half-done transfer between the two.
+    pub local: u64,
     /// Held by reservations (half-done ones decided by tag, as reclaim would).
     pub held: u64,
     /// Consumed and paid from the lane.
@@ -37,12 +40,13 @@ pub struct LaneBalance {
 }
 
 impl LaneBalance {
-    /// `topped_up == available + held + consumed + revoked + reclaimed`.
+    /// `topped_up == available + local + held + consumed + revoked + reclaimed`.
     pub fn balanced(&self) -> bool {
         Some(self.topped_up)
             == self
                 .available
-                .checked_add(self.held)
+                .checked_add(self.local)
+                .and_then(|v| v.checked_add(self.held))
                 .and_then(|v| v.checked_add(self.consumed))
                 .and_then(|v| v.checked_add(self.revoked))
                 .and_then(|v| v.checked_add(self.reclaimed))
@@ -128,6 +132,7 @@ impl View<'_> {
             lane,
             topped_up: g(L_TOPPED_UP),
             available: credits(g(L_AVAIL)),
+            local: g(L_LOCAL).wrapping_add(self.xfer_in_flight(lane)),
             held,
             consumed: g(L_CONSUMED),
             overrun: g(L_OVERRUN),

@@ -66,7 +66,7 @@ impl View<'_> {
     }
 
     /// Credits the lane holds or has handed out and not yet settled: topped-up minus
-    /// everything that left it. Equals `avail + held` when the lane is balanced.
+    /// everything that left it. Equals `avail + local + held` when the lane is balanced.
     pub(crate) fn lane_outstanding(&self, lane: usize) -> u64 {
         let l = |f| self.lw(lane, f).load(ACQ);
         l(L_TOPPED_UP)
@@ -197,6 +197,42 @@ impl View<'_> {
             self.journal_finish(&e, step);
             return Ok(x);
         }
+    }
+
+    /// RECLAIM-LOCAL: a dead owner's local credits go back into the pools (journaled
+    /// absolute stores; the owner is dead, so the sidecar may write its words).
+    pub(crate) fn reclaim_local(
+        &self,
+        lane: usize,
+        step: &mut impl FnMut(u32) -> bool,
+    ) -> Result<u64, SidecarError> {
+        let x = self.lw(lane, L_LOCAL).load(ACQ);
+        if x == 0 {
+            return Ok(0);
+        }
+        let pools = self.lane_pools(lane)?;
+        let mut e = Entry::default();
+        for &p in &pools {
+            let a = self.pw(p, P_AVAILABLE).load(ACQ);
+            let c = self.pw(p, P_CARVED).load(ACQ);
+            let r = self.pw(p, P_RECLAIMED).load(ACQ);
+            e.stores
+                .push((self.l.pool(p) + P_AVAILABLE, a.wrapping_add(x)));
+            e.stores
+                .push((self.l.pool(p) + P_CARVED, c.wrapping_sub(x)));
+            e.stores
+                .push((self.l.pool(p) + P_RECLAIMED, r.wrapping_add(x)));
+        }
+        let before = self.lw(lane, L_RECLAIMED).load(ACQ);
+        e.stores
+            .push((self.l.lane(lane) + L_RECLAIMED, before.wrapping_add(x)));
+        e.stores.push((self.l.lane(lane) + L_LOCAL, 0));
+        self.journal_begin(&e)?;
+        if !step(41) {
+            return Ok(x);
+        }
+        self.journal_finish(&e, step);
+        Ok(x)
     }
 
     /// HARVEST: move what a lane consumed since the last harvest from the pools' carved

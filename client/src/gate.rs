@@ -32,6 +32,11 @@ pub const REGION_ENV: &str = "TOLLGATE_REGION";
 
 /// Retry hint used when the sidecar has not recorded one (milliseconds).
 const DEFAULT_RETRY_MS: u64 = 10;
+/// Bounds on the slow path whatever the region says (its words are not trusted).
+const MAX_SPIN_ITERS: u64 = 100_000;
+const MAX_WAIT: Duration = Duration::from_millis(10);
+/// Bound on a retry hint read from the region (one minute).
+const MAX_RETRY_MS: u64 = 60_000;
 
 /// An agent process's handle on the region. Cheap to share (`&Gate` is `Sync`); one per
 /// process is typical.
@@ -271,7 +276,6 @@ pub struct Reservation<'a> {
     gate: &'a GateInner,
     lane: usize,
     slot: usize,
-    tag: u16,
     class: usize,
     thread: u64,
     amount: u64,
@@ -310,6 +314,7 @@ impl Drop for Local {
             for (class, o) in gl.owners.iter_mut().enumerate() {
                 if let Some(o) = o {
                     view.settle_pending(o);
+                    view.flush(o, o.local, &mut |_| true);
                     spare.push((class, o.lane));
                 }
             }
@@ -552,12 +557,11 @@ fn reserve_in<'a>(
             view.settle_pending(o);
         }
         match view.reserve(o, amount, tokens, meta, &mut |_| true) {
-            Ok((slot, tag)) => {
+            Ok(slot) => {
                 return Ok(Reservation {
                     gate: inner,
                     lane: o.lane,
                     slot,
-                    tag,
                     class,
                     thread: token,
                     amount,
@@ -576,6 +580,11 @@ fn reserve_in<'a>(
                     refund_task();
                     return Err(ReserveError::TooManyOutstanding);
                 }
+            }
+            Err(ReserveFail::Stopped) => {
+                // Only a test's step hook stops an operation; ours never does.
+                refund_task();
+                return Err(ReserveError::NoFreeLane);
             }
             Err(ReserveFail::Dry { .. }) => {
                 let lane = o.lane;
@@ -603,7 +612,7 @@ fn wait_for_credits(
     spins: &mut u64,
     deadline: &mut Option<Instant>,
 ) -> bool {
-    let max_spins = view.w[H_SPIN_ITERS].load(RELAXED);
+    let max_spins = view.w[H_SPIN_ITERS].load(RELAXED).min(MAX_SPIN_ITERS);
     let avail = view.lw(lane, L_AVAIL);
     while *spins < max_spins {
         *spins += 1;
@@ -612,7 +621,7 @@ fn wait_for_credits(
         }
         spin_hint();
     }
-    let wait = Duration::from_micros(view.w[H_WAIT_MICROS].load(RELAXED));
+    let wait = Duration::from_micros(view.w[H_WAIT_MICROS].load(RELAXED)).min(MAX_WAIT);
     let end = *deadline.get_or_insert_with(|| Instant::now() + wait);
     loop {
         let now = Instant::now();
@@ -632,7 +641,7 @@ fn deny(gl: &mut GateLocal, view: &View<'_>, lane: usize, call: &Call<'_>, amoun
     let limit: Option<LimitKind> = decode_limit(recorded & 0xFFFF_FFFF);
     let hint = match recorded >> 32 {
         0 => DEFAULT_RETRY_MS,
-        ms => ms,
+        ms => ms.min(MAX_RETRY_MS),
     };
     // Lower tiers wait longer and spread wider, so a crowd does not retry in step and
     // interactive work gets the first chance at a refill.
@@ -723,7 +732,7 @@ impl Reservation<'_> {
                 view.settle(o, self.slot, actual, cancel, &mut |_| true)
             })
             .unwrap_or(false);
-        if here || view.finish_remote(self.lane, self.slot, self.tag, actual, tokens, cancel) {
+        if here || view.finish_remote(self.lane, self.slot, actual, tokens, cancel) {
             Ok(())
         } else {
             Err(CommitError::Reclaimed)

@@ -1,5 +1,6 @@
-//! Agent-side lane protocol: reserve, commit, cancel, settle, and the decisions reclaim
-//! makes about an operation a dead owner left half done. See [`crate::protocol`] for the
+//! Agent-side lane protocol: reserve, commit, cancel, settle, the owner's transfers
+//! between the shared `avail` word and its local credits, and the decisions reclaim makes
+//! about an operation a dead owner left half done. See [`crate::protocol`] for the
 //! invariant and why each step is crash-safe.
 
 use crate::layout::*;
@@ -11,8 +12,11 @@ pub(crate) const CREDIT_MASK: u64 = (1 << CREDIT_BITS) - 1;
 pub(crate) const OTAG_SHIFT: u32 = 40;
 pub(crate) const OTAG_MASK: u64 = 0xFFFF << OTAG_SHIFT;
 pub(crate) const STAG_SHIFT: u32 = 56;
-/// The most credits (micro-credits) one lane can hold: about 1.1 million credits.
+/// The most credits (micro) one lane can hold: about 1.1 million credits.
 pub const MAX_LANE_CREDITS: u64 = CREDIT_MASK;
+/// A pull from `avail` takes this many times the call's amount (when available), so the
+/// next calls are served from local credits without a read-modify-write.
+pub(crate) const PULL_FACTOR: u64 = 8;
 
 #[inline]
 pub(crate) fn credits(avail: u64) -> u64 {
@@ -31,7 +35,8 @@ fn with_otag(avail: u64, tag: u16) -> u64 {
     (avail & !OTAG_MASK) | (u64::from(tag) << OTAG_SHIFT)
 }
 
-// Slot state word: [tag:16 | kind:8].
+// Slot state word: [tag:16 | kind:8] (the tag is reserved; slots are decided by
+// before-values, not tags).
 pub(crate) const EMPTY: u64 = 0;
 pub(crate) const RESERVING: u64 = 1;
 pub(crate) const HELD: u64 = 2;
@@ -47,10 +52,11 @@ pub(crate) fn state(kind: u64, tag: u16) -> u64 {
 pub(crate) fn kind(state: u64) -> u64 {
     state & 0xFF
 }
-#[inline]
-pub(crate) fn tag(state: u64) -> u16 {
-    (state >> 8) as u16
-}
+
+// Transfer intent word: [tag:16 | dir:8 | active:8].
+const XFER_ACTIVE: u64 = 1;
+const XFER_PULL: u64 = 1 << 8;
+const XFER_FLUSH: u64 = 2 << 8;
 
 // Slot/record meta word: [book version low 32 | flags:16 | model:16].
 pub(crate) const META_CANCELLED: u64 = 1 << 16;
@@ -62,22 +68,28 @@ pub(crate) fn pack_tokens(input: u64, output: u64) -> u64 {
     input.min(u64::from(u32::MAX)) | (output.min(u64::from(u32::MAX)) << 32)
 }
 
-/// What the owner thread knows about a lane it owns: only it writes these, so it never
-/// has to read them back from shared memory.
+/// What the owner thread knows about a lane it owns: only it writes these words, so it
+/// never has to read them back from shared memory.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Owner {
     pub lane: usize,
-    /// The owner tag of the last owner CAS on `avail` (the next op uses `otag + 1`).
+    /// The owner tag of the last owner CAS on `avail` (the next transfer uses `otag + 1`).
     pub otag: u16,
     /// Free slots (bit set = free). Only the owner allocates and frees slots.
     pub free: u64,
+    /// The lane's local credits (mirror of `L_LOCAL`, which only the owner writes).
+    pub local: u64,
 }
 
-/// The lane ran dry: `reserve` found fewer credits than it needed.
+/// Why `reserve` did not reserve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReserveFail {
+    /// The lane (local plus `avail`) has fewer credits than the call needs.
     Dry { have: u64 },
+    /// Every slot is in use.
     NoSlot,
+    /// A modelled crash stopped it.
+    Stopped,
 }
 
 /// A view of a region's words through its layout: all protocol steps are methods here.
@@ -97,23 +109,30 @@ impl<'a> View<'a> {
         &self.w[self.l.slot(lane, slot) + field]
     }
 
-    /// Starts owning `lane` (after a successful claim): reads the tag and the free slots.
+    /// Starts owning `lane` (after a claim, or taking over a lane of an exited thread).
     pub(crate) fn owner_for(&self, lane: usize) -> Owner {
         let otag = otag(self.lw(lane, L_AVAIL).load(ACQ));
+        let local = self.lw(lane, L_LOCAL).load(ACQ);
         let mut free = 0u64;
         for s in 0..self.l.slots {
             if kind(self.sw(lane, s, S_STATE).load(ACQ)) == EMPTY {
                 free |= 1 << s;
             }
         }
-        Owner { lane, otag, free }
+        Owner {
+            lane,
+            otag,
+            free,
+            local,
+        }
     }
 
-    /// RESERVE, run by the lane's owner thread. Steps (crash after any of them is safe,
-    /// see the protocol docs):
-    /// 1. write the amount into a free slot, then its state `RESERVING{t}` (the intent);
-    /// 2. one CAS on `avail`: credits - amount, owner tag := t (the effect, tagged);
-    /// 3. state `HELD{t}`.
+    /// RESERVE, run by the lane's owner thread. If local credits are short, first PULL a
+    /// batch from `avail` (one tagged CAS); then TAKE from local credits:
+    /// 1. write amount and `local` (the before-value) into a free slot, then its state
+    ///    `RESERVING` (the intent);
+    /// 2. `local -= amount` (owner-only word: a plain store);
+    /// 3. state `HELD`.
     #[inline]
     pub(crate) fn reserve(
         &self,
@@ -122,44 +141,185 @@ impl<'a> View<'a> {
         tokens: u64,
         meta: u64,
         step: &mut impl FnMut(u32) -> bool,
-    ) -> Result<(usize, u16), ReserveFail> {
+    ) -> Result<usize, ReserveFail> {
         if o.free == 0 {
             return Err(ReserveFail::NoSlot);
         }
+        let flush_req = self.lw(o.lane, L_FLUSH_REQ).load(RELAXED) != 0;
+        if flush_req && o.local > 0 {
+            // A revoke wants credits back: return ours to `avail` first.
+            if !self.flush(o, o.local, step) {
+                return Err(ReserveFail::Stopped);
+            }
+        }
+        if o.local < amount {
+            // While a revoke is pending, take only what this call needs.
+            let factor = if flush_req { 1 } else { PULL_FACTOR };
+            self.pull(o, amount, factor, step)?;
+        }
         let slot = o.free.trailing_zeros() as usize;
-        let t = o.otag.wrapping_add(1);
         let lane = o.lane;
-        self.sw(lane, slot, S_RESERVED).store(amount, RELAXED);
-        self.sw(lane, slot, S_TOKENS).store(tokens, RELAXED);
-        self.sw(lane, slot, S_META).store(meta, RELAXED);
-        self.sw(lane, slot, S_STATE).store(state(RESERVING, t), REL);
-        if !step(1) {
-            return Ok((slot, t));
+        let s = |f| self.sw(lane, slot, f);
+        s(S_RESERVED).store(amount, RELAXED);
+        s(S_LOCAL_BEFORE).store(o.local, RELAXED);
+        s(S_TOKENS).store(tokens, RELAXED);
+        s(S_META).store(meta, RELAXED);
+        s(S_STATE).store(state(RESERVING, 0), REL);
+        if !step(11) {
+            return Err(ReserveFail::Stopped);
         }
-        let avail = self.lw(lane, L_AVAIL);
-        if let Err(have) = debit(avail, amount, t) {
-            // Nothing was debited: withdraw the intent.
-            self.sw(lane, slot, S_STATE).store(state(EMPTY, t), REL);
-            return Err(ReserveFail::Dry { have });
+        o.local -= amount;
+        self.lw(lane, L_LOCAL).store(o.local, REL);
+        if !step(12) {
+            return Err(ReserveFail::Stopped);
         }
-        o.otag = t;
-        if !step(2) {
-            return Ok((slot, t));
-        }
-        self.sw(lane, slot, S_STATE).store(state(HELD, t), REL);
+        s(S_STATE).store(state(HELD, 0), REL);
         o.free &= !(1 << slot);
-        Ok((slot, t))
+        Ok(slot)
+    }
+
+    /// PULL a batch into local credits: at least what the call lacks, up to
+    /// `PULL_FACTOR` times the call. Steps: transfer intent (amount, local before, tag
+    /// `t`); CAS `avail` (credits -= batch, otag := t); `local += batch`; clear intent.
+    fn pull(
+        &self,
+        o: &mut Owner,
+        amount: u64,
+        factor: u64,
+        step: &mut impl FnMut(u32) -> bool,
+    ) -> Result<(), ReserveFail> {
+        let lane = o.lane;
+        let need = amount - o.local;
+        let avail = self.lw(lane, L_AVAIL);
+        let t = o.otag.wrapping_add(1);
+        let mut cur = avail.load(RELAXED);
+        loop {
+            let have = credits(cur);
+            if have < need {
+                return Err(ReserveFail::Dry {
+                    have: have + o.local,
+                });
+            }
+            let batch = have.min(amount.saturating_mul(factor)).max(need);
+            self.xfer_intent(o, XFER_PULL, t, batch);
+            if !step(1) {
+                return Err(ReserveFail::Stopped);
+            }
+            match debit(avail, cur, batch, t) {
+                Ok(()) => {
+                    o.otag = t;
+                    if !step(2) {
+                        return Err(ReserveFail::Stopped);
+                    }
+                    o.local += batch;
+                    self.lw(lane, L_LOCAL).store(o.local, REL);
+                    if !step(3) {
+                        return Err(ReserveFail::Stopped);
+                    }
+                    self.lw(lane, L_XFER_STATE).store(0, REL);
+                    return Ok(());
+                }
+                // The sidecar moved `avail` first; nothing happened: drop the intent.
+                Err(now) => {
+                    self.lw(lane, L_XFER_STATE).store(0, REL);
+                    cur = now;
+                }
+            }
+        }
+    }
+
+    /// FLUSH `x` local credits back to `avail` (for a revoke, or when a thread leaves the
+    /// lane). Steps: transfer intent; `local -= x`; CAS `avail` (credits += x, otag := t);
+    /// clear intent. Returns `false` only when `step` stopped it.
+    pub(crate) fn flush(&self, o: &mut Owner, x: u64, step: &mut impl FnMut(u32) -> bool) -> bool {
+        let x = x.min(o.local);
+        if x == 0 {
+            return true;
+        }
+        let lane = o.lane;
+        let t = o.otag.wrapping_add(1);
+        self.xfer_intent(o, XFER_FLUSH, t, x);
+        if !step(21) {
+            return false;
+        }
+        o.local -= x;
+        self.lw(lane, L_LOCAL).store(o.local, REL);
+        if !step(22) {
+            return false;
+        }
+        credit_owner(self.lw(lane, L_AVAIL), x, t);
+        o.otag = t;
+        if !step(23) {
+            return false;
+        }
+        self.lw(lane, L_XFER_STATE).store(0, REL);
+        true
+    }
+
+    fn xfer_intent(&self, o: &Owner, dir: u64, t: u16, amount: u64) {
+        let lane = o.lane;
+        self.lw(lane, L_XFER_AMOUNT).store(amount, RELAXED);
+        self.lw(lane, L_XFER_LOCAL_BEFORE).store(o.local, RELAXED);
+        self.lw(lane, L_XFER_STATE)
+            .store(XFER_ACTIVE | dir | (u64::from(t) << 16), REL);
+    }
+
+    /// Credits a half-done transfer has taken out of both `avail` and `local` (for the
+    /// audit), deciding each step from its word exactly as recovery does.
+    pub(crate) fn xfer_in_flight(&self, lane: usize) -> u64 {
+        let st = self.lw(lane, L_XFER_STATE).load(ACQ);
+        if st & XFER_ACTIVE == 0 {
+            return 0;
+        }
+        let t = (st >> 16) as u16;
+        let x = self.lw(lane, L_XFER_AMOUNT).load(RELAXED);
+        let before = self.lw(lane, L_XFER_LOCAL_BEFORE).load(RELAXED);
+        let local = self.lw(lane, L_LOCAL).load(ACQ);
+        let avail_done = otag(self.lw(lane, L_AVAIL).load(ACQ)) == t;
+        let local_done = local != before;
+        match (st & 0xFF00, avail_done, local_done) {
+            (XFER_PULL, true, false) => x,
+            (XFER_FLUSH, false, true) => x,
+            _ => 0,
+        }
+    }
+
+    /// Finishes (or drops) a transfer a dead owner left half done. The caller owns the
+    /// lane now. Safe to re-run.
+    fn recover_xfer(&self, o: &mut Owner) {
+        let lane = o.lane;
+        let st = self.lw(lane, L_XFER_STATE).load(ACQ);
+        if st & XFER_ACTIVE == 0 {
+            return;
+        }
+        let t = (st >> 16) as u16;
+        let x = self.lw(lane, L_XFER_AMOUNT).load(RELAXED);
+        let before = self.lw(lane, L_XFER_LOCAL_BEFORE).load(RELAXED);
+        let local = self.lw(lane, L_LOCAL);
+        let avail = self.lw(lane, L_AVAIL);
+        let avail_done = otag(avail.load(ACQ)) == t;
+        match st & 0xFF00 {
+            XFER_PULL if avail_done && local.load(ACQ) == before => {
+                local.store(before.wrapping_add(x), REL);
+            }
+            XFER_FLUSH if !avail_done && local.load(ACQ) != before => {
+                credit_owner(avail, x, t);
+            }
+            _ => {}
+        }
+        self.lw(lane, L_XFER_STATE).store(0, REL);
+        o.otag = otag(avail.load(ACQ));
+        o.local = local.load(ACQ);
     }
 
     /// COMMIT or CANCEL from a thread that does not own the lane: one CAS on the slot
-    /// state (`HELD{t}` to `COMMITTED{t}` / `CANCELLED{t}`, with the actual amount
-    /// written first), then flag the slot in the lane's pending mask so the owner settles
-    /// it. Returns `false` if the slot was not ours any more (reclaimed).
+    /// state (`HELD` to `COMMITTED` / `CANCELLED`, with the actual amount written first),
+    /// then flag the slot in the lane's pending mask so the owner settles it. Returns
+    /// `false` if the slot was not held any more (reclaimed).
     pub(crate) fn finish_remote(
         &self,
         lane: usize,
         slot: usize,
-        t: u16,
         actual: u64,
         tokens: u64,
         cancel: bool,
@@ -171,7 +331,7 @@ impl<'a> View<'a> {
         }
         if self
             .sw(lane, slot, S_STATE)
-            .compare_exchange(state(HELD, t), state(kind, t), ACQ_REL, RELAXED)
+            .compare_exchange(state(HELD, 0), state(kind, 0), ACQ_REL, RELAXED)
             .is_err()
         {
             return false;
@@ -201,27 +361,23 @@ impl<'a> View<'a> {
                 _ => continue,
             };
             let actual = self.sw(o.lane, slot, S_ACTUAL).load(RELAXED);
-            self.settle(
-                o,
-                slot,
-                if cancel { 0 } else { actual },
-                cancel,
-                &mut |_| true,
-            );
+            let actual = if cancel { 0 } else { actual };
+            let _ = self.settle(o, slot, actual, cancel, &mut |_| true);
         }
     }
 
     /// SETTLE a held, committed or cancelled slot, run by the owner (or by the sidecar
     /// acting as owner of a dead lane). Steps:
-    /// 1. record the actual amount and the before-values of `consumed`, `overrun` and the
-    ///    ring head in the slot, then its state `SETTLING{t2}` (the intent);
+    /// 1. record the actual amount and the before-values of `consumed`, `overrun`, the
+    ///    ring head, `lost` and `local` in the slot, then its state `SETTLING` (the intent);
     /// 2. `consumed` += paid (owner-only word, plain store);
     /// 3. `overrun` += the part of `actual` past the reservation;
     /// 4. push a usage record to the ring (or count it lost if the ring is full);
-    /// 5. one CAS on `avail`: credits + refund, owner tag := t2;
+    /// 5. `local` += refund;
     /// 6. state `EMPTY`, slot free.
     ///
     /// Returns `false` only when `step` stopped it (a modelled crash).
+    #[inline]
     pub(crate) fn settle(
         &self,
         o: &mut Owner,
@@ -231,7 +387,6 @@ impl<'a> View<'a> {
         step: &mut impl FnMut(u32) -> bool,
     ) -> bool {
         let lane = o.lane;
-        let t2 = o.otag.wrapping_add(1);
         let s = |f| self.sw(lane, slot, f);
         if cancel {
             let m = s(S_META).load(RELAXED);
@@ -241,24 +396,25 @@ impl<'a> View<'a> {
         s(S_CONS_BEFORE).store(self.lw(lane, L_CONSUMED).load(RELAXED), RELAXED);
         s(S_OVER_BEFORE).store(self.lw(lane, L_OVERRUN).load(RELAXED), RELAXED);
         s(S_HEAD_BEFORE).store(self.lw(lane, L_RING_HEAD).load(RELAXED), RELAXED);
-        s(S_STATE).store(state(SETTLING, t2), REL);
-        if !step(1) {
+        s(S_LOST_BEFORE).store(self.lw(lane, L_LOST).load(RELAXED), RELAXED);
+        s(S_LOCAL_BEFORE).store(o.local, RELAXED);
+        s(S_STATE).store(state(SETTLING, 0), REL);
+        if !step(31) {
             return false;
         }
-        if !self.finish_settling(o, slot, t2, step) {
+        if !self.finish_settling(o, slot, step) {
             return false;
         }
         o.free |= 1 << slot;
         true
     }
 
-    /// Steps 2-6 of settle, each skipped if already done: the same code finishes a
-    /// settle a dead owner left half done. Returns `true` when the slot is empty again.
-    pub(crate) fn finish_settling(
+    /// Steps 2-6 of settle, each skipped if already done (decided by its own word): the
+    /// same code finishes a settle a dead owner left half done.
+    fn finish_settling(
         &self,
         o: &mut Owner,
         slot: usize,
-        t2: u16,
         step: &mut impl FnMut(u32) -> bool,
     ) -> bool {
         let lane = o.lane;
@@ -274,7 +430,7 @@ impl<'a> View<'a> {
         if paid > 0 && consumed.load(RELAXED) == cons_before {
             consumed.store(cons_before.wrapping_add(paid), REL);
         }
-        if !step(2) {
+        if !step(32) {
             return false;
         }
         let over_before = s(S_OVER_BEFORE).load(RELAXED);
@@ -282,32 +438,39 @@ impl<'a> View<'a> {
         if over > 0 && overrun.load(RELAXED) == over_before {
             overrun.store(over_before.wrapping_add(over), REL);
         }
-        if !step(3) {
+        if !step(33) {
             return false;
         }
-        let head_before = s(S_HEAD_BEFORE).load(RELAXED);
-        if meta & META_CANCELLED == 0 && self.lw(lane, L_RING_HEAD).load(RELAXED) == head_before {
-            let tokens = s(S_TOKENS).load(RELAXED);
-            self.push_record(lane, head_before, reserved, actual, tokens, meta);
+        if meta & META_CANCELLED == 0 {
+            let head_before = s(S_HEAD_BEFORE).load(RELAXED);
+            let lost_before = s(S_LOST_BEFORE).load(RELAXED);
+            if self.lw(lane, L_RING_HEAD).load(RELAXED) == head_before
+                && self.lw(lane, L_LOST).load(RELAXED) == lost_before
+            {
+                let tokens = s(S_TOKENS).load(RELAXED);
+                self.push_record(lane, head_before, reserved, actual, tokens, meta);
+            }
         }
-        if !step(4) {
+        if !step(34) {
             return false;
         }
-        let avail = self.lw(lane, L_AVAIL);
-        if refund > 0 && otag(avail.load(ACQ)) != t2 {
-            credit_owner(avail, refund, t2);
-            o.otag = t2;
+        let local_before = s(S_LOCAL_BEFORE).load(RELAXED);
+        let local = self.lw(lane, L_LOCAL);
+        if refund > 0 && local.load(RELAXED) == local_before {
+            local.store(local_before.wrapping_add(refund), REL);
         }
-        if !step(5) {
+        o.local = local.load(RELAXED);
+        if !step(35) {
             return false;
         }
-        s(S_STATE).store(state(EMPTY, t2), REL);
+        s(S_STATE).store(state(EMPTY, 0), REL);
         true
     }
 
     /// Pushes one usage record (owner, or the sidecar for a dead lane): the record words,
     /// then the head with Release. A full ring counts the record as lost; its amounts are
     /// already in `consumed` / `overrun`.
+    #[inline]
     fn push_record(
         &self,
         lane: usize,
@@ -333,24 +496,24 @@ impl<'a> View<'a> {
     }
 
     /// How many credits slot `slot` holds right now, deciding half-done operations from
-    /// the tags exactly as reclaim does. Used by the conservation audit.
+    /// their words exactly as reclaim does. Used by the conservation audit.
     pub(crate) fn slot_hold(&self, lane: usize, slot: usize) -> u64 {
-        let st = self.sw(lane, slot, S_STATE).load(ACQ);
-        let reserved = self.sw(lane, slot, S_RESERVED).load(RELAXED);
-        let avail_tag = otag(self.lw(lane, L_AVAIL).load(ACQ));
+        let s = |f| self.sw(lane, slot, f).load(ACQ);
+        let st = s(S_STATE);
+        let reserved = s(S_RESERVED);
+        let local = self.lw(lane, L_LOCAL).load(ACQ);
         match kind(st) {
-            RESERVING if avail_tag == tag(st) => reserved,
+            RESERVING if reserved > 0 && local != s(S_LOCAL_BEFORE) => reserved,
             HELD | COMMITTED | CANCELLED => reserved,
             SETTLING => {
-                let actual = self.sw(lane, slot, S_ACTUAL).load(RELAXED);
+                let actual = s(S_ACTUAL);
                 let paid = actual.min(reserved);
                 let refund = reserved - paid;
                 let mut h = 0;
-                let cons_before = self.sw(lane, slot, S_CONS_BEFORE).load(RELAXED);
-                if paid > 0 && self.lw(lane, L_CONSUMED).load(RELAXED) == cons_before {
+                if paid > 0 && self.lw(lane, L_CONSUMED).load(ACQ) == s(S_CONS_BEFORE) {
                     h += paid;
                 }
-                if refund > 0 && avail_tag != tag(st) {
+                if refund > 0 && local == s(S_LOCAL_BEFORE) {
                     h += refund;
                 }
                 h
@@ -359,30 +522,30 @@ impl<'a> View<'a> {
         }
     }
 
-    /// Reclaim, per slot, of a lane whose owner is dead (the caller owns the lane now):
-    /// decides a half-done reserve from the tag, finishes a half-done settle, and
-    /// settles every held or committed slot (held ones as cancelled: the call's outcome
-    /// is unknown, so its credits go back). Safe to re-run after a crash of the caller.
-    /// Returns the slots settled, or `None` if `step` stopped it (a modelled crash).
+    /// Reclaim of a lane whose owner is dead (the caller owns the lane now): finishes a
+    /// half-done transfer, decides a half-done take from `local`, finishes a half-done
+    /// settle, then settles every held or committed slot (held ones as cancelled: the
+    /// call's outcome is unknown, so its credits go back). Safe to re-run after a crash
+    /// of the caller. Returns the slots settled, or `None` if `step` stopped it.
     pub(crate) fn recover_slots(
         &self,
         o: &mut Owner,
         step: &mut impl FnMut(u32) -> bool,
     ) -> Option<u32> {
+        self.recover_xfer(o);
         let mut settled = 0;
-        // First the (at most one) operation in flight: it decides the owner tag.
+        // The (at most one) slot operation in flight first.
         for slot in 0..self.l.slots {
             let st = self.sw(o.lane, slot, S_STATE).load(ACQ);
             match kind(st) {
                 RESERVING => {
-                    let avail_tag = otag(self.lw(o.lane, L_AVAIL).load(ACQ));
-                    let next = if avail_tag == tag(st) { HELD } else { EMPTY };
-                    self.sw(o.lane, slot, S_STATE)
-                        .store(state(next, tag(st)), REL);
+                    let before = self.sw(o.lane, slot, S_LOCAL_BEFORE).load(RELAXED);
+                    let taken = self.lw(o.lane, L_LOCAL).load(ACQ) != before;
+                    let next = if taken { HELD } else { EMPTY };
+                    self.sw(o.lane, slot, S_STATE).store(state(next, 0), REL);
                 }
                 SETTLING => {
-                    o.otag = otag(self.lw(o.lane, L_AVAIL).load(ACQ));
-                    if !self.finish_settling(o, slot, tag(st), step) {
+                    if !self.finish_settling(o, slot, step) {
                         return None;
                     }
                     settled += 1;
@@ -390,7 +553,7 @@ impl<'a> View<'a> {
                 _ => {}
             }
         }
-        o.otag = otag(self.lw(o.lane, L_AVAIL).load(ACQ));
+        o.local = self.lw(o.lane, L_LOCAL).load(ACQ);
         for slot in 0..self.l.slots {
             let st = self.sw(o.lane, slot, S_STATE).load(ACQ);
             let (actual, cancel) = match kind(st) {
@@ -408,22 +571,17 @@ impl<'a> View<'a> {
     }
 }
 
-/// Step 2 of reserve: take `amount` credits and stamp the owner tag, in one CAS. On
-/// failure returns the credits there were.
+/// The pull's CAS: take `batch` credits and stamp the owner tag. `Err` with the current
+/// word if it changed since `cur` was read (or is short).
 #[cfg(not(tollgate_broken))]
 #[inline]
-fn debit(avail: &AtomicU64, amount: u64, t: u16) -> Result<(), u64> {
-    let mut cur = avail.load(RELAXED);
-    loop {
-        let have = credits(cur);
-        if have < amount {
-            return Err(have);
-        }
-        match avail.compare_exchange_weak(cur, with_otag(cur - amount, t), ACQ_REL, RELAXED) {
-            Ok(_) => return Ok(()),
-            Err(now) => cur = now,
-        }
+fn debit(avail: &AtomicU64, cur: u64, batch: u64, t: u16) -> Result<(), u64> {
+    if credits(cur) < batch {
+        return Err(avail.load(RELAXED));
     }
+    avail
+        .compare_exchange(cur, with_otag(cur - batch, t), ACQ_REL, RELAXED)
+        .map(|_| ())
 }
 
 /// The deliberately broken variant (`--cfg tollgate_broken`): a split read-modify-write.
@@ -431,24 +589,23 @@ fn debit(avail: &AtomicU64, amount: u64, t: u16) -> Result<(), u64> {
 /// `loom_reserve_races_top_up` must catch it.
 #[cfg(tollgate_broken)]
 #[inline]
-fn debit(avail: &AtomicU64, amount: u64, t: u16) -> Result<(), u64> {
+fn debit(avail: &AtomicU64, _cur: u64, batch: u64, t: u16) -> Result<(), u64> {
     let cur = avail.load(ACQ);
-    let have = credits(cur);
-    if have < amount {
-        return Err(have);
+    if credits(cur) < batch {
+        return Err(cur);
     }
-    avail.store(with_otag(cur - amount, t), REL);
+    avail.store(with_otag(cur - batch, t), REL);
     Ok(())
 }
 
-/// Step 5 of settle: give `refund` back and stamp the owner tag, in one CAS (the sidecar
-/// adds and takes concurrently, so it must be a read-modify-write).
-fn credit_owner(avail: &AtomicU64, refund: u64, t: u16) {
+/// The flush's CAS: give `x` back and stamp the owner tag (the sidecar adds and takes
+/// concurrently, so it must be a read-modify-write).
+fn credit_owner(avail: &AtomicU64, x: u64, t: u16) {
     let mut cur = avail.load(RELAXED);
     loop {
-        // Cannot pass CREDIT_MASK: a refund only returns what this lane debited, and the
+        // Cannot pass CREDIT_MASK: a flush only returns what this lane pulled, and the
         // sidecar keeps a lane's outstanding credits below MAX_LANE_CREDITS.
-        let c = credits(cur).saturating_add(refund).min(CREDIT_MASK);
+        let c = credits(cur).saturating_add(x).min(CREDIT_MASK);
         let new = with_otag((cur & !CREDIT_MASK) | c, t);
         match avail.compare_exchange_weak(cur, new, ACQ_REL, RELAXED) {
             Ok(_) => return,

@@ -21,7 +21,7 @@
 //! three tier floors, tenant, reclaimed. A tenant (16 words): state, name (48 bytes), and
 //! for each (tier, initiator) the pools a lane of that class is subject to. A lane: a
 //! 32-word header (agent line, sidecar line, report line), `slots_per_lane` reservation
-//! slots of 8 words, and a usage ring of `ring_capacity` 8-word records. See [`crate::protocol`]
+//! slots of 16 words, and a usage ring of `ring_capacity` 8-word records. See [`crate::protocol`]
 //! for what each word means to the protocol.
 
 use crate::error::AttachError;
@@ -107,6 +107,13 @@ pub(crate) const L_OVERRUN: usize = 4;
 pub(crate) const L_RING_HEAD: usize = 5;
 pub(crate) const L_LOST: usize = 6;
 pub(crate) const L_PENDING: usize = 7;
+// Second line of the agent pair: the owner's local credits and its transfer intent.
+pub(crate) const L_LOCAL: usize = 8;
+pub(crate) const L_XFER_STATE: usize = 9;
+pub(crate) const L_XFER_AMOUNT: usize = 10;
+pub(crate) const L_XFER_LOCAL_BEFORE: usize = 11;
+/// Sidecar-written: "flush your local credits back to `avail`" (a revoke wants them).
+pub(crate) const L_FLUSH_REQ: usize = 12;
 // Sidecar line.
 pub(crate) const L_TOPPED_UP: usize = 16;
 pub(crate) const L_REVOKED: usize = 17;
@@ -123,7 +130,7 @@ pub(crate) const L_LAST_DENY: usize = 26;
 pub(crate) const L_DEMAND_SEEN: usize = 28;
 
 // Reservation slot.
-pub(crate) const SLOT_WORDS: usize = 8;
+pub(crate) const SLOT_WORDS: usize = 16;
 pub(crate) const S_STATE: usize = 0;
 pub(crate) const S_RESERVED: usize = 1;
 pub(crate) const S_ACTUAL: usize = 2;
@@ -132,6 +139,8 @@ pub(crate) const S_OVER_BEFORE: usize = 4;
 pub(crate) const S_HEAD_BEFORE: usize = 5;
 pub(crate) const S_TOKENS: usize = 6;
 pub(crate) const S_META: usize = 7;
+pub(crate) const S_LOCAL_BEFORE: usize = 8;
+pub(crate) const S_LOST_BEFORE: usize = 9;
 
 // Usage record in a ring.
 pub(crate) const REC_WORDS: usize = 8;

@@ -32,7 +32,7 @@
 //! 32-word header on 128-byte-aligned lines (agent line: claim = pid + start time, key,
 //! `avail`, consumed, overrun, ring head, lost, pending commits; sidecar line: topped up,
 //! revoked, reclaimed, ring tail, denial reason, harvest marks, pool list; a report line),
-//! reservation slots of 8 words, and a usage ring of 8-word records.
+//! reservation slots of 16 words, and a usage ring of 8-word records.
 //!
 //! ## Agent API
 //!

@@ -11,7 +11,7 @@ use loom::thread;
 
 use crate::carve::Revoked;
 use crate::codes::{LaneKey, pack_pools};
-use crate::lane::{Owner, View, credits};
+use crate::lane::{View, credits};
 use crate::layout::*;
 use crate::mapping::Mem;
 use crate::process::ProcessId;
@@ -110,13 +110,29 @@ fn go() -> impl FnMut(u32) -> bool {
     |_| true
 }
 
-/// Returns `false` at the k-th step it is asked about (the thread "dies" there).
+/// Returns `false` at the k-th step it is asked about, and ever after (the thread "dies"
+/// there). For single-threaded sequences, where step counts are deterministic.
 fn crash_after(k: u32) -> impl FnMut(u32) -> bool {
     let mut n = 0;
     move |_| {
         n += 1;
         n < k
     }
+}
+
+/// Returns `false` at the first step with id `id`, and ever after. Step ids name protocol
+/// steps (pull 1-3, take 11-12, flush 21-23, settle 31-35, sidecar 1, 2, 10, ...), so
+/// the crash point does not move when a CAS retries under a race.
+fn crash_at(id: u32) -> impl FnMut(u32) -> bool {
+    let mut dead = false;
+    move |s| {
+        dead |= s == id;
+        !dead
+    }
+}
+
+fn lane_credits(v: &View<'_>) -> u64 {
+    credits(v.lw(0, L_AVAIL).load(ACQ)) + v.lw(0, L_LOCAL).load(ACQ)
 }
 
 /// The model the broken variant must fail: reserve + commit racing a top-up.
@@ -129,14 +145,10 @@ fn reserve_races_top_up_model() {
         });
         let v = f.view();
         let mut o = v.owner_for(0);
-        let (slot, _) = v.reserve(&mut o, 3, 0, 0, &mut go()).unwrap();
+        let slot = v.reserve(&mut o, 3, 0, 0, &mut go()).unwrap();
         assert!(v.settle(&mut o, slot, 1, false, &mut go()));
         sidecar.join().unwrap();
-        assert_eq!(
-            credits(v.lw(0, L_AVAIL).load(ACQ)),
-            4 + 5 - 1,
-            "no top-up lost"
-        );
+        assert_eq!(lane_credits(&v), 4 + 5 - 1, "no top-up lost");
         f.check();
     });
 }
@@ -163,16 +175,14 @@ mod models {
             let v = f.view();
             let mut o = v.owner_for(0);
             let got = v.reserve(&mut o, 4, 0, 0, &mut go());
-            if let Ok((slot, _)) = got {
+            if let Ok(slot) = got {
                 assert!(v.settle(&mut o, slot, 3, false, &mut go()));
             }
             let revoked = sidecar.join().unwrap();
-            let avail = credits(v.lw(0, L_AVAIL).load(ACQ));
             match got {
-                // Reserved first: revoke took 2 (or 3 after the refund), the rest stayed.
-                Ok(_) => assert_eq!(avail + revoked, 6 - 3),
+                Ok(_) => assert_eq!(lane_credits(&v) + revoked, 6 - 3),
                 // Revoked first: everything went back, the lane was dry.
-                Err(_) => assert_eq!((avail, revoked), (0, 6)),
+                Err(_) => assert_eq!((lane_credits(&v), revoked), (0, 6)),
             }
             f.check();
         });
@@ -190,10 +200,35 @@ mod models {
             });
             let v = f.view();
             let mut o = v.owner_for(0);
-            let (slot, _) = v.reserve(&mut o, 5, 0, 0, &mut go()).unwrap();
+            let slot = v.reserve(&mut o, 5, 0, 0, &mut go()).unwrap();
             assert!(v.settle(&mut o, slot, 0, true, &mut go()));
             let revoked = sidecar.join().unwrap();
-            assert_eq!(credits(v.lw(0, L_AVAIL).load(ACQ)) + revoked, 8);
+            assert_eq!(lane_credits(&v) + revoked, 8);
+            f.check();
+        });
+    }
+
+    /// A flush (local credits back to `avail`, as a revoke request asks) racing a revoke.
+    #[test]
+    fn loom_flush_races_revoke() {
+        loom::model(|| {
+            let f = Fixture::new(1, 2, 2, 10);
+            let v = f.view();
+            let mut o = v.owner_for(0);
+            let slot = v.reserve(&mut o, 2, 0, 0, &mut go()).unwrap();
+            let f = Arc::new(f);
+            let f2 = f.clone();
+            let sidecar = thread::spawn(move || {
+                f2.view()
+                    .revoke(0, u64::MAX, Revoked::Revoke, &mut go())
+                    .unwrap()
+            });
+            let v = f.view();
+            assert!(v.flush(&mut o, u64::MAX, &mut go()));
+            let revoked = sidecar.join().unwrap();
+            assert_eq!(lane_credits(&v) + revoked + 2, 10);
+            f.check();
+            assert!(v.settle(&mut o, slot, 2, false, &mut go()));
             f.check();
         });
     }
@@ -204,57 +239,52 @@ mod models {
             let f = Arc::new(Fixture::new(1, 2, 4, 10));
             let v = f.view();
             let mut o = v.owner_for(0);
-            let (slot, tag) = v.reserve(&mut o, 4, 0, 0, &mut go()).unwrap();
+            let slot = v.reserve(&mut o, 4, 0, 0, &mut go()).unwrap();
             let f2 = f.clone();
             let remote = thread::spawn(move || {
-                assert!(f2.view().finish_remote(0, slot, tag, 3, 0, false));
+                assert!(f2.view().finish_remote(0, slot, 3, 0, false));
             });
             // The owner keeps working while the other thread commits.
             v.settle_pending(&mut o);
-            if let Ok((s2, _)) = v.reserve(&mut o, 2, 0, 0, &mut go()) {
+            if let Ok(s2) = v.reserve(&mut o, 2, 0, 0, &mut go()) {
                 assert!(v.settle(&mut o, s2, 2, false, &mut go()));
             }
             remote.join().unwrap();
             f.check();
             v.settle_pending(&mut o);
             assert_eq!(o.free, 0b11, "both slots free again");
-            assert_eq!(
-                v.lw(0, L_CONSUMED).load(ACQ) + credits(v.lw(0, L_AVAIL).load(ACQ)),
-                10
-            );
+            assert_eq!(v.lw(0, L_CONSUMED).load(ACQ) + lane_credits(&v), 10);
             f.check();
         });
     }
 
-    /// The agent dies after step k of reserve + commit (for every k) while the sidecar
-    /// tops the lane up; the sidecar then reclaims. Exact conservation, all credits back.
+    /// The agent dies after each step of reserve + commit (pull, take, settle) while the
+    /// sidecar tops the lane up; the sidecar then reclaims. Exact conservation, and every
+    /// credit back in the pools.
     #[test]
     fn loom_crash_at_every_step_of_reserve_and_commit_then_reclaim() {
-        // reserve has 2 steps, settle 5; k = 8 completes.
-        for k in 1..=8 {
+        for k in [1, 2, 3, 11, 12, 31, 32, 33, 34, 35, 0] {
             loom::model(move || {
                 let f = Arc::new(Fixture::new(1, 2, 2, 6));
                 let f2 = f.clone();
                 let agent = thread::spawn(move || {
                     let v = f2.view();
                     let mut o = v.owner_for(0);
-                    let mut step = crash_after(k);
-                    let Ok((slot, _)) = v.reserve(&mut o, 4, 0, 0, &mut step) else {
-                        return;
-                    };
-                    if kind_of(&v, slot) == crate::lane::HELD {
-                        let _ = v.settle(&mut o, slot, 5, false, &mut step); // an overrun of 1
+                    let mut step = crash_at(k);
+                    if let Ok(slot) = v.reserve(&mut o, 4, 0, 0, &mut step) {
+                        let _ = v.settle(&mut o, slot, 5, false, &mut step); // overrun of 1
                     }
+                    !step(u32::MAX) // did it die?
                 });
                 f.view().top_up(0, 2, &mut go()).unwrap();
-                agent.join().unwrap();
+                assert_eq!(agent.join().unwrap(), k != 0, "crash point {k} reached");
                 f.check();
                 let v = f.view();
                 v.reclaim_lane(0, &|_| true, &mut go()).unwrap();
-                // Once the settle intent is recorded (step 3) the commit is decided: reclaim
-                // finishes it and charges the reservation's 4 (+1 overrun); before that the
-                // call counts as never committed and everything goes back.
-                let (paid, over) = if k >= 3 { (4, 1) } else { (0, 0) };
+                // Once the settle intent is recorded (step 31) the commit is decided:
+                // reclaim finishes it and charges the reservation's 4 (+1 overrun); before
+                // that the call counts as never committed and everything goes back.
+                let (paid, over) = if k >= 31 || k == 0 { (4, 1) } else { (0, 0) };
                 assert_eq!(v.lw(0, L_CONSUMED).load(ACQ), paid);
                 assert_eq!(v.lw(0, L_OVERRUN).load(ACQ), over);
                 f.check_all_returned(0);
@@ -262,24 +292,29 @@ mod models {
         }
     }
 
-    /// The agent dies after step k of a cancel (for every k); reclaim returns everything.
+    /// The agent dies after each step of a cancel, or of a flush, while the sidecar
+    /// revokes; reclaim returns everything.
     #[test]
-    fn loom_crash_at_every_step_of_cancel_then_reclaim() {
-        for k in 1..=6 {
+    fn loom_crash_at_every_step_of_cancel_and_flush_then_reclaim() {
+        for k in [31, 32, 33, 34, 35, 21, 22, 23, 0] {
             loom::model(move || {
                 let f = Fixture::new(1, 2, 2, 6);
                 let v = f.view();
                 let mut o = v.owner_for(0);
-                let (slot, _) = v.reserve(&mut o, 4, 0, 0, &mut go()).unwrap();
+                let slot = v.reserve(&mut o, 4, 0, 0, &mut go()).unwrap();
                 let f = Arc::new(f);
                 let f2 = f.clone();
                 let agent = thread::spawn(move || {
                     let v = f2.view();
                     let mut o = v.owner_for(0);
-                    let _ = v.settle(&mut o, slot, 0, true, &mut crash_after(k));
+                    let mut step = crash_at(k);
+                    if v.settle(&mut o, slot, 0, true, &mut step) {
+                        v.flush(&mut o, u64::MAX, &mut step);
+                    }
+                    !step(u32::MAX)
                 });
                 f.view().revoke(0, 1, Revoked::Revoke, &mut go()).unwrap();
-                agent.join().unwrap();
+                assert_eq!(agent.join().unwrap(), k != 0, "crash point {k} reached");
                 f.check();
                 let v = f.view();
                 v.reclaim_lane(0, &|_| true, &mut go()).unwrap();
@@ -293,30 +328,33 @@ mod models {
         }
     }
 
-    /// The sidecar dies after step k of a top-up or a revoke (for every k) while the agent
-    /// reserves and commits; the restarted sidecar recovers its journal.
+    /// The sidecar dies after each step of a top-up or a revoke while the agent reserves
+    /// and commits; the restarted sidecar recovers its journal.
     #[test]
     fn loom_sidecar_crash_at_every_step_of_top_up_and_revoke() {
         for revoke in [false, true] {
-            for k in 1..=4 {
+            for k in [1, 2, 10, 0] {
                 loom::model(move || {
                     let f = Arc::new(Fixture::new(1, 2, 2, 5));
                     let f2 = f.clone();
                     let sidecar = thread::spawn(move || {
                         let v = f2.view();
-                        let mut step = crash_after(k);
+                        let mut step = crash_at(k);
                         if revoke {
                             v.revoke(0, 3, Revoked::Revoke, &mut step).unwrap();
                         } else {
                             v.top_up(0, 3, &mut step).unwrap();
                         }
+                        !step(u32::MAX)
                     });
                     let v = f.view();
                     let mut o = v.owner_for(0);
-                    if let Ok((slot, _)) = v.reserve(&mut o, 2, 0, 0, &mut go()) {
+                    if let Ok(slot) = v.reserve(&mut o, 2, 0, 0, &mut go()) {
                         assert!(v.settle(&mut o, slot, 1, false, &mut go()));
                     }
-                    sidecar.join().unwrap();
+                    // A revoke may find the lane empty (the agent pulled everything first).
+                    let died = sidecar.join().unwrap();
+                    assert!(died == (k != 0) || revoke, "crash point {k} reached");
                     v.journal_recover().unwrap();
                     f.check();
                 });
@@ -328,17 +366,15 @@ mod models {
     /// its restart: every credit comes back exactly once.
     #[test]
     fn loom_reclaim_resumes_after_sidecar_crash() {
-        for k in 1..=12 {
+        for k in 1..=24 {
             loom::model(move || {
                 let f = Fixture::new(1, 2, 2, 8);
                 let v = f.view();
                 let mut o = v.owner_for(0);
-                let (held, _) = v.reserve(&mut o, 3, 0, 0, &mut go()).unwrap();
-                let (done, _) = v.reserve(&mut o, 2, 0, 0, &mut go()).unwrap();
+                let _held = v.reserve(&mut o, 3, 0, 0, &mut go()).unwrap();
+                let done = v.reserve(&mut o, 2, 0, 0, &mut go()).unwrap();
                 // Committed by another thread, not yet settled by the (now dead) owner.
-                let tag = crate::lane::tag(v.sw(0, done, S_STATE).load(ACQ));
-                assert!(v.finish_remote(0, done, tag, 1, 0, false));
-                let _ = held;
+                assert!(v.finish_remote(0, done, 1, 0, false));
                 let f = Arc::new(f);
                 let f2 = f.clone();
                 let first = thread::spawn(move || {
@@ -348,6 +384,14 @@ mod models {
                 let v = f.view();
                 v.journal_recover().unwrap();
                 f.check();
+                if k == 24 {
+                    // The last k runs to completion: every earlier k crashed at a real step.
+                    assert_eq!(
+                        v.lw(0, L_CLAIM).load(ACQ),
+                        0,
+                        "reclaim has fewer than 24 steps"
+                    );
+                }
                 if v.lw(0, L_CLAIM).load(ACQ) != 0 {
                     v.reclaim_lane(0, &|_| true, &mut go()).unwrap();
                 }
@@ -377,7 +421,7 @@ mod models {
             let v = f.view();
             let mut o = v.owner_for(0);
             for actual in [1, 2, 3] {
-                let (slot, _) = v.reserve(&mut o, 5, 0, 0, &mut go()).unwrap();
+                let slot = v.reserve(&mut o, 5, 0, 0, &mut go()).unwrap();
                 assert!(v.settle(&mut o, slot, actual, false, &mut go()));
             }
             let mut out: Vec<UsageRecord> = sidecar.join().unwrap();
@@ -423,13 +467,6 @@ mod models {
         });
     }
 }
-
-fn kind_of(v: &View<'_>, slot: usize) -> u64 {
-    crate::lane::kind(v.sw(0, slot, S_STATE).load(ACQ))
-}
-
-#[allow(dead_code)]
-fn unused(_: Owner) {}
 
 /// Built with `--cfg tollgate_broken` (reserve's CAS split into a load and a store):
 /// loom must find the lost top-up. If this test fails, the models cannot fail.

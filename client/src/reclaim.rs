@@ -1,12 +1,13 @@
 //! RECLAIM: the sidecar takes over a dead process's lane, finishes or undoes whatever the
-//! owner left half done (deciding from the tags), settles its reservations (held ones as
-//! cancelled), takes every remaining credit back into the pools and frees the lane.
+//! owner left half done (deciding from tags and before-values), settles its reservations
+//! (held ones as cancelled), takes its local and available credits back into the pools
+//! and frees the lane.
 //! Each step is idempotent or decided by state, so a sidecar that dies mid-reclaim
 //! resumes it and every credit comes back exactly once.
 
 use crate::carve::Revoked;
 use crate::error::SidecarError;
-use crate::lane::{Owner, View};
+use crate::lane::View;
 use crate::layout::*;
 use crate::process::ProcessId;
 use crate::sync::{ACQ, ACQ_REL, REL, RELAXED};
@@ -56,11 +57,7 @@ impl View<'_> {
                 returned: 0,
             });
         }
-        let mut o = Owner {
-            lane,
-            otag: 0,
-            free: 0,
-        };
+        let mut o = self.owner_for(lane);
         let Some(settled) = self.recover_slots(&mut o, step) else {
             return Ok(ReclaimReport {
                 lane,
@@ -79,7 +76,16 @@ impl View<'_> {
         }
         let mut returned = 0;
         if self.lw(lane, L_POOLS).load(ACQ) != 0 {
-            returned = self.revoke(lane, u64::MAX, Revoked::Reclaim, step)?;
+            returned = self.reclaim_local(lane, step)?;
+            if !step(104) {
+                return Ok(ReclaimReport {
+                    lane,
+                    process,
+                    settled,
+                    returned,
+                });
+            }
+            returned += self.revoke(lane, u64::MAX, Revoked::Reclaim, step)?;
             if !step(102) {
                 return Ok(ReclaimReport {
                     lane,

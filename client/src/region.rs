@@ -293,7 +293,8 @@ impl Region {
         self.mem.words()[H_HEARTBEAT].store(unix_millis, REL);
     }
 
-    /// How long an agent whose lane ran dry spins, then sleeps, before it denies.
+    /// How long an agent whose lane ran dry spins, then sleeps, before it denies (agents
+    /// cap these at 100,000 spins and 10 ms whatever the region says).
     pub fn set_slow_path(&self, spin_iters: u64, max_wait: Duration) {
         let w = self.mem.words();
         w[H_SPIN_ITERS].store(spin_iters, REL);
@@ -395,11 +396,14 @@ impl Region {
         let v = self.view();
         v.top_up(lane, amount.0, &mut |_| true)?;
         v.lw(lane, L_DEMAND).store(0, REL);
+        v.lw(lane, L_FLUSH_REQ).store(0, REL);
         Ok(())
     }
 
     /// Takes up to `amount` back from `lane`'s available credits into its pools (an idle
     /// lane, or a lowered cap). Held credits are not touched. Returns what was taken.
+    /// If `avail` had less than `amount`, the lane is asked to flush its local credits
+    /// back to `avail` at its next reserve (revoke again then); a top-up cancels the ask.
     pub fn revoke(&self, lane: usize, amount: Credits) -> Result<Credits, SidecarError> {
         self.check("lane", lane, self.layout.lanes)?;
         let _g = self.lock();
@@ -407,8 +411,10 @@ impl Region {
         if v.lw(lane, L_POOLS).load(ACQ) == 0 {
             return Ok(Credits::ZERO);
         }
-        v.revoke(lane, amount.0, Revoked::Revoke, &mut |_| true)
-            .map(Credits)
+        let got = v.revoke(lane, amount.0, Revoked::Revoke, &mut |_| true)?;
+        let short = got < amount.0 && v.lw(lane, L_LOCAL).load(ACQ) > 0;
+        v.lw(lane, L_FLUSH_REQ).store(u64::from(short), REL);
+        Ok(Credits(got))
     }
 
     /// Records why `lane` cannot be topped up (the binding limit) and when to retry;

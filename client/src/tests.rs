@@ -99,7 +99,7 @@ fn reserve_commit_cancel_conserve_credits() {
     let lb = &audit.lanes[0];
     assert_eq!(lb.consumed, 14 * C);
     assert_eq!(lb.overrun, 2 * C);
-    assert_eq!(lb.available, 86 * C);
+    assert_eq!(lb.available + lb.local, 86 * C);
     let mut recs = Vec::new();
     let st = r.drain(lane, &mut recs).unwrap();
     assert_eq!(st.records, 2);
@@ -112,10 +112,19 @@ fn reserve_commit_cancel_conserve_credits() {
         assert_eq!(p.overrun, 2 * C);
         assert_eq!(p.carved, 86 * C);
     }
-    // Revoke takes back what is available, not what is held.
+    // Revoke takes back what is in `avail` at once, and asks the lane to flush its local
+    // credits; the next reserve does, and a second revoke takes those. Held credits stay.
     let held = gate.reserve(&call).unwrap();
-    assert_eq!(r.revoke(lane, Credits::MAX).unwrap(), Credits(76 * C));
-    r.audit().check().unwrap();
+    let first = r.revoke(lane, Credits::MAX).unwrap();
+    assert!(r.audit().lanes[0].local > 0, "the agent still has local credits");
+    gate.reserve(&call).unwrap().cancel();
+    let second = r.revoke(lane, Credits::MAX).unwrap();
+    assert!(second.0 > 0, "the flush made local credits revocable");
+    let a = r.audit();
+    a.check().unwrap();
+    let lb = &a.lanes[0];
+    assert_eq!(first.0 + second.0 + lb.available + lb.local, 76 * C);
+    assert_eq!(lb.held, 10 * C);
     held.commit_credits(Credits(C)).unwrap();
     r.audit().check().unwrap();
 }
@@ -208,7 +217,7 @@ fn commit_on_another_thread_is_settled_by_the_owner() {
     a.check().unwrap();
     assert_eq!(a.lanes[0].held, 0);
     assert_eq!(a.lanes[0].consumed, 3 * C);
-    assert_eq!(a.lanes[0].available, 97 * C);
+    assert_eq!(a.lanes[0].available + a.lanes[0].local, 97 * C);
 }
 
 #[test]
