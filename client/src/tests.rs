@@ -116,7 +116,10 @@ fn reserve_commit_cancel_conserve_credits() {
     // credits; the next reserve does, and a second revoke takes those. Held credits stay.
     let held = gate.reserve(&call).unwrap();
     let first = r.revoke(lane, Credits::MAX).unwrap();
-    assert!(r.audit().lanes[0].local > 0, "the agent still has local credits");
+    assert!(
+        r.audit().lanes[0].local > 0,
+        "the agent still has local credits"
+    );
     gate.reserve(&call).unwrap().cancel();
     let second = r.revoke(lane, Credits::MAX).unwrap();
     assert!(second.0 > 0, "the flush made local credits revocable");
