@@ -199,6 +199,59 @@ PY
 validate_py "$OUT/injected-pod.yaml" "$OUT/injected-pod" "$KV" "$K8S_VERSION" "$CRD_KINDS" \
   || die "the injected pod does not validate against Kubernetes $K8S_VERSION"
 
+say "the environment the chart and the injector set is what the binaries read"
+# A renamed flag in a crate would otherwise only show up as a crash loop in a cluster.
+cargo run --quiet -p tollgate-injector --example inject_pod -- --help >"$OUT/injector-help.txt"
+"$VENV/bin/python" - "$OUT/default.yaml" "$OUT/injected-pod.json" "$OUT/injector-help.txt" authority/src sidecar/src <<'PY' \
+  || die "the chart or the injector sets environment variables or flags no binary reads"
+import json, os, re, sys, yaml
+rendered, injected, injector_help, authority_src, sidecar_src = sys.argv[1:6]
+
+def sources(root):
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".rs"):
+                yield open(os.path.join(dirpath, f)).read()
+
+def envs_in_source(root):
+    return {n for text in sources(root) for n in re.findall(r'env\s*=\s*"(TOLLGATE_[A-Z_]+)"', text)}
+
+known = {
+    "authority": envs_in_source(authority_src),
+    "injector": set(re.findall(r"\[env: (TOLLGATE_[A-Z_]+)=", open(injector_help).read())),
+    "tollgate-sidecar": envs_in_source(sidecar_src),
+}
+problems, checked = [], 0
+
+def check(owner, container):
+    global checked
+    for e in container.get("env") or []:
+        if e["name"].startswith("TOLLGATE_"):
+            checked += 1
+            if e["name"] not in known[owner]:
+                problems.append(f"{owner}: {e['name']} is not read by it (it reads: {', '.join(sorted(known[owner]))})")
+
+for d in yaml.safe_load_all(open(rendered)):
+    if d and d.get("kind") == "Deployment":
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            if c["name"] in known:
+                check(c["name"], c)
+sidecar = json.load(open(injected))["spec"]["initContainers"][0]
+check("tollgate-sidecar", sidecar)
+# clap derives `--some-flag` from a `pub some_flag` field marked `#[arg(long ...)]`.
+sidecar_flags = {"--" + f.replace("_", "-") for text in sources(sidecar_src)
+                 for f in re.findall(r"#\[arg\((?:[^]]*\blong\b[^]]*)\)\]\s*(?:///[^\n]*\s*)*pub (\w+)", text)}
+for flag in (a for a in sidecar["args"] if a.startswith("--")):
+    checked += 1
+    if flag not in sidecar_flags:
+        problems.append(f"tollgate-sidecar: {flag} is not one of its flags ({', '.join(sorted(sidecar_flags))})")
+for p in problems:
+    print("[k8s]   " + p)
+if problems:
+    sys.exit(1)
+print(f"[k8s]   {checked} variables and flags set by the chart and the injector are all read")
+PY
+
 say "the default render holds the authority, the injector and the webhook"
 kinds="$OUT/default/kinds.txt"
 for want in "Deployment tollgate-authority" "Deployment tollgate-injector" \
