@@ -24,6 +24,33 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
 /// versions applied by this call.
 pub async fn run(pool: &PgPool, schema: Option<&str>) -> Result<Vec<i64>, LedgerError> {
     let mut conn = pool.acquire().await?;
+    // Lock first: even `CREATE SCHEMA IF NOT EXISTS` races between sessions.
+    const KEY: &str =
+        "hashtextextended('tollgate-ledger-migrate:' || coalesce($1::text, current_schema(), ''), 0)";
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_advisory_lock({KEY})"
+    )))
+    .bind(schema)
+    .execute(&mut *conn)
+    .await?;
+    let result = create_and_apply(&mut conn, schema).await;
+    // Unlock even if a migration failed (the lock is per session, and the connection
+    // goes back to the pool).
+    let unlock = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_advisory_unlock({KEY})"
+    )))
+    .bind(schema)
+    .execute(&mut *conn)
+    .await;
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+async fn create_and_apply(
+    conn: &mut sqlx::PgConnection,
+    schema: Option<&str>,
+) -> Result<Vec<i64>, LedgerError> {
     if let Some(s) = schema {
         // The name was validated (letters, digits, '_'), so quoting it is injection-safe.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -33,22 +60,7 @@ pub async fn run(pool: &PgPool, schema: Option<&str>) -> Result<Vec<i64>, Ledger
         .await
         .map_err(|e| LedgerError::Store(format!("cannot create schema {s}: {e}")))?;
     }
-    sqlx::query(
-        "SELECT pg_advisory_lock(hashtextextended('tollgate-ledger-migrate:' || coalesce(current_schema(), ''), 0))",
-    )
-    .execute(&mut *conn)
-    .await?;
-    let result = apply(&mut conn).await;
-    // Unlock even if a migration failed (the lock is per session, and the connection
-    // goes back to the pool).
-    let unlock = sqlx::query(
-        "SELECT pg_advisory_unlock(hashtextextended('tollgate-ledger-migrate:' || coalesce(current_schema(), ''), 0))",
-    )
-    .execute(&mut *conn)
-    .await;
-    let applied = result?;
-    unlock?;
-    Ok(applied)
+    apply(conn).await
 }
 
 async fn apply(conn: &mut sqlx::PgConnection) -> Result<Vec<i64>, LedgerError> {
