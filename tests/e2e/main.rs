@@ -1,0 +1,274 @@
+//! End-to-end tests across real processes: `tollgate authority`, two `tollgate sidecar`s with
+//! separate region folders (two pods), and agent processes (this test binary re-executed
+//! into [`agent_main`]) that reserve and commit through `tollgate-client`.
+//!
+//! Set `E2E_VERBOSE=1` to see the components' logs.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Not a test: the entry point of agent processes (a no-op unless the harness spawned this
+/// binary as an agent).
+#[test]
+fn agent_main() {
+    if std::env::var_os("TOLLGATE_E2E_AGENT").is_some() {
+        support::agent_main();
+    }
+}
+
+fn region_totals(path: &Path) -> tollgate_demo::scenario::RegionTotals {
+    tollgate_demo::scenario::region_totals(path).expect("region audit")
+}
+
+fn start_agents(dir: &Path, regions: &[&Path], per_region: usize, tiers: &[&'static str]) -> (Vec<Agent>, std::path::PathBuf) {
+    let stop = dir.join("stop-agents");
+    let mut agents = Vec::new();
+    for (r, region) in regions.iter().enumerate() {
+        for i in 0..per_region {
+            let plan = AgentPlan {
+                tier: tiers[(r + i) % tiers.len()],
+                stop_file: stop.clone(),
+                hold: 0,
+                pause_ms: 1,
+            };
+            agents.push(Agent::start(region, dir.join(format!("agent-{r}-{i}.out")), &plan));
+        }
+    }
+    (agents, stop)
+}
+
+fn stop_agents(agents: Vec<Agent>, stop: &Path) -> AgentReport {
+    std::fs::write(stop, b"stop").expect("stop file");
+    let mut total = AgentReport::default();
+    for a in agents {
+        let r = a.finish();
+        total.calls += r.calls;
+        total.spent += r.spent;
+        total.denied += r.denied;
+    }
+    total
+}
+
+/// The most important promise: under load from two pods, the hard cap is never exceeded,
+/// and at the end ledger + regions account for every credit exactly.
+#[test]
+fn fleet_hard_cap_never_exceeded_and_credits_conserved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth = Authority::start(&dir.path().join("authority"), 0);
+    let rt = rt();
+    let grant = 2 * CREDIT;
+    let cap = 3 * CREDIT;
+    let mut admin = rt.block_on(async {
+        let mut a = admin(&auth.url()).await;
+        setup_tenant(&mut a, grant, cap).await;
+        a
+    });
+    let mut a = Sidecar::start(dir.path(), "pod-a", &auth.url(), &[]);
+    let mut b = Sidecar::start(dir.path(), "pod-b", &auth.url(), &[]);
+    a.wait_ready();
+    b.wait_ready();
+    let (agents, stop) = start_agents(dir.path(), &[&a.region, &b.region], 2, &["interactive", "scheduler", "background"]);
+    // Run until the budget is gone: the fleet is denied for a while.
+    let end = Instant::now() + Duration::from_secs(25);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let bal = rt.block_on(balance(&mut admin));
+        if bal.available_micro == 0 && bal.consumed_micro + 20_000 >= grant + cap || Instant::now() > end {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let fleet = stop_agents(agents, &stop);
+    assert!(a.proc.term(Duration::from_secs(15)), "pod-a did not stop cleanly");
+    assert!(b.proc.term(Duration::from_secs(15)), "pod-b did not stop cleanly");
+
+    let st = rt.block_on(statement(&mut admin));
+    let overage: u64 = st.by_grant.iter().filter(|l| l.key == "plan").map(|l| l.amount_micro).sum();
+    let (ra, rb) = (region_totals(&a.region), region_totals(&b.region));
+    eprintln!(
+        "fleet: {} calls, {} micro committed, {} denials; ledger: {} calls, {} micro, overage {} (cap {}); \
+         pod-a leased {} consumed {} returned {}; pod-b leased {} consumed {} returned {}",
+        fleet.calls, fleet.spent, fleet.denied, st.calls, st.total_micro, overage, cap,
+        ra.granted, ra.consumed, ra.returned, rb.granted, rb.consumed, rb.returned
+    );
+    // Every committed call posted exactly once.
+    assert_eq!(st.calls, fleet.calls, "calls committed by agents vs posted by the ledger");
+    assert_eq!(st.total_micro, fleet.spent, "credits committed by agents vs posted");
+    // The regions spent exactly what the ledger posted, and gave back the rest.
+    assert!(ra.balanced && rb.balanced, "a region's conservation equation does not hold");
+    assert_eq!(ra.consumed + rb.consumed, st.total_micro, "regions' consumption vs the ledger");
+    assert_eq!(ra.left + rb.left, 0, "credits left in regions after a graceful stop");
+    assert_eq!(ra.overrun + rb.overrun, 0, "no call ran past its reservation here");
+    // The fleet was really stopped by the budget (the test means something)...
+    assert!(fleet.denied > 0, "the fleet was never denied: the cap was not reached");
+    // ...and never went past it.
+    assert!(overage <= cap, "overage {overage} past the hard cap {cap}");
+    assert!(st.total_micro <= grant + cap, "spent {} past grant + cap {}", st.total_micro, grant + cap);
+    // Ledger side: no hold left open once the sidecars returned their leases.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let bal = rt.block_on(balance(&mut admin));
+        if bal.held_micro == 0 {
+            assert_eq!(bal.consumed_micro, st.total_micro, "balance consumed vs statement");
+            break;
+        }
+        assert!(Instant::now() < end, "holds still open after the sidecars returned their leases: {}", bal.held_micro);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// kill -9 of a sidecar under load, then a restart on the same region folder: every call
+/// the agents committed is posted once (none lost from the rings or the outbox, none doubled
+/// by a replay).
+#[test]
+fn sidecar_kill9_under_load_then_restart_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth = Authority::start(&dir.path().join("authority"), 0);
+    let rt = rt();
+    let mut admin = rt.block_on(async {
+        let mut a = admin(&auth.url()).await;
+        setup_tenant(&mut a, 1_000 * CREDIT, 0).await;
+        a
+    });
+    let mut a = Sidecar::start(dir.path(), "pod-a", &auth.url(), &[]);
+    a.wait_ready();
+    let (agents, stop) = start_agents(dir.path(), &[&a.region], 2, &["interactive", "background"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    a.proc.kill9();
+    std::thread::sleep(Duration::from_millis(700));
+    a.restart();
+    std::thread::sleep(Duration::from_millis(2500));
+    let fleet = stop_agents(agents, &stop);
+    assert!(a.proc.term(Duration::from_secs(15)), "restarted sidecar did not stop cleanly");
+    let st = rt.block_on(statement(&mut admin));
+    let r = region_totals(&a.region);
+    eprintln!(
+        "fleet: {} calls, {} micro; ledger: {} calls, {} micro; region consumed {}",
+        fleet.calls, fleet.spent, st.calls, st.total_micro, r.consumed
+    );
+    assert!(fleet.calls > 0);
+    assert_eq!(st.calls, fleet.calls, "calls committed vs posted after a sidecar kill -9");
+    assert_eq!(st.total_micro, fleet.spent, "credits committed vs posted after a sidecar kill -9");
+    assert!(r.balanced, "region conservation after the restart");
+    assert_eq!(r.consumed, st.total_micro);
+}
+
+/// kill -9 of agent processes holding reservations: the sidecar reclaims their holds within
+/// the liveness timeout, exactly.
+#[test]
+fn agent_kill9_holds_are_reclaimed_within_the_liveness_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth = Authority::start(&dir.path().join("authority"), 0);
+    let rt = rt();
+    rt.block_on(async {
+        let mut a = admin(&auth.url()).await;
+        setup_tenant(&mut a, 100 * CREDIT, 0).await;
+    });
+    let mut sc = Sidecar::start(dir.path(), "pod-a", &auth.url(), &["--liveness-timeout-ms", "1000"]);
+    sc.wait_ready();
+    let stop = dir.path().join("never");
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        let plan = AgentPlan {
+            tier: "interactive",
+            stop_file: stop.clone(),
+            hold: 5,
+            pause_ms: 0,
+        };
+        agents.push(Agent::start(&sc.region, dir.path().join(format!("holder-{i}.out")), &plan));
+    }
+    let held: u64 = agents.iter().map(|a| a.wait_report(Duration::from_secs(20)).held).sum();
+    assert!(held > 0);
+    let killed = Instant::now();
+    for a in agents.iter_mut() {
+        a.proc.kill9();
+    }
+    let end = killed + Duration::from_secs(10);
+    let reclaimed = loop {
+        let n = sc.metric("tollgate_sidecar_processes_reclaimed_total").unwrap_or(0.0);
+        let c = sc.metric("tollgate_sidecar_reclaimed_micro_credits_total").unwrap_or(0.0);
+        if n >= 2.0 {
+            break c as u64;
+        }
+        assert!(Instant::now() < end, "dead agents' lanes not reclaimed within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("reclaimed {reclaimed} micro-credits (held {held}) {:?} after kill -9", killed.elapsed());
+    assert!(reclaimed >= held, "reclaimed {reclaimed} < held {held}");
+    assert!(sc.proc.term(Duration::from_secs(15)));
+    let audit = tollgate_client::Region::open_owner(&sc.region).expect("region").audit();
+    audit.check().expect("conservation after reclaim");
+    assert!(audit.lanes.iter().all(|l| l.held == 0), "a hold survived the reclaim");
+}
+
+/// Lowering the cap with `tollgate ctl` denies further calls within one push.
+#[test]
+fn lowering_the_cap_with_ctl_denies_further_calls_within_one_push() {
+    use tollgate_client::{Call, Gate, ReserveError};
+    use tollgate_core::Usage;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth = Authority::start(&dir.path().join("authority"), 0);
+    let rt = rt();
+    let mut admin = rt.block_on(async {
+        let mut a = admin(&auth.url()).await;
+        setup_tenant(&mut a, 0, 1_000 * CREDIT).await;
+        a
+    });
+    let mut sc = Sidecar::start(dir.path(), "pod-a", &auth.url(), &[]);
+    sc.wait_ready();
+    let gate = Gate::attach(&sc.region).expect("attach");
+    let t = gate.tenant(TENANT).expect("tenant");
+    let m = gate.model(MODEL).expect("model");
+    let call = || Call::model(&m).tenant(t).input_tokens(300).max_output_tokens(300);
+    // Spend for a while.
+    let warm = Instant::now();
+    let mut spent = 0u64;
+    while warm.elapsed() < Duration::from_millis(1500) {
+        if let Ok(h) = gate.reserve(&call()) {
+            spent += h.commit(Usage::new(300, 100)).expect("commit").0;
+        }
+    }
+    assert!(spent > 0);
+    // Lower the cap to what is already spent, with the CLI an operator would use.
+    std::thread::sleep(Duration::from_millis(300)); // let the usage reach the ledger
+    let posted = rt.block_on(statement(&mut admin)).total_micro;
+    let new_cap = posted.max(1);
+    let credits = format!("{}.{:06}", new_cap / CREDIT, new_cap % CREDIT);
+    let status = std::process::Command::new(bin())
+        .args(["ctl", "--authority", &auth.url(), "--admin-token", ADMIN, "plan", "set", TENANT, "--hard-cap", &credits])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("tollgate ctl");
+    assert!(status.success(), "tollgate ctl plan set failed");
+    let pushed = Instant::now();
+    // Keep calling: the first denial after the push is the propagation time.
+    let mut after = 0u64;
+    let denied_at = loop {
+        match gate.reserve(&call()) {
+            Ok(h) => after += h.commit(Usage::new(300, 100)).expect("commit").0,
+            Err(ReserveError::Denied(_)) => break pushed.elapsed(),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(pushed.elapsed() < Duration::from_secs(10), "still serving 10 s after lowering the cap");
+    };
+    eprintln!("lowered cap denied calls {denied_at:?} after `tollgate ctl plan set` returned ({after} micro spent meanwhile)");
+    // And it stays denied.
+    for _ in 0..50 {
+        match gate.reserve(&call()) {
+            Err(ReserveError::Denied(_)) => {}
+            Ok(_) => panic!("a call passed after the lowered cap took effect"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    drop(gate);
+    assert!(sc.proc.term(Duration::from_secs(15)));
+    let st = rt.block_on(statement(&mut admin));
+    let overage: u64 = st.by_grant.iter().filter(|l| l.key == "plan").map(|l| l.amount_micro).sum();
+    // What was spent between reading the ledger and the push is bounded by the leases the
+    // sidecar held then; the cap itself is the check.
+    assert!(overage <= new_cap + after, "overage {overage} vs lowered cap {new_cap} (+{after} in flight)");
+}
