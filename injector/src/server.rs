@@ -26,6 +26,9 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections at most; past it, accepting waits (the API server is the only real
+/// client, and keeps a few connections alive).
+pub const MAX_CONNECTIONS: usize = 512;
 
 /// Why the server cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +75,15 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
+            let slot = tokio::select! {
+                () = &mut shutdown => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break, // never closed
+                },
+            };
             let (tcp, peer) = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
@@ -89,6 +100,7 @@ impl Server {
             let injector = self.injector.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
+                let _slot = slot;
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
                 {
                     Ok(Ok(stream)) => stream,
