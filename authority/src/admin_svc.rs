@@ -542,11 +542,15 @@ impl AdminService for AdminSvc {
         };
         if lowered {
             let b = self.state.ledger.balance(&t).await.map_err(ledger_status)?;
+            // What may still be spent this period: the grants' credits, plus the plan's
+            // room under the new cap (conservatively: the cap minus everything spent this
+            // period). Holds placed under the old cap do not count.
+            let cap = new_cap.unwrap_or(0);
             let room = b
-                .spendable
+                .available
                 .saturating_add(b.held)
-                .saturating_add(b.plan_held)
-                .micros();
+                .micros()
+                .saturating_add(cap.saturating_sub(b.period_spent.micros()));
             push_ceilings(&self.state, &pb::LimitKey::wallet(t.as_str()), room).await;
         }
         Ok(Response::new(p))

@@ -78,6 +78,8 @@ pub struct State {
     pub alert_dirty: Mutex<BTreeSet<String>>,
     /// Stored policies (quotas, floors) by tenant, read through.
     pub policy_cache: Mutex<HashMap<String, TenantPolicy>>,
+    /// Becomes true when the server shuts down (sessions end themselves).
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl State {
@@ -230,6 +232,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         ),
         None => None,
     };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = Arc::new(State {
         ingest: Ingest::start(ledger.clone(), metrics.clone()),
         ledger,
@@ -244,9 +247,9 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         webhook,
         alert_dirty: Mutex::new(BTreeSet::new()),
         policy_cache: Mutex::new(HashMap::new()),
+        shutdown: shutdown_rx.clone(),
     });
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| ServeError::Bind {

@@ -206,8 +206,16 @@ async fn run_session(
         tx.clone(),
         durable.clone(),
     ));
+    let mut shutdown = state.shutdown.clone();
     loop {
-        let msg = match stream.message().await {
+        let next = tokio::select! {
+            m = stream.message() => m,
+            _ = async { let _ = shutdown.wait_for(|v| *v).await; } => {
+                let _ = tx.send(Err(Status::unavailable("the authority is shutting down; reconnect"))).await;
+                break;
+            }
+        };
+        let msg = match next {
             Ok(Some(m)) => m,
             Ok(None) => break,
             Err(e) => {

@@ -1,0 +1,12 @@
+//! Integration tests of the authority: a real gRPC server on loopback over the SQLite store
+//! in a temporary directory. One test binary (faster to link); modules by topic.
+
+mod authority {
+    mod audit_tamper;
+    pub mod common;
+    mod crash;
+    mod leases;
+    mod security;
+    mod session;
+    mod webhook;
+}

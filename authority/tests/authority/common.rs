@@ -1,0 +1,342 @@
+//! Test harness: start an authority, talk to it as an admin or as sidecars.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::{Signer, SigningKey};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tollgate_authority::config::Config;
+use tollgate_authority::server::{Running, ServeOptions, start};
+use tollgate_proto::BatchBuilder;
+use tollgate_proto::batch::RecordInput;
+use tollgate_proto::v1::admin_service_client::AdminServiceClient;
+use tollgate_proto::v1::sidecar_service_client::SidecarServiceClient;
+use tollgate_proto::v1::{self as pb, session_down, session_up};
+use tonic::transport::Channel;
+
+pub const ADMIN: &str = "test-admin-token";
+pub const SC_ACME: &str = "sc-acme-token";
+pub const SC_BOTH: &str = "sc-both-token";
+pub const READER_ACME: &str = "reader-acme-token";
+/// Test signing seed (fixed, so a restarted server signs with the same key).
+pub const SEED_HEX: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+
+/// The config file text the tests use.
+pub fn config_text(relearn_secs: u64) -> String {
+    format!(
+        r#"
+admin_token = "{ADMIN}"
+webhook_secret = "whsec-test"
+[[sidecars]]
+name = "acme-pool"
+token = "{SC_ACME}"
+tenants = ["acme"]
+[[sidecars]]
+name = "shared-pool"
+token = "{SC_BOTH}"
+tenants = ["acme", "globex"]
+[[readers]]
+token = "{READER_ACME}"
+tenants = ["acme"]
+[leases]
+ttl_secs = 30
+settle_grace_secs = 5
+relearn_grace_secs = {relearn_secs}
+min_lease_micro = 1
+"#
+    )
+}
+
+pub struct Harness {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl Harness {
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("tollgate.db")
+    }
+}
+
+pub fn options(dir: &Path, relearn_secs: u64) -> ServeOptions {
+    ServeOptions {
+        store: format!("sqlite://{}", dir.join("tollgate.db").display()),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http: Some("127.0.0.1:0".parse().unwrap()),
+        config: Config::parse(&config_text(relearn_secs)).unwrap(),
+        signer_seed_hex: SEED_HEX.to_string(),
+    }
+}
+
+pub async fn start_harness() -> Harness {
+    if let Ok(f) = std::env::var("TOLLGATE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+            .with_test_writer()
+            .try_init();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(options(dir.path(), 0)).await.unwrap();
+    let url = format!("http://{}", running.grpc_addr);
+    Harness { running, dir, url }
+}
+
+pub fn req<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = token {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    r
+}
+
+pub async fn admin(url: &str) -> AdminServiceClient<Channel> {
+    AdminServiceClient::connect(url.to_string()).await.unwrap()
+}
+
+pub const MODEL: &str = "m1";
+
+/// Creates `tenant` with a purchased grant of `credits` and a per-token price book where
+/// one input token costs one micro-credit.
+pub async fn setup_tenant(url: &str, tenant: &str, credits: u64) {
+    let mut a = admin(url).await;
+    a.create_tenant(req(
+        pb::CreateTenantRequest {
+            tenant: tenant.into(),
+            display_name: format!("{tenant} corp"),
+            deduction_order: 0,
+        },
+        Some(ADMIN),
+    ))
+    .await
+    .unwrap();
+    if credits > 0 {
+        a.add_grant(req(
+            pb::AddGrantRequest {
+                grant: Some(pb::Grant {
+                    tenant: tenant.into(),
+                    kind: pb::GrantKind::Purchased as i32,
+                    amount_micro: credits * 1_000_000,
+                    priority: 10,
+                    ..Default::default()
+                }),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+    }
+    a.set_price_book(req(
+        pb::SetPriceBookRequest {
+            price_book: Some(pb::PriceBook {
+                tenant: tenant.into(),
+                models: vec![pb::ModelPrice {
+                    model: MODEL.into(),
+                    pricing: Some(pb::model_price::Pricing::Tokens(pb::TokenPrice {
+                        input_per_mtok_micro: 1_000_000,
+                        output_per_mtok_micro: 2_000_000,
+                    })),
+                    max_output_tokens: 0,
+                }],
+                default_max_output_tokens: 1000,
+                ..Default::default()
+            }),
+        },
+        Some(ADMIN),
+    ))
+    .await
+    .unwrap();
+}
+
+pub async fn balance(url: &str, tenant: &str) -> pb::Balance {
+    admin(url)
+        .await
+        .get_balance(req(
+            pb::GetBalanceRequest {
+                tenant: tenant.into(),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+pub async fn statement(url: &str, tenant: &str) -> pb::Statement {
+    admin(url)
+        .await
+        .get_statement(req(
+            pb::GetStatementRequest {
+                tenant: tenant.into(),
+                ..Default::default()
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A sidecar client: registration, session stream, signing key.
+pub struct Sidecar {
+    pub id: String,
+    pub key: SigningKey,
+    pub up: mpsc::Sender<pb::SessionUp>,
+    pub down: tonic::Streaming<pb::SessionDown>,
+    pub registered: pb::RegisterResponse,
+}
+
+pub fn key_for(id: &str) -> SigningKey {
+    let mut seed = [7u8; 32];
+    for (i, b) in id.bytes().enumerate() {
+        seed[i % 32] ^= b;
+    }
+    SigningKey::from_bytes(&seed)
+}
+
+pub async fn register(
+    url: &str,
+    id: &str,
+    token: &str,
+    tenants: &[&str],
+    held: Vec<pb::HeldLease>,
+) -> Result<pb::RegisterResponse, tonic::Status> {
+    let mut c = SidecarServiceClient::connect(url.to_string())
+        .await
+        .unwrap();
+    c.register(req(
+        pb::RegisterRequest {
+            sidecar_id: id.into(),
+            tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            public_key: key_for(id).verifying_key().to_bytes().to_vec(),
+            held_leases: held,
+            next_seq: 1,
+            agent: "test".into(),
+        },
+        Some(token),
+    ))
+    .await
+    .map(|r| r.into_inner())
+}
+
+impl Sidecar {
+    pub async fn connect(url: &str, id: &str, token: &str, tenants: &[&str]) -> Sidecar {
+        Sidecar::connect_holding(url, id, token, tenants, Vec::new()).await
+    }
+
+    pub async fn connect_holding(
+        url: &str,
+        id: &str,
+        token: &str,
+        tenants: &[&str],
+        held: Vec<pb::HeldLease>,
+    ) -> Sidecar {
+        let registered = register(url, id, token, tenants, held).await.unwrap();
+        let mut c = SidecarServiceClient::connect(url.to_string())
+            .await
+            .unwrap()
+            .max_decoding_message_size(64 * 1024 * 1024);
+        let (up, rx) = mpsc::channel(256);
+        let mut r = req(ReceiverStream::new(rx), Some(token));
+        r.metadata_mut()
+            .insert(tollgate_proto::SIDECAR_ID_HEADER, id.parse().unwrap());
+        let down = c.session(r).await.unwrap().into_inner();
+        Sidecar {
+            id: id.into(),
+            key: key_for(id),
+            up,
+            down,
+            registered,
+        }
+    }
+
+    /// A signed batch of `n` records of `tenant`, each 100 input tokens (100 micro).
+    pub fn batch(&self, seq: u64, tenant: &str, n: usize) -> pb::UsageBatch {
+        let mut b = BatchBuilder::new(seq, 1);
+        for i in 0..n {
+            b.push(&RecordInput {
+                tenant,
+                agent_instance: if i % 2 == 0 { "agent-a" } else { "agent-b" },
+                model: MODEL,
+                feature: "chat",
+                input_tokens: 100,
+                client_rated_micro: 100,
+                calls: 1,
+                at_unix_ms: 1_800_000_000_000,
+                ..Default::default()
+            });
+        }
+        let mut batch = b.finish();
+        self.sign(&mut batch);
+        batch
+    }
+
+    pub fn sign(&self, batch: &mut pb::UsageBatch) {
+        let msg = tollgate_proto::signing::batch_signing_bytes(&self.id, batch);
+        batch.signature = self.key.sign(&msg).to_bytes().to_vec();
+    }
+
+    pub async fn send(&self, msg: session_up::Msg) {
+        self.up
+            .send(pb::SessionUp { msg: Some(msg) })
+            .await
+            .unwrap();
+    }
+
+    pub async fn demand(&self, limit: pb::LimitKey, desired: u64, held: u64) {
+        self.send(session_up::Msg::Demand(pb::DemandReport {
+            demands: vec![pb::LimitDemand {
+                limit: Some(limit),
+                burn_per_sec_micro: 1,
+                desired_micro: desired,
+                held_micro: held,
+            }],
+        }))
+        .await;
+    }
+
+    /// The next downstream message (a liveness guard of 30 s, not a timing assertion).
+    pub async fn next(&mut self) -> session_down::Msg {
+        if std::env::var("TOLLGATE_TEST_LOG").is_ok() {
+            eprintln!("[{}] waiting for a message", self.id);
+        }
+        let m = tokio::time::timeout(Duration::from_secs(30), self.down.message())
+            .await
+            .expect("no message from the authority within 30 s")
+            .expect("session failed")
+            .expect("session ended");
+        m.msg.expect("empty message")
+    }
+
+    /// Skips messages until one matches.
+    pub async fn next_matching<T>(
+        &mut self,
+        mut f: impl FnMut(session_down::Msg) -> Option<T>,
+    ) -> T {
+        loop {
+            if let Some(t) = f(self.next().await) {
+                return t;
+            }
+        }
+    }
+
+    pub async fn next_ack(&mut self) -> pb::BatchAck {
+        self.next_matching(|m| match m {
+            session_down::Msg::Ack(a) => Some(a),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn next_grant(&mut self) -> pb::Lease {
+        self.next_matching(|m| match m {
+            session_down::Msg::Grant(g) => g.lease,
+            _ => None,
+        })
+        .await
+    }
+}
