@@ -531,46 +531,52 @@ impl Ledger {
         }
         let mut wallets: BTreeMap<TenantId, WalletTx> = BTreeMap::new();
         let mut books: HashMap<TenantId, Arc<PriceBook>> = HashMap::new();
-        for (t, row) in tenants.iter().zip(rows) {
-            let row = row.ok_or_else(|| LedgerError::UnknownTenant(t.clone()))?;
+        if let Some((t, _)) = tenants.iter().zip(&rows).find(|(_, r)| r.is_none()) {
+            return Err(LedgerError::UnknownTenant(t.clone()));
+        }
+        let grants = tx.active_grants_of(&tenants).await?;
+        for ((t, row), grants) in tenants.iter().zip(rows).zip(grants) {
+            let Some(row) = row else { continue };
             if let Some(v) = row.price_book_version {
                 books.insert(t.clone(), self.load_book(tx.as_mut(), t, v).await?);
             }
-            let grants = tx.active_grants(t).await?;
             wallets.insert(t.clone(), WalletTx::new(row, grants, Vec::new()));
         }
-        // Load the senders' open holds for the tenants their new batches name.
-        let mut loaded: BTreeSet<(TenantId, String)> = BTreeSet::new();
+        // Rate the new batches (pure CPU), then load the senders' open holds for the
+        // tenants each batch names, then apply what is due, then post.
+        let mut rated_batches = Vec::with_capacity(batches.len());
+        let mut loaded: BTreeSet<(&TenantId, &str)> = BTreeSet::new();
         for (b, o) in batches.iter().zip(&outcomes) {
             if o.is_some() {
+                rated_batches.push(None);
                 continue;
             }
-            for r in &b.records {
-                let k = (r.tenant.clone(), b.key.sidecar_id.clone());
-                if loaded.contains(&k) {
-                    continue;
+            let rated = rating::rate_records(&b.records, &books);
+            for t in rated.keys() {
+                let t = tenants
+                    .iter()
+                    .find(|x| *x == t)
+                    .ok_or_else(|| LedgerError::UnknownTenant(t.clone()))?;
+                if loaded.insert((t, b.key.sidecar_id.as_str())) {
+                    let holds = tx
+                        .holds(t, &HoldSelect::OpenOwnedBy(b.key.sidecar_id.clone()))
+                        .await?;
+                    if let Some(w) = wallets.get_mut(t) {
+                        w.add_loaded_holds(holds);
+                    }
                 }
-                let holds = tx
-                    .holds(
-                        &r.tenant,
-                        &HoldSelect::OpenOwnedBy(b.key.sidecar_id.clone()),
-                    )
-                    .await?;
-                if let Some(w) = wallets.get_mut(&r.tenant) {
-                    w.add_loaded_holds(holds);
-                }
-                loaded.insert(k);
             }
+            rated_batches.push(Some(rated));
         }
         for w in wallets.values_mut() {
             w.catch_up(ctx);
         }
         let mut changes = Changes::default();
-        for (b, o) in batches.iter().zip(outcomes.iter_mut()) {
+        for ((b, o), rated) in batches.iter().zip(outcomes.iter_mut()).zip(rated_batches) {
+            let Some(rated) = rated else { continue };
             if o.is_some() {
                 continue;
             }
-            let rated = rating::rate_records(&b.records, &books);
             let mut tenants_out = Vec::with_capacity(rated.len());
             for (t, (mut summary, groups)) in rated {
                 let w = wallets

@@ -8,6 +8,7 @@
 //! debited that, and counted in `unrated_records` so the book can be fixed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use tollgate_core::{Credits, ModelRef, PriceBook, RatingInput};
@@ -47,6 +48,46 @@ pub fn validate_records(records: &[UsageRecord]) -> Result<(), LedgerError> {
     Ok(())
 }
 
+/// A fast non-cryptographic hasher (FxHash's multiply-rotate) for the per-record group
+/// lookup. Keys come from authenticated sidecars and a crafted collision can only slow
+/// down the sender's own batch, so SipHash's flooding resistance is not needed here.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+const FX_K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(FX_K);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxBuild = BuildHasherDefault<FxHasher>;
+
 /// Per tenant: the posting summary (records, rated and client totals) and the groups.
 pub type RatedBatch = BTreeMap<TenantId, (TenantPosting, Vec<UsageGroup>)>;
 
@@ -61,8 +102,8 @@ pub fn rate_records(
         group: UsageGroup,
     }
     let mut tenants: Vec<(TenantId, TenantPosting, Option<Arc<PriceBook>>)> = Vec::new();
-    let mut tenant_idx: HashMap<&str, usize> = HashMap::new();
-    let mut index: HashMap<(&str, &str, &str, &str), usize> = HashMap::new();
+    let mut tenant_idx: HashMap<&str, usize, FxBuild> = HashMap::default();
+    let mut index: HashMap<(&str, &str, &str, &str), usize, FxBuild> = HashMap::default();
     let mut slots: Vec<Slot> = Vec::new();
     for r in records {
         let key = (

@@ -188,6 +188,19 @@ pub trait StoreTx: Send {
     /// held > 0`): everything a movement can touch. Call after locking the wallet.
     async fn active_grants(&mut self, tenant: &TenantId) -> Result<Vec<Grant>, LedgerError>;
 
+    /// [`StoreTx::active_grants`] of several tenants at once (one result per tenant, in
+    /// order). The default asks tenant by tenant; stores override it with one query.
+    async fn active_grants_of(
+        &mut self,
+        tenants: &[TenantId],
+    ) -> Result<Vec<Vec<Grant>>, LedgerError> {
+        let mut out = Vec::with_capacity(tenants.len());
+        for t in tenants {
+            out.push(self.active_grants(t).await?);
+        }
+        Ok(out)
+    }
+
     /// A grant by id (any state).
     async fn grant(
         &mut self,

@@ -38,6 +38,31 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
     include_str!("../../migrations/sqlite/0001_initial.sql"),
 )];
 
+/// Rows per multi-row INSERT: 19 columns x 500 rows stays far below SQLite's limit of
+/// 32,766 bound parameters, and one statement per chunk instead of per row is what lets
+/// a batch post in a handful of statements.
+const ROWS_PER_INSERT: usize = 500;
+
+/// `prefix` followed by `rows` groups of `cols` placeholders, then `suffix`.
+fn multi_row(prefix: &str, cols: usize, rows: usize, suffix: &str) -> String {
+    let group = format!("({})", vec!["?"; cols].join(", "));
+    let mut sql = String::with_capacity(prefix.len() + rows * (group.len() + 2) + suffix.len());
+    sql.push_str(prefix);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&group);
+    }
+    sql.push_str(suffix);
+    sql
+}
+
+/// `prefix` followed by `(?, ..., ?)` with `n` placeholders, then `suffix`.
+fn in_list(prefix: &str, n: usize, suffix: &str) -> String {
+    format!("{prefix}({}){suffix}", vec!["?"; n].join(", "))
+}
+
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -382,15 +407,23 @@ impl StoreTx for SqliteTx {
         tenants: &[TenantId],
     ) -> Result<Vec<Option<WalletRow>>, LedgerError> {
         // BEGIN IMMEDIATE already holds the database write lock.
-        let mut out = Vec::with_capacity(tenants.len());
-        for t in tenants {
-            let row = sqlx::query("SELECT * FROM wallets WHERE tenant = ?")
-                .bind(t.as_str())
-                .fetch_optional(&mut *self.tx)
-                .await?;
-            out.push(row.as_ref().map(wallet_from).transpose()?);
+        let mut found: std::collections::HashMap<TenantId, WalletRow> =
+            std::collections::HashMap::with_capacity(tenants.len());
+        for chunk in tenants.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(in_list(
+                "SELECT * FROM wallets WHERE tenant IN ",
+                chunk.len(),
+                "",
+            )));
+            for t in chunk {
+                q = q.bind(t.as_str());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                let w = wallet_from(&row)?;
+                found.insert(w.tenant.clone(), w);
+            }
         }
-        Ok(out)
+        Ok(tenants.iter().map(|t| found.remove(t)).collect())
     }
 
     async fn active_grants(&mut self, tenant: &TenantId) -> Result<Vec<Grant>, LedgerError> {
@@ -401,6 +434,32 @@ impl StoreTx for SqliteTx {
         .fetch_all(&mut *self.tx)
         .await?;
         rows.iter().map(grant_from).collect()
+    }
+
+    async fn active_grants_of(
+        &mut self,
+        tenants: &[TenantId],
+    ) -> Result<Vec<Vec<Grant>>, LedgerError> {
+        let mut by: std::collections::HashMap<TenantId, Vec<Grant>> =
+            std::collections::HashMap::with_capacity(tenants.len());
+        for chunk in tenants.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(in_list(
+                "SELECT * FROM grants WHERE tenant IN ",
+                chunk.len(),
+                " AND (closed = 0 OR held > 0) ORDER BY tenant, id",
+            )));
+            for t in chunk {
+                q = q.bind(t.as_str());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                let g = grant_from(&row)?;
+                by.entry(g.tenant.clone()).or_default().push(g);
+            }
+        }
+        Ok(tenants
+            .iter()
+            .map(|t| by.remove(t).unwrap_or_default())
+            .collect())
     }
 
     async fn grant(
@@ -498,38 +557,45 @@ impl StoreTx for SqliteTx {
         for w in &ch.new_wallets {
             write_wallet(tx, w, true).await?;
         }
-        for w in &ch.wallets {
-            write_wallet(tx, w, false).await?;
+        if ch.wallets.len() == 1 {
+            write_wallet(tx, &ch.wallets[0], false).await?;
+        } else {
+            for chunk in ch.wallets.chunks(ROWS_PER_INSERT) {
+                upsert_wallets(tx, chunk).await?;
+            }
         }
-        for g in &ch.grants {
-            sqlx::query(
-                "INSERT INTO grants (tenant, id, kind, amount, priority, starts_at, expires_at, reset_period, reference, created_at, period, period_start, next_reset_at, granted, available, held, consumed, expired, closed) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (tenant, id) DO UPDATE SET period = excluded.period, period_start = excluded.period_start, \
+        for chunk in ch.grants.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
+                "INSERT INTO grants (tenant, id, kind, amount, priority, starts_at, expires_at, reset_period, reference, created_at, period, period_start, next_reset_at, granted, available, held, consumed, expired, closed) VALUES ",
+                19,
+                chunk.len(),
+                " ON CONFLICT (tenant, id) DO UPDATE SET period = excluded.period, period_start = excluded.period_start, \
                  next_reset_at = excluded.next_reset_at, granted = excluded.granted, available = excluded.available, \
                  held = excluded.held, consumed = excluded.consumed, expired = excluded.expired, closed = excluded.closed",
-            )
-            .bind(g.tenant.as_str())
-            .bind(i(g.id.0, "grant id")?)
-            .bind(kind_str(g.kind))
-            .bind(c(g.amount, "amount")?)
-            .bind(i64::from(g.priority))
-            .bind(i(g.starts_at, "time")?)
-            .bind(g.expires_at.map(|v| i(v, "time")).transpose()?)
-            .bind(g.reset.map(reset_str))
-            .bind(g.reference.as_deref())
-            .bind(i(g.created_at, "time")?)
-            .bind(i64::from(g.period))
-            .bind(i(g.period_start, "time")?)
-            .bind(g.next_reset_at.map(|v| i(v, "time")).transpose()?)
-            .bind(c(g.granted, "granted")?)
-            .bind(c(g.available, "available")?)
-            .bind(c(g.held, "held")?)
-            .bind(c(g.consumed, "consumed")?)
-            .bind(c(g.expired, "expired")?)
-            .bind(i64::from(g.closed))
-            .execute(&mut *tx)
-            .await?;
+            )));
+            for g in chunk {
+                q = q
+                    .bind(g.tenant.as_str())
+                    .bind(i(g.id.0, "grant id")?)
+                    .bind(kind_str(g.kind))
+                    .bind(c(g.amount, "amount")?)
+                    .bind(i64::from(g.priority))
+                    .bind(i(g.starts_at, "time")?)
+                    .bind(g.expires_at.map(|v| i(v, "time")).transpose()?)
+                    .bind(g.reset.map(reset_str))
+                    .bind(g.reference.as_deref())
+                    .bind(i(g.created_at, "time")?)
+                    .bind(i64::from(g.period))
+                    .bind(i(g.period_start, "time")?)
+                    .bind(g.next_reset_at.map(|v| i(v, "time")).transpose()?)
+                    .bind(c(g.granted, "granted")?)
+                    .bind(c(g.available, "available")?)
+                    .bind(c(g.held, "held")?)
+                    .bind(c(g.consumed, "consumed")?)
+                    .bind(c(g.expired, "expired")?)
+                    .bind(i64::from(g.closed));
+            }
+            q.execute(&mut *tx).await?;
         }
         for h in &ch.holds {
             sqlx::query(
@@ -552,70 +618,88 @@ impl StoreTx for SqliteTx {
             .execute(&mut *tx)
             .await?;
         }
-        for p in &ch.postings {
-            let (fk, gid) = funding_cols(p.funding);
-            sqlx::query(
-                "INSERT INTO postings (tenant, at, batch_sidecar, batch_seq, hold_id, agent, model, feature, funding, grant_id, amount, records, input_tokens, output_tokens, outcomes, balance_before, balance_after) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(p.tenant.as_str())
-            .bind(i(p.at, "time")?)
-            .bind(p.batch.as_ref().map(|b| b.sidecar_id.as_str()))
-            .bind(p.batch.as_ref().map(|b| i(b.seq, "seq")).transpose()?)
-            .bind(p.hold.map(|h| i(h.0, "hold id")).transpose()?)
-            .bind(p.agent.as_str())
-            .bind(p.model.as_str())
-            .bind(p.feature.as_str())
-            .bind(fk)
-            .bind(gid.map(|g| i(g, "grant id")).transpose()?)
-            .bind(c(p.amount, "amount")?)
-            .bind(i(p.records, "records")?)
-            .bind(i(p.input_tokens, "tokens")?)
-            .bind(i(p.output_tokens, "tokens")?)
-            .bind(i(p.outcomes, "outcomes")?)
-            .bind(c(p.balance_before, "balance")?)
-            .bind(c(p.balance_after, "balance")?)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in ch.postings.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
+                "INSERT INTO postings (tenant, at, batch_sidecar, batch_seq, hold_id, agent, model, feature, funding, grant_id, amount, records, input_tokens, output_tokens, outcomes, balance_before, balance_after) VALUES ",
+                17,
+                chunk.len(),
+                "",
+            )));
+            for p in chunk {
+                let (fk, gid) = funding_cols(p.funding);
+                q = q
+                    .bind(p.tenant.as_str())
+                    .bind(i(p.at, "time")?)
+                    .bind(p.batch.as_ref().map(|b| b.sidecar_id.as_str()))
+                    .bind(p.batch.as_ref().map(|b| i(b.seq, "seq")).transpose()?)
+                    .bind(p.hold.map(|h| i(h.0, "hold id")).transpose()?)
+                    .bind(p.agent.as_str())
+                    .bind(p.model.as_str())
+                    .bind(p.feature.as_str())
+                    .bind(fk)
+                    .bind(gid.map(|g| i(g, "grant id")).transpose()?)
+                    .bind(c(p.amount, "amount")?)
+                    .bind(i(p.records, "records")?)
+                    .bind(i(p.input_tokens, "tokens")?)
+                    .bind(i(p.output_tokens, "tokens")?)
+                    .bind(i(p.outcomes, "outcomes")?)
+                    .bind(c(p.balance_before, "balance")?)
+                    .bind(c(p.balance_after, "balance")?);
+            }
+            q.execute(&mut *tx).await?;
         }
-        for b in &ch.batches {
-            sqlx::query(
-                "INSERT INTO batches (sidecar_id, seq, posted_at, records, outcome, digest, signature) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(b.outcome.key.sidecar_id.as_str())
-            .bind(i(b.outcome.key.seq, "seq")?)
-            .bind(i(b.outcome.posted_at, "time")?)
-            .bind(i(b.outcome.records, "records")?)
-            .bind(to_json(&b.outcome)?)
-            .bind(b.digest.as_deref())
-            .bind(b.signature.as_deref())
-            .execute(&mut *tx)
-            .await?;
+        for chunk in ch.batches.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
+                "INSERT INTO batches (sidecar_id, seq, posted_at, records, outcome, digest, signature) VALUES ",
+                7,
+                chunk.len(),
+                "",
+            )));
+            for b in chunk {
+                q = q
+                    .bind(b.outcome.key.sidecar_id.as_str())
+                    .bind(i(b.outcome.key.seq, "seq")?)
+                    .bind(i(b.outcome.posted_at, "time")?)
+                    .bind(i(b.outcome.records, "records")?)
+                    .bind(to_json(&b.outcome)?)
+                    .bind(b.digest.as_deref())
+                    .bind(b.signature.as_deref());
+            }
+            q.execute(&mut *tx).await?;
         }
-        for a in &ch.audit {
-            sqlx::query(
-                "INSERT INTO audit_records (tenant, seq, at, prev_hash, body, hash, signature) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(a.tenant.as_str())
-            .bind(i(a.seq, "seq")?)
-            .bind(i(a.at, "time")?)
-            .bind(a.prev_hash.as_str())
-            .bind(a.body.as_str())
-            .bind(a.hash.as_str())
-            .bind(a.signature.as_str())
-            .execute(&mut *tx)
-            .await?;
+        for chunk in ch.audit.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
+                "INSERT INTO audit_records (tenant, seq, at, prev_hash, body, hash, signature) VALUES ",
+                7,
+                chunk.len(),
+                "",
+            )));
+            for a in chunk {
+                q = q
+                    .bind(a.tenant.as_str())
+                    .bind(i(a.seq, "seq")?)
+                    .bind(i(a.at, "time")?)
+                    .bind(a.prev_hash.as_str())
+                    .bind(a.body.as_str())
+                    .bind(a.hash.as_str())
+                    .bind(a.signature.as_str());
+            }
+            q.execute(&mut *tx).await?;
         }
-        for (t, minute, amount) in &ch.spend_buckets {
-            sqlx::query(
-                "INSERT INTO spend_minutes (tenant, minute, amount) VALUES (?, ?, ?) \
-                 ON CONFLICT (tenant, minute) DO UPDATE SET amount = spend_minutes.amount + excluded.amount",
-            )
-            .bind(t.as_str())
-            .bind(i(*minute, "time")?)
-            .bind(c(*amount, "amount")?)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in ch.spend_buckets.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
+                "INSERT INTO spend_minutes (tenant, minute, amount) VALUES ",
+                3,
+                chunk.len(),
+                " ON CONFLICT (tenant, minute) DO UPDATE SET amount = spend_minutes.amount + excluded.amount",
+            )));
+            for (t, minute, amount) in chunk {
+                q = q
+                    .bind(t.as_str())
+                    .bind(i(*minute, "time")?)
+                    .bind(c(*amount, "amount")?);
+            }
+            q.execute(&mut *tx).await?;
         }
         for p in &ch.price_books {
             sqlx::query(
@@ -644,6 +728,53 @@ fn price_book_from(row: &SqliteRow) -> Result<PriceBookRow, LedgerError> {
         json: row.try_get("book")?,
         created_at: get_u(row, "created_at")?,
     })
+}
+
+/// Update several (locked, existing) wallet rows in one statement.
+async fn upsert_wallets(
+    tx: &mut sqlx::SqliteConnection,
+    ws: &[WalletRow],
+) -> Result<(), LedgerError> {
+    const COLS: &str = "config, created_at, next_grant_id, next_hold_id, granted, available, held, consumed, expired, plan_held, plan_consumed, overrun, period_start, period_spent, period_metered, period_request_milli, price_book_version, alert_state, audit_seq, audit_hash, tenant";
+    let set: Vec<String> = COLS
+        .split(", ")
+        .filter(|c| *c != "tenant")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let sql = multi_row(
+        &format!("INSERT INTO wallets ({COLS}) VALUES "),
+        21,
+        ws.len(),
+        &format!(" ON CONFLICT (tenant) DO UPDATE SET {}", set.join(", ")),
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for w in ws {
+        let t = &w.totals;
+        q = q
+            .bind(to_json(&w.config)?)
+            .bind(i(w.created_at, "time")?)
+            .bind(i(w.next_grant_id, "grant id")?)
+            .bind(i(w.next_hold_id, "hold id")?)
+            .bind(c(t.granted, "granted")?)
+            .bind(c(t.available, "available")?)
+            .bind(c(t.held, "held")?)
+            .bind(c(t.consumed, "consumed")?)
+            .bind(c(t.expired, "expired")?)
+            .bind(c(t.plan_held, "plan held")?)
+            .bind(c(t.plan_consumed, "plan consumed")?)
+            .bind(c(t.overrun, "overrun")?)
+            .bind(i(w.period_start, "time")?)
+            .bind(c(w.period_spent, "period spent")?)
+            .bind(c(w.period_usage.metered, "period metered")?)
+            .bind(i(w.period_usage.request_units_milli, "period requests")?)
+            .bind(w.price_book_version.map(|v| i(v, "version")).transpose()?)
+            .bind(to_json(&w.alert_state)?)
+            .bind(i(w.audit_head.seq, "audit seq")?)
+            .bind(hex::encode(w.audit_head.hash))
+            .bind(w.tenant.as_str());
+    }
+    q.execute(&mut *tx).await?;
+    Ok(())
 }
 
 async fn write_wallet(
