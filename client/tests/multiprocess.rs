@@ -12,7 +12,7 @@
 //!
 //! At the end (every agent exited or killed, every dead process reclaimed, every ring
 //! drained) the test checks, for every lane and every pool,
-//! `topped_up = available + held + consumed + revoked + reclaimed` and
+//! `topped_up = available + local + held + consumed + revoked + reclaimed` and
 //! `granted + overrun = available + carved + consumed + returned` (with `carved` equal to
 //! what the lanes still hold), that nothing is still carved or held, that the paid spend
 //! never exceeded `L`, and that the drained usage records add up to the consumed credits.
@@ -487,6 +487,11 @@ impl Sidecar {
         for l in &audit.lanes {
             assert_eq!(l.held, 0, "{label}: lane {} still holds credits", l.lane);
             assert_eq!(
+                l.local, 0,
+                "{label}: lane {} still has local credits",
+                l.lane
+            );
+            assert_eq!(
                 l.available, 0,
                 "{label}: lane {} still has credits after reclaim",
                 l.lane
@@ -568,7 +573,7 @@ fn check_conservation(audit: &Audit, label: &str) {
     for l in &audit.lanes {
         assert_eq!(
             l.topped_up,
-            l.available + l.held + l.consumed + l.revoked + l.reclaimed,
+            l.available + l.local + l.held + l.consumed + l.revoked + l.reclaimed,
             "{label}: lane equation broken: {l:?}"
         );
     }
