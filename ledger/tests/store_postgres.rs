@@ -28,6 +28,8 @@ use tollgate_ledger::{
     VerifyFailure,
 };
 
+mod store_suite;
+
 const URL_VAR: &str = "TOLLGATE_TEST_POSTGRES_URL";
 
 /// 2026-01-15 00:00:00 UTC.
@@ -105,6 +107,11 @@ impl Db {
 
     async fn drop_schema(&self) {
         let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        // A connection of a failed case may still be rolling back: wait, but not forever.
+        sqlx::query("SET lock_timeout = '20s'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
             self.schema
@@ -120,6 +127,59 @@ fn random_schema() -> String {
     getrandom::fill(&mut b).expect("random bytes");
     format!("tg_{}", hex::encode(b))
 }
+
+// ----- the generic store suite (tests/store_suite), on PostgreSQL -----
+
+/// Drops its schema when the last handle goes (the suite's cases own their opener, so
+/// this is the end of the case, panicking or not).
+struct SchemaGuard(Db);
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let db = self.0.clone();
+        // Drop is synchronous and may run on a runtime thread: use a thread of its own.
+        let done = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(db.drop_schema())
+        })
+        .join();
+        if done.is_err() {
+            eprintln!("warning: could not drop test schema {}", self.0.schema);
+        }
+    }
+}
+
+/// A fresh schema per suite case; every call of the opener is a new store instance
+/// (its own pool) on it, as a restarted authority or a second replica would be.
+async fn pg_fresh() -> Option<store_suite::Opener> {
+    // libtest names the test's thread after the test.
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("store suite case")
+        .to_string();
+    let url = server_url(&name)?;
+    let db = Db {
+        url,
+        schema: random_schema(),
+    };
+    let guard = Arc::new(SchemaGuard(db.clone()));
+    Some(Arc::new(move || {
+        // The opener owns the guard: the schema lives as long as the case's opener.
+        let _ = &guard;
+        let db = db.clone();
+        Box::pin(async move {
+            let s: Arc<dyn Store> = Arc::new(db.store().await);
+            s
+        })
+    }))
+}
+
+store_suite::store_suite!(pg_fresh);
+
+// ----- harness for the PostgreSQL-only cases -----
 
 /// Run `body` on a fresh schema, then drop it (also when `body` panics).
 async fn with_db<F, Fut>(test: &str, body: F)

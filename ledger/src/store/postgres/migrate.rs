@@ -25,8 +25,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
 pub async fn run(pool: &PgPool, schema: Option<&str>) -> Result<Vec<i64>, LedgerError> {
     let mut conn = pool.acquire().await?;
     // Lock first: even `CREATE SCHEMA IF NOT EXISTS` races between sessions.
-    const KEY: &str =
-        "hashtextextended('tollgate-ledger-migrate:' || coalesce($1::text, current_schema(), ''), 0)";
+    const KEY: &str = "hashtextextended('tollgate-ledger-migrate:' || coalesce($1::text, current_schema(), ''), 0)";
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT pg_advisory_lock({KEY})"
     )))
