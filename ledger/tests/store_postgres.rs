@@ -595,6 +595,12 @@ async fn changes_round_trip_every_column() {
         assert_eq!(got, vec![Some(w.clone())]);
         assert_eq!(tx.active_grants(&t).await.unwrap(), ch.grants);
         assert_eq!(
+            tx.active_grants_of(&[t.clone(), tenant("none")])
+                .await
+                .unwrap(),
+            vec![ch.grants.clone(), vec![]]
+        );
+        assert_eq!(
             tx.grant(&t, GrantId(2)).await.unwrap(),
             Some(ch.grants[1].clone())
         );

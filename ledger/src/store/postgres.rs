@@ -261,6 +261,32 @@ impl StoreTx for PostgresTx {
         rows.iter().map(grant_from).collect()
     }
 
+    async fn active_grants_of(
+        &mut self,
+        tenants: &[TenantId],
+    ) -> Result<Vec<Vec<Grant>>, LedgerError> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip for all the tenants of a group commit.
+        let names: Vec<&str> = tenants.iter().map(|t| t.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT * FROM grants WHERE tenant = ANY($1::text[]) AND (closed = 0 OR held > 0) ORDER BY tenant, id",
+        )
+        .bind(&names)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut by: BTreeMap<TenantId, Vec<Grant>> = BTreeMap::new();
+        for r in &rows {
+            let g = grant_from(r)?;
+            by.entry(g.tenant.clone()).or_default().push(g);
+        }
+        Ok(tenants
+            .iter()
+            .map(|t| by.remove(t).unwrap_or_default())
+            .collect())
+    }
+
     async fn grant(
         &mut self,
         tenant: &TenantId,
