@@ -72,6 +72,10 @@ fn wait_ready(region: &std::path::Path, timeout: Duration) -> anyhow::Result<()>
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Component logs only on request (TOLLGATE_LOG=info): the demo's own lines are the show.
+    if let Ok(filter) = std::env::var("TOLLGATE_LOG") {
+        tollgate_sidecar::logging::init(&filter, tollgate_sidecar::logging::LogFormat::Text)?;
+    }
     let dir = tempfile::Builder::new()
         .prefix("tollgate-demo-")
         .tempdir()?;
@@ -244,7 +248,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
 
+    let t_report = Instant::now();
     let report = backend.finish(spent, calls).await?;
+    tracing::info!(took = ?t_report.elapsed(), "statement and audit check");
     println!("{report}");
     println!("demo finished in {:.1}s", started.elapsed().as_secs_f32());
     Ok(())

@@ -1,11 +1,11 @@
 //! Drained usage records → sequence-numbered, signed batches in the outbox.
 //!
-//! The order of effects is what makes restarts exact: records are read from the rings, the
-//! signed batch is written to the [`Outbox`], and only then are the rings' read positions
-//! advanced (by the caller, after [`Batcher::seal`] returns). A crash before the outbox
-//! write re-reads the same records; a crash after it finds them in the outbox and the ring
-//! position is advanced past them on restart (the batch names the ring positions it covers:
-//! see [`crate::owner`]).
+//! A batch is written to the [`Outbox`] right after its records are drained and before it is
+//! sent; each outbox entry also carries the per-lane reconciliation cursors
+//! ([`crate::reconcile`]) as they stand once the batch is reported, so a restarted sidecar
+//! knows exactly what it has reported. (The client's drain frees ring space as it reads, so a
+//! crash between a drain and the outbox write loses those records' detail; reconciliation
+//! then reports their amount as one aggregate record.)
 
 use prost::Message;
 use tollgate_proto::v1::UsageBatch;
@@ -13,9 +13,10 @@ use tollgate_proto::{BatchBuilder, batch::RecordInput};
 
 use crate::key::SidecarKey;
 use crate::outbox::{Outbox, OutboxError};
+use crate::reconcile::Cursor;
 
 /// Most records in one batch (keeps a batch well under gRPC's 4 MiB message limit).
-pub const MAX_RECORDS_PER_BATCH: usize = 4_096;
+pub const MAX_RECORDS_PER_BATCH: usize = 16_384;
 
 /// Seals batches for one sidecar identity.
 #[derive(Debug)]
@@ -48,14 +49,15 @@ impl Batcher {
         }
     }
 
-    /// Builds, signs and persists one batch of `records`, together with the ring `cursors`
-    /// (lane, read position after these records) it covers; returns the batch (ready to send).
+    /// Builds, signs and persists one batch of `records`, together with the per-lane
+    /// reconciliation `cursors` as they stand once this batch is reported (see
+    /// [`crate::reconcile`]); returns the batch (ready to send).
     pub fn seal(
         &self,
         outbox: &mut Outbox,
         key: &SidecarKey,
         records: &[RecordInput<'_>],
-        cursors: &[(u32, u64)],
+        cursors: &[(u32, Cursor)],
         now_unix_ms: u64,
     ) -> Result<UsageBatch, BatchError> {
         let mut b = BatchBuilder::new(outbox.next_seq(), now_unix_ms);
@@ -71,7 +73,10 @@ impl Batcher {
     }
 
     /// Decodes a persisted entry for replay: the ring cursors it covers and the batch.
-    pub fn decode(seq: u64, payload: &[u8]) -> Result<(Vec<(u32, u64)>, UsageBatch), BatchError> {
+    pub fn decode(
+        seq: u64,
+        payload: &[u8],
+    ) -> Result<(Vec<(u32, Cursor)>, UsageBatch), BatchError> {
         let bad = |reason: &str| BatchError::Decode {
             seq,
             reason: reason.to_string(),
@@ -82,16 +87,29 @@ impl Batcher {
             .map(u32::from_le_bytes)
             .ok_or_else(|| bad("short entry"))? as usize;
         let body = 4usize
-            .checked_add(n.checked_mul(12).ok_or_else(|| bad("cursor count"))?)
+            .checked_add(
+                n.checked_mul(CURSOR_BYTES)
+                    .ok_or_else(|| bad("cursor count"))?,
+            )
             .filter(|end| *end <= payload.len())
             .ok_or_else(|| bad("cursor count past the end"))?;
         let cursors = payload[4..body]
-            .chunks_exact(12)
+            .chunks_exact(CURSOR_BYTES)
             .map(|c| {
                 let lane = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                let mut t = [0u8; 8];
-                t.copy_from_slice(&c[4..12]);
-                (lane, u64::from_le_bytes(t))
+                let w = |i: usize| {
+                    let mut t = [0u8; 8];
+                    t.copy_from_slice(&c[4 + 8 * i..12 + 8 * i]);
+                    u64::from_le_bytes(t)
+                };
+                (
+                    lane,
+                    Cursor {
+                        reported: w(0),
+                        lost_seen: w(1),
+                        next_seq: w(2),
+                    },
+                )
             })
             .collect();
         let batch = UsageBatch::decode(&payload[body..]).map_err(|e| bad(&e.to_string()))?;
@@ -99,12 +117,17 @@ impl Batcher {
     }
 }
 
-fn encode_entry(cursors: &[(u32, u64)], batch: &UsageBatch) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + cursors.len() * 12 + batch.encoded_len());
+/// Bytes of one encoded cursor: lane (u32) and three u64 fields.
+const CURSOR_BYTES: usize = 4 + 3 * 8;
+
+fn encode_entry(cursors: &[(u32, Cursor)], batch: &UsageBatch) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + cursors.len() * CURSOR_BYTES + batch.encoded_len());
     out.extend_from_slice(&(cursors.len() as u32).to_le_bytes());
-    for (lane, tail) in cursors {
+    for (lane, c) in cursors {
         out.extend_from_slice(&lane.to_le_bytes());
-        out.extend_from_slice(&tail.to_le_bytes());
+        for v in [c.reported, c.lost_seen, c.next_seq] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
     // Encoding into a Vec cannot run out of room.
     let _ = batch.encode(&mut out);
@@ -132,7 +155,14 @@ mod tests {
             calls: 1,
             ..Default::default()
         }];
-        let one = b.seal(&mut ob, &key, &recs, &[(3, 17), (9, 2)], 1).unwrap();
+        let c = Cursor {
+            reported: 17,
+            lost_seen: 1,
+            next_seq: 5,
+        };
+        let one = b
+            .seal(&mut ob, &key, &recs, &[(3, c), (9, Cursor::default())], 1)
+            .unwrap();
         let two = b.seal(&mut ob, &key, &recs, &[], 2).unwrap();
         assert_eq!((one.seq, two.seq), (1, 2));
         let sig: [u8; 64] = one.signature.as_slice().try_into().unwrap();
@@ -143,7 +173,7 @@ mod tests {
         assert_eq!(rec.pending.len(), 2);
         let (cursors, back) = Batcher::decode(rec.pending[0].seq, &rec.pending[0].payload).unwrap();
         assert_eq!(back, one);
-        assert_eq!(cursors, vec![(3, 17), (9, 2)]);
+        assert_eq!(cursors, vec![(3, c), (9, Cursor::default())]);
         assert!(Batcher::decode(9, b"\xff\xff\xff").is_err());
         assert!(Batcher::decode(9, b"\xff\xff\xff\xff\x00").is_err());
     }

@@ -58,7 +58,7 @@ pub struct SidecarArgs {
     pub emergency_allowance: String,
 
     /// Lanes in the region (agent threads or processes × tiers it can serve at once).
-    #[arg(long, env = "TOLLGATE_LANES", default_value_t = 256)]
+    #[arg(long, env = "TOLLGATE_LANES", default_value_t = 128)]
     pub lanes: u32,
 
     /// Control loop period in milliseconds (top-ups, drains); the loop slows down when idle.

@@ -29,7 +29,8 @@ use crate::lease::{LaneAction, LanePolicy, LeasePolicy, PoolView};
 use crate::leasebook::{LeaseBook, Return};
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
-use crate::owner::{DrainedRecord, Owner};
+use crate::owner::Owner;
+use crate::reconcile::{self, Cursor, LaneLedger};
 use crate::session::Event;
 use crate::state::SidecarState;
 
@@ -98,7 +99,13 @@ pub struct Core {
     last_demand: Instant,
     last_state_save: Instant,
     last_drain: Instant,
-    drained: Vec<DrainedRecord>,
+    /// Per-lane reconciliation of records with totals.
+    ledgers: BTreeMap<u32, LaneLedger>,
+    /// Cursors as of the last acknowledged batch (what `reported.json` holds).
+    acked_cursors: BTreeMap<u32, Cursor>,
+    /// Cursors carried by each unacknowledged batch.
+    unacked_cursors: BTreeMap<u64, Vec<(u32, Cursor)>>,
+    reported_path: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Core {
@@ -129,12 +136,23 @@ impl Core {
                 SidecarState::default()
             }
         };
-        let mut owner = Owner::open(&cfg)?;
-        // Ring positions covered by batches persisted before a crash: never drain them twice.
+        let owner = Owner::open(&cfg)?;
+        // What was reported before a restart: acknowledged batches (reported.json), then every
+        // batch still in the outbox.
+        let reported_path = cfg.region_dir.join("reported.json");
+        let acked_cursors = reconcile::load(&reported_path);
+        let mut ledgers: BTreeMap<u32, LaneLedger> = acked_cursors
+            .iter()
+            .map(|(l, c)| (*l, LaneLedger::from_cursor(*c)))
+            .collect();
         let mut unacked = BTreeSet::new();
+        let mut unacked_cursors = BTreeMap::new();
         for p in &recovered.pending {
             let (cursors, _) = Batcher::decode(p.seq, &p.payload)?;
-            owner.skip_to(&cursors);
+            for (lane, c) in &cursors {
+                ledgers.entry(*lane).or_default().cursor.merge(c);
+            }
+            unacked_cursors.insert(p.seq, cursors);
             unacked.insert(p.seq);
         }
         if !recovered.pending.is_empty() {
@@ -171,7 +189,10 @@ impl Core {
             last_demand: now - Duration::from_secs(60),
             last_state_save: now,
             last_drain: now,
-            drained: Vec::new(),
+            ledgers,
+            acked_cursors,
+            unacked_cursors,
+            reported_path,
             cfg,
         };
         // Limits the region already has (a sidecar restart) come back with their pools.
@@ -456,6 +477,19 @@ impl Core {
     }
 
     fn acked(&mut self, seq: u64) {
+        // Record what this batch reported before it leaves the outbox.
+        if let Some(cursors) = self.unacked_cursors.remove(&seq)
+            && !cursors.is_empty()
+        {
+            for (lane, c) in &cursors {
+                self.acked_cursors.entry(*lane).or_default().merge(c);
+            }
+            if let Err(e) = reconcile::save(&self.reported_path, &self.acked_cursors) {
+                tracing::error!(error = %e, seq, "cannot save reported.json: keeping the batch");
+                self.unacked_cursors.insert(seq, cursors);
+                return;
+            }
+        }
         if let Err(e) = self.outbox.ack(seq) {
             tracing::error!(error = %e, seq, "cannot remove an acknowledged batch");
         }
@@ -610,41 +644,81 @@ impl Core {
     }
 
     fn drain(&mut self) {
-        loop {
-            self.drained.clear();
-            let cursors = self
-                .owner
-                .drain(&mut self.drained, crate::batcher::MAX_RECORDS_PER_BATCH);
-            if self.drained.is_empty() {
-                self.owner.release(&cursors);
-                return;
+        let drains = self.owner.drain(crate::batcher::MAX_RECORDS_PER_BATCH);
+        let now = Instant::now();
+        let now_ms = now_unix_ms();
+        // Work on copies: the ledgers advance only once the batch is in the outbox.
+        let mut next: BTreeMap<u32, LaneLedger> = BTreeMap::new();
+        let mut aggregates = Vec::new();
+        let mut count = 0usize;
+        for d in &drains {
+            let lane = d.lane as u32;
+            let mut l = self.ledgers.get(&lane).cloned().unwrap_or_default();
+            for r in &d.records {
+                l.record(r.rec.seq, r.rec.actual.0);
             }
-            let now = now_unix_ms();
-            let recs: Vec<RecordInput<'_>> = self.drained.iter().map(|d| d.as_input(now)).collect();
-            match self
-                .batcher
-                .seal(&mut self.outbox, &self.key, &recs, &cursors, now)
-            {
-                Ok(batch) => {
-                    // The batch is persisted: now the ring space may be reused.
-                    self.owner.release(&cursors);
-                    self.metrics.records_drained.inc_by(recs.len() as u64);
-                    self.unacked.insert(batch.seq);
-                    self.metrics.outbox_pending.set(self.unacked.len() as i64);
-                    if self.up.is_some() {
-                        self.up_queue.push_back(SessionUp {
-                            msg: Some(session_up::Msg::Batch(batch)),
-                        });
-                    }
+            count += d.records.len();
+            if let Some(agg) = l.check(d.total, d.lost_total, now) {
+                aggregates.push((d.lane, agg));
+            }
+            next.insert(lane, l);
+        }
+        if count == 0 && aggregates.is_empty() {
+            // Nothing to send; keep the quiet-period clocks.
+            for (lane, l) in next {
+                self.ledgers.insert(lane, l);
+            }
+            return;
+        }
+        let names: Vec<_> = aggregates
+            .iter()
+            .map(|(lane, agg)| (self.owner.lane_names(*lane), *agg))
+            .collect();
+        let mut recs: Vec<RecordInput<'_>> = drains
+            .iter()
+            .flat_map(|d| d.records.iter().map(|r| r.as_input(now_ms)))
+            .collect();
+        for (n, agg) in &names {
+            let Some((tenant, agent, tier, initiator)) = n else {
+                continue;
+            };
+            recs.push(RecordInput {
+                tenant,
+                agent_instance: agent,
+                tier: Some(crate::convert::tier_to_wire(*tier)),
+                initiator: Some(crate::convert::initiator_to_wire(*initiator)),
+                client_rated_micro: agg.amount,
+                calls: u32::try_from(agg.calls).unwrap_or(u32::MAX),
+                aggregate: true,
+                at_unix_ms: now_ms,
+                ..Default::default()
+            });
+            tracing::warn!(tenant = %tenant, agent = %agent, amount = agg.amount, calls = agg.calls, "reporting usage whose per-call detail was lost as one aggregate record");
+            self.metrics.ring_overflow.inc_by(agg.calls);
+        }
+        let cursors: Vec<(u32, Cursor)> = next.iter().map(|(l, g)| (*l, g.cursor)).collect();
+        match self
+            .batcher
+            .seal(&mut self.outbox, &self.key, &recs, &cursors, now_ms)
+        {
+            Ok(batch) => {
+                self.metrics.records_drained.inc_by(count as u64);
+                self.unacked.insert(batch.seq);
+                self.unacked_cursors.insert(batch.seq, cursors);
+                self.metrics.outbox_pending.set(self.unacked.len() as i64);
+                if self.up.is_some() {
+                    self.up_queue.push_back(SessionUp {
+                        msg: Some(session_up::Msg::Batch(batch)),
+                    });
                 }
-                Err(e) => {
-                    // Records stay in the rings; the next tick retries.
-                    tracing::error!(error = %e, "cannot persist a usage batch");
-                    return;
+                for (lane, l) in next {
+                    self.ledgers.insert(lane, l);
                 }
             }
-            if self.drained.len() < crate::batcher::MAX_RECORDS_PER_BATCH {
-                return;
+            Err(e) => {
+                // The drained records' detail is lost; reconciliation reports their amount
+                // as an aggregate once the outbox can be written again.
+                tracing::error!(error = %e, records = count, "cannot persist a usage batch");
             }
         }
     }

@@ -48,6 +48,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbox;
 pub mod owner;
+pub mod reconcile;
 pub mod run;
 
 pub mod session;

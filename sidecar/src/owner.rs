@@ -53,6 +53,19 @@ pub struct LiveLane {
     pub tier: Tier,
 }
 
+/// What draining one lane found.
+#[derive(Debug, Clone)]
+pub struct LaneDrain {
+    /// The lane.
+    pub lane: usize,
+    /// Its records, names resolved.
+    pub records: Vec<DrainedRecord>,
+    /// Its `lost` counter.
+    pub lost_total: u64,
+    /// Its `consumed + overrun`, after the drain.
+    pub total: u64,
+}
+
 /// One drained record with its names resolved.
 #[derive(Debug, Clone)]
 pub struct DrainedRecord {
@@ -131,6 +144,8 @@ pub struct Owner {
     denials_seen: BTreeMap<usize, u64>,
     /// Per pool: absolute floors and per-mille floors, per tier.
     floors: BTreeMap<usize, Floors>,
+    /// Every lane seen in use: its key and owner pid (drained even after a reclaim).
+    keys: BTreeMap<usize, (tollgate_client::LaneKey, u32)>,
     /// Floors used when a policy sets none (per-mille, per tier).
     default_floors: [u32; 3],
 }
@@ -215,6 +230,7 @@ impl Owner {
             books: BTreeMap::new(),
             denials_seen: BTreeMap::new(),
             floors: BTreeMap::new(),
+            keys: BTreeMap::new(),
             default_floors: cfg.tier_floor_permille,
         })
     }
@@ -398,31 +414,82 @@ impl Owner {
         self.region.lanes()
     }
 
-    /// Drains every lane's ring (and harvests consumption into the pools). Returns the ring
-    /// positions covered.
-    pub fn drain(&mut self, out: &mut Vec<DrainedRecord>, max: usize) -> Vec<(u32, u64)> {
-        let mut raw = Vec::new();
-        let mut cursors = Vec::new();
-        for lane in self.lanes_in_use() {
-            if raw.len() >= max {
-                break;
-            }
-            let before = raw.len();
-            if let Err(e) = self.region.drain(lane.lane, &mut raw) {
-                tracing::error!(lane = lane.lane, error = %e, "drain failed");
-            }
-            if let Some(last) = raw[before..].last() {
-                cursors.push((lane.lane as u32, last.seq));
-            }
-            let pid = lane.process.map_or(0, |p| p.pid);
-            for r in &raw[before..] {
-                out.push(self.resolve(*r, pid));
+    /// Drains every lane that may hold records (in use, or known from before) and harvests
+    /// their consumption into the pools. Returns per-lane results with the lanes' totals.
+    pub fn drain(&mut self, max: usize) -> Vec<LaneDrain> {
+        let in_use = self.lanes_in_use();
+        for l in &in_use {
+            if let Some(k) = l.key {
+                self.keys
+                    .insert(l.lane, (k, l.process.map_or(0, |p| p.pid)));
             }
         }
-        cursors
+        let mut out = Vec::new();
+        let mut raw = Vec::new();
+        let mut n = 0usize;
+        let lanes: Vec<usize> = self.keys.keys().copied().collect();
+        for lane in lanes {
+            if n >= max {
+                break;
+            }
+            raw.clear();
+            let stats = match self.region.drain(lane, &mut raw) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(lane, error = %e, "drain failed");
+                    continue;
+                }
+            };
+            n += raw.len();
+            let records = raw.iter().map(|r| self.resolve(*r)).collect();
+            out.push(LaneDrain {
+                lane,
+                records,
+                lost_total: stats.lost_total,
+                total: 0,
+            });
+        }
+        // Totals after the drain (consumed + overrun, cumulative per lane).
+        let audit = self.region.audit();
+        for d in out.iter_mut() {
+            if let Some(b) = audit.lanes.iter().find(|b| b.lane == d.lane) {
+                d.total = b.consumed.saturating_add(b.overrun);
+            }
+        }
+        out
     }
 
-    fn resolve(&self, rec: UsageRecord, pid: u32) -> DrainedRecord {
+    /// Names for a lane's aggregate record: (tenant, agent, tier, initiator).
+    pub fn lane_names(
+        &self,
+        lane: usize,
+    ) -> Option<(String, String, Tier, tollgate_core::Initiator)> {
+        let (k, pid) = self.keys.get(&lane)?;
+        Some((
+            self.tenants.get(k.tenant as usize)?.clone(),
+            self.agent_name(lane, *pid),
+            k.tier,
+            k.initiator,
+        ))
+    }
+
+    fn agent_name(&self, lane: usize, pid: u32) -> String {
+        format!("{}/pid{}/lane{}", self.sidecar_id, pid, lane)
+    }
+
+    fn resolve(&self, mut rec: UsageRecord) -> DrainedRecord {
+        // A lane drained after its reclaim has no key any more: use the one it had.
+        let (key, pid) = self
+            .keys
+            .get(&rec.lane)
+            .map_or((None, 0), |(k, p)| (Some(*k), *p));
+        if rec.tenant == u16::MAX
+            && let Some(k) = key
+        {
+            rec.tenant = k.tenant;
+            rec.tier = k.tier;
+            rec.initiator = k.initiator;
+        }
         let tenant = self
             .tenants
             .get(rec.tenant as usize)
@@ -442,20 +509,13 @@ impl Owner {
             _ => String::new(),
         };
         DrainedRecord {
-            agent: format!("{}/pid{}/lane{}", self.sidecar_id, pid, rec.lane),
+            agent: self.agent_name(rec.lane, pid),
             book_version: book.map_or(u64::from(rec.book_version), |(v, _)| *v),
             tenant,
             model,
             rec,
         }
     }
-
-    /// Nothing to do: the client's drain frees ring space as it reads (see the crate docs
-    /// on what this means for a crash between a drain and the outbox write).
-    pub fn release(&mut self, _cursors: &[(u32, u64)]) {}
-
-    /// Nothing to do after a restart, for the same reason.
-    pub fn skip_to(&mut self, _cursors: &[(u32, u64)]) {}
 
     /// Per-lane consumption totals (after the drain harvested them).
     pub fn harvest_all(&mut self) -> Vec<LiveLane> {
@@ -667,6 +727,9 @@ fn create(cfg: &Config) -> anyhow::Result<Region> {
         pools: (tenants * 8).clamp(8, 255),
         tenants,
         lanes: cfg.lanes,
+        // About two seconds of a busy lane's calls: a sidecar restart rarely fills a ring
+        // (and when one does, the amounts are still reported, see `reconcile`).
+        ring_capacity: 1024,
         ..RegionConfig::default()
     };
     let r = Region::create(&cfg.region, config)

@@ -77,6 +77,13 @@ pub struct Authority {
 }
 
 impl Authority {
+    /// Stops it (SIGTERM); true if it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        self.proc.term(Duration::from_secs(15))
+    }
+}
+
+impl Authority {
     /// Starts `tollgate authority` on the store in `dir` (port 0 = any).
     pub fn start(dir: &Path, port: u16) -> Authority {
         std::fs::create_dir_all(dir).expect("authority dir");
@@ -94,7 +101,13 @@ impl Authority {
         let mut child = Command::new(bin())
             .args(["authority", "--store"])
             .arg(format!("sqlite://{}", dir.join("ledger.db").display()))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--http", "off", "--config"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--http",
+                "off",
+                "--config",
+            ])
             .arg(&config)
             .args(["--log", "warn"])
             .stdout(Stdio::null())
@@ -175,14 +188,24 @@ impl Sidecar {
             .args(["--log", if verbose { "info" } else { "warn" }])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(if verbose { Stdio::inherit() } else { Stdio::null() })
+            .stderr(if verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn tollgate sidecar")
     }
 
     /// Restarts the process on the same region folder (after a kill).
     pub fn restart(&mut self) {
-        self.proc.child = Self::spawn_child(&self.region, &self.id, &self.authority, self.http, &self.extra);
+        self.proc.child = Self::spawn_child(
+            &self.region,
+            &self.id,
+            &self.authority,
+            self.http,
+            &self.extra,
+        );
     }
 
     /// Waits until agents can use the region (tenant configured, price book published).
@@ -195,7 +218,11 @@ impl Sidecar {
             {
                 return;
             }
-            assert!(Instant::now() < end, "sidecar {} not ready within 30 s", self.id);
+            assert!(
+                Instant::now() < end,
+                "sidecar {} not ready within 30 s",
+                self.id
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -205,7 +232,8 @@ impl Sidecar {
         use std::io::{Read, Write};
         let mut s = TcpStream::connect(("127.0.0.1", self.http)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
         Some(out)
@@ -251,15 +279,21 @@ pub fn rt() -> tokio::runtime::Runtime {
 
 fn authed<T>(m: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(m);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {ADMIN}").parse().expect("header"));
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN}").parse().expect("header"),
+    );
     r
 }
 
 pub async fn admin(url: &str) -> AdminServiceClient<Channel> {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
-        match tonic::transport::Endpoint::from_shared(url.to_string()).expect("url").connect().await {
+        match tonic::transport::Endpoint::from_shared(url.to_string())
+            .expect("url")
+            .connect()
+            .await
+        {
             Ok(ch) => return AdminServiceClient::new(ch),
             Err(e) => {
                 assert!(Instant::now() < end, "admin connect: {e}");
@@ -280,9 +314,11 @@ pub async fn setup_tenant(a: &mut AdminServiceClient<Channel>, grant: u64, hard_
     }))
     .await
     .expect("create tenant");
-    a.set_price_book(authed(v1::SetPriceBookRequest { price_book: Some(price_book()) }))
-        .await
-        .expect("price book");
+    a.set_price_book(authed(v1::SetPriceBookRequest {
+        price_book: Some(price_book()),
+    }))
+    .await
+    .expect("price book");
     if grant > 0 {
         a.add_grant(authed(v1::AddGrantRequest {
             grant: Some(v1::Grant {
@@ -326,10 +362,12 @@ pub async fn statement(a: &mut AdminServiceClient<Channel>) -> v1::Statement {
 }
 
 pub async fn balance(a: &mut AdminServiceClient<Channel>) -> v1::Balance {
-    a.get_balance(authed(GetBalanceRequest { tenant: TENANT.into() }))
-        .await
-        .expect("balance")
-        .into_inner()
+    a.get_balance(authed(GetBalanceRequest {
+        tenant: TENANT.into(),
+    }))
+    .await
+    .expect("balance")
+    .into_inner()
 }
 
 // ---- agent processes -------------------------------------------------------------------
@@ -383,7 +421,13 @@ impl Agent {
     pub fn start(region: &Path, out: PathBuf, plan: &AgentPlan) -> Agent {
         let exe = std::env::current_exe().expect("test binary");
         let child = Command::new(exe)
-            .args(["--exact", "agent_main", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "agent_main",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env("TOLLGATE_E2E_AGENT", "1")
             .env("TOLLGATE_REGION", region)
             .env("E2E_OUT", &out)
@@ -430,8 +474,14 @@ pub fn agent_main() {
     let region = std::env::var("TOLLGATE_REGION").expect("region");
     let out = PathBuf::from(std::env::var("E2E_OUT").expect("out"));
     let stop = PathBuf::from(std::env::var("E2E_STOP").expect("stop"));
-    let hold: u32 = std::env::var("E2E_HOLD").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let pause: u64 = std::env::var("E2E_PAUSE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let hold: u32 = std::env::var("E2E_HOLD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let pause: u64 = std::env::var("E2E_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let tier = match std::env::var("E2E_TIER").as_deref() {
         Ok("background") => Tier::Background,
         Ok("scheduler") => Tier::Scheduler,
@@ -445,7 +495,10 @@ pub fn agent_main() {
         let tmp = out.with_extension("tmp");
         std::fs::write(
             &tmp,
-            format!("calls={} spent={} denied={} held={}\n", rep.calls, rep.spent, rep.denied, rep.held),
+            format!(
+                "calls={} spent={} denied={} held={}\n",
+                rep.calls, rep.spent, rep.denied, rep.held
+            ),
         )
         .expect("write report");
         std::fs::rename(&tmp, &out).expect("publish report");
@@ -453,7 +506,11 @@ pub fn agent_main() {
     if hold > 0 {
         let mut holds = Vec::new();
         while holds.len() < hold as usize {
-            let call = Call::model(&m).tenant(t).input_tokens(500).max_output_tokens(500).tier(tier);
+            let call = Call::model(&m)
+                .tenant(t)
+                .input_tokens(500)
+                .max_output_tokens(500)
+                .tier(tier);
             match gate.reserve(&call) {
                 Ok(h) => {
                     rep.held += h.amount().0;
@@ -476,7 +533,11 @@ pub fn agent_main() {
     while !stop.exists() {
         n += 1;
         let input = 200 + (n * 37) % 300;
-        let call = Call::model(&m).tenant(t).input_tokens(input).max_output_tokens(300).tier(tier);
+        let call = Call::model(&m)
+            .tenant(t)
+            .input_tokens(input)
+            .max_output_tokens(300)
+            .tier(tier);
         match gate.reserve(&call) {
             Ok(h) => {
                 std::thread::sleep(Duration::from_millis(pause));
