@@ -502,3 +502,73 @@ fn authority_down_10s_agents_fail_closed_then_every_record_is_posted() {
     );
     assert!(auth.stop());
 }
+
+/// With a pool near its floor, background calls are denied while interactive calls pass.
+#[test]
+fn near_the_floor_background_is_denied_while_interactive_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth = Authority::start(&dir.path().join("authority"), 0);
+    let rt = rt();
+    let mut admin = rt.block_on(async {
+        let mut a = admin(&auth.url()).await;
+        // A small wallet: the pool runs low within seconds.
+        setup_tenant(&mut a, CREDIT, 0).await;
+        a
+    });
+    // Background work must leave half of the pool to interactive work.
+    let mut sc = Sidecar::start(
+        dir.path(),
+        "pod-a",
+        &auth.url(),
+        &["--tier-floors", "0,0,500"],
+    );
+    sc.wait_ready();
+    let stop = dir.path().join("stop");
+    let agent = |tier: &'static str, name: &str| {
+        let plan = AgentPlan {
+            tier,
+            stop_file: stop.clone(),
+            hold: 0,
+            pause_ms: 1,
+        };
+        Agent::start(&sc.region, dir.path().join(name), &plan)
+    };
+    let bg = agent("background", "bg.out");
+    let fg = agent("interactive", "fg.out");
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let bal = rt.block_on(balance(&mut admin));
+        if bal.available_micro == 0 && bal.consumed_micro + 2_000 >= CREDIT || Instant::now() > end
+        {
+            break;
+        }
+    }
+    let floor_denials = sc
+        .metric("tollgate_sidecar_denials_total{reason=\"tier_floor\",tier=\"background\"}")
+        .unwrap_or(0.0);
+    let interactive_floor_denials = sc
+        .metric("tollgate_sidecar_denials_total{reason=\"tier_floor\",tier=\"interactive\"}")
+        .unwrap_or(0.0);
+    std::fs::write(&stop, b"stop").expect("stop");
+    let (b, f) = (bg.finish(), fg.finish());
+    assert!(sc.proc.term(Duration::from_secs(15)));
+    let st = rt.block_on(statement(&mut admin));
+    eprintln!(
+        "background: {} calls {} micro, {} denials ({floor_denials} by the floor); interactive: {} calls {} micro, {} denials",
+        b.calls, b.spent, b.denied, f.calls, f.spent, f.denied
+    );
+    assert!(
+        floor_denials > 0.0,
+        "background was never stopped by its floor"
+    );
+    assert_eq!(
+        interactive_floor_denials, 0.0,
+        "interactive work is never stopped by a floor"
+    );
+    assert!(
+        f.spent > b.spent,
+        "interactive work got less than background work"
+    );
+    assert_eq!(st.total_micro, b.spent + f.spent);
+}
