@@ -23,7 +23,7 @@ KUBERNETES_VALIDATE="kubernetes-validate==1.37.0"
 K8S_VERSION="${K8S_VERSION:-1.30.0}"
 # Custom resources: kubernetes-validate has no schema for them. Their structure is checked
 # below with a small explicit check (apiVersion, kind, metadata.name, spec) instead.
-CRD_KINDS="ServiceMonitor Certificate Issuer"
+CRD_KINDS="ServiceMonitor PodMonitor Certificate Issuer"
 
 say() { printf '[k8s] %s\n' "$*"; }
 die() { printf '[k8s] FAILED: %s\n' "$*" >&2; exit 1; }
@@ -200,6 +200,7 @@ assert any(v["name"] == "tollgate-region" and v["emptyDir"]["medium"] == "Memory
 for c in spec["containers"]:
     assert {"name": "TOLLGATE_REGION", "value": "/var/run/tollgate/region"} in c["env"], c["name"]
 assert pod["metadata"]["annotations"]["tollgate.dev/status"] == "injected"
+assert pod["metadata"]["labels"]["tollgate.dev/sidecar"] == "injected"
 yaml.safe_dump(pod, open(sys.argv[2], "w"))
 print("[k8s]   sidecar %s injected as a native sidecar; %d app container(s) share the region"
       % (sidecar["image"], len(spec["containers"])))

@@ -9,7 +9,8 @@
 //!   [`REGION_PATH`] in every app container;
 //! - a pod `fsGroup` when the pod has none, so the region (mode 0660, created by the sidecar's
 //!   uid) is readable and writable by the app containers whatever uid they run as;
-//! - the status annotation, so the pod is never injected twice.
+//! - the status annotation, so the pod is never injected twice, and the label
+//!   `tollgate.dev/sidecar: injected`, so a PodMonitor can scrape the sidecars.
 
 use serde_json::{Map, Value, json};
 
@@ -141,6 +142,19 @@ pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, Inje
             Some(Value::Object(_)) => patch.push(add(status_path, json!(STATUS_INJECTED))),
             Some(_) => return Err(malformed("metadata.annotations is not an object")),
         },
+    }
+
+    // The label that lets a PodMonitor find the sidecars.
+    match pod.get("metadata").and_then(|m| m.get("labels")) {
+        None | Some(Value::Null) => patch.push(add(
+            "/metadata/labels",
+            json!({ SIDECAR_LABEL: STATUS_INJECTED }),
+        )),
+        Some(Value::Object(_)) => patch.push(add(
+            format!("/metadata/labels/{}", pointer_token(SIDECAR_LABEL)),
+            json!(STATUS_INJECTED),
+        )),
+        Some(_) => return Err(malformed("metadata.labels is not an object")),
     }
 
     // Volumes.

@@ -6,6 +6,9 @@ pub const INJECT_ANNOTATION: &str = "tollgate.dev/inject";
 pub const STATUS_ANNOTATION: &str = "tollgate.dev/status";
 /// Value of [`STATUS_ANNOTATION`] on an injected pod.
 pub const STATUS_INJECTED: &str = "injected";
+/// Pod label the injector sets (value [`STATUS_INJECTED`]), so a PodMonitor can select the
+/// injected pods and scrape their sidecars' `/metrics`.
+pub const SIDECAR_LABEL: &str = "tollgate.dev/sidecar";
 /// Prefix of the per-pod override annotations (`config.tollgate.dev/tenants`, ...).
 pub const CONFIG_PREFIX: &str = "config.tollgate.dev/";
 /// Namespace label the chart's namespaceSelector matches (`enabled`).

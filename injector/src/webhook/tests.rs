@@ -251,6 +251,11 @@ fn injects_a_native_sidecar_sharing_an_in_memory_region() {
         "true"
     );
     assert_eq!(
+        pod["metadata"]["labels"]["tollgate.dev/sidecar"],
+        "injected"
+    );
+    assert_eq!(pod["metadata"]["labels"]["app"], "agent");
+    assert_eq!(
         env_value(sc, "TOLLGATE_TENANTS").as_deref(),
         Some("default-tenant")
     );
@@ -310,6 +315,10 @@ fn injects_into_a_pod_without_optional_fields() {
     assert_eq!(
         pod["spec"]["securityContext"],
         json!({ "fsGroup": 65532, "fsGroupChangePolicy": "OnRootMismatch" })
+    );
+    assert_eq!(
+        pod["metadata"]["labels"],
+        json!({ "tollgate.dev/sidecar": "injected" })
     );
 }
 
