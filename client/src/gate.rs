@@ -56,6 +56,19 @@ pub(crate) struct GateInner {
 }
 
 impl GateInner {
+    /// After a commit from another thread: if the lane's owner thread has exited (the
+    /// lane is spare), nobody would settle the commit, so settle it here. Exiting owners
+    /// settle and park their lanes under the same lock, so no commit falls between.
+    fn settle_if_spare(&self, lane: usize) {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.iter().any(|(_, l)| *l == lane) {
+            let view = self.view();
+            let mut o = view.owner_for(lane);
+            view.settle_pending(&mut o);
+            view.flush(&mut o, u64::MAX, &mut |_| true);
+        }
+    }
+
     fn view(&self) -> View<'_> {
         View {
             w: self.mem.words(),
@@ -306,8 +319,9 @@ struct Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
-        // Thread exit: settle what other threads committed, and leave the lanes to the
-        // next thread of this process (their held slots stay valid).
+        // Thread exit: settle what other threads committed, flush local credits, and park
+        // the lanes for the next thread of this process (their held slots stay valid),
+        // all under the spare lock (see `settle_if_spare`).
         for gl in &mut self.gates {
             let view = gl.gate.view();
             let mut spare = gl.gate.spare.lock().unwrap_or_else(|e| e.into_inner());
@@ -732,11 +746,14 @@ impl Reservation<'_> {
                 view.settle(o, self.slot, actual, cancel, &mut |_| true)
             })
             .unwrap_or(false);
-        if here || view.finish_remote(self.lane, self.slot, actual, tokens, cancel) {
-            Ok(())
-        } else {
-            Err(CommitError::Reclaimed)
+        if here {
+            return Ok(());
         }
+        if !view.finish_remote(self.lane, self.slot, actual, tokens, cancel) {
+            return Err(CommitError::Reclaimed);
+        }
+        self.gate.settle_if_spare(self.lane);
+        Ok(())
     }
 }
 

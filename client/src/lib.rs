@@ -4,10 +4,10 @@
 //! nanoseconds from atomics in a region of shared memory (a file in the pod's tmpfs)
 //! that the Tollgate sidecar creates, refills and drains.
 //!
-//! **The invariant comes first** (details and proof sketch in [`protocol`]): for every
-//! pool and lane, `granted = available + held + consumed + returned`; no credit is
-//! created or destroyed; every credit held by a dead process is recovered by the sidecar
-//! exactly once.
+//! **The invariant comes first** (details, every step and why a crash there is safe, in
+//! [`protocol`]): for every pool and lane, `granted = available + held + consumed +
+//! returned`; no credit is created or destroyed; every credit held by a dead process is
+//! recovered by the sidecar exactly once.
 //!
 //! ## The design in one paragraph
 //!
@@ -15,8 +15,10 @@
 //! window, a tier quota...) and carves **lane allowances** out of every pool a lane is
 //! subject to at once. A lane belongs to one agent thread for one (tenant, tier,
 //! initiator), so `reserve` rates the call and debits **one lane word** (plus the task
-//! budget) with one CAS: no shared hot cache line, no syscall, lock, allocation or
-//! hashing. A dry lane asks the sidecar for a top-up and waits a bounded time, then denies
+//! budget): no shared hot cache line, no syscall, lock, allocation or hashing. The lane
+//! word `avail` is shared with the sidecar (top-up, revoke), so the owner pulls credits
+//! from it in batches with one tagged CAS into owner-only `local` credits, and most
+//! reserves and commits are plain stores to the owner's own cache lines. A dry lane asks the sidecar for a top-up and waits a bounded time, then denies
 //! with the limit the sidecar recorded. The shared-counter alternative (one CAS per
 //! limit on shared words) is in [`baseline`] for comparison.
 //!

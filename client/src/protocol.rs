@@ -5,76 +5,93 @@
 //! No credit is created or destroyed. At every instant, for every lane `l` and pool `p`:
 //!
 //! ```text
-//! lane:  topped_up(l) = avail(l) + held(l) + consumed(l) + revoked(l) + reclaimed(l)
+//! lane:  topped_up(l) = avail(l) + local(l) + held(l) + consumed(l) + revoked(l) + reclaimed(l)
 //! pool:  granted(p) + overrun(p) = available(p) + carved(p) + consumed(p) + returned(p)
 //!        carved(p) = sum over lanes l carved from p of
 //!                    topped_up(l) - revoked(l) - reclaimed(l) - harvested(l)
 //! ```
 //!
-//! `held(l)` is the sum of the lane's reservation slots, with a half-done operation
-//! decided by its tag (below) exactly as reclaim decides it. `consumed(l)` counts the
-//! part of each actual cost that the reservation paid for; the part past the reservation
-//! (an overrun) is counted in `overrun(l)` and charged to the pools directly, so an
-//! overrun can exceed a cap by at most the overruns themselves. And: every credit held by
-//! a dead process is returned to the pools by the sidecar, exactly once.
-//! [`crate::audit`] reads every term; tests and loom models assert the equations exactly.
+//! (`granted = available + held + consumed + returned` of the design, with `carved` the
+//! pool's "held", and overruns, which are charged past reservations, on both sides.)
+//! `held(l)` is the sum of the lane's reservation slots and `local(l)` the owner's local
+//! credits, each with a half-done operation decided from its words exactly as reclaim
+//! decides it (below). `consumed(l)` counts the part of each actual cost the reservation
+//! paid for; the part past the reservation (an overrun) is counted in `overrun(l)` and
+//! charged to the pools directly, so an overrun can pass a cap by at most the overruns
+//! themselves. And: every credit held by a dead process is returned to the pools by the
+//! sidecar, exactly once. `audit.rs` reads every term; tests and loom models assert
+//! the equations exactly.
 //!
 //! ## Who writes what
 //!
 //! * The **sidecar** is the single writer of pools, of each lane's sidecar line
-//!   (`topped_up`, `revoked`, `reclaimed`, ring tail, harvest marks, pool list) and of the
-//!   journal. Its multi-word updates go through the intent journal ([`crate::journal`]).
+//!   (`topped_up`, `revoked`, `reclaimed`, ring tail, harvest marks, pool list, flush
+//!   request) and of its journal. Its multi-word updates go through the intent journal
+//!   (`journal.rs`).
 //! * A lane is claimed by one agent **process** (claim word = pid + start time); at any
-//!   moment one **thread** of it owns the lane (per-thread lanes, handed to a new thread
-//!   when the old one exits). Only the owner allocates slots, settles them, and writes
-//!   `consumed`, `overrun`, the ring head and the lost counter (plain stores, single
-//!   writer).
+//!   moment one **thread** of it owns the lane (per-thread lanes, handed to another
+//!   thread of the process when the old one exits). Only the owner allocates and settles
+//!   slots and writes `local`, `consumed`, `overrun`, the ring head, the lost counter and
+//!   the transfer intent: single-writer words, updated with plain stores.
 //! * `avail` is the one word both write: `[stag:8 | otag:16 | credits:40]`. The owner
 //!   changes it only by CAS, stamping its **owner tag** `otag`; the sidecar only by
 //!   `fetch_add` (top-up) or CAS (revoke), stamping its **sidecar tag** `stag` and never
 //!   touching `otag`. Each side's tag therefore names that side's last effect on the word.
-//! * A slot's state word `[tag:16 | kind:8]` records the **intent** (the amounts, the
-//!   before-values, the tag the effect will carry) before the effect.
-//!
-//! The owner is sequential, so at most one owner operation per lane is in flight; its tag
-//! is `t = otag + 1`, which differs from the tag in `avail` until its CAS lands. That
-//! single comparison is how reclaim decides whether a dead owner's CAS happened.
+//! * Every owner operation records its **intent** (amounts, the before-value of each word
+//!   it will change, the tag its CAS will carry) before any effect. The owner is
+//!   sequential, so at most one owner operation per lane is in flight, and each of its
+//!   effects can be decided afterwards: a single-writer word was changed iff it differs
+//!   from its recorded before-value; the CAS on `avail` happened iff `avail.otag` equals
+//!   the intent's tag `t = otag + 1` (which differs from the tag in `avail` until it lands).
 //!
 //! ## Steps, and why a crash at each is safe
 //!
-//! **reserve** (owner; [`crate::lane`]):
-//! 1. write amount, tokens, meta into a free slot; state := `RESERVING{t}`.
-//!    Crash here: `avail.otag != t`, so reclaim decides "not debited" and frees the slot.
-//! 2. CAS `avail`: credits -= amount, otag := t. (Fails if short: state := `EMPTY`, slow
-//!    path.) Crash here: `avail.otag == t`, so reclaim decides "debited": the slot holds
-//!    `amount`, which reclaim returns.
-//! 3. state := `HELD{t}`. The reservation exists; a crash now leaves a held slot.
+//! **pull** (owner, when `local` is short; `lane.rs`): moves a batch (up to 8x the
+//! call, at least what it lacks; only what it lacks while a revoke is pending) from
+//! `avail` to `local`.
+//! 1. transfer intent: batch, `local` before, tag `t`, marked active.
+//!    Crash here: `avail.otag != t`: nothing happened; recovery drops the intent.
+//! 2. CAS `avail`: credits -= batch, otag := t (retried, with a fresh intent, if the
+//!    sidecar moved the word). Crash here: `avail.otag == t` and `local` unchanged, so
+//!    recovery finishes step 3.
+//! 3. `local := before + batch`. 4. clear the intent.
 //!
-//! The task budget is debited before step 1 and refunded if the lane refuses; it is
+//! **reserve** = take from `local` (after a pull if needed): no read-modify-write.
+//! 1. write amount and `local` (before) into a free slot; state := `RESERVING`.
+//!    Crash here: `local == before`: not taken; reclaim frees the slot.
+//! 2. `local := before - amount`. Crash here: `local != before`: taken; the slot holds
+//!    `amount`, which reclaim returns.
+//! 3. state := `HELD`. The reservation exists.
+//!
+//! The task budget is debited (one CAS) before and refunded if the lane refuses; it is
 //! process-local (a task dies with its process), so it is not part of the equation.
 //!
 //! **commit / cancel** on the owner thread = settle (below) directly. On another thread:
-//! write the actual cost, then CAS state `HELD{t}` to `COMMITTED{t}` / `CANCELLED{t}`
-//! (one word: either the commit happened or it did not), then set the slot's bit in the
-//! lane's pending mask. The owner settles pending slots at its next reserve or when its
-//! thread exits; reclaim settles them if the process dies. A crash between the CAS and
-//! the mask bit leaves a committed slot, which reclaim finds by scanning states.
+//! write the actual cost, then CAS state `HELD` to `COMMITTED` / `CANCELLED` (one word:
+//! the commit happened or it did not), then set the slot's bit in the lane's pending
+//! mask. The owner settles pending slots at its next reserve or when its thread exits;
+//! reclaim settles them if the process dies. A crash between the CAS and the mask bit
+//! leaves a committed slot, which reclaim finds by scanning slot states.
 //!
 //! **settle** (owner, or the sidecar acting as owner of a dead lane):
-//! 1. record actual and the before-values of `consumed`, `overrun` and the ring head in
-//!    the slot; state := `SETTLING{t2}`, `t2 = otag + 1`.
-//! 2. `consumed := before + paid` (paid = min(actual, reserved)). Done iff `consumed !=
-//!    before`.
-//! 3. `overrun := before + (actual - paid)`. Done iff `overrun != before`.
-//! 4. push the usage record (or count it lost when the ring is full). Done iff the head
-//!    moved.
-//! 5. CAS `avail`: credits += reserved - paid, otag := t2. Done iff `avail.otag == t2`.
+//! 1. record actual and the before-values of `consumed`, `overrun`, ring head, `lost` and
+//!    `local` in the slot; state := `SETTLING`. From here the commit is decided.
+//! 2. `consumed := before + paid` (paid = min(actual, reserved));
+//! 3. `overrun := before + (actual - paid)`;
+//! 4. push the usage record, or count it lost when the ring is full;
+//! 5. `local := before + refund` (refund = reserved - paid);
 //! 6. state := `EMPTY`.
 //!
-//! Every step is decided by its own word, so finishing a half-done settle redoes exactly
-//! the missing steps ([`crate::lane`]'s `finish_settling` is the same code for both).
+//! Each of steps 2-5 is decided by its own word against its before-value, so finishing a
+//! half-done settle redoes exactly the missing steps (`finish_settling` is the same code
+//! for the owner and for recovery).
 //!
-//! **top-up** (sidecar; [`crate::carve`]): check every pool of the lane has `amount`
+//! **flush** (owner: when a revoke asks, or when its thread exits): transfer intent
+//! (amount, `local` before, tag `t`); `local := before - x`; CAS `avail`: credits += x,
+//! otag := t; clear. Recovery: `local == before`: nothing happened; else if
+//! `avail.otag != t` it finishes the CAS.
+//!
+//! **top-up** (sidecar; `carve.rs`): check every pool of the lane has `amount`
 //! above the tier's floor (else record the binding limit in the lane); journal the
 //! absolute post-values (pool available/carved, lane `topped_up`) and the new `stag`;
 //! `fetch_add(amount + 1 << 56)` on `avail` (credits never carry into the tags because a
@@ -83,27 +100,30 @@
 //! it: recovery re-applies the (idempotent) stores.
 //!
 //! **revoke** (sidecar): journal, then CAS `avail` (credits -= x, stag := new); if the CAS
-//! loses to the agent the entry is dropped and retried; then stores; clear. Same recovery.
+//! loses to the owner the entry is dropped and retried; then stores; clear. Same recovery.
+//! Credits in `local` are the owner's; a revoke that wanted more sets the lane's flush
+//! request, and the owner flushes `local` at its next reserve.
 //!
-//! **harvest** (sidecar): moves `consumed` / `overrun` growth since the last harvest
-//! from the pools' carved to their consumed counters: stores only, journaled.
+//! **harvest** (sidecar): moves `consumed` / `overrun` growth since the last harvest from
+//! the pools' carved to their consumed counters: absolute stores, journaled.
 //!
-//! **reclaim** (sidecar; [`crate::reclaim`]), for a lane whose claim names a process that
+//! **reclaim** (sidecar; `reclaim.rs`), for a lane whose claim names a process that
 //! is not running (same pid and start time):
 //! 1. CAS claim owned -> reclaiming (the sidecar is now the lane's only writer);
-//! 2. decide a `RESERVING{t}` slot by `avail.otag == t`; finish a `SETTLING` slot;
-//!    settle `COMMITTED` slots as commits and `HELD` / `CANCELLED` ones as cancels (the
-//!    call's outcome is unknown; its credits go back);
-//! 3. revoke all of `avail`, booked as `reclaimed`; harvest;
+//! 2. finish a half-done transfer; decide a `RESERVING` slot by its `local` before-value;
+//!    finish a `SETTLING` slot; settle `COMMITTED` slots as commits and `HELD` /
+//!    `CANCELLED` ones as cancels (the call's outcome is unknown; its credits go back);
+//! 3. return `local` to the pools (journaled), revoke all of `avail` (both booked as
+//!    `reclaimed`), harvest;
 //! 4. clear the key and pool list; claim := free.
 //!
-//! Each step is decided by state (claim word, slot states, tags, journal), so a sidecar
-//! that dies mid-reclaim reruns it and each credit returns exactly once.
+//! Each step is decided by state (claim word, slot states, before-values, tags, journal),
+//! so a sidecar that dies mid-reclaim reruns it and each credit returns exactly once.
 //!
 //! ## Memory ordering
 //!
-//! Slot fields are written Relaxed and published by the Release store (or CAS) of the
-//! state word; readers load the state with Acquire. The ring publishes records with a
+//! Slot and intent fields are written Relaxed and published by the Release store (or
+//! CAS) of the state word; readers load the state with Acquire. The ring publishes records with a
 //! Release head store and frees them with a Release tail store. The `avail` CASes are
 //! AcqRel. Nothing needs a store-load fence (loom treats SeqCst as AcqRel): no decision
 //! depends on a store becoming visible before a later load by the same thread; recovery
@@ -113,8 +133,11 @@
 //! ## Proofs
 //!
 //! The loom models in `src/loom_tests.rs` run reserve/commit/cancel against top-up and
-//! revoke, a crash after every step k of reserve, settle, top-up and revoke followed by
-//! recovery, the remote commit and pending-mask path, the ring drain, and the price-book
-//! seqlock, asserting the equations exactly. `--cfg tollgate_broken` replaces the
-//! reserve CAS with a load and a store; the model `loom_reserve_races_top_up` must then
-//! fail, and `.ci/loom.sh` checks that it does.
+//! revoke, a flush against a revoke, a crash after every step of pull, take, settle,
+//! cancel and flush followed by reclaim, a sidecar crash after every step of top-up,
+//! revoke and reclaim followed by journal recovery (and a second reclaim), the remote
+//! commit and pending-mask path, the ring drain, and the price-book seqlock, asserting
+//! the equations exactly. Each crash model asserts that its crash point was reached.
+//! `--cfg tollgate_broken` replaces the pull's CAS on `avail` with a load and a store;
+//! the model behind `loom_reserve_races_top_up` must then fail with its "no top-up lost"
+//! assertion, which `loom_broken_variant_is_caught` (run by `.ci/loom.sh`) checks.

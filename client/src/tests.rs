@@ -358,3 +358,187 @@ fn create_rejects_bad_configs_and_open_owner_reopens() {
     r2.audit().check().unwrap();
     let _ = Initiator::Agent;
 }
+
+/// A tiny deterministic PRNG for the interleaving tests (splitmix64).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Agent threads reserve, commit (here, or on another thread), cancel and drop at random
+/// while a sidecar thread tops lanes up on demand, revokes and drains; at the end every
+/// equation holds exactly and the committed amounts are exactly what was consumed.
+#[test]
+fn random_interleavings_on_a_mapped_region_conserve_credits() {
+    use std::sync::{Mutex, mpsc};
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 100_000 * C);
+    r.set_slow_path(50, std::time::Duration::from_micros(200));
+    let gate: &'static Gate = Box::leak(Box::new(Gate::attach(&path).unwrap()));
+    let committed = std::sync::Arc::new(Mutex::new((0u64, 0u64))); // (sum of actuals, count)
+    let done = std::sync::Arc::new(Mutex::new(false));
+    let (tx, rx) = mpsc::channel::<(Reservation<'static>, u64)>();
+    let remote = {
+        let committed = committed.clone();
+        std::thread::spawn(move || {
+            for (h, actual) in rx {
+                h.commit_credits(Credits(actual)).unwrap();
+                let mut c = committed.lock().unwrap();
+                c.0 += actual;
+                c.1 += 1;
+            }
+        })
+    };
+    let agents: Vec<_> = (0..3u64)
+        .map(|i| {
+            let committed = committed.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng(i + 1);
+                let mut open: Vec<Reservation<'static>> = Vec::new();
+                for _ in 0..3000 {
+                    let tier = Tier::ALL[rng.below(3) as usize];
+                    let amount = 1 + rng.below(3 * C);
+                    if let Ok(h) = gate.reserve(&Call::fixed(Credits(amount)).tier(tier)) {
+                        open.push(h);
+                    }
+                    if open.len() > 4 || rng.below(3) == 0 {
+                        let Some(h) = open.pop() else { continue };
+                        let actual = rng.below(h.amount().0 * 3 / 2 + 1);
+                        match rng.below(5) {
+                            0 => h.cancel(),
+                            1 => drop(h),
+                            2 => tx.send((h, actual)).unwrap(),
+                            _ => {
+                                h.commit_credits(Credits(actual)).unwrap();
+                                let mut c = committed.lock().unwrap();
+                                c.0 += actual;
+                                c.1 += 1;
+                            }
+                        }
+                    }
+                }
+                // The rest are dropped (cancelled) here; the thread's exit flushes its
+                // local credits back to `avail`.
+            })
+        })
+        .collect();
+    drop(tx);
+    std::thread::scope(|s| {
+        let r = &r;
+        let stop = done.clone();
+        s.spawn(move || {
+            let mut rng = Rng(99);
+            let mut records = Vec::new();
+            while !*stop.lock().unwrap() {
+                for (lane, want) in r.demands() {
+                    let _ = r.top_up(lane, Credits(want.0.max(20 * C)));
+                }
+                if rng.below(20) == 0 {
+                    for info in r.lanes() {
+                        let _ = r.revoke(info.lane, Credits(rng.below(10 * C)));
+                    }
+                }
+                r.drain_all(&mut records).unwrap();
+                std::thread::yield_now();
+            }
+        });
+        for a in agents {
+            a.join().unwrap();
+        }
+        remote.join().unwrap();
+        *done.lock().unwrap() = true;
+    });
+    let mut records = Vec::new();
+    r.drain_all(&mut records).unwrap();
+    let audit = r.audit();
+    audit.check().unwrap();
+    let (sum, count) = *committed.lock().unwrap();
+    let consumed: u64 = audit.lanes.iter().map(|l| l.consumed + l.overrun).sum();
+    assert_eq!(
+        consumed, sum,
+        "every committed credit consumed exactly once: {:#?}",
+        audit.lanes
+    );
+    assert!(count > 100, "the test exercised commits ({count})");
+    for l in &audit.lanes {
+        assert_eq!(l.held, 0, "nothing held after every reservation ended");
+        assert_eq!(l.local, 0, "exiting threads flushed their local credits");
+    }
+    // All of it reached the pools too.
+    for p in &audit.pools[..4] {
+        assert_eq!(p.consumed, sum);
+    }
+}
+
+/// A simulated agent process (a claim naming a process that does not exist) dies after
+/// each step of reserve + commit; `reclaim_dead` (liveness from /proc) returns everything
+/// exactly once on a real mapped region.
+#[test]
+fn dead_process_is_reclaimed_exactly_once() {
+    use crate::lane::View;
+    use crate::layout::{L_CLAIM, L_KEY};
+    use crate::sync::REL;
+    for crash in [1, 2, 3, 11, 12, 31, 32, 33, 34, 35, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, path) = setup(&dir, 100 * C);
+        let (mem, layout) = crate::region::open_and_validate(&path).unwrap();
+        let v = View {
+            w: mem.words(),
+            l: &layout,
+        };
+        // pid 4194303 never runs (above the default pid_max); start time 1.
+        let ghost = ProcessId {
+            pid: (1 << 22) - 1,
+            start_ticks: 1,
+        };
+        assert!(!ghost.is_alive());
+        let key = LaneKey {
+            tenant: 0,
+            tier: Tier::Interactive,
+            initiator: Initiator::Human,
+        };
+        v.lw(3, L_CLAIM).store(ghost.claim_word(), REL);
+        v.lw(3, L_KEY).store(key.encode(), REL);
+        r.top_up(3, Credits(50 * C)).unwrap();
+        let mut o = v.owner_for(3);
+        let mut dead = false;
+        let mut step = |s: u32| {
+            dead |= s == crash;
+            !dead
+        };
+        // Held and never committed: the process "dies" holding it. It pulls all 50.
+        let _held = v.reserve(&mut o, 7 * C, 0, 0, &mut |_| true).unwrap();
+        r.top_up(3, Credits(40 * C)).unwrap();
+        // 45 > the 43 left locally: this one pulls again, then takes, then settles.
+        if let Ok(slot) = v.reserve(&mut o, 45 * C, 0, 0, &mut step) {
+            let _ = v.settle(&mut o, slot, 46 * C, false, &mut step);
+        }
+        assert_eq!(!step(u32::MAX), crash != 0, "crash point {crash} reached");
+        r.audit().check().unwrap();
+        let reports = r.reclaim_dead().unwrap();
+        assert_eq!(reports.len(), 1, "crash at {crash}");
+        assert_eq!(reports[0].lane, 3);
+        assert!(r.reclaim_dead().unwrap().is_empty(), "exactly once");
+        let a = r.audit();
+        a.check().unwrap();
+        let charged = crash == 0 || crash >= 31;
+        let lane = a.lanes.iter().find(|l| l.lane == 3).unwrap();
+        assert_eq!(lane.consumed, if charged { 45 * C } else { 0 });
+        assert_eq!(lane.overrun, if charged { C } else { 0 });
+        for p in &a.pools[..4] {
+            assert_eq!(p.carved, 0);
+            assert_eq!(p.available + p.consumed, 100 * C + p.overrun);
+        }
+        assert!(r.lanes().iter().all(|l| l.lane != 3), "lane freed");
+    }
+}
