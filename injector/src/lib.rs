@@ -1,8 +1,10 @@
 //! tollgate-injector: the Kubernetes mutating admission webhook behind `tollgate injector`.
 //!
-//! The invariant: a pod annotated `tollgate.dev/inject: "true"` is either admitted with
-//! exactly one Tollgate sidecar, or refused with a message that says why; it is never
-//! admitted unmetered by this webhook, and never injected twice.
+//! The invariant: a pod created with the annotation `tollgate.dev/inject: "true"` (outside
+//! the namespaces the injector is told to skip, and without the opt-out label
+//! `tollgate.dev/inject: "false"`) is either admitted with exactly one Tollgate sidecar and
+//! the region shared with every app container, or refused with a message that says why; it
+//! is never admitted unmetered by this webhook, and never injected twice.
 //!
 //! - [`webhook`] decides per AdmissionReview: skip (not a pod creation, opted out, skipped
 //!   namespace, already injected), inject, or deny (malformed pod, bad override). The chart
