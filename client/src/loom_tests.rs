@@ -258,6 +258,44 @@ mod models {
         });
     }
 
+    /// Three parties at once: the owner reserves and commits, another thread commits a
+    /// reservation the owner made, and the sidecar tops up and revokes.
+    #[test]
+    fn loom_owner_remote_committer_and_sidecar_together() {
+        loom::model(|| {
+            let f = Fixture::new(1, 2, 2, 6);
+            let v = f.view();
+            let mut o = v.owner_for(0);
+            let handed = v.reserve(&mut o, 3, 0, 0, &mut go()).unwrap();
+            let f = Arc::new(f);
+            let (f2, f3) = (f.clone(), f.clone());
+            let remote = thread::spawn(move || {
+                assert!(f2.view().finish_remote(0, handed, 2, 0, false));
+            });
+            let sidecar = thread::spawn(move || {
+                let v = f3.view();
+                v.top_up(0, 4, &mut go()).unwrap();
+                v.revoke(0, 3, Revoked::Revoke, &mut go()).unwrap()
+            });
+            let v = f.view();
+            v.settle_pending(&mut o);
+            if let Ok(slot) = v.reserve(&mut o, 4, 0, 0, &mut go()) {
+                assert!(v.settle(&mut o, slot, 1, false, &mut go()));
+            }
+            remote.join().unwrap();
+            let revoked = sidecar.join().unwrap();
+            f.check();
+            v.settle_pending(&mut o);
+            let consumed = v.lw(0, L_CONSUMED).load(ACQ);
+            assert!(
+                consumed == 2 || consumed == 3,
+                "the handed commit, maybe the other"
+            );
+            assert_eq!(lane_credits(&v) + revoked + consumed, 10);
+            f.check();
+        });
+    }
+
     /// The agent dies after each step of reserve + commit (pull, take, settle) while the
     /// sidecar tops the lane up; the sidecar then reclaims. Exact conservation, and every
     /// credit back in the pools.
