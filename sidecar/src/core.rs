@@ -99,6 +99,8 @@ pub struct Core {
     last_demand: Instant,
     last_state_save: Instant,
     last_drain: Instant,
+    /// Last time an agent spent, asked for credits, or a record was drained.
+    last_activity: Instant,
     /// Per-lane reconciliation of records with totals.
     ledgers: BTreeMap<u32, LaneLedger>,
     /// Cursors as of the last acknowledged batch (what `reported.json` holds).
@@ -189,6 +191,7 @@ impl Core {
             last_demand: now - Duration::from_secs(60),
             last_state_save: now,
             last_drain: now,
+            last_activity: now,
             ledgers,
             acked_cursors,
             unacked_cursors,
@@ -732,6 +735,9 @@ impl Core {
                 last_active: Instant::now(),
             });
             let delta = lane.consumed.saturating_sub(rt.last_consumed);
+            if delta > 0 || lane.wants_more {
+                self.last_activity = Instant::now();
+            }
             if delta > 0 {
                 rt.burn.record(secs, delta);
                 rt.last_active = Instant::now();
@@ -954,6 +960,11 @@ impl Core {
     }
 
     // ---- shutdown --------------------------------------------------------------------------
+
+    /// Time since an agent last spent or asked for credits.
+    pub fn idle_for(&self) -> Duration {
+        self.last_activity.elapsed()
+    }
 
     /// Stops topping up and takes every lane allowance back.
     pub fn begin_shutdown(&mut self) {

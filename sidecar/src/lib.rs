@@ -23,14 +23,55 @@
 //! fails closed, unless `--emergency-allowance` is set; then, per limit and per outage,
 //! `spent while disconnected ≤ local budget at disconnection + emergency allowance`.
 //!
+//! ## Usage: exactly once, even when detail is lost
+//!
+//! Every tick the sidecar drains the lanes' rings (which also harvests their consumption into
+//! the pools), seals the records into one sequence-numbered batch signed with its ed25519 key
+//! ([`key`], [`batcher`]), writes it to the [`outbox`] in the region's folder, and only then
+//! sends it. A batch leaves the outbox when the authority acknowledges it as durable; the
+//! authority posts each (sidecar, sequence) once, so replays double nothing. Per lane,
+//! [`reconcile`] compares what was reported with the lane's `consumed + overrun` totals:
+//! detail lost to a full ring, or drained by a sidecar that crashed before writing its batch,
+//! is reported as one aggregate record with its exact amount, so no credit goes unreported.
+//!
 //! ## Restart behaviour
 //!
 //! Everything the sidecar must not lose lives in the region's folder (tmpfs), not in its
 //! memory: the region itself (agents keep reserving from their allowances while the sidecar
-//! is down), the signing key, and the [`outbox`] of signed batches not yet acknowledged. A
-//! restarted sidecar re-attaches to the region, replays the outbox in sequence order and goes
-//! on draining; a usage record leaves a ring only after its batch is in the outbox, and the
-//! authority posts each (sidecar, sequence) once, so nothing is lost or doubled.
+//! is down), the signing key (`sidecar.key`), the outbox of signed batches not yet
+//! acknowledged, what was reported per lane (`reported.json` plus the cursors in each outbox
+//! entry), the leases it holds (`sidecar-state.json`) and which pool serves which limit
+//! (`pools.json`). A restarted sidecar re-attaches to the region (finishing or rolling back
+//! the update its predecessor left in flight, see `tollgate-client`'s journal), registers
+//! with the leases it still holds, replays the outbox in sequence order and goes on.
+//! If its lease state is lost, the authority settles the missing leases at expiry (its
+//! documented rule for leases that never come back) and no credit is created.
+//!
+//! ## Leases and policy
+//!
+//! Consumption is attributed to leases oldest first ([`leasebook`]), as the authority does.
+//! A lease is never spent past its expiry: what it still has is taken out of the pool (and
+//! lanes) and returned. A revocation (a lowered cap) shrinks the limit's local budget to the
+//! new ceiling at once: uncarved credits first, then the largest lane allowances
+//! ([`lease::shrink`]). A pushed policy reconfigures the pools and lane classes in the region
+//! ([`owner`]); a pushed price book is published to the region for agents to rate with.
+//! On SIGTERM or SIGINT the sidecar stops topping up, takes every allowance back, flushes
+//! the last batches (up to five seconds for acknowledgements) and returns every unused lease.
+//!
+//! ## Endpoints and logs
+//!
+//! [`http`]: `/healthz` (the control loop ticks), `/readyz` (region ready and the session up
+//! or leased budget held), `/metrics` ([`metrics`]: allowance, pool, burn, consumed, denials
+//! by reason and tier, lease age, ring overflow, authority connectivity, outbox depth,
+//! reclaims, emergency allowance drawn). Logs are `tracing`, text or JSON ([`logging`]).
+//!
+//! ## Module map
+//!
+//! [`cli`] (flags, resolved [`cli::Config`]), [`run`] (runtime, signals, [`run::spawn`] for
+//! in-process use), [`core`] (the control loop), [`session`] (transport to the authority,
+//! [`backoff`]), [`owner`] (the region), [`lease`] / [`leasebook`] / [`burn`] / [`degraded`]
+//! (decisions), [`batcher`] / [`outbox`] / [`reconcile`] / [`state`] / [`key`] (durability),
+//! [`convert`] (wire types), [`http`] / [`metrics`] / [`logging`].
 #![forbid(unsafe_code)]
 
 pub mod backoff;

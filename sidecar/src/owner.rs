@@ -21,7 +21,7 @@ use crate::cli::Config;
 use crate::metrics::{DenialLabels, Metrics};
 
 /// How long an agent whose lane ran dry waits for a top-up before it denies.
-pub const AGENT_MAX_WAIT: Duration = Duration::from_millis(20);
+pub const AGENT_MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// A pool's counters (micro-credits).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -19,6 +19,9 @@ use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::session;
 
+/// The control loop's period when no agent has been active for a second.
+pub const IDLE_TICK: Duration = Duration::from_millis(25);
+
 /// How long a graceful shutdown waits for the last batches to be acknowledged.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -192,8 +195,10 @@ async fn serve(
     };
     let session_task = tokio::spawn(session::run(target, events_tx, session_stop_rx));
 
-    let mut ticker = tokio::time::interval(config.tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The loop ticks every `tick` while agents are active and slows to IDLE_TICK after a
+    // second without activity (near-zero CPU when idle; agents wait up to AGENT_MAX_WAIT for
+    // a top-up, longer than an idle tick).
+    let mut next_tick = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -201,7 +206,11 @@ async fn serve(
                 Some(ev) => core.on_event(ev),
                 None => break,
             },
-            _ = ticker.tick() => core.tick(),
+            _ = tokio::time::sleep_until(next_tick) => {
+                core.tick();
+                let period = if core.idle_for() > Duration::from_secs(1) { IDLE_TICK.max(config.tick) } else { config.tick };
+                next_tick = tokio::time::Instant::now() + period;
+            }
         }
     }
 
