@@ -186,50 +186,7 @@ pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, Inje
     }
 
     // Every app container: the region's mount and TOLLGATE_REGION.
-    let mount = json!({ "name": REGION_VOLUME, "mountPath": REGION_DIR });
-    let region_env = json!({ "name": "TOLLGATE_REGION", "value": REGION_PATH });
-    for (i, c) in containers.iter().enumerate() {
-        let c = c.as_object().ok_or_else(|| {
-            InjectError::Malformed(format!("spec.containers[{i}] is not an object"))
-        })?;
-        let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
-        let what = format!("spec.containers[{i}]");
-        let base = format!("/spec/containers/{i}");
-        match opt_array(c, "volumeMounts", &what)? {
-            None => patch.push(add(format!("{base}/volumeMounts"), json!([mount]))),
-            Some(mounts) => {
-                if let Some(m) = mounts.iter().find(|m| {
-                    m.get("mountPath")
-                        .and_then(Value::as_str)
-                        .map(|p| p.trim_end_matches('/'))
-                        == Some(REGION_DIR)
-                }) {
-                    return Err(InjectError::Conflict(format!(
-                        "a volume mount at {REGION_DIR} in container {name:?} (volume {:?})",
-                        name_of(m).unwrap_or("?")
-                    )));
-                }
-                patch.push(add(format!("{base}/volumeMounts/-"), mount.clone()));
-            }
-        }
-        match opt_array(c, "env", &what)? {
-            None => patch.push(add(format!("{base}/env"), json!([region_env]))),
-            Some(env) => match env
-                .iter()
-                .position(|e| name_of(e) == Some("TOLLGATE_REGION"))
-            {
-                Some(j) => {
-                    if env[j] != region_env {
-                        warnings.push(format!(
-                            "container {name:?}: TOLLGATE_REGION was replaced by {REGION_PATH}, the region the Tollgate sidecar serves"
-                        ));
-                        patch.push(replace(format!("{base}/env/{j}"), region_env.clone()));
-                    }
-                }
-                None => patch.push(add(format!("{base}/env/-"), region_env.clone())),
-            },
-        }
-    }
+    share_region(containers, &mut patch, &mut warnings)?;
 
     // fsGroup, so the app containers share the region's group.
     match spec.get("securityContext") {
@@ -255,6 +212,83 @@ pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, Inje
     }
 
     Ok(Injection { patch, warnings })
+}
+
+/// For a pod injected already: the patch that gives the region to app containers added after
+/// the injection (by a webhook that ran later, which is why the chart asks for re-invocation).
+/// Empty when every app container has it, or when the pod has no region volume to share.
+pub fn top_up(pod: &Value) -> Result<Injection, InjectError> {
+    let mut patch = Vec::new();
+    let mut warnings = Vec::new();
+    let Some(spec) = pod.get("spec").and_then(Value::as_object) else {
+        return Err(InjectError::Malformed("it has no spec object".into()));
+    };
+    let has_region = opt_array(spec, "volumes", "spec")?
+        .into_iter()
+        .flatten()
+        .any(|v| name_of(v) == Some(REGION_VOLUME));
+    if let (true, Some(containers)) = (has_region, opt_array(spec, "containers", "spec")?) {
+        share_region(containers, &mut patch, &mut warnings)?;
+    }
+    Ok(Injection { patch, warnings })
+}
+
+/// Mounts the region at [`REGION_DIR`] in every app container that does not have it yet and
+/// sets `TOLLGATE_REGION` there.
+fn share_region(
+    containers: &[Value],
+    patch: &mut Vec<Value>,
+    warnings: &mut Vec<String>,
+) -> Result<(), InjectError> {
+    let mount = json!({ "name": REGION_VOLUME, "mountPath": REGION_DIR });
+    let region_env = json!({ "name": "TOLLGATE_REGION", "value": REGION_PATH });
+    for (i, c) in containers.iter().enumerate() {
+        let c = c.as_object().ok_or_else(|| {
+            InjectError::Malformed(format!("spec.containers[{i}] is not an object"))
+        })?;
+        let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+        let what = format!("spec.containers[{i}]");
+        let base = format!("/spec/containers/{i}");
+        match opt_array(c, "volumeMounts", &what)? {
+            None => patch.push(add(format!("{base}/volumeMounts"), json!([mount]))),
+            Some(mounts) => {
+                let at_region_dir = mounts.iter().find(|m| {
+                    m.get("mountPath")
+                        .and_then(Value::as_str)
+                        .map(|p| p.trim_end_matches('/'))
+                        == Some(REGION_DIR)
+                });
+                match at_region_dir {
+                    Some(m) if name_of(m) == Some(REGION_VOLUME) => {}
+                    Some(m) => {
+                        return Err(InjectError::Conflict(format!(
+                            "a volume mount at {REGION_DIR} in container {name:?} (volume {:?})",
+                            name_of(m).unwrap_or("?")
+                        )));
+                    }
+                    None => patch.push(add(format!("{base}/volumeMounts/-"), mount.clone())),
+                }
+            }
+        }
+        match opt_array(c, "env", &what)? {
+            None => patch.push(add(format!("{base}/env"), json!([region_env]))),
+            Some(env) => match env
+                .iter()
+                .position(|e| name_of(e) == Some("TOLLGATE_REGION"))
+            {
+                Some(j) => {
+                    if env[j] != region_env {
+                        warnings.push(format!(
+                            "container {name:?}: TOLLGATE_REGION was replaced by {REGION_PATH}, the region the Tollgate sidecar serves"
+                        ));
+                        patch.push(replace(format!("{base}/env/{j}"), region_env.clone()));
+                    }
+                }
+                None => patch.push(add(format!("{base}/env/-"), region_env.clone())),
+            },
+        }
+    }
+    Ok(())
 }
 
 /// The sidecar container, run as `tollgate sidecar` with the flags and environment the

@@ -7,7 +7,8 @@
 //! is never admitted unmetered by this webhook, and never injected twice.
 //!
 //! - [`webhook`] decides per AdmissionReview: skip (not a pod creation, opted out, skipped
-//!   namespace, already injected), inject, or deny (malformed pod, bad override). The chart
+//!   namespace), inject, top up (already injected: only app containers added since get the
+//!   region), or deny (malformed pod, bad override). The chart
 //!   registers it with `failurePolicy: Fail` (see the module docs for the trade-off).
 //! - [`inject`] builds the RFC 6902 JSON Patch: the sidecar as a native sidecar (an init
 //!   container with `restartPolicy: Always` and a startup probe on `/readyz`), the in-memory

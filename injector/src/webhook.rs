@@ -123,8 +123,18 @@ impl Injector {
             }
         }
         if annotations.contains_key(STATUS_ANNOTATION) {
-            // Already injected (a re-invocation, or a pod re-submitted from a dump): idempotent.
-            return allow();
+            // Injected already: never a second sidecar. On a re-invocation (a later webhook
+            // added containers) the new app containers still get the region.
+            return match inject::top_up(pod) {
+                Ok(top) if top.patch.is_empty() => Verdict::Allow {
+                    warnings: top.warnings,
+                },
+                Ok(top) => Verdict::Patch {
+                    patch: Value::Array(top.patch),
+                    warnings: top.warnings,
+                },
+                Err(e) => deny(e.to_string()),
+            };
         }
         let settings = match self.config.defaults.with_overrides(&annotations) {
             Ok(s) => s,

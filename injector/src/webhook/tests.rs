@@ -377,6 +377,50 @@ fn an_injected_pod_is_never_injected_twice() {
 }
 
 #[test]
+fn a_reinvocation_gives_the_region_to_containers_added_later_and_nothing_else() {
+    let inj = injector();
+    let mut injected = send(&inj, &review(opted_in())).pod().clone();
+    // A webhook that ran after ours added an app container.
+    injected["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "late", "image": "example/late:1" }));
+    let out = send(&inj, &review(injected));
+    assert!(out.allowed());
+    let pod = out.pod();
+    let late = &pod["spec"]["containers"][2];
+    assert_eq!(
+        late["volumeMounts"],
+        json!([{ "name": REGION_VOLUME, "mountPath": REGION_DIR }])
+    );
+    assert_eq!(
+        env_value(late, "TOLLGATE_REGION").as_deref(),
+        Some(REGION_PATH)
+    );
+    let patch_ops = base64::engine::general_purpose::STANDARD
+        .decode(out.response["patch"].as_str().unwrap())
+        .unwrap();
+    let patch_ops: Vec<Value> = serde_json::from_slice(&patch_ops).unwrap();
+    assert!(
+        patch_ops.iter().all(|op| op["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/spec/containers/2/")),
+        "only the late container is touched: {patch_ops:?}"
+    );
+    let sidecars = pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == SIDECAR_NAME)
+        .count();
+    assert_eq!(sidecars, 1);
+    // And once more: nothing left to do.
+    let again = send(&inj, &review(pod.clone()));
+    assert!(again.allowed() && again.patched.is_none());
+}
+
+#[test]
 fn opted_out_pods_are_admitted_untouched() {
     let inj = injector();
     let mut labelled = opted_in();
