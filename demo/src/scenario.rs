@@ -37,6 +37,7 @@ pub fn pod_config(dir: &std::path::Path, pod: &str, authority: &str) -> Config {
         authority: authority.to_string(),
         sidecar_id: pod.to_string(),
         token: Some(format!("{pod}-token")),
+        ca_cert: None,
         tenants: vec![TENANT.to_string()],
         http: "127.0.0.1:0".parse().expect("a literal address"),
         emergency_allowance: 0,

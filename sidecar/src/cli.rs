@@ -36,6 +36,10 @@ pub struct SidecarArgs {
     #[arg(long, env = "TOLLGATE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
+    /// CA certificate (PEM) to trust when the authority URL is https:// (required then).
+    #[arg(long, env = "TOLLGATE_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
     /// Tenants this pod serves, comma separated.
     #[arg(long, env = "TOLLGATE_TENANTS", value_delimiter = ',', required = true)]
     pub tenants: Vec<String>,
@@ -118,6 +122,8 @@ pub struct Config {
     pub sidecar_id: String,
     /// Bearer token, if any.
     pub token: Option<String>,
+    /// CA certificate (PEM bytes) for an https authority.
+    pub ca_cert: Option<Vec<u8>>,
     /// Tenants served.
     pub tenants: Vec<String>,
     /// HTTP bind address.
@@ -183,6 +189,19 @@ impl SidecarArgs {
             ),
             None => None,
         };
+        let ca_cert = match &self.ca_cert {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .with_context(|| format!("reading the CA certificate {}", p.display()))?,
+            ),
+            None => None,
+        };
+        if self.authority.starts_with("https://") && ca_cert.is_none() {
+            bail!(
+                "--authority {:?} is https: give the CA that signed its certificate with --ca-cert",
+                self.authority
+            );
+        }
         let region_dir = match self.region.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -205,6 +224,7 @@ impl SidecarArgs {
             authority: self.authority.clone(),
             sidecar_id,
             token,
+            ca_cert,
             tenants,
             http: self.http,
             emergency_allowance: parse_credits(&self.emergency_allowance)
@@ -294,5 +314,17 @@ mod tests {
         assert!(e.contains("http://"), "{e}");
         let t = T::try_parse_from(["x", "--tenants", " ", "--sidecar-id", "p"]).unwrap();
         assert!(t.a.resolve().is_err());
+        let t = T::try_parse_from([
+            "x",
+            "--tenants",
+            "a",
+            "--sidecar-id",
+            "p",
+            "--authority",
+            "https://auth:7070",
+        ])
+        .unwrap();
+        let e = t.a.resolve().unwrap_err().to_string();
+        assert!(e.contains("--ca-cert"), "{e}");
     }
 }

@@ -889,9 +889,18 @@ impl Core {
                 .map_or(0, LeaseBook::remaining);
             let burn = l.burn.rate_per_sec(secs).max(l.burn.last_second(secs));
             // The uncarved reserve is what refills lanes: keep it above the low-water mark.
-            // Credits below the largest tier floor serve only the top tiers: refill above it.
+            // Credits below the largest tier floor serve only the top tiers, and leases about
+            // to expire will be returned: renew before either leaves the pool short.
+            let expiring = self.state.leases.get(canonical).map_or(0, |b| {
+                b.expiring_before(
+                    now_unix_ms() + 2 * self.lease_policy.refill_lead.as_millis() as u64 + 1_000,
+                )
+            });
             let view = PoolView {
-                local: snap.available.saturating_sub(self.owner.max_floor(l.pool)),
+                local: snap
+                    .available
+                    .saturating_sub(self.owner.max_floor(l.pool))
+                    .saturating_sub(expiring),
                 in_flight: l.in_flight,
                 burn_per_sec: burn,
             };

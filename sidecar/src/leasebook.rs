@@ -102,6 +102,16 @@ impl LeaseBook {
             .fold(0u64, u64::saturating_add)
     }
 
+    /// What leases expiring before `deadline_unix_ms` can still pay for (they will be
+    /// returned soon, so a refill should not count on them).
+    pub fn expiring_before(&self, deadline_unix_ms: u64) -> u64 {
+        self.leases
+            .iter()
+            .filter(|l| l.expires_unix_ms < deadline_unix_ms)
+            .map(HeldLease::remaining)
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// The earliest expiry among held leases.
     pub fn next_expiry(&self) -> Option<u64> {
         self.leases.iter().map(|l| l.expires_unix_ms).min()
@@ -257,6 +267,14 @@ mod tests {
         assert_eq!(b.remaining(), 0);
         // granted = used + returned + remaining, exactly
         assert_eq!(b.granted_total, 200);
+    }
+
+    #[test]
+    fn expiring_soon_is_counted() {
+        let b = book();
+        assert_eq!(b.expiring_before(1_500), 100);
+        assert_eq!(b.expiring_before(999), 0);
+        assert_eq!(b.expiring_before(5_000), 200);
     }
 
     #[test]

@@ -191,6 +191,7 @@ async fn serve(
         url: config.authority.clone(),
         sidecar_id: config.sidecar_id.clone(),
         token: config.token.clone(),
+        ca_cert: config.ca_cert.clone(),
         connect_timeout: Duration::from_secs(3),
     };
     let session_task = tokio::spawn(session::run(target, events_tx, session_stop_rx));

@@ -47,6 +47,8 @@ pub struct Target {
     pub sidecar_id: String,
     /// Bearer token, if any.
     pub token: Option<String>,
+    /// CA certificate (PEM) for https.
+    pub ca_cert: Option<Vec<u8>>,
     /// Connect timeout.
     pub connect_timeout: Duration,
 }
@@ -68,8 +70,16 @@ fn with_auth<T>(mut req: tonic::Request<T>, target: &Target) -> Result<tonic::Re
 }
 
 async fn connect(target: &Target) -> Result<SidecarServiceClient<Channel>, String> {
-    let ep = Endpoint::from_shared(target.url.clone())
-        .map_err(|e| format!("bad authority URL {:?}: {e}", target.url))?
+    let mut ep = Endpoint::from_shared(target.url.clone())
+        .map_err(|e| format!("bad authority URL {:?}: {e}", target.url))?;
+    if let Some(ca) = &target.ca_cert {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        ep = ep
+            .tls_config(tls)
+            .map_err(|e| format!("TLS configuration: {e}"))?;
+    }
+    let ep = ep
         .connect_timeout(target.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
