@@ -572,3 +572,62 @@ fn near_the_floor_background_is_denied_while_interactive_passes() {
     );
     assert_eq!(st.total_micro, b.spent + f.spent);
 }
+
+/// Degraded mode with an emergency allowance: with the authority unreachable and the leases
+/// spent, the sidecar releases at most the configured allowance more, then fails closed.
+#[test]
+fn authority_down_emergency_allowance_is_bounded_then_fails_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut auth = Authority::start(&dir.path().join("authority"), 0);
+    let rt = rt();
+    rt.block_on(async {
+        let mut a = admin(&auth.url()).await;
+        setup_tenant(&mut a, 1_000 * CREDIT, 0).await;
+    });
+    let allowance = 50_000u64; // 0.05 credits
+    let mut sc = Sidecar::start(
+        dir.path(),
+        "pod-a",
+        &auth.url(),
+        &["--emergency-allowance", "0.05"],
+    );
+    sc.wait_ready();
+    let (agents, stop) = start_agents(dir.path(), &[&sc.region], 2, &["interactive"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(auth.stop(), "authority did not stop cleanly");
+    // Leases last a few seconds of burn; then the allowance; then nothing.
+    let end = Instant::now() + Duration::from_secs(20);
+    let drawn = loop {
+        let d = sc
+            .metric("tollgate_sidecar_emergency_drawn_micro_credits{limit=\"acme/wallet\"}")
+            .unwrap_or(0.0) as u64;
+        if d >= allowance || Instant::now() > end {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let fleet = stop_agents(agents, &stop);
+    // The authority is gone: the stop cannot flush, the outbox keeps the batches.
+    assert!(
+        sc.proc.term(Duration::from_secs(20)),
+        "sidecar did not stop"
+    );
+    let r = region_totals(&sc.region);
+    eprintln!(
+        "emergency drawn {drawn} of {allowance}; fleet {} calls {} micro {} denials; region granted {} (leases + emergency) consumed {}",
+        fleet.calls, fleet.spent, fleet.denied, r.granted, r.consumed
+    );
+    assert!(drawn > 0, "the emergency allowance was never used");
+    assert!(
+        drawn <= allowance,
+        "drew {drawn} past the allowance {allowance}"
+    );
+    assert!(fleet.denied > 0, "never failed closed");
+    assert!(r.balanced);
+    assert!(
+        r.consumed <= r.granted,
+        "spent past leases + emergency allowance"
+    );
+    assert_eq!(r.consumed, fleet.spent);
+}
