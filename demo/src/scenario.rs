@@ -19,7 +19,7 @@ pub const TENANT: &str = "acme";
 
 /// Rough burn of one simulated agent, micro-credits per second (sizes the budget so every
 /// phase shows up within the run; the real burn is measured and printed).
-const BURN_PER_AGENT: u64 = 1_100_000;
+const BURN_PER_AGENT: u64 = 1_400_000;
 
 /// Credits with two decimals for progress lines (display only: the micro-credit integer
 /// rounded half up; statements carry the exact values).
