@@ -3,12 +3,13 @@
 //!
 //! ```text
 //! TOLLGATE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test \
-//!   cargo run --release -p tollgate-ledger --example pg_ingest [SECONDS] [RECORDS_PER_BATCH] [SIDECARS]
+//!   cargo run --release -p tollgate-ledger --example pg_ingest [SECONDS] [RECORDS_PER_BATCH] [SIDECARS] [BATCHES_PER_COMMIT]
 //! ```
 //!
 //! Each simulated sidecar posts sequence-numbered batches for its own tenant, one
 //! durable transaction per batch (`Ledger::post_batch`: wallet row locked, postings,
-//! batch row and audit record written with multi-row statements, commit). Runs in a
+//! batch row and audit record written with multi-row statements, commit), or
+//! `BATCHES_PER_COMMIT` batches per transaction (`Ledger::post_batches`, group commit). Runs in a
 //! fresh schema that is dropped at the end. Prints one line per configuration.
 
 use std::sync::Arc;
@@ -64,6 +65,7 @@ async fn run(
     instances: usize,
     sidecars: usize,
     per_batch: u64,
+    group: u64,
     secs: u64,
 ) -> Result<(u64, u64, f64), Box<dyn std::error::Error>> {
     let mut ledgers = Vec::new();
@@ -112,12 +114,16 @@ async fn run(
         tasks.push(tokio::spawn(async move {
             let mut seq = 0;
             while !stop.load(Ordering::Relaxed) {
-                seq += 1;
-                let b = batch(&t, &sidecar, seq, per_batch, l.now());
-                let out = l.post_batch(&b).await?;
-                assert!(!out.duplicate);
-                records.fetch_add(per_batch, Ordering::Relaxed);
-                batches.fetch_add(1, Ordering::Relaxed);
+                let group: Vec<UsageBatch> = (0..group)
+                    .map(|_| {
+                        seq += 1;
+                        batch(&t, &sidecar, seq, per_batch, l.now())
+                    })
+                    .collect();
+                let outs = l.post_batches(&group).await?;
+                assert!(outs.iter().all(|o| !o.duplicate));
+                records.fetch_add(per_batch * group.len() as u64, Ordering::Relaxed);
+                batches.fetch_add(group.len() as u64, Ordering::Relaxed);
             }
             Ok::<(), tollgate_ledger::LedgerError>(())
         }));
@@ -145,12 +151,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs = arg(1, 10);
     let per_batch = arg(2, 1000);
     let sidecars = arg(3, 8) as usize;
+    let group = arg(4, 1).max(1);
     let mut b = [0u8; 6];
     getrandom::fill(&mut b).map_err(|e| format!("random: {e}"))?;
     let schema = format!("tg_bench_{}", hex::encode(b));
     let mut results = Vec::new();
     for instances in [1usize, 2] {
-        let r = run(&url, &schema, instances, sidecars, per_batch, secs).await;
+        let r = run(&url, &schema, instances, sidecars, per_batch, group, secs).await;
         results.push((instances, r));
     }
     let mut conn = sqlx::PgConnection::connect(&url).await?;
@@ -162,7 +169,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (instances, r) in results {
         let (records, batches, elapsed) = r?;
         println!(
-            "instances={instances} sidecars={sidecars} records/batch={per_batch} seconds={elapsed:.1} \
+            "instances={instances} sidecars={sidecars} records/batch={per_batch} batches/commit={group} seconds={elapsed:.1} \
              batches={batches} records={records} records/s={:.0} batches/s={:.0}",
             records as f64 / elapsed,
             batches as f64 / elapsed
