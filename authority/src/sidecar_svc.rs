@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ed25519_dalek::{Signature, VerifyingKey};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tollgate_core::Credits;
@@ -392,13 +391,16 @@ pub fn prepare_batch(
             b.signature.len()
         )
     })?;
-    let msg = tollgate_proto::signing::batch_signing_bytes(sid, &b);
+    // One SHA-256 pass over the canonical encoding; the signature covers the digest, and
+    // the ledger stores it.
+    let digest = tollgate_proto::signing::batch_digest(sid, &b);
+    let msg = tollgate_proto::signing::signing_bytes_from_digest(&digest);
     reg.public_key
         .verify_strict(&msg, &Signature::from_bytes(&sig))
         .map_err(|_| {
             format!("signature: does not verify with the key sidecar {sid:?} registered")
         })?;
-    let digest = hex::encode(Sha256::digest(&msg));
+    let digest = hex::encode(digest);
     // Resolve each dictionary entry once.
     let mut tenant_of: Vec<Option<TenantId>> = vec![None; b.dictionary.len()];
     let dict = |i: u32, rec: usize, field: &str| -> Result<&str, String> {

@@ -34,7 +34,8 @@
 //!    (bad signature, tenant out of scope, malformed) is never posted: drop it and count it.
 //!    Keep every batch until acknowledged and re-send the unacknowledged ones after a
 //!    reconnect. Records name strings by index into the batch's `dictionary`
-//!    (use [`BatchBuilder`]); the batch is signed over [`signing::batch_signing_bytes`].
+//!    (use [`BatchBuilder`]); the batch is signed over [`signing::batch_signing_bytes`]
+//!    (a domain tag and the SHA-256 of the batch's canonical encoding).
 //! 4. **Leases.** A lease is an increment of budget on one limit ([`v1::LimitKey`]) valid
 //!    until `expires_unix_ms`. Both sides attribute consumption FIFO (oldest unexpired lease
 //!    first). Never spend a lease after its expiry; ask for more (a `DemandReport`) well
