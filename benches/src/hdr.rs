@@ -107,31 +107,61 @@ fn elapsed_ps(t0: Instant, t1: Instant) -> u64 {
 
 /// Times every operation on its own (see the module docs): honest tails, a few ns of jitter.
 ///
-/// `warmup` operations run first and are not recorded.
-pub fn per_op<F: FnMut()>(warmup: u64, ops: u64, mut op: F) -> Percentiles {
-    for _ in 0..warmup {
+/// `warmup` operations run first and are not recorded. `serve` runs (untimed) after every
+/// `serve_every` operations: the sidecar's share of the work, which is not on the agent's
+/// path.
+pub fn per_op<F: FnMut(), S: FnMut()>(
+    warmup: u64,
+    ops: u64,
+    serve_every: u64,
+    mut op: F,
+    mut serve: S,
+) -> Percentiles {
+    let serve_every = serve_every.max(1);
+    for i in 0..warmup {
         op();
+        if i % serve_every == serve_every - 1 {
+            serve();
+        }
     }
+    serve();
     let overhead = clock_overhead_ps(100_000);
     let mut h = new_histogram();
-    for _ in 0..ops {
+    for i in 0..ops {
         let t0 = Instant::now();
         op();
         let t1 = Instant::now();
         h.saturating_record(elapsed_ps(t0, t1).saturating_sub(overhead).max(LOW_PS));
+        if i % serve_every == serve_every - 1 {
+            serve();
+        }
     }
     Percentiles::from_histogram_ps(&h)
 }
 
 /// Times batches of `batch` operations (see the module docs): accurate median, diluted tails.
-pub fn batched<F: FnMut()>(warmup: u64, batches: u64, batch: u32, mut op: F) -> Percentiles {
-    for _ in 0..warmup {
+/// `serve` runs (untimed) after every `serve_every` operations, rounded up to whole batches.
+pub fn batched<F: FnMut(), S: FnMut()>(
+    warmup: u64,
+    batches: u64,
+    batch: u32,
+    serve_every: u64,
+    mut op: F,
+    mut serve: S,
+) -> Percentiles {
+    let serve_every = serve_every.max(1);
+    for i in 0..warmup {
         op();
+        if i % serve_every == serve_every - 1 {
+            serve();
+        }
     }
+    serve();
     let batch = batch.max(1);
+    let batches_per_serve = (serve_every / u64::from(batch)).max(1);
     let overhead = clock_overhead_ps(100_000);
     let mut h = new_histogram();
-    for _ in 0..batches {
+    for b in 0..batches {
         let t0 = Instant::now();
         for _ in 0..batch {
             op();
@@ -139,6 +169,9 @@ pub fn batched<F: FnMut()>(warmup: u64, batches: u64, batch: u32, mut op: F) -> 
         let t1 = Instant::now();
         let per_op = elapsed_ps(t0, t1).saturating_sub(overhead) / u64::from(batch);
         h.saturating_record(per_op.max(LOW_PS));
+        if b % batches_per_serve == batches_per_serve - 1 {
+            serve();
+        }
     }
     Percentiles::from_histogram_ps(&h)
 }
@@ -150,19 +183,34 @@ mod tests {
     #[test]
     fn percentiles_are_ordered_and_count_samples() {
         let mut x = 0u64;
-        let p = per_op(10, 1_000, || {
-            x = std::hint::black_box(x.wrapping_add(1));
-        });
+        let mut served = 0;
+        let p = per_op(
+            10,
+            1_000,
+            100,
+            || {
+                x = std::hint::black_box(x.wrapping_add(1));
+            },
+            || served += 1,
+        );
         assert_eq!(p.samples, 1_000);
+        assert_eq!(served, 1 + 10, "once after warm-up, then every 100 ops");
         assert!(p.p50_ns <= p.p99_ns && p.p99_ns <= p.p999_ns && p.p999_ns <= p.max_ns);
     }
 
     #[test]
     fn batched_counts_batches() {
         let mut x = 0u64;
-        let p = batched(10, 200, 16, || {
-            x = std::hint::black_box(x.wrapping_add(1));
-        });
+        let p = batched(
+            10,
+            200,
+            16,
+            1_000,
+            || {
+                x = std::hint::black_box(x.wrapping_add(1));
+            },
+            || {},
+        );
         assert_eq!(p.samples, 200);
         assert!(p.p50_ns <= p.max_ns);
     }
