@@ -652,8 +652,11 @@ impl Ledger {
     /// plan usage, burn rate and projected depletion.
     pub async fn balance(&self, tenant: &TenantId) -> Result<Balance, LedgerError> {
         let now = self.clock.now();
-        let row = self.wallet_row(tenant).await?;
-        let grants = self.store.grants(tenant, false).await?;
+        let (row, grants) = self
+            .store
+            .wallet_view(tenant)
+            .await?
+            .ok_or_else(|| LedgerError::UnknownTenant(tenant.clone()))?;
         let mut w = WalletTx::new(row, grants, Vec::new());
         // A view as of now: apply what is due in memory only (the next write persists it).
         w.catch_up(self.ctx(now));

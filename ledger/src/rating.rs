@@ -124,6 +124,7 @@ pub fn rate_records(
                             rated: Credits::ZERO,
                             client_amount: Credits::ZERO,
                             repriced_records: 0,
+                            stale_book_records: 0,
                             unrated_records: 0,
                             from_holds: Credits::ZERO,
                             from_grants: Credits::ZERO,
@@ -168,6 +169,12 @@ pub fn rate_records(
                 (r.client_amount, 0)
             }
         };
+        if book
+            .as_ref()
+            .is_some_and(|b| b.version() != r.price_book_version)
+        {
+            summary.stale_book_records += 1;
+        }
         if credits != r.client_amount {
             summary.repriced_records += 1;
         }

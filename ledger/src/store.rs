@@ -252,6 +252,19 @@ pub trait Store: Send + Sync + 'static {
     /// A wallet row (committed state, unlocked).
     async fn wallet(&self, tenant: &TenantId) -> Result<Option<WalletRow>, LedgerError>;
 
+    /// The wallet row and its active grants (open, or still holding credits) read
+    /// together from one committed state. The default reads them one after the other;
+    /// stores override it with a read transaction so a balance never mixes two states.
+    async fn wallet_view(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<(WalletRow, Vec<Grant>)>, LedgerError> {
+        let Some(row) = self.wallet(tenant).await? else {
+            return Ok(None);
+        };
+        Ok(Some((row, self.grants(tenant, false).await?)))
+    }
+
     /// Grants of a tenant, in id order; closed ones too if `include_closed`.
     async fn grants(
         &self,

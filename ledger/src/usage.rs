@@ -67,6 +67,10 @@ pub struct TenantPosting {
     pub client_amount: Credits,
     /// Records whose client amount differed from the authority's rating.
     pub repriced_records: u64,
+    /// Records the client rated with another price book version than the one in force
+    /// (the authority should push its book to the sender).
+    #[serde(default)]
+    pub stale_book_records: u64,
     /// Records the authority could not rate (model missing from the book, or no book):
     /// charged at the client's amount, counted here so the price book can be fixed.
     pub unrated_records: u64,

@@ -84,6 +84,7 @@ async fn actions_of_10k_tokens_at_20_credits() {
         .unwrap();
     assert_eq!(out.tenants[0].rated, credits(60));
     assert_eq!(out.tenants[0].repriced_records, 1);
+    assert_eq!(out.tenants[0].stale_book_records, 0);
     assert_eq!(out.tenants[0].from_grants, credits(60));
     // Exactly 10,000 tokens is one action; one token is one action.
     let out = e
@@ -100,9 +101,19 @@ async fn actions_of_10k_tokens_at_20_credits() {
         .unwrap();
     assert_eq!(out.tenants[0].rated, credits(40));
     assert_eq!(out.tenants[0].repriced_records, 0);
+    // A client on an older book is told apart.
+    let mut old = record(&t, "agentic", 1, 0, credits(20));
+    old.price_book_version = 0;
+    let out = e
+        .ledger
+        .post_batch(&batch("sc", 3, vec![old]))
+        .await
+        .unwrap();
+    assert_eq!(out.tenants[0].stale_book_records, 1);
+    assert_eq!(out.tenants[0].rated, credits(20));
     let bal = e.ledger.balance(&t).await.unwrap();
-    assert_eq!(bal.consumed, credits(100));
-    assert_eq!(bal.available, credits(900));
+    assert_eq!(bal.consumed, credits(120));
+    assert_eq!(bal.available, credits(880));
 }
 
 #[tokio::test]

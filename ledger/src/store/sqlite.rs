@@ -844,6 +844,33 @@ impl Store for SqliteStore {
         row.as_ref().map(wallet_from).transpose()
     }
 
+    async fn wallet_view(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<(WalletRow, Vec<Grant>)>, LedgerError> {
+        // One read transaction: both reads see the same WAL snapshot.
+        let mut tx = self.reader.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM wallets WHERE tenant = ?")
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let grants = sqlx::query(
+            "SELECT * FROM grants WHERE tenant = ? AND (closed = 0 OR held > 0) ORDER BY id",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let grants = grants
+            .iter()
+            .map(grant_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.rollback().await?;
+        Ok(Some((wallet_from(&row)?, grants)))
+    }
+
     async fn grants(
         &self,
         tenant: &TenantId,
