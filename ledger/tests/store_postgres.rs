@@ -273,6 +273,19 @@ async fn migrations_are_versioned_idempotent_and_race_safe() {
                 Vec::<i64>::new(),
                 "nothing pending"
             );
+            // Session settings every connection carries.
+            for (setting, want) in [
+                ("synchronous_commit", "on"),
+                ("idle_in_transaction_session_timeout", "30s"),
+                ("search_path", db.schema.as_str()),
+            ] {
+                let got: String =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+                        .fetch_one(a.pool())
+                        .await
+                        .unwrap();
+                assert_eq!(got, want, "{setting}");
+            }
             let n: i64 = sqlx::query_scalar("SELECT count(*) FROM schema_migrations")
                 .fetch_one(a.pool())
                 .await
@@ -320,6 +333,25 @@ async fn bad_url_and_schema_are_clear_errors() {
 }
 
 // ----- the store interface, row by row -----
+
+/// A batch outcome's per-tenant figures. Built from JSON so that counters the ledger
+/// adds later (with serde defaults) need no change here.
+fn tenant_posting(t: &TenantId) -> TenantPosting {
+    let cr = |n: u64| serde_json::to_value(credits(n)).unwrap();
+    serde_json::from_value(serde_json::json!({
+        "tenant": t.as_str(),
+        "records": 3,
+        "rated": cr(6),
+        "client_amount": cr(6),
+        "repriced_records": 0,
+        "unrated_records": 3,
+        "from_holds": cr(1),
+        "from_grants": cr(0),
+        "from_plan": cr(2),
+        "overrun": cr(3),
+    }))
+    .expect("TenantPosting from JSON")
+}
 
 fn sample(t: &TenantId) -> Changes {
     let mut w = WalletRow::new(t.clone(), TenantConfig::default(), T0);
@@ -452,18 +484,7 @@ fn sample(t: &TenantId) -> Changes {
         duplicate: false,
         records: 3,
         posted_at: T0,
-        tenants: vec![TenantPosting {
-            tenant: t.clone(),
-            records: 3,
-            rated: credits(6),
-            client_amount: credits(6),
-            repriced_records: 0,
-            unrated_records: 3,
-            from_holds: credits(1),
-            from_grants: Credits::ZERO,
-            from_plan: credits(2),
-            overrun: credits(3),
-        }],
+        tenants: vec![tenant_posting(t)],
     };
     let a1 = AuditRecord {
         tenant: t.clone(),

@@ -21,7 +21,10 @@
 //!
 //! **Durability.** Connections set `synchronous_commit = on`, so `commit` returns once
 //! the WAL is flushed (on a replicated primary: as configured there), whatever the
-//! server default: an acknowledgement is never lost.
+//! server default: an acknowledgement is never lost. They also set
+//! `idle_in_transaction_session_timeout` (30 s by default), so a replica that hangs
+//! while holding a wallet lock is cut off by the server instead of stalling that
+//! tenant's writers on every other replica; its transaction is rolled back.
 //!
 //! **Throughput.** [`StoreTx::write`] sends one multi-row statement per table
 //! (`INSERT ... SELECT FROM UNNEST($1::text[], ...)`), so a group commit of many batches
@@ -70,6 +73,11 @@ pub struct PostgresOptions {
     pub acquire_timeout: Duration,
     /// Apply pending migrations at connect.
     pub migrate: bool,
+    /// A transaction left idle this long (a replica that hung or lost its network while
+    /// holding a wallet lock) is aborted by the server, so it cannot block the other
+    /// replicas' writers of that tenant; nothing of it is committed. `None`: the server's
+    /// setting.
+    pub idle_in_transaction_timeout: Option<Duration>,
 }
 
 impl Default for PostgresOptions {
@@ -79,6 +87,7 @@ impl Default for PostgresOptions {
             schema: None,
             acquire_timeout: Duration::from_secs(30),
             migrate: true,
+            idle_in_transaction_timeout: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -119,6 +128,13 @@ fn redact(url: &str) -> String {
 }
 
 impl PostgresStore {
+    /// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`), for
+    /// choosing the store from one `--store` flag.
+    pub fn is_url(url: &str) -> bool {
+        let u = url.trim_start().to_ascii_lowercase();
+        u.starts_with("postgres://") || u.starts_with("postgresql://")
+    }
+
     /// Connect to `url` (`postgres://user[:password]@host[:port]/database[?...]`) with
     /// default options and apply pending migrations.
     pub async fn connect(url: &str) -> Result<PostgresStore, LedgerError> {
@@ -142,6 +158,12 @@ impl PostgresStore {
         let mut settings = vec![("synchronous_commit", "on".to_string())];
         if let Some(s) = &opts.schema {
             settings.push(("search_path", s.clone()));
+        }
+        if let Some(t) = opts.idle_in_transaction_timeout {
+            settings.push((
+                "idle_in_transaction_session_timeout",
+                format!("{}ms", t.as_millis().max(1)),
+            ));
         }
         // Name the connections (visible in pg_stat_activity) unless the URL does.
         let conn = if conn.get_application_name().is_none() {
@@ -591,6 +613,14 @@ mod tests {
         assert!(check_schema("1abc").is_err());
         assert!(check_schema("a\"; DROP TABLE x; --").is_err());
         assert!(check_schema(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn postgres_urls_are_recognised() {
+        assert!(PostgresStore::is_url("postgres://u@h/db"));
+        assert!(PostgresStore::is_url("PostgreSQL://u@h/db"));
+        assert!(!PostgresStore::is_url("sqlite://./x.db"));
+        assert!(!PostgresStore::is_url("./tollgate.db"));
     }
 
     #[test]
