@@ -537,6 +537,11 @@ async fn changes_round_trip_every_column() {
 
         let w = &ch.new_wallets[0];
         assert_eq!(s.wallet(&t).await.unwrap().as_ref(), Some(w));
+        assert_eq!(
+            s.wallet_view(&t).await.unwrap(),
+            Some((w.clone(), ch.grants.clone()))
+        );
+        assert_eq!(s.wallet_view(&tenant("none")).await.unwrap(), None);
         assert_eq!(s.tenants().await.unwrap(), vec![t.clone()]);
         assert_eq!(s.grants(&t, true).await.unwrap(), ch.grants);
         assert_eq!(s.holds(&t, true).await.unwrap(), ch.holds);

@@ -437,6 +437,36 @@ impl Store for PostgresStore {
         row.as_ref().map(wallet_from).transpose()
     }
 
+    async fn wallet_view(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<(WalletRow, Vec<Grant>)>, LedgerError> {
+        // One snapshot for both reads (a read-only REPEATABLE READ transaction takes it
+        // at its first statement), so a balance never mixes two committed states.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let Some(row) = sqlx::query("SELECT * FROM wallets WHERE tenant = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let grants = sqlx::query(
+            "SELECT * FROM grants WHERE tenant = $1 AND (closed = 0 OR held > 0) ORDER BY id",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some((
+            wallet_from(&row)?,
+            grants.iter().map(grant_from).collect::<Result<_, _>>()?,
+        )))
+    }
+
     async fn grants(
         &self,
         tenant: &TenantId,
