@@ -695,6 +695,24 @@ impl Ledger {
         })
     }
 
+    /// What a new hold could reserve for the tenant now, and the limit that binds
+    /// (a cheaper read than [`Ledger::balance`] for sizing leases; it takes no lock, so
+    /// the hold itself is still the check).
+    pub async fn spendable(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(Credits, tollgate_core::LimitKind), LedgerError> {
+        let now = self.clock.now();
+        let (row, grants) = self
+            .store
+            .wallet_view(tenant)
+            .await?
+            .ok_or_else(|| LedgerError::UnknownTenant(tenant.clone()))?;
+        let mut w = WalletTx::new(row, grants, Vec::new());
+        w.catch_up(self.ctx(now));
+        Ok(w.spendable(now))
+    }
+
     /// Spend in `[from, to)` by agent, model, feature and funding source.
     pub async fn statement(
         &self,

@@ -508,6 +508,9 @@ pub async fn plan_funds_usage_past_grants_up_to_the_cap(open: Opener) {
         .unwrap();
     // Spendable: 5 in grants + 3 included + 4 under the cap.
     assert_eq!(h.ledger.balance(&t).await.unwrap().spendable, c(12));
+    let (s, limit) = h.ledger.spendable(&t).await.unwrap();
+    assert_eq!(s, c(12));
+    assert_eq!(limit, tollgate_core::LimitKind::HardCap);
     let hold = h.ledger.hold(&t, hold_req("sc", c(12), 600)).await.unwrap();
     assert_eq!(hold.parts.len(), 2);
     assert_eq!(hold.parts[1].funding, Funding::Plan);
