@@ -237,13 +237,14 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
-/// Map errors that a caller can act on to a clear message.
-fn write_error(e: sqlx::Error, table: &str) -> LedgerError {
+/// Map errors that a caller can act on to a clear message. `what` says what failed
+/// ("writing grants", "locking wallets").
+fn write_error(e: sqlx::Error, what: &str) -> LedgerError {
     match sqlstate(&e).as_deref() {
         Some("40001") | Some("40P01") => LedgerError::Store(format!(
-            "concurrent write conflict on {table} ({e}); nothing was written: retry the operation"
+            "concurrent write conflict while {what} ({e}); nothing was written: retry the operation"
         )),
-        _ => LedgerError::Store(format!("writing {table}: {e}")),
+        _ => LedgerError::Store(format!("{what}: {e}")),
     }
 }
 
@@ -264,7 +265,8 @@ impl StoreTx for PostgresTx {
         )
         .bind(&names)
         .fetch_all(&mut *self.tx)
-        .await?;
+        .await
+        .map_err(|e| write_error(e, "locking wallets"))?;
         let mut found: BTreeMap<TenantId, WalletRow> = BTreeMap::new();
         for r in &rows {
             let w = wallet_from(r)?;

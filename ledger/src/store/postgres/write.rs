@@ -119,7 +119,7 @@ pub(super) async fn new_wallets(
         Err(e) if sqlstate(&e).as_deref() == Some("23505") => {
             Err(LedgerError::TenantExists(ws[0].tenant.clone()))
         }
-        Err(e) => Err(write_error(e, "wallets")),
+        Err(e) => Err(write_error(e, "writing wallets")),
     }
 }
 
@@ -141,7 +141,7 @@ pub(super) async fn wallets(conn: &mut PgConnection, ws: &[WalletRow]) -> Result
         .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
         .execute(&mut *conn)
         .await
-        .map_err(|e| write_error(e, "wallets"))?
+        .map_err(|e| write_error(e, "writing wallets"))?
         .rows_affected();
     let distinct = ws.iter().map(|w| &w.tenant).collect::<BTreeSet<_>>().len();
     if n != distinct as u64 {
@@ -248,7 +248,7 @@ pub(super) async fn grants(conn: &mut PgConnection, gs: &[Grant]) -> Result<(), 
     .bind(closed)
     .execute(&mut *conn)
     .await
-    .map_err(|e| write_error(e, "grants"))?;
+    .map_err(|e| write_error(e, "writing grants"))?;
     Ok(())
 }
 
@@ -304,7 +304,7 @@ pub(super) async fn holds(conn: &mut PgConnection, hs: &[Hold]) -> Result<(), Le
     .bind(parts)
     .execute(&mut *conn)
     .await
-    .map_err(|e| write_error(e, "holds"))?;
+    .map_err(|e| write_error(e, "writing holds"))?;
     Ok(())
 }
 
@@ -381,7 +381,7 @@ pub(super) async fn postings(conn: &mut PgConnection, ps: &[Posting]) -> Result<
     .bind(after)
     .execute(&mut *conn)
     .await
-    .map_err(|e| write_error(e, "postings"))?;
+    .map_err(|e| write_error(e, "writing postings"))?;
     Ok(())
 }
 
@@ -423,7 +423,7 @@ pub(super) async fn batches(conn: &mut PgConnection, bs: &[BatchRow]) -> Result<
     .bind(signature)
     .fetch_all(&mut *conn)
     .await
-    .map_err(|e| write_error(e, "batches"))?;
+    .map_err(|e| write_error(e, "writing batches"))?;
     if rows.len() == n {
         return Ok(());
     }
@@ -483,7 +483,7 @@ pub(super) async fn audit(conn: &mut PgConnection, rs: &[AuditRecord]) -> Result
     .bind(sig)
     .execute(&mut *conn)
     .await
-    .map_err(|e| write_error(e, "audit_records"))?;
+    .map_err(|e| write_error(e, "writing audit_records"))?;
     Ok(())
 }
 
@@ -520,7 +520,7 @@ pub(super) async fn spend(
     .bind(amount)
     .execute(&mut *conn)
     .await
-    .map_err(|e| write_error(e, "spend_minutes"))?;
+    .map_err(|e| write_error(e, "writing spend_minutes"))?;
     Ok(())
 }
 
@@ -551,6 +551,6 @@ pub(super) async fn price_books(
     .bind(created)
     .execute(&mut *conn)
     .await
-    .map_err(|e| write_error(e, "price_books"))?;
+    .map_err(|e| write_error(e, "writing price_books"))?;
     Ok(())
 }
