@@ -499,37 +499,85 @@ pub enum ExportLine {
     },
 }
 
+/// Writes an export incrementally (so a long chain is never held in memory): the
+/// header at creation, records as they come, and the signed heads at [`finish`].
+///
+/// [`finish`]: ExportWriter::finish
+pub struct ExportWriter<'a, W: std::io::Write> {
+    out: W,
+    signer: &'a AuditSigner,
+    heads: Vec<(TenantId, ChainHead)>,
+}
+
+fn io_err(e: std::io::Error) -> LedgerError {
+    LedgerError::Io(format!("writing the audit export: {e}"))
+}
+
+fn write_line<W: std::io::Write>(out: &mut W, l: &ExportLine) -> Result<(), LedgerError> {
+    let s = serde_json::to_string(l).map_err(|e| LedgerError::Io(e.to_string()))?;
+    out.write_all(s.as_bytes()).map_err(io_err)?;
+    out.write_all(b"\n").map_err(io_err)
+}
+
+impl<'a, W: std::io::Write> ExportWriter<'a, W> {
+    /// Start an export (writes the header line).
+    pub fn new(
+        mut out: W,
+        signer: &'a AuditSigner,
+        exported_at: Timestamp,
+    ) -> Result<Self, LedgerError> {
+        write_line(
+            &mut out,
+            &ExportLine::Header {
+                format: EXPORT_FORMAT.into(),
+                version: EXPORT_VERSION,
+                public_key: signer.public_key_hex(),
+                exported_at,
+            },
+        )?;
+        Ok(ExportWriter {
+            out,
+            signer,
+            heads: Vec::new(),
+        })
+    }
+
+    /// Write one record (a tenant's records must come in sequence order).
+    pub fn record(&mut self, r: &AuditRecord) -> Result<(), LedgerError> {
+        write_line(&mut self.out, &ExportLine::Record(r.clone()))
+    }
+
+    /// Note a tenant's head; heads are signed and written by [`ExportWriter::finish`].
+    pub fn head(&mut self, tenant: &TenantId, head: ChainHead) {
+        self.heads.push((tenant.clone(), head));
+    }
+
+    /// Write the signed heads, flush, and hand back the writer.
+    pub fn finish(mut self) -> Result<W, LedgerError> {
+        for (t, h) in &self.heads {
+            let line = self.signer.sign_head(t, h);
+            write_line(&mut self.out, &line)?;
+        }
+        self.out.flush().map_err(io_err)?;
+        Ok(self.out)
+    }
+}
+
 /// Write an export: header, each tenant's records (in order), then each tenant's head.
 pub fn write_export<W: std::io::Write>(
-    mut out: W,
+    out: W,
     signer: &AuditSigner,
     exported_at: Timestamp,
     chains: &[(TenantId, ChainHead, Vec<AuditRecord>)],
 ) -> Result<(), LedgerError> {
-    let io = |e: std::io::Error| LedgerError::Io(format!("writing the audit export: {e}"));
-    let line = |l: &ExportLine, out: &mut W| -> Result<(), LedgerError> {
-        let s = serde_json::to_string(l).map_err(|e| LedgerError::Io(e.to_string()))?;
-        out.write_all(s.as_bytes()).map_err(io)?;
-        out.write_all(b"\n").map_err(io)
-    };
-    line(
-        &ExportLine::Header {
-            format: EXPORT_FORMAT.into(),
-            version: EXPORT_VERSION,
-            public_key: signer.public_key_hex(),
-            exported_at,
-        },
-        &mut out,
-    )?;
-    for (_, _, records) in chains {
+    let mut w = ExportWriter::new(out, signer, exported_at)?;
+    for (tenant, head, records) in chains {
         for r in records {
-            line(&ExportLine::Record(r.clone()), &mut out)?;
+            w.record(r)?;
         }
+        w.head(tenant, *head);
     }
-    for (tenant, head, _) in chains {
-        line(&signer.sign_head(tenant, head), &mut out)?;
-    }
-    out.flush().map_err(io)
+    w.finish().map(|_| ())
 }
 
 /// What is wrong with a record (or the export around it).
@@ -614,6 +662,231 @@ impl VerifyReport {
     }
 }
 
+/// Per-tenant verification state.
+#[derive(Debug)]
+struct ChainState {
+    head: ChainHead,
+    records: u64,
+    signed_head: Option<u64>,
+}
+
+/// Incremental verification of an export, line by line (what [`verify`] does over a
+/// reader); use it to verify a stream without holding it in memory.
+#[derive(Debug)]
+pub struct Verifier {
+    key: VerifyingKey,
+    chains: BTreeMap<TenantId, ChainState>,
+    saw_header: bool,
+    line: usize,
+}
+
+impl Verifier {
+    /// A verifier trusting `public_key`.
+    pub fn new(public_key: &VerifyingKey) -> Verifier {
+        Verifier {
+            key: *public_key,
+            chains: BTreeMap::new(),
+            saw_header: false,
+            line: 0,
+        }
+    }
+
+    fn fail(
+        &self,
+        tenant: Option<&TenantId>,
+        seq: Option<u64>,
+        failure: VerifyFailure,
+    ) -> VerifyError {
+        VerifyError {
+            line: self.line,
+            tenant: tenant.cloned(),
+            seq,
+            failure,
+        }
+    }
+
+    /// Check the next line of the export (text, without the newline).
+    pub fn feed_line(&mut self, line: &str) -> Result<(), VerifyError> {
+        self.line += 1;
+        if line.trim().is_empty() {
+            return Ok(());
+        }
+        let parsed: ExportLine = serde_json::from_str(line)
+            .map_err(|e| self.fail(None, None, VerifyFailure::Malformed(e.to_string())))?;
+        self.check(parsed)
+    }
+
+    /// Check the next line of the export, already parsed (counts as one line).
+    pub fn feed(&mut self, parsed: ExportLine) -> Result<(), VerifyError> {
+        self.line += 1;
+        self.check(parsed)
+    }
+
+    fn check(&mut self, parsed: ExportLine) -> Result<(), VerifyError> {
+        if !self.saw_header {
+            return match &parsed {
+                ExportLine::Header {
+                    format, version, ..
+                } if format == EXPORT_FORMAT && *version == EXPORT_VERSION => {
+                    self.saw_header = true;
+                    Ok(())
+                }
+                _ => Err(self.fail(
+                    None,
+                    None,
+                    VerifyFailure::BadHeader(format!(
+                        "line 1 must be a {EXPORT_FORMAT} header of version {EXPORT_VERSION}"
+                    )),
+                )),
+            };
+        }
+        match parsed {
+            ExportLine::Header { .. } => Err(self.fail(
+                None,
+                None,
+                VerifyFailure::BadHeader("a second header inside the export".into()),
+            )),
+            ExportLine::Record(r) => self.record(&r),
+            ExportLine::Head {
+                tenant,
+                seq,
+                hash,
+                signature,
+            } => self.head(&tenant, seq, &hash, &signature),
+        }
+    }
+
+    fn record(&mut self, r: &AuditRecord) -> Result<(), VerifyError> {
+        let t = Some(&r.tenant);
+        let s = Some(r.seq);
+        let (head, signed) = match self.chains.get(&r.tenant) {
+            Some(c) => (c.head, c.signed_head.is_some()),
+            None => (ChainHead::default(), false),
+        };
+        if signed {
+            return Err(self.fail(
+                t,
+                s,
+                VerifyFailure::Malformed("a record after its tenant's head line".into()),
+            ));
+        }
+        let expected = head.seq + 1;
+        if r.seq != expected {
+            return Err(self.fail(
+                t,
+                s,
+                VerifyFailure::SeqGap {
+                    expected,
+                    found: r.seq,
+                },
+            ));
+        }
+        if decode_hex32(&r.prev_hash) != Some(head.hash) {
+            return Err(self.fail(t, s, VerifyFailure::BrokenLink));
+        }
+        let hash = record_hash(
+            r.tenant.as_str(),
+            r.seq,
+            r.at,
+            &head.hash,
+            r.body.as_bytes(),
+        );
+        if decode_hex32(&r.hash) != Some(hash) {
+            return Err(self.fail(t, s, VerifyFailure::HashMismatch));
+        }
+        let ok = decode_sig(&r.signature)
+            .is_some_and(|sig| self.key.verify_strict(&sig_message(&hash), &sig).is_ok());
+        if !ok {
+            return Err(self.fail(t, s, VerifyFailure::BadSignature));
+        }
+        let chain = self.chains.entry(r.tenant.clone()).or_insert(ChainState {
+            head: ChainHead::default(),
+            records: 0,
+            signed_head: None,
+        });
+        chain.head = ChainHead { seq: r.seq, hash };
+        chain.records += 1;
+        Ok(())
+    }
+
+    fn head(
+        &mut self,
+        tenant: &TenantId,
+        seq: u64,
+        hash: &str,
+        signature: &str,
+    ) -> Result<(), VerifyError> {
+        let t = Some(tenant);
+        let hash_bytes = decode_hex32(hash);
+        let ok = match (hash_bytes, decode_sig(signature)) {
+            (Some(h), Some(sig)) => self
+                .key
+                .verify_strict(&head_message(tenant.as_str(), seq, &h), &sig)
+                .is_ok(),
+            _ => false,
+        };
+        if !ok {
+            return Err(self.fail(t, Some(seq), VerifyFailure::BadHeadSignature));
+        }
+        let have = self
+            .chains
+            .get(tenant)
+            .map_or(ChainHead::default(), |c| c.head);
+        if have.seq != seq || Some(have.hash) != hash_bytes {
+            // Name the first record the export lacks (or the last one it has).
+            let named = if seq > have.seq {
+                have.seq + 1
+            } else {
+                have.seq
+            };
+            return Err(self.fail(
+                t,
+                Some(named),
+                VerifyFailure::HeadMismatch {
+                    head_seq: seq,
+                    last_seq: have.seq,
+                },
+            ));
+        }
+        self.chains
+            .entry(tenant.clone())
+            .or_insert(ChainState {
+                head: have,
+                records: 0,
+                signed_head: None,
+            })
+            .signed_head = Some(seq);
+        Ok(())
+    }
+
+    /// End of the export: every tenant must have had its signed head.
+    pub fn finish(self) -> Result<VerifyReport, VerifyError> {
+        if !self.saw_header {
+            return Err(VerifyError {
+                line: self.line.max(1),
+                tenant: None,
+                seq: None,
+                failure: VerifyFailure::BadHeader("the export is empty".into()),
+            });
+        }
+        let mut report = VerifyReport::default();
+        for (tenant, chain) in self.chains {
+            match chain.signed_head {
+                Some(h) => report.tenants.push((tenant, chain.records, h)),
+                None => {
+                    return Err(VerifyError {
+                        line: self.line,
+                        seq: Some(chain.head.seq),
+                        tenant: Some(tenant),
+                        failure: VerifyFailure::MissingHead,
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
 /// Verify an export offline with the authority's public key: every record's hash and
 /// signature, every link, every sequence number, and each tenant's signed head. Returns
 /// the first failure, naming the line, tenant and record.
@@ -621,167 +894,15 @@ pub fn verify<R: BufRead>(
     export: R,
     public_key: &VerifyingKey,
 ) -> Result<VerifyReport, VerifyError> {
-    struct Chain {
-        head: ChainHead,
-        records: u64,
-        signed_head: Option<u64>,
-    }
-    let mut chains: BTreeMap<TenantId, Chain> = BTreeMap::new();
-    let mut saw_header = false;
-    let mut last_line = 0;
-    for (i, line) in export.lines().enumerate() {
-        let n = i + 1;
-        last_line = n;
-        let fail = |tenant: Option<&TenantId>, seq: Option<u64>, failure| VerifyError {
-            line: n,
-            tenant: tenant.cloned(),
-            seq,
-            failure,
-        };
-        let line = line.map_err(|e| fail(None, None, VerifyFailure::Malformed(e.to_string())))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: ExportLine = serde_json::from_str(&line)
-            .map_err(|e| fail(None, None, VerifyFailure::Malformed(e.to_string())))?;
-        if !saw_header {
-            match &parsed {
-                ExportLine::Header {
-                    format, version, ..
-                } if format == EXPORT_FORMAT && *version == EXPORT_VERSION => {
-                    saw_header = true;
-                    continue;
-                }
-                _ => {
-                    return Err(fail(
-                        None,
-                        None,
-                        VerifyFailure::BadHeader(format!(
-                            "line 1 must be a {EXPORT_FORMAT} header of version {EXPORT_VERSION}"
-                        )),
-                    ));
-                }
-            }
-        }
-        match parsed {
-            ExportLine::Header { .. } => {
-                return Err(fail(
-                    None,
-                    None,
-                    VerifyFailure::BadHeader("a second header inside the export".into()),
-                ));
-            }
-            ExportLine::Record(r) => {
-                let t = Some(&r.tenant);
-                let s = Some(r.seq);
-                let chain = chains.entry(r.tenant.clone()).or_insert(Chain {
-                    head: ChainHead::default(),
-                    records: 0,
-                    signed_head: None,
-                });
-                if chain.signed_head.is_some() {
-                    return Err(fail(
-                        t,
-                        s,
-                        VerifyFailure::Malformed("a record after its tenant's head line".into()),
-                    ));
-                }
-                let expected = chain.head.seq + 1;
-                if r.seq != expected {
-                    return Err(fail(
-                        t,
-                        s,
-                        VerifyFailure::SeqGap {
-                            expected,
-                            found: r.seq,
-                        },
-                    ));
-                }
-                let prev = decode_hex32(&r.prev_hash);
-                if prev != Some(chain.head.hash) {
-                    return Err(fail(t, s, VerifyFailure::BrokenLink));
-                }
-                let hash = record_hash(
-                    r.tenant.as_str(),
-                    r.seq,
-                    r.at,
-                    &chain.head.hash,
-                    r.body.as_bytes(),
-                );
-                if decode_hex32(&r.hash) != Some(hash) {
-                    return Err(fail(t, s, VerifyFailure::HashMismatch));
-                }
-                let ok = decode_sig(&r.signature)
-                    .is_some_and(|sig| public_key.verify_strict(&sig_message(&hash), &sig).is_ok());
-                if !ok {
-                    return Err(fail(t, s, VerifyFailure::BadSignature));
-                }
-                chain.head = ChainHead { seq: r.seq, hash };
-                chain.records += 1;
-            }
-            ExportLine::Head {
-                tenant,
-                seq,
-                hash,
-                signature,
-            } => {
-                let t = Some(&tenant);
-                let hash_bytes = decode_hex32(&hash);
-                let ok = match (hash_bytes, decode_sig(&signature)) {
-                    (Some(h), Some(sig)) => public_key
-                        .verify_strict(&head_message(tenant.as_str(), seq, &h), &sig)
-                        .is_ok(),
-                    _ => false,
-                };
-                if !ok {
-                    return Err(fail(t, Some(seq), VerifyFailure::BadHeadSignature));
-                }
-                let chain = chains.entry(tenant.clone()).or_insert(Chain {
-                    head: ChainHead::default(),
-                    records: 0,
-                    signed_head: None,
-                });
-                if chain.head.seq != seq || Some(chain.head.hash) != hash_bytes {
-                    // Name the first record the export lacks (or the last one it has).
-                    let missing = chain.head.seq + 1;
-                    return Err(fail(
-                        t,
-                        Some(if seq > chain.head.seq {
-                            missing
-                        } else {
-                            chain.head.seq
-                        }),
-                        VerifyFailure::HeadMismatch {
-                            head_seq: seq,
-                            last_seq: chain.head.seq,
-                        },
-                    ));
-                }
-                chain.signed_head = Some(seq);
+    let mut v = Verifier::new(public_key);
+    for line in export.lines() {
+        match line {
+            Ok(l) => v.feed_line(&l)?,
+            Err(e) => {
+                v.line += 1;
+                return Err(v.fail(None, None, VerifyFailure::Malformed(e.to_string())));
             }
         }
     }
-    if !saw_header {
-        return Err(VerifyError {
-            line: last_line.max(1),
-            tenant: None,
-            seq: None,
-            failure: VerifyFailure::BadHeader("the export is empty".into()),
-        });
-    }
-    let mut report = VerifyReport::default();
-    for (tenant, chain) in chains {
-        match chain.signed_head {
-            Some(h) => report.tenants.push((tenant, chain.records, h)),
-            None => {
-                return Err(VerifyError {
-                    line: last_line,
-                    tenant: Some(tenant),
-                    seq: Some(chain.head.seq),
-                    failure: VerifyFailure::MissingHead,
-                });
-            }
-        }
-    }
-    Ok(report)
+    v.finish()
 }

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use ed25519_dalek::VerifyingKey;
 use tollgate_core::{Credits, PriceBook};
 
-use crate::audit::{self, AuditRecord, AuditSigner, ChainHead, HoldEnd, VerifyError, VerifyReport};
+use crate::audit::{
+    self, AuditRecord, AuditSigner, ChainHead, ExportLine, HoldEnd, VerifyError, VerifyReport,
+};
 use crate::clock::{Clock, Timestamp};
 use crate::engine::{Ctx, WalletTx};
 use crate::error::LedgerError;
@@ -28,6 +30,12 @@ use crate::usage::{BatchOutcome, UsageBatch};
 
 /// Audit records read per query when exporting.
 const EXPORT_PAGE: u32 = 10_000;
+
+/// One step of a walk over audit chains.
+enum ChainItem<'a> {
+    Record(&'a AuditRecord),
+    Head(&'a TenantId, ChainHead),
+}
 
 /// What a maintenance sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -764,42 +772,88 @@ impl Ledger {
     }
 
     /// Write an export (JSON lines, see [`crate::audit`]) of the given tenants' chains
-    /// (all tenants if `None`).
+    /// (all tenants if `None`), streaming page by page.
     pub async fn export_audit<W: Write>(
         &self,
         tenants: Option<&[TenantId]>,
         out: W,
     ) -> Result<(), LedgerError> {
+        let mut w = audit::ExportWriter::new(out, &self.signer, self.clock.now())?;
+        self.each_audit_record(tenants, |item| match item {
+            ChainItem::Record(r) => w.record(r),
+            ChainItem::Head(t, h) => {
+                w.head(t, h);
+                Ok(())
+            }
+        })
+        .await?;
+        w.finish().map(|_| ())
+    }
+
+    /// Visit the chains of `tenants` (all if `None`) up to each head as the wallet row
+    /// says at the start of that tenant's walk: every record in order, then the head.
+    async fn each_audit_record(
+        &self,
+        tenants: Option<&[TenantId]>,
+        mut visit: impl FnMut(ChainItem<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
         let list = match tenants {
             Some(t) => t.to_vec(),
             None => self.store.tenants().await?,
         };
-        let mut chains: Vec<(TenantId, ChainHead, Vec<AuditRecord>)> = Vec::new();
         for t in list {
             let head = self.wallet_row(&t).await?.audit_head;
-            let mut records = Vec::new();
             let mut from = 1;
             while from <= head.seq {
                 let page = self.store.audit_records(&t, from, EXPORT_PAGE).await?;
                 let Some(last) = page.last() else { break };
                 from = last.seq + 1;
-                records.extend(page.into_iter().filter(|r| r.seq <= head.seq));
+                for r in page.iter().filter(|r| r.seq <= head.seq) {
+                    visit(ChainItem::Record(r))?;
+                }
             }
-            chains.push((t, head, records));
+            visit(ChainItem::Head(&t, head))?;
         }
-        audit::write_export(out, &self.signer, self.clock.now(), &chains)
+        Ok(())
     }
 
-    /// Export the given tenants' chains and verify them with this ledger's public key
-    /// (what `tollgate ctl audit verify` does against the database). The outer error is
-    /// a store failure; the inner one names the first bad record.
+    /// Verify the given tenants' chains in the store (all if `None`) with this ledger's
+    /// public key, as an export would be verified (what `tollgate ctl audit verify`
+    /// does against the database), streaming. The outer error is a store failure; the
+    /// inner one names the first bad record.
     pub async fn verify_audit(
         &self,
         tenants: Option<&[TenantId]>,
     ) -> Result<Result<VerifyReport, VerifyError>, LedgerError> {
-        let mut buf = Vec::new();
-        self.export_audit(tenants, &mut buf).await?;
-        Ok(audit::verify(buf.as_slice(), &self.public_key()))
+        let mut v = audit::Verifier::new(&self.public_key());
+        let header = ExportLine::Header {
+            format: audit::EXPORT_FORMAT.into(),
+            version: audit::EXPORT_VERSION,
+            public_key: self.signer.public_key_hex(),
+            exported_at: self.clock.now(),
+        };
+        if let Err(e) = v.feed(header) {
+            return Ok(Err(e));
+        }
+        let mut failed: Option<VerifyError> = None;
+        let signer = &self.signer;
+        self.each_audit_record(tenants, |item| {
+            if failed.is_none() {
+                let line = match item {
+                    ChainItem::Record(r) => ExportLine::Record(r.clone()),
+                    ChainItem::Head(t, h) => signer.sign_head(t, &h),
+                };
+                if let Err(e) = v.feed(line) {
+                    failed = Some(e);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        if let Some(e) = failed {
+            return Ok(Err(e));
+        }
+        Ok(v.finish())
     }
 }
 

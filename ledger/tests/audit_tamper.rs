@@ -79,7 +79,14 @@ async fn edited_record_fails_and_is_named() {
     assert_eq!(err.seq, Some(2), "{err}");
     assert_eq!(err.tenant, Some(tenant("acme")));
     assert_eq!(err.failure, VerifyFailure::HashMismatch);
+    assert_eq!(err.line, 3, "header, acme #1, acme #2");
     assert!(err.to_string().contains("record seq 2"), "{err}");
+    // The same from an exported file, verified offline.
+    let mut out = Vec::new();
+    e.ledger.export_audit(None, &mut out).await.unwrap();
+    let key = parse_public_key(&signer().public_key_hex()).unwrap();
+    let offline = verify(out.as_slice(), &key).unwrap_err();
+    assert_eq!(offline, err);
 }
 
 #[tokio::test]
