@@ -44,6 +44,8 @@ pub struct SweepReport {
     pub holds_expired: u64,
     /// Tenants whose due grant expiries or resets were applied.
     pub tenants_caught_up: u64,
+    /// Burn-rate buckets older than two days dropped.
+    pub buckets_pruned: u64,
 }
 
 /// The credit ledger. Cheap to share (`Arc<Ledger>`); all methods take `&self`.
@@ -474,6 +476,11 @@ impl Ledger {
             self.with_wallet(&t, None, |_, _| Ok(())).await?;
             report.tenants_caught_up += 1;
         }
+        // Burn rates look back 24 hours; keep two days of buckets.
+        report.buckets_pruned = self
+            .store
+            .prune_spend(now.saturating_sub(2 * 86_400))
+            .await?;
         Ok(report)
     }
 

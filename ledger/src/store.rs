@@ -329,6 +329,13 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<AuditRecord>, LedgerError>;
 
+    /// Drop burn-rate buckets older than `before` (they only serve the last 24 hours);
+    /// returns how many were dropped. The default keeps everything.
+    async fn prune_spend(&self, before: Timestamp) -> Result<u64, LedgerError> {
+        let _ = before;
+        Ok(0)
+    }
+
     /// The latest price book of a tenant, if any.
     async fn latest_price_book(
         &self,

@@ -1034,6 +1034,14 @@ impl Store for SqliteStore {
         rows.iter().map(audit_from).collect()
     }
 
+    async fn prune_spend(&self, before: Timestamp) -> Result<u64, LedgerError> {
+        let r = sqlx::query("DELETE FROM spend_minutes WHERE minute < ?")
+            .bind(i(before, "time")?)
+            .execute(&self.writer)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     async fn latest_price_book(
         &self,
         tenant: &TenantId,

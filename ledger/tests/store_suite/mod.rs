@@ -436,6 +436,15 @@ pub async fn statement_burn_rate_and_depletion(open: Opener) {
     assert_eq!(a.input_tokens, 60);
     let st = h.ledger.statement(&t, T0, T0 + 1).await.unwrap();
     assert_eq!(st.rows.iter().map(|r| r.records).sum::<u64>(), 2);
+    // Three days later nothing is burning (a store may prune the old buckets).
+    h.clock.advance(3 * 86_400);
+    assert!(h.ledger.sweep(10).await.unwrap().buckets_pruned <= 6);
+    let bal = h.ledger.balance(&t).await.unwrap();
+    assert_eq!(bal.burn_rate_24h, Credits::ZERO);
+    assert_eq!(bal.projected_depletion_at, None);
+    // Statements come from postings, which are kept.
+    let st = h.ledger.statement(&t, T0, T0 + 3600).await.unwrap();
+    assert_eq!(st.rows.len(), 2);
 }
 
 pub async fn alerts_fire_once_and_are_audited(open: Opener) {
