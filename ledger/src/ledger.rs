@@ -568,9 +568,11 @@ impl Ledger {
             }
             let rated = rating::rate_records(&b.records, &books);
             for t in rated.keys() {
+                // `tenants` is sorted (it came from a BTreeSet).
                 let t = tenants
-                    .iter()
-                    .find(|x| *x == t)
+                    .binary_search(t)
+                    .ok()
+                    .and_then(|i| tenants.get(i))
                     .ok_or_else(|| LedgerError::UnknownTenant(t.clone()))?;
                 if loaded.insert((t, b.key.sidecar_id.as_str())) {
                     let holds = tx
