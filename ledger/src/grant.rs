@@ -44,10 +44,11 @@ impl GrantKind {
     }
 }
 
-/// How often a recurring grant resets. Calendar-aligned in UTC: a monthly grant resets
-/// at 00:00 on the 1st of every month; an annual pool resets every 12 months on the 1st
-/// of the month its grant started in (a grant starting 2026-03-15 resets 2027-03-01,
-/// 2028-03-01, ...). At a reset the unused credits expire: nothing rolls over.
+/// How often a recurring grant resets. Calendar-aligned in UTC, as in
+/// `tollgate_core::grant::ResetPeriod`: a monthly grant resets at 00:00 on the 1st of
+/// every month; an annual pool resets on January 1st (a pool granted 2026-03-15 runs to
+/// 2027-01-01, then a calendar year at a time). At a reset the unused credits expire:
+/// nothing rolls over. (No `Never` variant here: a one-off grant has `reset: None`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResetPeriod {
@@ -58,17 +59,13 @@ pub enum ResetPeriod {
 }
 
 impl ResetPeriod {
-    fn months(self) -> u32 {
-        match self {
-            ResetPeriod::Monthly => 1,
-            ResetPeriod::Annual => 12,
-        }
-    }
-
-    /// The first reset boundary strictly after `period_start`, for a grant whose periods
-    /// are aligned to the 1st of a month. `None` if it is past `u64` seconds.
+    /// The first reset boundary strictly after `period_start`: the next 1st of a month
+    /// (monthly) or the next January 1st (annual). `None` if past `u64` seconds.
     pub fn next_boundary(self, period_start: Timestamp) -> Option<Timestamp> {
-        add_months(month_start(period_start), self.months())
+        match self {
+            ResetPeriod::Monthly => add_months(month_start(period_start), 1),
+            ResetPeriod::Annual => tollgate_core::time::next_year_start(period_start),
+        }
     }
 }
 
@@ -275,5 +272,69 @@ impl Grant {
     pub fn is_conserved(&self) -> bool {
         Credits::checked_sum([self.available, self.held, self.consumed, self.expired])
             == Some(self.granted)
+    }
+}
+
+// Conversions with core's vocabulary (`tollgate_core::grant`), so callers holding core
+// types can use the ledger and back.
+
+impl From<GrantKind> for tollgate_core::grant::GrantKind {
+    fn from(k: GrantKind) -> Self {
+        match k {
+            GrantKind::Trial => Self::Trial,
+            GrantKind::Promotional => Self::Promotional,
+            GrantKind::Purchased => Self::Purchased,
+            GrantKind::RecurringAllowance => Self::RecurringAllowance,
+        }
+    }
+}
+
+impl From<tollgate_core::grant::GrantKind> for GrantKind {
+    fn from(k: tollgate_core::grant::GrantKind) -> Self {
+        use tollgate_core::grant::GrantKind as C;
+        match k {
+            C::Trial => GrantKind::Trial,
+            C::Promotional => GrantKind::Promotional,
+            C::Purchased => GrantKind::Purchased,
+            C::RecurringAllowance => GrantKind::RecurringAllowance,
+        }
+    }
+}
+
+impl ResetPeriod {
+    /// Core's reset period of an optional ledger one (`None` is core's `Never`).
+    pub fn to_core(reset: Option<ResetPeriod>) -> tollgate_core::grant::ResetPeriod {
+        use tollgate_core::grant::ResetPeriod as C;
+        match reset {
+            None => C::Never,
+            Some(ResetPeriod::Monthly) => C::Monthly,
+            Some(ResetPeriod::Annual) => C::Annual,
+        }
+    }
+
+    /// The ledger's optional reset period of core's (`Never` is `None`).
+    pub fn from_core(reset: tollgate_core::grant::ResetPeriod) -> Option<ResetPeriod> {
+        use tollgate_core::grant::ResetPeriod as C;
+        match reset {
+            C::Never => None,
+            C::Monthly => Some(ResetPeriod::Monthly),
+            C::Annual => Some(ResetPeriod::Annual),
+        }
+    }
+}
+
+impl From<tollgate_core::grant::DeductionOrder> for DeductionOrder {
+    /// Core's named orders as key lists (core's "age" is creation order, which is grant
+    /// id order here).
+    fn from(o: tollgate_core::grant::DeductionOrder) -> Self {
+        use DeductionKey::{EarliestExpiry, Oldest, Priority};
+        use tollgate_core::grant::DeductionOrder as C;
+        let keys = match o {
+            C::PriorityExpiryAge => vec![Priority, EarliestExpiry, Oldest],
+            C::ExpiryPriorityAge => vec![EarliestExpiry, Priority, Oldest],
+            C::OldestFirst => vec![Oldest],
+            C::PriorityAge => vec![Priority, Oldest],
+        };
+        DeductionOrder { keys }
     }
 }

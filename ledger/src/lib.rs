@@ -34,6 +34,24 @@
 //! never exceeded, and what gets past it is bounded by the overruns themselves: at most
 //! the in-flight calls' excess over their reservations, never a new reservation.
 //!
+//! Lowering a cap below the month's charge stops plan-funded usage at once; it does not
+//! un-bill what was already charged. Plan-funded credits are recorded at list price
+//! (`plan_consumed`); what the tenant pays for them is `Plan::bill` of the month's
+//! `PeriodUsage` (included credits and requests first, then overage, the floor, the cap).
+//!
+//! ## Throughput
+//! A batch's records are re-rated one by one (core's integer rating, the model resolved
+//! once per group) and aggregated per (tenant, agent, model, feature); posting then
+//! writes a handful of rows per tenant (postings per paying source, one batch row, one
+//! audit record) with multi-row statements, and [`Ledger::post_batches`] commits several
+//! batches in one durable transaction. `benches/ingest.rs` measures it; results are in
+//! `benches/results/`.
+//!
+//! ## Retention
+//! Postings, batch rows and audit records are kept (statements, idempotency and the
+//! chain need them); burn-rate buckets are pruned after two days by [`Ledger::sweep`].
+//! Archiving old postings and batch keys is not implemented yet.
+//!
 //! ## Money and time
 //! Credits are integer micro-credits (`tollgate_core::Credits`); time is unix seconds
 //! read once per operation from an injectable [`Clock`] ([`ManualClock`] in tests).

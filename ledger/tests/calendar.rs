@@ -30,12 +30,45 @@ fn monthly_boundaries_are_the_first_of_the_next_month() {
 }
 
 #[test]
-fn annual_boundaries_follow_the_start_month() {
+fn annual_boundaries_are_january_first() {
     let a = ResetPeriod::Annual;
-    assert_eq!(a.next_boundary(ts(2026, 3, 15)), Some(ts(2027, 3, 1)));
-    assert_eq!(a.next_boundary(ts(2027, 3, 1)), Some(ts(2028, 3, 1)));
-    assert_eq!(a.next_boundary(ts(2026, 12, 31)), Some(ts(2027, 12, 1)));
-    assert_eq!(a.next_boundary(ts(2028, 2, 29)), Some(ts(2029, 2, 1)));
+    assert_eq!(a.next_boundary(ts(2026, 3, 15)), Some(ts(2027, 1, 1)));
+    assert_eq!(a.next_boundary(ts(2027, 1, 1)), Some(ts(2028, 1, 1)));
+    assert_eq!(a.next_boundary(ts(2026, 12, 31)), Some(ts(2027, 1, 1)));
+    assert_eq!(a.next_boundary(ts(2028, 2, 29)), Some(ts(2029, 1, 1)));
+    // The same boundaries as core's reset periods.
+    for t in [ts(2026, 3, 15), ts(2026, 12, 31) + 86_399, ts(2028, 2, 29)] {
+        for r in [ResetPeriod::Monthly, ResetPeriod::Annual] {
+            assert_eq!(
+                r.next_boundary(t),
+                ResetPeriod::to_core(Some(r)).next_reset(t)
+            );
+        }
+    }
+}
+
+#[test]
+fn core_vocabulary_converts_both_ways() {
+    use tollgate_core::grant as core;
+    for k in [
+        GrantKind::Trial,
+        GrantKind::Promotional,
+        GrantKind::Purchased,
+        GrantKind::RecurringAllowance,
+    ] {
+        assert_eq!(GrantKind::from(core::GrantKind::from(k)), k);
+    }
+    for r in [None, Some(ResetPeriod::Monthly), Some(ResetPeriod::Annual)] {
+        assert_eq!(ResetPeriod::from_core(ResetPeriod::to_core(r)), r);
+    }
+    assert_eq!(
+        DeductionOrder::from(core::DeductionOrder::default()),
+        DeductionOrder::default()
+    );
+    assert_eq!(
+        DeductionOrder::from(core::DeductionOrder::ExpiryPriorityAge),
+        DeductionOrder::expiry_first()
+    );
 }
 
 fn grant(id: u64, priority: u32, expires_at: Option<u64>) -> Grant {

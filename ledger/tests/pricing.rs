@@ -292,7 +292,7 @@ async fn annual_pool_shared_by_all_agents() {
     );
     assert_eq!(by_agent("a2", Funding::Overrun), credits(200));
     assert_eq!(by_agent("a3", Funding::Overrun), credits(600));
-    // Still empty in December; refilled on 2027-01-01 (12 months after January 2026).
+    // Still empty in December; refilled on 2027-01-01 (annual pools reset on January 1st).
     e.clock.set(1_798_761_600 - 1); // 2026-12-31 23:59:59
     assert_eq!(e.ledger.balance(&t).await.unwrap().available, Credits::ZERO);
     e.clock.set(1_798_761_600); // 2027-01-01
