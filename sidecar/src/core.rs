@@ -804,8 +804,9 @@ impl Core {
             }
             let view = crate::lease::LaneView {
                 allowance: lane.allowance,
-                burn_per_sec: rt.burn.rate_per_sec(secs),
+                burn_per_sec: rt.burn.rate_per_sec(secs).max(rt.burn.last_second(secs)),
                 idle_for: now.duration_since(rt.last_active),
+                asked: lane.asked,
             };
             let action = if self.shutting_down {
                 LaneAction::Revoke(lane.allowance)
@@ -820,7 +821,7 @@ impl Core {
                 LaneAction::Revoke(_) => {}
                 LaneAction::TopUp(want) => {
                     let give = self.owner.carvable(lane.lane, want);
-                    let give = if give == 0 && degraded && lane.allowance == 0 {
+                    let give = if give == 0 && degraded {
                         self.emergency_for(lane.lane, want)
                     } else {
                         give

@@ -137,6 +137,8 @@ pub struct LaneView {
     pub burn_per_sec: u64,
     /// Time since the lane last spent anything.
     pub idle_for: Duration,
+    /// Credits the agent asked for when its lane ran dry (0 when it has not).
+    pub asked: u64,
 }
 
 /// What to do with one lane.
@@ -161,6 +163,13 @@ impl LanePolicy {
 
     /// Decides one lane.
     pub fn action(&self, lane: LaneView) -> LaneAction {
+        let target = self.target(lane.burn_per_sec);
+        // An agent waiting on a dry lane gets what its call needs at once (plus headroom),
+        // whatever the lane's recent burn says.
+        if lane.asked > lane.allowance {
+            let need = target.max(lane.asked.saturating_add(target / 2));
+            return LaneAction::TopUp(need - lane.allowance);
+        }
         if lane.idle_for >= self.idle_after {
             return if lane.allowance > 0 {
                 LaneAction::Revoke(lane.allowance)
@@ -168,7 +177,6 @@ impl LanePolicy {
                 LaneAction::Keep
             };
         }
-        let target = self.target(lane.burn_per_sec);
         if lane.allowance < target.div_ceil(2) {
             LaneAction::TopUp(target - lane.allowance)
         } else if lane.allowance > target.saturating_mul(2) {
@@ -330,6 +338,7 @@ mod tests {
             allowance: 999,
             burn_per_sec: 4_000,
             idle_for: Duration::ZERO,
+            asked: 0,
         };
         assert_eq!(lp.action(busy), LaneAction::TopUp(1_001));
         let ok = LaneView {
@@ -346,6 +355,7 @@ mod tests {
             allowance: 50,
             burn_per_sec: 0,
             idle_for: Duration::from_secs(6),
+            asked: 0,
         };
         assert_eq!(lp.action(idle), LaneAction::Revoke(50));
         let idle_empty = LaneView {
@@ -358,8 +368,23 @@ mod tests {
             allowance: 0,
             burn_per_sec: 0,
             idle_for: Duration::ZERO,
+            asked: 0,
         };
         assert_eq!(lp.action(fresh), LaneAction::TopUp(100));
+        // an agent waiting for a call larger than the allowance gets it now
+        let waiting = LaneView {
+            allowance: 1_500,
+            asked: 5_000,
+            ..busy
+        };
+        assert_eq!(lp.action(waiting), LaneAction::TopUp(5_000 + 1_000 - 1_500));
+        let waiting_after_idle = LaneView {
+            allowance: 0,
+            asked: 50,
+            burn_per_sec: 0,
+            idle_for: Duration::from_secs(60),
+        };
+        assert_eq!(lp.action(waiting_after_idle), LaneAction::TopUp(100));
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct LiveLane {
     pub consumed: u64,
     /// The agent ran dry and asked for more.
     pub wants_more: bool,
+    /// How much it asked for (0 if it did not).
+    pub asked: u64,
     /// Its tier.
     pub tier: Tier,
 }
@@ -534,6 +536,7 @@ impl Owner {
                     allowance: l.available.0,
                     consumed: l.consumed.0.saturating_add(l.overrun.0),
                     wants_more: l.demand.0 > 0,
+                    asked: l.demand.0,
                     tier: key.tier,
                 })
             })
