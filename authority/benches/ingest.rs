@@ -5,7 +5,8 @@
 //! `cargo bench -p tollgate-authority --bench ingest` (harness = false; prints a table).
 //! Knobs (environment): TOLLGATE_BENCH_SIDECARS (4), TOLLGATE_BENCH_BATCH (4096 records),
 //! TOLLGATE_BENCH_BATCHES (batches per sidecar, 60), TOLLGATE_BENCH_WINDOW (in-flight
-//! batches per sidecar, 16), TOLLGATE_BENCH_DIR (where the database goes; default a temp
+//! batches per sidecar, 16), TOLLGATE_BENCH_PAUSE_MS (wait before the timed phase, for a
+//! profiler to attach), TOLLGATE_BENCH_DIR (where the database goes; default a temp
 //! dir under the target directory's filesystem).
 //!
 //! Clients and server share this machine's cores, as a sidecar fleet on loopback would.
@@ -170,6 +171,13 @@ async fn run() {
         clients.push((tx, down, bs));
     }
 
+    // For profiling only the timed phase: `TOLLGATE_BENCH_PAUSE_MS=2000` prints the pid and
+    // waits before sending, so a profiler can attach.
+    let pause = env("TOLLGATE_BENCH_PAUSE_MS", 0);
+    if pause > 0 {
+        eprintln!("prepared; pid {}", std::process::id());
+        tokio::time::sleep(Duration::from_millis(pause as u64)).await;
+    }
     let start_t = Instant::now();
     let mut tasks = Vec::new();
     for (tx, mut down, bs) in clients {

@@ -413,10 +413,18 @@ pub async fn settle_hold(
                 );
             }
         }
-        // Already ended by the ledger's own timeout: nothing left to do.
+        // Already ended by the ledger's own timeout: count what it released.
         Err(LedgerError::HoldClosed { .. }) => {
             if at_expiry && !state.sessions.is_live(sidecar) {
+                let released = state
+                    .ledger
+                    .holds(&t, true)
+                    .await
+                    .ok()
+                    .and_then(|hs| hs.into_iter().find(|h| h.id.0 == hold_id))
+                    .map_or(0, |h| h.released.micros());
                 state.metrics.leases_unreported.inc();
+                state.metrics.leases_unreported_micro.inc_by(released);
             }
         }
         Err(e) => tracing::warn!(tenant, hold_id, error = %e, "settling a lease failed"),

@@ -6,6 +6,7 @@ mod authority {
     pub mod common;
     mod crash;
     mod leases;
+    mod restart;
     mod security;
     mod session;
     mod webhook;
