@@ -556,62 +556,91 @@ fn reserve_in<'a>(
         call.input_tokens,
         call.max_output_tokens.unwrap_or_default(),
     );
-    let mut first = true;
+    let res = |lane: usize, slot: usize| Reservation {
+        gate: inner,
+        lane,
+        slot,
+        class,
+        thread: token,
+        amount,
+        model: match call.price {
+            Price::Model(m) => Some(m),
+            Price::Fixed(_) => None,
+        },
+        initiator: call.initiator,
+        task: call.task,
+        done: false,
+    };
+    // Fast path: this thread's lane has the credits (usually in its local credits).
+    let fail = match gl.owner(class, key) {
+        Ok(o) => {
+            view.settle_pending(o);
+            match view.reserve(o, amount, tokens, meta, &mut |_| true) {
+                Ok(slot) => return Ok(res(o.lane, slot)),
+                Err(f) => Some(f),
+            }
+        }
+        Err(_) => None,
+    };
+    match reserve_slow(gl, &view, call, class, key, amount, tokens, meta, fail) {
+        Ok((lane, slot)) => Ok(res(lane, slot)),
+        Err(e) => {
+            refund_task();
+            Err(e)
+        }
+    }
+}
+
+/// The slow path: claim a lane, settle a full lane's pending commits, or wait a bounded
+/// time for a top-up and then deny with the limit the sidecar recorded.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn reserve_slow(
+    gl: &mut GateLocal,
+    view: &View<'_>,
+    call: &Call<'_>,
+    class: usize,
+    key: LaneKey,
+    amount: u64,
+    tokens: u64,
+    meta: u64,
+    mut fail: Option<ReserveFail>,
+) -> Result<(usize, usize), ReserveError> {
+    let mut asked = false;
     let deadline_state = &mut None::<Instant>;
     let mut spins = 0u64;
     loop {
-        let o = match gl.owner(class, key) {
-            Ok(o) => o,
-            Err(e) => {
-                refund_task();
-                return Err(e);
+        let o = gl.owner(class, key)?;
+        let f = match fail.take() {
+            Some(f) => f,
+            None => {
+                view.settle_pending(o);
+                match view.reserve(o, amount, tokens, meta, &mut |_| true) {
+                    Ok(slot) => return Ok((o.lane, slot)),
+                    Err(f) => f,
+                }
             }
         };
-        if first {
-            view.settle_pending(o);
-        }
-        match view.reserve(o, amount, tokens, meta, &mut |_| true) {
-            Ok(slot) => {
-                return Ok(Reservation {
-                    gate: inner,
-                    lane: o.lane,
-                    slot,
-                    class,
-                    thread: token,
-                    amount,
-                    model: match call.price {
-                        Price::Model(m) => Some(m),
-                        Price::Fixed(_) => None,
-                    },
-                    initiator: call.initiator,
-                    task: call.task,
-                    done: false,
-                });
-            }
-            Err(ReserveFail::NoSlot) => {
+        match f {
+            ReserveFail::NoSlot => {
                 view.settle_pending(o);
                 if o.free == 0 {
-                    refund_task();
                     return Err(ReserveError::TooManyOutstanding);
                 }
             }
-            Err(ReserveFail::Stopped) => {
-                // Only a test's step hook stops an operation; ours never does.
-                refund_task();
-                return Err(ReserveError::NoFreeLane);
-            }
-            Err(ReserveFail::Dry { .. }) => {
+            // Only a test's step hook stops an operation; ours never does.
+            ReserveFail::Stopped => return Err(ReserveError::NoFreeLane),
+            ReserveFail::Dry { .. } => {
                 let lane = o.lane;
-                if first {
-                    // Slow path: ask the sidecar for a top-up, then wait a bounded time.
+                if !asked {
+                    // Ask the sidecar for a top-up, then wait a bounded time.
                     view.lw(lane, L_DEMAND).store(amount.max(1), REL);
-                    first = false;
+                    asked = true;
                 }
-                if wait_for_credits(&view, lane, amount, &mut spins, deadline_state) {
-                    continue;
+                if !wait_for_credits(view, lane, amount, &mut spins, deadline_state) {
+                    return Err(ReserveError::Denied(deny(gl, view, lane, call, amount)));
                 }
-                refund_task();
-                return Err(ReserveError::Denied(deny(gl, &view, lane, call, amount)));
             }
         }
     }
@@ -794,7 +823,10 @@ fn rate_actual(
 }
 
 impl Drop for Reservation<'_> {
+    #[inline]
     fn drop(&mut self) {
-        let _ = self.finish(0, 0, true);
+        if !self.done {
+            let _ = self.finish(0, 0, true);
+        }
     }
 }

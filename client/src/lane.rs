@@ -92,6 +92,11 @@ pub(crate) enum ReserveFail {
     Stopped,
 }
 
+/// A lane header's words.
+pub(crate) type Hdr = [AtomicU64; LANE_HDR_WORDS];
+/// A reservation slot's words.
+pub(crate) type Slot = [AtomicU64; SLOT_WORDS];
+
 /// A view of a region's words through its layout: all protocol steps are methods here.
 #[derive(Clone, Copy)]
 pub(crate) struct View<'a> {
@@ -107,6 +112,25 @@ impl<'a> View<'a> {
     #[inline]
     pub(crate) fn sw(&self, lane: usize, slot: usize, field: usize) -> &'a AtomicU64 {
         &self.w[self.l.slot(lane, slot) + field]
+    }
+
+    /// A lane's header as a fixed-size array: one bounds check here, none per field.
+    #[inline]
+    pub(crate) fn hdr(&self, lane: usize) -> &'a Hdr {
+        let b = self.l.lane(lane);
+        // In range: the layout was validated against the mapping's length.
+        self.w[b..b + LANE_HDR_WORDS]
+            .try_into()
+            .expect("lane header inside the validated layout")
+    }
+
+    /// A reservation slot as a fixed-size array.
+    #[inline]
+    pub(crate) fn slot_words(&self, lane: usize, slot: usize) -> &'a Slot {
+        let b = self.l.slot(lane, slot);
+        self.w[b..b + SLOT_WORDS]
+            .try_into()
+            .expect("slot inside the validated layout")
     }
 
     /// Starts owning `lane` (after a claim, or taking over a lane of an exited thread).
@@ -142,10 +166,11 @@ impl<'a> View<'a> {
         meta: u64,
         step: &mut impl FnMut(u32) -> bool,
     ) -> Result<usize, ReserveFail> {
+        let h = self.hdr(o.lane);
         if o.free == 0 {
             return Err(ReserveFail::NoSlot);
         }
-        let flush_req = self.lw(o.lane, L_FLUSH_REQ).load(RELAXED) != 0;
+        let flush_req = h[L_FLUSH_REQ].load(RELAXED) != 0;
         if flush_req && o.local > 0 {
             // A revoke wants credits back: return ours to `avail` first.
             if !self.flush(o, o.local, step) {
@@ -158,22 +183,21 @@ impl<'a> View<'a> {
             self.pull(o, amount, factor, step)?;
         }
         let slot = o.free.trailing_zeros() as usize;
-        let lane = o.lane;
-        let s = |f| self.sw(lane, slot, f);
-        s(S_RESERVED).store(amount, RELAXED);
-        s(S_LOCAL_BEFORE).store(o.local, RELAXED);
-        s(S_TOKENS).store(tokens, RELAXED);
-        s(S_META).store(meta, RELAXED);
-        s(S_STATE).store(state(RESERVING, 0), REL);
+        let sl = self.slot_words(o.lane, slot);
+        sl[S_RESERVED].store(amount, RELAXED);
+        sl[S_LOCAL_BEFORE].store(o.local, RELAXED);
+        sl[S_TOKENS].store(tokens, RELAXED);
+        sl[S_META].store(meta, RELAXED);
+        sl[S_STATE].store(state(RESERVING, 0), REL);
         if !step(11) {
             return Err(ReserveFail::Stopped);
         }
         o.local -= amount;
-        self.lw(lane, L_LOCAL).store(o.local, REL);
+        h[L_LOCAL].store(o.local, REL);
         if !step(12) {
             return Err(ReserveFail::Stopped);
         }
-        s(S_STATE).store(state(HELD, 0), REL);
+        sl[S_STATE].store(state(HELD, 0), REL);
         o.free &= !(1 << slot);
         Ok(slot)
     }
@@ -188,9 +212,9 @@ impl<'a> View<'a> {
         factor: u64,
         step: &mut impl FnMut(u32) -> bool,
     ) -> Result<(), ReserveFail> {
-        let lane = o.lane;
+        let h = self.hdr(o.lane);
         let need = amount - o.local;
-        let avail = self.lw(lane, L_AVAIL);
+        let avail = &h[L_AVAIL];
         let t = o.otag.wrapping_add(1);
         let mut cur = avail.load(RELAXED);
         loop {
@@ -212,16 +236,16 @@ impl<'a> View<'a> {
                         return Err(ReserveFail::Stopped);
                     }
                     o.local += batch;
-                    self.lw(lane, L_LOCAL).store(o.local, REL);
+                    h[L_LOCAL].store(o.local, REL);
                     if !step(3) {
                         return Err(ReserveFail::Stopped);
                     }
-                    self.lw(lane, L_XFER_STATE).store(0, REL);
+                    h[L_XFER_STATE].store(0, REL);
                     return Ok(());
                 }
                 // The sidecar moved `avail` first; nothing happened: drop the intent.
                 Err(now) => {
-                    self.lw(lane, L_XFER_STATE).store(0, REL);
+                    h[L_XFER_STATE].store(0, REL);
                     cur = now;
                 }
             }
@@ -232,27 +256,27 @@ impl<'a> View<'a> {
     /// lane). Steps: transfer intent; `local -= x`; CAS `avail` (credits += x, otag := t);
     /// clear intent. Returns `false` only when `step` stopped it.
     pub(crate) fn flush(&self, o: &mut Owner, x: u64, step: &mut impl FnMut(u32) -> bool) -> bool {
+        let h = self.hdr(o.lane);
         let x = x.min(o.local);
         if x == 0 {
             return true;
         }
-        let lane = o.lane;
         let t = o.otag.wrapping_add(1);
         self.xfer_intent(o, XFER_FLUSH, t, x);
         if !step(21) {
             return false;
         }
         o.local -= x;
-        self.lw(lane, L_LOCAL).store(o.local, REL);
+        h[L_LOCAL].store(o.local, REL);
         if !step(22) {
             return false;
         }
-        credit_owner(self.lw(lane, L_AVAIL), x, t);
+        credit_owner(&h[L_AVAIL], x, t);
         o.otag = t;
         if !step(23) {
             return false;
         }
-        self.lw(lane, L_XFER_STATE).store(0, REL);
+        h[L_XFER_STATE].store(0, REL);
         true
     }
 
@@ -343,7 +367,8 @@ impl<'a> View<'a> {
     /// Settles every slot other threads committed or cancelled (owner only).
     #[inline]
     pub(crate) fn settle_pending(&self, o: &mut Owner) {
-        let pending = self.lw(o.lane, L_PENDING);
+        let h = self.hdr(o.lane);
+        let pending = &h[L_PENDING];
         if pending.load(RELAXED) == 0 {
             return;
         }
@@ -354,13 +379,14 @@ impl<'a> View<'a> {
             if slot >= self.l.slots {
                 continue; // a scribbled mask: ignore bits past the slots
             }
-            let st = self.sw(o.lane, slot, S_STATE).load(ACQ);
+            let sl = self.slot_words(o.lane, slot);
+            let st = sl[S_STATE].load(ACQ);
             let cancel = match kind(st) {
                 COMMITTED => false,
                 CANCELLED => true,
                 _ => continue,
             };
-            let actual = self.sw(o.lane, slot, S_ACTUAL).load(RELAXED);
+            let actual = sl[S_ACTUAL].load(RELAXED);
             let actual = if cancel { 0 } else { actual };
             let _ = self.settle(o, slot, actual, cancel, &mut |_| true);
         }
@@ -386,19 +412,19 @@ impl<'a> View<'a> {
         cancel: bool,
         step: &mut impl FnMut(u32) -> bool,
     ) -> bool {
-        let lane = o.lane;
-        let s = |f| self.sw(lane, slot, f);
+        let h = self.hdr(o.lane);
+        let sl = self.slot_words(o.lane, slot);
         if cancel {
-            let m = s(S_META).load(RELAXED);
-            s(S_META).store(m | META_CANCELLED, RELAXED);
+            let m = sl[S_META].load(RELAXED);
+            sl[S_META].store(m | META_CANCELLED, RELAXED);
         }
-        s(S_ACTUAL).store(actual, RELAXED);
-        s(S_CONS_BEFORE).store(self.lw(lane, L_CONSUMED).load(RELAXED), RELAXED);
-        s(S_OVER_BEFORE).store(self.lw(lane, L_OVERRUN).load(RELAXED), RELAXED);
-        s(S_HEAD_BEFORE).store(self.lw(lane, L_RING_HEAD).load(RELAXED), RELAXED);
-        s(S_LOST_BEFORE).store(self.lw(lane, L_LOST).load(RELAXED), RELAXED);
-        s(S_LOCAL_BEFORE).store(o.local, RELAXED);
-        s(S_STATE).store(state(SETTLING, 0), REL);
+        sl[S_ACTUAL].store(actual, RELAXED);
+        sl[S_CONS_BEFORE].store(h[L_CONSUMED].load(RELAXED), RELAXED);
+        sl[S_OVER_BEFORE].store(h[L_OVERRUN].load(RELAXED), RELAXED);
+        sl[S_HEAD_BEFORE].store(h[L_RING_HEAD].load(RELAXED), RELAXED);
+        sl[S_LOST_BEFORE].store(h[L_LOST].load(RELAXED), RELAXED);
+        sl[S_LOCAL_BEFORE].store(o.local, RELAXED);
+        sl[S_STATE].store(state(SETTLING, 0), REL);
         if !step(31) {
             return false;
         }
@@ -417,24 +443,25 @@ impl<'a> View<'a> {
         slot: usize,
         step: &mut impl FnMut(u32) -> bool,
     ) -> bool {
+        let h = self.hdr(o.lane);
+        let sl = self.slot_words(o.lane, slot);
         let lane = o.lane;
-        let s = |f| self.sw(lane, slot, f);
-        let reserved = s(S_RESERVED).load(RELAXED);
-        let actual = s(S_ACTUAL).load(RELAXED);
-        let meta = s(S_META).load(RELAXED);
+        let reserved = sl[S_RESERVED].load(RELAXED);
+        let actual = sl[S_ACTUAL].load(RELAXED);
+        let meta = sl[S_META].load(RELAXED);
         let paid = actual.min(reserved);
         let over = actual - paid;
         let refund = reserved - paid;
-        let cons_before = s(S_CONS_BEFORE).load(RELAXED);
-        let consumed = self.lw(lane, L_CONSUMED);
+        let cons_before = sl[S_CONS_BEFORE].load(RELAXED);
+        let consumed = &h[L_CONSUMED];
         if paid > 0 && consumed.load(RELAXED) == cons_before {
             consumed.store(cons_before.wrapping_add(paid), REL);
         }
         if !step(32) {
             return false;
         }
-        let over_before = s(S_OVER_BEFORE).load(RELAXED);
-        let overrun = self.lw(lane, L_OVERRUN);
+        let over_before = sl[S_OVER_BEFORE].load(RELAXED);
+        let overrun = &h[L_OVERRUN];
         if over > 0 && overrun.load(RELAXED) == over_before {
             overrun.store(over_before.wrapping_add(over), REL);
         }
@@ -442,20 +469,19 @@ impl<'a> View<'a> {
             return false;
         }
         if meta & META_CANCELLED == 0 {
-            let head_before = s(S_HEAD_BEFORE).load(RELAXED);
-            let lost_before = s(S_LOST_BEFORE).load(RELAXED);
-            if self.lw(lane, L_RING_HEAD).load(RELAXED) == head_before
-                && self.lw(lane, L_LOST).load(RELAXED) == lost_before
+            let head_before = sl[S_HEAD_BEFORE].load(RELAXED);
+            let lost_before = sl[S_LOST_BEFORE].load(RELAXED);
+            if h[L_RING_HEAD].load(RELAXED) == head_before && h[L_LOST].load(RELAXED) == lost_before
             {
-                let tokens = s(S_TOKENS).load(RELAXED);
+                let tokens = sl[S_TOKENS].load(RELAXED);
                 self.push_record(lane, head_before, reserved, actual, tokens, meta);
             }
         }
         if !step(34) {
             return false;
         }
-        let local_before = s(S_LOCAL_BEFORE).load(RELAXED);
-        let local = self.lw(lane, L_LOCAL);
+        let local_before = sl[S_LOCAL_BEFORE].load(RELAXED);
+        let local = &h[L_LOCAL];
         if refund > 0 && local.load(RELAXED) == local_before {
             local.store(local_before.wrapping_add(refund), REL);
         }
@@ -463,7 +489,7 @@ impl<'a> View<'a> {
         if !step(35) {
             return false;
         }
-        s(S_STATE).store(state(EMPTY, 0), REL);
+        sl[S_STATE].store(state(EMPTY, 0), REL);
         true
     }
 
@@ -480,9 +506,10 @@ impl<'a> View<'a> {
         tokens: u64,
         meta: u64,
     ) {
-        let tail = self.lw(lane, L_RING_TAIL).load(ACQ);
+        let h = self.hdr(lane);
+        let tail = h[L_RING_TAIL].load(ACQ);
         if head.wrapping_sub(tail) >= self.l.ring as u64 {
-            let lost = self.lw(lane, L_LOST);
+            let lost = &h[L_LOST];
             lost.store(lost.load(RELAXED).wrapping_add(1), REL);
             return;
         }
@@ -492,7 +519,7 @@ impl<'a> View<'a> {
         self.w[r + R_TOKENS].store(tokens, RELAXED);
         self.w[r + R_META].store(meta, RELAXED);
         self.w[r + R_SEQ].store(head.wrapping_add(1), RELAXED);
-        self.lw(lane, L_RING_HEAD).store(head.wrapping_add(1), REL);
+        h[L_RING_HEAD].store(head.wrapping_add(1), REL);
     }
 
     /// How many credits slot `slot` holds right now, deciding half-done operations from
