@@ -5,6 +5,7 @@ mod authority {
     mod audit_tamper;
     pub mod common;
     mod crash;
+    mod ctl;
     mod leases;
     mod restart;
     mod security;

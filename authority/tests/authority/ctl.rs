@@ -1,0 +1,237 @@
+//! `tollgate ctl` end to end against a real authority.
+
+use clap::Parser;
+use tollgate_authority::cli::ctl::{CtlArgs, execute};
+
+use super::common::*;
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    ctl: CtlArgs,
+}
+
+async fn ctl(url: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut argv = vec!["ctl", "--authority", url, "--admin-token", ADMIN];
+    argv.extend_from_slice(args);
+    execute(Cli::try_parse_from(argv)?.ctl).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_commands_work_end_to_end() {
+    let h = start_harness().await;
+    let u = h.url.as_str();
+    let out = ctl(u, &["tenant", "create", "acme", "--name", "Acme Corp"])
+        .await
+        .unwrap();
+    assert!(out.contains("created tenant acme"), "{out}");
+    assert!(
+        ctl(u, &["tenant", "list"])
+            .await
+            .unwrap()
+            .contains("Acme Corp")
+    );
+    let out = ctl(
+        u,
+        &[
+            "grant",
+            "add",
+            "acme",
+            "--kind",
+            "trial",
+            "--amount",
+            "12.5",
+            "--expires",
+            "2099-01-01",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("12.500000"), "{out}");
+    ctl(
+        u,
+        &[
+            "grant",
+            "add",
+            "acme",
+            "--kind",
+            "purchased",
+            "--amount",
+            "100",
+            "--label",
+            "inv-1",
+        ],
+    )
+    .await
+    .unwrap();
+    let grants = ctl(u, &["grant", "list", "acme"]).await.unwrap();
+    assert!(
+        grants.contains("trial") && grants.contains("inv-1"),
+        "{grants}"
+    );
+
+    let book = h.dir.path().join("prices.toml");
+    std::fs::write(
+        &book,
+        r#"
+version = 0
+request_price = 40000
+default_max_output_tokens = 1024
+[[models]]
+name = "gpt-small"
+pricing = { kind = "per_token", input_per_million = 1000000, output_per_million = 2000000 }
+[[models]]
+name = "agent-actions"
+pricing = { kind = "per_action", tokens_per_action = 10000, price_per_action = 20000000 }
+"#,
+    )
+    .unwrap();
+    let out = ctl(
+        u,
+        &[
+            "price-book",
+            "set",
+            "acme",
+            "--file",
+            book.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.contains("version 1") && out.contains("2 models"),
+        "{out}"
+    );
+    let out = ctl(
+        u,
+        &[
+            "plan",
+            "set",
+            "acme",
+            "--included",
+            "10",
+            "--hard-cap",
+            "80",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("80.000000"), "{out}");
+    assert!(
+        ctl(u, &["plan", "get", "acme"])
+            .await
+            .unwrap()
+            .contains("80.000000")
+    );
+    ctl(
+        u,
+        &[
+            "quota",
+            "set",
+            "acme",
+            "per-minute",
+            "--window",
+            "minute",
+            "--max",
+            "5",
+        ],
+    )
+    .await
+    .unwrap();
+    ctl(
+        u,
+        &[
+            "quota",
+            "set",
+            "acme",
+            "bg",
+            "--window",
+            "hour",
+            "--max",
+            "1",
+            "--tier",
+            "background",
+            "--shadow",
+        ],
+    )
+    .await
+    .unwrap();
+    let policy = ctl(u, &["quota", "list", "acme"]).await.unwrap();
+    assert!(
+        policy.contains("acme/minute")
+            && policy.contains("acme/tier/background/hour")
+            && policy.contains("(shadow)"),
+        "{policy}"
+    );
+    ctl(u, &["alert", "set", "acme", "eighty", "--percent", "80"])
+        .await
+        .unwrap();
+    assert!(
+        ctl(u, &["alert", "list", "acme"])
+            .await
+            .unwrap()
+            .contains("80% used")
+    );
+    let bal = ctl(u, &["balance", "acme"]).await.unwrap();
+    assert!(
+        bal.contains("available") && bal.contains("112.500000"),
+        "{bal}"
+    );
+    assert!(
+        ctl(u, &["statement", "acme", "--from", "2026-01-01"])
+            .await
+            .unwrap()
+            .contains("statement of acme")
+    );
+    assert!(
+        ctl(u, &["audit", "verify"])
+            .await
+            .unwrap()
+            .contains("audit chain OK")
+    );
+
+    // Clear errors.
+    let e = ctl(
+        u,
+        &["grant", "add", "acme", "--kind", "trial", "--amount", "-3"],
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("--amount"), "{e}");
+    let e = ctl(u, &["balance", "nobody"]).await.unwrap_err();
+    assert!(
+        e.to_string().contains("NotFound") && e.to_string().contains("nobody"),
+        "{e}"
+    );
+    let e = execute(
+        Cli::try_parse_from(["ctl", "--authority", u, "balance", "acme"])
+            .unwrap()
+            .ctl,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("Unauthenticated") && e.to_string().contains("--admin-token"),
+        "{e}"
+    );
+    let e = execute(
+        Cli::try_parse_from([
+            "ctl",
+            "--authority",
+            "http://127.0.0.1:1",
+            "--admin-token",
+            "x",
+            "tenant",
+            "list",
+        ])
+        .unwrap()
+        .ctl,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("cannot reach the authority"),
+        "{e:#}"
+    );
+    h.running.shutdown().await.unwrap();
+}
