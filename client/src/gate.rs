@@ -305,6 +305,8 @@ impl std::fmt::Debug for GateInner {
 }
 
 struct GateLocal {
+    /// `gate.id`, copied so finding this entry does not touch the gate's cache line.
+    id: u64,
     gate: Arc<GateInner>,
     owners: Vec<Option<Owner>>,
     book_seq: u64,
@@ -342,10 +344,11 @@ thread_local! {
 
 impl Local {
     fn gate(&mut self, inner: &Arc<GateInner>) -> &mut GateLocal {
-        let pos = match self.gates.iter().position(|g| g.gate.id == inner.id) {
+        let pos = match self.gates.iter().position(|g| g.id == inner.id) {
             Some(p) => p,
             None => {
                 self.gates.push(GateLocal {
+                    id: inner.id,
                     gate: inner.clone(),
                     owners: Vec::new(),
                     book_seq: 0,
@@ -495,10 +498,11 @@ impl Gate {
                 let gl = local.gate(&self.inner);
                 reserve_in(inner, gl, token, call)
             })
-            .unwrap_or(Err(ReserveError::NoFreeLane))
+            .unwrap_or_else(|_| Err(ReserveError::NoFreeLane))
     }
 }
 
+#[inline]
 fn rate_max(gl: &mut GateLocal, call: &Call<'_>) -> Result<(u64, u64), ReserveError> {
     match call.price {
         Price::Fixed(c) => Ok((c.0, META_NO_MODEL)),
@@ -759,7 +763,7 @@ impl Reservation<'_> {
                 if local.token != self.thread {
                     return false;
                 }
-                let Some(gl) = local.gates.iter_mut().find(|g| g.gate.id == self.gate.id) else {
+                let Some(gl) = local.gates.iter_mut().find(|g| g.id == self.gate.id) else {
                     return false;
                 };
                 let Some(Some(o)) = gl.owners.get_mut(self.class) else {
@@ -806,7 +810,7 @@ fn rate_actual(
     let fast = LOCAL
         .try_with(|cell| {
             let mut local = cell.try_borrow_mut().ok()?;
-            let gl = local.gates.iter_mut().find(|g| g.gate.id == inner.id)?;
+            let gl = local.gates.iter_mut().find(|g| g.id == inner.id)?;
             let book = gl.book().ok()?;
             Some(rate_with(book, m, &input))
         })
