@@ -560,7 +560,7 @@ impl Ledger {
         // Rate the new batches (pure CPU), then load the senders' open holds for the
         // tenants each batch names, then apply what is due, then post.
         let mut rated_batches = Vec::with_capacity(batches.len());
-        let mut loaded: BTreeSet<(&TenantId, &str)> = BTreeSet::new();
+        let mut pairs: BTreeSet<(TenantId, String)> = BTreeSet::new();
         for (b, o) in batches.iter().zip(&outcomes) {
             if o.is_some() {
                 rated_batches.push(None);
@@ -568,22 +568,18 @@ impl Ledger {
             }
             let rated = rating::rate_records(&b.records, &books);
             for t in rated.keys() {
-                // `tenants` is sorted (it came from a BTreeSet).
-                let t = tenants
-                    .binary_search(t)
-                    .ok()
-                    .and_then(|i| tenants.get(i))
-                    .ok_or_else(|| LedgerError::UnknownTenant(t.clone()))?;
-                if loaded.insert((t, b.key.sidecar_id.as_str())) {
-                    let holds = tx
-                        .holds(t, &HoldSelect::OpenOwnedBy(b.key.sidecar_id.clone()))
-                        .await?;
-                    if let Some(w) = wallets.get_mut(t) {
-                        w.add_loaded_holds(holds);
-                    }
+                if tenants.binary_search(t).is_err() {
+                    return Err(LedgerError::UnknownTenant(t.clone()));
                 }
+                pairs.insert((t.clone(), b.key.sidecar_id.clone()));
             }
             rated_batches.push(Some(rated));
+        }
+        let pairs: Vec<(TenantId, String)> = pairs.into_iter().collect();
+        for h in tx.open_holds_of(&pairs).await? {
+            if let Some(w) = wallets.get_mut(&h.tenant) {
+                w.add_loaded_holds(vec![h]);
+            }
         }
         for w in wallets.values_mut() {
             w.catch_up(ctx);

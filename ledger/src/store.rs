@@ -222,6 +222,22 @@ pub trait StoreTx: Send {
         select: &HoldSelect,
     ) -> Result<Vec<Hold>, LedgerError>;
 
+    /// Open holds of several (tenant, owner) pairs at once, in one list (any order).
+    /// The default asks pair by pair; stores override it with one query.
+    async fn open_holds_of(
+        &mut self,
+        pairs: &[(TenantId, String)],
+    ) -> Result<Vec<Hold>, LedgerError> {
+        let mut out = Vec::new();
+        for (t, owner) in pairs {
+            out.extend(
+                self.holds(t, &HoldSelect::OpenOwnedBy(owner.clone()))
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
     /// The outcome of a batch already posted, if any.
     async fn batch(&mut self, key: &BatchKey) -> Result<Option<BatchOutcome>, LedgerError>;
 

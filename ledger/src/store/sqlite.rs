@@ -530,6 +530,42 @@ impl StoreTx for SqliteTx {
         rows.iter().map(hold_from).collect()
     }
 
+    async fn open_holds_of(
+        &mut self,
+        pairs: &[(TenantId, String)],
+    ) -> Result<Vec<Hold>, LedgerError> {
+        let mut out = Vec::new();
+        // Chunks of 250 pairs: at most 500 bound parameters per query.
+        for chunk in pairs.chunks(ROWS_PER_INSERT / 2) {
+            let mut tenants: Vec<&str> = chunk.iter().map(|(t, _)| t.as_str()).collect();
+            tenants.sort_unstable();
+            tenants.dedup();
+            let mut owners: Vec<&str> = chunk.iter().map(|(_, o)| o.as_str()).collect();
+            owners.sort_unstable();
+            owners.dedup();
+            let sql = format!(
+                "SELECT * FROM holds WHERE status = 'open' AND tenant IN ({}) AND owner IN ({}) ORDER BY tenant, id",
+                vec!["?"; tenants.len()].join(", "),
+                vec!["?"; owners.len()].join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for t in &tenants {
+                q = q.bind(*t);
+            }
+            for o in &owners {
+                q = q.bind(*o);
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                let h = hold_from(&row)?;
+                // The IN x IN query may return pairs that were not asked for.
+                if chunk.iter().any(|(t, o)| *t == h.tenant && *o == h.owner) {
+                    out.push(h);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn batch(&mut self, key: &BatchKey) -> Result<Option<BatchOutcome>, LedgerError> {
         let row = sqlx::query("SELECT outcome FROM batches WHERE sidecar_id = ? AND seq = ?")
             .bind(key.sidecar_id.as_str())
