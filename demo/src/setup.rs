@@ -161,7 +161,8 @@ pub async fn tenant(
                     hard_cap_micro: budget.hard_cap,
                     hard_cap_shadow: false,
                     included_requests: 0,
-                    overage_request_price_micro: 0,
+                    // Per-request usage past the grants is billed (and capped) at list price.
+                    overage_request_price_micro: price_book(tenant).request_price_micro,
                     consumption_floor_micro: 0,
                 }),
             },

@@ -66,14 +66,44 @@ fn stop_agents(agents: Vec<Agent>, stop: &Path) -> AgentReport {
 /// and at the end ledger + regions account for every credit exactly.
 #[test]
 fn fleet_hard_cap_never_exceeded_and_credits_conserved() {
+    cap_scenario(
+        &[(tollgate_proto::v1::GrantKind::Purchased, 2 * CREDIT, 10)],
+        3 * CREDIT,
+        2,
+    );
+}
+
+/// The demo's shape: trial credits pay first, then purchased credits, then plan overage up
+/// to the cap, three agents per pod.
+#[test]
+fn fleet_hard_cap_never_exceeded_with_trial_purchased_and_overage() {
+    use tollgate_proto::v1::GrantKind;
+    cap_scenario(
+        &[
+            (GrantKind::Trial, 2 * CREDIT, 0),
+            (GrantKind::Purchased, 3 * CREDIT, 10),
+        ],
+        2 * CREDIT,
+        3,
+    );
+}
+
+/// The fleet against a tenant whose `grants` pay first, then plan overage up to `cap`.
+fn cap_scenario(
+    grants: &[(tollgate_proto::v1::GrantKind, u64, i32)],
+    cap: u64,
+    agents_per_pod: usize,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let auth = Authority::start(&dir.path().join("authority"), 0);
     let rt = rt();
-    let grant = 2 * CREDIT;
-    let cap = 3 * CREDIT;
+    let grant: u64 = grants.iter().map(|g| g.1).sum();
     let mut admin = rt.block_on(async {
         let mut a = admin(&auth.url()).await;
-        setup_tenant(&mut a, grant, cap).await;
+        setup_tenant(&mut a, 0, cap).await;
+        for (i, (kind, amount, priority)) in grants.iter().enumerate() {
+            add_grant(&mut a, *kind, *amount, *priority, &format!("grant-{i}")).await;
+        }
         a
     });
     let mut a = Sidecar::start(dir.path(), "pod-a", &auth.url(), &[]);
@@ -83,7 +113,7 @@ fn fleet_hard_cap_never_exceeded_and_credits_conserved() {
     let (agents, stop) = start_agents(
         dir.path(),
         &[&a.region, &b.region],
-        2,
+        agents_per_pod,
         &["interactive", "scheduler", "background"],
     );
     // Run until the budget is gone: the fleet is denied for a while.

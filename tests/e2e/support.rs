@@ -338,6 +338,28 @@ pub async fn setup_tenant(a: &mut AdminServiceClient<Channel>, grant: u64, hard_
     }
 }
 
+/// Adds a grant of `kind` with `priority` (smaller pays first).
+pub async fn add_grant(
+    a: &mut AdminServiceClient<Channel>,
+    kind: v1::GrantKind,
+    amount: u64,
+    priority: i32,
+    label: &str,
+) {
+    a.add_grant(authed(v1::AddGrantRequest {
+        grant: Some(v1::Grant {
+            tenant: TENANT.into(),
+            kind: kind as i32,
+            amount_micro: amount,
+            priority,
+            label: label.into(),
+            ..Default::default()
+        }),
+    }))
+    .await
+    .expect("grant");
+}
+
 pub async fn set_cap(a: &mut AdminServiceClient<Channel>, hard_cap: u64) {
     a.set_plan(authed(v1::SetPlanRequest {
         plan: Some(v1::Plan {
