@@ -41,9 +41,20 @@ pub fn signing_bytes_from_digest(digest: &[u8; 32]) -> Vec<u8> {
     m
 }
 
-/// SHA-256 of [`canonical_batch_bytes`].
+/// SHA-256 of [`canonical_batch_bytes`], computed without building the whole encoding
+/// (each record is encoded into a small buffer and fed to the hash).
 pub fn batch_digest(sidecar_id: &str, batch: &UsageBatch) -> [u8; 32] {
-    Sha256::digest(canonical_batch_bytes(sidecar_id, batch)).into()
+    let mut h = Sha256::new();
+    encode(sidecar_id, batch, &mut |b: &[u8]| h.update(b));
+    h.finalize().into()
+}
+
+/// The canonical encoding of `batch` sent by `sidecar_id` (see the module docs).
+pub fn canonical_batch_bytes(sidecar_id: &str, batch: &UsageBatch) -> Vec<u8> {
+    let dict_len: usize = batch.dictionary.iter().map(|s| s.len() + 4).sum();
+    let mut out = Vec::with_capacity(BATCH_DOMAIN.len() + 64 + dict_len + batch.records.len() * 77);
+    encode(sidecar_id, batch, &mut |b: &[u8]| out.extend_from_slice(b));
+    out
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -51,40 +62,44 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// The canonical encoding of `batch` sent by `sidecar_id` (see the module docs).
-pub fn canonical_batch_bytes(sidecar_id: &str, batch: &UsageBatch) -> Vec<u8> {
-    let dict_len: usize = batch.dictionary.iter().map(|s| s.len() + 4).sum();
-    let mut out = Vec::with_capacity(BATCH_DOMAIN.len() + 64 + dict_len + batch.records.len() * 77);
-    out.extend_from_slice(BATCH_DOMAIN);
-    put_str(&mut out, sidecar_id);
-    out.extend_from_slice(&batch.seq.to_le_bytes());
-    out.extend_from_slice(&batch.created_unix_ms.to_le_bytes());
-    out.extend_from_slice(&(batch.dictionary.len() as u32).to_le_bytes());
+/// Writes the canonical encoding to `sink` in pieces (the header, each dictionary entry,
+/// each record).
+fn encode(sidecar_id: &str, batch: &UsageBatch, sink: &mut dyn FnMut(&[u8])) {
+    let mut buf: Vec<u8> = Vec::with_capacity(256);
+    buf.extend_from_slice(BATCH_DOMAIN);
+    put_str(&mut buf, sidecar_id);
+    buf.extend_from_slice(&batch.seq.to_le_bytes());
+    buf.extend_from_slice(&batch.created_unix_ms.to_le_bytes());
+    buf.extend_from_slice(&(batch.dictionary.len() as u32).to_le_bytes());
+    sink(&buf);
     for s in &batch.dictionary {
-        put_str(&mut out, s);
+        buf.clear();
+        put_str(&mut buf, s);
+        sink(&buf);
     }
-    out.extend_from_slice(&(batch.records.len() as u32).to_le_bytes());
+    sink(&(batch.records.len() as u32).to_le_bytes());
     for r in &batch.records {
+        buf.clear();
         for v in [r.tenant, r.agent_instance, r.model, r.feature] {
-            out.extend_from_slice(&v.to_le_bytes());
+            buf.extend_from_slice(&v.to_le_bytes());
         }
-        out.extend_from_slice(&r.tier.to_le_bytes());
-        out.extend_from_slice(&r.initiator.to_le_bytes());
+        buf.extend_from_slice(&r.tier.to_le_bytes());
+        buf.extend_from_slice(&r.initiator.to_le_bytes());
         for v in [
             r.input_tokens,
             r.output_tokens,
             r.price_book_version,
             r.client_rated_micro,
         ] {
-            out.extend_from_slice(&v.to_le_bytes());
+            buf.extend_from_slice(&v.to_le_bytes());
         }
-        out.extend_from_slice(&r.calls.to_le_bytes());
-        out.push(u8::from(r.aggregate));
-        out.extend_from_slice(&r.at_unix_ms.to_le_bytes());
-        out.extend_from_slice(&r.task.to_le_bytes());
-        out.extend_from_slice(&r.outcomes.to_le_bytes());
+        buf.extend_from_slice(&r.calls.to_le_bytes());
+        buf.push(u8::from(r.aggregate));
+        buf.extend_from_slice(&r.at_unix_ms.to_le_bytes());
+        buf.extend_from_slice(&r.task.to_le_bytes());
+        buf.extend_from_slice(&r.outcomes.to_le_bytes());
+        sink(&buf);
     }
-    out
 }
 
 #[cfg(test)]
@@ -110,6 +125,9 @@ mod tests {
             base,
             signing_bytes_from_digest(&batch_digest("sc-1", &batch))
         );
+        // The streamed digest is the digest of the full encoding.
+        let full: [u8; 32] = Sha256::digest(canonical_batch_bytes("sc-1", &batch)).into();
+        assert_eq!(full, batch_digest("sc-1", &batch));
         assert_ne!(base, batch_signing_bytes("sc-2", &batch));
         let mut changed = batch.clone();
         changed.records[0].input_tokens = 6;
