@@ -89,9 +89,8 @@ impl LaneKey {
     }
 }
 
-/// Packs up to eight pool indices (each < 255) into a word; 0xFF marks an empty entry.
-/// The result is never 0 for a non-empty list without duplicates... and 0 is reserved to
-/// mean "no list": an empty list packs to all ones.
+/// Packs up to eight distinct pool indices (each < 255) into a word; 0xFF marks an empty
+/// entry, so the result is never 0 (which lanes use to mean "no list yet").
 pub(crate) fn pack_pools(pools: &[usize]) -> Option<u64> {
     if pools.len() > MAX_LIMITS_PER_LANE {
         return None;
@@ -107,7 +106,7 @@ pub(crate) fn pack_pools(pools: &[usize]) -> Option<u64> {
     Some(w)
 }
 
-/// Unpacks a pool list, dropping entries `>= n_pools` is the caller's job (it reports them).
+/// Unpacks a pool list (checking entries against the pool count is the caller's job).
 pub(crate) fn unpack_pools(w: u64) -> impl Iterator<Item = usize> {
     (0..MAX_LIMITS_PER_LANE)
         .map(move |i| ((w >> (8 * i)) & 0xFF) as usize)

@@ -465,8 +465,7 @@ impl Region {
         Ok(total)
     }
 
-    /// Gives `amount` of `pool` back... see [`Region::give_back`]; this reads a pool's
-    /// counters.
+    /// One pool's counters (see [`Audit`] for all of them at once).
     pub fn pool(&self, pool: usize) -> Result<PoolBalance, SidecarError> {
         self.check("pool", pool, self.layout.pools)?;
         self.view()

@@ -542,3 +542,15 @@ fn dead_process_is_reclaimed_exactly_once() {
         assert!(r.lanes().iter().all(|l| l.lane != 3), "lane freed");
     }
 }
+
+#[test]
+fn handles_can_cross_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Gate>();
+    sync::<Gate>();
+    send::<Reservation<'static>>();
+    sync::<Task>();
+    send::<Region>();
+    sync::<Region>();
+}
