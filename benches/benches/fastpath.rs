@@ -60,6 +60,7 @@ struct Figures {
     redis: Option<Percentiles>,
     tollgate_t1: Option<Throughput>,
     tollgate_t2: Option<Throughput>,
+    tollgate_p1: Option<Throughput>,
     tollgate_p2: Option<Throughput>,
     baseline_t1: Option<Throughput>,
     baseline_t2: Option<Throughput>,
@@ -91,7 +92,10 @@ fn main() {
         sidecar.lost_records()
     );
 
-    println!("\n== throughput (rounds of {ROUND_OPS} ops per worker, sidecar work between rounds)");
+    println!(
+        "\n== throughput (rounds of {ROUND_OPS} ops per worker, sidecar work between rounds; worker i pinned to CPU i unless {}=0)",
+        scaling::PIN_VAR
+    );
     let sidecar = Mutex::new(sidecar);
     tollgate_scaling(&mut f, &agent, &sidecar);
     println!(
@@ -290,22 +294,28 @@ fn tollgate_scaling(f: &mut Figures, agent: &Agent, sidecar: &Mutex<Sidecar>) {
         .to_string_lossy()
         .into_owned();
     let mut serve_fn = serve_locked;
-    match scaling::processes(
-        2,
-        rounds,
-        ROUND_OPS,
-        CHILD_ROLE,
-        &[(REGION_VAR, path)],
-        &mut serve_fn,
-    ) {
-        Ok(p2) => {
+    let mut procs = |n: usize| {
+        scaling::processes(
+            n,
+            rounds,
+            ROUND_OPS,
+            CHILD_ROLE,
+            &[(REGION_VAR, path.clone())],
+            &mut serve_fn,
+        )
+    };
+    match (procs(1), procs(2)) {
+        (Ok(p1), Ok(p2)) => {
+            println!("tollgate  processes {p1}");
             println!(
-                "tollgate  processes {p2}  scaling {:.2}x (vs 1 thread)",
+                "tollgate  processes {p2}  scaling {:.2}x vs 1 process, {:.2}x vs 1 thread",
+                p2.per_sec() / p1.per_sec(),
                 p2.per_sec() / t1.per_sec()
             );
+            f.tollgate_p1 = Some(p1);
             f.tollgate_p2 = Some(p2);
         }
-        Err(e) => println!("tollgate  processes FAILED: {e}"),
+        (Err(e), _) | (_, Err(e)) => println!("tollgate  processes FAILED: {e}"),
     }
     f.tollgate_t1 = Some(t1);
     f.tollgate_t2 = Some(t2);
@@ -407,11 +417,12 @@ fn summary(f: &Figures) {
             "tollgate scaling 2 threads / 1: {s:.2}x (target >= {TARGET_SCALING}x: {})",
             verdict(s >= TARGET_SCALING)
         );
-        if let Some(p2) = &f.tollgate_p2 {
-            let s = p2.per_sec() / t1.per_sec();
+        if let (Some(p1), Some(p2)) = (&f.tollgate_p1, &f.tollgate_p2) {
+            let s = p2.per_sec() / p1.per_sec();
             println!(
-                "tollgate scaling 2 processes / 1 thread: {s:.2}x (target >= {TARGET_SCALING}x: {})",
-                verdict(s >= TARGET_SCALING)
+                "tollgate scaling 2 processes / 1 process: {s:.2}x (target >= {TARGET_SCALING}x: {}); 2 processes / 1 thread: {:.2}x",
+                verdict(s >= TARGET_SCALING),
+                p2.per_sec() / t1.per_sec()
             );
         }
     }

@@ -7,6 +7,8 @@
 //! the sum over workers of `ops / busy time`; the wall-clock rate of the rounds (including
 //! the barrier skew) is reported next to it as a check.
 //!
+//! Worker i is pinned to CPU i (see [`pin_to`]); the sidecar's work is not pinned.
+//!
 //! Processes: the bench binary re-executes itself with [`CHILD_ROLE_VAR`] set. A child
 //! builds its state, prints `ready`, then for every `go` on stdin runs a round and prints
 //! `done <busy_ns>`; it exits at `exit` or end of input.
@@ -21,6 +23,24 @@ use std::time::{Duration, Instant};
 pub const CHILD_ROLE_VAR: &str = "TOLLGATE_BENCH_CHILD";
 /// Environment variable with the child's operations per round.
 pub const CHILD_ROUND_OPS_VAR: &str = "TOLLGATE_BENCH_ROUND_OPS";
+/// Environment variable with the CPU a child pins itself to.
+pub const CHILD_CPU_VAR: &str = "TOLLGATE_BENCH_CPU";
+/// Set to `0` to run workers unpinned.
+pub const PIN_VAR: &str = "TOLLGATE_BENCH_PIN";
+
+/// Pins the calling thread to `cpu` (modulo the CPUs available), unless [`PIN_VAR`] is `0`.
+/// Worker i runs on CPU i, so a worker never migrates between rounds (a migration restarts
+/// it on cold caches and makes the figures depend on the scheduler). Returns whether it
+/// pinned.
+pub fn pin_to(cpu: usize) -> bool {
+    if std::env::var(PIN_VAR).as_deref() == Ok("0") {
+        return false;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu % cpus).is_ok()
+        && nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok()
+}
 
 /// The outcome of a multi-worker run.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +112,7 @@ where
             .map(|i| {
                 let (start, end, make) = (&start, &end, &make);
                 s.spawn(move || {
+                    pin_to(i);
                     let mut op = make(i);
                     start.wait(); // built
                     let mut busy = Duration::ZERO;
@@ -165,6 +186,7 @@ pub fn processes(
         let mut cmd = Command::new(&exe);
         cmd.env(CHILD_ROLE_VAR, role)
             .env(CHILD_ROUND_OPS_VAR, round_ops.to_string())
+            .env(CHILD_CPU_VAR, index.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -266,6 +288,12 @@ fn drive(
 /// The child side: call from `main` when [`CHILD_ROLE_VAR`] is set, after building (and
 /// priming) `op`. Prints `ready`, then runs a round per `go`.
 pub fn child_rounds<F: FnMut()>(mut op: F) -> std::io::Result<()> {
+    if let Some(cpu) = std::env::var(CHILD_CPU_VAR)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        pin_to(cpu);
+    }
     let round_ops: u64 = std::env::var(CHILD_ROUND_OPS_VAR)
         .ok()
         .and_then(|v| v.parse().ok())
