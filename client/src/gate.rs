@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,8 +45,15 @@ pub struct Gate {
     inner: Arc<GateInner>,
 }
 
+/// Region mappings held by this process's gates (a `Gate` and the per-thread state that
+/// references it); see [`Gate::live_mappings`].
+static LIVE_MAPPINGS: AtomicUsize = AtomicUsize::new(0);
+
 pub(crate) struct GateInner {
     id: u64,
+    /// Set (under `spare`) when the `Gate` is dropped: threads then hand their lanes back
+    /// instead of keeping or parking them.
+    closed: AtomicBool,
     mem: Mem,
     layout: Layout,
     claim: u64,
@@ -55,7 +63,31 @@ pub(crate) struct GateInner {
     book: Mutex<Option<(u64, Arc<PriceBook>)>>,
 }
 
+impl Drop for GateInner {
+    fn drop(&mut self) {
+        LIVE_MAPPINGS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl GateInner {
+    /// Hands a lane back to the sidecar: settles commits made by other threads, moves the
+    /// local credits back to `avail` (the FLUSH step), then turns the claim from owned to
+    /// reclaiming. From then on the sidecar is the lane's only writer and its next
+    /// `reclaim_dead` returns the lane's credits to the pools and frees the lane, exactly
+    /// as for a dead process (held slots, if a reservation was leaked, go back as cancels).
+    fn hand_back(&self, o: &mut Owner) {
+        let view = self.view();
+        view.settle_pending(o);
+        let local = o.local;
+        view.flush(o, local, &mut |_| true);
+        let _ = view.lw(o.lane, L_CLAIM).compare_exchange(
+            self.claim,
+            self.claim & !1,
+            ACQ_REL,
+            RELAXED,
+        );
+    }
+
     /// After a commit from another thread: if the lane's owner thread has exited (the
     /// lane is spare), nobody would settle the commit, so settle it here. Exiting owners
     /// settle and park their lanes under the same lock, so no commit falls between.
@@ -324,16 +356,9 @@ impl Drop for Local {
         // Thread exit: settle what other threads committed, flush local credits, and park
         // the lanes for the next thread of this process (their held slots stay valid),
         // all under the spare lock (see `settle_if_spare`).
+        // A closed gate (its `Gate` dropped) gets its lanes handed back instead.
         for gl in &mut self.gates {
-            let view = gl.gate.view();
-            let mut spare = gl.gate.spare.lock().unwrap_or_else(|e| e.into_inner());
-            for (class, o) in gl.owners.iter_mut().enumerate() {
-                if let Some(o) = o {
-                    view.settle_pending(o);
-                    view.flush(o, o.local, &mut |_| true);
-                    spare.push((class, o.lane));
-                }
-            }
+            gl.release();
         }
     }
 }
@@ -347,6 +372,16 @@ impl Local {
         let pos = match self.gates.iter().position(|g| g.id == inner.id) {
             Some(p) => p,
             None => {
+                // First use of a gate on this thread (the slow path): first let go of the
+                // gates dropped since, so their lanes and mappings are not kept alive.
+                self.gates.retain_mut(|g| {
+                    if g.gate.closed.load(Ordering::Acquire) {
+                        g.release();
+                        false
+                    } else {
+                        true
+                    }
+                });
                 self.gates.push(GateLocal {
                     id: inner.id,
                     gate: inner.clone(),
@@ -363,6 +398,29 @@ impl Local {
 }
 
 impl GateLocal {
+    /// Lets go of this thread's lanes of the gate: parks them for the process's next
+    /// thread, or, once the gate is closed, hands them back to the sidecar. Both under
+    /// the spare lock, so a lane is never parked on a gate that is closing (see
+    /// `Gate::drop`) and no remote commit falls between (see `settle_if_spare`).
+    fn release(&mut self) {
+        let gate = &self.gate;
+        let view = gate.view();
+        let mut spare = gate.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let closed = gate.closed.load(Ordering::Acquire);
+        for (class, o) in self.owners.iter_mut().enumerate() {
+            if let Some(mut o) = o.take() {
+                if closed {
+                    gate.hand_back(&mut o);
+                } else {
+                    view.settle_pending(&mut o);
+                    let local = o.local;
+                    view.flush(&mut o, local, &mut |_| true);
+                    spare.push((class, o.lane));
+                }
+            }
+        }
+    }
+
     /// The current price book (reloaded when the sidecar published a new one).
     #[inline]
     fn book(&mut self) -> Result<&PriceBook, ReserveError> {
@@ -389,14 +447,24 @@ impl GateLocal {
     /// This thread's lane for `class`, claiming one on first use.
     #[inline]
     fn owner(&mut self, class: usize, key: LaneKey) -> Result<&mut Owner, ReserveError> {
+        if !matches!(self.owners.get(class), Some(Some(_))) {
+            self.claim(class, key)?;
+        }
+        self.owners[class].as_mut().ok_or(ReserveError::NoFreeLane)
+    }
+
+    /// Claims this thread's lane for `class`. `claim_lane` validates the tenant and the
+    /// class first, so the table only grows to a class the region has (a bad `TenantId`
+    /// gets a typed error, not a huge table).
+    #[cold]
+    #[inline(never)]
+    fn claim(&mut self, class: usize, key: LaneKey) -> Result<(), ReserveError> {
+        let o = claim_lane(&self.gate, class, key)?;
         if self.owners.len() <= class {
             self.owners.resize(class + 1, None);
         }
-        if self.owners[class].is_none() {
-            let o = claim_lane(&self.gate, class, key)?;
-            self.owners[class] = Some(o);
-        }
-        self.owners[class].as_mut().ok_or(ReserveError::NoFreeLane)
+        self.owners[class] = Some(o);
+        Ok(())
     }
 }
 
@@ -442,9 +510,11 @@ impl Gate {
     pub fn attach(path: impl AsRef<Path>) -> Result<Gate, AttachError> {
         let (mem, layout) = open_and_validate(path.as_ref())?;
         let me = ProcessId::current()?;
+        LIVE_MAPPINGS.fetch_add(1, Ordering::Relaxed);
         Ok(Gate {
             inner: Arc::new(GateInner {
                 id: next_id(),
+                closed: AtomicBool::new(false),
                 mem,
                 layout,
                 claim: me.claim_word(),
@@ -452,6 +522,37 @@ impl Gate {
                 book: Mutex::new(None),
             }),
         })
+    }
+
+    /// Region mappings this process's gates still hold: a dropped `Gate`'s mapping lives on
+    /// until every thread that used it has let go of it (the dropping thread at once,
+    /// others at their next first use of a gate, or when they exit). For tests and
+    /// diagnostics.
+    pub fn live_mappings() -> usize {
+        LIVE_MAPPINGS.load(Ordering::Relaxed)
+    }
+
+    /// Lanes the calling thread holds on this gate (one per tenant, tier and initiator
+    /// it has reserved for). For tests and diagnostics.
+    pub fn thread_lanes(&self) -> usize {
+        self.with_thread(|gl| gl.owners.iter().flatten().count())
+    }
+
+    /// The length of the calling thread's lane table for this gate (bounded by the
+    /// region's tenants times the classes per tenant). For tests and diagnostics.
+    pub fn thread_lane_table_len(&self) -> usize {
+        self.with_thread(|gl| gl.owners.len())
+    }
+
+    fn with_thread(&self, f: impl FnOnce(&GateLocal) -> usize) -> usize {
+        LOCAL
+            .try_with(|cell| {
+                let local = cell.try_borrow().ok()?;
+                local.gates.iter().find(|g| g.id == self.inner.id).map(f)
+            })
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 
     /// Attaches to the region named by `TOLLGATE_REGION`.
@@ -499,6 +600,36 @@ impl Gate {
                 reserve_in(inner, gl, token, call)
             })
             .unwrap_or_else(|_| Err(ReserveError::NoFreeLane))
+    }
+}
+
+impl Drop for Gate {
+    /// Closes the gate: this thread's lanes and the lanes parked by exited threads are
+    /// handed back to the sidecar now (settled and flushed first), other threads' lanes at
+    /// their next first use of a gate or when they exit; the mapping goes with the last
+    /// reference. No reservation can be outstanding (each borrows the `Gate`).
+    fn drop(&mut self) {
+        let inner = &self.inner;
+        {
+            let mut spare = inner.spare.lock().unwrap_or_else(|e| e.into_inner());
+            inner.closed.store(true, Ordering::Release);
+            let view = inner.view();
+            for (_, lane) in spare.drain(..) {
+                let mut o = view.owner_for(lane);
+                inner.hand_back(&mut o);
+            }
+        }
+        let mine = LOCAL
+            .try_with(|cell| {
+                let mut local = cell.try_borrow_mut().ok()?;
+                let pos = local.gates.iter().position(|g| g.id == inner.id)?;
+                Some(local.gates.swap_remove(pos))
+            })
+            .ok()
+            .flatten();
+        if let Some(mut gl) = mine {
+            gl.release();
+        }
     }
 }
 

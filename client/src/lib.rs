@@ -55,6 +55,8 @@
 //! ```
 //!
 //! A [`Reservation`] is `Send` (commit it on another thread); dropping it cancels it.
+//! Dropping the [`Gate`] hands its lanes back to the sidecar (settled and flushed; the
+//! sidecar's `reclaim_dead` frees them) and unmaps the region once no thread uses it.
 //! A task that runs out is refused with [`ReserveError::TaskExhausted`] (the task is
 //! out, not the tenant).
 //!

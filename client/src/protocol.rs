@@ -91,6 +91,13 @@
 //! otag := t; clear. Recovery: `local == before`: nothing happened; else if
 //! `avail.otag != t` it finishes the CAS.
 //!
+//! **hand back** (owner, when its `Gate` is dropped; `gate.rs`): settle pending commits,
+//! flush all of `local` (above), then CAS the claim from owned to reclaiming. The owner
+//! writes nothing after that CAS, so the lane is in exactly the state of step 1 of reclaim
+//! (below) with no half-done owner operation; the sidecar's `reclaim_dead` reclaims such
+//! lanes of live processes too and frees them. A crash before the CAS leaves an owned lane of
+//! a dead process: ordinary reclaim.
+//!
 //! **top-up** (sidecar; `carve.rs`): check every pool of the lane has `amount`
 //! above the tier's floor (else record the binding limit in the lane); journal the
 //! absolute post-values (pool available/carved, lane `topped_up`) and the new `stag`;

@@ -555,14 +555,16 @@ impl Region {
             .reclaim_lane(lane, &|p: ProcessId| !p.is_alive(), &mut |_| true)
     }
 
-    /// Reclaims every lane of every dead process, exactly once each; returns what was done.
+    /// Reclaims every lane of every dead process, and every lane a live process handed
+    /// back (its `Gate` was dropped: the claim says reclaiming), exactly once each;
+    /// returns what was done.
     pub fn reclaim_dead(&self) -> Result<Vec<ReclaimReport>, SidecarError> {
         let mut out = Vec::new();
         for info in self.processes() {
-            if info.alive {
-                continue;
-            }
             for lane in info.lanes {
+                if info.alive && self.view().lw(lane, L_CLAIM).load(ACQ) & 1 == 1 {
+                    continue;
+                }
                 match self.reclaim_lane(lane) {
                     Ok(r) => out.push(r),
                     // Reclaimed concurrently, or a recycled pid came back: skip.
