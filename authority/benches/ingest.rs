@@ -178,6 +178,7 @@ async fn run() {
         eprintln!("prepared; pid {}", std::process::id());
         tokio::time::sleep(Duration::from_millis(pause as u64)).await;
     }
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let start_t = Instant::now();
     let mut tasks = Vec::new();
     for (tx, mut down, bs) in clients {
@@ -238,6 +239,12 @@ async fn run() {
     );
     println!(
         "  sidecars {sidecars}, batch {size} records, {per} batches each, window {window} in flight per sidecar"
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "  load average before / after (other work on the machine): {} / {}",
+        load_before.trim(),
+        load.trim()
     );
     println!(
         "  records acknowledged durably: {total} in {:.3} s",
