@@ -658,6 +658,37 @@ impl AdminService for AdminSvc {
         Ok(Response::new(policy_view(&self.state, &tenant).await?))
     }
 
+    async fn set_tier_floor(
+        &self,
+        req: Request<pb::SetTierFloorRequest>,
+    ) -> Result<Response<pb::TenantPolicy>, Status> {
+        self.admin(&req, "SetTierFloor")?;
+        let r = req.into_inner();
+        let t = tid("tenant", &r.tenant)?;
+        let floor = r.floor.ok_or_else(|| invalid("floor", "is missing"))?;
+        if !matches!(
+            pb::Tier::try_from(floor.tier),
+            Ok(pb::Tier::Interactive | pb::Tier::Scheduler | pb::Tier::Background)
+        ) {
+            return Err(invalid(
+                "floor.tier",
+                "set interactive, scheduler or background",
+            ));
+        }
+        if floor.floor_permille > 1000 {
+            return Err(invalid("floor.floor_permille", "must be at most 1000"));
+        }
+        self.state.ledger.config(&t).await.map_err(ledger_status)?;
+        let mut p = stored_policy(&self.state, t.as_str()).await?;
+        p.tier_floors.retain(|f| f.tier != floor.tier);
+        if floor.floor_micro > 0 || floor.floor_permille > 0 {
+            p.tier_floors.push(floor);
+        }
+        put_policy(&self.state, p).await?;
+        push_policy(&self.state, t.as_str()).await?;
+        Ok(Response::new(policy_view(&self.state, t.as_str()).await?))
+    }
+
     async fn set_alert_rule(
         &self,
         req: Request<pb::SetAlertRuleRequest>,

@@ -306,6 +306,24 @@ pub enum QuotaCmd {
         /// Rule id.
         id: String,
     },
+    /// Set a tier's floor: calls of that tier (and lower tiers) may not take a pool below
+    /// it, so higher tiers always find budget. Both 0 removes the floor.
+    Floor {
+        /// Tenant id.
+        tenant: String,
+        /// The tier.
+        #[arg(long, value_enum)]
+        tier: TierArg,
+        /// Floor in credits of the pool.
+        #[arg(long, default_value = "0")]
+        credits: String,
+        /// Or floor in per-mille of what the pool was filled to (200 = 20%).
+        #[arg(long, default_value_t = 0)]
+        permille: u32,
+        /// Shadow mode.
+        #[arg(long)]
+        shadow: bool,
+    },
     /// Show the tenant's policy (quotas, cap, floors).
     List {
         /// Tenant id.
@@ -756,6 +774,32 @@ pub async fn execute(args: CtlArgs) -> anyhow::Result<String> {
                 .map_err(status)?;
             writeln!(out, "deleted quota {id}")?;
         }
+        CtlCommand::Quota(QuotaCmd::Floor {
+            tenant,
+            tier,
+            credits: amount,
+            permille,
+            shadow,
+        }) => {
+            let tier = match tier {
+                TierArg::Interactive => pb::Tier::Interactive,
+                TierArg::Scheduler => pb::Tier::Scheduler,
+                TierArg::Background => pb::Tier::Background,
+            };
+            a.client
+                .set_tier_floor(a.req(pb::SetTierFloorRequest {
+                    tenant,
+                    floor: Some(pb::TierFloor {
+                        tier: tier as i32,
+                        floor_micro: credits("--credits", &amount)?,
+                        floor_permille: permille,
+                        shadow,
+                    }),
+                }))
+                .await
+                .map_err(status)?;
+            writeln!(out, "floor of tier {} set", tier.as_str_name())?;
+        }
         CtlCommand::Quota(QuotaCmd::List { tenant }) => {
             let p = a
                 .client
@@ -778,6 +822,18 @@ pub async fn execute(args: CtlArgs) -> anyhow::Result<String> {
                 },
                 if p.hard_cap_shadow { " (shadow)" } else { "" }
             )?;
+            for f in &p.tier_floors {
+                let tier = pb::Tier::try_from(f.tier)
+                    .map(|t| t.as_str_name())
+                    .unwrap_or("?");
+                writeln!(
+                    out,
+                    "floor {tier}: {} credits / {} permille{}",
+                    show(f.floor_micro),
+                    f.floor_permille,
+                    if f.shadow { " (shadow)" } else { "" }
+                )?;
+            }
             for q in p.quotas {
                 let key = q
                     .limit

@@ -156,7 +156,25 @@ pricing = { kind = "per_action", tokens_per_action = 10000, price_per_action = 2
     )
     .await
     .unwrap();
+    ctl(
+        u,
+        &[
+            "quota",
+            "floor",
+            "acme",
+            "--tier",
+            "background",
+            "--permille",
+            "200",
+        ],
+    )
+    .await
+    .unwrap();
     let policy = ctl(u, &["quota", "list", "acme"]).await.unwrap();
+    assert!(
+        policy.contains("floor TIER_BACKGROUND") && policy.contains("200 permille"),
+        "{policy}"
+    );
     assert!(
         policy.contains("acme/minute")
             && policy.contains("acme/tier/background/hour")
