@@ -848,77 +848,122 @@ impl Reservation<'_> {
     /// reservation goes back; an overrun is charged and counted. Returns the charge.
     pub fn commit(mut self, usage: Usage) -> Result<Credits, CommitError> {
         let tokens = pack_tokens(usage.input_tokens, usage.output_tokens);
-        let rated = match self.model {
-            None => Ok(Credits(self.amount)),
-            Some(m) => rate_actual(self.gate, m, usage, self.initiator),
-        };
-        match rated {
-            Ok(c) => {
-                self.finish(c.0, tokens, false)?;
-                Ok(c)
-            }
-            Err(e) => {
-                self.finish(self.amount, tokens, false)?;
-                Err(CommitError::Rating(e))
-            }
+        match self.finish(Settle::Usage(usage), tokens)? {
+            (c, None) => Ok(Credits(c)),
+            (_, Some(e)) => Err(CommitError::Rating(e)),
         }
     }
 
     /// Commits an already-rated actual cost.
     pub fn commit_credits(mut self, actual: Credits) -> Result<Credits, CommitError> {
-        self.finish(actual.0, 0, false)?;
+        self.finish(Settle::Credits(actual.0), 0)?;
         Ok(actual)
     }
 
     /// Cancels: everything goes back.
     pub fn cancel(mut self) {
-        let _ = self.finish(0, 0, true);
+        let _ = self.finish(Settle::Cancel, 0);
     }
 
-    fn finish(&mut self, actual: u64, tokens: u64, cancel: bool) -> Result<(), CommitError> {
+    /// The actual cost of `how`, rated with `book` when one is at hand (the owner thread's
+    /// cached copy), else with the gate's shared copy. A rating error charges the whole
+    /// reservation and is reported.
+    fn actual(&self, how: Settle, book: Option<&PriceBook>) -> (u64, Option<RatingError>) {
+        match how {
+            Settle::Cancel => (0, None),
+            Settle::Credits(c) => (c, None),
+            Settle::Usage(usage) => {
+                let Some(m) = self.model else {
+                    return (self.amount, None);
+                };
+                let input = RatingInput::new(usage).with_initiator(self.initiator);
+                let rated = match book {
+                    Some(b) => rate_with(b, m, &input),
+                    None => rate_actual(self.gate, m, usage, self.initiator),
+                };
+                match rated {
+                    Ok(c) => (c.0, None),
+                    Err(e) => (self.amount, Some(e)),
+                }
+            }
+        }
+    }
+
+    /// Settles the reservation: on the owner thread directly, with one thread-local
+    /// lookup that also supplies the cached price book for rating; on another thread by
+    /// the remote-commit path. Returns the actual cost and a rating error, if any.
+    fn finish(
+        &mut self,
+        how: Settle,
+        tokens: u64,
+    ) -> Result<(u64, Option<RatingError>), CommitError> {
         if self.done {
-            return Ok(());
+            return Ok((0, None));
         }
         self.done = true;
+        let cancel = matches!(how, Settle::Cancel);
+        let view = self.gate.view();
+        let here = LOCAL
+            .try_with(|cell| {
+                let Ok(mut local) = cell.try_borrow_mut() else {
+                    return None;
+                };
+                if local.token != self.thread {
+                    return None;
+                }
+                let gl = local.gates.iter_mut().find(|g| g.id == self.gate.id)?;
+                match gl.owners.get(self.class) {
+                    Some(Some(o)) if o.lane == self.lane => {}
+                    _ => return None,
+                }
+                let (actual, err) = match (how, self.model) {
+                    (Settle::Usage(_), Some(_)) => match gl.book() {
+                        Ok(book) => self.actual(how, Some(book)),
+                        Err(_) => self.actual(how, None),
+                    },
+                    _ => self.actual(how, None),
+                };
+                self.task_settle(actual);
+                let o = gl.owners.get_mut(self.class)?.as_mut()?;
+                if !cancel {
+                    view.sw(self.lane, self.slot, S_TOKENS)
+                        .store(tokens, RELAXED);
+                }
+                // `settle` stops only for a test's step hook; ours never does.
+                let _ = view.settle(o, self.slot, actual, cancel, &mut |_| true);
+                Some((actual, err))
+            })
+            .ok()
+            .flatten();
+        if let Some(r) = here {
+            return Ok(r);
+        }
+        let (actual, err) = self.actual(how, None);
+        self.task_settle(actual);
+        if !view.finish_remote(self.lane, self.slot, actual, tokens, cancel) {
+            return Err(CommitError::Reclaimed);
+        }
+        self.gate.settle_if_spare(self.lane);
+        Ok((actual, err))
+    }
+
+    /// The task's side of the settle: the unused part back, an overrun taken.
+    #[inline]
+    fn task_settle(&self, actual: u64) {
         if let Some(t) = self.task {
             let paid = actual.min(self.amount);
             t.credit(self.amount - paid);
             t.debit_saturating(actual - paid);
         }
-        let view = self.gate.view();
-        let here = LOCAL
-            .try_with(|cell| {
-                let Ok(mut local) = cell.try_borrow_mut() else {
-                    return false;
-                };
-                if local.token != self.thread {
-                    return false;
-                }
-                let Some(gl) = local.gates.iter_mut().find(|g| g.id == self.gate.id) else {
-                    return false;
-                };
-                let Some(Some(o)) = gl.owners.get_mut(self.class) else {
-                    return false;
-                };
-                if o.lane != self.lane {
-                    return false;
-                }
-                if !cancel {
-                    view.sw(self.lane, self.slot, S_TOKENS)
-                        .store(tokens, RELAXED);
-                }
-                view.settle(o, self.slot, actual, cancel, &mut |_| true)
-            })
-            .unwrap_or(false);
-        if here {
-            return Ok(());
-        }
-        if !view.finish_remote(self.lane, self.slot, actual, tokens, cancel) {
-            return Err(CommitError::Reclaimed);
-        }
-        self.gate.settle_if_spare(self.lane);
-        Ok(())
     }
+}
+
+/// How a reservation ends.
+#[derive(Clone, Copy)]
+enum Settle {
+    Usage(Usage),
+    Credits(u64),
+    Cancel,
 }
 
 fn rate_with(book: &PriceBook, m: &Model, input: &RatingInput) -> Result<Credits, RatingError> {
@@ -961,7 +1006,7 @@ impl Drop for Reservation<'_> {
     #[inline]
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.finish(0, 0, true);
+            let _ = self.finish(Settle::Cancel, 0);
         }
     }
 }
