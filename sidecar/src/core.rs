@@ -596,7 +596,11 @@ impl Core {
     pub fn tick(&mut self) {
         let now = Instant::now();
         self.owner.heartbeat(now_unix_ms());
-        if now.duration_since(self.last_reclaim) >= self.cfg.liveness_timeout / 2 {
+        // While shutting down, reclaim at every tick: agents that exited must give their
+        // allowances back before the leases are returned.
+        if self.shutting_down
+            || now.duration_since(self.last_reclaim) >= self.cfg.liveness_timeout / 2
+        {
             self.last_reclaim = now;
             self.reclaim();
         }
@@ -998,6 +1002,9 @@ impl Core {
 
     /// Returns every unused lease (graceful shutdown).
     pub fn return_leases(&mut self) {
+        // Last pass: dead agents' lanes and live lanes' allowances back into the pools.
+        self.reclaim();
+        self.lanes_pass();
         let mut all = Vec::new();
         let canonicals: Vec<String> = self.state.leases.keys().cloned().collect();
         for canonical in canonicals {
