@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tollgate_core::credits::MICROS_PER_CREDIT;
+use tollgate_core::rating::Pricing;
 use tollgate_core::{
     Credits, Initiator, LimitKind, ModelRef, PriceBook, RatingError, RatingInput, Tier, Usage,
 };
@@ -645,12 +647,10 @@ fn rate_max(gl: &mut GateLocal, call: &Call<'_>) -> Result<(u64, u64), ReserveEr
                 book.model(&m.name)
                     .ok_or_else(|| RatingError::UnknownModel(m.name.clone()))?
             };
-            let c = book.rate_max(
-                &r,
-                call.input_tokens,
-                call.max_output_tokens,
-                call.initiator,
-            )?;
+            let c = match call.max_output_tokens {
+                Some(out) => rate_tokens(book, &r, call.input_tokens, out, call.initiator)?,
+                None => book.rate_max(&r, call.input_tokens, None, call.initiator)?,
+            };
             let meta = u64::from(r.index().min(0xFFFE)) | ((book.version() & 0xFFFF_FFFF) << 32);
             Ok((c.0, meta))
         }
@@ -966,8 +966,47 @@ enum Settle {
     Cancel,
 }
 
+/// Rates `input` tokens in and `output` out with the model `r` of `book`: the same
+/// result as `book.rate`, with per-token prices computed in 64-bit arithmetic when the
+/// products fit (a division by the constant one million compiles to a multiply; the
+/// book's 128-bit division is a library call), and by the book otherwise.
+#[inline]
+pub(crate) fn rate_tokens(
+    book: &PriceBook,
+    r: &ModelRef,
+    input: u64,
+    output: u64,
+    initiator: Initiator,
+) -> Result<Credits, RatingError> {
+    if let Ok(entry) = book.entry(r)
+        && let Pricing::PerToken {
+            input_per_million,
+            output_per_million,
+        } = entry.pricing
+        && let Some(a) = input.checked_mul(input_per_million.micros())
+        && let Some(b) = output.checked_mul(output_per_million.micros())
+        && let Some(total) = a.checked_add(b)
+    {
+        return Ok(Credits::from_micros(total.div_ceil(MICROS_PER_CREDIT)));
+    }
+    let usage = Usage {
+        input_tokens: input,
+        output_tokens: output,
+    };
+    book.rate(r, &RatingInput::new(usage).with_initiator(initiator))
+}
+
 fn rate_with(book: &PriceBook, m: &Model, input: &RatingInput) -> Result<Credits, RatingError> {
     if m.r.book_version() == book.version() {
+        if input.outcomes == 0 {
+            return rate_tokens(
+                book,
+                &m.r,
+                input.input_tokens,
+                input.output_tokens,
+                input.initiator,
+            );
+        }
         book.rate(&m.r, input)
     } else {
         book.rate_by_name(&m.name, input)

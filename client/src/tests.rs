@@ -554,3 +554,37 @@ fn handles_can_cross_threads() {
     send::<Region>();
     sync::<Region>();
 }
+
+proptest::proptest! {
+    /// The gate's 64-bit per-token rating gives exactly the price book's result, for
+    /// every price and token count (near-overflow ones take the book's own path).
+    #[test]
+    fn gate_token_rating_equals_the_price_book(
+        ip in proptest::prop_oneof![0u64..10_000_000, proptest::num::u64::ANY],
+        op in proptest::prop_oneof![0u64..10_000_000, proptest::num::u64::ANY],
+        input in proptest::prop_oneof![0u64..1_000_000, proptest::num::u64::ANY],
+        output in proptest::prop_oneof![0u64..1_000_000, proptest::num::u64::ANY],
+    ) {
+        use tollgate_core::rating::{ModelPrice, PriceBook, PriceBookSpec, Pricing};
+        use tollgate_core::{RatingInput, Usage};
+        let book = PriceBook::new(PriceBookSpec {
+            version: 3,
+            request_price: Credits::ZERO,
+            default_max_output_tokens: 1_000,
+            models: vec![ModelPrice {
+                name: "m".into(),
+                pricing: Pricing::PerToken {
+                    input_per_million: Credits(ip),
+                    output_per_million: Credits(op),
+                },
+                max_output_tokens: None,
+            }],
+        })
+        .unwrap();
+        let r = book.model("m").unwrap();
+        let usage = Usage { input_tokens: input, output_tokens: output };
+        let want = book.rate(&r, &RatingInput::new(usage));
+        let got = crate::gate::rate_tokens(&book, &r, input, output, Initiator::Human);
+        proptest::prop_assert_eq!(got, want);
+    }
+}
