@@ -665,7 +665,10 @@ impl Core {
                 l.record(r.rec.seq, r.rec.actual.0);
             }
             count += d.records.len();
-            if let Some(agg) = l.check(d.total, d.lost_total, now) {
+            // While shutting down, a lane no live agent owns has nothing in flight: its lost
+            // detail is reported now rather than after the quiet period.
+            let settled = self.shutting_down && !d.live;
+            if let Some(agg) = l.check_settled(d.total, d.lost_total, now, settled) {
                 aggregates.push((d.lane, agg));
             }
             next.insert(lane, l);

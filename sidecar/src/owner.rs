@@ -66,6 +66,8 @@ pub struct LaneDrain {
     pub lost_total: u64,
     /// Its `consumed + overrun`, after the drain.
     pub total: u64,
+    /// A live agent process owns it (a commit may be in flight).
+    pub live: bool,
 }
 
 /// One drained record with its names resolved.
@@ -426,6 +428,11 @@ impl Owner {
                     .insert(l.lane, (k, l.process.map_or(0, |p| p.pid)));
             }
         }
+        let live: Vec<usize> = in_use
+            .iter()
+            .filter(|l| !l.reclaiming && l.process.is_some_and(|p| p.is_alive()))
+            .map(|l| l.lane)
+            .collect();
         let mut out = Vec::new();
         let mut raw = Vec::new();
         let mut n = 0usize;
@@ -449,6 +456,7 @@ impl Owner {
                 records,
                 lost_total: stats.lost_total,
                 total: 0,
+                live: live.contains(&lane),
             });
         }
         // Totals after the drain (consumed + overrun, cumulative per lane).

@@ -88,8 +88,20 @@ impl LaneLedger {
     }
 
     /// After a drain: `total` is the lane's `consumed + overrun`, `lost_total` its `lost`
-    /// counter. Returns the aggregate to report, once the difference has been stable.
+    /// counter. Returns the aggregate to report, once the difference has been stable, or at
+    /// once with `settled` (no live agent owns the lane, so nothing is in flight).
     pub fn check(&mut self, total: u64, lost_total: u64, now: Instant) -> Option<Aggregate> {
+        self.check_settled(total, lost_total, now, false)
+    }
+
+    /// [`LaneLedger::check`], reporting at once when `settled`.
+    pub fn check_settled(
+        &mut self,
+        total: u64,
+        lost_total: u64,
+        now: Instant,
+        settled: bool,
+    ) -> Option<Aggregate> {
         let x = total.saturating_sub(self.cursor.reported);
         if x == 0 {
             self.last_x = 0;
@@ -99,13 +111,15 @@ impl LaneLedger {
             self.gap_calls = 0;
             return None;
         }
-        if x != self.last_x || self.quiet_since.is_none() {
-            self.last_x = x;
-            self.quiet_since = Some(now);
-            return None;
-        }
-        if now.duration_since(self.quiet_since?) < QUIET {
-            return None;
+        if !settled {
+            if x != self.last_x || self.quiet_since.is_none() {
+                self.last_x = x;
+                self.quiet_since = Some(now);
+                return None;
+            }
+            if now.duration_since(self.quiet_since?) < QUIET {
+                return None;
+            }
         }
         let calls = lost_total.saturating_sub(self.cursor.lost_seen) + self.gap_calls;
         self.cursor.reported += x;
@@ -190,6 +204,19 @@ mod tests {
             Some(Aggregate {
                 amount: 30,
                 calls: 3
+            })
+        );
+    }
+
+    #[test]
+    fn a_settled_lane_reports_at_once() {
+        let mut l = LaneLedger::default();
+        l.record(1, 10);
+        assert_eq!(
+            l.check_settled(25, 1, Instant::now(), true),
+            Some(Aggregate {
+                amount: 15,
+                calls: 1
             })
         );
     }
