@@ -79,9 +79,13 @@
 //! price, 60-70 ns with a task budget, 85-95 ns rated from the price book; about 330
 //! instructions per reserve+commit, of which roughly half is the `Gate` layer
 //! (thread-local lookup, reservation handle) and half the lane protocol. That misses the
-//! 25 ns p50 target. Closing the gap needs a thread-pinned lane handle that skips the
-//! thread-local lookup on both reserve and commit, and fewer intent stores per settle
-//! (today six before-values, two cache lines per slot).
+//! 25 ns p50 target. Since then a rated commit rates inside the lookup that finds its
+//! lane and per-token prices are computed in 64-bit arithmetic: the bench's rated call
+//! went from ~93 to ~71 ns p50 (`benches/results/FASTPATH.md`). Closing the rest of the
+//! gap needs a task budget without locked instructions on the owner thread, a
+//! thread-pinned lane handle that skips the thread-local lookup on both reserve and
+//! commit, and fewer intent stores per settle (today six before-values, two cache lines
+//! per slot).
 //!
 //! ## Concurrency checking
 //!
