@@ -450,6 +450,48 @@ impl Region {
         Ok(st)
     }
 
+    /// Like [`Region::drain`] (copies out `lane`'s records and harvests), but leaves the
+    /// records' ring space in use. Also returns the ring position just past the records
+    /// (the next record's `seq` is that position + 1): [`Region::release`] frees their space
+    /// once they are durably stored elsewhere, so a consumer that dies in between finds them
+    /// again; it skips the `seq`s it had already stored.
+    pub fn peek(
+        &self,
+        lane: usize,
+        out: &mut Vec<UsageRecord>,
+    ) -> Result<(DrainStats, u64), SidecarError> {
+        self.check("lane", lane, self.layout.lanes)?;
+        let _g = self.lock();
+        let v = self.view();
+        let (st, end) = v.peek_ring(lane, out);
+        if v.lw(lane, L_POOLS).load(ACQ) != 0 {
+            v.harvest(lane, &mut |_| true)?;
+        }
+        Ok((st, end))
+    }
+
+    /// Frees `lane`'s ring space up to ring position `upto` (one [`Region::peek`] returned).
+    /// Releasing a position already released (or an older one) is a no-op; a position past
+    /// the ring's head is refused.
+    pub fn release(&self, lane: usize, upto: u64) -> Result<(), SidecarError> {
+        self.check("lane", lane, self.layout.lanes)?;
+        let _g = self.lock();
+        let v = self.view();
+        let tail = v.lw(lane, L_RING_TAIL).load(RELAXED);
+        // Behind the tail (already released): nothing to do. Positions only grow, so
+        // "behind" is a wrapped difference in the upper half.
+        if upto.wrapping_sub(tail) > (1u64 << 63) {
+            return Ok(());
+        }
+        if v.release_ring(lane, upto) {
+            Ok(())
+        } else {
+            Err(SidecarError::Config(format!(
+                "ring position {upto} of lane {lane} is past its head; release only what a peek returned"
+            )))
+        }
+    }
+
     /// Drains every lane (see [`Region::drain`]).
     pub fn drain_all(&self, out: &mut Vec<UsageRecord>) -> Result<DrainStats, SidecarError> {
         let mut total = DrainStats::default();

@@ -56,6 +56,31 @@ pub struct DrainStats {
 impl View<'_> {
     /// Copies out every record published in `lane`'s ring and frees their space.
     pub(crate) fn drain_ring(&self, lane: usize, out: &mut Vec<UsageRecord>) -> DrainStats {
+        let (st, end) = self.peek_ring(lane, out);
+        self.lw(lane, L_RING_TAIL).store(end, REL);
+        st
+    }
+
+    /// Frees `lane`'s ring space up to ring position `upto` (a position a peek returned).
+    /// Returns false, and frees nothing, when `upto` is not between the tail and the head
+    /// (the release is stale or scribbled). Only the consumer (the sidecar) moves the tail.
+    pub(crate) fn release_ring(&self, lane: usize, upto: u64) -> bool {
+        let head = self.lw(lane, L_RING_HEAD).load(ACQ);
+        let tail = self.lw(lane, L_RING_TAIL).load(RELAXED);
+        let ahead = upto.wrapping_sub(tail);
+        if ahead > head.wrapping_sub(tail) {
+            return false;
+        }
+        if ahead != 0 {
+            self.lw(lane, L_RING_TAIL).store(upto, REL);
+        }
+        true
+    }
+
+    /// Copies out every record published in `lane`'s ring WITHOUT freeing their space;
+    /// returns what it found and the ring position just past them (give it to
+    /// [`View::release_ring`] once the records are safe elsewhere).
+    pub(crate) fn peek_ring(&self, lane: usize, out: &mut Vec<UsageRecord>) -> (DrainStats, u64) {
         let key = LaneKey::decode(self.lw(lane, L_KEY).load(ACQ));
         let head = self.lw(lane, L_RING_HEAD).load(ACQ);
         let mut tail = self.lw(lane, L_RING_TAIL).load(RELAXED);
@@ -93,8 +118,7 @@ impl View<'_> {
             }
             tail = tail.wrapping_add(1);
         }
-        self.lw(lane, L_RING_TAIL).store(tail, REL);
         st.lost_total = self.lw(lane, L_LOST).load(ACQ);
-        st
+        (st, tail)
     }
 }
