@@ -3,9 +3,10 @@
 //! A batch is written to the [`Outbox`] right after its records are drained and before it is
 //! sent; each outbox entry also carries the per-lane reconciliation cursors
 //! ([`crate::reconcile`]) as they stand once the batch is reported, so a restarted sidecar
-//! knows exactly what it has reported. (The client's drain frees ring space as it reads, so a
-//! crash between a drain and the outbox write loses those records' detail; reconciliation
-//! then reports their amount as one aggregate record.)
+//! knows exactly what it has reported. The records' ring space is released only after the
+//! outbox write (`Region::peek` then `Region::release`), so a crash in between loses no
+//! detail: the restarted sidecar finds the records again and skips the sequences the
+//! outbox's cursors already cover.
 
 use prost::Message;
 use tollgate_proto::v1::UsageBatch;

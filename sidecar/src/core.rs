@@ -651,7 +651,18 @@ impl Core {
     }
 
     fn drain(&mut self) {
-        let drains = self.owner.drain(crate::batcher::MAX_RECORDS_PER_BATCH);
+        let mut drains = self.owner.drain(crate::batcher::MAX_RECORDS_PER_BATCH);
+        // The rings' space is freed only after a batch is in the outbox, so after a crash
+        // between the two the ring still holds records the outbox already has: skip every
+        // sequence the lane's cursor (restored from the outbox) has already reported.
+        for d in drains.iter_mut() {
+            let next_seq = self
+                .ledgers
+                .get(&(d.lane as u32))
+                .map_or(0, |l| l.cursor.next_seq);
+            d.records.retain(|r| r.rec.seq >= next_seq);
+        }
+        let releases: Vec<_> = drains.iter().map(|d| (d.lane, d.upto)).collect();
         let now = Instant::now();
         let now_ms = now_unix_ms();
         // Work on copies: the ledgers advance only once the batch is in the outbox.
@@ -674,9 +685,13 @@ impl Core {
             next.insert(lane, l);
         }
         if count == 0 && aggregates.is_empty() {
-            // Nothing to send; keep the quiet-period clocks.
+            // Nothing to send; keep the quiet-period clocks. Whatever the rings held is
+            // already in the outbox.
             for (lane, l) in next {
                 self.ledgers.insert(lane, l);
+            }
+            for (lane, upto) in releases {
+                self.owner.release(lane, upto);
             }
             return;
         }
@@ -724,10 +739,15 @@ impl Core {
                 for (lane, l) in next {
                     self.ledgers.insert(lane, l);
                 }
+                // Durable now (written and renamed): free their ring space.
+                for (lane, upto) in releases {
+                    self.owner.release(lane, upto);
+                }
             }
             Err(e) => {
-                // The drained records' detail is lost; reconciliation reports their amount
-                // as an aggregate once the outbox can be written again.
+                // Nothing released: the records stay in the rings and go into the next
+                // batch that can be written (a full ring meanwhile counts lost detail,
+                // which reconciliation reports as an aggregate).
                 tracing::error!(error = %e, records = count, "cannot persist a usage batch");
             }
         }

@@ -68,6 +68,9 @@ pub struct LaneDrain {
     pub total: u64,
     /// A live agent process owns it (a commit may be in flight).
     pub live: bool,
+    /// Ring position past its records: released (ring space freed) only once they are
+    /// durably in the outbox, see [`Owner::release`].
+    pub upto: u64,
 }
 
 /// One drained record with its names resolved.
@@ -442,7 +445,9 @@ impl Owner {
                 break;
             }
             raw.clear();
-            let stats = match self.region.drain(lane, &mut raw) {
+            // Peek, not drain: the records keep their ring space until their batch is in the
+            // outbox, so a crash in between loses no per-call detail.
+            let (stats, upto) = match self.region.peek(lane, &mut raw) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(lane, error = %e, "drain failed");
@@ -457,6 +462,7 @@ impl Owner {
                 lost_total: stats.lost_total,
                 total: 0,
                 live: live.contains(&lane),
+                upto,
             });
         }
         // Totals after the drain (consumed + overrun, cumulative per lane).
@@ -467,6 +473,13 @@ impl Owner {
             }
         }
         out
+    }
+
+    /// Frees the ring space of records that are durably in the outbox.
+    pub fn release(&self, lane: usize, upto: u64) {
+        if let Err(e) = self.region.release(lane, upto) {
+            tracing::error!(lane, error = %e, "ring release failed");
+        }
     }
 
     /// Names for a lane's aggregate record: (tenant, agent, tier, initiator).

@@ -7,8 +7,9 @@
 //! the region) is reported to the authority exactly once: as individual records, or, for
 //! records whose detail was lost, as one aggregate record (`aggregate = true`, `calls` = how
 //! many were lost). Detail is lost when a ring was full (the client counts it in the lane's
-//! `lost` word) or when the sidecar crashed after draining records and before writing their
-//! batch (a gap in the records' sequence numbers).
+//! `lost` word); a gap in the records' sequence numbers is counted too, as a safety net (the
+//! sidecar frees ring space only once a batch is in the outbox, so a crash between draining
+//! and writing no longer makes one).
 //!
 //! # How
 //!
