@@ -255,6 +255,10 @@ impl View<'_> {
         if dc == 0 && dov == 0 {
             return Ok((0, 0));
         }
+        // A scribbled region can hold any value: sums are checked, never assumed to fit.
+        let moved = dc.checked_add(dov).ok_or(SidecarError::Corrupt(
+            "lane consumed plus overrun overflows",
+        ))?;
         let pools = self.lane_pools(lane)?;
         let mut e = Entry::default();
         for &p in &pools {
@@ -266,7 +270,7 @@ impl View<'_> {
                 .ok_or(SidecarError::Corrupt("lane consumed more than was carved"))?;
             e.stores.push((self.l.pool(p) + P_CARVED, c));
             e.stores
-                .push((self.l.pool(p) + P_CONSUMED, used.wrapping_add(dc + dov)));
+                .push((self.l.pool(p) + P_CONSUMED, used.wrapping_add(moved)));
             e.stores
                 .push((self.l.pool(p) + P_OVERRUN, o.wrapping_add(dov)));
         }
@@ -293,7 +297,11 @@ impl View<'_> {
                     g.checked_add(amount)
                         .ok_or(SidecarError::Overflow("pool granted"))?,
                 ),
-                (self.l.pool(pool) + P_AVAILABLE, a + amount),
+                (
+                    self.l.pool(pool) + P_AVAILABLE,
+                    a.checked_add(amount)
+                        .ok_or(SidecarError::Overflow("pool available"))?,
+                ),
             ],
         };
         self.journal_begin(&e)?;
