@@ -38,6 +38,23 @@ impl AdminSvc {
     }
 
     /// Admin, or a reader/sidecar credential scoped to `tenant`.
+    /// Which tenants an audit call covers: every tenant (admin only) when none is named,
+    /// else the one named (its reader may ask).
+    fn audit_scope<T>(
+        &self,
+        req: &Request<T>,
+        tenant: &str,
+        call: &str,
+    ) -> Result<Option<Vec<TenantId>>, Status> {
+        if tenant.is_empty() {
+            self.admin(req, &format!("{call} of every tenant"))?;
+            return Ok(None);
+        }
+        let t = tid("tenant", tenant)?;
+        self.reader(req, tenant)?;
+        Ok(Some(vec![t]))
+    }
+
     fn reader<T>(&self, req: &Request<T>, tenant: &str) -> Result<Principal, Status> {
         let p = self.state.auth.authenticate(req.metadata())?;
         p.check_tenant(tenant)?;
@@ -910,14 +927,7 @@ impl AdminService for AdminSvc {
         req: Request<pb::ExportAuditRequest>,
     ) -> Result<Response<pb::ExportAuditResponse>, Status> {
         let r = req.get_ref().clone();
-        let tenants = if r.tenant.is_empty() {
-            self.admin(&req, "ExportAudit of every tenant")?;
-            None
-        } else {
-            let t = tid("tenant", &r.tenant)?;
-            self.reader(&req, &r.tenant)?;
-            Some(vec![t])
-        };
+        let tenants = self.audit_scope(&req, &r.tenant, "ExportAudit")?;
         let public_key = self.state.ledger.public_key().to_bytes().to_vec();
         if r.jsonl {
             let mut buf = Vec::new();
@@ -978,14 +988,7 @@ impl AdminService for AdminSvc {
         req: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
         let r = req.get_ref().clone();
-        let tenants = if r.tenant.is_empty() {
-            self.admin(&req, "VerifyAudit of every tenant")?;
-            None
-        } else {
-            let t = tid("tenant", &r.tenant)?;
-            self.reader(&req, &r.tenant)?;
-            Some(vec![t])
-        };
+        let tenants = self.audit_scope(&req, &r.tenant, "VerifyAudit")?;
         let res = self
             .state
             .ledger

@@ -103,6 +103,22 @@ impl Ledger {
 
     /// One transaction on one tenant's wallet: lock, load, catch up, apply `f`, write,
     /// commit. If `f` fails nothing is written (not even the catch-up).
+    /// Change one part of a tenant's configuration in one wallet transaction (audited by
+    /// `set_config`), keeping the rest as stored.
+    async fn update_config(
+        &self,
+        tenant: &TenantId,
+        change: impl FnOnce(&mut TenantConfig),
+    ) -> Result<(), LedgerError> {
+        self.with_wallet(tenant, None, |w, ctx| {
+            let mut c = w.row.config.clone();
+            change(&mut c);
+            w.set_config(ctx, c);
+            Ok(())
+        })
+        .await
+    }
+
     async fn with_wallet<T>(
         &self,
         tenant: &TenantId,
@@ -195,13 +211,7 @@ impl Ledger {
             p.validate()
                 .map_err(|e| LedgerError::InvalidInput(format!("plan: {e}")))?;
         }
-        self.with_wallet(tenant, None, |w, ctx| {
-            let mut c = w.row.config.clone();
-            c.plan = plan;
-            w.set_config(ctx, c);
-            Ok(())
-        })
-        .await
+        self.update_config(tenant, |c| c.plan = plan).await
     }
 
     /// Set a tenant's deduction order.
@@ -210,13 +220,8 @@ impl Ledger {
         tenant: &TenantId,
         order: DeductionOrder,
     ) -> Result<(), LedgerError> {
-        self.with_wallet(tenant, None, |w, ctx| {
-            let mut c = w.row.config.clone();
-            c.deduction_order = order;
-            w.set_config(ctx, c);
-            Ok(())
-        })
-        .await
+        self.update_config(tenant, |c| c.deduction_order = order)
+            .await
     }
 
     /// Replace a tenant's alert rules.
@@ -228,13 +233,8 @@ impl Ledger {
         let mut c = self.config(tenant).await?;
         c.alert_rules = rules;
         validate_config(&c)?;
-        self.with_wallet(tenant, None, |w, ctx| {
-            let mut cfg = w.row.config.clone();
-            cfg.alert_rules = c.alert_rules;
-            w.set_config(ctx, cfg);
-            Ok(())
-        })
-        .await
+        self.update_config(tenant, |cfg| cfg.alert_rules = c.alert_rules)
+            .await
     }
 
     /// Install a price book version for a tenant. Versions only go up: a book whose
