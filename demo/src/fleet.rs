@@ -8,10 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use tollgate_client::{Call, Gate, ReserveError};
 use tollgate_core::{Credits, Initiator, Tier, Usage};
 
@@ -124,6 +125,58 @@ pub struct AgentStats {
 pub struct FleetStats {
     /// Per agent (by name), with its tier.
     pub agents: Mutex<BTreeMap<String, (Tier, AgentStats)>>,
+    /// `gate.reserve` latency of every agent (granted and denied alike), in ns with the
+    /// clock's own cost subtracted; each agent merges its histogram when it ends.
+    pub reserve_ns: Mutex<Option<Histogram<u64>>>,
+    /// The clock cost subtracted from every sample (median empty `Instant` pair), in ns.
+    pub clock_overhead_ns: AtomicU64,
+}
+
+/// Highest trackable reserve latency, ns (60 s; anything above is clamped, never dropped).
+const RESERVE_HIGH_NS: u64 = 60_000_000_000;
+
+/// A fresh reserve-latency histogram (1 ns .. 60 s, 3 significant digits). Allocated before
+/// the agent's loop so recording never allocates.
+fn reserve_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, RESERVE_HIGH_NS, 3).expect("static bounds are valid")
+}
+
+/// The median cost of an empty `Instant::now()` .. `elapsed()` pair, in ns: what every
+/// timed reserve carries on top of the operation itself.
+fn clock_overhead_ns() -> u64 {
+    let mut v: Vec<u64> = (0..20_001)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(t.elapsed()).as_nanos() as u64
+        })
+        .collect();
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// Reserve latency summary, from the histogram merged over every agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReserveLatency {
+    /// Timed reserve calls.
+    pub calls: u64,
+    /// Median, ns.
+    pub p50_ns: u64,
+    /// 99th percentile, ns.
+    pub p99_ns: u64,
+    /// 99.9th percentile, ns.
+    pub p999_ns: u64,
+    /// Largest, ns.
+    pub max_ns: u64,
+}
+
+impl std::fmt::Display for ReserveLatency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "reserve latency while authority and sidecars run: p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns over {} calls (Instant overhead subtracted)",
+            self.p50_ns, self.p99_ns, self.p999_ns, self.max_ns, self.calls
+        )
+    }
 }
 
 impl FleetStats {
@@ -148,6 +201,29 @@ impl FleetStats {
         self.snapshot()
             .values()
             .fold((0, 0), |(s, c), (_, a)| (s + a.spent, c + a.calls))
+    }
+
+    fn merge_reserve(&self, h: &Histogram<u64>) {
+        let mut g = self.reserve_ns.lock().unwrap_or_else(|p| p.into_inner());
+        match g.as_mut() {
+            // Same bounds on both sides, so adding cannot fail.
+            Some(all) => {
+                let _ = all.add(h);
+            }
+            None => *g = Some(h.clone()),
+        }
+    }
+
+    /// Reserve latency over every agent that has ended (`None` before any did).
+    pub fn reserve_latency(&self) -> Option<ReserveLatency> {
+        let g = self.reserve_ns.lock().unwrap_or_else(|p| p.into_inner());
+        g.as_ref().map(|h| ReserveLatency {
+            calls: h.len(),
+            p50_ns: h.value_at_quantile(0.50),
+            p99_ns: h.value_at_quantile(0.99),
+            p999_ns: h.value_at_quantile(0.999),
+            max_ns: h.max(),
+        })
     }
 
     /// Denials by (reason, tier).
@@ -199,6 +275,8 @@ pub fn run(
         Arc::new(Gate::attach(&regions[0])?),
         Arc::new(Gate::attach(&regions[1])?),
     ];
+    let overhead = clock_overhead_ns();
+    stats.clock_overhead_ns.store(overhead, Ordering::Relaxed);
     let mut handles = Vec::new();
     for (i, spec) in specs.into_iter().enumerate() {
         let gate = gates[spec.pod].clone();
@@ -209,18 +287,31 @@ pub fn run(
             std::thread::Builder::new()
                 .name(spec.name.clone())
                 .spawn(move || {
+                    let mut lat = Timer {
+                        hist: reserve_histogram(),
+                        overhead,
+                    };
                     agent(
                         gate,
                         spec,
                         tenant,
                         stop,
-                        stats,
+                        &stats,
                         0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1),
-                    )
+                        &mut lat,
+                    );
+                    stats.merge_reserve(&lat.hist);
                 })?,
         );
     }
     Ok(handles)
+}
+
+/// One agent's reserve timings.
+struct Timer {
+    hist: Histogram<u64>,
+    /// Clock cost subtracted from each sample, ns.
+    overhead: u64,
 }
 
 fn agent(
@@ -228,8 +319,9 @@ fn agent(
     spec: AgentSpec,
     tenant: String,
     stop: Arc<AtomicBool>,
-    stats: Arc<FleetStats>,
+    stats: &FleetStats,
     seed: u64,
+    lat: &mut Timer,
 ) {
     let mut rng = Rng(seed);
     let err = |stats: &FleetStats, e: String| {
@@ -240,7 +332,7 @@ fn agent(
     };
     let (t, model) = match (gate.tenant(&tenant), gate.model(spec.model)) {
         (Ok(t), Ok(m)) => (t, m),
-        (Err(e), _) | (_, Err(e)) => return err(&stats, e.to_string()),
+        (Err(e), _) | (_, Err(e)) => return err(stats, e.to_string()),
     };
     stats.update(&spec.name, spec.tier, |_| {});
     let mut backoff_until: Option<Instant> = None;
@@ -265,7 +357,13 @@ fn agent(
                 .tier(spec.tier)
                 .initiator(spec.initiator)
                 .task(&task);
-            match gate.reserve(&call) {
+            // Only the reserve is timed; recording happens after (and never allocates).
+            let t_reserve = Instant::now();
+            let reserved = gate.reserve(&call);
+            let took = t_reserve.elapsed().as_nanos() as u64;
+            lat.hist
+                .saturating_record(took.saturating_sub(lat.overhead));
+            match reserved {
                 Ok(hold) => {
                     std::thread::sleep(spec.latency);
                     let out = rng.range(50, max_out);
@@ -278,7 +376,7 @@ fn agent(
                                 a.spent += c.0;
                             }
                         }),
-                        Err(e) => err(&stats, e.to_string()),
+                        Err(e) => err(stats, e.to_string()),
                     }
                     n += 1;
                 }
@@ -302,7 +400,7 @@ fn agent(
                         Some(Instant::now() + d.retry_after.max(Duration::from_millis(20)));
                 }
                 Err(e) => {
-                    err(&stats, e.to_string());
+                    err(stats, e.to_string());
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
@@ -310,5 +408,37 @@ fn agent(
         if n >= spec.calls_per_task {
             stats.update(&spec.name, spec.tier, |a| a.tasks_done += 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_histograms_merge_into_one_latency_line() {
+        let stats = FleetStats::default();
+        assert_eq!(stats.reserve_latency(), None);
+        let mut a = reserve_histogram();
+        a.saturating_record(300);
+        a.saturating_record(400);
+        let mut b = reserve_histogram();
+        b.saturating_record(10_000_000);
+        b.saturating_record(RESERVE_HIGH_NS * 2); // clamped, still counted
+        stats.merge_reserve(&a);
+        stats.merge_reserve(&b);
+        let l = stats.reserve_latency().expect("two agents merged");
+        assert_eq!(l.calls, 4);
+        assert!(l.p50_ns < 10_000_000, "{l:?}");
+        assert!(
+            l.max_ns >= RESERVE_HIGH_NS - RESERVE_HIGH_NS / 1000,
+            "{l:?}"
+        );
+        let line = l.to_string();
+        assert!(
+            line.starts_with("reserve latency while authority and sidecars run: p50 ")
+                && line.ends_with(" over 4 calls (Instant overhead subtracted)"),
+            "{line}"
+        );
     }
 }

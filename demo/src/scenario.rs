@@ -228,6 +228,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
         println!("  errors: {errors} (first: {first})");
     }
+    match stats.reserve_latency() {
+        Some(l) => println!("  {l}"),
+        None => println!("  reserve latency: no agent recorded any reserve"),
+    }
 
     println!(
         "sidecars stopped {:.1}s after launch",
