@@ -725,7 +725,7 @@ fn kill_9_agents_mid_run_and_reclaim_exactly() {
         );
         eprintln!(
             "{label}: {kills} kills, {reclaimed_lanes} lanes reclaimed from killed agents, {settled_by_reclaim} of their reservations settled by the sidecar, {} credits returned",
-            reclaimed_credits as f64 / C as f64
+            tollgate_core::Credits::from_micros(reclaimed_credits)
         );
     }
 }
