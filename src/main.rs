@@ -23,7 +23,7 @@ enum Command {
     /// Run the whole system on the embedded store with a simulated fleet, then print the
     /// tenant's statement and verify the audit chain.
     Demo(tollgate_demo::cli::DemoArgs),
-    /// Run the central authority (ledger, leases, audit) or manage its keys and schema.
+    /// Run the central authority (ledger, leases, audit) or generate its audit signing key.
     Authority(tollgate_authority::cli::AuthorityArgs),
     /// Administer tenants, grants, price books, plans, quotas, alerts; read balances and
     /// statements; export and verify the audit chain.
