@@ -392,9 +392,11 @@ pub async fn settle_hold(
     at_expiry: bool,
 ) {
     let Ok(t) = TenantId::new(tenant) else { return };
+    // `settle_hold` commits a timeout that passed and returns the final state, so what is
+    // counted is what the store released, whoever ended the hold.
     match state
         .ledger
-        .void_hold(&t, tollgate_ledger::HoldId(hold_id))
+        .settle_hold(&t, tollgate_ledger::HoldId(hold_id))
         .await
     {
         Ok(h) => {
@@ -411,20 +413,6 @@ pub async fn settle_hold(
                     released = h.released.micros(),
                     "lease settled at expiry without its sidecar"
                 );
-            }
-        }
-        // Already ended by the ledger's own timeout: count what it released.
-        Err(LedgerError::HoldClosed { .. }) => {
-            if at_expiry && !state.sessions.is_live(sidecar) {
-                let released = state
-                    .ledger
-                    .holds(&t, true)
-                    .await
-                    .ok()
-                    .and_then(|hs| hs.into_iter().find(|h| h.id.0 == hold_id))
-                    .map_or(0, |h| h.released.micros());
-                state.metrics.leases_unreported.inc();
-                state.metrics.leases_unreported_micro.inc_by(released);
             }
         }
         Err(e) => tracing::warn!(tenant, hold_id, error = %e, "settling a lease failed"),

@@ -20,7 +20,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::engine::{Ctx, WalletTx};
 use crate::error::LedgerError;
 use crate::grant::{DeductionOrder, Grant, GrantSpec};
-use crate::hold::{Funding, Hold, HoldRequest};
+use crate::hold::{Funding, Hold, HoldRequest, HoldStatus};
 use crate::ids::{GrantId, HoldId, TenantId};
 use crate::policy::{AlertRule, Plan, TenantConfig};
 use crate::rating;
@@ -439,6 +439,22 @@ impl Ledger {
     pub async fn void_hold(&self, tenant: &TenantId, hold: HoldId) -> Result<Hold, LedgerError> {
         self.with_wallet(tenant, Some(HoldSelect::Ids(vec![hold])), |w, ctx| {
             w.end_hold(ctx, hold, Credits::ZERO, HoldEnd::Voided)
+        })
+        .await
+    }
+
+    /// Settle a hold: release it if it is still open (as [`Ledger::void_hold`]), and
+    /// return its final state whether this call ended it, its timeout ended it now, or it
+    /// had ended before. Unlike `void_hold`, a hold whose timeout passed is expired *and
+    /// committed* here, so the returned `released` is what the store holds.
+    pub async fn settle_hold(&self, tenant: &TenantId, hold: HoldId) -> Result<Hold, LedgerError> {
+        self.with_wallet(tenant, Some(HoldSelect::Ids(vec![hold])), |w, ctx| match w
+            .holds
+            .iter()
+            .find(|h| h.id == hold)
+        {
+            Some(h) if h.status != HoldStatus::Open => Ok(h.clone()),
+            _ => w.end_hold(ctx, hold, Credits::ZERO, HoldEnd::Voided),
         })
         .await
     }

@@ -255,6 +255,39 @@ pub async fn holds_post_void_and_expire(open: Opener) {
     assert!(h.ledger.holds(&t, false).await.unwrap().is_empty());
 }
 
+/// A hold whose timeout passed but that no sweep has expired yet: `void_hold` fails
+/// (the timeout ended it first) and leaves the store as it was; `settle_hold` commits the
+/// expiry and returns what the store now holds. The authority's lease settlement counts
+/// `released` from that (a read after a failed `void_hold` once counted 0 here).
+pub async fn settle_hold_reports_an_expiry_no_sweep_has_committed(open: Opener) {
+    let h = H::new(open).await;
+    let t = h.tenant_with("acme", 100).await;
+    let hold = h.ledger.hold(&t, hold_req("sc", c(40), 30)).await.unwrap();
+    h.ledger
+        .post_batch(&batch("sc", 1, vec![rec(&t, "a", c(5))]))
+        .await
+        .unwrap();
+    h.clock.advance(31);
+    let err = h.ledger.void_hold(&t, hold.id).await.unwrap_err();
+    assert!(matches!(err, LedgerError::HoldClosed { .. }), "{err}");
+    let stored = h.ledger.holds(&t, false).await.unwrap();
+    assert_eq!(stored.len(), 1, "void_hold's failed tx committed nothing");
+    let settled = h.ledger.settle_hold(&t, hold.id).await.unwrap();
+    assert_eq!(settled.status, HoldStatus::Expired);
+    assert_eq!(settled.released, c(40).checked_sub(settled.drawn).unwrap());
+    assert!(!settled.drawn.is_zero(), "the batch drew from the hold");
+    let all = h.ledger.holds(&t, true).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].status, HoldStatus::Expired);
+    assert_eq!(all[0].released, settled.released);
+    // Settling again returns the same final state and moves nothing.
+    let before = h.ledger.balance(&t).await.unwrap();
+    let again = h.ledger.settle_hold(&t, hold.id).await.unwrap();
+    assert_eq!(again.released, settled.released);
+    assert_eq!(h.ledger.balance(&t).await.unwrap(), before);
+    assert!(h.ledger.verify_audit(None).await.unwrap().is_ok());
+}
+
 pub async fn usage_draws_from_the_senders_holds_first(open: Opener) {
     let h = H::new(open).await;
     let t = h.tenant_with("acme", 100).await;
@@ -647,6 +680,7 @@ macro_rules! store_suite {
             concurrent_replicas_post_a_batch_once,
             concurrent_holds_never_overdraw,
             holds_post_void_and_expire,
+            settle_hold_reports_an_expiry_no_sweep_has_committed,
             usage_draws_from_the_senders_holds_first,
             deduction_order_default_and_configured,
             grants_by_reference_are_idempotent_and_expire,
