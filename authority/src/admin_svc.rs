@@ -127,8 +127,17 @@ fn order_to_wire(o: &DeductionOrder) -> pb::DeductionOrder {
 /// The tenant's policy as sidecars get it: stored quotas and floors plus the plan's cap
 /// and the price book version in force.
 pub async fn policy_view(state: &State, tenant: &str) -> Result<pb::TenantPolicy, Status> {
+    let stored = stored_policy(state, tenant).await?;
+    view_of(state, tenant, stored).await
+}
+
+/// [`policy_view`] of a given stored policy.
+async fn view_of(
+    state: &State,
+    tenant: &str,
+    mut p: pb::TenantPolicy,
+) -> Result<pb::TenantPolicy, Status> {
     let t = tid("tenant", tenant)?;
-    let mut p = stored_policy(state, tenant).await?;
     let cfg = state.ledger.config(&t).await.map_err(ledger_status)?;
     if !p.hard_cap_shadow {
         p.hard_cap_micro = cfg
@@ -163,11 +172,22 @@ async fn stored_policy(state: &State, tenant: &str) -> Result<pb::TenantPolicy, 
     Ok(p)
 }
 
-async fn put_policy(state: &State, mut p: pb::TenantPolicy) -> Result<pb::TenantPolicy, Status> {
-    p.version = p.version.saturating_add(1);
-    state.policy.put_policy(&p).await.map_err(store_err)?;
-    state.policy_cache_put(p.clone());
-    Ok(p)
+/// Changes a tenant's stored policy: read fresh from the store (not the cache, which may
+/// lag a change made on another replica), edited by `change`, written with a
+/// compare-and-set on its version (re-run on a lost race), then cached. Returns
+/// `change`'s output.
+async fn update_policy<T>(
+    state: &State,
+    tenant: &str,
+    change: impl FnMut(&mut pb::TenantPolicy) -> Result<T, Status>,
+) -> Result<T, Status> {
+    let (p, out) = state
+        .policy
+        .update_policy(tenant, change)
+        .await
+        .map_err(store_err)??;
+    state.policy_cache_put(p);
+    Ok(out)
 }
 
 /// The price book in force, on the wire.
@@ -208,6 +228,79 @@ pub async fn push_policy(state: &State, tenant: &str) -> Result<usize, Status> {
     );
     state.metrics.policy_pushes.inc_by(n as u64);
     Ok(n)
+}
+
+/// Replicas on one database: pushes to this replica's sessions the policy changes that
+/// another replica stored (found by the stored versions running ahead of this replica's
+/// cache). Quotas whose maximum went down get their ceilings pushed, as on the replica
+/// that made the change; with a hard cap, the wallet's ceilings are pushed too. Returns
+/// how many tenants changed.
+pub async fn sync_policies_from_store(state: &State) -> Result<usize, Status> {
+    let versions = state.policy.policy_versions().await.map_err(store_err)?;
+    let mut changed = 0;
+    for (tenant, version) in versions {
+        let old = state.policy_cache_get(&tenant);
+        if old.as_ref().is_some_and(|p| p.version >= version) {
+            continue;
+        }
+        let Some(new) = state.policy.policy(&tenant).await.map_err(store_err)? else {
+            continue;
+        };
+        state.policy_cache_put(new.clone());
+        changed += 1;
+        // Nothing was pushed from the old state if it was never cached here.
+        let Some(old) = old else { continue };
+        if let Some(book) = price_book_view(state, &tenant).await? {
+            let n = state.sessions.push(
+                &tenant,
+                &SessionDown {
+                    msg: Some(session_down::Msg::PriceBook(pb::PriceBookUpdate {
+                        price_book: Some(book),
+                    })),
+                },
+            );
+            state.metrics.policy_pushes.inc_by(n as u64);
+        }
+        push_policy(state, &tenant).await?;
+        for q in new.quotas.iter().filter(|q| !q.shadow) {
+            let lowered = old
+                .quotas
+                .iter()
+                .find(|o| o.id == q.id)
+                .is_none_or(|o| q.max_micro < o.max_micro);
+            if let (true, Some(limit)) = (lowered, &q.limit) {
+                push_ceilings(state, limit, q.max_micro).await;
+            }
+        }
+        let t = tid("tenant", &tenant)?;
+        let cap = state
+            .ledger
+            .config(&t)
+            .await
+            .map_err(ledger_status)?
+            .plan
+            .and_then(|pl| pl.hard_cap);
+        if let Some(cap) = cap {
+            let b = state.ledger.balance(&t).await.map_err(ledger_status)?;
+            push_ceilings(
+                state,
+                &pb::LimitKey::wallet(&tenant),
+                wallet_room(&b, cap.micros()),
+            )
+            .await;
+        }
+    }
+    Ok(changed)
+}
+
+/// What may still be spent this period under a hard cap: the grants' credits, plus the
+/// plan's room under the cap (conservatively: the cap minus everything spent this
+/// period). Holds placed under an older, higher cap do not count.
+fn wallet_room(b: &tollgate_ledger::Balance, cap: u64) -> u64 {
+    b.available
+        .saturating_add(b.held)
+        .micros()
+        .saturating_add(cap.saturating_sub(b.period_spent.micros()))
 }
 
 /// After a limit went down: tell each sidecar holding more than its share of what is left
@@ -471,8 +564,7 @@ impl AdminService for AdminSvc {
             .await
             .map_err(ledger_status)?;
         let out = convert::price_book_to_wire(t.as_str(), &spec, now_ms());
-        let p = stored_policy(&self.state, t.as_str()).await?;
-        put_policy(&self.state, p).await?;
+        update_policy(&self.state, t.as_str(), |_| Ok(())).await?;
         let n = self.state.sessions.push(
             t.as_str(),
             &SessionDown {
@@ -542,14 +634,16 @@ impl AdminService for AdminSvc {
             .set_plan(&t, Some(plan))
             .await
             .map_err(ledger_status)?;
-        let mut stored = stored_policy(&self.state, t.as_str()).await?;
-        stored.hard_cap_shadow = p.hard_cap_shadow;
-        stored.hard_cap_micro = if p.hard_cap_shadow {
-            p.hard_cap_micro
-        } else {
-            0
-        };
-        put_policy(&self.state, stored).await?;
+        update_policy(&self.state, t.as_str(), |stored| {
+            stored.hard_cap_shadow = p.hard_cap_shadow;
+            stored.hard_cap_micro = if p.hard_cap_shadow {
+                p.hard_cap_micro
+            } else {
+                0
+            };
+            Ok(())
+        })
+        .await?;
         push_policy(&self.state, t.as_str()).await?;
         let new_cap = (p.hard_cap_micro > 0 && !p.hard_cap_shadow).then_some(p.hard_cap_micro);
         let lowered = match (old_cap, new_cap) {
@@ -559,15 +653,7 @@ impl AdminService for AdminSvc {
         };
         if lowered {
             let b = self.state.ledger.balance(&t).await.map_err(ledger_status)?;
-            // What may still be spent this period: the grants' credits, plus the plan's
-            // room under the new cap (conservatively: the cap minus everything spent this
-            // period). Holds placed under the old cap do not count.
-            let cap = new_cap.unwrap_or(0);
-            let room = b
-                .available
-                .saturating_add(b.held)
-                .micros()
-                .saturating_add(cap.saturating_sub(b.period_spent.micros()));
+            let room = wallet_room(&b, new_cap.unwrap_or(0));
             push_ceilings(&self.state, &pb::LimitKey::wallet(t.as_str()), room).await;
         }
         Ok(Response::new(p))
@@ -627,16 +713,18 @@ impl AdminService for AdminSvc {
         }
         let t = tid("rule.limit.tenant", &limit.tenant)?;
         self.state.ledger.config(&t).await.map_err(ledger_status)?;
-        let mut p = stored_policy(&self.state, t.as_str()).await?;
-        let old = p.quotas.iter().find(|q| q.id == id).map(|q| q.max_micro);
-        p.quotas.retain(|q| q.id != id);
-        p.quotas.push(pb::QuotaRule {
-            id,
-            limit: Some(limit.clone()),
-            max_micro: rule.max_micro,
-            shadow: rule.shadow,
-        });
-        put_policy(&self.state, p).await?;
+        let old = update_policy(&self.state, t.as_str(), |p| {
+            let old = p.quotas.iter().find(|q| q.id == id).map(|q| q.max_micro);
+            p.quotas.retain(|q| q.id != id);
+            p.quotas.push(pb::QuotaRule {
+                id: id.clone(),
+                limit: Some(limit.clone()),
+                max_micro: rule.max_micro,
+                shadow: rule.shadow,
+            });
+            Ok(old)
+        })
+        .await?;
         push_policy(&self.state, t.as_str()).await?;
         if !rule.shadow && old.is_none_or(|o| rule.max_micro < o) {
             push_ceilings(&self.state, &limit, rule.max_micro).await;
@@ -651,16 +739,18 @@ impl AdminService for AdminSvc {
         self.admin(&req, "DeleteQuota")?;
         let r = req.into_inner();
         let t = tid("tenant", &r.tenant)?;
-        let mut p = stored_policy(&self.state, t.as_str()).await?;
-        let before = p.quotas.len();
-        p.quotas.retain(|q| q.id != r.rule_id);
-        if p.quotas.len() == before {
-            return Err(Status::not_found(format!(
-                "tenant {t} has no quota rule {:?}",
-                r.rule_id
-            )));
-        }
-        put_policy(&self.state, p).await?;
+        update_policy(&self.state, t.as_str(), |p| {
+            let before = p.quotas.len();
+            p.quotas.retain(|q| q.id != r.rule_id);
+            if p.quotas.len() == before {
+                return Err(Status::not_found(format!(
+                    "tenant {t} has no quota rule {:?}",
+                    r.rule_id
+                )));
+            }
+            Ok(())
+        })
+        .await?;
         push_policy(&self.state, t.as_str()).await?;
         Ok(Response::new(policy_view(&self.state, t.as_str()).await?))
     }
@@ -672,7 +762,15 @@ impl AdminService for AdminSvc {
         let tenant = req.get_ref().tenant.clone();
         tid("tenant", &tenant)?;
         self.reader(&req, &tenant)?;
-        Ok(Response::new(policy_view(&self.state, &tenant).await?))
+        // Read through to the store: another replica may have changed it since this
+        // one's cache was filled (the sync loop catches up within a second; a reader
+        // should not wait for that).
+        // (Not cached here: the sync loop pushes what changed when it caches it.)
+        let stored = match self.state.policy.policy(&tenant).await.map_err(store_err)? {
+            Some(p) => p,
+            None => stored_policy(&self.state, &tenant).await?,
+        };
+        Ok(Response::new(view_of(&self.state, &tenant, stored).await?))
     }
 
     async fn set_tier_floor(
@@ -696,12 +794,14 @@ impl AdminService for AdminSvc {
             return Err(invalid("floor.floor_permille", "must be at most 1000"));
         }
         self.state.ledger.config(&t).await.map_err(ledger_status)?;
-        let mut p = stored_policy(&self.state, t.as_str()).await?;
-        p.tier_floors.retain(|f| f.tier != floor.tier);
-        if floor.floor_micro > 0 || floor.floor_permille > 0 {
-            p.tier_floors.push(floor);
-        }
-        put_policy(&self.state, p).await?;
+        update_policy(&self.state, t.as_str(), |p| {
+            p.tier_floors.retain(|f| f.tier != floor.tier);
+            if floor.floor_micro > 0 || floor.floor_permille > 0 {
+                p.tier_floors.push(floor);
+            }
+            Ok(())
+        })
+        .await?;
         push_policy(&self.state, t.as_str()).await?;
         Ok(Response::new(policy_view(&self.state, t.as_str()).await?))
     }

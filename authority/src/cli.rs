@@ -72,4 +72,59 @@ mod tests {
         );
         assert!(super::ctl::parse_time("--from", "2026-13-01").is_err());
     }
+
+    fn serve_args(extra: &[&str]) -> super::authority::ServeArgs {
+        let mut argv = vec!["tollgate", "authority", "--listen", "127.0.0.1:0"];
+        argv.extend_from_slice(extra);
+        let Top::Authority(a) = Top::try_parse_from(argv).unwrap() else {
+            panic!("not the authority command")
+        };
+        a.serve
+    }
+
+    #[test]
+    fn store_urls_are_checked_and_postgres_needs_the_shared_key() {
+        let err = super::authority::resolve(&serve_args(&["--store", "mysql://u@h/db"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not supported") && err.contains("postgres://"),
+            "{err}"
+        );
+        let err = super::authority::resolve(&serve_args(&[
+            "--store",
+            "postgres://u:secret@127.0.0.1:5432/test",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--signing-key"), "{err}");
+        assert!(!err.contains("secret"), "the password leaked: {err}");
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        crate::keys::generate(&key, false).unwrap();
+        let key = key.display().to_string();
+        let opts = super::authority::resolve(&serve_args(&[
+            "--store",
+            "postgres://u@127.0.0.1:5432/test?schema=tg",
+            "--signing-key",
+            &key,
+        ]))
+        .unwrap();
+        assert_eq!(opts.store, "postgres://u@127.0.0.1:5432/test?schema=tg");
+        let t = Top::try_parse_from([
+            "tollgate",
+            "authority",
+            "migrate",
+            "--store",
+            "postgres://u@h/db",
+        ])
+        .unwrap();
+        assert!(matches!(
+            t,
+            Top::Authority(super::AuthorityArgs {
+                command: Some(super::authority::AuthorityCommand::Migrate(_)),
+                ..
+            })
+        ));
+    }
 }

@@ -5,7 +5,10 @@
 //! ledger hold (the ledger refuses a hold past the available balance or the hard cap, so
 //! the sum of open holds plus posted spend stays under both); for a window quota, the sum
 //! of the leases granted in the current window (minus amounts returned) stays at most the
-//! window's maximum.
+//! window's maximum. Both are kept in the store, not in this table, so they hold across
+//! a restart and across replicas: holds are ledger rows locked per tenant, and a window's
+//! claims are one row updated conditionally (`policy_store::PolicyStore::claim_window`).
+//! A window lease that expires stays claimed (spent or not) until its window ends.
 //!
 //! **Fair share (Doorman's proportional share).** Each sidecar reports per limit what it
 //! holds and what more it wants (sized by the sidecar from its recent burn). A sidecar's
@@ -32,10 +35,16 @@
 //! and re-sends batches, that usage is still posted (from grants, as overage, or recorded
 //! as overrun past the cap: never lost).
 //!
-//! **Restart.** Wallet holds are durable in the store; window leases live only in memory.
-//! For `relearn_grace` after start the authority grants nothing new: reconnecting sidecars
-//! report their held leases in `Register`, which rebuilds the window accounting and the
-//! per-sidecar holdings before any new grant is computed.
+//! **Restart.** Wallet holds and window claims are durable in the store; this table
+//! (which sidecar holds which lease, for fair share and returns) lives in memory. For
+//! `relearn_grace` after start the authority grants nothing new: reconnecting sidecars
+//! report their held leases in `Register`, which rebuilds the per-sidecar holdings before
+//! any new grant is computed.
+//!
+//! **Replicas.** Each replica runs fair share over the sidecars connected to it; the
+//! limits themselves are enforced in the store, so the fleet never passes them whichever
+//! replica a sidecar talks to (a sidecar may get less than a fleet-wide fair share would
+//! give it, never more than the limit allows).
 
 use std::collections::HashMap;
 
@@ -245,18 +254,6 @@ impl LeaseTable {
             }
         }
         (mine, all)
-    }
-
-    /// Amount committed in a window (granted there minus returned).
-    pub fn window_committed(&self, rule_id: &str, window_start_ms: u64) -> u64 {
-        self.leases
-            .values()
-            .filter(|l| {
-                matches!(&l.backing, Backing::Window { rule_id: r, window_start_ms: w }
-                    if r == rule_id && *w == window_start_ms)
-            })
-            .map(LeaseState::outstanding)
-            .fold(0u64, u64::saturating_add)
     }
 
     /// Leases on `limit_key`.

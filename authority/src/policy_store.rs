@@ -1,14 +1,24 @@
 //! What the authority keeps beside the ledger: per-tenant quota rules, tier floors and
 //! defaults (pushed to sidecars as `TenantPolicy`), alert rules' webhook URLs, tenant
-//! display names, and each sidecar's durable-batch hint. Small tables in the same SQLite
-//! file as the ledger (`tollgate_authority_*`), written rarely; protobuf-encoded values so
-//! the schema does not change when a policy field is added.
+//! display names, each sidecar's durable-batch hint, and the window-quota claims. Small
+//! tables (`tollgate_authority_*`) in the ledger's database: on SQLite created here, on
+//! PostgreSQL by the ledger's versioned migration 2 (`tollgate authority migrate`).
+//! Values are protobuf-encoded so the schema does not change when a policy field is added.
+//!
+//! **Several replicas** (PostgreSQL) share these tables, so every write here is safe
+//! against a concurrent writer on another replica:
+//! - a policy is compared-and-set on its `version` ([`PolicyStore::update_policy`]
+//!   retries on a lost race), so no change is lost;
+//! - a window claim is one conditional `UPDATE` (`claimed + g <= max`, evaluated on the
+//!   row under its lock), so the leases of all replicas together never pass a window's
+//!   maximum ([`PolicyStore::claim_window`]).
 //!
 //! The durable-batch hint may lag the ledger (it is written after the batch commit, and
 //! only now and then); that is safe: `Register` probes the ledger forward from it, and a
 //! re-sent batch is posted once anyway.
 
 use prost::Message;
+use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tollgate_proto::v1;
 
@@ -28,18 +38,86 @@ pub enum PolicyStoreError {
         /// Decoder message.
         message: String,
     },
+    /// Another writer kept changing the same policy.
+    #[error("the policy of tenant {0} changed concurrently too often; retry")]
+    Contended(String),
+}
+
+#[derive(Debug, Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
 
 /// The tables.
 #[derive(Debug, Clone)]
 pub struct PolicyStore {
-    pool: SqlitePool,
+    db: Db,
+}
+
+/// SQL is written once with `?` placeholders and SQLite's two-argument `MIN`/`MAX`;
+/// PostgreSQL gets `$n` and `LEAST`/`GREATEST`. (No `?` appears in literals here.)
+fn to_pg(sql: &str) -> String {
+    let sql = sql.replace("MIN(", "LEAST(").replace("MAX(", "GREATEST(");
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for ch in sql.chars() {
+        if ch == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Runs one query on whichever database: `$build` turns a fresh statement (the `$q`
+/// binding, for `sqlx::query_as`) into the finished fetch.
+macro_rules! on_db {
+    ($self:expr, $sql:expr, |$q:ident| $build:expr) => {
+        match &$self.db {
+            Db::Sqlite(pool) => {
+                let $q = sqlx::AssertSqlSafe($sql.to_string());
+                $build(pool).await
+            }
+            Db::Postgres(pool) => {
+                let $q = sqlx::AssertSqlSafe(to_pg($sql));
+                $build(pool).await
+            }
+        }
+    };
+}
+
+/// As [`on_db`] for a statement run with `execute`: gives the rows affected.
+macro_rules! exec_db {
+    ($self:expr, $sql:expr, |$q:ident| $build:expr) => {
+        match &$self.db {
+            Db::Sqlite(pool) => {
+                let $q = sqlx::AssertSqlSafe($sql.to_string());
+                $build(pool).await.map(|r| r.rows_affected())
+            }
+            Db::Postgres(pool) => {
+                let $q = sqlx::AssertSqlSafe(to_pg($sql));
+                $build(pool).await.map(|r| r.rows_affected())
+            }
+        }
+    };
+}
+
+fn clamp(x: u64) -> i64 {
+    i64::try_from(x).unwrap_or(i64::MAX)
+}
+
+fn unclamp(x: i64) -> u64 {
+    u64::try_from(x).unwrap_or(0)
 }
 
 impl PolicyStore {
     /// Opens (creating if needed) the tables in the SQLite database at `url`
     /// (`sqlite://path`, `sqlite:path` or a path).
-    pub async fn open(url: &str) -> Result<PolicyStore, PolicyStoreError> {
+    pub async fn open_sqlite(url: &str) -> Result<PolicyStore, PolicyStoreError> {
         // Same forms as the ledger's store: `sqlite://path`, `sqlite:path` or a plain path.
         let path = url
             .strip_prefix("sqlite://")
@@ -55,54 +133,120 @@ impl PolicyStore {
             .connect_with(opts)
             .await?;
         for ddl in [
-            "CREATE TABLE IF NOT EXISTS tollgate_authority_policy (tenant TEXT PRIMARY KEY, policy BLOB NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS tollgate_authority_policy (tenant TEXT PRIMARY KEY, policy BLOB NOT NULL, version INTEGER NOT NULL DEFAULT 0)",
             "CREATE TABLE IF NOT EXISTS tollgate_authority_alert_rules (tenant TEXT NOT NULL, rule_id TEXT NOT NULL, rule BLOB NOT NULL, PRIMARY KEY (tenant, rule_id))",
             "CREATE TABLE IF NOT EXISTS tollgate_authority_tenants (tenant TEXT PRIMARY KEY, display_name TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS tollgate_authority_sidecars (sidecar_id TEXT PRIMARY KEY, durable_seq INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS tollgate_authority_windows (tenant TEXT NOT NULL, rule_id TEXT NOT NULL, window_start_ms INTEGER NOT NULL, window_end_ms INTEGER NOT NULL, claimed INTEGER NOT NULL, last_claim INTEGER NOT NULL, PRIMARY KEY (tenant, rule_id, window_start_ms))",
+            "CREATE INDEX IF NOT EXISTS tollgate_authority_windows_end ON tollgate_authority_windows (window_end_ms)",
         ] {
             sqlx::query(ddl).execute(&pool).await?;
         }
-        Ok(PolicyStore { pool })
+        // Files made before the policy table had its version column.
+        let has_version: Option<(String,)> = sqlx::query_as(
+            "SELECT name FROM pragma_table_info('tollgate_authority_policy') WHERE name = 'version'",
+        )
+        .fetch_optional(&pool)
+        .await?;
+        if has_version.is_none() {
+            sqlx::query(
+                "ALTER TABLE tollgate_authority_policy ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+            )
+            .execute(&pool)
+            .await?;
+        }
+        Ok(PolicyStore {
+            db: Db::Sqlite(pool),
+        })
+    }
+
+    /// Uses the ledger's PostgreSQL pool (its connections' `search_path` names the
+    /// schema); the tables come from the ledger's migration 2.
+    pub fn postgres(pool: PgPool) -> PolicyStore {
+        PolicyStore {
+            db: Db::Postgres(pool),
+        }
+    }
+
+    fn decode_policy(tenant: &str, b: &[u8]) -> Result<v1::TenantPolicy, PolicyStoreError> {
+        v1::TenantPolicy::decode(b).map_err(|e| PolicyStoreError::Corrupt {
+            what: "policy",
+            tenant: tenant.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// The stored policy of `tenant` (quotas, floors, defaults, version), if any.
     pub async fn policy(&self, tenant: &str) -> Result<Option<v1::TenantPolicy>, PolicyStoreError> {
-        let row: Option<(Vec<u8>,)> =
-            sqlx::query_as("SELECT policy FROM tollgate_authority_policy WHERE tenant = ?")
-                .bind(tenant)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|(b,)| {
-            v1::TenantPolicy::decode(b.as_slice()).map_err(|e| PolicyStoreError::Corrupt {
-                what: "policy",
-                tenant: tenant.to_string(),
-                message: e.to_string(),
-            })
-        })
-        .transpose()
+        let sql = "SELECT policy FROM tollgate_authority_policy WHERE tenant = ?";
+        let row: Option<(Vec<u8>,)> = on_db!(self, sql, |q| |p| sqlx::query_as(q)
+            .bind(tenant)
+            .fetch_optional(p))?;
+        row.map(|(b,)| Self::decode_policy(tenant, &b)).transpose()
     }
 
-    /// Stores the policy of `policy.tenant`.
-    pub async fn put_policy(&self, policy: &v1::TenantPolicy) -> Result<(), PolicyStoreError> {
-        sqlx::query(
-            "INSERT INTO tollgate_authority_policy (tenant, policy) VALUES (?, ?) \
-             ON CONFLICT(tenant) DO UPDATE SET policy = excluded.policy",
-        )
-        .bind(&policy.tenant)
-        .bind(policy.encode_to_vec())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    /// Every tenant's policy version (for replicas to notice changes made elsewhere).
+    pub async fn policy_versions(&self) -> Result<Vec<(String, u64)>, PolicyStoreError> {
+        let sql = "SELECT tenant, version FROM tollgate_authority_policy";
+        let rows: Vec<(String, i64)> = on_db!(self, sql, |q| |p| sqlx::query_as(q).fetch_all(p))?;
+        Ok(rows.into_iter().map(|(t, v)| (t, unclamp(v))).collect())
+    }
+
+    /// Read-modify-write of a tenant's policy (a default one if none is stored): `change`
+    /// edits it, the version goes up by one, and the write succeeds only if nobody wrote
+    /// in between (compare-and-set on the version); otherwise it is re-read and `change`
+    /// runs again (a few times at most). Returns the stored policy and `change`'s output.
+    pub async fn update_policy<T, E>(
+        &self,
+        tenant: &str,
+        mut change: impl FnMut(&mut v1::TenantPolicy) -> Result<T, E>,
+    ) -> Result<Result<(v1::TenantPolicy, T), E>, PolicyStoreError> {
+        for _ in 0..8 {
+            let current = self.policy(tenant).await?;
+            let mut p = current.clone().unwrap_or_else(|| v1::TenantPolicy {
+                tenant: tenant.to_string(),
+                ..Default::default()
+            });
+            let out = match change(&mut p) {
+                Ok(o) => o,
+                Err(e) => return Ok(Err(e)),
+            };
+            p.tenant = tenant.to_string();
+            p.version = current.as_ref().map_or(0, |c| c.version).saturating_add(1);
+            let blob = p.encode_to_vec();
+            let written = match &current {
+                None => {
+                    let sql = "INSERT INTO tollgate_authority_policy (tenant, policy, version) VALUES (?, ?, ?) ON CONFLICT (tenant) DO NOTHING";
+                    exec_db!(self, sql, |q| |pool| sqlx::query(q)
+                        .bind(tenant)
+                        .bind(&blob)
+                        .bind(clamp(p.version))
+                        .execute(pool))?
+                }
+                Some(c) => {
+                    let sql = "UPDATE tollgate_authority_policy SET policy = ?, version = ? WHERE tenant = ? AND version = ?";
+                    exec_db!(self, sql, |q| |pool| sqlx::query(q)
+                        .bind(&blob)
+                        .bind(clamp(p.version))
+                        .bind(tenant)
+                        .bind(clamp(c.version))
+                        .execute(pool))?
+                }
+            };
+            if written == 1 {
+                return Ok(Ok((p, out)));
+            }
+        }
+        Err(PolicyStoreError::Contended(tenant.to_string()))
     }
 
     /// Alert rules of `tenant` (with webhook URLs), by id.
     pub async fn alert_rules(&self, tenant: &str) -> Result<Vec<v1::AlertRule>, PolicyStoreError> {
-        let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
-            "SELECT rule FROM tollgate_authority_alert_rules WHERE tenant = ? ORDER BY rule_id",
-        )
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql =
+            "SELECT rule FROM tollgate_authority_alert_rules WHERE tenant = ? ORDER BY rule_id";
+        let rows: Vec<(Vec<u8>,)> = on_db!(self, sql, |q| |p| sqlx::query_as(q)
+            .bind(tenant)
+            .fetch_all(p))?;
         rows.into_iter()
             .map(|(b,)| {
                 v1::AlertRule::decode(b.as_slice()).map_err(|e| PolicyStoreError::Corrupt {
@@ -116,15 +260,13 @@ impl PolicyStore {
 
     /// Inserts or replaces an alert rule.
     pub async fn put_alert_rule(&self, rule: &v1::AlertRule) -> Result<(), PolicyStoreError> {
-        sqlx::query(
-            "INSERT INTO tollgate_authority_alert_rules (tenant, rule_id, rule) VALUES (?, ?, ?) \
-             ON CONFLICT(tenant, rule_id) DO UPDATE SET rule = excluded.rule",
-        )
-        .bind(&rule.tenant)
-        .bind(&rule.id)
-        .bind(rule.encode_to_vec())
-        .execute(&self.pool)
-        .await?;
+        let sql = "INSERT INTO tollgate_authority_alert_rules (tenant, rule_id, rule) VALUES (?, ?, ?) \
+             ON CONFLICT (tenant, rule_id) DO UPDATE SET rule = excluded.rule";
+        exec_db!(self, sql, |q| |p| sqlx::query(q)
+            .bind(&rule.tenant)
+            .bind(&rule.id)
+            .bind(rule.encode_to_vec())
+            .execute(p))?;
         Ok(())
     }
 
@@ -134,61 +276,205 @@ impl PolicyStore {
         tenant: &str,
         id: &str,
     ) -> Result<bool, PolicyStoreError> {
-        let r = sqlx::query(
-            "DELETE FROM tollgate_authority_alert_rules WHERE tenant = ? AND rule_id = ?",
-        )
-        .bind(tenant)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
+        let sql = "DELETE FROM tollgate_authority_alert_rules WHERE tenant = ? AND rule_id = ?";
+        let r = exec_db!(self, sql, |q| |p| sqlx::query(q)
+            .bind(tenant)
+            .bind(id)
+            .execute(p))?;
+        Ok(r > 0)
     }
 
     /// Display name of a tenant.
     pub async fn display_name(&self, tenant: &str) -> Result<Option<String>, PolicyStoreError> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT display_name FROM tollgate_authority_tenants WHERE tenant = ?")
-                .bind(tenant)
-                .fetch_optional(&self.pool)
-                .await?;
+        let sql = "SELECT display_name FROM tollgate_authority_tenants WHERE tenant = ?";
+        let row: Option<(String,)> = on_db!(self, sql, |q| |p| sqlx::query_as(q)
+            .bind(tenant)
+            .fetch_optional(p))?;
         Ok(row.map(|r| r.0))
     }
 
     /// Sets a tenant's display name.
     pub async fn put_display_name(&self, tenant: &str, name: &str) -> Result<(), PolicyStoreError> {
-        sqlx::query(
-            "INSERT INTO tollgate_authority_tenants (tenant, display_name) VALUES (?, ?) \
-             ON CONFLICT(tenant) DO UPDATE SET display_name = excluded.display_name",
-        )
-        .bind(tenant)
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
+        let sql = "INSERT INTO tollgate_authority_tenants (tenant, display_name) VALUES (?, ?) \
+             ON CONFLICT (tenant) DO UPDATE SET display_name = excluded.display_name";
+        exec_db!(self, sql, |q| |p| sqlx::query(q)
+            .bind(tenant)
+            .bind(name)
+            .execute(p))?;
         Ok(())
     }
 
     /// The durable-batch hint of a sidecar (0 if none).
     pub async fn durable_hint(&self, sidecar: &str) -> Result<u64, PolicyStoreError> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT durable_seq FROM tollgate_authority_sidecars WHERE sidecar_id = ?",
-        )
-        .bind(sidecar)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map_or(0, |r| u64::try_from(r.0).unwrap_or(0)))
+        let sql = "SELECT durable_seq FROM tollgate_authority_sidecars WHERE sidecar_id = ?";
+        let row: Option<(i64,)> = on_db!(self, sql, |q| |p| sqlx::query_as(q)
+            .bind(sidecar)
+            .fetch_optional(p))?;
+        Ok(row.map_or(0, |r| unclamp(r.0)))
     }
 
     /// Raises the durable-batch hint (never lowers it).
     pub async fn put_durable_hint(&self, sidecar: &str, seq: u64) -> Result<(), PolicyStoreError> {
-        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-        sqlx::query(
-            "INSERT INTO tollgate_authority_sidecars (sidecar_id, durable_seq) VALUES (?, ?) \
-             ON CONFLICT(sidecar_id) DO UPDATE SET durable_seq = MAX(durable_seq, excluded.durable_seq)",
-        )
-        .bind(sidecar)
-        .bind(seq)
-        .execute(&self.pool)
-        .await?;
+        let sql = "INSERT INTO tollgate_authority_sidecars (sidecar_id, durable_seq) VALUES (?, ?) \
+             ON CONFLICT (sidecar_id) DO UPDATE SET durable_seq = MAX(tollgate_authority_sidecars.durable_seq, excluded.durable_seq)";
+        exec_db!(self, sql, |q| |p| sqlx::query(q)
+            .bind(sidecar)
+            .bind(clamp(seq))
+            .execute(p))?;
         Ok(())
+    }
+
+    /// What is claimed (leased out, not handed back) of a window.
+    pub async fn window_claimed(
+        &self,
+        tenant: &str,
+        rule_id: &str,
+        window_start_ms: u64,
+    ) -> Result<u64, PolicyStoreError> {
+        let sql = "SELECT claimed FROM tollgate_authority_windows WHERE tenant = ? AND rule_id = ? AND window_start_ms = ?";
+        let row: Option<(i64,)> = on_db!(self, sql, |q| |p| sqlx::query_as(q)
+            .bind(tenant)
+            .bind(rule_id)
+            .bind(clamp(window_start_ms))
+            .fetch_optional(p))?;
+        Ok(row.map_or(0, |r| unclamp(r.0)))
+    }
+
+    /// Claims up to `want` of a window whose maximum is `max`; returns what was claimed
+    /// (`min(want, max - claimed)`, 0 when the window is full). One conditional update
+    /// of the window's row: replicas claiming at once serialize on its lock and each
+    /// sees the other's claim, so the sum never passes `max`.
+    pub async fn claim_window(
+        &self,
+        tenant: &str,
+        rule_id: &str,
+        window: (u64, u64),
+        want: u64,
+        max: u64,
+    ) -> Result<u64, PolicyStoreError> {
+        let (start, end) = (clamp(window.0), clamp(window.1));
+        let insert = "INSERT INTO tollgate_authority_windows (tenant, rule_id, window_start_ms, window_end_ms, claimed, last_claim) \
+             VALUES (?, ?, ?, ?, 0, 0) ON CONFLICT (tenant, rule_id, window_start_ms) DO NOTHING";
+        exec_db!(self, insert, |q| |p| sqlx::query(q)
+            .bind(tenant)
+            .bind(rule_id)
+            .bind(start)
+            .bind(end)
+            .execute(p))?;
+        // Both SET expressions read the row as it was before this update.
+        let update = "UPDATE tollgate_authority_windows \
+             SET last_claim = MIN(?, MAX(? - claimed, 0)), claimed = claimed + MIN(?, MAX(? - claimed, 0)) \
+             WHERE tenant = ? AND rule_id = ? AND window_start_ms = ? RETURNING last_claim";
+        let (want, max) = (clamp(want), clamp(max));
+        let row: Option<(i64,)> = on_db!(self, update, |q| |p| sqlx::query_as(q)
+            .bind(want)
+            .bind(max)
+            .bind(want)
+            .bind(max)
+            .bind(tenant)
+            .bind(rule_id)
+            .bind(start)
+            .fetch_optional(p))?;
+        Ok(row.map_or(0, |r| unclamp(r.0)))
+    }
+
+    /// Hands `amount` of a window back (a lease returned unspent credits).
+    pub async fn release_window(
+        &self,
+        tenant: &str,
+        rule_id: &str,
+        window_start_ms: u64,
+        amount: u64,
+    ) -> Result<(), PolicyStoreError> {
+        let sql = "UPDATE tollgate_authority_windows SET claimed = MAX(claimed - ?, 0) \
+             WHERE tenant = ? AND rule_id = ? AND window_start_ms = ?";
+        exec_db!(self, sql, |q| |p| sqlx::query(q)
+            .bind(clamp(amount))
+            .bind(tenant)
+            .bind(rule_id)
+            .bind(clamp(window_start_ms))
+            .execute(p))?;
+        Ok(())
+    }
+
+    /// Forgets windows that ended before `now_ms`; returns how many.
+    pub async fn prune_windows(&self, now_ms: u64) -> Result<u64, PolicyStoreError> {
+        let sql = "DELETE FROM tollgate_authority_windows WHERE window_end_ms < ?";
+        let r = exec_db!(self, sql, |q| |p| sqlx::query(q)
+            .bind(clamp(now_ms))
+            .execute(p))?;
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_is_translated_for_postgres() {
+        assert_eq!(
+            to_pg("UPDATE t SET a = MIN(?, MAX(? - a, 0)) WHERE k = ?"),
+            "UPDATE t SET a = LEAST($1, GREATEST($2 - a, 0)) WHERE k = $3"
+        );
+    }
+
+    async fn sqlite() -> (tempfile::TempDir, PolicyStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let s = PolicyStore::open_sqlite(&url).await.unwrap();
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn window_claims_never_pass_the_max_and_come_back() {
+        let (_d, s) = sqlite().await;
+        let w = (60_000, 120_000);
+        assert_eq!(s.claim_window("acme", "r", w, 70, 100).await.unwrap(), 70);
+        assert_eq!(s.claim_window("acme", "r", w, 70, 100).await.unwrap(), 30);
+        assert_eq!(s.claim_window("acme", "r", w, 70, 100).await.unwrap(), 0);
+        assert_eq!(s.window_claimed("acme", "r", 60_000).await.unwrap(), 100);
+        s.release_window("acme", "r", 60_000, 40).await.unwrap();
+        assert_eq!(s.claim_window("acme", "r", w, 70, 100).await.unwrap(), 40);
+        // Other tenants and windows are apart; a lowered max grants nothing more.
+        assert_eq!(s.claim_window("globex", "r", w, 5, 100).await.unwrap(), 5);
+        assert_eq!(s.claim_window("acme", "r", w, 5, 50).await.unwrap(), 0);
+        assert_eq!(s.prune_windows(120_001).await.unwrap(), 2);
+        assert_eq!(s.window_claimed("acme", "r", 60_000).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn policy_updates_are_versioned_and_errors_write_nothing() {
+        let (_d, s) = sqlite().await;
+        let (p, ()) = s
+            .update_policy("acme", |p| {
+                p.hard_cap_micro = 5;
+                Ok::<(), String>(())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.version, 1);
+        let (p, old) = s
+            .update_policy("acme", |p| {
+                let old = p.hard_cap_micro;
+                p.hard_cap_micro = 7;
+                Ok::<u64, String>(old)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.version, old), (2, 5));
+        let r = s
+            .update_policy("acme", |_| Err::<(), _>("refused".to_string()))
+            .await
+            .unwrap();
+        assert_eq!(r.unwrap_err(), "refused");
+        let stored = s.policy("acme").await.unwrap().unwrap();
+        assert_eq!((stored.version, stored.hard_cap_micro), (2, 7));
+        assert_eq!(
+            s.policy_versions().await.unwrap(),
+            vec![("acme".to_string(), 2)]
+        );
     }
 }

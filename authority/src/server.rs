@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tollgate_ledger::{AuditSigner, Ledger, LedgerError, SqliteStore, SystemClock, TenantId};
+use tollgate_ledger::store::postgres::{PostgresStore, redact_url};
+use tollgate_ledger::{
+    AuditSigner, Ledger, LedgerError, SqliteStore, Store, SystemClock, TenantId,
+};
 use tollgate_proto::v1::TenantPolicy;
 use tollgate_proto::v1::admin_service_server::AdminServiceServer;
 use tollgate_proto::v1::sidecar_service_server::SidecarServiceServer;
@@ -202,28 +205,66 @@ impl Running {
     }
 }
 
-async fn open_store(url: &str) -> Result<Arc<SqliteStore>, ServeError> {
-    SqliteStore::open_url(url)
+/// Opens the ledger's store and the authority's tables by URL: `postgres://…` (with
+/// optional `schema=` and `pool_size=` parameters; pending migrations applied when
+/// `migrate`) or SQLite (`sqlite://PATH`, the default). Both share one database.
+pub async fn open_stores(
+    url: &str,
+    migrate: bool,
+) -> Result<(Arc<dyn Store>, PolicyStore), ServeError> {
+    let err = |message: String| ServeError::Store {
+        url: redact_url(url),
+        message,
+    };
+    if PostgresStore::is_url(url) {
+        let (clean, mut opts) =
+            PostgresStore::options_from_url(url).map_err(|e| err(e.to_string()))?;
+        opts.migrate = migrate;
+        let pg = PostgresStore::connect_with(&clean, opts)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let policy = PolicyStore::postgres(pg.pool().clone());
+        return Ok((Arc::new(pg), policy));
+    }
+    let store = SqliteStore::open_url(url)
         .await
-        .map(Arc::new)
-        .map_err(|e| ServeError::Store {
-            url: url.to_string(),
-            message: e.to_string(),
-        })
+        .map_err(|e| err(e.to_string()))?;
+    let policy = PolicyStore::open_sqlite(url)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    Ok((Arc::new(store), policy))
+}
+
+/// `tollgate authority migrate`: applies pending migrations and returns the versions
+/// applied (PostgreSQL; SQLite files are created and brought up to date on open, so it
+/// returns none for them).
+pub async fn migrate_store(url: &str) -> Result<Vec<i64>, ServeError> {
+    if PostgresStore::is_url(url) {
+        let err = |message: String| ServeError::Store {
+            url: redact_url(url),
+            message,
+        };
+        let (clean, mut opts) =
+            PostgresStore::options_from_url(url).map_err(|e| err(e.to_string()))?;
+        opts.migrate = false;
+        opts.max_connections = 1;
+        let pg = PostgresStore::connect_with(&clean, opts)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let applied = pg.migrate().await.map_err(|e| err(e.to_string()));
+        pg.close().await;
+        return applied;
+    }
+    open_stores(url, true).await?;
+    Ok(Vec::new())
 }
 
 /// Starts the authority: opens the store, binds the listeners, spawns the loops.
 pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let signer = AuditSigner::from_seed_hex(opts.signer_seed_hex.trim())
         .map_err(|e| ServeError::Key(e.to_string()))?;
-    let store = open_store(&opts.store).await?;
+    let (store, policy) = open_stores(&opts.store, true).await?;
     let ledger = Arc::new(Ledger::new(store, Arc::new(SystemClock), signer));
-    let policy = PolicyStore::open(&opts.store)
-        .await
-        .map_err(|e| ServeError::Store {
-            url: opts.store.clone(),
-            message: e.to_string(),
-        })?;
     let metrics = Arc::new(Metrics::new());
     let webhook = match &opts.config.webhook_secret {
         Some(s) => Some(
@@ -330,6 +371,13 @@ fn spawn_loops(state: Arc<State>, shutdown: watch::Receiver<bool>) {
             settle_due_leases(&s).await;
             if let Err(e) = s.ledger.sweep(1000).await {
                 tracing::warn!(error = %e, "ledger sweep failed");
+            }
+            // Replicas: push what another replica changed; forget ended windows.
+            if let Err(e) = crate::admin_svc::sync_policies_from_store(&s).await {
+                tracing::warn!(error = %e, "policy sync from the store failed");
+            }
+            if let Err(e) = s.policy.prune_windows(now_ms()).await {
+                tracing::warn!(error = %e, "pruning ended quota windows failed");
             }
         }
     });

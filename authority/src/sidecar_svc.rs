@@ -707,8 +707,15 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
                 let we = h
                     .window_end(secs)
                     .map_or(u64::MAX, |e| e.saturating_mul(1000));
-                let committed = state.lease_table().window_committed(&rule.id, ws);
-                let free = rule.max_micro.saturating_sub(committed);
+                // The window's claims are in the store, shared by every replica.
+                let claimed = match state.policy.window_claimed(tenant, &rule.id, ws).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(tenant, rule = rule.id, error = %e, "reading a window claim failed");
+                        return;
+                    }
+                };
+                let free = rule.max_micro.saturating_sub(claimed);
                 let g = fair_grant(ShareInput {
                     free,
                     mine_outstanding: demand.held,
@@ -721,6 +728,20 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
                 if g == 0 {
                     return;
                 }
+                // Claim it: clamped on the row under its lock, so a replica that
+                // claimed meanwhile is seen and the window's max is never passed.
+                let g = match state
+                    .policy
+                    .claim_window(tenant, &rule.id, (ws, we), g, rule.max_micro)
+                    .await
+                {
+                    Ok(0) => return,
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::warn!(tenant, rule = rule.id, error = %e, "claiming a window failed");
+                        return;
+                    }
+                };
                 (
                     format!("w/{tenant}/{}/{ws}/{serial}", rule.id),
                     g,
@@ -767,7 +788,7 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
 }
 
 async fn handle_return(state: &State, sid: &str, r: LeaseReturn, durable: u64) {
-    let close_now = {
+    let (close_now, window_release) = {
         let mut t = state.lease_table();
         let Some(l) = t.get_mut(&r.lease_id) else {
             return;
@@ -775,8 +796,21 @@ async fn handle_return(state: &State, sid: &str, r: LeaseReturn, durable: u64) {
         if l.sidecar != sid {
             return;
         }
+        let before = l.returned;
         l.returned = l.returned.saturating_add(r.amount_micro).min(l.amount);
-        if r.close {
+        let window_release = match &l.backing {
+            Backing::Window {
+                rule_id,
+                window_start_ms,
+            } if l.returned > before => Some((
+                l.limit.tenant.clone(),
+                rule_id.clone(),
+                *window_start_ms,
+                l.returned - before,
+            )),
+            _ => None,
+        };
+        let close_now = if r.close {
             if r.through_seq <= durable {
                 true
             } else {
@@ -785,8 +819,18 @@ async fn handle_return(state: &State, sid: &str, r: LeaseReturn, durable: u64) {
             }
         } else {
             false
-        }
+        };
+        (close_now, window_release)
     };
+    // Unspent window credits go back to the window for every replica.
+    if let Some((tenant, rule, ws, amount)) = window_release
+        && let Err(e) = state
+            .policy
+            .release_window(&tenant, &rule, ws, amount)
+            .await
+    {
+        tracing::warn!(tenant, rule, error = %e, "returning window credits failed (they stay claimed until the window ends)");
+    }
     state.metrics.leases_returned.inc();
     if close_now {
         close_lease(state, &r.lease_id, false).await;

@@ -1,6 +1,8 @@
 //! Integration tests of the authority: a real gRPC server on loopback over the SQLite store
 //! in a temporary directory. One test binary (faster to link); modules by topic.
 
+const BACKEND: authority::common::Backend = authority::common::Backend::Sqlite;
+
 mod authority {
     mod audit_tamper;
     pub mod common;

@@ -21,6 +21,11 @@ Examples:
   # Generate the audit signing key once, and keep it safe:
   tollgate authority keygen --out /etc/tollgate/authority.key
 
+  # PostgreSQL (several replicas may share one database; they must share the signing key):
+  tollgate authority migrate --store 'postgres://tollgate@db:5432/tollgate?schema=tollgate'
+  tollgate authority --store 'postgres://tollgate@db:5432/tollgate?schema=tollgate' \
+      --signing-key /etc/tollgate/authority.key --config /etc/tollgate/authority.toml
+
 Every flag also reads an environment variable (shown in brackets), e.g. TOLLGATE_STORE.
 Probe with `curl localhost:7071/healthz`; metrics on `curl localhost:7071/metrics`.";
 
@@ -30,7 +35,8 @@ Probe with `curl localhost:7071/healthz`; metrics on `curl localhost:7071/metric
     about = "Run the Tollgate authority: credit ledger, leases and audit chain over gRPC",
     long_about = "Run the Tollgate authority: the fleet-wide truth of credits. Sidecars connect \
 to it over gRPC (:7070) to lease budget and send usage; `tollgate ctl` talks to its admin \
-service. It stores the ledger in SQLite, signs every credit movement into an audit chain, \
+service. It stores the ledger in SQLite (default) or PostgreSQL (several replicas on one \
+database), signs every credit movement into an audit chain, \
 pushes cap and quota changes to sidecars, and serves /healthz and /metrics on :7071.",
     after_help = AFTER_HELP,
     args_conflicts_with_subcommands = true
@@ -52,6 +58,17 @@ pub enum AuthorityCommand {
     /// Generate an ed25519 audit signing key file (hex seed, mode 0600) and print its
     /// public key (give the public key to tenants so they can verify exports).
     Keygen(KeygenArgs),
+    /// Apply pending database migrations and exit (serving also applies them at start;
+    /// run this first to migrate before rolling out replicas).
+    Migrate(MigrateArgs),
+}
+
+/// Flags of `tollgate authority migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The store to migrate: `postgres://USER@HOST:PORT/DB[?schema=NAME]` or `sqlite://PATH`.
+    #[arg(long, env = "TOLLGATE_STORE")]
+    pub store: String,
 }
 
 /// Flags of `tollgate authority keygen`.
@@ -69,7 +86,10 @@ pub struct KeygenArgs {
 /// Flags of `tollgate authority [serve]`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Ledger store: `sqlite://PATH` (created if missing).
+    /// Ledger store: `sqlite://PATH` (created if missing) or
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` with optional `?schema=NAME` (created if
+    /// missing) and `pool_size=N` (connections, default 16). PostgreSQL needs
+    /// --signing-key (replicas share it).
     #[arg(long, env = "TOLLGATE_STORE", default_value = "sqlite://tollgate.db")]
     pub store: String,
     /// gRPC listen address (sidecar and admin services).
@@ -128,14 +148,24 @@ fn store_dir(store: &str) -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// Resolves flags, environment and the config file into server options.
-pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeOptions> {
-    if !a.store.starts_with("sqlite:") && a.store.contains("://") {
+/// True for PostgreSQL, false for SQLite; any other scheme is refused with the forms
+/// that work.
+fn check_store_url(store: &str) -> anyhow::Result<bool> {
+    if tollgate_ledger::store::postgres::PostgresStore::is_url(store) {
+        return Ok(true);
+    }
+    if !store.starts_with("sqlite:") && store.contains("://") {
         bail!(
-            "--store {:?} is not supported: use sqlite://PATH (PostgreSQL is not wired into the authority yet)",
-            a.store
+            "--store {:?} is not supported: use sqlite://PATH or postgres://USER@HOST:PORT/DB",
+            tollgate_ledger::store::postgres::redact_url(store)
         );
     }
+    Ok(false)
+}
+
+/// Resolves flags, environment and the config file into server options.
+pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeOptions> {
+    let postgres = check_store_url(&a.store)?;
     let mut config = match &a.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -161,11 +191,16 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeOptions> {
     if config.sidecars.is_empty() {
         tracing::warn!("no [[sidecars]] credentials configured: no sidecar can connect");
     }
-    let key_path = a
-        .signing_key
-        .clone()
-        .or_else(|| config.signing_key.clone())
-        .unwrap_or_else(|| store_dir(&a.store).join("tollgate-authority.key"));
+    let explicit_key = a.signing_key.clone().or_else(|| config.signing_key.clone());
+    if postgres && explicit_key.is_none() {
+        bail!(
+            "a PostgreSQL store needs the audit signing key given (--signing-key FILE, \
+             TOLLGATE_SIGNING_KEY or signing_key in the config): every replica must sign \
+             with the same key. Make one with `tollgate authority keygen --out FILE`."
+        );
+    }
+    let key_path =
+        explicit_key.unwrap_or_else(|| store_dir(&a.store).join("tollgate-authority.key"));
     let signer = if key_path.exists() {
         crate::keys::load(&key_path)?
     } else {
@@ -256,8 +291,27 @@ pub fn run(args: AuthorityArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some(AuthorityCommand::Serve(s)) => run_serve(*s),
+        Some(AuthorityCommand::Migrate(m)) => run_migrate(&m),
         None => run_serve(args.serve),
     }
+}
+
+fn run_migrate(m: &MigrateArgs) -> anyhow::Result<()> {
+    check_store_url(&m.store)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let shown = tollgate_ledger::store::postgres::redact_url(&m.store);
+    rt.block_on(async {
+        let applied = crate::server::migrate_store(&m.store).await?;
+        if applied.is_empty() {
+            println!("{shown}: up to date, nothing to apply");
+        } else {
+            println!("{shown}: applied migrations {applied:?}");
+        }
+        anyhow::Ok(())
+    })
 }
 
 fn run_serve(s: ServeArgs) -> anyhow::Result<()> {

@@ -62,9 +62,58 @@ impl Harness {
     }
 }
 
+/// The store a test binary runs its tests on: `tests/authority.rs` on SQLite,
+/// `tests/authority_postgres.rs` on PostgreSQL (the same tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const PG_URL_VAR: &str = "TOLLGATE_TEST_POSTGRES_URL";
+
+/// True if this test must not run here: on the PostgreSQL binary without
+/// `TOLLGATE_TEST_POSTGRES_URL` it prints `SKIPPED: <test>` (so a skip is never mistaken
+/// for a pass), and fails instead when `TOLLGATE_TEST_REQUIRE_SERVICES=1` (CI).
+pub fn skip_without_store(test: &str) -> bool {
+    if crate::BACKEND == Backend::Sqlite || std::env::var(PG_URL_VAR).is_ok() {
+        return false;
+    }
+    if std::env::var("TOLLGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{test}: {PG_URL_VAR} is not set but TOLLGATE_TEST_REQUIRE_SERVICES=1");
+    }
+    eprintln!("SKIPPED: {test} (PostgreSQL): set {PG_URL_VAR}");
+    true
+}
+
+/// The store URL for the server whose files live in `dir`. On PostgreSQL each `dir` gets
+/// its own schema (named in `dir/pg-schema`, so a restarted or child server finds it).
+pub fn store_url(dir: &Path) -> String {
+    match crate::BACKEND {
+        Backend::Sqlite => format!("sqlite://{}", dir.join("tollgate.db").display()),
+        Backend::Postgres => {
+            let base = std::env::var(PG_URL_VAR).expect("skip_without_store checked the URL");
+            let file = dir.join("pg-schema");
+            let schema = std::fs::read_to_string(&file).unwrap_or_else(|_| {
+                static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos();
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let s = format!("tga_{}_{nanos}_{n}", std::process::id());
+                std::fs::write(&file, &s).unwrap();
+                s
+            });
+            let sep = if base.contains('?') { '&' } else { '?' };
+            format!("{base}{sep}schema={}", schema.trim())
+        }
+    }
+}
+
 pub fn options(dir: &Path, relearn_secs: u64) -> ServeOptions {
     ServeOptions {
-        store: format!("sqlite://{}", dir.join("tollgate.db").display()),
+        store: store_url(dir),
         listen: "127.0.0.1:0".parse().unwrap(),
         http: Some("127.0.0.1:0".parse().unwrap()),
         config: Config::parse(&config_text(relearn_secs)).unwrap(),

@@ -19,6 +19,9 @@ async fn ctl(url: &str, args: &[&str]) -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_commands_work_end_to_end() {
+    if skip_without_store("ctl_commands_work_end_to_end") {
+        return;
+    }
     let h = start_harness().await;
     let u = h.url.as_str();
     let out = ctl(u, &["tenant", "create", "acme", "--name", "Acme Corp"])

@@ -9,6 +9,9 @@ use super::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sidecars_never_lease_past_the_wallet_or_a_window() {
+    if skip_without_store("concurrent_sidecars_never_lease_past_the_wallet_or_a_window") {
+        return;
+    }
     let h = start_harness().await;
     // 10 credits in the wallet; a tenant-wide quota of 3 credits per hour.
     setup_tenant(&h.url, "acme", 10).await;

@@ -21,6 +21,9 @@ async fn heartbeat_round_trip(sc: &mut Sidecar) -> Vec<pb::session_down::Msg> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_relearns_held_leases_and_grants_nothing_during_the_window() {
+    if skip_without_store("restart_relearns_held_leases_and_grants_nothing_during_the_window") {
+        return;
+    }
     let h = start_harness().await;
     setup_tenant(&h.url, "acme", 100).await;
     let mut sc = Sidecar::connect(&h.url, "pod-1", SC_ACME, &["acme"]).await;
@@ -78,6 +81,9 @@ async fn restart_relearns_held_leases_and_grants_nothing_during_the_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_whose_sidecar_never_returns_is_settled_and_counted() {
+    if skip_without_store("a_lease_whose_sidecar_never_returns_is_settled_and_counted") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(dir.path(), 0);
     opts.config.leases.ttl_secs = 1;

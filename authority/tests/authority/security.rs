@@ -7,6 +7,9 @@ use super::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_wrong_credentials_are_unauthenticated() {
+    if skip_without_store("missing_or_wrong_credentials_are_unauthenticated") {
+        return;
+    }
     let h = start_harness().await;
     setup_tenant(&h.url, "acme", 10).await;
     let mut a = admin(&h.url).await;
@@ -31,6 +34,9 @@ async fn missing_or_wrong_credentials_are_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_tenants_data_is_permission_denied() {
+    if skip_without_store("another_tenants_data_is_permission_denied") {
+        return;
+    }
     let h = start_harness().await;
     setup_tenant(&h.url, "acme", 10).await;
     setup_tenant(&h.url, "globex", 10).await;
@@ -116,6 +122,9 @@ async fn another_tenants_data_is_permission_denied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_invalid_argument_with_a_message() {
+    if skip_without_store("malformed_requests_are_invalid_argument_with_a_message") {
+        return;
+    }
     let h = start_harness().await;
     setup_tenant(&h.url, "acme", 10).await;
     let mut a = admin(&h.url).await;

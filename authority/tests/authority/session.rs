@@ -6,6 +6,9 @@ use super::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_session_lease_batch_ack_and_duplicate_posted_once() {
+    if skip_without_store("register_session_lease_batch_ack_and_duplicate_posted_once") {
+        return;
+    }
     let h = start_harness().await;
     setup_tenant(&h.url, "acme", 1000).await;
     let mut sc = Sidecar::connect(&h.url, "pod-1", SC_ACME, &["acme"]).await;
@@ -89,6 +92,9 @@ async fn register_session_lease_batch_ack_and_duplicate_posted_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lowering_a_cap_pushes_policy_and_ceilings_to_every_session() {
+    if skip_without_store("lowering_a_cap_pushes_policy_and_ceilings_to_every_session") {
+        return;
+    }
     let h = start_harness().await;
     setup_tenant(&h.url, "acme", 0).await;
     let mut a = admin(&h.url).await;

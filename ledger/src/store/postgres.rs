@@ -113,8 +113,8 @@ fn check_schema(s: &str) -> Result<(), LedgerError> {
     }
 }
 
-/// Redact a URL's password for error messages.
-fn redact(url: &str) -> String {
+/// A URL with its password hidden, for error messages and logs.
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
@@ -135,6 +135,41 @@ impl PostgresStore {
         u.starts_with("postgres://") || u.starts_with("postgresql://")
     }
 
+    /// Split the store's own settings off a `--store` URL: `schema=NAME` (the schema
+    /// holding the tables, created if missing) and `pool_size=N` (connections per
+    /// replica) are taken out of the query string and returned as options (the rest,
+    /// e.g. `sslmode`, stays for the driver). Unknown values give a typed error.
+    pub fn options_from_url(url: &str) -> Result<(String, PostgresOptions), LedgerError> {
+        let mut opts = PostgresOptions::default();
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok((url.to_string(), opts));
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "schema" => {
+                    check_schema(v)?;
+                    opts.schema = Some(v.to_string());
+                }
+                "pool_size" => {
+                    opts.max_connections = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        LedgerError::InvalidInput(format!(
+                            "pool_size={v:?} in the store URL is not a positive number"
+                        ))
+                    })?;
+                }
+                _ => kept.push(pair),
+            }
+        }
+        let clean = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        Ok((clean, opts))
+    }
+
     /// Connect to `url` (`postgres://user[:password]@host[:port]/database[?...]`) with
     /// default options and apply pending migrations.
     pub async fn connect(url: &str) -> Result<PostgresStore, LedgerError> {
@@ -149,7 +184,7 @@ impl PostgresStore {
         let conn: PgConnectOptions = url.parse().map_err(|e| {
             LedgerError::InvalidInput(format!(
                 "PostgreSQL URL {} is invalid: {e} (expected postgres://user@host:5432/database)",
-                redact(url)
+                redact_url(url)
             ))
         })?;
         if let Some(s) = &opts.schema {
@@ -185,7 +220,7 @@ impl PostgresStore {
             .map_err(|e| {
                 LedgerError::Store(format!(
                     "cannot connect to PostgreSQL at {}: {e} (is the server running and the URL right?)",
-                    redact(url)
+                    redact_url(url)
                 ))
             })?;
         let store = PostgresStore {
@@ -658,9 +693,27 @@ mod tests {
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
+            redact_url("postgres://u:secret@h:5432/db"),
             "postgres://u:***@h:5432/db"
         );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn store_settings_are_taken_from_the_url() {
+        let (url, o) = PostgresStore::options_from_url(
+            "postgres://u@h/db?sslmode=disable&schema=tg_a&pool_size=4",
+        )
+        .unwrap();
+        assert_eq!(url, "postgres://u@h/db?sslmode=disable");
+        assert_eq!(o.schema.as_deref(), Some("tg_a"));
+        assert_eq!(o.max_connections, 4);
+        let (url, o) = PostgresStore::options_from_url("postgres://u@h/db").unwrap();
+        assert_eq!(
+            (url.as_str(), o),
+            ("postgres://u@h/db", PostgresOptions::default())
+        );
+        assert!(PostgresStore::options_from_url("postgres://u@h/db?schema=1x").is_err());
+        assert!(PostgresStore::options_from_url("postgres://u@h/db?pool_size=0").is_err());
     }
 }

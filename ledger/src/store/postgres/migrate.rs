@@ -13,11 +13,18 @@ use sqlx::{Connection, Row};
 use crate::error::LedgerError;
 
 /// Embedded migrations: (version, name, SQL), in version order.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/postgres/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "authority",
+        include_str!("../../../migrations/postgres/0002_authority.sql"),
+    ),
+];
 
 /// Apply every pending migration to the schema the pool's connections use (their
 /// `search_path`), creating `schema` first if one is given. Idempotent. Returns the
