@@ -1,13 +1,17 @@
 //! The agent's side: attach to the region, name tenants and models once, then
 //! `reserve` / `commit` on the hot path.
 //!
-//! Hot path (no syscall, lock, allocation or hashing): a thread-local lookup of this
-//! thread's lane for the call's (tenant, tier, initiator), one load of the price-book
-//! sequence, rating with a resolved [`Model`], one CAS on the task budget, and the lane
-//! protocol (stores to the slot, one CAS on the lane's `avail` word). Each agent thread
-//! has its own lanes, so two threads touch no common cache line.
+//! Hot path (no syscall, lock, allocation or hashing). Reserve: one thread-local lookup
+//! of this thread's lane for the call's (tenant, tier, initiator), rating (a model priced
+//! per token with the prices in its [`Model`] handle, after one load of the price-book
+//! sequence), one CAS on the task budget, and the lane protocol (stores to the slot; a CAS
+//! on the lane's `avail` word only when local credits run short). Commit on the reserving
+//! thread: no thread-local table lookup (a const thread-local token, and the owner state
+//! in the gate's per-lane block), rating as above, one add on the task budget, and the
+//! settle's stores. Each agent thread has its own lanes, so two threads touch no common
+//! cache line.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,6 +67,56 @@ pub(crate) struct GateInner {
     spare: Mutex<Vec<(usize, usize)>>,
     /// The last price book parsed (shared by threads, so each parses it once per change).
     book: Mutex<Option<(u64, Arc<PriceBook>)>>,
+    /// Per lane of the region: the owner thread's state of the lanes this process's threads
+    /// own (see [`LaneOwner`]).
+    owned: Box<[LaneOwner]>,
+}
+
+/// What the owner thread of a lane knows about it ([`Owner`]), kept in process memory
+/// rather than in the thread-local table so that a commit on the owner thread reaches it
+/// from the [`Reservation`] without a thread-local lookup. Only the thread named by
+/// `thread` reads or writes the other words, so relaxed loads and stores (plain moves)
+/// suffice; `thread` itself is written by that thread when it takes the lane (after
+/// claiming it, or taking it from the spare list under the spare lock) and cleared when it
+/// lets the lane go (under the spare lock). One 128-byte block per lane, so two threads'
+/// lanes share no cache line.
+#[repr(align(128))]
+struct LaneOwner {
+    /// The owner thread's token ([`thread_token`]), 0 when no thread of this process owns it.
+    thread: AtomicU64,
+    otag: AtomicU64,
+    free: AtomicU64,
+    local: AtomicU64,
+}
+
+impl LaneOwner {
+    fn new() -> LaneOwner {
+        LaneOwner {
+            thread: word(0),
+            otag: word(0),
+            free: word(0),
+            local: word(0),
+        }
+    }
+
+    /// The owner state of `lane` (owner thread only).
+    #[inline]
+    fn get(&self, lane: usize) -> Owner {
+        Owner {
+            lane,
+            otag: self.otag.load(RELAXED) as u16,
+            free: self.free.load(RELAXED),
+            local: self.local.load(RELAXED),
+        }
+    }
+
+    /// Saves the owner state after an operation (owner thread only).
+    #[inline]
+    fn put(&self, o: &Owner) {
+        self.otag.store(u64::from(o.otag), RELAXED);
+        self.free.store(o.free, RELAXED);
+        self.local.store(o.local, RELAXED);
+    }
 }
 
 impl Drop for GateInner {
@@ -110,13 +164,14 @@ impl GateInner {
         }
     }
 
-    /// The price book for sequence `seq` (parsed once per change, shared).
-    fn load_book(&self, seq: u64) -> Result<Arc<PriceBook>, ReserveError> {
+    /// The price book for sequence `seq` (parsed once per change, shared), with the
+    /// sequence it was read at (later than `seq` if the sidecar published meanwhile).
+    fn load_book(&self, seq: u64) -> Result<(u64, Arc<PriceBook>), ReserveError> {
         let mut cached = self.book.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((s, b)) = cached.as_ref()
             && *s == seq
         {
-            return Ok(b.clone());
+            return Ok((seq, b.clone()));
         }
         for _ in 0..1000 {
             if let Some((s, _version, bytes)) = self.view().read_blob() {
@@ -124,7 +179,7 @@ impl GateInner {
                     .map_err(|e| ReserveError::PriceBook(format!("unreadable: {e}")))?;
                 let book = Arc::new(book);
                 *cached = Some((s, book.clone()));
-                return Ok(book);
+                return Ok((s, book));
             }
             if self.view().book_seq() == 0 {
                 return Err(ReserveError::PriceBook(
@@ -148,6 +203,40 @@ pub struct TenantId(pub u16);
 pub struct Model {
     name: String,
     r: ModelRef,
+    /// For a model priced per token: its prices in the book it was resolved in, so
+    /// reserve and commit rate it without the price-book lookup while that book is current.
+    fast: Option<FastRate>,
+}
+
+/// A per-token model's prices in the price book of sequence `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FastRate {
+    /// The book's sequence: the prices hold while the region's book sequence equals it
+    /// (a publish changes the sequence).
+    seq: u64,
+    /// Micro-credits per million input tokens.
+    input: u64,
+    /// Micro-credits per million output tokens.
+    output: u64,
+    /// The slot and record meta word for the model in that book.
+    meta: u64,
+}
+
+impl FastRate {
+    /// The cost of `input` and `output` tokens if the book is still the one the prices
+    /// come from and the products fit; `None` sends the caller to the book.
+    #[inline]
+    fn rate(&self, view: &View<'_>, input: u64, output: u64) -> Option<u64> {
+        if view.book_seq() != self.seq {
+            return None;
+        }
+        rate_per_token((self.input, self.output), input, output)
+    }
+}
+
+/// The slot and record meta word for model `r` of `book`.
+fn slot_meta(book: &PriceBook, r: &ModelRef) -> u64 {
+    u64::from(r.index().min(0xFFFE)) | ((book.version() & 0xFFFF_FFFF) << 32)
 }
 
 impl Model {
@@ -323,7 +412,6 @@ pub struct Reservation<'a> {
     gate: &'a GateInner,
     lane: usize,
     slot: usize,
-    class: usize,
     thread: u64,
     amount: u64,
     model: Option<&'a Model>,
@@ -342,7 +430,10 @@ struct GateLocal {
     /// `gate.id`, copied so finding this entry does not touch the gate's cache line.
     id: u64,
     gate: Arc<GateInner>,
-    owners: Vec<Option<Owner>>,
+    /// This thread's token ([`thread_token`]).
+    token: u64,
+    /// This thread's lane per class; the owner state is in `gate.owned[lane]`.
+    owners: Vec<Option<usize>>,
     book_seq: u64,
     book: Option<Arc<PriceBook>>,
     rng: u64,
@@ -366,7 +457,20 @@ impl Drop for Local {
 }
 
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(Local { token: next_id(), gates: Vec::new() });
+    static LOCAL: RefCell<Local> = {
+        let token = next_id();
+        TOKEN.set(token);
+        RefCell::new(Local { token, gates: Vec::new() })
+    };
+    /// This thread's token (nonzero once the thread has used a gate): a const thread-local
+    /// without a destructor, so reading it is one load and works at any time.
+    static TOKEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The calling thread's token, 0 if it never used a gate.
+#[inline]
+fn thread_token() -> u64 {
+    TOKEN.try_with(Cell::get).unwrap_or(0)
 }
 
 impl Local {
@@ -387,6 +491,7 @@ impl Local {
                 self.gates.push(GateLocal {
                     id: inner.id,
                     gate: inner.clone(),
+                    token: self.token,
                     owners: Vec::new(),
                     book_seq: 0,
                     book: None,
@@ -409,8 +514,12 @@ impl GateLocal {
         let view = gate.view();
         let mut spare = gate.spare.lock().unwrap_or_else(|e| e.into_inner());
         let closed = gate.closed.load(Ordering::Acquire);
-        for (class, o) in self.owners.iter_mut().enumerate() {
-            if let Some(mut o) = o.take() {
+        for (class, lane) in self.owners.iter_mut().enumerate() {
+            if let Some(lane) = lane.take() {
+                let lo = &gate.owned[lane];
+                let mut o = lo.get(lane);
+                // From here a commit on this thread takes the remote path.
+                lo.thread.store(0, RELAXED);
                 if closed {
                     gate.hand_back(&mut o);
                 } else {
@@ -428,7 +537,8 @@ impl GateLocal {
     fn book(&mut self) -> Result<&PriceBook, ReserveError> {
         let seq = self.gate.view().book_seq();
         if seq != self.book_seq || self.book.is_none() {
-            self.book = Some(self.gate.load_book(seq)?);
+            let (seq, book) = self.gate.load_book(seq)?;
+            self.book = Some(book);
             self.book_seq = seq;
         }
         // Just set above when it was None.
@@ -448,11 +558,11 @@ impl GateLocal {
 
     /// This thread's lane for `class`, claiming one on first use.
     #[inline]
-    fn owner(&mut self, class: usize, key: LaneKey) -> Result<&mut Owner, ReserveError> {
-        if !matches!(self.owners.get(class), Some(Some(_))) {
-            self.claim(class, key)?;
+    fn lane(&mut self, class: usize, key: LaneKey) -> Result<usize, ReserveError> {
+        match self.owners.get(class) {
+            Some(Some(lane)) => Ok(*lane),
+            _ => self.claim(class, key),
         }
-        self.owners[class].as_mut().ok_or(ReserveError::NoFreeLane)
     }
 
     /// Claims this thread's lane for `class`. `claim_lane` validates the tenant and the
@@ -460,13 +570,16 @@ impl GateLocal {
     /// gets a typed error, not a huge table).
     #[cold]
     #[inline(never)]
-    fn claim(&mut self, class: usize, key: LaneKey) -> Result<(), ReserveError> {
+    fn claim(&mut self, class: usize, key: LaneKey) -> Result<usize, ReserveError> {
         let o = claim_lane(&self.gate, class, key)?;
+        let lo = &self.gate.owned[o.lane];
+        lo.put(&o);
+        lo.thread.store(self.token, RELAXED);
         if self.owners.len() <= class {
             self.owners.resize(class + 1, None);
         }
-        self.owners[class] = Some(o);
-        Ok(())
+        self.owners[class] = Some(o.lane);
+        Ok(o.lane)
     }
 }
 
@@ -522,6 +635,7 @@ impl Gate {
                 claim: me.claim_word(),
                 spare: Mutex::new(Vec::new()),
                 book: Mutex::new(None),
+                owned: (0..layout.lanes).map(|_| LaneOwner::new()).collect(),
             }),
         })
     }
@@ -575,13 +689,20 @@ impl Gate {
     /// Resolves a model name in the current price book (do it once per model).
     pub fn model(&self, name: &str) -> Result<Model, ReserveError> {
         let seq = self.inner.view().book_seq();
-        let book = self.inner.load_book(seq)?;
+        let (seq, book) = self.inner.load_book(seq)?;
         let r = book
             .model(name)
             .ok_or_else(|| RatingError::UnknownModel(name.to_owned()))?;
+        let fast = per_token_prices(&book, &r).map(|(input, output)| FastRate {
+            seq,
+            input,
+            output,
+            meta: slot_meta(&book, &r),
+        });
         Ok(Model {
             name: name.to_owned(),
             r,
+            fast,
         })
     }
 
@@ -594,14 +715,33 @@ impl Gate {
     #[inline]
     pub fn reserve<'a>(&'a self, call: &Call<'a>) -> Result<Reservation<'a>, ReserveError> {
         let inner: &'a GateInner = &self.inner;
-        LOCAL
-            .try_with(|cell| {
-                let mut local = cell.borrow_mut();
-                let token = local.token;
-                let gl = local.gate(&self.inner);
-                reserve_in(inner, gl, token, call)
-            })
-            .unwrap_or_else(|_| Err(ReserveError::NoFreeLane))
+        // The thread-local part returns plain words; the handle is built here, in the
+        // caller (a large value built in one function and copied out of another costs
+        // more than the rest of the call).
+        let got = LOCAL.try_with(|cell| {
+            let mut local = cell.borrow_mut();
+            let token = local.token;
+            let gl = local.gate(&self.inner);
+            reserve_in(inner, gl, call).map(|(lane, slot, amount)| (lane, slot, amount, token))
+        });
+        match got {
+            Ok(Ok((lane, slot, amount, thread))) => Ok(Reservation {
+                gate: inner,
+                lane,
+                slot,
+                thread,
+                amount,
+                model: match call.price {
+                    Price::Model(m) => Some(m),
+                    Price::Fixed(_) => None,
+                },
+                initiator: call.initiator,
+                task: call.task,
+                done: false,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ReserveError::NoFreeLane),
+        }
     }
 }
 
@@ -640,6 +780,12 @@ fn rate_max(gl: &mut GateLocal, call: &Call<'_>) -> Result<(u64, u64), ReserveEr
     match call.price {
         Price::Fixed(c) => Ok((c.0, META_NO_MODEL)),
         Price::Model(m) => {
+            if let Some(f) = &m.fast
+                && let Some(out) = call.max_output_tokens
+                && let Some(c) = f.rate(&gl.gate.view(), call.input_tokens, out)
+            {
+                return Ok((c, f.meta));
+            }
             let book = gl.book()?;
             let r = if m.r.book_version() == book.version() {
                 m.r
@@ -651,19 +797,18 @@ fn rate_max(gl: &mut GateLocal, call: &Call<'_>) -> Result<(u64, u64), ReserveEr
                 Some(out) => rate_tokens(book, &r, call.input_tokens, out, call.initiator)?,
                 None => book.rate_max(&r, call.input_tokens, None, call.initiator)?,
             };
-            let meta = u64::from(r.index().min(0xFFFE)) | ((book.version() & 0xFFFF_FFFF) << 32);
-            Ok((c.0, meta))
+            Ok((c.0, slot_meta(book, &r)))
         }
     }
 }
 
+/// Reserves for `call` on this thread's lane: the lane, the slot and the amount held.
 #[inline]
-fn reserve_in<'a>(
-    inner: &'a GateInner,
+fn reserve_in(
+    inner: &GateInner,
     gl: &mut GateLocal,
-    token: u64,
-    call: &Call<'a>,
-) -> Result<Reservation<'a>, ReserveError> {
+    call: &Call<'_>,
+) -> Result<(usize, usize, u64), ReserveError> {
     let (amount, meta) = rate_max(gl, call)?;
     if amount > MAX_LANE_CREDITS {
         return Err(ReserveError::TooLarge(Credits(amount)));
@@ -691,39 +836,36 @@ fn reserve_in<'a>(
         call.input_tokens,
         call.max_output_tokens.unwrap_or_default(),
     );
-    let res = |lane: usize, slot: usize| Reservation {
-        gate: inner,
-        lane,
-        slot,
-        class,
-        thread: token,
-        amount,
-        model: match call.price {
-            Price::Model(m) => Some(m),
-            Price::Fixed(_) => None,
-        },
-        initiator: call.initiator,
-        task: call.task,
-        done: false,
-    };
     // Fast path: this thread's lane has the credits (usually in its local credits).
-    let fail = match gl.owner(class, key) {
-        Ok(o) => {
-            view.settle_pending(o);
-            match view.reserve(o, amount, tokens, meta, &mut |_| true) {
-                Ok(slot) => return Ok(res(o.lane, slot)),
+    let fail = match gl.lane(class, key) {
+        Ok(lane) => {
+            let lo = &inner.owned[lane];
+            let mut o = lo.get(lane);
+            view.settle_pending(&mut o);
+            let r = view.reserve(&mut o, amount, tokens, meta, &mut |_| true);
+            lo.put(&o);
+            match r {
+                Ok(slot) => return Ok((lane, slot, amount)),
                 Err(f) => Some(f),
             }
         }
         Err(_) => None,
     };
     match reserve_slow(gl, &view, call, class, key, amount, tokens, meta, fail) {
-        Ok((lane, slot)) => Ok(res(lane, slot)),
+        Ok((lane, slot)) => Ok((lane, slot, amount)),
         Err(e) => {
             refund_task();
             Err(e)
         }
     }
+}
+
+/// What one turn of the slow path decided.
+enum SlowStep {
+    Reserved(usize),
+    Failed(ReserveFail),
+    Deny(ReserveError),
+    Again,
 }
 
 /// The slow path: claim a lane, settle a full lane's pending commits, or wait a bounded
@@ -746,28 +888,40 @@ fn reserve_slow(
     let deadline_state = &mut None::<Instant>;
     let mut spins = 0u64;
     loop {
-        let o = gl.owner(class, key)?;
-        let f = match fail.take() {
-            Some(f) => f,
+        let lane = gl.lane(class, key)?;
+        let lo = &gl.gate.owned[lane];
+        // The owner state is loaded here and saved before anything else can use it.
+        let mut o = lo.get(lane);
+        let step = match fail.take() {
+            Some(f) => SlowStep::Failed(f),
             None => {
-                view.settle_pending(o);
-                match view.reserve(o, amount, tokens, meta, &mut |_| true) {
-                    Ok(slot) => return Ok((o.lane, slot)),
-                    Err(f) => f,
+                view.settle_pending(&mut o);
+                match view.reserve(&mut o, amount, tokens, meta, &mut |_| true) {
+                    Ok(slot) => SlowStep::Reserved(slot),
+                    Err(f) => SlowStep::Failed(f),
                 }
             }
         };
-        match f {
-            ReserveFail::NoSlot => {
-                view.settle_pending(o);
+        let step = match step {
+            SlowStep::Failed(ReserveFail::NoSlot) => {
+                view.settle_pending(&mut o);
                 if o.free == 0 {
-                    return Err(ReserveError::TooManyOutstanding);
+                    SlowStep::Deny(ReserveError::TooManyOutstanding)
+                } else {
+                    SlowStep::Again
                 }
             }
             // Only a test's step hook stops an operation; ours never does.
-            ReserveFail::Stopped => return Err(ReserveError::NoFreeLane),
-            ReserveFail::Dry { .. } => {
-                let lane = o.lane;
+            SlowStep::Failed(ReserveFail::Stopped) => SlowStep::Deny(ReserveError::NoFreeLane),
+            other => other,
+        };
+        lo.put(&o);
+        match step {
+            SlowStep::Reserved(slot) => return Ok((lane, slot)),
+            SlowStep::Deny(e) => return Err(e),
+            SlowStep::Again => {}
+            SlowStep::Failed(_) => {
+                // Dry (the other failures were decided above).
                 if !asked {
                     // Ask the sidecar for a top-up, then wait a bounded time.
                     view.lw(lane, L_DEMAND).store(amount.max(1), REL);
@@ -846,6 +1000,7 @@ impl Reservation<'_> {
 
     /// Commits the call's actual usage, rated with the price book: the rest of the
     /// reservation goes back; an overrun is charged and counted. Returns the charge.
+    #[inline]
     pub fn commit(mut self, usage: Usage) -> Result<Credits, CommitError> {
         let tokens = pack_tokens(usage.input_tokens, usage.output_tokens);
         match self.finish(Settle::Usage(usage), tokens)? {
@@ -855,6 +1010,7 @@ impl Reservation<'_> {
     }
 
     /// Commits an already-rated actual cost.
+    #[inline]
     pub fn commit_credits(mut self, actual: Credits) -> Result<Credits, CommitError> {
         self.finish(Settle::Credits(actual.0), 0)?;
         Ok(actual)
@@ -865,10 +1021,12 @@ impl Reservation<'_> {
         let _ = self.finish(Settle::Cancel, 0);
     }
 
-    /// The actual cost of `how`, rated with `book` when one is at hand (the owner thread's
-    /// cached copy), else with the gate's shared copy. A rating error charges the whole
-    /// reservation and is reported.
-    fn actual(&self, how: Settle, book: Option<&PriceBook>) -> (u64, Option<RatingError>) {
+    /// The actual cost of `how`. A usage is rated with the model handle's per-token prices
+    /// while the price book is the one it was resolved in; otherwise with this thread's
+    /// cached book or the gate's shared copy. A rating error charges the whole reservation
+    /// and is reported.
+    #[inline]
+    fn actual(&self, how: Settle) -> (u64, Option<RatingError>) {
         match how {
             Settle::Cancel => (0, None),
             Settle::Credits(c) => (c, None),
@@ -876,12 +1034,13 @@ impl Reservation<'_> {
                 let Some(m) = self.model else {
                     return (self.amount, None);
                 };
-                let input = RatingInput::new(usage).with_initiator(self.initiator);
-                let rated = match book {
-                    Some(b) => rate_with(b, m, &input),
-                    None => rate_actual(self.gate, m, usage, self.initiator),
-                };
-                match rated {
+                if let Some(f) = &m.fast
+                    && let Some(c) =
+                        f.rate(&self.gate.view(), usage.input_tokens, usage.output_tokens)
+                {
+                    return (c, None);
+                }
+                match rate_actual(self.gate, m, usage, self.initiator) {
                     Ok(c) => (c.0, None),
                     Err(e) => (self.amount, Some(e)),
                 }
@@ -889,9 +1048,11 @@ impl Reservation<'_> {
         }
     }
 
-    /// Settles the reservation: on the owner thread directly, with one thread-local
-    /// lookup that also supplies the cached price book for rating; on another thread by
-    /// the remote-commit path. Returns the actual cost and a rating error, if any.
+    /// Settles the reservation: on the owner thread directly (recognised by the thread
+    /// token, with the owner state from the gate's per-lane block: no thread-local table
+    /// lookup); on another thread by the remote-commit path. Returns the actual cost and a
+    /// rating error, if any.
+    #[inline]
     fn finish(
         &mut self,
         how: Settle,
@@ -902,44 +1063,26 @@ impl Reservation<'_> {
         }
         self.done = true;
         let cancel = matches!(how, Settle::Cancel);
+        let (actual, err) = self.actual(how);
+        self.task_settle(actual);
         let view = self.gate.view();
-        let here = LOCAL
-            .try_with(|cell| {
-                let Ok(mut local) = cell.try_borrow_mut() else {
-                    return None;
-                };
-                if local.token != self.thread {
-                    return None;
-                }
-                let gl = local.gates.iter_mut().find(|g| g.id == self.gate.id)?;
-                match gl.owners.get(self.class) {
-                    Some(Some(o)) if o.lane == self.lane => {}
-                    _ => return None,
-                }
-                let (actual, err) = match (how, self.model) {
-                    (Settle::Usage(_), Some(_)) => match gl.book() {
-                        Ok(book) => self.actual(how, Some(book)),
-                        Err(_) => self.actual(how, None),
-                    },
-                    _ => self.actual(how, None),
-                };
-                self.task_settle(actual);
-                let o = gl.owners.get_mut(self.class)?.as_mut()?;
+        // The reserving thread owns the lane until it lets it go (at its exit, or at its
+        // next use of a gate after this one was dropped, which no reservation outlives),
+        // and it clears `thread` then; only it writes its token there.
+        if self.thread == thread_token() {
+            let lo = &self.gate.owned[self.lane];
+            if lo.thread.load(RELAXED) == self.thread {
+                let mut o = lo.get(self.lane);
                 if !cancel {
                     view.sw(self.lane, self.slot, S_TOKENS)
                         .store(tokens, RELAXED);
                 }
                 // `settle` stops only for a test's step hook; ours never does.
-                let _ = view.settle(o, self.slot, actual, cancel, &mut |_| true);
-                Some((actual, err))
-            })
-            .ok()
-            .flatten();
-        if let Some(r) = here {
-            return Ok(r);
+                let _ = view.settle(&mut o, self.slot, actual, cancel, &mut |_| true);
+                lo.put(&o);
+                return Ok((actual, err));
+            }
         }
-        let (actual, err) = self.actual(how, None);
-        self.task_settle(actual);
         if !view.finish_remote(self.lane, self.slot, actual, tokens, cancel) {
             return Err(CommitError::Reclaimed);
         }
@@ -996,6 +1139,29 @@ pub(crate) fn rate_tokens(
     book.rate(r, &RatingInput::new(usage).with_initiator(initiator))
 }
 
+/// The per-token prices (micro-credits per million input and output tokens) of model `r`
+/// in `book`, if it prices per token.
+#[inline]
+pub(crate) fn per_token_prices(book: &PriceBook, r: &ModelRef) -> Option<(u64, u64)> {
+    match book.entry(r).ok()?.pricing {
+        Pricing::PerToken {
+            input_per_million,
+            output_per_million,
+        } => Some((input_per_million.micros(), output_per_million.micros())),
+        _ => None,
+    }
+}
+
+/// `input` and `output` tokens at per-token prices `p`, in micro-credits: exactly
+/// [`rate_tokens`]' 64-bit path, `None` when a product does not fit.
+#[inline]
+pub(crate) fn rate_per_token(p: (u64, u64), input: u64, output: u64) -> Option<u64> {
+    let a = input.checked_mul(p.0)?;
+    let b = output.checked_mul(p.1)?;
+    let total = a.checked_add(b)?;
+    Some(Credits::from_micros(total.div_ceil(MICROS_PER_CREDIT)).0)
+}
+
 fn rate_with(book: &PriceBook, m: &Model, input: &RatingInput) -> Result<Credits, RatingError> {
     if m.r.book_version() == book.version() {
         if input.outcomes == 0 {
@@ -1035,7 +1201,7 @@ fn rate_actual(
         return r;
     }
     let seq = inner.view().book_seq();
-    let book = inner
+    let (_, book) = inner
         .load_book(seq)
         .map_err(|_| RatingError::UnknownModel(m.name.clone()))?;
     rate_with(&book, m, &input)

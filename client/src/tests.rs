@@ -223,6 +223,150 @@ fn commit_on_another_thread_is_settled_by_the_owner() {
     assert_eq!(a.lanes[0].available + a.lanes[0].local, 97 * C);
 }
 
+/// A per-token price book of `version` charging `input` and `output` micro-credits per
+/// million tokens for model "m".
+fn token_book(version: u64, input: u64, output: u64) -> tollgate_core::rating::PriceBook {
+    use tollgate_core::rating::{ModelPrice, PriceBook, PriceBookSpec, Pricing};
+    PriceBook::new(PriceBookSpec {
+        version,
+        request_price: Credits::ZERO,
+        default_max_output_tokens: 1_000,
+        models: vec![ModelPrice {
+            name: "m".into(),
+            pricing: Pricing::PerToken {
+                input_per_million: Credits(input),
+                output_per_million: Credits(output),
+            },
+            max_output_tokens: None,
+        }],
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_commit_rates_with_the_book_current_at_commit() {
+    use tollgate_core::Usage;
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 1000 * C);
+    r.publish_price_book(&token_book(1, C, 2 * C)).unwrap();
+    let gate = Gate::attach(&path).unwrap();
+    let m = gate.model("m").unwrap();
+    let call = Call::model(&m).input_tokens(1_000).max_output_tokens(1_000);
+    let _ = gate.reserve(&Call::fixed(Credits(C)));
+    r.top_up(lane_of(&r, Tier::Interactive), Credits(100 * C))
+        .unwrap();
+    let used = Usage::new(500, 250);
+    // Same book at reserve and commit: rated with the prices the reservation carries.
+    let a = gate.reserve(&call).unwrap();
+    assert_eq!(a.amount(), Credits(3_000));
+    assert_eq!(a.commit(used).unwrap(), Credits(1_000));
+    // A new book between reserve and commit: the commit is rated with it, on the owner
+    // thread and on another thread alike.
+    let a = gate.reserve(&call).unwrap();
+    let b = gate.reserve(&call).unwrap();
+    r.publish_price_book(&token_book(2, 3 * C, 4 * C)).unwrap();
+    assert_eq!(a.commit(used).unwrap(), Credits(2_500));
+    let got = std::thread::scope(|s| s.spawn(move || b.commit(used).unwrap()).join().unwrap());
+    assert_eq!(got, Credits(2_500));
+    // The handle resolved in the old book still rates by the new one (by name), and so
+    // does one resolved again.
+    let old = gate.reserve(&call).unwrap();
+    assert_eq!(old.amount(), Credits(7_000));
+    assert_eq!(old.commit(used).unwrap(), Credits(2_500));
+    let m2 = gate.model("m").unwrap();
+    let call2 = Call::model(&m2)
+        .input_tokens(1_000)
+        .max_output_tokens(1_000);
+    let new = gate.reserve(&call2).unwrap();
+    assert_eq!(new.amount(), Credits(7_000));
+    assert_eq!(new.commit(used).unwrap(), Credits(2_500));
+    gate.reserve(&Call::fixed(Credits(C))).unwrap().cancel();
+    let a = r.audit();
+    a.check().unwrap();
+    assert_eq!(a.lanes[0].consumed, 1_000 + 4 * 2_500);
+}
+
+#[test]
+fn a_commit_on_a_thread_with_its_own_lane_takes_the_remote_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 1000 * C);
+    let gate = Gate::attach(&path).unwrap();
+    let call = Call::fixed(Credits(10 * C));
+    let _ = gate.reserve(&Call::fixed(Credits(C)));
+    r.top_up(lane_of(&r, Tier::Interactive), Credits(100 * C))
+        .unwrap();
+    let mine = gate.reserve(&call).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // This thread owns a lane of the same class; the main thread's reservation
+            // must still be settled through the main thread's lane.
+            let _ = gate.reserve(&Call::fixed(Credits(C)));
+            for lane in r.lanes().into_iter().filter(|l| l.key.is_some()) {
+                if lane.available.0 < 50 * C {
+                    r.top_up(lane.lane, Credits(50 * C)).unwrap();
+                }
+            }
+            let own = gate.reserve(&call).unwrap();
+            assert_eq!(mine.commit_credits(Credits(4 * C)).unwrap(), Credits(4 * C));
+            assert_eq!(own.commit_credits(Credits(2 * C)).unwrap(), Credits(2 * C));
+            r.audit().check().unwrap();
+        })
+        // `join` waits for the thread's exit (its lanes parked), destructors included.
+        .join()
+        .unwrap();
+    });
+    // The main thread settles the commit made on the other thread at its next reserve;
+    // the other thread's lane was settled and parked when it exited.
+    gate.reserve(&Call::fixed(Credits(C))).unwrap().cancel();
+    let a = r.audit();
+    a.check().unwrap();
+    let consumed: u64 = a.lanes.iter().map(|l| l.consumed).sum();
+    assert_eq!(consumed, 6 * C);
+    assert!(a.lanes.iter().all(|l| l.held == 0));
+}
+
+#[test]
+fn a_commit_from_a_thread_local_destructor_after_the_lanes_were_parked() {
+    use std::cell::RefCell;
+    struct CommitOnDrop(RefCell<Option<Reservation<'static>>>);
+    impl Drop for CommitOnDrop {
+        fn drop(&mut self) {
+            if let Some(res) = self.0.borrow_mut().take() {
+                let _ = res.commit_credits(Credits(3 * C));
+            }
+        }
+    }
+    thread_local! {
+        static HELD: CommitOnDrop = const { CommitOnDrop(RefCell::new(None)) };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 1000 * C);
+    let gate: &'static Gate = Box::leak(Box::new(Gate::attach(&path).unwrap()));
+    let r = &r;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // `HELD` is set up before the gate's thread state, so (destructors running in
+            // reverse order) it is dropped after the thread's lanes were settled and
+            // parked: the commit in its destructor must take the remote path.
+            HELD.with(|_| {});
+            let _ = gate.reserve(&Call::fixed(Credits(C)));
+            r.top_up(lane_of(r, Tier::Interactive), Credits(100 * C))
+                .unwrap();
+            let res = gate.reserve(&Call::fixed(Credits(10 * C))).unwrap();
+            HELD.with(|h| *h.0.borrow_mut() = Some(res));
+        })
+        // `join` waits for the thread's exit, destructors included (the scope's own
+        // wait does not).
+        .join()
+        .unwrap();
+    });
+    let a = r.audit();
+    a.check().unwrap();
+    // Whichever destructor ran first, the commit was applied exactly once.
+    assert_eq!(a.lanes[0].consumed, 3 * C);
+    assert_eq!(a.lanes[0].held, 0);
+}
+
 #[test]
 fn price_book_rates_reservations_and_commits() {
     use tollgate_core::rating::{ModelPrice, PriceBook, PriceBookSpec, Pricing};
@@ -585,6 +729,12 @@ proptest::proptest! {
         let usage = Usage { input_tokens: input, output_tokens: output };
         let want = book.rate(&r, &RatingInput::new(usage));
         let got = crate::gate::rate_tokens(&book, &r, input, output, Initiator::Human);
-        proptest::prop_assert_eq!(got, want);
+        proptest::prop_assert_eq!(&got, &want);
+        // The prices a reservation carries to its commit give the same, when they fit.
+        let p = crate::gate::per_token_prices(&book, &r);
+        proptest::prop_assert_eq!(p, Some((ip, op)));
+        if let Some(c) = p.and_then(|p| crate::gate::rate_per_token(p, input, output)) {
+            proptest::prop_assert_eq!(Ok(Credits(c)), want);
+        }
     }
 }
