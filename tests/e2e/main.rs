@@ -88,6 +88,30 @@ fn fleet_hard_cap_never_exceeded_with_trial_purchased_and_overage() {
     );
 }
 
+/// Replicas: two `tollgate authority` processes on one PostgreSQL database, pod-a's
+/// sidecar talking to the first and pod-b's to the second, under load: the fleet's hard
+/// cap is never exceeded, every committed call is posted once, and ledger + regions
+/// conserve credits exactly.
+#[test]
+fn two_authority_replicas_on_postgres_keep_the_fleet_cap_and_conserve_credits() {
+    let Some(store) = postgres_store(
+        "two_authority_replicas_on_postgres_keep_the_fleet_cap_and_conserve_credits",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth_dir = dir.path().join("authority");
+    let first = Authority::start_on(&auth_dir, 0, &store);
+    let second = Authority::start_on(&auth_dir, 0, &store);
+    cap_scenario_on(
+        dir,
+        [&first, &second],
+        &[(tollgate_proto::v1::GrantKind::Purchased, 2 * CREDIT, 10)],
+        3 * CREDIT,
+        2,
+    );
+}
+
 /// The fleet against a tenant whose `grants` pay first, then plan overage up to `cap`.
 fn cap_scenario(
     grants: &[(tollgate_proto::v1::GrantKind, u64, i32)],
@@ -96,6 +120,19 @@ fn cap_scenario(
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
     let auth = Authority::start(&dir.path().join("authority"), 0);
+    cap_scenario_on(dir, [&auth, &auth], grants, cap, agents_per_pod);
+}
+
+/// [`cap_scenario`] with pod-a's sidecar on `auths[0]` and pod-b's on `auths[1]` (the
+/// same authority, or two replicas of one database).
+fn cap_scenario_on(
+    dir: tempfile::TempDir,
+    auths: [&Authority; 2],
+    grants: &[(tollgate_proto::v1::GrantKind, u64, i32)],
+    cap: u64,
+    agents_per_pod: usize,
+) {
+    let auth = auths[0];
     let rt = rt();
     let grant: u64 = grants.iter().map(|g| g.1).sum();
     let mut admin = rt.block_on(async {
@@ -106,8 +143,8 @@ fn cap_scenario(
         }
         a
     });
-    let mut a = Sidecar::start(dir.path(), "pod-a", &auth.url(), &[]);
-    let mut b = Sidecar::start(dir.path(), "pod-b", &auth.url(), &[]);
+    let mut a = Sidecar::start(dir.path(), "pod-a", &auths[0].url(), &[]);
+    let mut b = Sidecar::start(dir.path(), "pod-b", &auths[1].url(), &[]);
     a.wait_ready();
     b.wait_ready();
     let (agents, stop) = start_agents(

@@ -84,9 +84,25 @@ impl Authority {
 }
 
 impl Authority {
-    /// Starts `tollgate authority` on the store in `dir` (port 0 = any).
+    /// Starts `tollgate authority` on the SQLite store in `dir` (port 0 = any).
     pub fn start(dir: &Path, port: u16) -> Authority {
+        let store = format!("sqlite://{}", dir.join("ledger.db").display());
+        Authority::start_on(dir, port, &store)
+    }
+
+    /// Starts `tollgate authority` on `store` (any URL `--store` takes) with its config
+    /// and signing key in `dir` (replicas given the same `dir` share the key).
+    pub fn start_on(dir: &Path, port: u16, store: &str) -> Authority {
         std::fs::create_dir_all(dir).expect("authority dir");
+        let key = dir.join("authority.key");
+        if !key.exists() {
+            let out = Command::new(bin())
+                .args(["authority", "keygen", "--out"])
+                .arg(&key)
+                .output()
+                .expect("run tollgate authority keygen");
+            assert!(out.status.success(), "keygen: {out:?}");
+        }
         let config = dir.join("authority.toml");
         std::fs::write(
             &config,
@@ -99,8 +115,8 @@ impl Authority {
         )
         .expect("authority config");
         let mut child = Command::new(bin())
-            .args(["authority", "--store"])
-            .arg(format!("sqlite://{}", dir.join("ledger.db").display()))
+            .args(["authority", "--store", store, "--signing-key"])
+            .arg(&key)
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -580,4 +596,26 @@ pub fn agent_main() {
         }
     }
     write(&rep);
+}
+
+/// The PostgreSQL URL of the tests (`TOLLGATE_TEST_POSTGRES_URL`) with a fresh schema, or
+/// None after printing `SKIPPED: <test>` when it is not set (a failure instead when
+/// `TOLLGATE_TEST_REQUIRE_SERVICES=1`, as in CI).
+pub fn postgres_store(test: &str) -> Option<String> {
+    const VAR: &str = "TOLLGATE_TEST_POSTGRES_URL";
+    let Ok(base) = std::env::var(VAR) else {
+        if std::env::var("TOLLGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("{test}: {VAR} is not set but TOLLGATE_TEST_REQUIRE_SERVICES=1");
+        }
+        eprintln!("SKIPPED: {test}: set {VAR}");
+        return None;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!(
+        "{base}{sep}schema=tge2e_{}_{nanos}",
+        std::process::id()
+    ))
 }
