@@ -712,35 +712,51 @@ impl Gate {
     }
 
     /// Reserves credits for `call`: all of its limits (and its task budget) or none.
-    #[inline]
+    #[inline(always)]
     pub fn reserve<'a>(&'a self, call: &Call<'a>) -> Result<Reservation<'a>, ReserveError> {
-        let inner: &'a GateInner = &self.inner;
-        // The thread-local part returns plain words; the handle is built here, in the
-        // caller (a large value built in one function and copied out of another costs
-        // more than the rest of the call).
+        // The thread-local part returns two words in registers (an error, rarely, through
+        // `err`); the handle is built here, in the caller. A large value built in one
+        // function and copied out of another stalls on store forwarding, which cost more
+        // than the rest of the call.
+        let mut err = None;
+        let (lane_slot, amount) = self.reserve_words(call, &mut err);
+        if lane_slot == 0 {
+            return Err(err.unwrap_or(ReserveError::NoFreeLane));
+        }
+        Ok(Reservation {
+            gate: &self.inner,
+            lane: (lane_slot >> 32) as usize,
+            slot: (lane_slot & 0xFFFF_FFFF) as usize - 1,
+            thread: thread_token(),
+            amount,
+            model: match call.price {
+                Price::Model(m) => Some(m),
+                Price::Fixed(_) => None,
+            },
+            initiator: call.initiator,
+            task: call.task,
+            done: false,
+        })
+    }
+
+    /// The thread-local part of `reserve`: `(lane << 32 | slot + 1, amount)`, or `(0, 0)`
+    /// with the error in `err`.
+    #[inline(never)]
+    fn reserve_words(&self, call: &Call<'_>, err: &mut Option<ReserveError>) -> (u64, u64) {
+        let inner: &GateInner = &self.inner;
         let got = LOCAL.try_with(|cell| {
             let mut local = cell.borrow_mut();
-            let token = local.token;
             let gl = local.gate(&self.inner);
-            reserve_in(inner, gl, call).map(|(lane, slot, amount)| (lane, slot, amount, token))
+            reserve_in(inner, gl, call)
         });
         match got {
-            Ok(Ok((lane, slot, amount, thread))) => Ok(Reservation {
-                gate: inner,
-                lane,
-                slot,
-                thread,
-                amount,
-                model: match call.price {
-                    Price::Model(m) => Some(m),
-                    Price::Fixed(_) => None,
-                },
-                initiator: call.initiator,
-                task: call.task,
-                done: false,
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ReserveError::NoFreeLane),
+            // Lanes and slots are below 2^16 and 64 (validated layout).
+            Ok(Ok((lane, slot, amount))) => (((lane as u64) << 32) | (slot as u64 + 1), amount),
+            Ok(Err(e)) => {
+                *err = Some(e);
+                (0, 0)
+            }
+            Err(_) => (0, 0),
         }
     }
 }
