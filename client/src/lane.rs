@@ -365,13 +365,18 @@ impl<'a> View<'a> {
     }
 
     /// Settles every slot other threads committed or cancelled (owner only).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn settle_pending(&self, o: &mut Owner) {
-        let h = self.hdr(o.lane);
-        let pending = &h[L_PENDING];
-        if pending.load(RELAXED) == 0 {
-            return;
+        if self.hdr(o.lane)[L_PENDING].load(RELAXED) != 0 {
+            self.settle_pending_now(o);
         }
+    }
+
+    /// `settle_pending` once the mask has a bit set (rare on the hot path).
+    #[cold]
+    #[inline(never)]
+    fn settle_pending_now(&self, o: &mut Owner) {
+        let pending = &self.hdr(o.lane)[L_PENDING];
         let mut mask = pending.swap(0, ACQ);
         while mask != 0 {
             let slot = mask.trailing_zeros() as usize;
@@ -437,6 +442,7 @@ impl<'a> View<'a> {
 
     /// Steps 2-6 of settle, each skipped if already done (decided by its own word): the
     /// same code finishes a settle a dead owner left half done.
+    #[inline]
     fn finish_settling(
         &self,
         o: &mut Owner,
