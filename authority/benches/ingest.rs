@@ -7,7 +7,12 @@
 //! TOLLGATE_BENCH_BATCHES (batches per sidecar, 60), TOLLGATE_BENCH_WINDOW (in-flight
 //! batches per sidecar, 16), TOLLGATE_BENCH_PAUSE_MS (wait before the timed phase, for a
 //! profiler to attach), TOLLGATE_BENCH_DIR (where the database goes; default a temp
-//! dir under the target directory's filesystem).
+//! dir under the target directory's filesystem), TOLLGATE_BENCH_STORE (a `postgres://`
+//! URL: run on PostgreSQL, in a fresh schema `tgbench_<pid>`), TOLLGATE_BENCH_REPLICAS
+//! (authority servers on that one database, each with its own pool; sidecar i talks to
+//! server i mod replicas; default 1; more than 1 needs PostgreSQL), TOLLGATE_BENCH_TENANTS
+//! (sidecar i sends usage of tenant `t<i mod tenants>`; default 1: every batch locks the
+//! same wallet row).
 //!
 //! Clients and server share this machine's cores, as a sidecar fleet on loopback would.
 
@@ -45,7 +50,13 @@ fn key(i: usize) -> SigningKey {
     SigningKey::from_bytes(&[i as u8 + 1; 32])
 }
 
-fn batches(sid: &str, key: &SigningKey, n: usize, size: usize) -> Vec<pb::UsageBatch> {
+fn batches(
+    sid: &str,
+    tenant: &str,
+    key: &SigningKey,
+    n: usize,
+    size: usize,
+) -> Vec<pb::UsageBatch> {
     let agents: Vec<String> = (0..16).map(|i| format!("{sid}-agent-{i}")).collect();
     let models = ["gpt-small", "gpt-large", "claude-mid"];
     let features = ["chat", "search", "summarize", "triage"];
@@ -54,7 +65,7 @@ fn batches(sid: &str, key: &SigningKey, n: usize, size: usize) -> Vec<pb::UsageB
             let mut b = BatchBuilder::new(seq, 1_800_000_000_000);
             for i in 0..size {
                 b.push(&RecordInput {
-                    tenant: "acme",
+                    tenant,
                     agent_instance: &agents[i % agents.len()],
                     model: models[i % models.len()],
                     feature: features[i % features.len()],
@@ -85,76 +96,106 @@ async fn run() {
     };
     let mut sidecar_toml = String::new();
     sidecar_toml.push_str(&format!(
-        "admin_token = \"{ADMIN}\"\n[[sidecars]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\ntenants = [\"acme\"]\n[leases]\nrelearn_grace_secs = 0\n"
+        "admin_token = \"{ADMIN}\"\n[[sidecars]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\ntenants = [\"*\"]\n[leases]\nrelearn_grace_secs = 0\n"
     ));
-    let running = start(ServeOptions {
-        store: format!("sqlite://{}", dir.path().join("bench.db").display()),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        http: None,
-        config: Config::parse(&sidecar_toml).unwrap(),
-        signer_seed_hex: "02".repeat(32),
-    })
-    .await
-    .unwrap();
-    let url = format!("http://{}", running.grpc_addr);
-    let mut a = AdminServiceClient::connect(url.clone()).await.unwrap();
-    a.create_tenant(req(
-        pb::CreateTenantRequest {
-            tenant: "acme".into(),
-            ..Default::default()
-        },
-        ADMIN,
-    ))
-    .await
-    .unwrap();
-    a.add_grant(req(
-        pb::AddGrantRequest {
-            grant: Some(pb::Grant {
-                tenant: "acme".into(),
-                kind: pb::GrantKind::Purchased as i32,
-                amount_micro: 1_000_000_000_000_000,
-                ..Default::default()
-            }),
-        },
-        ADMIN,
-    ))
-    .await
-    .unwrap();
-    let models = ["gpt-small", "gpt-large", "claude-mid"]
+    let replicas = env("TOLLGATE_BENCH_REPLICAS", 1).max(1);
+    let store = match std::env::var("TOLLGATE_BENCH_STORE") {
+        Ok(pg) if pg.starts_with("postgres") => {
+            let sep = if pg.contains('?') { '&' } else { '?' };
+            format!("{pg}{sep}schema=tgbench_{}", std::process::id())
+        }
+        _ => {
+            assert_eq!(
+                replicas, 1,
+                "several replicas need TOLLGATE_BENCH_STORE=postgres://…"
+            );
+            format!("sqlite://{}", dir.path().join("bench.db").display())
+        }
+    };
+    let mut servers = Vec::new();
+    for _ in 0..replicas {
+        servers.push(
+            start(ServeOptions {
+                store: store.clone(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                http: None,
+                config: Config::parse(&sidecar_toml).unwrap(),
+                signer_seed_hex: "02".repeat(32),
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let urls: Vec<String> = servers
         .iter()
-        .map(|m| pb::ModelPrice {
-            model: (*m).into(),
-            pricing: Some(pb::model_price::Pricing::Tokens(pb::TokenPrice {
-                input_per_mtok_micro: 1_000_000,
-                output_per_mtok_micro: 2_000_000,
-            })),
-            max_output_tokens: 0,
-        })
+        .map(|r| format!("http://{}", r.grpc_addr))
         .collect();
-    a.set_price_book(req(
-        pb::SetPriceBookRequest {
-            price_book: Some(pb::PriceBook {
-                tenant: "acme".into(),
-                models,
-                default_max_output_tokens: 1000,
+    let url = urls[0].clone();
+    let mut a = AdminServiceClient::connect(url.clone()).await.unwrap();
+    let tenants: Vec<String> = (0..env("TOLLGATE_BENCH_TENANTS", 1).max(1))
+        .map(|t| format!("t{t}"))
+        .collect();
+    for tenant in &tenants {
+        a.create_tenant(req(
+            pb::CreateTenantRequest {
+                tenant: tenant.clone(),
                 ..Default::default()
-            }),
-        },
-        ADMIN,
-    ))
-    .await
-    .unwrap();
+            },
+            ADMIN,
+        ))
+        .await
+        .unwrap();
+        a.add_grant(req(
+            pb::AddGrantRequest {
+                grant: Some(pb::Grant {
+                    tenant: tenant.clone(),
+                    kind: pb::GrantKind::Purchased as i32,
+                    amount_micro: 1_000_000_000_000_000,
+                    ..Default::default()
+                }),
+            },
+            ADMIN,
+        ))
+        .await
+        .unwrap();
+        let models = ["gpt-small", "gpt-large", "claude-mid"]
+            .iter()
+            .map(|m| pb::ModelPrice {
+                model: (*m).into(),
+                pricing: Some(pb::model_price::Pricing::Tokens(pb::TokenPrice {
+                    input_per_mtok_micro: 1_000_000,
+                    output_per_mtok_micro: 2_000_000,
+                })),
+                max_output_tokens: 0,
+            })
+            .collect();
+        a.set_price_book(req(
+            pb::SetPriceBookRequest {
+                price_book: Some(pb::PriceBook {
+                    tenant: tenant.clone(),
+                    models,
+                    default_max_output_tokens: 1000,
+                    ..Default::default()
+                }),
+            },
+            ADMIN,
+        ))
+        .await
+        .unwrap();
+    }
 
     // Prepare (not timed): register, open sessions, build and sign batches.
     let mut clients = Vec::new();
     for i in 0..sidecars {
         let sid = format!("bench-{i}");
         let k = key(i);
-        let mut c = SidecarServiceClient::connect(url.clone()).await.unwrap();
+        let mut c = SidecarServiceClient::connect(urls[i % replicas].clone())
+            .await
+            .unwrap();
         c.register(req(
             pb::RegisterRequest {
                 sidecar_id: sid.clone(),
-                tenants: vec!["acme".into()],
+                tenants: vec![tenants[i % tenants.len()].clone()],
                 public_key: k.verifying_key().to_bytes().to_vec(),
                 ..Default::default()
             },
@@ -167,7 +208,7 @@ async fn run() {
         r.metadata_mut()
             .insert(tollgate_proto::SIDECAR_ID_HEADER, sid.parse().unwrap());
         let down = c.session(r).await.unwrap().into_inner();
-        let bs = batches(&sid, &k, per, size);
+        let bs = batches(&sid, &tenants[i % tenants.len()], &k, per, size);
         clients.push((tx, down, bs));
     }
 
@@ -232,13 +273,21 @@ async fn run() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     println!("ingest benchmark ({date})");
+    let store_desc = if store.starts_with("postgres") {
+        format!(
+            "PostgreSQL ({}), synchronous_commit=on, {replicas} authority replica(s)",
+            tollgate_ledger::store::postgres::redact_url(&store)
+        )
+    } else {
+        format!("SQLite WAL synchronous=FULL in {}", dir.path().display())
+    };
     println!(
-        "  machine: {} cores; store: SQLite WAL synchronous=FULL in {}",
+        "  machine: {} cores; store: {store_desc}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        dir.path().display()
     );
     println!(
-        "  sidecars {sidecars}, batch {size} records, {per} batches each, window {window} in flight per sidecar"
+        "  sidecars {sidecars}, tenants {}, batch {size} records, {per} batches each, window {window} in flight per sidecar",
+        tenants.len()
     );
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -251,23 +300,26 @@ async fn run() {
         elapsed.as_secs_f64()
     );
     println!("  throughput: {:.0} records/s", rate);
-    let verify = a
-        .get_statement(req(
-            pb::GetStatementRequest {
-                tenant: "acme".into(),
-                ..Default::default()
-            },
-            ADMIN,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        verify.calls, total,
-        "every acknowledged record is in the ledger"
-    );
-    println!("  check: statement counts {} records", verify.calls);
-    running.shutdown().await.unwrap();
+    let mut counted = 0;
+    for tenant in &tenants {
+        counted += a
+            .get_statement(req(
+                pb::GetStatementRequest {
+                    tenant: tenant.clone(),
+                    ..Default::default()
+                },
+                ADMIN,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .calls;
+    }
+    assert_eq!(counted, total, "every acknowledged record is in the ledger");
+    println!("  check: statements count {counted} records");
+    for r in servers {
+        r.shutdown().await.unwrap();
+    }
 }
 
 fn main() {
