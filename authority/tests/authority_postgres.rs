@@ -17,5 +17,6 @@ mod authority {
     mod restart;
     mod security;
     mod session;
+    mod tls;
     mod webhook;
 }
