@@ -274,6 +274,7 @@ impl Task {
         Credits(self.remaining.load(ACQ))
     }
 
+    #[inline]
     fn debit(&self, amount: u64) -> Result<(), u64> {
         let mut cur = self.remaining.load(RELAXED);
         loop {
@@ -290,6 +291,7 @@ impl Task {
         }
     }
 
+    #[inline]
     fn credit(&self, amount: u64) {
         if amount > 0 {
             self.remaining.fetch_add(amount, ACQ_REL);
@@ -1112,7 +1114,9 @@ impl Reservation<'_> {
         if let Some(t) = self.task {
             let paid = actual.min(self.amount);
             t.credit(self.amount - paid);
-            t.debit_saturating(actual - paid);
+            if actual > paid {
+                t.debit_saturating(actual - paid);
+            }
         }
     }
 }

@@ -519,12 +519,16 @@ impl<'a> View<'a> {
             lost.store(lost.load(RELAXED).wrapping_add(1), REL);
             return;
         }
-        let r = self.l.record(lane, head);
-        self.w[r + R_RESERVED].store(reserved, RELAXED);
-        self.w[r + R_ACTUAL].store(actual, RELAXED);
-        self.w[r + R_TOKENS].store(tokens, RELAXED);
-        self.w[r + R_META].store(meta, RELAXED);
-        self.w[r + R_SEQ].store(head.wrapping_add(1), RELAXED);
+        let b = self.l.record(lane, head);
+        // One bounds check for the record, none per field.
+        let rec: &[AtomicU64; REC_WORDS] = self.w[b..b + REC_WORDS]
+            .try_into()
+            .expect("record inside the validated layout");
+        rec[R_RESERVED].store(reserved, RELAXED);
+        rec[R_ACTUAL].store(actual, RELAXED);
+        rec[R_TOKENS].store(tokens, RELAXED);
+        rec[R_META].store(meta, RELAXED);
+        rec[R_SEQ].store(head.wrapping_add(1), RELAXED);
         h[L_RING_HEAD].store(head.wrapping_add(1), REL);
     }
 
