@@ -442,6 +442,7 @@ pub fn prepare_batch(
             price_book_version: r.price_book_version,
             client_amount: Credits(r.client_rated_micro),
             at: r.at_unix_ms / 1000,
+            calls: u64::from(r.calls.max(1)),
         });
     }
     Ok(UsageBatch {

@@ -61,6 +61,7 @@ fn records(tenants: &[TenantId]) -> Vec<UsageRecord> {
             price_book_version: 1,
             client_amount: Credits::from_micros(1000),
             at: 1_768_435_200,
+            calls: 1,
         })
         .collect()
 }

@@ -46,6 +46,7 @@ fn batch(t: &TenantId, sidecar: &str, seq: u64, n: u64, now: u64) -> UsageBatch 
             price_book_version: 1,
             client_amount: Credits::from_micros(10),
             at: now,
+            calls: 1,
         })
         .collect();
     UsageBatch {

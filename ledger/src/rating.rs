@@ -23,6 +23,9 @@ pub const MAX_NAME_LEN: usize = 256;
 /// Most records in one batch.
 pub const MAX_BATCH_RECORDS: usize = 1_000_000;
 
+/// Most calls one (aggregate) record may stand for.
+pub const MAX_CALLS_PER_RECORD: u64 = u32::MAX as u64;
+
 /// Check a batch's records: names not too long, counts in range.
 pub fn validate_records(records: &[UsageRecord]) -> Result<(), LedgerError> {
     if records.len() > MAX_BATCH_RECORDS {
@@ -32,6 +35,12 @@ pub fn validate_records(records: &[UsageRecord]) -> Result<(), LedgerError> {
         )));
     }
     for (i, r) in records.iter().enumerate() {
+        if r.calls > MAX_CALLS_PER_RECORD {
+            return Err(LedgerError::InvalidInput(format!(
+                "record {i}: calls is {}, at most {MAX_CALLS_PER_RECORD}",
+                r.calls
+            )));
+        }
         for (what, v) in [
             ("agent", &r.agent),
             ("model", &r.model),
@@ -183,7 +192,7 @@ pub fn rate_records(
         summary.client_amount = summary.client_amount.saturating_add(r.client_amount);
         let g = &mut slot.group;
         g.amount = g.amount.saturating_add(credits);
-        g.records += 1;
+        g.records = g.records.saturating_add(r.call_count());
         g.input_tokens = g.input_tokens.saturating_add(r.input_tokens);
         g.output_tokens = g.output_tokens.saturating_add(r.output_tokens);
         g.outcomes = g.outcomes.saturating_add(r.outcomes);

@@ -35,6 +35,22 @@ pub struct UsageRecord {
     pub client_amount: Credits,
     /// When the call completed (unix seconds).
     pub at: Timestamp,
+    /// Calls this record stands for: 1, or more for an aggregate record whose per-call
+    /// detail was lost (a sidecar's full ring); 0 is read as 1. Postings and statements
+    /// count calls, so an aggregate is not undercounted.
+    #[serde(default = "one_call")]
+    pub calls: u64,
+}
+
+fn one_call() -> u64 {
+    1
+}
+
+impl UsageRecord {
+    /// Calls this record stands for (at least 1).
+    pub fn call_count(&self) -> u64 {
+        self.calls.max(1)
+    }
 }
 
 /// A sequence-numbered batch of usage records from one sidecar. Idempotent by
@@ -131,7 +147,8 @@ pub struct Posting {
     pub funding: Funding,
     /// Credits.
     pub amount: Credits,
-    /// Records aggregated into this row (a record split across sources counts in each).
+    /// Calls aggregated into this row (an aggregate record counts the calls it stands
+    /// for; a record split across sources counts in each).
     pub records: u64,
     /// Prompt tokens of those records.
     pub input_tokens: u64,

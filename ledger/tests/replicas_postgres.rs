@@ -173,6 +173,7 @@ fn usage(rng: &mut Rng, tenants: &[TenantId], w: usize) -> Vec<UsageRecord> {
             // No price book: charged at the client's amount (exactly what we sum).
             client_amount: Credits::from_micros(1 + rng.below(3_000_000)),
             at: T0,
+            calls: 1,
         })
         .collect()
 }

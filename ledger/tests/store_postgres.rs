@@ -232,6 +232,7 @@ fn record(t: &TenantId, model: &str, input: u64, output: u64, client: Credits) -
         price_book_version: 1,
         client_amount: client,
         at: T0,
+        calls: 1,
     }
 }
 

@@ -74,6 +74,7 @@ pub fn record(t: &TenantId, model: &str, input: u64, output: u64, client: Credit
         price_book_version: 1,
         client_amount: client,
         at: T0,
+        calls: 1,
     }
 }
 

@@ -94,6 +94,7 @@ pub fn rec(t: &TenantId, agent: &str, amount: Credits) -> UsageRecord {
         price_book_version: 0,
         client_amount: amount,
         at: T0,
+        calls: 1,
     }
 }
 
@@ -478,6 +479,18 @@ pub async fn statement_burn_rate_and_depletion(open: Opener) {
     // Statements come from postings, which are kept.
     let st = h.ledger.statement(&t, T0, T0 + 3600).await.unwrap();
     assert_eq!(st.rows.len(), 2);
+    // An aggregate record (a sidecar's full ring lost per-call detail) counts its calls.
+    let mut agg = rec(&t, "a", c(3));
+    agg.calls = 5;
+    h.ledger
+        .post_batch(&batch("sc", 100, vec![agg, rec(&t, "a", c(1))]))
+        .await
+        .unwrap();
+    let now = tollgate_ledger::Clock::now(&h.clock);
+    let st = h.ledger.statement(&t, now, now + 1).await.unwrap();
+    assert_eq!(st.rows.iter().map(|r| r.records).sum::<u64>(), 6);
+    let total = st.rows.iter().map(|r| r.amount.micros()).sum::<u64>();
+    assert_eq!(total, c(4).micros());
 }
 
 pub async fn alerts_fire_once_and_are_audited(open: Opener) {
