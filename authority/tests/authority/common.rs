@@ -201,6 +201,25 @@ pub async fn setup_tenant(url: &str, tenant: &str, credits: u64) {
     .unwrap();
 }
 
+/// Sets an enforced quota rule `id` of `max_micro` on `limit` (as the admin).
+pub async fn set_quota(url: &str, id: &str, limit: pb::LimitKey, max_micro: u64) {
+    admin(url)
+        .await
+        .set_quota(req(
+            pb::SetQuotaRequest {
+                rule: Some(pb::QuotaRule {
+                    id: id.into(),
+                    limit: Some(limit),
+                    max_micro,
+                    shadow: false,
+                }),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+}
+
 pub async fn balance(url: &str, tenant: &str) -> pb::Balance {
     admin(url)
         .await
@@ -379,6 +398,55 @@ impl Sidecar {
             _ => None,
         })
         .await
+    }
+
+    /// `rounds` times: ask for `want` more on each limit (reporting what this sidecar
+    /// holds so far), then a heartbeat, whose echo means the demands were decided. Returns
+    /// every lease granted.
+    pub async fn lease_rounds(
+        &mut self,
+        limits: &[(pb::LimitKey, u64)],
+        rounds: usize,
+    ) -> Vec<pb::Lease> {
+        let mut held: std::collections::HashMap<String, u64> = Default::default();
+        let mut leases = Vec::new();
+        for _ in 0..rounds {
+            for (limit, want) in limits {
+                let h = held.get(&limit.canonical()).copied().unwrap_or(0);
+                self.demand(limit.clone(), *want, h).await;
+            }
+            self.send(session_up::Msg::Heartbeat(pb::Heartbeat { unix_ms: 0 }))
+                .await;
+            loop {
+                match self.next().await {
+                    session_down::Msg::Grant(g) => {
+                        let l = g.lease.expect("a grant carries a lease");
+                        let key = l.limit.as_ref().map(pb::LimitKey::canonical);
+                        *held.entry(key.unwrap_or_default()).or_default() += l.amount_micro;
+                        leases.push(l);
+                    }
+                    session_down::Msg::Heartbeat(_) => break,
+                    _ => {}
+                }
+            }
+        }
+        leases
+    }
+
+    /// Total granted per limit (canonical key) over `leases`.
+    pub fn totals(
+        leases: impl IntoIterator<Item = pb::Lease>,
+    ) -> std::collections::HashMap<String, u64> {
+        let mut per_limit = std::collections::HashMap::new();
+        for l in leases {
+            let key = l
+                .limit
+                .as_ref()
+                .map(pb::LimitKey::canonical)
+                .unwrap_or_default();
+            *per_limit.entry(key).or_default() += l.amount_micro;
+        }
+        per_limit
     }
 
     pub async fn next_grant(&mut self) -> pb::Lease {

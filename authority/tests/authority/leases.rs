@@ -1,8 +1,6 @@
 //! Leases never exceed what the wallet and every window allow, however many sidecars ask
 //! at once.
 
-use std::collections::HashMap;
-
 use tollgate_proto::v1::{self as pb};
 
 use super::common::*;
@@ -15,20 +13,13 @@ async fn concurrent_sidecars_never_lease_past_the_wallet_or_a_window() {
     let h = start_harness().await;
     // 10 credits in the wallet; a tenant-wide quota of 3 credits per hour.
     setup_tenant(&h.url, "acme", 10).await;
-    let mut a = admin(&h.url).await;
-    a.set_quota(req(
-        pb::SetQuotaRequest {
-            rule: Some(pb::QuotaRule {
-                id: "hourly".into(),
-                limit: Some(pb::LimitKey::tenant_window("acme", pb::Window::Hour)),
-                max_micro: 3_000_000,
-                shadow: false,
-            }),
-        },
-        Some(ADMIN),
-    ))
-    .await
-    .unwrap();
+    set_quota(
+        &h.url,
+        "hourly",
+        pb::LimitKey::tenant_window("acme", pb::Window::Hour),
+        3_000_000,
+    )
+    .await;
 
     let mut sidecars = Vec::new();
     for i in 0..4 {
@@ -41,49 +32,16 @@ async fn concurrent_sidecars_never_lease_past_the_wallet_or_a_window() {
     for mut sc in sidecars {
         let (wallet, hourly) = (wallet.clone(), hourly.clone());
         tasks.push(tokio::spawn(async move {
-            let mut held: HashMap<String, u64> = HashMap::new();
-            let mut leases = Vec::new();
-            for _ in 0..3 {
-                sc.demand(
-                    wallet.clone(),
-                    8_000_000,
-                    held.get("acme/wallet").copied().unwrap_or(0),
-                )
-                .await;
-                sc.demand(
-                    hourly.clone(),
-                    2_000_000,
-                    held.get("acme/hour").copied().unwrap_or(0),
-                )
-                .await;
-                // A heartbeat after the demands: its echo means they were decided.
-                sc.send(pb::session_up::Msg::Heartbeat(pb::Heartbeat { unix_ms: 0 }))
-                    .await;
-                loop {
-                    match sc.next().await {
-                        pb::session_down::Msg::Grant(g) => {
-                            let l = g.lease.unwrap();
-                            *held
-                                .entry(l.limit.as_ref().unwrap().canonical())
-                                .or_default() += l.amount_micro;
-                            leases.push(l);
-                        }
-                        pb::session_down::Msg::Heartbeat(_) => break,
-                        _ => {}
-                    }
-                }
-            }
-            leases
+            sc.lease_rounds(&[(wallet, 8_000_000), (hourly, 2_000_000)], 3)
+                .await
         }));
     }
-    let mut per_limit: HashMap<String, u64> = HashMap::new();
-    let mut n = 0;
+    let mut all = Vec::new();
     for t in tasks {
-        for l in t.await.unwrap() {
-            *per_limit.entry(l.limit.unwrap().canonical()).or_default() += l.amount_micro;
-            n += 1;
-        }
+        all.extend(t.await.unwrap());
     }
+    let n = all.len();
+    let per_limit = Sidecar::totals(all);
     assert!(n > 0, "some leases were granted");
     let wallet_total = per_limit.get("acme/wallet").copied().unwrap_or(0);
     let hourly_total = per_limit.get("acme/hour").copied().unwrap_or(0);

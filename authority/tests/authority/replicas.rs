@@ -1,7 +1,6 @@
 //! Two authorities on one PostgreSQL database (each with its own connection pool, lease
 //! table and caches), serving sidecars at the same time.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tollgate_authority::server::{Running, start};
@@ -82,20 +81,13 @@ async fn leases_through_two_replicas_never_pass_the_wallet_or_a_window() {
     let (ua, ub) = (url(&ra), url(&rb));
     // 10 credits; a tenant-wide quota of 3 credits per hour, set through A.
     setup_tenant(&ua, "acme", 10).await;
-    let mut a = admin(&ua).await;
-    a.set_quota(req(
-        pb::SetQuotaRequest {
-            rule: Some(pb::QuotaRule {
-                id: "hourly".into(),
-                limit: Some(pb::LimitKey::tenant_window("acme", pb::Window::Hour)),
-                max_micro: 3_000_000,
-                shadow: false,
-            }),
-        },
-        Some(ADMIN),
-    ))
-    .await
-    .unwrap();
+    set_quota(
+        &ua,
+        "hourly",
+        pb::LimitKey::tenant_window("acme", pb::Window::Hour),
+        3_000_000,
+    )
+    .await;
 
     // Three sidecars on each replica, each asking for far more than there is, at once.
     let wallet = pb::LimitKey::wallet("acme");
@@ -106,39 +98,15 @@ async fn leases_through_two_replicas_never_pass_the_wallet_or_a_window() {
         let (wallet, hourly) = (wallet.clone(), hourly.clone());
         tasks.push(tokio::spawn(async move {
             let mut sc = Sidecar::connect(&u, &format!("pod-{i}"), SC_ACME, &["acme"]).await;
-            let mut held: HashMap<String, u64> = HashMap::new();
-            let mut leases = Vec::new();
-            for _ in 0..3 {
-                for (limit, want) in [(&wallet, 8_000_000), (&hourly, 2_000_000)] {
-                    let h = held.get(&limit.canonical()).copied().unwrap_or(0);
-                    sc.demand(limit.clone(), want, h).await;
-                }
-                // The heartbeat's echo means the demands before it were decided.
-                sc.send(session_up::Msg::Heartbeat(pb::Heartbeat { unix_ms: 0 }))
-                    .await;
-                loop {
-                    match sc.next().await {
-                        pb::session_down::Msg::Grant(g) => {
-                            let l = g.lease.unwrap();
-                            *held
-                                .entry(l.limit.as_ref().unwrap().canonical())
-                                .or_default() += l.amount_micro;
-                            leases.push(l);
-                        }
-                        pb::session_down::Msg::Heartbeat(_) => break,
-                        _ => {}
-                    }
-                }
-            }
-            leases
+            sc.lease_rounds(&[(wallet, 8_000_000), (hourly, 2_000_000)], 3)
+                .await
         }));
     }
-    let mut per_limit: HashMap<String, u64> = HashMap::new();
+    let mut all = Vec::new();
     for t in tasks {
-        for l in t.await.unwrap() {
-            *per_limit.entry(l.limit.unwrap().canonical()).or_default() += l.amount_micro;
-        }
+        all.extend(t.await.unwrap());
     }
+    let per_limit = Sidecar::totals(all);
     let wallet_total = per_limit.get("acme/wallet").copied().unwrap_or(0);
     let hourly_total = per_limit.get("acme/hour").copied().unwrap_or(0);
     eprintln!("leased through both replicas: wallet {wallet_total}, hourly {hourly_total}");
@@ -167,20 +135,13 @@ async fn a_cap_lowered_on_one_replica_reaches_sessions_on_the_other() {
     setup_tenant(&ua, "acme", 100).await;
     let mut on_b = Sidecar::connect(&ub, "pod-1", SC_ACME, &["acme"]).await;
     // B caches the policy it pushed at registration; A now changes it.
-    let mut a = admin(&ua).await;
-    a.set_quota(req(
-        pb::SetQuotaRequest {
-            rule: Some(pb::QuotaRule {
-                id: "per-minute".into(),
-                limit: Some(pb::LimitKey::tenant_window("acme", pb::Window::Minute)),
-                max_micro: 1_500_000,
-                shadow: false,
-            }),
-        },
-        Some(ADMIN),
-    ))
-    .await
-    .unwrap();
+    set_quota(
+        &ua,
+        "per-minute",
+        pb::LimitKey::tenant_window("acme", pb::Window::Minute),
+        1_500_000,
+    )
+    .await;
     let pushed = tokio::time::timeout(
         Duration::from_secs(10),
         on_b.next_matching(|m| match m {
@@ -193,6 +154,7 @@ async fn a_cap_lowered_on_one_replica_reaches_sessions_on_the_other() {
     assert_eq!(pushed.quotas.len(), 1, "{pushed:?}");
     assert_eq!(pushed.quotas[0].max_micro, 1_500_000);
     // Both replicas changing one policy at once lose nothing (compare-and-set).
+    let mut a = admin(&ua).await;
     let mut b = admin(&ub).await;
     let floor = |tier: pb::Tier| pb::SetTierFloorRequest {
         tenant: "acme".into(),
