@@ -125,9 +125,9 @@ pub struct AgentStats {
 pub struct FleetStats {
     /// Per agent (by name), with its tier.
     pub agents: Mutex<BTreeMap<String, (Tier, AgentStats)>>,
-    /// `gate.reserve` latency of every agent (granted and denied alike), in ns with the
-    /// clock's own cost subtracted; each agent merges its histogram when it ends.
-    pub reserve_ns: Mutex<Option<Histogram<u64>>>,
+    /// `gate.reserve` latency of every agent, in ns with the clock's own cost subtracted,
+    /// by [`Outcome`] (granted first); each agent merges its histograms when it ends.
+    pub reserve_ns: Mutex<[Option<Histogram<u64>>; 2]>,
     /// The clock cost subtracted from every sample (median empty `Instant` pair), in ns.
     pub clock_overhead_ns: AtomicU64,
 }
@@ -154,9 +154,42 @@ fn clock_overhead_ns() -> u64 {
     v[v.len() / 2]
 }
 
-/// Reserve latency summary, from the histogram merged over every agent.
+/// What a timed `gate.reserve` returned. The two are timed apart because they take different
+/// paths: a granted reserve is the fast path (or a short wait for a top-up), while most
+/// denials come from a lane that stayed dry for the client's whole bounded slow-path wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A hold was returned.
+    Granted,
+    /// An error was returned: a denial, a task out of budget, or another error.
+    Denied,
+}
+
+impl Outcome {
+    /// Both outcomes, in the order they are printed.
+    pub const ALL: [Outcome; 2] = [Outcome::Granted, Outcome::Denied];
+
+    fn index(self) -> usize {
+        match self {
+            Outcome::Granted => 0,
+            Outcome::Denied => 1,
+        }
+    }
+
+    /// `granted` or `denied`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Granted => "granted",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+/// Reserve latency summary of one [`Outcome`], from the histograms merged over every agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReserveLatency {
+    /// Which reserves.
+    pub outcome: Outcome,
     /// Timed reserve calls.
     pub calls: u64,
     /// Median, ns.
@@ -173,8 +206,13 @@ impl std::fmt::Display for ReserveLatency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "reserve latency while authority and sidecars run: p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns over {} calls (Instant overhead subtracted)",
-            self.p50_ns, self.p99_ns, self.p999_ns, self.max_ns, self.calls
+            "{:<8} p50 {} ns, p99 {} ns, p99.9 {} ns, max {} ns over {} calls",
+            format!("{}:", self.outcome.as_str()),
+            self.p50_ns,
+            self.p99_ns,
+            self.p999_ns,
+            self.max_ns,
+            self.calls
         )
     }
 }
@@ -203,27 +241,32 @@ impl FleetStats {
             .fold((0, 0), |(s, c), (_, a)| (s + a.spent, c + a.calls))
     }
 
-    fn merge_reserve(&self, h: &Histogram<u64>) {
+    fn merge_reserve(&self, outcome: Outcome, h: &Histogram<u64>) {
         let mut g = self.reserve_ns.lock().unwrap_or_else(|p| p.into_inner());
-        match g.as_mut() {
+        match g[outcome.index()].as_mut() {
             // Same bounds on both sides, so adding cannot fail.
             Some(all) => {
                 let _ = all.add(h);
             }
-            None => *g = Some(h.clone()),
+            None => g[outcome.index()] = Some(h.clone()),
         }
     }
 
-    /// Reserve latency over every agent that has ended (`None` before any did).
-    pub fn reserve_latency(&self) -> Option<ReserveLatency> {
+    /// Latency of the reserves that ended in `outcome`, over every agent that has ended
+    /// (`None` before any did, or when none of its reserves ended so).
+    pub fn reserve_latency(&self, outcome: Outcome) -> Option<ReserveLatency> {
         let g = self.reserve_ns.lock().unwrap_or_else(|p| p.into_inner());
-        g.as_ref().map(|h| ReserveLatency {
-            calls: h.len(),
-            p50_ns: h.value_at_quantile(0.50),
-            p99_ns: h.value_at_quantile(0.99),
-            p999_ns: h.value_at_quantile(0.999),
-            max_ns: h.max(),
-        })
+        g[outcome.index()]
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map(|h| ReserveLatency {
+                outcome,
+                calls: h.len(),
+                p50_ns: h.value_at_quantile(0.50),
+                p99_ns: h.value_at_quantile(0.99),
+                p999_ns: h.value_at_quantile(0.999),
+                max_ns: h.max(),
+            })
     }
 
     /// Denials by (reason, tier).
@@ -288,7 +331,7 @@ pub fn run(
                 .name(spec.name.clone())
                 .spawn(move || {
                     let mut lat = Timer {
-                        hist: reserve_histogram(),
+                        hist: [reserve_histogram(), reserve_histogram()],
                         overhead,
                     };
                     agent(
@@ -300,16 +343,18 @@ pub fn run(
                         0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1),
                         &mut lat,
                     );
-                    stats.merge_reserve(&lat.hist);
+                    for o in Outcome::ALL {
+                        stats.merge_reserve(o, &lat.hist[o.index()]);
+                    }
                 })?,
         );
     }
     Ok(handles)
 }
 
-/// One agent's reserve timings.
+/// One agent's reserve timings, by [`Outcome`].
 struct Timer {
-    hist: Histogram<u64>,
+    hist: [Histogram<u64>; 2],
     /// Clock cost subtracted from each sample, ns.
     overhead: u64,
 }
@@ -361,8 +406,12 @@ fn agent(
             let t_reserve = Instant::now();
             let reserved = gate.reserve(&call);
             let took = t_reserve.elapsed().as_nanos() as u64;
-            lat.hist
-                .saturating_record(took.saturating_sub(lat.overhead));
+            let outcome = if reserved.is_ok() {
+                Outcome::Granted
+            } else {
+                Outcome::Denied
+            };
+            lat.hist[outcome.index()].saturating_record(took.saturating_sub(lat.overhead));
             match reserved {
                 Ok(hold) => {
                     std::thread::sleep(spec.latency);
@@ -416,29 +465,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn agent_histograms_merge_into_one_latency_line() {
+    fn granted_and_denied_reserves_merge_into_separate_lines() {
         let stats = FleetStats::default();
-        assert_eq!(stats.reserve_latency(), None);
-        let mut a = reserve_histogram();
-        a.saturating_record(300);
-        a.saturating_record(400);
-        let mut b = reserve_histogram();
-        b.saturating_record(10_000_000);
-        b.saturating_record(RESERVE_HIGH_NS * 2); // clamped, still counted
-        stats.merge_reserve(&a);
-        stats.merge_reserve(&b);
-        let l = stats.reserve_latency().expect("two agents merged");
-        assert_eq!(l.calls, 4);
-        assert!(l.p50_ns < 10_000_000, "{l:?}");
+        assert_eq!(stats.reserve_latency(Outcome::Granted), None);
+        assert_eq!(stats.reserve_latency(Outcome::Denied), None);
+        // Agent one: two fast grants, no denial.
+        let mut a = [reserve_histogram(), reserve_histogram()];
+        a[Outcome::Granted.index()].saturating_record(300);
+        a[Outcome::Granted.index()].saturating_record(400);
+        // Agent two: one slow grant, two denials after the slow-path wait.
+        let mut b = [reserve_histogram(), reserve_histogram()];
+        b[Outcome::Granted.index()].saturating_record(500);
+        b[Outcome::Denied.index()].saturating_record(10_000_000);
+        b[Outcome::Denied.index()].saturating_record(RESERVE_HIGH_NS * 2); // clamped, counted
+        for h in [&a, &b] {
+            for o in Outcome::ALL {
+                stats.merge_reserve(o, &h[o.index()]);
+            }
+        }
+        let g = stats
+            .reserve_latency(Outcome::Granted)
+            .expect("grants merged");
+        assert_eq!(g.calls, 3);
         assert!(
-            l.max_ns >= RESERVE_HIGH_NS - RESERVE_HIGH_NS / 1000,
-            "{l:?}"
+            g.max_ns < 1_000,
+            "no denial leaked into the granted line: {g:?}"
         );
-        let line = l.to_string();
+        assert_eq!(g.p50_ns, 400, "{g:?}");
+        let d = stats
+            .reserve_latency(Outcome::Denied)
+            .expect("denials merged");
+        assert_eq!(d.calls, 2);
+        assert!(d.p50_ns >= 9_990_000, "{d:?}");
         assert!(
-            line.starts_with("reserve latency while authority and sidecars run: p50 ")
-                && line.ends_with(" over 4 calls (Instant overhead subtracted)"),
-            "{line}"
+            d.max_ns >= RESERVE_HIGH_NS - RESERVE_HIGH_NS / 1000,
+            "{d:?}"
         );
+        assert_eq!(
+            g.to_string(),
+            "granted: p50 400 ns, p99 500 ns, p99.9 500 ns, max 500 ns over 3 calls"
+        );
+        assert!(d.to_string().starts_with("denied:  p50 "), "{d}");
+    }
+
+    #[test]
+    fn an_outcome_no_reserve_had_prints_nothing() {
+        let stats = FleetStats::default();
+        let mut a = [reserve_histogram(), reserve_histogram()];
+        a[Outcome::Granted.index()].saturating_record(300);
+        for o in Outcome::ALL {
+            stats.merge_reserve(o, &a[o.index()]);
+        }
+        assert!(stats.reserve_latency(Outcome::Granted).is_some());
+        assert_eq!(stats.reserve_latency(Outcome::Denied), None);
     }
 }

@@ -228,9 +228,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
         println!("  errors: {errors} (first: {first})");
     }
-    match stats.reserve_latency() {
-        Some(l) => println!("  {l}"),
-        None => println!("  reserve latency: no agent recorded any reserve"),
+    println!("  reserve latency while authority and sidecars run (Instant overhead subtracted):");
+    for outcome in fleet::Outcome::ALL {
+        match stats.reserve_latency(outcome) {
+            Some(l) => println!("    {l}"),
+            None => println!("    {:<8} no reserve", format!("{}:", outcome.as_str())),
+        }
     }
 
     println!(
