@@ -256,12 +256,31 @@ impl WalletTx {
 
     /// Fund up to `credits` of usage from the plan, within its room; `units` is the
     /// request units (milli) those credits stand for (0 for metered usage). Returns the
-    /// credits taken and records them in the period's usage.
-    fn plan_take(&mut self, credits: Credits, units: u64) -> Credits {
+    /// credits taken and records them in the period's usage. `reserved` is room set
+    /// aside for open holds' plan parts that this draw must leave alone (zero for a draw
+    /// from a hold's own plan part, which was reserved for it).
+    fn plan_take(&mut self, credits: Credits, units: u64, reserved: Credits) -> Credits {
         if self.row.config.plan.is_none() || credits.is_zero() {
             return Credits::ZERO;
         }
-        let room = self.plan_room();
+        let mut room = self.plan_room();
+        if !reserved.is_zero() {
+            room.metered = room.metered.saturating_sub(reserved);
+            // The same credits in request units, at the overage price.
+            let price = self
+                .row
+                .config
+                .plan
+                .as_ref()
+                .map_or(0, |p| p.overage_request_price.micros());
+            if price > 0 {
+                let milli =
+                    u128::from(reserved.micros()) * u128::from(PER_MILLE) / u128::from(price);
+                room.request_milli = room
+                    .request_milli
+                    .saturating_sub(u64::try_from(milli).unwrap_or(u64::MAX));
+            }
+        }
         let usage = &mut self.row.period_usage;
         if units == 0 {
             let x = credits.min(room.metered);
@@ -704,7 +723,7 @@ impl WalletTx {
                     (before, after)
                 }
                 _ => {
-                    x = self.plan_take(x, units_for(units, want, x));
+                    x = self.plan_take(x, units_for(units, want, x), Credits::ZERO);
                     if x.is_zero() {
                         continue;
                     }
@@ -959,10 +978,13 @@ impl WalletTx {
                 self.add_spend(ctx.now, x);
                 emit(self, None, Funding::Grant(gid), x, before, after);
             }
-            // 3. The plan, within its room under the hard cap.
+            // 3. The plan, within its room under the hard cap less what open holds
+            //    reserved there (their owners' usage draws it; taking it here would
+            //    turn their covered usage into overrun).
             if !left.is_zero() {
                 let units = units_for(g.request_units_milli, g.amount, left);
-                let x = self.plan_take(left, units);
+                let reserved = self.row.totals.plan_held;
+                let x = self.plan_take(left, units, reserved);
                 if !x.is_zero() {
                     let before = self.row.period_spent;
                     put(&mut self.row.period_spent, x);

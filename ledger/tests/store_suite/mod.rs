@@ -586,6 +586,54 @@ pub async fn plan_funds_usage_past_grants_up_to_the_cap(open: Opener) {
     assert_eq!(h.ledger.balance(&t).await.unwrap().spendable, c(7));
 }
 
+/// Usage past a sender's holds is funded from the plan only within the room no other
+/// hold has reserved: a hold's plan part stays drawable in full, so the usage it backs
+/// is billed, not turned into overrun by someone else's usage.
+pub async fn plan_room_reserved_by_a_hold_is_not_taken_by_other_usage(open: Opener) {
+    let h = H::new(open).await;
+    let t = h.tenant_with("acme", 0).await;
+    h.ledger
+        .set_plan(
+            &t,
+            Some(Plan {
+                hard_cap: Some(c(10)),
+                ..Plan::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let held = h
+        .ledger
+        .hold(&t, hold_req("sc-a", c(6), 600))
+        .await
+        .unwrap();
+    assert_eq!(held.parts[0].funding, Funding::Plan);
+    // sc-b has no hold and spends 7: only 4 of the cap's room is not reserved.
+    let out = h
+        .ledger
+        .post_batch(&batch("sc-b", 1, vec![rec(&t, "b", c(7))]))
+        .await
+        .unwrap();
+    assert_eq!(out.tenants[0].from_plan, c(4));
+    assert_eq!(out.tenants[0].overrun, c(3));
+    // sc-a spends its whole hold: all of it is funded and billed.
+    let out = h
+        .ledger
+        .post_batch(&batch("sc-a", 1, vec![rec(&t, "a", c(6))]))
+        .await
+        .unwrap();
+    assert_eq!(out.tenants[0].from_holds, c(6));
+    assert_eq!(out.tenants[0].overrun, Credits::ZERO);
+    let bal = h.ledger.balance(&t).await.unwrap();
+    assert_eq!(
+        bal.period_bill.unwrap().usage_charge,
+        c(10),
+        "the cap, not past it"
+    );
+    assert_eq!(bal.overrun, c(3));
+    assert!(h.ledger.verify_audit(None).await.unwrap().is_ok());
+}
+
 pub async fn multi_tenant_batches_stay_apart(open: Opener) {
     let h = H::new(open).await;
     let a = h.tenant_with("a", 10).await;
@@ -700,6 +748,7 @@ macro_rules! store_suite {
             statement_burn_rate_and_depletion,
             alerts_fire_once_and_are_audited,
             plan_funds_usage_past_grants_up_to_the_cap,
+            plan_room_reserved_by_a_hold_is_not_taken_by_other_usage,
             multi_tenant_batches_stay_apart,
             bad_input_is_refused_with_a_reason,
         );
