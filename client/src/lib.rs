@@ -74,18 +74,17 @@
 //! The hot path has no syscall, lock, allocation or hashing, and in the steady state no
 //! read-modify-write on the lane (reserve and commit are plain stores to the owner's
 //! lines; one tagged CAS per pull of a batch of credits). A task budget costs one CAS on
-//! reserve and one on commit. Measured roughly (a loaded 2-core VM, no criterion; the
-//! benches crate has the real figures): reserve+commit about 55 ns of CPU with a fixed
-//! price, 60-70 ns with a task budget, 85-95 ns rated from the price book; about 330
-//! instructions per reserve+commit, of which roughly half is the `Gate` layer
-//! (thread-local lookup, reservation handle) and half the lane protocol. That misses the
-//! 25 ns p50 target. Since then a rated commit rates inside the lookup that finds its
-//! lane and per-token prices are computed in 64-bit arithmetic: the bench's rated call
-//! went from ~93 to ~71 ns p50 (`benches/results/FASTPATH.md`). Closing the rest of the
-//! gap needs a task budget without locked instructions on the owner thread, a
-//! thread-pinned lane handle that skips the thread-local lookup on both reserve and
-//! commit, and fewer intent stores per settle (today six before-values, two cache lines
-//! per slot).
+//! reserve and one add on commit. Reserve makes one thread-local lookup (this thread's
+//! lane); a commit on the reserving thread makes none (a const thread-local token, and
+//! the owner state in the gate's per-lane block). A model priced per token is rated with
+//! the prices in its [`Model`] handle while the price book it was resolved in is current.
+//! On the 2-vCPU AMD EPYC VM of `benches/results/FASTPATH.md` (session 2) the bench's
+//! rated reserve + commit (4 limits, a task) takes ~39.5 ns at p50 (was ~69 ns), 50-60 ns
+//! at p99; a pre-rated one ~33 ns. That still misses the 25 ns p50 target: what is left is
+//! spread over both layers (the thread-local lookup at reserve, the slot's and the
+//! settle's stores, the ring record, rating), not one hot spot. The task budget's two
+//! locked instructions cost ~1-2 ns on that CPU (more on CPUs where a locked instruction
+//! costs ~7 ns), and the settle's before-value stores ~2 ns in all.
 //!
 //! ## Concurrency checking
 //!
