@@ -27,6 +27,9 @@
 //! max_lease_micro = 0      # cap on one lease (0 = no cap beyond fair share)
 //! min_lease_micro = 1000   # smaller grants are not worth a round trip
 //! ```
+//!
+//! Top-level `batch_retention_days = 30` (0 = forever) sets how long usage batches'
+//! idempotency keys are kept.
 
 use std::path::{Path, PathBuf};
 
@@ -146,9 +149,25 @@ pub struct Config {
     /// Lease timing.
     #[serde(default)]
     pub leases: LeaseConfig,
+    /// Days a usage batch's idempotency key is kept (default 30; 0 = forever). Older keys
+    /// are pruned; each sidecar keeps a watermark (the highest sequence pruned), so a
+    /// re-sent old batch is still refused as a duplicate. Keep it longer than a sidecar
+    /// may hold an unacknowledged batch in its outbox.
+    #[serde(default)]
+    pub batch_retention_days: Option<u64>,
 }
 
+/// Default of [`Config::batch_retention_days`].
+pub const DEFAULT_BATCH_RETENTION_DAYS: u64 = 30;
+
 impl Config {
+    /// Batch-key retention in seconds (0 = forever).
+    pub fn batch_retention_secs(&self) -> u64 {
+        self.batch_retention_days
+            .unwrap_or(DEFAULT_BATCH_RETENTION_DAYS)
+            .saturating_mul(86_400)
+    }
+
     /// Reads and validates a TOML file. Relative `token_file` paths resolve against the
     /// file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -270,6 +289,16 @@ ttl_secs = 10
         assert_eq!(cfg.sidecars[0].tenants, vec!["acme"]);
         assert_eq!(cfg.leases.ttl_secs, 10);
         assert_eq!(cfg.leases.settle_grace_secs, 15);
+    }
+
+    #[test]
+    fn batch_retention_defaults_to_30_days_and_0_keeps_forever() {
+        assert_eq!(Config::default().batch_retention_secs(), 30 * 86_400);
+        let c = Config::parse("batch_retention_days = 0").unwrap();
+        assert_eq!(c.batch_retention_secs(), 0);
+        let c = Config::parse("batch_retention_days = 7").unwrap();
+        assert_eq!(c.batch_retention_secs(), 7 * 86_400);
+        assert!(Config::parse("batch_retention_days = -1").is_err());
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub webhooks: Family<ResultLabel, Counter>,
     /// Demand reports refused while relearning after a restart.
     pub relearn_deferred: Counter,
+    /// Batch idempotency keys pruned past the retention.
+    pub batches_pruned: Counter,
 }
 
 impl Default for Metrics {
@@ -69,6 +71,7 @@ impl Metrics {
             policy_pushes: Counter::default(),
             webhooks: Family::default(),
             relearn_deferred: Counter::default(),
+            batches_pruned: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("batches", "Usage batches by result", m.batches.clone());
@@ -106,6 +109,11 @@ impl Metrics {
             m.policy_pushes.clone(),
         );
         registry.register("webhooks", "Alert webhook deliveries", m.webhooks.clone());
+        registry.register(
+            "batches_pruned",
+            "Usage batch keys pruned past the retention (their sidecars keep a watermark)",
+            m.batches_pruned.clone(),
+        );
         registry.register(
             "relearn_deferred",
             "Demands deferred during the relearn window",

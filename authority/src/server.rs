@@ -264,7 +264,10 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let signer = AuditSigner::from_seed_hex(opts.signer_seed_hex.trim())
         .map_err(|e| ServeError::Key(e.to_string()))?;
     let (store, policy) = open_stores(&opts.store, true).await?;
-    let ledger = Arc::new(Ledger::new(store, Arc::new(SystemClock), signer));
+    let ledger = Arc::new(
+        Ledger::new(store, Arc::new(SystemClock), signer)
+            .with_batch_retention(opts.config.batch_retention_secs()),
+    );
     let metrics = Arc::new(Metrics::new());
     let webhook = match &opts.config.webhook_secret {
         Some(s) => Some(
@@ -369,8 +372,11 @@ fn spawn_loops(state: Arc<State>, shutdown: watch::Receiver<bool>) {
                 _ = stop.wait_for(|v| *v) => break,
             }
             settle_due_leases(&s).await;
-            if let Err(e) = s.ledger.sweep(1000).await {
-                tracing::warn!(error = %e, "ledger sweep failed");
+            match s.ledger.sweep(1000).await {
+                Ok(r) => {
+                    s.metrics.batches_pruned.inc_by(r.batches_pruned);
+                }
+                Err(e) => tracing::warn!(error = %e, "ledger sweep failed"),
             }
             // Replicas: push what another replica changed; forget ended windows.
             if let Err(e) = crate::admin_svc::sync_policies_from_store(&s).await {

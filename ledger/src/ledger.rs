@@ -46,6 +46,8 @@ pub struct SweepReport {
     pub tenants_caught_up: u64,
     /// Burn-rate buckets older than two days dropped.
     pub buckets_pruned: u64,
+    /// Batch keys older than the retention dropped (see [`Ledger::with_batch_retention`]).
+    pub batches_pruned: u64,
 }
 
 /// The credit ledger. Cheap to share (`Arc<Ledger>`); all methods take `&self`.
@@ -57,6 +59,8 @@ pub struct Ledger {
     /// is read from the locked wallet row, and a cached book is used only if it has that
     /// version.
     books: Mutex<HashMap<TenantId, Arc<PriceBook>>>,
+    /// Keep batch keys this long (seconds); `None` keeps them forever.
+    batch_retention: Option<u64>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -76,7 +80,18 @@ impl Ledger {
             clock,
             signer,
             books: Mutex::new(HashMap::new()),
+            batch_retention: None,
         }
+    }
+
+    /// Prune batch keys older than `secs` at each [`Ledger::sweep`]. A pruned key stays a
+    /// duplicate through its sidecar's watermark (the highest sequence pruned), so the
+    /// retention only has to outlast the time a sidecar may hold a batch it has not got
+    /// acknowledged (its outbox): a batch *never posted* whose sequence is at or below the
+    /// watermark would be taken for a duplicate. `secs` of 0 keeps everything.
+    pub fn with_batch_retention(mut self, secs: u64) -> Ledger {
+        self.batch_retention = (secs > 0).then_some(secs);
+        self
     }
 
     /// The store.
@@ -497,6 +512,12 @@ impl Ledger {
             .store
             .prune_spend(now.saturating_sub(2 * 86_400))
             .await?;
+        if let Some(keep) = self.batch_retention {
+            report.batches_pruned = self
+                .store
+                .prune_batches(now.saturating_sub(keep), now, limit.saturating_mul(10))
+                .await?;
+        }
         Ok(report)
     }
 

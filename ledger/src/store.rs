@@ -352,6 +352,17 @@ pub trait Store: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Batch-key retention: delete up to `limit` rows of `batches` posted before `before`
+    /// and raise each affected sidecar's watermark (stamped `now`) to the highest sequence deleted (in
+    /// the same transaction), so a re-sent old key is still a duplicate. Returns how many
+    /// rows were deleted.
+    async fn prune_batches(
+        &self,
+        before: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<u64, LedgerError>;
+
     /// The latest price book of a tenant, if any.
     async fn latest_price_book(
         &self,

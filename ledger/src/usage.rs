@@ -126,6 +126,23 @@ pub struct BatchOutcome {
     pub tenants: Vec<TenantPosting>,
 }
 
+impl BatchOutcome {
+    /// The outcome of `key` when its row was pruned: `mark` is the sidecar's watermark
+    /// (highest sequence pruned, when). A key at or below it was posted and pruned: a
+    /// duplicate with its figures gone. Above it (or without a mark): not posted.
+    pub fn if_pruned(key: &BatchKey, mark: Option<(i64, i64)>) -> Option<BatchOutcome> {
+        let (through, at) = mark?;
+        let through = u64::try_from(through).ok()?;
+        (key.seq <= through).then(|| BatchOutcome {
+            key: key.clone(),
+            duplicate: true,
+            records: 0,
+            posted_at: u64::try_from(at).unwrap_or(0),
+            tenants: Vec::new(),
+        })
+    }
+}
+
 /// One posting row: credits of one (agent, model, feature) group of a batch paid by one
 /// source. Records of a batch are aggregated into these rows, so a batch of thousands of
 /// records writes a handful of rows.

@@ -410,7 +410,18 @@ impl StoreTx for PostgresTx {
             .bind(i(key.seq, "batch seq")?)
             .fetch_optional(&mut *self.tx)
             .await?;
-        row.as_ref().map(|r| json(r, "outcome")).transpose()
+        if let Some(r) = row {
+            return json(&r, "outcome").map(Some);
+        }
+        // Read after the row: a prune that removed it committed before, so its
+        // watermark is seen here.
+        let mark: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT pruned_through, pruned_at FROM batch_watermarks WHERE sidecar_id = $1",
+        )
+        .bind(key.sidecar_id.as_str())
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(BatchOutcome::if_pruned(key, mark))
     }
 
     async fn price_book(
@@ -635,7 +646,18 @@ impl Store for PostgresStore {
             .bind(i(key.seq, "batch seq")?)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(|r| json(r, "outcome")).transpose()
+        if let Some(r) = row {
+            return json(&r, "outcome").map(Some);
+        }
+        // Read after the row: a prune that removed it committed before, so its
+        // watermark is seen here.
+        let mark: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT pruned_through, pruned_at FROM batch_watermarks WHERE sidecar_id = $1",
+        )
+        .bind(key.sidecar_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(BatchOutcome::if_pruned(key, mark))
     }
 
     async fn audit_records(
@@ -653,6 +675,37 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(audit_from).collect()
+    }
+
+    async fn prune_batches(
+        &self,
+        before: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<u64, LedgerError> {
+        // One statement: delete the oldest rows, then raise each sidecar's watermark to the
+        // highest sequence deleted, atomically (a reader that misses a row sees the mark).
+        let deleted: i64 = sqlx::query_scalar(
+            "WITH doomed AS ( \
+                 DELETE FROM batches WHERE (sidecar_id, seq) IN ( \
+                     SELECT sidecar_id, seq FROM batches WHERE posted_at < $1 \
+                     ORDER BY posted_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 RETURNING sidecar_id, seq), \
+             marks AS ( \
+                 INSERT INTO batch_watermarks (sidecar_id, pruned_through, pruned_at) \
+                 SELECT sidecar_id, max(seq), $3 FROM doomed GROUP BY sidecar_id \
+                 ON CONFLICT (sidecar_id) DO UPDATE SET \
+                     pruned_through = GREATEST(batch_watermarks.pruned_through, excluded.pruned_through), \
+                     pruned_at = excluded.pruned_at \
+                 RETURNING 1) \
+             SELECT count(*) FROM doomed",
+        )
+        .bind(i(before, "time")?)
+        .bind(i64::from(limit))
+        .bind(i(now, "time")?)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(deleted).unwrap_or(0))
     }
 
     async fn latest_price_book(

@@ -32,11 +32,18 @@ use crate::report::StatementRow;
 use crate::usage::{BatchOutcome, Posting};
 
 /// Embedded migrations: (version, name, SQL).
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "batch_watermarks",
+        include_str!("../../migrations/sqlite/0002_batch_watermarks.sql"),
+    ),
+];
 
 /// Rows per multi-row INSERT: 19 columns x 500 rows stays far below SQLite's limit of
 /// 32,766 bound parameters, and one statement per chunk instead of per row is what lets
@@ -572,7 +579,18 @@ impl StoreTx for SqliteTx {
             .bind(i(key.seq, "batch seq")?)
             .fetch_optional(&mut *self.tx)
             .await?;
-        row.as_ref().map(|r| json(r, "outcome")).transpose()
+        if let Some(r) = row {
+            return json(&r, "outcome").map(Some);
+        }
+        // Read after the row: a prune that removed it committed before, so its
+        // watermark is seen here.
+        let mark: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT pruned_through, pruned_at FROM batch_watermarks WHERE sidecar_id = ?",
+        )
+        .bind(key.sidecar_id.as_str())
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(BatchOutcome::if_pruned(key, mark))
     }
 
     async fn price_book(
@@ -1050,7 +1068,18 @@ impl Store for SqliteStore {
             .bind(i(key.seq, "batch seq")?)
             .fetch_optional(&self.reader)
             .await?;
-        row.as_ref().map(|r| json(r, "outcome")).transpose()
+        if let Some(r) = row {
+            return json(&r, "outcome").map(Some);
+        }
+        // Read after the row: a prune that removed it committed before, so its
+        // watermark is seen here.
+        let mark: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT pruned_through, pruned_at FROM batch_watermarks WHERE sidecar_id = ?",
+        )
+        .bind(key.sidecar_id.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(BatchOutcome::if_pruned(key, mark))
     }
 
     async fn audit_records(
@@ -1076,6 +1105,48 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(r.rows_affected())
+    }
+
+    async fn prune_batches(
+        &self,
+        before: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<u64, LedgerError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let doomed: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT sidecar_id, seq FROM batches WHERE posted_at < ? ORDER BY posted_at LIMIT ?",
+        )
+        .bind(i(before, "time")?)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut through: std::collections::BTreeMap<&str, i64> = Default::default();
+        for (sid, seq) in &doomed {
+            let e = through.entry(sid.as_str()).or_insert(*seq);
+            *e = (*e).max(*seq);
+        }
+        let now = i(now, "time")?;
+        for (sid, seq) in &through {
+            sqlx::query(
+                "INSERT INTO batch_watermarks (sidecar_id, pruned_through, pruned_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (sidecar_id) DO UPDATE SET pruned_through = MAX(pruned_through, excluded.pruned_through), pruned_at = excluded.pruned_at",
+            )
+            .bind(*sid)
+            .bind(*seq)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (sid, seq) in &doomed {
+            sqlx::query("DELETE FROM batches WHERE sidecar_id = ? AND seq = ?")
+                .bind(sid.as_str())
+                .bind(*seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(doomed.len() as u64)
     }
 
     async fn latest_price_book(

@@ -174,6 +174,57 @@ pub async fn duplicate_batch_is_posted_once(open: Opener) {
     assert!(h.ledger.batch(&b.key).await.unwrap().is_some());
 }
 
+/// Batch-key retention: keys older than the retention are pruned at the sweep, and a
+/// pruned key re-sent is still a duplicate (through its sidecar's watermark), on this
+/// instance and on another one; newer keys and other sidecars are untouched.
+pub async fn pruned_batch_keys_stay_duplicates(open: Opener) {
+    let h = H::new(open).await;
+    let t = h.tenant_with("acme", 100).await;
+    let ledger = Ledger::new((h.open)().await, Arc::new(h.clock.clone()), signer())
+        .with_batch_retention(3600);
+    let old: Vec<UsageBatch> = (1..=3)
+        .map(|seq| batch("sc-1", seq, vec![rec(&t, "a", c(1))]))
+        .collect();
+    for b in &old {
+        assert!(!ledger.post_batch(b).await.unwrap().duplicate);
+    }
+    h.clock.advance(3000);
+    let recent = batch("sc-1", 4, vec![rec(&t, "a", c(1))]);
+    assert!(!ledger.post_batch(&recent).await.unwrap().duplicate);
+    h.clock.advance(700); // the first three are now past the hour; seq 4 is not
+    let report = ledger.sweep(100).await.unwrap();
+    assert_eq!(report.batches_pruned, 3);
+    assert_eq!(ledger.sweep(100).await.unwrap().batches_pruned, 0);
+    // A pruned key: a duplicate with its figures gone, never posted again.
+    for l in [&ledger, &h.replica().await] {
+        let again = l.post_batch(&old[1]).await.unwrap();
+        assert!(again.duplicate, "{again:?}");
+        assert!(again.tenants.is_empty());
+        assert!(l.batch(&old[0].key).await.unwrap().unwrap().duplicate);
+    }
+    // The key kept, and the next new one, behave as before.
+    assert!(ledger.post_batch(&recent).await.unwrap().duplicate);
+    let next = batch("sc-1", 5, vec![rec(&t, "a", c(1))]);
+    assert!(!ledger.post_batch(&next).await.unwrap().duplicate);
+    // Another sidecar's low sequence numbers are its own.
+    let other = batch("sc-2", 1, vec![rec(&t, "b", c(2))]);
+    assert!(!ledger.post_batch(&other).await.unwrap().duplicate);
+    assert!(
+        ledger
+            .batch(&batch("sc-1", 6, Vec::new()).key)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let bal = ledger.balance(&t).await.unwrap();
+    assert_eq!(
+        bal.consumed,
+        c(7),
+        "five sc-1 batches of 1 and one sc-2 batch of 2, once each"
+    );
+    assert!(ledger.verify_audit(None).await.unwrap().is_ok());
+}
+
 pub async fn concurrent_replicas_post_a_batch_once(open: Opener) {
     let h = H::new(open).await;
     let t = h.tenant_with("acme", 1000).await;
@@ -738,6 +789,7 @@ macro_rules! store_suite {
         $crate::store_suite!(@cases $fresh;
             migrations_are_idempotent_and_state_survives_reopen,
             duplicate_batch_is_posted_once,
+            pruned_batch_keys_stay_duplicates,
             concurrent_replicas_post_a_batch_once,
             concurrent_holds_never_overdraw,
             holds_post_void_and_expire,

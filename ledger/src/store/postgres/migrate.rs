@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "authority",
         include_str!("../../../migrations/postgres/0002_authority.sql"),
     ),
+    (
+        3,
+        "batch_watermarks",
+        include_str!("../../../migrations/postgres/0003_batch_watermarks.sql"),
+    ),
 ];
 
 /// Apply every pending migration to the schema the pool's connections use (their
