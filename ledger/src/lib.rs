@@ -19,7 +19,7 @@
 //! 4. **Durable, exactly-once posting.** Each operation is one store transaction that
 //!    locks the tenant's wallet row first; `Ok` means committed (SQLite: WAL,
 //!    `synchronous=FULL`). A usage batch is idempotent by (sidecar id, sequence): a
-//!    re-sent batch posts nothing and returns the first outcome.
+//!    re-sent batch posts nothing and returns the first outcome (see Retention).
 //! 5. **Every movement is audited.** Grant, hold, post, void, expire, reset, adjustment,
 //!    usage posting and alert each append one signed record to the tenant's hash chain in
 //!    the same transaction ([`audit`]).
@@ -48,9 +48,12 @@
 //! `benches/results/`.
 //!
 //! ## Retention
-//! Postings, batch rows and audit records are kept (statements, idempotency and the
-//! chain need them); burn-rate buckets are pruned after two days by [`Ledger::sweep`].
-//! Archiving old postings and batch keys is not implemented yet.
+//! Postings and audit records are kept (statements and the chain need them); burn-rate
+//! buckets are pruned after two days by [`Ledger::sweep`]. Batch rows are pruned by the
+//! sweep after [`Ledger::with_batch_retention`] (the authority's default: 30 days); each
+//! sidecar keeps a watermark, the highest sequence pruned, written in the same
+//! transaction, so a re-sent pruned key is still a duplicate (its outcome's figures are
+//! gone). Archiving old postings is not implemented yet.
 //!
 //! ## Money and time
 //! Credits are integer micro-credits (`tollgate_core::Credits`); time is unix seconds
