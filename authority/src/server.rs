@@ -418,16 +418,12 @@ fn spawn_loops(state: Arc<State>, shutdown: watch::Receiver<bool>) {
 pub async fn settle_due_leases(state: &State) {
     let now = now_ms();
     let grace = state.lease_cfg.settle_grace_secs.saturating_mul(1000);
+    // Every lease stays in the table for the grace after its expiry: late batches still
+    // draw from a wallet lease's hold, and the closing return a sidecar sends when a
+    // window lease expires still hands its unspent credits back to the window's claim.
     let due: Vec<_> = {
         let mut t = state.lease_table();
-        let mut ids = t.due(now, grace);
-        // Window and unbounded leases end at expiry, no grace (nothing to post).
-        ids.extend(t.due(now, 0).into_iter().filter(|id| {
-            t.get(id)
-                .is_some_and(|l| !matches!(l.backing, Backing::Hold { .. }))
-        }));
-        ids.sort();
-        ids.dedup();
+        let ids = t.due(now, grace);
         ids.into_iter().filter_map(|id| t.remove(&id)).collect()
     };
     for l in due {

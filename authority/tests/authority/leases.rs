@@ -58,3 +58,45 @@ async fn concurrent_sidecars_never_lease_past_the_wallet_or_a_window() {
     assert_eq!(b.available_micro + b.held_micro, 10_000_000);
     h.running.shutdown().await.unwrap();
 }
+
+/// A window lease's unspent credits handed back when it expires go back to the window
+/// (the sidecar's closing return arrives after the expiry; the lease is kept for the
+/// settle grace so it still counts), and what it spent stays counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_window_lease_returns_its_unspent_credits_to_the_window() {
+    if skip_without_store("an_expired_window_lease_returns_its_unspent_credits_to_the_window") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), 0);
+    opts.config.leases.ttl_secs = 1;
+    opts.config.leases.settle_grace_secs = 10;
+    let running = tollgate_authority::server::start(opts).await.unwrap();
+    let url = format!("http://{}", running.grpc_addr);
+    setup_tenant(&url, "acme", 100).await;
+    let hourly = pb::LimitKey::tenant_window("acme", pb::Window::Hour);
+    set_quota(&url, "hourly", hourly.clone(), 3_000_000).await;
+    let mut sc = Sidecar::connect(&url, "pod-1", SC_ACME, &["acme"]).await;
+    let first = Sidecar::totals(sc.lease_rounds(&[(hourly.clone(), 3_000_000)], 1).await);
+    assert_eq!(first.get("acme/hour"), Some(&3_000_000));
+    let lease_id = {
+        let t = running.state.lease_table();
+        t.of_sidecar("pod-1")[0].lease_id.clone()
+    };
+    // Past the expiry and at least one settlement pass: 1 credit spent, 2 handed back.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    sc.send(pb::session_up::Msg::LeaseReturn(pb::LeaseReturn {
+        lease_id,
+        amount_micro: 2_000_000,
+        close: true,
+        through_seq: 0,
+    }))
+    .await;
+    let again = Sidecar::totals(sc.lease_rounds(&[(hourly, 3_000_000)], 1).await);
+    assert_eq!(
+        again.get("acme/hour"),
+        Some(&2_000_000),
+        "the 2 credits handed back are leased again; the 1 spent stays counted"
+    );
+    running.shutdown().await.unwrap();
+}
