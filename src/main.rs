@@ -34,12 +34,21 @@ enum Command {
     Injector(tollgate_injector::cli::InjectorArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
         Command::Demo(args) => tollgate_demo::cli::run(args),
         Command::Authority(args) => tollgate_authority::cli::run_authority(args),
         Command::Ctl(args) => tollgate_authority::cli::run_ctl(args),
         Command::Sidecar(args) => tollgate_sidecar::cli::run(args),
         Command::Injector(args) => tollgate_injector::cli::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes, one line; no backtrace for a user's error even
+            // with RUST_BACKTRACE set (bugs panic, and panics keep theirs).
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -697,3 +697,35 @@ fn authority_down_emergency_allowance_is_bounded_then_fails_closed() {
     );
     assert_eq!(r.consumed, fleet.spent);
 }
+
+/// A user's mistake gets one clear line on stderr and exit code 1, with no backtrace even
+/// when RUST_BACKTRACE is set (as it often is where people debug).
+#[test]
+fn bad_input_gets_one_error_line_and_exit_1() {
+    for args in [
+        &["authority", "migrate", "--store", "mysql://db/x"][..],
+        &[
+            "authority",
+            "--store",
+            "postgres://u:secret@127.0.0.1:5432/x",
+            "--http",
+            "off",
+        ],
+        &["ctl", "--authority", "not a url", "tenant", "list"],
+    ] {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .expect("run tollgate");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with("error: "), "{args:?}: {err}");
+        assert!(!err.contains("backtrace"), "{args:?}: {err}");
+        assert!(
+            !err.contains("secret"),
+            "{args:?}: the password leaked: {err}"
+        );
+    }
+}
