@@ -1,4 +1,4 @@
-//! `tollgate sidecar`: flags and environment (fixed names shared with the Helm chart), then
+//! `tollgate sidecar` and `tollgate-sidecar`: flags and environment (fixed names shared with the Helm chart), then
 //! the resolved configuration, then the run.
 
 use std::net::SocketAddr;
@@ -237,7 +237,7 @@ impl SidecarArgs {
     }
 }
 
-/// Entry point for `tollgate sidecar`.
+/// Entry point for `tollgate sidecar` and the `tollgate-sidecar` binary.
 pub fn run(args: SidecarArgs) -> anyhow::Result<()> {
     crate::logging::init(&args.log, args.log_format)?;
     let config = args.resolve()?;

@@ -72,6 +72,13 @@
 //! [`backoff`]), [`owner`] (the region), [`lease`] / [`leasebook`] / [`burn`] / [`degraded`]
 //! (decisions), [`batcher`] / [`outbox`] / [`reconcile`] / [`state`] / [`key`] (durability),
 //! [`convert`] (wire types), [`http`] / [`metrics`] / [`logging`].
+//!
+//! ## Binaries
+//!
+//! The sidecar runs as `tollgate sidecar` (the all-in-one binary) or as `tollgate-sidecar`
+//! (`src/bin/tollgate-sidecar.rs`, the same flags and environment), which links nothing but
+//! this crate's dependencies: about half the resident code, so the sidecar stays within its
+//! memory target (`benches/results/rss-2026-11-27.md`). The injector runs `tollgate-sidecar`.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
