@@ -57,7 +57,7 @@ pub struct InjectorArgs {
     /// restart); 0 disables.
     #[arg(long, env = "TOLLGATE_INJECTOR_TLS_RELOAD_SECS", default_value_t = 60)]
     pub tls_reload_secs: u64,
-    /// Image of the injected sidecar (the `tollgate` image).
+    /// Image of the injected sidecar (the `tollgate` image; it runs /usr/local/bin/tollgate-sidecar).
     #[arg(long, env = "TOLLGATE_INJECTOR_SIDECAR_IMAGE", default_value = concat!("tollgate:", env!("CARGO_PKG_VERSION")))]
     pub sidecar_image: String,
     /// imagePullPolicy of the sidecar: Always, IfNotPresent or Never.

@@ -2,7 +2,7 @@
 //!
 //! What the patched pod holds:
 //! - the sidecar as the first init container with `restartPolicy: Always` (a Kubernetes
-//!   native sidecar, 1.29+): it starts before the app containers and its startup probe on
+//!   native sidecar, 1.29+), running the image's lean `tollgate-sidecar` binary: it starts before the app containers and its startup probe on
 //!   `/readyz` holds them back until the region exists; it stops after them;
 //! - an in-memory emptyDir (`medium: Memory`, `sizeLimit` = the region size) mounted at
 //!   [`REGION_DIR`] in the sidecar and in every app container, and `TOLLGATE_REGION` set to
@@ -291,8 +291,8 @@ fn share_region(
     Ok(())
 }
 
-/// The sidecar container, run as `tollgate sidecar` with the flags and environment the
-/// sidecar documents.
+/// The sidecar container: the image's lean [`SIDECAR_COMMAND`], which takes the same flags
+/// and environment as `tollgate sidecar`.
 pub fn sidecar_container(s: &SidecarSettings) -> Value {
     let mut env = vec![
         json!({ "name": "TOLLGATE_REGION", "value": REGION_PATH }),
@@ -333,7 +333,8 @@ pub fn sidecar_container(s: &SidecarSettings) -> Value {
         "name": SIDECAR_NAME,
         "image": s.image,
         "imagePullPolicy": s.image_pull_policy.as_str(),
-        "args": ["sidecar", "--log-format", log_format],
+        "command": [SIDECAR_COMMAND],
+        "args": ["--log-format", log_format],
         "restartPolicy": "Always",
         "env": env,
         "ports": [{ "name": "tollgate-http", "containerPort": SIDECAR_HTTP_PORT, "protocol": "TCP" }],

@@ -16,6 +16,10 @@ pub const NAMESPACE_LABEL: &str = "tollgate.dev/injection";
 
 /// Name of the injected init container (native sidecar).
 pub const SIDECAR_NAME: &str = "tollgate-sidecar";
+/// The sidecar's executable in the `tollgate` image: the sidecar alone, with the flags and
+/// environment of `tollgate sidecar` but none of the authority's or the webhook's code, so
+/// its resident memory is a fraction of the all-in-one binary's.
+pub const SIDECAR_COMMAND: &str = "/usr/local/bin/tollgate-sidecar";
 /// Name of the in-memory emptyDir volume holding the region.
 pub const REGION_VOLUME: &str = "tollgate-region";
 /// Where the region's volume is mounted, in the sidecar and every app container.

@@ -14,7 +14,8 @@ use crate::quantity::Quantity;
 /// Everything the injected sidecar is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SidecarSettings {
-    /// The `tollgate` image the sidecar runs.
+    /// The `tollgate` image the sidecar runs; the container runs its
+    /// [`crate::names::SIDECAR_COMMAND`], so the image must hold it (the Dockerfile installs it).
     pub image: String,
     pub image_pull_policy: PullPolicy,
     /// The authority's gRPC address (`http://tollgate-authority.tollgate:7070`).

@@ -183,7 +183,8 @@ fn injects_a_native_sidecar_sharing_an_in_memory_region() {
     let sc = sidecar(pod);
     assert_eq!(sc["restartPolicy"], "Always");
     assert_eq!(inits[1]["name"], "migrate");
-    assert_eq!(sc["args"], json!(["sidecar", "--log-format", "json"]));
+    assert_eq!(sc["command"], json!(["/usr/local/bin/tollgate-sidecar"]));
+    assert_eq!(sc["args"], json!(["--log-format", "json"]));
     assert_eq!(
         env_value(sc, "TOLLGATE_REGION").as_deref(),
         Some(REGION_PATH)
@@ -515,7 +516,8 @@ fn annotations_override_the_defaults() {
         env_value(sc, "TOLLGATE_EMERGENCY_ALLOWANCE").as_deref(),
         Some("2.5")
     );
-    assert_eq!(sc["args"], json!(["sidecar", "--log-format", "text"]));
+    assert_eq!(sc["command"], json!(["/usr/local/bin/tollgate-sidecar"]));
+    assert_eq!(sc["args"], json!(["--log-format", "text"]));
     assert_eq!(
         sc["resources"],
         json!({ "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "cpu": "1", "memory": "256Mi" } })
