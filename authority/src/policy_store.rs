@@ -139,6 +139,8 @@ impl PolicyStore {
             "CREATE TABLE IF NOT EXISTS tollgate_authority_sidecars (sidecar_id TEXT PRIMARY KEY, durable_seq INTEGER NOT NULL)",
             "CREATE TABLE IF NOT EXISTS tollgate_authority_windows (tenant TEXT NOT NULL, rule_id TEXT NOT NULL, window_start_ms INTEGER NOT NULL, window_end_ms INTEGER NOT NULL, claimed INTEGER NOT NULL, last_claim INTEGER NOT NULL, PRIMARY KEY (tenant, rule_id, window_start_ms))",
             "CREATE INDEX IF NOT EXISTS tollgate_authority_windows_end ON tollgate_authority_windows (window_end_ms)",
+            "CREATE TABLE IF NOT EXISTS tollgate_authority_webhooks (delivery TEXT PRIMARY KEY, url TEXT NOT NULL, body BLOB NOT NULL, attempts INTEGER NOT NULL, next_at_ms INTEGER NOT NULL, claimed_until_ms INTEGER NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS tollgate_authority_webhooks_due ON tollgate_authority_webhooks (next_at_ms)",
         ] {
             sqlx::query(ddl).execute(&pool).await?;
         }
@@ -407,6 +409,100 @@ impl PolicyStore {
     }
 }
 
+/// An alert webhook waiting in the store for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingWebhook {
+    /// Unique delivery id (sent as `X-Tollgate-Delivery`; receivers de-duplicate by it).
+    pub delivery: String,
+    /// Where to POST.
+    pub url: String,
+    /// The JSON body, signed as is.
+    pub body: Vec<u8>,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
+impl PolicyStore {
+    /// Queues a webhook for delivery (once per delivery id: a second enqueue of the same
+    /// id is a no-op). True if it was queued now.
+    pub async fn enqueue_webhook(
+        &self,
+        delivery: &str,
+        url: &str,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<bool, PolicyStoreError> {
+        let sql = "INSERT INTO tollgate_authority_webhooks (delivery, url, body, attempts, next_at_ms, claimed_until_ms) \
+             VALUES (?, ?, ?, 0, ?, 0) ON CONFLICT (delivery) DO NOTHING";
+        let n = exec_db!(self, sql, |q| |p| sqlx::query(q)
+            .bind(delivery)
+            .bind(url)
+            .bind(body)
+            .bind(clamp(now_ms))
+            .execute(p))?;
+        Ok(n == 1)
+    }
+
+    /// Claims up to `limit` due webhooks for `claim_ms` (another replica skips them until
+    /// then, so a delivery in flight is not sent twice at once).
+    pub async fn claim_webhooks(
+        &self,
+        now_ms: u64,
+        claim_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<PendingWebhook>, PolicyStoreError> {
+        let lock = match self.db {
+            Db::Sqlite(_) => "",
+            Db::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE tollgate_authority_webhooks SET claimed_until_ms = ? WHERE delivery IN \
+             (SELECT delivery FROM tollgate_authority_webhooks WHERE next_at_ms <= ? AND claimed_until_ms <= ? \
+             ORDER BY next_at_ms LIMIT ?{lock}) RETURNING delivery, url, body, attempts"
+        );
+        let rows: Vec<(String, String, Vec<u8>, i32)> = on_db!(self, sql.as_str(), |q| |p| {
+            sqlx::query_as(q)
+                .bind(clamp(now_ms.saturating_add(claim_ms)))
+                .bind(clamp(now_ms))
+                .bind(clamp(now_ms))
+                .bind(i64::from(limit))
+                .fetch_all(p)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(delivery, url, body, attempts)| PendingWebhook {
+                delivery,
+                url,
+                body,
+                attempts: u32::try_from(attempts).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// A webhook is finished (delivered, or given up on): forget it.
+    pub async fn webhook_done(&self, delivery: &str) -> Result<(), PolicyStoreError> {
+        let sql = "DELETE FROM tollgate_authority_webhooks WHERE delivery = ?";
+        exec_db!(self, sql, |q| |p| sqlx::query(q).bind(delivery).execute(p))?;
+        Ok(())
+    }
+
+    /// An attempt failed: count it and try again at `next_at_ms`.
+    pub async fn webhook_retry_at(
+        &self,
+        delivery: &str,
+        attempts: u32,
+        next_at_ms: u64,
+    ) -> Result<(), PolicyStoreError> {
+        let sql = "UPDATE tollgate_authority_webhooks SET attempts = ?, next_at_ms = ?, claimed_until_ms = 0 WHERE delivery = ?";
+        exec_db!(self, sql, |q| |p| sqlx::query(q)
+            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+            .bind(clamp(next_at_ms))
+            .bind(delivery)
+            .execute(p))?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,6 +537,48 @@ mod tests {
         assert_eq!(s.claim_window("acme", "r", w, 5, 50).await.unwrap(), 0);
         assert_eq!(s.prune_windows(120_001).await.unwrap(), 2);
         assert_eq!(s.window_claimed("acme", "r", 60_000).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn webhooks_queue_once_claim_once_and_retry_later() {
+        let (_d, s) = sqlite().await;
+        assert!(
+            s.enqueue_webhook("d1", "http://x/h", b"{}", 1_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.enqueue_webhook("d1", "http://x/h", b"{}", 1_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.enqueue_webhook("d2", "http://x/h", b"[]", 5_000)
+                .await
+                .unwrap()
+        );
+        let got = s.claim_webhooks(1_000, 60_000, 10).await.unwrap();
+        assert_eq!(got.len(), 1, "d2 is not due yet");
+        assert_eq!((got[0].delivery.as_str(), got[0].attempts), ("d1", 0));
+        assert!(
+            s.claim_webhooks(2_000, 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "claimed"
+        );
+        s.webhook_retry_at("d1", 1, 3_000).await.unwrap();
+        let got = s.claim_webhooks(6_000, 60_000, 10).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().any(|w| w.delivery == "d1" && w.attempts == 1));
+        s.webhook_done("d1").await.unwrap();
+        s.webhook_done("d2").await.unwrap();
+        assert!(
+            s.claim_webhooks(u64::MAX / 2, 1, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

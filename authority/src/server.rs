@@ -398,6 +398,7 @@ fn spawn_loops(state: Arc<State>, shutdown: watch::Receiver<bool>) {
                 _ = stop.wait_for(|v| *v) => break,
             }
             evaluate_alerts(&s).await;
+            deliver_webhooks(&s).await;
         }
     });
     // After the relearn window: serve the demand that arrived during it.
@@ -501,20 +502,45 @@ async fn evaluate_alerts(state: &State) {
             else {
                 continue;
             };
-            let Some(sender) = state.webhook.clone() else {
+            if state.webhook.is_none() {
                 tracing::warn!(
                     tenant,
                     rule = ev.rule_id,
                     "alert fired but no webhook_secret is configured; not delivered"
                 );
                 continue;
-            };
+            }
             let body = serde_json::to_vec(&ev).unwrap_or_default();
             let delivery = format!("{}-{}-{}", ev.tenant, ev.rule_id, ev.audit_seq);
-            tokio::spawn(async move {
-                let _ = sender.deliver(&url, body, &delivery).await;
-            });
+            // Queued first: a restart or a dead replica delays the delivery, never loses it.
+            if let Err(e) = state
+                .policy
+                .enqueue_webhook(&delivery, &url, &body, now_ms())
+                .await
+            {
+                tracing::error!(tenant, delivery, error = %e, "cannot queue an alert webhook");
+            }
         }
+    }
+}
+
+/// Claims due webhooks and sends each in its own task (a slow receiver delays only its
+/// own deliveries). A claim lasts a minute, longer than an attempt's 10 s timeout.
+async fn deliver_webhooks(state: &Arc<State>) {
+    let Some(sender) = state.webhook.clone() else {
+        return;
+    };
+    let now = now_ms();
+    let due = match state.policy.claim_webhooks(now, 60_000, 64).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "claiming webhooks failed");
+            return;
+        }
+    };
+    for w in due {
+        let (sender, state) = (sender.clone(), state.clone());
+        tokio::spawn(async move { sender.attempt_queued(&state.policy, w, now).await });
     }
 }
 

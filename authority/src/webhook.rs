@@ -1,20 +1,27 @@
 //! Alert delivery: ledger alert events become HTTP POSTs of JSON to the rule's webhook URL,
 //! signed with HMAC-SHA256 over the exact body (header
-//! `X-Tollgate-Signature: sha256=<hex>`), retried with exponential backoff and jitter
-//! (200 ms doubling up to 10 s, at most 6 retries) on connection errors, 429 and 5xx. A
-//! 4xx other than 429 is final: the receiver said the request itself is wrong.
+//! `X-Tollgate-Signature: sha256=<hex>`).
+//!
+//! Deliveries are **durable**: an alert that fires is queued in the store
+//! (`tollgate_authority_webhooks`) before any attempt, and a loop in every replica claims
+//! due ones, POSTs them, and deletes them once delivered. A failed attempt (connection
+//! error, 429, 5xx) is retried after [`retry_delay`] (1 s doubling up to 5 min, with
+//! jitter), at most [`MAX_ATTEMPTS`] times (about 40 minutes in all); a restart or a
+//! replica's death in between loses nothing, it only delays. A 4xx other than 429 is
+//! final: the receiver said the request itself is wrong. Delivery is at least once:
+//! `X-Tollgate-Delivery` is a unique id to de-duplicate.
 //!
 //! Receivers verify by recomputing `hex(HMAC-SHA256(secret, body))` and comparing in
-//! constant time; `X-Tollgate-Delivery` is a unique id to de-duplicate retries.
+//! constant time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::metrics::Metrics;
+use crate::policy_store::{PendingWebhook, PolicyStore};
 
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "x-tollgate-signature";
@@ -48,8 +55,23 @@ pub enum DeliveryError {
     Status(u16),
 }
 
+/// Attempts before a delivery is given up (counted `failed` and logged).
+pub const MAX_ATTEMPTS: u32 = 16;
+
+/// Wait before attempt `attempts + 1` after `attempts` failures: 1 s doubling, at most
+/// 5 min, plus up to a quarter more as jitter (`jitter_permille` of that quarter, from
+/// the caller, so the schedule is testable).
+pub fn retry_delay(attempts: u32, jitter_permille: u64) -> Duration {
+    let base_ms = 1_000u64
+        .saturating_mul(1u64 << attempts.min(20))
+        .min(300_000);
+    let jitter = base_ms / 4 * jitter_permille.min(1000) / 1000;
+    Duration::from_millis(base_ms + jitter)
+}
+
 impl DeliveryError {
-    fn retryable(&self) -> bool {
+    /// True if another attempt may succeed (connection errors, 429, 5xx).
+    pub fn retryable(&self) -> bool {
         match self {
             DeliveryError::Transport(_) => true,
             DeliveryError::Status(s) => *s == 429 || *s >= 500,
@@ -57,13 +79,13 @@ impl DeliveryError {
     }
 }
 
-/// Sends signed webhooks with retries.
+/// Sends signed webhooks, one attempt at a time (the retry schedule is the caller's,
+/// kept in the store).
 #[derive(Clone)]
 pub struct WebhookSender {
     client: reqwest::Client,
     secret: Arc<Vec<u8>>,
     metrics: Arc<Metrics>,
-    backoff: ExponentialBuilder,
 }
 
 impl std::fmt::Debug for WebhookSender {
@@ -86,25 +108,16 @@ impl WebhookSender {
             client,
             secret: Arc::new(secret.to_vec()),
             metrics,
-            backoff: ExponentialBuilder::default()
-                .with_jitter()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(10))
-                .with_max_times(6),
         })
     }
 
-    /// Faster retries (tests).
-    pub fn with_backoff(mut self, min: Duration, max: Duration, times: usize) -> Self {
-        self.backoff = ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(min)
-            .with_max_delay(max)
-            .with_max_times(times);
-        self
-    }
-
-    async fn attempt(&self, url: &str, body: &[u8], delivery: &str) -> Result<(), DeliveryError> {
+    /// One signed POST of `body` to `url`.
+    pub async fn attempt(
+        &self,
+        url: &str,
+        body: &[u8],
+        delivery: &str,
+    ) -> Result<(), DeliveryError> {
         let resp = self
             .client
             .post(url)
@@ -123,35 +136,52 @@ impl WebhookSender {
         }
     }
 
-    /// Delivers `body` to `url`, retrying; returns the last error if it never succeeded.
-    pub async fn deliver(
-        &self,
-        url: &str,
-        body: Vec<u8>,
-        delivery: &str,
-    ) -> Result<(), DeliveryError> {
-        let res = (|| self.attempt(url, &body, delivery))
-            .retry(self.backoff)
-            .when(DeliveryError::retryable)
-            .notify(|e, d| {
+    /// One attempt at a queued delivery, with its outcome recorded in the store: deleted
+    /// when delivered or given up, rescheduled otherwise.
+    pub async fn attempt_queued(&self, store: &PolicyStore, w: PendingWebhook, now_ms: u64) {
+        let res = self.attempt(&w.url, &w.body, &w.delivery).await;
+        let attempts = w.attempts.saturating_add(1);
+        let outcome = match &res {
+            Ok(()) => {
+                Metrics::count(&self.metrics.webhooks, "ok");
+                store.webhook_done(&w.delivery).await
+            }
+            Err(e) if e.retryable() && attempts < MAX_ATTEMPTS => {
                 Metrics::count(&self.metrics.webhooks, "retry");
-                tracing::debug!(error = %e, delay_ms = d.as_millis() as u64, "webhook retry");
-            })
-            .await;
-        match &res {
-            Ok(()) => Metrics::count(&self.metrics.webhooks, "ok"),
+                let jitter = u64::from(now_ms.to_le_bytes().iter().fold(0u8, |a, b| a ^ b)) * 4;
+                let delay = retry_delay(w.attempts, jitter);
+                tracing::debug!(error = %e, delivery = w.delivery, attempts, delay_ms = delay.as_millis() as u64, "webhook retry");
+                store
+                    .webhook_retry_at(&w.delivery, attempts, now_ms + delay.as_millis() as u64)
+                    .await
+            }
             Err(e) => {
                 Metrics::count(&self.metrics.webhooks, "failed");
-                tracing::warn!(error = %e, url, "webhook delivery failed");
+                tracing::warn!(error = %e, url = w.url, delivery = w.delivery, attempts, "webhook delivery failed; giving up");
+                store.webhook_done(&w.delivery).await
             }
+        };
+        if let Err(e) = outcome {
+            // The row stays claimed until its claim runs out, then is tried again.
+            tracing::warn!(error = %e, delivery = w.delivery, "recording a webhook attempt failed");
         }
-        res
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_back_off_to_five_minutes_with_bounded_jitter() {
+        assert_eq!(retry_delay(0, 0), Duration::from_secs(1));
+        assert_eq!(retry_delay(3, 0), Duration::from_secs(8));
+        assert_eq!(retry_delay(3, 1000), Duration::from_secs(10));
+        assert_eq!(retry_delay(30, 0), Duration::from_secs(300));
+        assert_eq!(retry_delay(30, 5000), Duration::from_secs(375));
+        let total: Duration = (0..MAX_ATTEMPTS - 1).map(|a| retry_delay(a, 0)).sum();
+        assert!(total > Duration::from_secs(30 * 60) && total < Duration::from_secs(60 * 60));
+    }
 
     #[test]
     fn signature_is_hmac_sha256_hex() {

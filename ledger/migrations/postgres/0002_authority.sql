@@ -45,3 +45,16 @@ CREATE TABLE tollgate_authority_windows (
     PRIMARY KEY (tenant, rule_id, window_start_ms)
 );
 CREATE INDEX tollgate_authority_windows_end ON tollgate_authority_windows (window_end_ms);
+
+-- Alert webhooks waiting for delivery (at least once, by any replica): a replica claims
+-- due rows for a while (`claimed_until_ms`, with FOR UPDATE SKIP LOCKED, so two replicas
+-- do not send one at once), deletes a row once delivered, or pushes `next_at_ms` back.
+CREATE TABLE tollgate_authority_webhooks (
+    delivery          TEXT COLLATE "C" PRIMARY KEY,
+    url               TEXT NOT NULL,
+    body              BYTEA NOT NULL,
+    attempts          INTEGER NOT NULL,
+    next_at_ms        BIGINT NOT NULL,
+    claimed_until_ms  BIGINT NOT NULL
+);
+CREATE INDEX tollgate_authority_webhooks_due ON tollgate_authority_webhooks (next_at_ms);
