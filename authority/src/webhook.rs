@@ -148,7 +148,7 @@ impl WebhookSender {
             }
             Err(e) if e.retryable() && attempts < MAX_ATTEMPTS => {
                 Metrics::count(&self.metrics.webhooks, "retry");
-                let jitter = u64::from(now_ms.to_le_bytes().iter().fold(0u8, |a, b| a ^ b)) * 4;
+                let jitter = fastrand::u64(0..=1000);
                 let delay = retry_delay(w.attempts, jitter);
                 tracing::debug!(error = %e, delivery = w.delivery, attempts, delay_ms = delay.as_millis() as u64, "webhook retry");
                 store
