@@ -748,6 +748,7 @@ impl Core {
                 // Nothing released: the records stay in the rings and go into the next
                 // batch that can be written (a full ring meanwhile counts lost detail,
                 // which reconciliation reports as an aggregate).
+                self.metrics.outbox_write_errors.inc();
                 tracing::error!(error = %e, records = count, "cannot persist a usage batch");
             }
         }

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub reconnects: Counter,
     /// Batches persisted in the outbox and not yet acknowledged.
     pub outbox_pending: Gauge,
+    /// Batches the outbox could not write (their records stay in the rings and are retried).
+    pub outbox_write_errors: Counter,
     /// Batches sent (including replays).
     pub batches_sent: Counter,
     /// Batches acknowledged by the authority.
@@ -122,6 +124,11 @@ impl Metrics {
             "outbox_pending_batches",
             "Signed batches not yet acknowledged",
             self.outbox_pending.clone(),
+        );
+        r.register(
+            "outbox_write_errors",
+            "Usage batches the outbox could not write (records stay in the rings, retried)",
+            self.outbox_write_errors.clone(),
         );
         r.register(
             "batches_sent",
