@@ -408,6 +408,10 @@ impl Owner {
 
     /// Reclaims every lane of every dead process.
     pub fn reclaim_dead(&mut self) -> Vec<ReclaimReport> {
+        // Remember every claimed lane first: a lane reclaimed before any drain saw it claimed
+        // (an agent that spent and exited within one drain period, reclaimed at shutdown
+        // where reclaim runs before the drain) would otherwise never be drained again.
+        self.note_lanes(&self.lanes_in_use());
         match self.region.reclaim_dead() {
             Ok(r) => r,
             Err(e) => {
@@ -421,16 +425,22 @@ impl Owner {
         self.region.lanes()
     }
 
-    /// Drains every lane that may hold records (in use, or known from before) and harvests
-    /// their consumption into the pools. Returns per-lane results with the lanes' totals.
-    pub fn drain(&mut self, max: usize) -> Vec<LaneDrain> {
-        let in_use = self.lanes_in_use();
-        for l in &in_use {
+    /// Remembers the key and process of every claimed lane, so its records can still be
+    /// drained and named after the lane is reclaimed.
+    fn note_lanes(&mut self, in_use: &[LaneInfo]) {
+        for l in in_use {
             if let Some(k) = l.key {
                 self.keys
                     .insert(l.lane, (k, l.process.map_or(0, |p| p.pid)));
             }
         }
+    }
+
+    /// Drains every lane that may hold records (in use, or known from before) and harvests
+    /// their consumption into the pools. Returns per-lane results with the lanes' totals.
+    pub fn drain(&mut self, max: usize) -> Vec<LaneDrain> {
+        let in_use = self.lanes_in_use();
+        self.note_lanes(&in_use);
         let live: Vec<usize> = in_use
             .iter()
             .filter(|l| !l.reclaiming && l.process.is_some_and(|p| p.is_alive()))
