@@ -170,6 +170,18 @@ pub enum AuditEvent {
         /// Totals after.
         after: WalletTotals,
     },
+    /// Part of an open hold's undrawn credits was handed back early (its lease was
+    /// returned in part); the hold stays open.
+    HoldReduced {
+        /// Hold.
+        hold: HoldId,
+        /// Credits returned to their grants (or plan room freed).
+        returned: Credits,
+        /// Credits that expired instead (their grant lapsed meanwhile).
+        expired: Credits,
+        /// Totals after.
+        after: WalletTotals,
+    },
     /// A usage batch was posted for this tenant.
     Usage {
         /// Batch.
@@ -256,6 +268,7 @@ impl AuditEvent {
             AuditEvent::Grant { .. } => "grant",
             AuditEvent::Hold { .. } => "hold",
             AuditEvent::HoldEnded { .. } => "hold_ended",
+            AuditEvent::HoldReduced { .. } => "hold_reduced",
             AuditEvent::Usage { .. } => "usage",
             AuditEvent::Expire { .. } => "expire",
             AuditEvent::Reset { .. } => "reset",

@@ -641,6 +641,7 @@ impl WalletTx {
                 period: g.period,
                 amount: x,
                 drawn: Credits::ZERO,
+                released: Credits::ZERO,
             });
             take(&mut self.row.totals.available, x);
             put(&mut self.row.totals.held, x);
@@ -653,6 +654,7 @@ impl WalletTx {
                 period: 0,
                 amount: left,
                 drawn: Credits::ZERO,
+                released: Credits::ZERO,
             });
             put(&mut self.row.totals.plan_held, left);
         }
@@ -705,7 +707,7 @@ impl WalletTx {
                 break;
             }
             let part = self.holds[idx].parts[p];
-            let mut x = left.min(part.amount.saturating_sub(part.drawn));
+            let mut x = left.min(part.undrawn());
             if x.is_zero() {
                 continue;
             }
@@ -745,6 +747,106 @@ impl WalletTx {
         let id = self.holds[idx].id;
         self.changed_holds.insert(id);
         out
+    }
+
+    /// Hands back up to `limit` (all if `None`) of hold `idx`'s undrawn credits, last
+    /// part first (so what stays reserved is what usage draws first): to their grant, or
+    /// expired if the grant lapsed since; the plan's part frees plan room. Counted in the
+    /// parts' and the hold's `released`. Returns (returned, expired).
+    fn release_undrawn(&mut self, idx: usize, limit: Option<Credits>) -> (Credits, Credits) {
+        let mut returned = Credits::ZERO;
+        let mut expired = Credits::ZERO;
+        let mut left = limit.unwrap_or(Credits(u64::MAX));
+        for p in (0..self.holds[idx].parts.len()).rev() {
+            let part = self.holds[idx].parts[p];
+            let undrawn = part.undrawn().min(left);
+            if undrawn.is_zero() {
+                continue;
+            }
+            match part.funding {
+                Funding::Grant(gid) => {
+                    let Some(g) = self.grant_mut(gid) else {
+                        continue;
+                    };
+                    take(&mut g.held, undrawn);
+                    let lapsed = g.closed || g.period != part.period;
+                    if lapsed {
+                        put(&mut g.expired, undrawn);
+                    } else {
+                        put(&mut g.available, undrawn);
+                    }
+                    take(&mut self.row.totals.held, undrawn);
+                    if lapsed {
+                        put(&mut self.row.totals.expired, undrawn);
+                        put(&mut expired, undrawn);
+                    } else {
+                        put(&mut self.row.totals.available, undrawn);
+                        put(&mut returned, undrawn);
+                    }
+                }
+                _ => {
+                    take(&mut self.row.totals.plan_held, undrawn);
+                    put(&mut returned, undrawn);
+                }
+            }
+            let h = &mut self.holds[idx];
+            put(&mut h.parts[p].released, undrawn);
+            put(&mut h.released, undrawn);
+            left = left.saturating_sub(undrawn);
+        }
+        (returned, expired)
+    }
+
+    /// Hand `amount` of an open hold's undrawn credits back now (its owner returned part
+    /// of the lease): they are available to others at once instead of when the hold ends.
+    /// The hold stays open with less reserved. Errors: unknown or ended hold, or more
+    /// than it has undrawn.
+    pub fn reduce_hold(
+        &mut self,
+        ctx: Ctx<'_>,
+        id: HoldId,
+        amount: Credits,
+    ) -> Result<Hold, LedgerError> {
+        let tenant = self.row.tenant.clone();
+        let idx = self
+            .holds
+            .iter()
+            .position(|h| h.id == id)
+            .ok_or(LedgerError::UnknownHold {
+                tenant: tenant.clone(),
+                hold: id,
+            })?;
+        let h = &self.holds[idx];
+        if h.status != HoldStatus::Open {
+            return Err(LedgerError::HoldClosed {
+                tenant,
+                hold: id,
+                status: status_name(h.status),
+            });
+        }
+        if amount > h.remaining() {
+            return Err(LedgerError::InvalidInput(format!(
+                "cannot hand back {amount} of {id}: only {} is undrawn",
+                h.remaining()
+            )));
+        }
+        if amount.is_zero() {
+            return Ok(h.clone());
+        }
+        let (returned, expired) = self.release_undrawn(idx, Some(amount));
+        self.changed_holds.insert(id);
+        let hold = self.holds[idx].clone();
+        let after = self.totals();
+        self.record(
+            ctx,
+            AuditEvent::HoldReduced {
+                hold: id,
+                returned,
+                expired,
+                after,
+            },
+        );
+        Ok(hold)
     }
 
     /// End a hold: consume `consume` of it (posting by amount; zero to just release),
@@ -804,43 +906,8 @@ impl WalletTx {
                 });
             }
         }
-        let mut returned = Credits::ZERO;
-        let mut expired = Credits::ZERO;
-        let parts = self.holds[idx].parts.clone();
-        for part in &parts {
-            let undrawn = part.amount.saturating_sub(part.drawn);
-            if undrawn.is_zero() {
-                continue;
-            }
-            match part.funding {
-                Funding::Grant(gid) => {
-                    let Some(g) = self.grant_mut(gid) else {
-                        continue;
-                    };
-                    take(&mut g.held, undrawn);
-                    let lapsed = g.closed || g.period != part.period;
-                    if lapsed {
-                        put(&mut g.expired, undrawn);
-                    } else {
-                        put(&mut g.available, undrawn);
-                    }
-                    take(&mut self.row.totals.held, undrawn);
-                    if lapsed {
-                        put(&mut self.row.totals.expired, undrawn);
-                        put(&mut expired, undrawn);
-                    } else {
-                        put(&mut self.row.totals.available, undrawn);
-                        put(&mut returned, undrawn);
-                    }
-                }
-                _ => {
-                    take(&mut self.row.totals.plan_held, undrawn);
-                    put(&mut returned, undrawn);
-                }
-            }
-        }
+        let (returned, expired) = self.release_undrawn(idx, None);
         let h = &mut self.holds[idx];
-        h.released = returned.saturating_add(expired);
         h.status = match end {
             HoldEnd::Expired => HoldStatus::Expired,
             _ if !h.drawn.is_zero() => HoldStatus::Posted,

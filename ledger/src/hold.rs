@@ -5,7 +5,9 @@
 //! (the sidecar holding the lease) draws from its open holds first. A hold ends exactly
 //! once: posted (some of it was drawn), voided (nothing drawn, or released by the
 //! owner), or expired (its timeout passed). Its terms (amount, parts, timeout) are never
-//! edited: a changed lease is a new hold. What is left undrawn when it ends goes back to
+//! edited: a changed lease is a new hold. While open, its owner may hand part of what is
+//! undrawn back early (a lease returned in part): those credits go back at once and are
+//! counted in `released`. What is left undrawn when it ends goes back to
 //! the grant it came from, or expires if that grant has expired or reset since (no
 //! rollover through a hold).
 
@@ -79,6 +81,18 @@ pub struct HoldPart {
     pub amount: Credits,
     /// Credits drawn by usage so far.
     pub drawn: Credits,
+    /// Credits handed back before the hold ended (a lease returned in part).
+    #[serde(default)]
+    pub released: Credits,
+}
+
+impl HoldPart {
+    /// Credits of this part still reserved: neither drawn nor handed back.
+    pub fn undrawn(&self) -> Credits {
+        self.amount
+            .saturating_sub(self.drawn)
+            .saturating_sub(self.released)
+    }
 }
 
 /// A hold and its state.
@@ -94,7 +108,9 @@ pub struct Hold {
     pub amount: Credits,
     /// Credits drawn by usage so far.
     pub drawn: Credits,
-    /// Credits released when the hold ended (to the grants, or expired).
+    /// Credits released: handed back early while open ([`crate::Ledger::reduce_hold`]) plus
+    /// the undrawn rest when it ended (to the grants, or expired). Once ended,
+    /// `drawn + released == amount`.
     pub released: Credits,
     /// State.
     pub status: HoldStatus,
@@ -112,7 +128,9 @@ impl Hold {
     /// Credits still reserved and undrawn (zero once ended).
     pub fn remaining(&self) -> Credits {
         if self.status == HoldStatus::Open {
-            self.amount.saturating_sub(self.drawn)
+            self.amount
+                .saturating_sub(self.drawn)
+                .saturating_sub(self.released)
         } else {
             Credits::ZERO
         }

@@ -458,6 +458,20 @@ impl Ledger {
         .await
     }
 
+    /// Hand `amount` of an open hold's undrawn credits back now (a lease returned in part):
+    /// available to others at once; the hold stays open with less reserved.
+    pub async fn reduce_hold(
+        &self,
+        tenant: &TenantId,
+        hold: HoldId,
+        amount: Credits,
+    ) -> Result<Hold, LedgerError> {
+        self.with_wallet(tenant, Some(HoldSelect::Ids(vec![hold])), |w, ctx| {
+            w.reduce_hold(ctx, hold, amount)
+        })
+        .await
+    }
+
     /// Settle a hold: release it if it is still open (as [`Ledger::void_hold`]), and
     /// return its final state whether this call ended it, its timeout ended it now, or it
     /// had ended before. Unlike `void_hold`, a hold whose timeout passed is expired *and

@@ -53,6 +53,10 @@ enum Op {
         pick: usize,
         percent: u64,
     },
+    Reduce {
+        pick: usize,
+        percent: u64,
+    },
     Advance {
         secs: u64,
     },
@@ -85,6 +89,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(owner, amounts)| Op::Usage { owner, amounts }),
         2 => any::<usize>().prop_map(|pick| Op::Void { pick }),
         2 => (any::<usize>(), 0u64..=100).prop_map(|(pick, percent)| Op::PostHold { pick, percent }),
+        2 => (any::<usize>(), 0u64..=100).prop_map(|(pick, percent)| Op::Reduce { pick, percent }),
         3 => (0u64..20 * DAY).prop_map(|secs| Op::Advance { secs }),
         1 => Just(Op::Sweep),
         1 => proptest::option::of((0u64..80, proptest::option::of(0u64..150)))
@@ -135,7 +140,11 @@ async fn check(e: &Env, t: &TenantId, what: &str, cap_floor: Option<(u64, Credit
     for h in holds.iter().filter(|h| h.status == HoldStatus::Open) {
         let mut drawn = Credits::ZERO;
         for p in &h.parts {
-            let undrawn = p.amount.checked_sub(p.drawn).unwrap();
+            let undrawn = p
+                .amount
+                .checked_sub(p.drawn)
+                .and_then(|x| x.checked_sub(p.released))
+                .unwrap();
             drawn = drawn.checked_add(p.drawn).unwrap();
             match p.funding {
                 Funding::Grant(g) => {
@@ -337,6 +346,41 @@ async fn run(ops: Vec<Op>) {
                         .unwrap();
                     let amount = Credits::from_micros(h.remaining().micros() / 100 * percent);
                     let _ = e.ledger.post_hold(&t, id, amount).await;
+                }
+            }
+            Op::Reduce { pick, percent } => {
+                if !m.holds.is_empty() {
+                    let id = m.holds[pick % m.holds.len()];
+                    let h = e
+                        .ledger
+                        .holds(&t, true)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .find(|h| h.id == id)
+                        .unwrap();
+                    // Apply what is due first, so the reduce's own catch-up changes nothing.
+                    e.ledger.sweep(1000).await.unwrap();
+                    let before = e.ledger.balance(&t).await.unwrap();
+                    let amount = Credits::from_micros(h.remaining().micros() / 100 * percent);
+                    if let Ok(after) = e.ledger.reduce_hold(&t, id, amount).await {
+                        // Still open, reserving exactly that much less.
+                        assert_eq!(after.status, HoldStatus::Open, "{what}");
+                        assert_eq!(
+                            after.released,
+                            h.released.checked_add(amount).unwrap(),
+                            "{what}: reduce"
+                        );
+                        let bal = e.ledger.balance(&t).await.unwrap();
+                        let reserved =
+                            |b: &tollgate_ledger::Balance| b.held.checked_add(b.plan_held).unwrap();
+                        assert_eq!(
+                            reserved(&bal),
+                            reserved(&before).checked_sub(amount).unwrap(),
+                            "{what}: reserved after handing back {amount}"
+                        );
+                        assert_eq!(bal.consumed, before.consumed, "{what}: nothing consumed");
+                    }
                 }
             }
             Op::Advance { secs } => e.clock.advance(secs),

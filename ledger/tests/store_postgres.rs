@@ -435,12 +435,14 @@ fn sample(t: &TenantId) -> Changes {
                 period: 2,
                 amount: credits(10),
                 drawn: credits(1),
+                released: credits(2),
             },
             HoldPart {
                 funding: Funding::Plan,
                 period: 0,
                 amount: credits(1),
                 drawn: Credits::ZERO,
+                released: Credits::ZERO,
             },
         ],
     };

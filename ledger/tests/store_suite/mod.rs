@@ -340,6 +340,45 @@ pub async fn settle_hold_reports_an_expiry_no_sweep_has_committed(open: Opener) 
     assert!(h.ledger.verify_audit(None).await.unwrap().is_ok());
 }
 
+/// A lease returned in part hands that much of its hold back at once; the hold stays
+/// open with the rest, usage draws only what is left, and the end releases the remainder.
+pub async fn a_hold_reduced_hands_credits_back_and_stays_open(open: Opener) {
+    let h = H::new(open).await;
+    let t = h.tenant_with("acme", 100).await;
+    let hold = h.ledger.hold(&t, hold_req("sc", c(30), 600)).await.unwrap();
+    let r = h.ledger.reduce_hold(&t, hold.id, c(10)).await.unwrap();
+    assert_eq!(
+        (r.status, r.released, r.remaining()),
+        (HoldStatus::Open, c(10), c(20))
+    );
+    let bal = h.ledger.balance(&t).await.unwrap();
+    assert_eq!((bal.available, bal.held), (c(80), c(20)));
+    let err = h.ledger.reduce_hold(&t, hold.id, c(21)).await.unwrap_err();
+    assert!(matches!(err, LedgerError::InvalidInput(_)), "{err}");
+    // Usage of 25 by the owner: 20 from the hold, 5 from the grant.
+    let out = h
+        .ledger
+        .post_batch(&batch("sc", 1, vec![rec(&t, "a", c(25))]))
+        .await
+        .unwrap();
+    assert_eq!(out.tenants[0].from_holds, c(20));
+    assert_eq!(out.tenants[0].from_grants, c(5));
+    let ended = h.ledger.void_hold(&t, hold.id).await.unwrap();
+    assert_eq!(ended.status, HoldStatus::Posted);
+    assert_eq!(
+        ended.drawn.checked_add(ended.released).unwrap(),
+        ended.amount
+    );
+    let err = h.ledger.reduce_hold(&t, hold.id, c(1)).await.unwrap_err();
+    assert!(matches!(err, LedgerError::HoldClosed { .. }), "{err}");
+    let bal = h.ledger.balance(&t).await.unwrap();
+    assert_eq!(
+        (bal.available, bal.held, bal.consumed),
+        (c(75), c(0), c(25))
+    );
+    assert!(h.ledger.verify_audit(None).await.unwrap().is_ok());
+}
+
 pub async fn usage_draws_from_the_senders_holds_first(open: Opener) {
     let h = H::new(open).await;
     let t = h.tenant_with("acme", 100).await;
@@ -793,6 +832,7 @@ macro_rules! store_suite {
             concurrent_replicas_post_a_batch_once,
             concurrent_holds_never_overdraw,
             holds_post_void_and_expire,
+            a_hold_reduced_hands_credits_back_and_stays_open,
             settle_hold_reports_an_expiry_no_sweep_has_committed,
             usage_draws_from_the_senders_holds_first,
             deduction_order_default_and_configured,
