@@ -789,7 +789,7 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
 }
 
 async fn handle_return(state: &State, sid: &str, r: LeaseReturn, durable: u64) {
-    let (close_now, window_release) = {
+    let (close_now, release) = {
         let mut t = state.lease_table();
         let Some(l) = t.get_mut(&r.lease_id) else {
             return;
@@ -799,17 +799,24 @@ async fn handle_return(state: &State, sid: &str, r: LeaseReturn, durable: u64) {
         }
         let before = l.returned;
         l.returned = l.returned.saturating_add(r.amount_micro).min(l.amount);
-        let window_release = match &l.backing {
+        let handed_back = l.returned - before;
+        let release = match &l.backing {
+            _ if handed_back == 0 => None,
             Backing::Window {
                 rule_id,
                 window_start_ms,
-            } if l.returned > before => Some((
-                l.limit.tenant.clone(),
-                rule_id.clone(),
-                *window_start_ms,
-                l.returned - before,
-            )),
-            _ => None,
+            } => Some(Release::Window {
+                tenant: l.limit.tenant.clone(),
+                rule: rule_id.clone(),
+                window_start_ms: *window_start_ms,
+                amount: handed_back,
+            }),
+            Backing::Hold { hold_id } => Some(Release::Hold {
+                tenant: l.limit.tenant.clone(),
+                hold_id: *hold_id,
+                amount: handed_back,
+            }),
+            Backing::Unbounded => None,
         };
         let close_now = if r.close {
             if r.through_seq <= durable {
@@ -821,21 +828,65 @@ async fn handle_return(state: &State, sid: &str, r: LeaseReturn, durable: u64) {
         } else {
             false
         };
-        (close_now, window_release)
+        (close_now, release)
     };
-    // Unspent window credits go back to the window for every replica.
-    if let Some((tenant, rule, ws, amount)) = window_release
-        && let Err(e) = state
-            .policy
-            .release_window(&tenant, &rule, ws, amount)
-            .await
-    {
-        tracing::warn!(tenant, rule, error = %e, "returning window credits failed (they stay claimed until the window ends)");
+    // What the sidecar handed back unspent is free for others now, not when the lease
+    // ends: back to the window's claim, or out of the hold into the wallet.
+    match release {
+        Some(Release::Window {
+            tenant,
+            rule,
+            window_start_ms,
+            amount,
+        }) => {
+            if let Err(e) = state
+                .policy
+                .release_window(&tenant, &rule, window_start_ms, amount)
+                .await
+            {
+                tracing::warn!(tenant, rule, error = %e, "returning window credits failed (they stay claimed until the window ends)");
+            }
+        }
+        Some(Release::Hold {
+            tenant,
+            hold_id,
+            amount,
+        }) => {
+            let reduced = match TenantId::new(tenant.as_str()) {
+                Ok(t) => state
+                    .ledger
+                    .reduce_hold(&t, tollgate_ledger::HoldId(hold_id), Credits(amount))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = reduced {
+                // Harmless: the hold keeps them until the lease is settled.
+                tracing::debug!(tenant, hold_id, amount, error = %e, "handing lease credits back early failed");
+            }
+        }
+        None => {}
     }
     state.metrics.leases_returned.inc();
     if close_now {
         close_lease(state, &r.lease_id, false).await;
     }
+}
+
+/// Credits a sidecar handed back, to free at once.
+enum Release {
+    Window {
+        tenant: String,
+        rule: String,
+        window_start_ms: u64,
+        amount: u64,
+    },
+    Hold {
+        tenant: String,
+        hold_id: u64,
+        amount: u64,
+    },
 }
 
 /// Removes a lease and ends its hold.

@@ -100,3 +100,42 @@ async fn an_expired_window_lease_returns_its_unspent_credits_to_the_window() {
     );
     running.shutdown().await.unwrap();
 }
+
+/// Credits a sidecar hands back from a wallet lease are free for others at once: the
+/// hold behind the lease shrinks by that much and stays open for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_lease_returned_in_part_frees_those_credits_at_once() {
+    if skip_without_store("a_wallet_lease_returned_in_part_frees_those_credits_at_once") {
+        return;
+    }
+    let h = start_harness().await;
+    setup_tenant(&h.url, "acme", 10).await;
+    let mut sc = Sidecar::connect(&h.url, "pod-1", SC_ACME, &["acme"]).await;
+    sc.demand(pb::LimitKey::wallet("acme"), 5_000_000, 0).await;
+    let lease = sc.next_grant().await;
+    assert_eq!(lease.amount_micro, 5_000_000);
+    sc.send(pb::session_up::Msg::LeaseReturn(pb::LeaseReturn {
+        lease_id: lease.lease_id.clone(),
+        amount_micro: 2_000_000,
+        close: false,
+        through_seq: 0,
+    }))
+    .await;
+    // The heartbeat's echo orders this after the return's handling.
+    sc.lease_rounds(&[], 1).await;
+    let b = balance(&h.url, "acme").await;
+    assert_eq!(
+        (b.available_micro, b.held_micro),
+        (7_000_000, 3_000_000),
+        "{b:?}"
+    );
+    // Another sidecar can lease what came back now.
+    let mut other = Sidecar::connect(&h.url, "pod-2", SC_ACME, &["acme"]).await;
+    let got = Sidecar::totals(
+        other
+            .lease_rounds(&[(pb::LimitKey::wallet("acme"), 7_000_000)], 1)
+            .await,
+    );
+    assert_eq!(got.get("acme/wallet"), Some(&7_000_000));
+    h.running.shutdown().await.unwrap();
+}
