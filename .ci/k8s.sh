@@ -196,6 +196,7 @@ spec = pod["spec"]
 sidecar = spec["initContainers"][0]
 assert sidecar["name"] == "tollgate-sidecar" and sidecar["restartPolicy"] == "Always", sidecar
 assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz", sidecar
+assert sidecar["command"] == ["/usr/local/bin/tollgate-sidecar"], sidecar
 assert any(v["name"] == "tollgate-region" and v["emptyDir"]["medium"] == "Memory" for v in spec["volumes"])
 for c in spec["containers"]:
     assert {"name": "TOLLGATE_REGION", "value": "/var/run/tollgate/region"} in c["env"], c["name"]
