@@ -797,6 +797,28 @@ impl WalletTx {
         (returned, expired)
     }
 
+    /// Index of hold `id`, which must be loaded and open.
+    fn open_hold_index(&self, id: HoldId) -> Result<usize, LedgerError> {
+        let tenant = &self.row.tenant;
+        let idx =
+            self.holds
+                .iter()
+                .position(|h| h.id == id)
+                .ok_or_else(|| LedgerError::UnknownHold {
+                    tenant: tenant.clone(),
+                    hold: id,
+                })?;
+        let status = self.holds[idx].status;
+        if status != HoldStatus::Open {
+            return Err(LedgerError::HoldClosed {
+                tenant: tenant.clone(),
+                hold: id,
+                status: status_name(status),
+            });
+        }
+        Ok(idx)
+    }
+
     /// Hand `amount` of an open hold's undrawn credits back now (its owner returned part
     /// of the lease): they are available to others at once instead of when the hold ends.
     /// The hold stays open with less reserved. Errors: unknown or ended hold, or more
@@ -807,23 +829,8 @@ impl WalletTx {
         id: HoldId,
         amount: Credits,
     ) -> Result<Hold, LedgerError> {
-        let tenant = self.row.tenant.clone();
-        let idx = self
-            .holds
-            .iter()
-            .position(|h| h.id == id)
-            .ok_or(LedgerError::UnknownHold {
-                tenant: tenant.clone(),
-                hold: id,
-            })?;
+        let idx = self.open_hold_index(id)?;
         let h = &self.holds[idx];
-        if h.status != HoldStatus::Open {
-            return Err(LedgerError::HoldClosed {
-                tenant,
-                hold: id,
-                status: status_name(h.status),
-            });
-        }
         if amount > h.remaining() {
             return Err(LedgerError::InvalidInput(format!(
                 "cannot hand back {amount} of {id}: only {} is undrawn",
@@ -858,23 +865,8 @@ impl WalletTx {
         consume: Credits,
         end: HoldEnd,
     ) -> Result<Hold, LedgerError> {
-        let tenant = self.row.tenant.clone();
-        let idx = self
-            .holds
-            .iter()
-            .position(|h| h.id == id)
-            .ok_or(LedgerError::UnknownHold {
-                tenant: tenant.clone(),
-                hold: id,
-            })?;
+        let idx = self.open_hold_index(id)?;
         let h = &self.holds[idx];
-        if h.status != HoldStatus::Open {
-            return Err(LedgerError::HoldClosed {
-                tenant,
-                hold: id,
-                status: status_name(h.status),
-            });
-        }
         if consume > h.remaining() {
             return Err(LedgerError::InvalidInput(format!(
                 "cannot post {consume} from {id}: only {} remains held",
@@ -883,6 +875,7 @@ impl WalletTx {
         }
         let mut consumed_now = Credits::ZERO;
         if !consume.is_zero() {
+            let tenant = self.row.tenant.clone();
             let owner = h.owner.clone();
             for (funding, amount, before, after) in self.draw_hold(idx, consume, 0) {
                 put(&mut consumed_now, amount);

@@ -101,6 +101,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The hold `id` of `t` (open or ended).
+async fn hold_by_id(e: &Env, t: &TenantId, id: HoldId) -> tollgate_ledger::Hold {
+    let holds = e.ledger.holds(t, true).await.unwrap();
+    holds.into_iter().find(|h| h.id == id).unwrap()
+}
+
 /// Half-credits, so amounts are not all round.
 fn amt(n: u64) -> Credits {
     Credits::from_micros(n * 500_000)
@@ -336,14 +342,7 @@ async fn run(ops: Vec<Op>) {
             Op::PostHold { pick, percent } => {
                 if !m.holds.is_empty() {
                     let id = m.holds[pick % m.holds.len()];
-                    let h = e
-                        .ledger
-                        .holds(&t, true)
-                        .await
-                        .unwrap()
-                        .into_iter()
-                        .find(|h| h.id == id)
-                        .unwrap();
+                    let h = hold_by_id(&e, &t, id).await;
                     let amount = Credits::from_micros(h.remaining().micros() / 100 * percent);
                     let _ = e.ledger.post_hold(&t, id, amount).await;
                 }
@@ -351,14 +350,7 @@ async fn run(ops: Vec<Op>) {
             Op::Reduce { pick, percent } => {
                 if !m.holds.is_empty() {
                     let id = m.holds[pick % m.holds.len()];
-                    let h = e
-                        .ledger
-                        .holds(&t, true)
-                        .await
-                        .unwrap()
-                        .into_iter()
-                        .find(|h| h.id == id)
-                        .unwrap();
+                    let h = hold_by_id(&e, &t, id).await;
                     // Apply what is due first, so the reduce's own catch-up changes nothing.
                     e.ledger.sweep(1000).await.unwrap();
                     let before = e.ledger.balance(&t).await.unwrap();
