@@ -1,90 +1,133 @@
-//! An alert that fires is POSTed to its webhook, signed with HMAC-SHA256.
+//! An alert that fires is POSTed to its webhook, signed with HMAC-SHA256, retried, and
+//! kept in the store until delivered.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use tollgate_proto::v1::{self as pb, session_up};
 
 use super::common::*;
 
-/// (signature header, body) of one delivery.
-type Delivery = (String, Vec<u8>);
+/// One delivery as received: (signature header, delivery id header, body).
+type Delivery = (String, String, Vec<u8>);
+
+/// A webhook receiver on loopback: answers 503 while `up` is false, records what it
+/// accepts.
+struct Receiver {
+    url: String,
+    up: Arc<AtomicBool>,
+    calls: Arc<AtomicU32>,
+    got: Arc<Mutex<Vec<Delivery>>>,
+}
+
+impl Receiver {
+    async fn start(up: bool) -> Receiver {
+        let up = Arc::new(AtomicBool::new(up));
+        let calls = Arc::new(AtomicU32::new(0));
+        let got: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+        let (u, c, g) = (up.clone(), calls.clone(), got.clone());
+        let app = Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let (u, c, g) = (u.clone(), c.clone(), g.clone());
+                async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    if !u.load(Ordering::SeqCst) {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default()
+                    };
+                    g.lock().unwrap().push((
+                        header("x-tollgate-signature"),
+                        header("x-tollgate-delivery"),
+                        body.to_vec(),
+                    ));
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver {
+            url,
+            up,
+            calls,
+            got,
+        }
+    }
+
+    fn got(&self) -> Vec<Delivery> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded, 30 s) until `ready` holds.
+    async fn wait_until(&self, ready: impl Fn(&Receiver) -> bool) {
+        for _ in 0..600 {
+            if ready(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Tenant `acme` with 1 credit and an alert at half of it posting to `hook`; then a
+/// sidecar spends 0.6 of it, which fires the alert.
+async fn fire_half_alert(url: &str, hook: &str) {
+    setup_tenant(url, "acme", 1).await;
+    admin(url)
+        .await
+        .set_alert_rule(req(
+            pb::SetAlertRuleRequest {
+                rule: Some(pb::AlertRule {
+                    id: "half".into(),
+                    tenant: "acme".into(),
+                    condition: Some(pb::alert_rule::Condition::PercentUsedPermille(500)),
+                    webhook_url: hook.into(),
+                }),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+    let mut sc = Sidecar::connect(url, "pod-1", SC_ACME, &["acme"]).await;
+    sc.send(session_up::Msg::Batch(sc.batch(1, "acme", 6000)))
+        .await;
+    assert_eq!(sc.next_ack().await.status, pb::AckStatus::Accepted as i32);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_fires_and_is_delivered_signed() {
     if skip_without_store("alert_fires_and_is_delivered_signed") {
         return;
     }
-    // A receiver on loopback that records what it gets; it fails the first call so the
-    // delivery has to retry.
-    let got: Arc<Mutex<Vec<Delivery>>> = Arc::default();
-    let calls = Arc::new(Mutex::new(0u32));
-    let (g, c) = (got.clone(), calls.clone());
-    let app = Router::new().route(
-        "/hook",
-        post(move |headers: HeaderMap, body: Bytes| {
-            let (g, c) = (g.clone(), c.clone());
-            async move {
-                let n = {
-                    let mut c = c.lock().unwrap();
-                    *c += 1;
-                    *c
-                };
-                if n == 1 {
-                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
-                }
-                let sig = headers
-                    .get("x-tollgate-signature")
-                    .map(|v| v.to_str().unwrap().to_string())
-                    .unwrap_or_default();
-                g.lock().unwrap().push((sig, body.to_vec()));
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
+    // Down for the first attempt, so the delivery has to retry.
+    let hook = Receiver::start(false).await;
     let h = start_harness().await;
-    setup_tenant(&h.url, "acme", 1).await;
-    let mut a = admin(&h.url).await;
-    a.set_alert_rule(req(
-        pb::SetAlertRuleRequest {
-            rule: Some(pb::AlertRule {
-                id: "half".into(),
-                tenant: "acme".into(),
-                condition: Some(pb::alert_rule::Condition::PercentUsedPermille(500)),
-                webhook_url: hook,
-            }),
-        },
-        Some(ADMIN),
-    ))
-    .await
-    .unwrap();
-    // Spend 0.6 of the 1 credit.
-    let mut sc = Sidecar::connect(&h.url, "pod-1", SC_ACME, &["acme"]).await;
-    sc.send(session_up::Msg::Batch(sc.batch(1, "acme", 6000)))
+    fire_half_alert(&h.url, &hook.url).await;
+    hook.wait_until(|r| r.calls.load(Ordering::SeqCst) > 0)
         .await;
-    assert_eq!(sc.next_ack().await.status, pb::AckStatus::Accepted as i32);
-    // Wait (bounded) for the delivery.
-    for _ in 0..600 {
-        if !got.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let got = got.lock().unwrap().clone();
+    hook.up.store(true, Ordering::SeqCst);
+    hook.wait_until(|r| !r.got().is_empty()).await;
+    let got = hook.got();
     assert_eq!(got.len(), 1, "one delivery (after one retry)");
     assert!(
-        *calls.lock().unwrap() >= 2,
+        hook.calls.load(Ordering::SeqCst) >= 2,
         "the first attempt failed and was retried"
     );
-    let (sig, body) = &got[0];
+    let (sig, delivery, body) = &got[0];
     assert_eq!(sig, &tollgate_authority::webhook::sign(b"whsec-test", body));
+    assert!(delivery.starts_with("acme-half-"), "{delivery}");
     let v: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(v["rule_id"], "half");
     assert_eq!(v["tenant"], "acme");
@@ -98,84 +141,27 @@ async fn a_webhook_not_yet_delivered_survives_a_restart() {
     if skip_without_store("a_webhook_not_yet_delivered_survives_a_restart") {
         return;
     }
-    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let got: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (u, c, g) = (up.clone(), calls.clone(), got.clone());
-    let app = Router::new().route(
-        "/hook",
-        post(move |headers: HeaderMap| {
-            let (u, c, g) = (u.clone(), c.clone(), g.clone());
-            async move {
-                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if !u.load(std::sync::atomic::Ordering::SeqCst) {
-                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
-                }
-                let id = headers
-                    .get("x-tollgate-delivery")
-                    .map(|v| v.to_str().unwrap().to_string())
-                    .unwrap_or_default();
-                g.lock().unwrap().push(id);
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
+    let hook = Receiver::start(false).await;
     let h = start_harness().await;
-    setup_tenant(&h.url, "acme", 1).await;
-    admin(&h.url)
-        .await
-        .set_alert_rule(req(
-            pb::SetAlertRuleRequest {
-                rule: Some(pb::AlertRule {
-                    id: "half".into(),
-                    tenant: "acme".into(),
-                    condition: Some(pb::alert_rule::Condition::PercentUsedPermille(500)),
-                    webhook_url: hook,
-                }),
-            },
-            Some(ADMIN),
-        ))
-        .await
-        .unwrap();
-    let mut sc = Sidecar::connect(&h.url, "pod-1", SC_ACME, &["acme"]).await;
-    sc.send(session_up::Msg::Batch(sc.batch(1, "acme", 6000)))
-        .await;
-    assert_eq!(sc.next_ack().await.status, pb::AckStatus::Accepted as i32);
+    fire_half_alert(&h.url, &hook.url).await;
     // The first attempt fails (receiver down); then the authority stops.
-    for _ in 0..600 {
-        if calls.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(
-        calls.load(std::sync::atomic::Ordering::SeqCst) > 0,
-        "never attempted"
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    drop(sc);
+    hook.wait_until(|r| r.calls.load(Ordering::SeqCst) > 0)
+        .await;
+    assert!(hook.calls.load(Ordering::SeqCst) > 0, "never attempted");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let dir = h.dir;
     h.running.shutdown().await.unwrap();
-    assert!(got.lock().unwrap().is_empty());
+    assert!(hook.got().is_empty());
 
     // Receiver back, authority restarted on the same store: delivered, once.
-    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    hook.up.store(true, Ordering::SeqCst);
     let running = tollgate_authority::server::start(options(dir.path(), 0))
         .await
         .unwrap();
-    for _ in 0..600 {
-        if !got.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let got = got.lock().unwrap().clone();
+    hook.wait_until(|r| !r.got().is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = hook.got();
     assert_eq!(got.len(), 1, "delivered once after the restart: {got:?}");
-    assert!(got[0].starts_with("acme-half-"), "{got:?}");
+    assert!(got[0].1.starts_with("acme-half-"), "{got:?}");
     running.shutdown().await.unwrap();
 }
