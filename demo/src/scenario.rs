@@ -49,15 +49,18 @@ pub fn pod_config(dir: &std::path::Path, pod: &str, authority: &str) -> Config {
     }
 }
 
+/// True once the pod's region exists and serves the demo's tenant and models.
+pub fn region_serves(region: &std::path::Path) -> bool {
+    tollgate_client::Gate::attach(region)
+        .ok()
+        .is_some_and(|g| g.tenant(TENANT).is_ok() && g.model("fast-small").is_ok())
+}
+
 /// Waits until the pod's region exists and serves the tenant and the models.
 fn wait_ready(region: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
     let end = Instant::now() + timeout;
     loop {
-        let ok = tollgate_client::Gate::attach(region)
-            .ok()
-            .map(|g| g.tenant(TENANT).is_ok() && g.model("fast-small").is_ok())
-            .unwrap_or(false);
-        if ok {
+        if region_serves(region) {
             return Ok(());
         }
         if Instant::now() > end {
