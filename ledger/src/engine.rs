@@ -877,9 +877,20 @@ impl WalletTx {
         if !consume.is_zero() {
             let tenant = self.row.tenant.clone();
             let owner = h.owner.clone();
-            for (funding, amount, before, after) in self.draw_hold(idx, consume, 0) {
+            let mut drawn = self.draw_hold(idx, consume, 0);
+            for &(_, amount, _, _) in &drawn {
                 put(&mut consumed_now, amount);
                 self.add_spend(ctx.now, amount);
+            }
+            // A cap lowered since the hold was placed can cut its plan part: what could
+            // not be drawn is overrun, recorded (never billed), as for batch usage.
+            let short = consume.saturating_sub(consumed_now);
+            if !short.is_zero() {
+                put(&mut self.row.totals.overrun, short);
+                let spent = self.row.period_spent;
+                drawn.push((Funding::Overrun, short, spent, spent));
+            }
+            for (funding, amount, before, after) in drawn {
                 self.postings.push(Posting {
                     tenant: tenant.clone(),
                     batch: None,

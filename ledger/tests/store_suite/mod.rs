@@ -724,6 +724,31 @@ pub async fn plan_room_reserved_by_a_hold_is_not_taken_by_other_usage(open: Open
     assert!(h.ledger.verify_audit(None).await.unwrap().is_ok());
 }
 
+/// A hold posted by amount after its plan part was cut by a lowered cap: the part the
+/// cap refuses is recorded as overrun (never billed), not silently dropped.
+pub async fn a_post_cut_by_a_lowered_cap_records_the_rest_as_overrun(open: Opener) {
+    let h = H::new(open).await;
+    let t = h.tenant_with("acme", 0).await;
+    let plan = |cap| Plan {
+        hard_cap: Some(c(cap)),
+        ..Plan::default()
+    };
+    h.ledger.set_plan(&t, Some(plan(10))).await.unwrap();
+    let hold = h.ledger.hold(&t, hold_req("sc", c(6), 600)).await.unwrap();
+    h.ledger.set_plan(&t, Some(plan(2))).await.unwrap();
+    let posted = h.ledger.post_hold(&t, hold.id, c(6)).await.unwrap();
+    assert_eq!(posted.drawn, c(2), "the cap lets 2 through");
+    let bal = h.ledger.balance(&t).await.unwrap();
+    assert_eq!(bal.overrun, c(4), "the other 4 are recorded as overrun");
+    assert_eq!(
+        bal.period_bill.unwrap().usage_charge,
+        c(2),
+        "billed up to the cap"
+    );
+    assert_eq!(bal.plan_held, Credits::ZERO);
+    assert!(h.ledger.verify_audit(None).await.unwrap().is_ok());
+}
+
 pub async fn multi_tenant_batches_stay_apart(open: Opener) {
     let h = H::new(open).await;
     let a = h.tenant_with("a", 10).await;
@@ -841,6 +866,7 @@ macro_rules! store_suite {
             alerts_fire_once_and_are_audited,
             plan_funds_usage_past_grants_up_to_the_cap,
             plan_room_reserved_by_a_hold_is_not_taken_by_other_usage,
+            a_post_cut_by_a_lowered_cap_records_the_rest_as_overrun,
             multi_tenant_batches_stay_apart,
             bad_input_is_refused_with_a_reason,
         );
