@@ -17,7 +17,8 @@
 //!
 //! Crate map: [`config`] (TOML file), [`auth`] (tokens to principals), [`convert`] (wire
 //! validation), [`lease`], [`sessions`], [`policy_store`] (quotas, floors, webhook URLs),
-//! [`sidecar_svc`], [`admin_svc`], [`server`] (wiring and `serve`), [`keys`].
+//! [`sidecar_svc`], [`admin_svc`], [`server`] (wiring and `serve`), [`keys`], [`shadow`]
+//! (what shadow-mode limits would have done).
 #![forbid(unsafe_code)]
 
 pub mod admin_svc;
@@ -33,5 +34,6 @@ pub mod metrics;
 pub mod policy_store;
 pub mod server;
 pub mod sessions;
+pub mod shadow;
 pub mod sidecar_svc;
 pub mod webhook;

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub relearn_deferred: Counter,
     /// Batch idempotency keys pruned past the retention.
     pub batches_pruned: Counter,
+    /// Shadow-mode limits: what they would have done ([`crate::shadow`]).
+    pub shadow: crate::shadow::ShadowMetrics,
 }
 
 impl Default for Metrics {
@@ -72,6 +74,7 @@ impl Metrics {
             webhooks: Family::default(),
             relearn_deferred: Counter::default(),
             batches_pruned: Counter::default(),
+            shadow: crate::shadow::ShadowMetrics::default(),
             registry: Registry::default(),
         };
         registry.register("batches", "Usage batches by result", m.batches.clone());
@@ -109,6 +112,21 @@ impl Metrics {
             m.policy_pushes.clone(),
         );
         registry.register("webhooks", "Alert webhook deliveries", m.webhooks.clone());
+        registry.register(
+            "shadow_used_micro",
+            "Spend in the current window of a shadow (not enforced) limit; -1 if not measurable",
+            m.shadow.used.clone(),
+        );
+        registry.register(
+            "shadow_max_micro",
+            "Maximum of a shadow (not enforced) limit",
+            m.shadow.max.clone(),
+        );
+        registry.register(
+            "shadow_exceeded",
+            "Windows in which a shadow limit would have denied calls",
+            m.shadow.exceeded.clone(),
+        );
         registry.register(
             "batches_pruned",
             "Usage batch keys pruned past the retention (their sidecars keep a watermark)",

@@ -399,6 +399,7 @@ fn spawn_loops(state: Arc<State>, shutdown: watch::Receiver<bool>) {
             }
             evaluate_alerts(&s).await;
             deliver_webhooks(&s).await;
+            crate::shadow::evaluate(&s).await;
         }
     });
     // After the relearn window: serve the demand that arrived during it.

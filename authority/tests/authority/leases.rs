@@ -139,3 +139,53 @@ async fn a_wallet_lease_returned_in_part_frees_those_credits_at_once() {
     assert_eq!(got.get("acme/wallet"), Some(&7_000_000));
     h.running.shutdown().await.unwrap();
 }
+
+/// A shadow quota denies nothing: its window's spend and whether it would have denied are
+/// measured and exported instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_quota_is_measured_not_enforced() {
+    if skip_without_store("a_shadow_quota_is_measured_not_enforced") {
+        return;
+    }
+    let h = start_harness().await;
+    setup_tenant(&h.url, "acme", 10).await;
+    let hourly = pb::LimitKey::tenant_window("acme", pb::Window::Hour);
+    admin(&h.url)
+        .await
+        .set_quota(req(
+            pb::SetQuotaRequest {
+                rule: Some(pb::QuotaRule {
+                    id: "soft".into(),
+                    limit: Some(hourly.clone()),
+                    max_micro: 500_000,
+                    shadow: true,
+                }),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+    let mut sc = Sidecar::connect(&h.url, "pod-1", SC_ACME, &["acme"]).await;
+    // Not enforced: a lease on the hourly limit is not bounded by the shadow maximum.
+    let leased = Sidecar::totals(sc.lease_rounds(&[(hourly, 2_000_000)], 1).await);
+    assert_eq!(leased.get("acme/hour"), Some(&2_000_000));
+    // 0.6 credits spent this hour, past the shadow 0.5.
+    sc.send(pb::session_up::Msg::Batch(sc.batch(1, "acme", 6000)))
+        .await;
+    assert_eq!(sc.next_ack().await.status, pb::AckStatus::Accepted as i32);
+    let want = "tollgate_authority_shadow_exceeded_total{tenant=\"acme\",rule=\"soft\"} 1";
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = h.running.state.metrics.encode();
+        if m.contains(want) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(m.contains(want), "{m}");
+    assert!(
+        m.contains("tollgate_authority_shadow_used_micro{tenant=\"acme\",rule=\"soft\"} 600000"),
+        "{m}"
+    );
+    h.running.shutdown().await.unwrap();
+}
