@@ -241,7 +241,8 @@ pub enum PlanCmd {
         /// Hard cap on the monthly charge, credits (0 = none).
         #[arg(long, default_value = "0")]
         hard_cap: String,
-        /// Evaluate and report the cap without enforcing it.
+        /// Evaluate and report the cap without enforcing it (metrics
+        /// tollgate_authority_shadow_*{rule="hard_cap"} on the authority's /metrics).
         #[arg(long)]
         shadow_cap: bool,
     },
@@ -295,7 +296,9 @@ pub enum QuotaCmd {
         /// Limit one tier instead of the whole tenant.
         #[arg(long, value_enum)]
         tier: Option<TierArg>,
-        /// Shadow mode: evaluate and report, do not enforce.
+        /// Shadow mode: do not enforce; the authority measures the window's spend against
+        /// the maximum (metrics tollgate_authority_shadow_used_micro / _exceeded_total;
+        /// tenant-wide rules only).
         #[arg(long)]
         shadow: bool,
     },
