@@ -350,6 +350,15 @@ async fn push_ceilings(state: &State, limit: &pb::LimitKey, room: u64) {
     }
 }
 
+/// A rule as readers see it: its webhook secret is write-only.
+fn redact_rule(r: pb::AlertRule) -> pb::AlertRule {
+    pb::AlertRule {
+        has_webhook_secret: !r.webhook_secret.is_empty(),
+        webhook_secret: String::new(),
+        ..r
+    }
+}
+
 fn validate_limit(field: &str, l: Option<&pb::LimitKey>) -> Result<pb::LimitKey, Status> {
     let l = l.ok_or_else(|| invalid(field, "is missing"))?;
     convert::tenant_id(&format!("{field}.tenant"), &l.tenant)?;
@@ -866,13 +875,17 @@ impl AdminService for AdminSvc {
             .set_alert_rules(&t, rules)
             .await
             .map_err(ledger_status)?;
-        let out = pb::AlertRule { id, ..rule };
+        let stored = pb::AlertRule {
+            id,
+            has_webhook_secret: !rule.webhook_secret.is_empty(),
+            ..rule
+        };
         self.state
             .policy
-            .put_alert_rule(&out)
+            .put_alert_rule(&stored)
             .await
             .map_err(store_err)?;
-        Ok(Response::new(out))
+        Ok(Response::new(redact_rule(stored)))
     }
 
     async fn list_alert_rules(
@@ -888,7 +901,9 @@ impl AdminService for AdminSvc {
             .alert_rules(&tenant)
             .await
             .map_err(store_err)?;
-        Ok(Response::new(pb::ListAlertRulesResponse { rules }))
+        Ok(Response::new(pb::ListAlertRulesResponse {
+            rules: rules.into_iter().map(redact_rule).collect(),
+        }))
     }
 
     async fn delete_alert_rule(

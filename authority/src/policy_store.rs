@@ -139,7 +139,7 @@ impl PolicyStore {
             "CREATE TABLE IF NOT EXISTS tollgate_authority_sidecars (sidecar_id TEXT PRIMARY KEY, durable_seq INTEGER NOT NULL)",
             "CREATE TABLE IF NOT EXISTS tollgate_authority_windows (tenant TEXT NOT NULL, rule_id TEXT NOT NULL, window_start_ms INTEGER NOT NULL, window_end_ms INTEGER NOT NULL, claimed INTEGER NOT NULL, last_claim INTEGER NOT NULL, PRIMARY KEY (tenant, rule_id, window_start_ms))",
             "CREATE INDEX IF NOT EXISTS tollgate_authority_windows_end ON tollgate_authority_windows (window_end_ms)",
-            "CREATE TABLE IF NOT EXISTS tollgate_authority_webhooks (delivery TEXT PRIMARY KEY, url TEXT NOT NULL, body BLOB NOT NULL, attempts INTEGER NOT NULL, next_at_ms INTEGER NOT NULL, claimed_until_ms INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS tollgate_authority_webhooks (delivery TEXT PRIMARY KEY, url TEXT NOT NULL, body BLOB NOT NULL, secret BLOB NOT NULL, attempts INTEGER NOT NULL, next_at_ms INTEGER NOT NULL, claimed_until_ms INTEGER NOT NULL)",
             "CREATE INDEX IF NOT EXISTS tollgate_authority_webhooks_due ON tollgate_authority_webhooks (next_at_ms)",
         ] {
             sqlx::query(ddl).execute(&pool).await?;
@@ -409,6 +409,9 @@ impl PolicyStore {
     }
 }
 
+/// A `tollgate_authority_webhooks` row as claimed: (delivery, url, body, secret, attempts).
+type WebhookRow = (String, String, Vec<u8>, Vec<u8>, i32);
+
 /// An alert webhook waiting in the store for delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingWebhook {
@@ -418,6 +421,8 @@ pub struct PendingWebhook {
     pub url: String,
     /// The JSON body, signed as is.
     pub body: Vec<u8>,
+    /// The rule's own HMAC key; empty: the authority's global webhook secret.
+    pub secret: Vec<u8>,
     /// Attempts made so far.
     pub attempts: u32,
 }
@@ -427,17 +432,16 @@ impl PolicyStore {
     /// id is a no-op). True if it was queued now.
     pub async fn enqueue_webhook(
         &self,
-        delivery: &str,
-        url: &str,
-        body: &[u8],
+        w: &PendingWebhook,
         now_ms: u64,
     ) -> Result<bool, PolicyStoreError> {
-        let sql = "INSERT INTO tollgate_authority_webhooks (delivery, url, body, attempts, next_at_ms, claimed_until_ms) \
-             VALUES (?, ?, ?, 0, ?, 0) ON CONFLICT (delivery) DO NOTHING";
+        let sql = "INSERT INTO tollgate_authority_webhooks (delivery, url, body, secret, attempts, next_at_ms, claimed_until_ms) \
+             VALUES (?, ?, ?, ?, 0, ?, 0) ON CONFLICT (delivery) DO NOTHING";
         let n = exec_db!(self, sql, |q| |p| sqlx::query(q)
-            .bind(delivery)
-            .bind(url)
-            .bind(body)
+            .bind(&w.delivery)
+            .bind(&w.url)
+            .bind(&w.body)
+            .bind(&w.secret)
             .bind(clamp(now_ms))
             .execute(p))?;
         Ok(n == 1)
@@ -458,9 +462,9 @@ impl PolicyStore {
         let sql = format!(
             "UPDATE tollgate_authority_webhooks SET claimed_until_ms = ? WHERE delivery IN \
              (SELECT delivery FROM tollgate_authority_webhooks WHERE next_at_ms <= ? AND claimed_until_ms <= ? \
-             ORDER BY next_at_ms LIMIT ?{lock}) RETURNING delivery, url, body, attempts"
+             ORDER BY next_at_ms LIMIT ?{lock}) RETURNING delivery, url, body, secret, attempts"
         );
-        let rows: Vec<(String, String, Vec<u8>, i32)> = on_db!(self, sql.as_str(), |q| |p| {
+        let rows: Vec<WebhookRow> = on_db!(self, sql.as_str(), |q| |p| {
             sqlx::query_as(q)
                 .bind(clamp(now_ms.saturating_add(claim_ms)))
                 .bind(clamp(now_ms))
@@ -470,10 +474,11 @@ impl PolicyStore {
         })?;
         Ok(rows
             .into_iter()
-            .map(|(delivery, url, body, attempts)| PendingWebhook {
+            .map(|(delivery, url, body, secret, attempts)| PendingWebhook {
                 delivery,
                 url,
                 body,
+                secret,
                 attempts: u32::try_from(attempts).unwrap_or(0),
             })
             .collect())
@@ -542,24 +547,19 @@ mod tests {
     #[tokio::test]
     async fn webhooks_queue_once_claim_once_and_retry_later() {
         let (_d, s) = sqlite().await;
-        assert!(
-            s.enqueue_webhook("d1", "http://x/h", b"{}", 1_000)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !s.enqueue_webhook("d1", "http://x/h", b"{}", 1_000)
-                .await
-                .unwrap()
-        );
-        assert!(
-            s.enqueue_webhook("d2", "http://x/h", b"[]", 5_000)
-                .await
-                .unwrap()
-        );
+        let w = |d: &str| PendingWebhook {
+            delivery: d.into(),
+            url: "http://x/h".into(),
+            body: b"{}".to_vec(),
+            secret: b"k".to_vec(),
+            attempts: 0,
+        };
+        assert!(s.enqueue_webhook(&w("d1"), 1_000).await.unwrap());
+        assert!(!s.enqueue_webhook(&w("d1"), 1_000).await.unwrap());
+        assert!(s.enqueue_webhook(&w("d2"), 5_000).await.unwrap());
         let got = s.claim_webhooks(1_000, 60_000, 10).await.unwrap();
         assert_eq!(got.len(), 1, "d2 is not due yet");
-        assert_eq!((got[0].delivery.as_str(), got[0].attempts), ("d1", 0));
+        assert_eq!(got[0], w("d1"), "round trip");
         assert!(
             s.claim_webhooks(2_000, 60_000, 10)
                 .await

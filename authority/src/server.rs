@@ -23,7 +23,7 @@ use crate::config::{Config, LeaseConfig};
 use crate::ingest::Ingest;
 use crate::lease::{Backing, LeaseTable};
 use crate::metrics::Metrics;
-use crate::policy_store::PolicyStore;
+use crate::policy_store::{PendingWebhook, PolicyStore};
 use crate::sessions::Sessions;
 use crate::webhook::WebhookSender;
 
@@ -75,8 +75,8 @@ pub struct State {
     pub started_ms: u64,
     /// Group-commit ingest.
     pub ingest: Ingest,
-    /// Alert webhooks (None without a webhook secret).
-    pub webhook: Option<WebhookSender>,
+    /// Alert webhook delivery.
+    pub webhook: WebhookSender,
     /// Tenants with usage since the last alert evaluation.
     pub alert_dirty: Mutex<BTreeSet<String>>,
     /// Stored policies (quotas, floors) by tenant, read through.
@@ -269,13 +269,11 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
             .with_batch_retention(opts.config.batch_retention_secs()),
     );
     let metrics = Arc::new(Metrics::new());
-    let webhook = match &opts.config.webhook_secret {
-        Some(s) => Some(
-            WebhookSender::new(s.as_bytes(), metrics.clone())
-                .map_err(|e| ServeError::Transport(e.to_string()))?,
-        ),
-        None => None,
-    };
+    let webhook = WebhookSender::new(
+        opts.config.webhook_secret.as_deref().map(str::as_bytes),
+        metrics.clone(),
+    )
+    .map_err(|e| ServeError::Transport(e.to_string()))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = Arc::new(State {
         ingest: Ingest::start(ledger.clone(), metrics.clone()),
@@ -495,31 +493,32 @@ async fn evaluate_alerts(state: &State) {
         }
         let rules = state.policy.alert_rules(&tenant).await.unwrap_or_default();
         for ev in events {
-            let Some(url) = rules
+            let Some(rule) = rules
                 .iter()
                 .find(|r| r.id == ev.rule_id)
-                .map(|r| r.webhook_url.clone())
-                .filter(|u| !u.is_empty())
+                .filter(|r| !r.webhook_url.is_empty())
             else {
                 continue;
             };
-            if state.webhook.is_none() {
+            let secret = rule.webhook_secret.as_bytes().to_vec();
+            if !state.webhook.can_sign(&secret) {
                 tracing::warn!(
                     tenant,
                     rule = ev.rule_id,
-                    "alert fired but no webhook_secret is configured; not delivered"
+                    "alert fired but neither the rule nor the authority has a webhook secret; not delivered"
                 );
                 continue;
             }
-            let body = serde_json::to_vec(&ev).unwrap_or_default();
-            let delivery = format!("{}-{}-{}", ev.tenant, ev.rule_id, ev.audit_seq);
+            let w = PendingWebhook {
+                delivery: format!("{}-{}-{}", ev.tenant, ev.rule_id, ev.audit_seq),
+                url: rule.webhook_url.clone(),
+                body: serde_json::to_vec(&ev).unwrap_or_default(),
+                secret,
+                attempts: 0,
+            };
             // Queued first: a restart or a dead replica delays the delivery, never loses it.
-            if let Err(e) = state
-                .policy
-                .enqueue_webhook(&delivery, &url, &body, now_ms())
-                .await
-            {
-                tracing::error!(tenant, delivery, error = %e, "cannot queue an alert webhook");
+            if let Err(e) = state.policy.enqueue_webhook(&w, now_ms()).await {
+                tracing::error!(tenant, delivery = w.delivery, error = %e, "cannot queue an alert webhook");
             }
         }
     }
@@ -528,9 +527,7 @@ async fn evaluate_alerts(state: &State) {
 /// Claims due webhooks and sends each in its own task (a slow receiver delays only its
 /// own deliveries). A claim lasts a minute, longer than an attempt's 10 s timeout.
 async fn deliver_webhooks(state: &Arc<State>) {
-    let Some(sender) = state.webhook.clone() else {
-        return;
-    };
+    let sender = state.webhook.clone();
     let now = now_ms();
     let due = match state.policy.claim_webhooks(now, 60_000, 64).await {
         Ok(d) => d,

@@ -53,6 +53,9 @@ pub enum DeliveryError {
     /// The receiver answered with this status.
     #[error("webhook answered HTTP {0}")]
     Status(u16),
+    /// Neither the rule nor the authority has a webhook secret: it cannot be signed.
+    #[error("no webhook secret to sign with (set the rule's or the authority's)")]
+    NoSecret,
 }
 
 /// Attempts before a delivery is given up (counted `failed` and logged).
@@ -75,6 +78,7 @@ impl DeliveryError {
         match self {
             DeliveryError::Transport(_) => true,
             DeliveryError::Status(s) => *s == 429 || *s >= 500,
+            DeliveryError::NoSecret => false,
         }
     }
 }
@@ -84,7 +88,8 @@ impl DeliveryError {
 #[derive(Clone)]
 pub struct WebhookSender {
     client: reqwest::Client,
-    secret: Arc<Vec<u8>>,
+    /// The authority's global key (rules may carry their own).
+    secret: Option<Arc<Vec<u8>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -95,8 +100,11 @@ impl std::fmt::Debug for WebhookSender {
 }
 
 impl WebhookSender {
-    /// A sender signing with `secret`.
-    pub fn new(secret: &[u8], metrics: Arc<Metrics>) -> Result<WebhookSender, DeliveryError> {
+    /// A sender signing with a rule's own secret, or else the global `secret`.
+    pub fn new(
+        secret: Option<&[u8]>,
+        metrics: Arc<Metrics>,
+    ) -> Result<WebhookSender, DeliveryError> {
         // reqwest is built without a bundled crypto provider; use ring (already in the tree
         // for TLS). Installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -106,23 +114,34 @@ impl WebhookSender {
             .map_err(|e| DeliveryError::Transport(e.to_string()))?;
         Ok(WebhookSender {
             client,
-            secret: Arc::new(secret.to_vec()),
+            secret: secret.map(|s| Arc::new(s.to_vec())),
             metrics,
         })
     }
 
-    /// One signed POST of `body` to `url`.
+    /// True if a delivery with `rule_secret` (empty: none) can be signed.
+    pub fn can_sign(&self, rule_secret: &[u8]) -> bool {
+        !rule_secret.is_empty() || self.secret.is_some()
+    }
+
+    /// One POST of `body` to `url`, signed with `rule_secret` (empty: the global one).
     pub async fn attempt(
         &self,
         url: &str,
         body: &[u8],
         delivery: &str,
+        rule_secret: &[u8],
     ) -> Result<(), DeliveryError> {
+        let key: &[u8] = match (&self.secret, rule_secret.is_empty()) {
+            (_, false) => rule_secret,
+            (Some(global), true) => global,
+            (None, true) => return Err(DeliveryError::NoSecret),
+        };
         let resp = self
             .client
             .post(url)
             .header("content-type", "application/json")
-            .header(SIGNATURE_HEADER, sign(&self.secret, body))
+            .header(SIGNATURE_HEADER, sign(key, body))
             .header(DELIVERY_HEADER, delivery)
             .body(body.to_vec())
             .send()
@@ -139,7 +158,7 @@ impl WebhookSender {
     /// One attempt at a queued delivery, with its outcome recorded in the store: deleted
     /// when delivered or given up, rescheduled otherwise.
     pub async fn attempt_queued(&self, store: &PolicyStore, w: PendingWebhook, now_ms: u64) {
-        let res = self.attempt(&w.url, &w.body, &w.delivery).await;
+        let res = self.attempt(&w.url, &w.body, &w.delivery, &w.secret).await;
         let attempts = w.attempts.saturating_add(1);
         let outcome = match &res {
             Ok(()) => {

@@ -356,6 +356,10 @@ pub enum AlertCmd {
         /// Webhook URL that receives the signed JSON POST.
         #[arg(long, default_value = "")]
         webhook: String,
+        /// HMAC-SHA256 key for this rule's webhook (default: the authority's global
+        /// webhook secret). Write-only: `alert list` shows only that one is set.
+        #[arg(long, env = "TOLLGATE_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
+        webhook_secret: Option<String>,
     },
     /// List alert rules.
     List {
@@ -859,6 +863,7 @@ pub async fn execute(args: CtlArgs) -> anyhow::Result<String> {
             percent,
             depletion_hours,
             webhook,
+            webhook_secret,
         }) => {
             let condition = match (percent, depletion_hours) {
                 (Some(p), _) => {
@@ -874,6 +879,8 @@ pub async fn execute(args: CtlArgs) -> anyhow::Result<String> {
                         tenant,
                         condition: Some(condition),
                         webhook_url: webhook,
+                        webhook_secret: webhook_secret.unwrap_or_default(),
+                        has_webhook_secret: false,
                     }),
                 }))
                 .await
@@ -897,7 +904,16 @@ pub async fn execute(args: CtlArgs) -> anyhow::Result<String> {
                     }
                     None => "-".into(),
                 };
-                writeln!(out, "{:<20} {:<28} {}", rule.id, cond, rule.webhook_url)?;
+                let secret = if rule.has_webhook_secret {
+                    " (own secret)"
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "{:<20} {:<28} {}{secret}",
+                    rule.id, cond, rule.webhook_url
+                )?;
             }
         }
         CtlCommand::Alert(AlertCmd::Delete { tenant, id }) => {

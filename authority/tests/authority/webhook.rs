@@ -81,9 +81,10 @@ impl Receiver {
     }
 }
 
-/// Tenant `acme` with 1 credit and an alert at half of it posting to `hook`; then a
-/// sidecar spends 0.6 of it, which fires the alert.
-async fn fire_half_alert(url: &str, hook: &str) {
+/// Tenant `acme` with 1 credit and an alert at half of it posting to `hook` (signed with
+/// `secret`, or the authority's global one if empty); then a sidecar spends 0.6 of it,
+/// which fires the alert.
+async fn fire_half_alert(url: &str, hook: &str, secret: &str) {
     setup_tenant(url, "acme", 1).await;
     admin(url)
         .await
@@ -94,6 +95,8 @@ async fn fire_half_alert(url: &str, hook: &str) {
                     tenant: "acme".into(),
                     condition: Some(pb::alert_rule::Condition::PercentUsedPermille(500)),
                     webhook_url: hook.into(),
+                    webhook_secret: secret.into(),
+                    has_webhook_secret: false,
                 }),
             },
             Some(ADMIN),
@@ -114,7 +117,7 @@ async fn alert_fires_and_is_delivered_signed() {
     // Down for the first attempt, so the delivery has to retry.
     let hook = Receiver::start(false).await;
     let h = start_harness().await;
-    fire_half_alert(&h.url, &hook.url).await;
+    fire_half_alert(&h.url, &hook.url, "").await;
     hook.wait_until(|r| r.calls.load(Ordering::SeqCst) > 0)
         .await;
     hook.up.store(true, Ordering::SeqCst);
@@ -143,7 +146,7 @@ async fn a_webhook_not_yet_delivered_survives_a_restart() {
     }
     let hook = Receiver::start(false).await;
     let h = start_harness().await;
-    fire_half_alert(&h.url, &hook.url).await;
+    fire_half_alert(&h.url, &hook.url, "").await;
     // The first attempt fails (receiver down); then the authority stops.
     hook.wait_until(|r| r.calls.load(Ordering::SeqCst) > 0)
         .await;
@@ -164,4 +167,43 @@ async fn a_webhook_not_yet_delivered_survives_a_restart() {
     assert_eq!(got.len(), 1, "delivered once after the restart: {got:?}");
     assert!(got[0].1.starts_with("acme-half-"), "{got:?}");
     running.shutdown().await.unwrap();
+}
+
+/// A rule with its own webhook secret signs with it; the secret is write-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_with_its_own_secret_signs_with_it_and_never_shows_it() {
+    if skip_without_store("a_rule_with_its_own_secret_signs_with_it_and_never_shows_it") {
+        return;
+    }
+    let hook = Receiver::start(true).await;
+    let h = start_harness().await;
+    fire_half_alert(&h.url, &hook.url, "acme-own-secret").await;
+    hook.wait_until(|r| !r.got().is_empty()).await;
+    let got = hook.got();
+    assert_eq!(got.len(), 1);
+    let (sig, _, body) = &got[0];
+    assert_eq!(
+        sig,
+        &tollgate_authority::webhook::sign(b"acme-own-secret", body),
+        "signed with the rule's key, not the global one"
+    );
+    let rules = admin(&h.url)
+        .await
+        .list_alert_rules(req(
+            pb::ListAlertRulesRequest {
+                tenant: "acme".into(),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .rules;
+    assert_eq!(rules.len(), 1);
+    assert!(rules[0].has_webhook_secret);
+    assert!(
+        rules[0].webhook_secret.is_empty(),
+        "the secret was returned"
+    );
+    h.running.shutdown().await.unwrap();
 }

@@ -53,6 +53,7 @@ CREATE TABLE tollgate_authority_webhooks (
     delivery          TEXT COLLATE "C" PRIMARY KEY,
     url               TEXT NOT NULL,
     body              BYTEA NOT NULL,
+    secret            BYTEA NOT NULL,   -- the rule's own HMAC key; empty: the global one
     attempts          INTEGER NOT NULL,
     next_at_ms        BIGINT NOT NULL,
     claimed_until_ms  BIGINT NOT NULL
