@@ -1,6 +1,7 @@
 //! Alert delivery: ledger alert events become HTTP POSTs of JSON to the rule's webhook URL,
 //! signed with HMAC-SHA256 over the exact body (header
-//! `X-Tollgate-Signature: sha256=<hex>`).
+//! `X-Tollgate-Signature: sha256=<hex>`), keyed with the rule's own webhook secret if it
+//! has one, else the authority's global `webhook_secret`.
 //!
 //! Deliveries are **durable**: an alert that fires is queued in the store
 //! (`tollgate_authority_webhooks`) before any attempt, and a loop in every replica claims
