@@ -198,8 +198,11 @@ assert sidecar["name"] == "tollgate-sidecar" and sidecar["restartPolicy"] == "Al
 assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz", sidecar
 assert sidecar["command"] == ["/usr/local/bin/tollgate-sidecar"], sidecar
 assert any(v["name"] == "tollgate-region" and v["emptyDir"]["medium"] == "Memory" for v in spec["volumes"])
+assert {"name": "tollgate-sidecar-state", "mountPath": "/var/lib/tollgate-sidecar"} in sidecar["volumeMounts"], sidecar
 for c in spec["containers"]:
     assert {"name": "TOLLGATE_REGION", "value": "/var/run/tollgate/region"} in c["env"], c["name"]
+    # The sidecar's signing key and outbox are its own: no app container mounts them.
+    assert all(m["name"] != "tollgate-sidecar-state" for m in c.get("volumeMounts", [])), c["name"]
 assert pod["metadata"]["annotations"]["tollgate.dev/status"] == "injected"
 assert pod["metadata"]["labels"]["tollgate.dev/sidecar"] == "injected"
 yaml.safe_dump(pod, open(sys.argv[2], "w"))

@@ -33,7 +33,7 @@ pub fn pod_config(dir: &std::path::Path, pod: &str, authority: &str) -> Config {
     let region_dir = dir.join(pod);
     Config {
         region: region_dir.join("region"),
-        region_dir,
+        state_dir: region_dir,
         authority: authority.to_string(),
         sidecar_id: pod.to_string(),
         token: Some(format!("{pod}-token")),

@@ -7,6 +7,8 @@
 //! - an in-memory emptyDir (`medium: Memory`, `sizeLimit` = the region size) mounted at
 //!   [`REGION_DIR`] in the sidecar and in every app container, and `TOLLGATE_REGION` set to
 //!   [`REGION_PATH`] in every app container;
+//! - a disk-backed emptyDir for the sidecar's private state (signing key, outbox) mounted at
+//!   [`STATE_DIR`] in the sidecar only;
 //! - a pod `fsGroup` when the pod has none, so the region (mode 0660, created by the sidecar's
 //!   uid) is readable and writable by the app containers whatever uid they run as;
 //! - the status annotation, so the pod is never injected twice, and the label
@@ -124,7 +126,7 @@ pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, Inje
     }
     for v in volumes.into_iter().flatten() {
         if let Some(name) = name_of(v)
-            && (name == REGION_VOLUME || name == TOKEN_VOLUME)
+            && (name == REGION_VOLUME || name == TOKEN_VOLUME || name == STATE_VOLUME)
         {
             return Err(InjectError::Conflict(format!("a volume named {name:?}")));
         }
@@ -158,10 +160,14 @@ pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, Inje
     }
 
     // Volumes.
-    let mut new_volumes = vec![json!({
-        "name": REGION_VOLUME,
-        "emptyDir": { "medium": "Memory", "sizeLimit": settings.region_size.as_str() },
-    })];
+    let mut new_volumes = vec![
+        json!({
+            "name": REGION_VOLUME,
+            "emptyDir": { "medium": "Memory", "sizeLimit": settings.region_size.as_str() },
+        }),
+        // Disk-backed: the outbox must survive a sidecar restart, not a node's memory.
+        json!({ "name": STATE_VOLUME, "emptyDir": { "sizeLimit": "256Mi" } }),
+    ];
     if let Some(secret) = &settings.token_secret {
         new_volumes.push(json!({
             "name": TOKEN_VOLUME,
@@ -296,6 +302,7 @@ fn share_region(
 pub fn sidecar_container(s: &SidecarSettings) -> Value {
     let mut env = vec![
         json!({ "name": "TOLLGATE_REGION", "value": REGION_PATH }),
+        json!({ "name": "TOLLGATE_STATE_DIR", "value": STATE_DIR }),
         json!({ "name": "TOLLGATE_AUTHORITY", "value": s.authority }),
         json!({ "name": "TOLLGATE_SIDECAR_ID", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }),
         json!({ "name": "TOLLGATE_HTTP", "value": format!("0.0.0.0:{SIDECAR_HTTP_PORT}") }),
@@ -310,7 +317,10 @@ pub fn sidecar_container(s: &SidecarSettings) -> Value {
     if let Some(allowance) = &s.emergency_allowance {
         env.push(json!({ "name": "TOLLGATE_EMERGENCY_ALLOWANCE", "value": allowance }));
     }
-    let mut mounts = vec![json!({ "name": REGION_VOLUME, "mountPath": REGION_DIR })];
+    let mut mounts = vec![
+        json!({ "name": REGION_VOLUME, "mountPath": REGION_DIR }),
+        json!({ "name": STATE_VOLUME, "mountPath": STATE_DIR }),
+    ];
     if s.token_secret.is_some() {
         env.push(
             json!({ "name": "TOLLGATE_TOKEN_FILE", "value": format!("{TOKEN_DIR}/{TOKEN_KEY}") }),

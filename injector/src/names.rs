@@ -26,6 +26,12 @@ pub const REGION_VOLUME: &str = "tollgate-region";
 pub const REGION_DIR: &str = "/var/run/tollgate";
 /// The region file; app containers get it as `TOLLGATE_REGION`.
 pub const REGION_PATH: &str = "/var/run/tollgate/region";
+/// Name of the emptyDir holding the sidecar's private state (batch signing key, outbox of
+/// unsent usage): mounted in the sidecar only, so app containers can neither read the key
+/// nor touch unsent batches. It outlives sidecar restarts (the pod's lifetime).
+pub const STATE_VOLUME: &str = "tollgate-sidecar-state";
+/// Where the state volume is mounted in the sidecar (`TOLLGATE_STATE_DIR`).
+pub const STATE_DIR: &str = "/var/lib/tollgate-sidecar";
 /// Name of the volume holding the sidecar's credential (from a Secret).
 pub const TOKEN_VOLUME: &str = "tollgate-token";
 /// Where the credential's volume is mounted in the sidecar.

@@ -20,6 +20,13 @@ pub struct SidecarArgs {
     )]
     pub region: PathBuf,
 
+    /// Folder for the sidecar's private files (batch signing key, outbox of unsent usage,
+    /// state). Default: the region's folder. In a pod, give a folder the agent containers
+    /// do not mount, so they can neither read the key nor touch unsent batches (the
+    /// injector does).
+    #[arg(long, env = "TOLLGATE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     /// Authority gRPC URL.
     #[arg(
         long,
@@ -114,8 +121,8 @@ pub fn parse_credits(s: &str) -> anyhow::Result<u64> {
 pub struct Config {
     /// Region file.
     pub region: PathBuf,
-    /// Folder holding the region, the key and the outbox.
-    pub region_dir: PathBuf,
+    /// Folder of the sidecar's private files: signing key, outbox, state.
+    pub state_dir: PathBuf,
     /// Authority URL.
     pub authority: String,
     /// Sidecar identity.
@@ -202,8 +209,9 @@ impl SidecarArgs {
                 self.authority
             );
         }
-        let region_dir = match self.region.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        let state_dir = match (&self.state_dir, self.region.parent()) {
+            (Some(d), _) => d.clone(),
+            (None, Some(p)) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
         if self.lanes == 0 {
@@ -220,7 +228,7 @@ impl SidecarArgs {
         }
         Ok(Config {
             region: self.region.clone(),
-            region_dir,
+            state_dir,
             authority: self.authority.clone(),
             sidecar_id,
             token,
@@ -284,7 +292,27 @@ mod tests {
         .unwrap();
         let c = t.a.resolve().unwrap();
         assert_eq!(c.tenants, vec!["acme", "beta"]);
-        assert_eq!(c.region_dir, PathBuf::from("/tmp/r"));
+        assert_eq!(
+            c.state_dir,
+            PathBuf::from("/tmp/r"),
+            "defaults to the region's folder"
+        );
+        let t = T::try_parse_from([
+            "x",
+            "--region",
+            "/tmp/r/region",
+            "--state-dir",
+            "/var/lib/tg",
+            "--tenants",
+            "acme",
+            "--sidecar-id",
+            "pod-1",
+        ])
+        .unwrap();
+        assert_eq!(
+            t.a.resolve().unwrap().state_dir,
+            PathBuf::from("/var/lib/tg")
+        );
         assert_eq!(c.http.port(), 7072);
         assert_eq!(c.emergency_allowance, 0);
         assert_eq!(c.tier_floor_permille, [0, 0, 0]);

@@ -123,14 +123,22 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// Creates or re-attaches the region, loads the key, the lease books and the outbox.
     pub fn start(cfg: Config, metrics: Arc<Metrics>, health: Arc<Health>) -> anyhow::Result<Core> {
-        std::fs::create_dir_all(&cfg.region_dir)
-            .with_context(|| format!("creating the region folder {}", cfg.region_dir.display()))?;
-        let key = SidecarKey::load_or_create(&cfg.region_dir.join("sidecar.key"))?;
-        let (outbox, recovered) = Outbox::open(cfg.region_dir.join("outbox"))?;
+        if let Some(dir) = cfg.region.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the region folder {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&cfg.state_dir).with_context(|| {
+            format!(
+                "creating the sidecar's state folder {}",
+                cfg.state_dir.display()
+            )
+        })?;
+        let key = SidecarKey::load_or_create(&cfg.state_dir.join("sidecar.key"))?;
+        let (outbox, recovered) = Outbox::open(cfg.state_dir.join("outbox"))?;
         for bad in &recovered.corrupt {
             tracing::error!(file = %bad.display(), "corrupt outbox batch set aside");
         }
-        let state_path = cfg.region_dir.join("sidecar-state.json");
+        let state_path = cfg.state_dir.join("sidecar-state.json");
         let state = match SidecarState::load(&state_path) {
             Ok(s) => s,
             Err(e) => {
@@ -141,7 +149,7 @@ impl Core {
         let owner = Owner::open(&cfg)?;
         // What was reported before a restart: acknowledged batches (reported.json), then every
         // batch still in the outbox.
-        let reported_path = cfg.region_dir.join("reported.json");
+        let reported_path = cfg.state_dir.join("reported.json");
         let acked_cursors = reconcile::load(&reported_path);
         let mut ledgers: BTreeMap<u32, LaneLedger> = acked_cursors
             .iter()

@@ -200,7 +200,7 @@ impl std::fmt::Debug for Owner {
 impl Owner {
     /// Re-attaches to the region (a sidecar restart), or creates it.
     pub fn open(cfg: &Config) -> anyhow::Result<Owner> {
-        let map_path = cfg.region_dir.join("pools.json");
+        let map_path = cfg.state_dir.join("pools.json");
         let region = match Region::open_owner(&cfg.region) {
             Ok(r) => {
                 tracing::info!(recovery = ?r.recovery(), "re-attached to the existing region");

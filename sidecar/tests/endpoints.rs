@@ -12,7 +12,20 @@ fn endpoints_serve_health_readiness_and_metrics_and_stop_returns_leases() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut auth = Authority::start(dir.path());
     let cfg = auth.sidecar_config(dir.path());
+    let (region, state_dir) = (cfg.region.clone(), cfg.state_dir.clone());
     let sc = tollgate_sidecar::run::spawn(cfg).expect("sidecar");
+    // The signing key and the outbox are in the private state folder, not beside the
+    // region that the agents mount.
+    assert!(state_dir.join("sidecar.key").exists());
+    assert!(state_dir.join("outbox").is_dir());
+    let beside_region: Vec<_> = std::fs::read_dir(region.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        beside_region.iter().all(|f| f.starts_with("region")),
+        "only the region beside the region: {beside_region:?}"
+    );
     let (code, _) = get(sc.http_addr, "/healthz");
     assert_eq!(code, 200);
     // Ready once the session is up (or budget is held).

@@ -16,7 +16,7 @@ fn an_unwritable_next_seq_file_loses_and_doubles_no_call() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut auth = Authority::start(dir.path());
     let cfg = auth.sidecar_config(dir.path());
-    let region_dir = cfg.region_dir.clone();
+    let state_dir = cfg.state_dir.clone();
     let region = cfg.region.clone();
     let sc = tollgate_sidecar::run::spawn(cfg.clone()).expect("sidecar");
     wait_for_region(&region);
@@ -31,7 +31,7 @@ fn an_unwritable_next_seq_file_loses_and_doubles_no_call() {
 
     // next_seq cannot be written: every batch the sidecar seals fails to persist. (The
     // sidecar may be mid-write of its own temporary file at that moment: retry.)
-    let blocker = region_dir.join("outbox").join("next_seq.tmp");
+    let blocker = state_dir.join("outbox").join("next_seq.tmp");
     wait_for("the fault to be injected", || {
         std::fs::create_dir(&blocker).is_ok()
     });

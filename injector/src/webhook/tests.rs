@@ -213,16 +213,28 @@ fn injects_a_native_sidecar_sharing_an_in_memory_region() {
     );
     assert_eq!(
         sc["volumeMounts"],
-        json!([{ "name": REGION_VOLUME, "mountPath": REGION_DIR }])
+        json!([
+            { "name": REGION_VOLUME, "mountPath": REGION_DIR },
+            { "name": STATE_VOLUME, "mountPath": STATE_DIR },
+        ])
+    );
+    assert_eq!(
+        env_value(sc, "TOLLGATE_STATE_DIR").as_deref(),
+        Some(STATE_DIR)
     );
 
-    // The region volume: in memory, bounded; the pod's own volume kept.
+    // The region volume: in memory, bounded; the sidecar's private state volume; the
+    // pod's own volume kept.
     let volumes = pod["spec"]["volumes"].as_array().unwrap();
-    assert_eq!(volumes.len(), 2);
+    assert_eq!(volumes.len(), 3);
     assert_eq!(volumes[0]["name"], "scratch");
     assert_eq!(
         volumes[1],
         json!({ "name": REGION_VOLUME, "emptyDir": { "medium": "Memory", "sizeLimit": "16Mi" } })
+    );
+    assert_eq!(
+        volumes[2],
+        json!({ "name": STATE_VOLUME, "emptyDir": { "sizeLimit": "256Mi" } })
     );
 
     // Every app container mounts the region and is told where it is; existing env and mounts kept.
@@ -231,6 +243,10 @@ fn injects_a_native_sidecar_sharing_an_in_memory_region() {
         assert!(
             mounts.contains(&json!({ "name": REGION_VOLUME, "mountPath": REGION_DIR })),
             "{c}"
+        );
+        assert!(
+            !mounts.iter().any(|m| m["name"] == STATE_VOLUME),
+            "an app container mounts the sidecar's private state: {c}"
         );
         assert_eq!(
             env_value(c, "TOLLGATE_REGION").as_deref(),
@@ -303,7 +319,7 @@ fn injects_into_a_pod_without_optional_fields() {
     let pod = out.pod();
     assert_eq!(pod["spec"]["initContainers"].as_array().unwrap().len(), 1);
     sidecar(pod);
-    assert_eq!(pod["spec"]["volumes"].as_array().unwrap().len(), 1);
+    assert_eq!(pod["spec"]["volumes"].as_array().unwrap().len(), 2);
     let agent = &pod["spec"]["containers"][0];
     assert_eq!(
         agent["env"],

@@ -215,12 +215,13 @@ impl Authority {
             .into_inner()
     }
 
-    /// A sidecar `pod-a` for this authority, its region under `dir/pod-a`.
+    /// A sidecar `pod-a` for this authority: its region under `dir/pod-a`, its private
+    /// state (key, outbox) under `dir/pod-a-state`.
     pub fn sidecar_config(&self, dir: &Path) -> Config {
-        let region_dir = dir.join("pod-a");
+        // The private state apart from the region, as the injector sets it up.
         Config {
-            region: region_dir.join("region"),
-            region_dir,
+            region: dir.join("pod-a").join("region"),
+            state_dir: dir.join("pod-a-state"),
             authority: self.url.clone(),
             sidecar_id: "pod-a".into(),
             token: Some("pod-a-token".into()),
