@@ -267,6 +267,19 @@ fn cap_scenario_on(
 /// by a replay).
 #[test]
 fn sidecar_kill9_under_load_then_restart_loses_and_doubles_nothing() {
+    sidecar_kill9_scenario(false);
+}
+
+/// kill -9 of a sidecar, then its agents finish and exit while it is down, then a restart:
+/// the calls in their lanes' rings are still posted, once.
+#[test]
+fn agents_that_exit_while_their_sidecar_is_down_still_get_their_calls_posted() {
+    sidecar_kill9_scenario(true);
+}
+
+/// One pod under load; its sidecar is killed with SIGKILL and restarted on the same region
+/// folder, the agents finishing before the restart (`agents_exit_while_down`) or after it.
+fn sidecar_kill9_scenario(agents_exit_while_down: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let auth = Authority::start(&dir.path().join("authority"), 0);
     let rt = rt();
@@ -280,10 +293,18 @@ fn sidecar_kill9_under_load_then_restart_loses_and_doubles_nothing() {
     let (agents, stop) = start_agents(dir.path(), &[&a.region], 2, &["interactive", "background"]);
     std::thread::sleep(Duration::from_millis(1500));
     a.proc.kill9();
-    std::thread::sleep(Duration::from_millis(700));
-    a.restart();
-    std::thread::sleep(Duration::from_millis(2500));
-    let fleet = stop_agents(agents, &stop);
+    let fleet = if agents_exit_while_down {
+        let fleet = stop_agents(agents, &stop);
+        a.restart();
+        a.wait_ready();
+        std::thread::sleep(Duration::from_millis(1500));
+        fleet
+    } else {
+        std::thread::sleep(Duration::from_millis(700));
+        a.restart();
+        std::thread::sleep(Duration::from_millis(2500));
+        stop_agents(agents, &stop)
+    };
     assert!(
         a.proc.term(Duration::from_secs(15)),
         "restarted sidecar did not stop cleanly"
@@ -728,40 +749,4 @@ fn bad_input_gets_one_error_line_and_exit_1() {
             "{args:?}: the password leaked: {err}"
         );
     }
-}
-
-/// kill -9 of a sidecar, then its agents finish and exit (handing their lanes back) while
-/// it is down, then a restart: the calls in those lanes' rings are still posted, once.
-#[test]
-fn agents_that_exit_while_their_sidecar_is_down_still_get_their_calls_posted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let auth = Authority::start(&dir.path().join("authority"), 0);
-    let rt = rt();
-    let mut admin = rt.block_on(async {
-        let mut a = admin(&auth.url()).await;
-        setup_tenant(&mut a, 1_000 * CREDIT, 0).await;
-        a
-    });
-    let mut a = Sidecar::start(dir.path(), "pod-a", &auth.url(), &[]);
-    a.wait_ready();
-    let (agents, stop) = start_agents(dir.path(), &[&a.region], 2, &["interactive", "background"]);
-    std::thread::sleep(Duration::from_millis(1500));
-    a.proc.kill9();
-    // The agents finish while no sidecar runs.
-    let fleet = stop_agents(agents, &stop);
-    a.restart();
-    a.wait_ready();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        a.proc.term(Duration::from_secs(15)),
-        "restarted sidecar did not stop cleanly"
-    );
-    let st = rt.block_on(statement(&mut admin));
-    eprintln!(
-        "fleet: {} calls, {} micro; ledger: {} calls, {} micro",
-        fleet.calls, fleet.spent, st.calls, st.total_micro
-    );
-    assert!(fleet.calls > 0);
-    assert_eq!(st.calls, fleet.calls, "calls committed vs posted");
-    assert_eq!(st.total_micro, fleet.spent, "credits committed vs posted");
 }
