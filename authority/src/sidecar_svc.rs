@@ -650,10 +650,12 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
         return;
     };
     let (lease_id, amount, expires_ms, backing) = if limit.is_wallet() {
-        let free = match state.ledger.balance(&tid).await {
-            Ok(b) => b.spendable.micros(),
+        // The lock-free spendable read, not the full balance (burn rates, grants list):
+        // this runs on every grant, and the hold below is the real check.
+        let free = match state.ledger.spendable(&tid).await {
+            Ok((s, _)) => s.micros(),
             Err(e) => {
-                tracing::warn!(tenant, error = %e, "balance for a lease failed");
+                tracing::warn!(tenant, error = %e, "spendable for a lease failed");
                 return;
             }
         };

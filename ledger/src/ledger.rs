@@ -716,14 +716,7 @@ impl Ledger {
     /// plan usage, burn rate and projected depletion.
     pub async fn balance(&self, tenant: &TenantId) -> Result<Balance, LedgerError> {
         let now = self.clock.now();
-        let (row, grants) = self
-            .store
-            .wallet_view(tenant)
-            .await?
-            .ok_or_else(|| LedgerError::UnknownTenant(tenant.clone()))?;
-        let mut w = WalletTx::new(row, grants, Vec::new());
-        // A view as of now: apply what is due in memory only (the next write persists it).
-        w.catch_up(self.ctx(now));
+        let w = self.view_as_of(tenant, now).await?;
         let (b1, b24) = self.burn_rates(tenant, now).await?;
         let (spendable, _) = w.spendable(now);
         let t = w.row.totals;
@@ -767,6 +760,12 @@ impl Ledger {
         tenant: &TenantId,
     ) -> Result<(Credits, tollgate_core::LimitKind), LedgerError> {
         let now = self.clock.now();
+        Ok(self.view_as_of(tenant, now).await?.spendable(now))
+    }
+
+    /// A tenant's wallet and grants as of `now`, read without a lock: what is due is
+    /// applied in memory only (the next write persists it).
+    async fn view_as_of(&self, tenant: &TenantId, now: Timestamp) -> Result<WalletTx, LedgerError> {
         let (row, grants) = self
             .store
             .wallet_view(tenant)
@@ -774,7 +773,7 @@ impl Ledger {
             .ok_or_else(|| LedgerError::UnknownTenant(tenant.clone()))?;
         let mut w = WalletTx::new(row, grants, Vec::new());
         w.catch_up(self.ctx(now));
-        Ok(w.spendable(now))
+        Ok(w)
     }
 
     /// Spend in `[from, to)` by agent, model, feature and funding source.

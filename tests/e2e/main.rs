@@ -281,13 +281,7 @@ fn agents_that_exit_while_their_sidecar_is_down_still_get_their_calls_posted() {
 /// folder, the agents finishing before the restart (`agents_exit_while_down`) or after it.
 fn sidecar_kill9_scenario(agents_exit_while_down: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let auth = Authority::start(&dir.path().join("authority"), 0);
-    let rt = rt();
-    let mut admin = rt.block_on(async {
-        let mut a = admin(&auth.url()).await;
-        setup_tenant(&mut a, 1_000 * CREDIT, 0).await;
-        a
-    });
+    let (auth, rt, mut admin) = authority_with_tenant(dir.path(), 1_000 * CREDIT, 0);
     let mut a = Sidecar::start(dir.path(), "pod-a", &auth.url(), &[]);
     a.wait_ready();
     let (agents, stop) = start_agents(dir.path(), &[&a.region], 2, &["interactive", "background"]);
@@ -333,12 +327,7 @@ fn sidecar_kill9_scenario(agents_exit_while_down: bool) {
 #[test]
 fn agent_kill9_holds_are_reclaimed_within_the_liveness_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let auth = Authority::start(&dir.path().join("authority"), 0);
-    let rt = rt();
-    rt.block_on(async {
-        let mut a = admin(&auth.url()).await;
-        setup_tenant(&mut a, 100 * CREDIT, 0).await;
-    });
+    let (auth, _rt, _admin) = authority_with_tenant(dir.path(), 100 * CREDIT, 0);
     let mut sc = Sidecar::start(
         dir.path(),
         "pod-a",
@@ -409,13 +398,7 @@ fn lowering_the_cap_with_ctl_denies_further_calls_within_one_push() {
     use tollgate_client::{Call, Gate, ReserveError};
     use tollgate_core::Usage;
     let dir = tempfile::tempdir().expect("tempdir");
-    let auth = Authority::start(&dir.path().join("authority"), 0);
-    let rt = rt();
-    let mut admin = rt.block_on(async {
-        let mut a = admin(&auth.url()).await;
-        setup_tenant(&mut a, 0, 1_000 * CREDIT).await;
-        a
-    });
+    let (auth, rt, mut admin) = authority_with_tenant(dir.path(), 0, 1_000 * CREDIT);
     let mut sc = Sidecar::start(dir.path(), "pod-a", &auth.url(), &[]);
     sc.wait_ready();
     let gate = Gate::attach(&sc.region).expect("attach");
@@ -594,14 +577,8 @@ fn authority_down_10s_agents_fail_closed_then_every_record_is_posted() {
 #[test]
 fn near_the_floor_background_is_denied_while_interactive_passes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let auth = Authority::start(&dir.path().join("authority"), 0);
-    let rt = rt();
-    let mut admin = rt.block_on(async {
-        let mut a = admin(&auth.url()).await;
-        // A small wallet: the pool runs low within seconds.
-        setup_tenant(&mut a, CREDIT, 0).await;
-        a
-    });
+    // A small wallet: the pool runs low within seconds.
+    let (auth, rt, mut admin) = authority_with_tenant(dir.path(), CREDIT, 0);
     // Background work must leave half of the pool to interactive work.
     let mut sc = Sidecar::start(
         dir.path(),
@@ -665,12 +642,7 @@ fn near_the_floor_background_is_denied_while_interactive_passes() {
 #[test]
 fn authority_down_emergency_allowance_is_bounded_then_fails_closed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut auth = Authority::start(&dir.path().join("authority"), 0);
-    let rt = rt();
-    rt.block_on(async {
-        let mut a = admin(&auth.url()).await;
-        setup_tenant(&mut a, 1_000 * CREDIT, 0).await;
-    });
+    let (mut auth, _rt, _admin) = authority_with_tenant(dir.path(), 1_000 * CREDIT, 0);
     let allowance = 50_000u64; // 0.05 credits
     let mut sc = Sidecar::start(
         dir.path(),

@@ -322,6 +322,27 @@ pub async fn admin(url: &str) -> AdminServiceClient<Channel> {
 /// Creates the tenant with one purchased grant of `grant` and a plan with `hard_cap` on
 /// overage (0 = no plan charge allowed past the grant... a cap of 0 means none, so tests
 /// that want "nothing past the grant" pass 1).
+/// `tollgate authority` on the SQLite store in `dir/authority` with the test tenant set up
+/// (see [`setup_tenant`]), the runtime for admin calls and an admin client.
+pub fn authority_with_tenant(
+    dir: &Path,
+    grant: u64,
+    hard_cap: u64,
+) -> (
+    Authority,
+    tokio::runtime::Runtime,
+    AdminServiceClient<Channel>,
+) {
+    let auth = Authority::start(&dir.join("authority"), 0);
+    let rt = rt();
+    let admin = rt.block_on(async {
+        let mut a = admin(&auth.url()).await;
+        setup_tenant(&mut a, grant, hard_cap).await;
+        a
+    });
+    (auth, rt, admin)
+}
+
 pub async fn setup_tenant(a: &mut AdminServiceClient<Channel>, grant: u64, hard_cap: u64) {
     a.create_tenant(authed(v1::CreateTenantRequest {
         tenant: TENANT.into(),

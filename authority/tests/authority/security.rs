@@ -120,6 +120,20 @@ async fn another_tenants_data_is_permission_denied() {
     h.running.shutdown().await.unwrap();
 }
 
+/// `r` failed with INVALID_ARGUMENT and a message containing `what`.
+fn invalid_naming<T: std::fmt::Debug>(r: Result<T, tonic::Status>, what: &str) {
+    let e = r.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains(what), "{}", e.message());
+}
+
+/// `r` failed with INVALID_ARGUMENT and a message starting with `what`.
+fn invalid_starting<T: std::fmt::Debug>(r: Result<T, tonic::Status>, what: &str) {
+    let e = r.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with(what), "{}", e.message());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_invalid_argument_with_a_message() {
     if skip_without_store("malformed_requests_are_invalid_argument_with_a_message") {
@@ -128,32 +142,30 @@ async fn malformed_requests_are_invalid_argument_with_a_message() {
     let h = start_harness().await;
     setup_tenant(&h.url, "acme", 10).await;
     let mut a = admin(&h.url).await;
-    let e = a
-        .create_tenant(req(
+    invalid_starting(
+        a.create_tenant(req(
             pb::CreateTenantRequest {
                 tenant: "".into(),
                 ..Default::default()
             },
             Some(ADMIN),
         ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().starts_with("tenant: "), "{}", e.message());
-    let e = a
-        .create_tenant(req(
+        .await,
+        "tenant: ",
+    );
+    invalid_naming(
+        a.create_tenant(req(
             pb::CreateTenantRequest {
                 tenant: "bad tenant!".into(),
                 ..Default::default()
             },
             Some(ADMIN),
         ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("invalid"), "{}", e.message());
-    let e = a
-        .add_grant(req(
+        .await,
+        "invalid",
+    );
+    invalid_naming(
+        a.add_grant(req(
             pb::AddGrantRequest {
                 grant: Some(pb::Grant {
                     tenant: "acme".into(),
@@ -164,12 +176,11 @@ async fn malformed_requests_are_invalid_argument_with_a_message() {
             },
             Some(ADMIN),
         ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("amount_micro"), "{}", e.message());
-    let e = a
-        .set_quota(req(
+        .await,
+        "amount_micro",
+    );
+    invalid_naming(
+        a.set_quota(req(
             pb::SetQuotaRequest {
                 rule: Some(pb::QuotaRule {
                     id: "q".into(),
@@ -180,12 +191,11 @@ async fn malformed_requests_are_invalid_argument_with_a_message() {
             },
             Some(ADMIN),
         ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("window"), "{}", e.message());
-    let e = a
-        .set_price_book(req(
+        .await,
+        "window",
+    );
+    invalid_naming(
+        a.set_price_book(req(
             pb::SetPriceBookRequest {
                 price_book: Some(pb::PriceBook {
                     tenant: "acme".into(),
@@ -199,10 +209,9 @@ async fn malformed_requests_are_invalid_argument_with_a_message() {
             },
             Some(ADMIN),
         ))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("models[0]"), "{}", e.message());
+        .await,
+        "models[0]",
+    );
 
     // Register with a short public key.
     let mut c =

@@ -784,67 +784,14 @@ fn price_book_from(row: &SqliteRow) -> Result<PriceBookRow, LedgerError> {
     })
 }
 
-/// Update several (locked, existing) wallet rows in one statement.
-async fn upsert_wallets(
-    tx: &mut sqlx::SqliteConnection,
-    ws: &[WalletRow],
-) -> Result<(), LedgerError> {
-    const COLS: &str = "config, created_at, next_grant_id, next_hold_id, granted, available, held, consumed, expired, plan_held, plan_consumed, overrun, period_start, period_spent, period_metered, period_request_milli, price_book_version, alert_state, audit_seq, audit_hash, tenant";
-    let set: Vec<String> = COLS
-        .split(", ")
-        .filter(|c| *c != "tenant")
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
-    let sql = multi_row(
-        &format!("INSERT INTO wallets ({COLS}) VALUES "),
-        21,
-        ws.len(),
-        &format!(" ON CONFLICT (tenant) DO UPDATE SET {}", set.join(", ")),
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for w in ws {
-        let t = &w.totals;
-        q = q
-            .bind(to_json(&w.config)?)
-            .bind(i(w.created_at, "time")?)
-            .bind(i(w.next_grant_id, "grant id")?)
-            .bind(i(w.next_hold_id, "hold id")?)
-            .bind(c(t.granted, "granted")?)
-            .bind(c(t.available, "available")?)
-            .bind(c(t.held, "held")?)
-            .bind(c(t.consumed, "consumed")?)
-            .bind(c(t.expired, "expired")?)
-            .bind(c(t.plan_held, "plan held")?)
-            .bind(c(t.plan_consumed, "plan consumed")?)
-            .bind(c(t.overrun, "overrun")?)
-            .bind(i(w.period_start, "time")?)
-            .bind(c(w.period_spent, "period spent")?)
-            .bind(c(w.period_usage.metered, "period metered")?)
-            .bind(i(w.period_usage.request_units_milli, "period requests")?)
-            .bind(w.price_book_version.map(|v| i(v, "version")).transpose()?)
-            .bind(to_json(&w.alert_state)?)
-            .bind(i(w.audit_head.seq, "audit seq")?)
-            .bind(hex::encode(w.audit_head.hash))
-            .bind(w.tenant.as_str());
-    }
-    q.execute(&mut *tx).await?;
-    Ok(())
-}
-
-async fn write_wallet(
-    tx: &mut sqlx::SqliteConnection,
-    w: &WalletRow,
-    insert: bool,
-) -> Result<(), LedgerError> {
-    let sql = if insert {
-        "INSERT INTO wallets (config, created_at, next_grant_id, next_hold_id, granted, available, held, consumed, expired, plan_held, plan_consumed, overrun, period_start, period_spent, period_metered, period_request_milli, price_book_version, alert_state, audit_seq, audit_hash, tenant) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    } else {
-        "UPDATE wallets SET config = ?, created_at = ?, next_grant_id = ?, next_hold_id = ?, granted = ?, available = ?, held = ?, consumed = ?, expired = ?, plan_held = ?, plan_consumed = ?, overrun = ?, period_start = ?, period_spent = ?, period_metered = ?, period_request_milli = ?, price_book_version = ?, alert_state = ?, audit_seq = ?, audit_hash = ? WHERE tenant = ?"
-    };
+/// A wallet row's 21 values, in the column order of `upsert_wallets` and `write_wallet`
+/// (tenant last).
+fn bind_wallet<'q>(
+    q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    w: &'q WalletRow,
+) -> Result<sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>, LedgerError> {
     let t = &w.totals;
-    let r = sqlx::query(sql)
-        .bind(to_json(&w.config)?)
+    Ok(q.bind(to_json(&w.config)?)
         .bind(i(w.created_at, "time")?)
         .bind(i(w.next_grant_id, "grant id")?)
         .bind(i(w.next_hold_id, "hold id")?)
@@ -864,9 +811,46 @@ async fn write_wallet(
         .bind(to_json(&w.alert_state)?)
         .bind(i(w.audit_head.seq, "audit seq")?)
         .bind(hex::encode(w.audit_head.hash))
-        .bind(w.tenant.as_str())
-        .execute(&mut *tx)
-        .await?;
+        .bind(w.tenant.as_str()))
+}
+
+/// Update several (locked, existing) wallet rows in one statement.
+async fn upsert_wallets(
+    tx: &mut sqlx::SqliteConnection,
+    ws: &[WalletRow],
+) -> Result<(), LedgerError> {
+    const COLS: &str = "config, created_at, next_grant_id, next_hold_id, granted, available, held, consumed, expired, plan_held, plan_consumed, overrun, period_start, period_spent, period_metered, period_request_milli, price_book_version, alert_state, audit_seq, audit_hash, tenant";
+    let set: Vec<String> = COLS
+        .split(", ")
+        .filter(|c| *c != "tenant")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let sql = multi_row(
+        &format!("INSERT INTO wallets ({COLS}) VALUES "),
+        21,
+        ws.len(),
+        &format!(" ON CONFLICT (tenant) DO UPDATE SET {}", set.join(", ")),
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for w in ws {
+        q = bind_wallet(q, w)?;
+    }
+    q.execute(&mut *tx).await?;
+    Ok(())
+}
+
+async fn write_wallet(
+    tx: &mut sqlx::SqliteConnection,
+    w: &WalletRow,
+    insert: bool,
+) -> Result<(), LedgerError> {
+    let sql = if insert {
+        "INSERT INTO wallets (config, created_at, next_grant_id, next_hold_id, granted, available, held, consumed, expired, plan_held, plan_consumed, overrun, period_start, period_spent, period_metered, period_request_milli, price_book_version, alert_state, audit_seq, audit_hash, tenant) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    } else {
+        "UPDATE wallets SET config = ?, created_at = ?, next_grant_id = ?, next_hold_id = ?, granted = ?, available = ?, held = ?, consumed = ?, expired = ?, plan_held = ?, plan_consumed = ?, overrun = ?, period_start = ?, period_spent = ?, period_metered = ?, period_request_milli = ?, price_book_version = ?, alert_state = ?, audit_seq = ?, audit_hash = ? WHERE tenant = ?"
+    };
+    let r = bind_wallet(sqlx::query(sql), w)?.execute(&mut *tx).await?;
     if r.rows_affected() != 1 {
         return Err(LedgerError::Store(format!(
             "wallet row of {} was not written",
