@@ -89,7 +89,7 @@ impl View<'_> {
         }
         let claim = self.lw(lane, L_CLAIM).load(ACQ);
         let key = LaneKey::decode(self.lw(lane, L_KEY).load(ACQ));
-        let Some(key) = key.filter(|_| claim & 1 == 1) else {
+        let Some(key) = key.filter(|_| crate::holder::is_owned(claim)) else {
             return Err(SidecarError::LaneNotInUse(lane));
         };
         if self.lw(lane, L_POOLS).load(ACQ) == 0 {

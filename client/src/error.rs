@@ -47,6 +47,17 @@ pub enum AttachError {
         /// Which check failed.
         what: &'static str,
     },
+    /// The region's holders folder (where each agent process keeps the lock that tells
+    /// the sidecar it is alive) is missing or not writable by this process.
+    #[error(
+        "cannot register with the sidecar in {path}: {source}; the agent needs write access to the region's folder (a shared group, e.g. the pod's fsGroup)"
+    )]
+    Holders {
+        /// The holders folder.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// The file could not be opened or mapped.
     #[error("cannot open or map the region: {0}")]
     Io(#[from] std::io::Error),
@@ -137,6 +148,10 @@ pub enum ReserveError {
     /// The region's price book is missing or unreadable.
     #[error("no usable price book in the region: {0}")]
     PriceBook(String),
+    /// This process could not (re-)register its liveness lock in the region's holders
+    /// folder, so it cannot claim a lane.
+    #[error("cannot register this process with the sidecar: {0}")]
+    Liveness(String),
 }
 
 /// Why `Reservation::commit` failed.
@@ -146,9 +161,12 @@ pub enum CommitError {
     /// The usage could not be rated; the full reservation was charged instead.
     #[error("cannot rate the usage, the full reservation was charged: {0}")]
     Rating(#[from] tollgate_core::RatingError),
-    /// The slot was no longer held by this reservation (the sidecar reclaimed it,
-    /// which only happens when it believes this process is dead).
-    #[error("reservation was reclaimed by the sidecar")]
+    /// The slot was no longer held by this reservation: the sidecar reclaimed the lane,
+    /// which happens only when this process's liveness lock was released or its holder
+    /// file deleted. Nothing was charged; the reservation's credits went back.
+    #[error(
+        "reservation was reclaimed by the sidecar (this process looked dead to it); nothing was charged"
+    )]
     Reclaimed,
 }
 

@@ -12,7 +12,7 @@
 //! cache line.
 
 use std::cell::{Cell, RefCell};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,12 +25,12 @@ use tollgate_core::{
 
 use crate::codes::{LaneKey, decode_limit};
 use crate::error::{AttachError, CommitError, Denial, ReserveError};
+use crate::holder;
 use crate::lane::{
     MAX_LANE_CREDITS, META_NO_MODEL, Owner, ReserveFail, View, credits, pack_tokens,
 };
 use crate::layout::*;
 use crate::mapping::Mem;
-use crate::process::ProcessId;
 use crate::region::{find_tenant, open_and_validate};
 use crate::sync::{ACQ, ACQ_REL, AtomicU64, REL, RELAXED, next_id, spin_hint, word};
 
@@ -62,7 +62,9 @@ pub(crate) struct GateInner {
     closed: AtomicBool,
     mem: Mem,
     layout: Layout,
-    claim: u64,
+    /// The region's holders folder (see [`crate::holder`]): this process's lock file lives
+    /// there, and each claim names it.
+    holders: PathBuf,
     /// Lanes given up by exited threads, for reuse by new threads: `(class, lane)`.
     spare: Mutex<Vec<(usize, usize)>>,
     /// The last price book parsed (shared by threads, so each parses it once per change).
@@ -84,6 +86,9 @@ pub(crate) struct GateInner {
 struct LaneOwner {
     /// The owner thread's token ([`thread_token`]), 0 when no thread of this process owns it.
     thread: AtomicU64,
+    /// The claim word this process wrote when it claimed the lane: the lane is ours while
+    /// the region's claim word still equals it.
+    claim: AtomicU64,
     otag: AtomicU64,
     free: AtomicU64,
     local: AtomicU64,
@@ -93,6 +98,7 @@ impl LaneOwner {
     fn new() -> LaneOwner {
         LaneOwner {
             thread: word(0),
+            claim: word(0),
             otag: word(0),
             free: word(0),
             local: word(0),
@@ -104,6 +110,7 @@ impl LaneOwner {
     fn get(&self, lane: usize) -> Owner {
         Owner {
             lane,
+            claim: self.claim.load(RELAXED),
             otag: self.otag.load(RELAXED) as u16,
             free: self.free.load(RELAXED),
             local: self.local.load(RELAXED),
@@ -113,6 +120,7 @@ impl LaneOwner {
     /// Saves the owner state after an operation (owner thread only).
     #[inline]
     fn put(&self, o: &Owner) {
+        self.claim.store(o.claim, RELAXED);
         self.otag.store(u64::from(o.otag), RELAXED);
         self.free.store(o.free, RELAXED);
         self.local.store(o.local, RELAXED);
@@ -133,15 +141,25 @@ impl GateInner {
     /// as for a dead process (held slots, if a reservation was leaked, go back as cancels).
     fn hand_back(&self, o: &mut Owner) {
         let view = self.view();
+        if !view.still_owns(o) {
+            return; // reclaimed already: nothing of it is ours to settle or flush
+        }
         view.settle_pending(o);
         let local = o.local;
         view.flush(o, local, &mut |_| true);
         let _ = view.lw(o.lane, L_CLAIM).compare_exchange(
-            self.claim,
-            self.claim & !1,
+            o.claim,
+            holder::reclaiming(o.claim),
             ACQ_REL,
             RELAXED,
         );
+    }
+
+    /// The owner state of a lane this process claimed and still holds (a parked lane, or
+    /// one whose thread exited); `None` if reclaim took it meanwhile.
+    fn owner_if_ours(&self, lane: usize) -> Option<Owner> {
+        let o = self.view().owner_for(lane);
+        (o.claim == self.owned[lane].claim.load(RELAXED)).then_some(o)
     }
 
     /// After a commit from another thread: if the lane's owner thread has exited (the
@@ -149,9 +167,10 @@ impl GateInner {
     /// settle and park their lanes under the same lock, so no commit falls between.
     fn settle_if_spare(&self, lane: usize) {
         let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        if spare.iter().any(|(_, l)| *l == lane) {
+        if spare.iter().any(|(_, l)| *l == lane)
+            && let Some(mut o) = self.owner_if_ours(lane)
+        {
             let view = self.view();
-            let mut o = view.owner_for(lane);
             view.settle_pending(&mut o);
             view.flush(&mut o, u64::MAX, &mut |_| true);
         }
@@ -414,6 +433,8 @@ pub struct Reservation<'a> {
     gate: &'a GateInner,
     lane: usize,
     slot: usize,
+    /// The claim generation the slot was reserved under (its state's tag).
+    generation: u16,
     thread: u64,
     amount: u64,
     model: Option<&'a Model>,
@@ -522,6 +543,9 @@ impl GateLocal {
                 let mut o = lo.get(lane);
                 // From here a commit on this thread takes the remote path.
                 lo.thread.store(0, RELAXED);
+                if !view.still_owns(&o) {
+                    continue; // reclaimed: not ours to park or hand back
+                }
                 if closed {
                     gate.hand_back(&mut o);
                 } else {
@@ -556,6 +580,16 @@ impl GateLocal {
         x ^= x << 17;
         self.rng = x;
         x
+    }
+
+    /// Forgets this thread's lane for `class` after reclaim took it (its claim word
+    /// changed): the next reserve claims a fresh one.
+    #[cold]
+    fn lose(&mut self, class: usize) {
+        if let Some(Some(lane)) = self.owners.get(class).copied() {
+            self.gate.owned[lane].thread.store(0, RELAXED);
+            self.owners[class] = None;
+        }
     }
 
     /// This thread's lane for `class`, claiming one on first use.
@@ -603,30 +637,34 @@ fn claim_lane(inner: &GateInner, class: usize, key: LaneKey) -> Result<Owner, Re
     }
     {
         let mut spare = inner.spare.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pos) = spare.iter().position(|(c, _)| *c == class) {
+        while let Some(pos) = spare.iter().position(|(c, _)| *c == class) {
             let (_, lane) = spare.swap_remove(pos);
-            return Ok(view.owner_for(lane));
+            if let Some(o) = inner.owner_if_ours(lane) {
+                return Ok(o);
+            }
         }
     }
-    for lane in 0..inner.layout.lanes {
-        let claim = view.lw(lane, L_CLAIM);
-        if claim.load(RELAXED) == 0
-            && claim
-                .compare_exchange(0, inner.claim, ACQ_REL, RELAXED)
-                .is_ok()
-        {
-            view.lw(lane, L_KEY).store(key.encode(), REL);
-            return Ok(view.owner_for(lane));
-        }
-    }
-    Err(ReserveError::NoFreeLane)
+    // Registered before any claim names it (a fork child, or a process whose holder file
+    // was deleted, gets a new holder here).
+    let me = holder::holder_for(&inner.holders)
+        .map_err(|e| ReserveError::Liveness(format!("{}: {e}", inner.holders.display())))?;
+    (0..inner.layout.lanes)
+        .find_map(|lane| view.claim(lane, me, key.encode()))
+        .ok_or(ReserveError::NoFreeLane)
 }
 
 impl Gate {
     /// Attaches to the region at `path`, validating it (see [`AttachError`]).
     pub fn attach(path: impl AsRef<Path>) -> Result<Gate, AttachError> {
         let (mem, layout) = open_and_validate(path.as_ref())?;
-        let me = ProcessId::current()?;
+        let holders = holder::holders_dir(path.as_ref());
+        // Register now, so a folder the agent cannot use fails at attach, not at a call.
+        holder::create_holders_dir(path.as_ref())
+            .and_then(|_| holder::holder_for(&holders))
+            .map_err(|source| AttachError::Holders {
+                path: holders.display().to_string(),
+                source,
+            })?;
         LIVE_MAPPINGS.fetch_add(1, Ordering::Relaxed);
         Ok(Gate {
             inner: Arc::new(GateInner {
@@ -634,7 +672,7 @@ impl Gate {
                 closed: AtomicBool::new(false),
                 mem,
                 layout,
-                claim: me.claim_word(),
+                holders,
                 spare: Mutex::new(Vec::new()),
                 book: Mutex::new(None),
                 owned: (0..layout.lanes).map(|_| LaneOwner::new()).collect(),
@@ -728,7 +766,8 @@ impl Gate {
         Ok(Reservation {
             gate: &self.inner,
             lane: (lane_slot >> 32) as usize,
-            slot: (lane_slot & 0xFFFF_FFFF) as usize - 1,
+            slot: (lane_slot & 0xFFFF) as usize - 1,
+            generation: (lane_slot >> 16) as u16,
             thread: thread_token(),
             amount,
             model: match call.price {
@@ -741,8 +780,8 @@ impl Gate {
         })
     }
 
-    /// The thread-local part of `reserve`: `(lane << 32 | slot + 1, amount)`, or `(0, 0)`
-    /// with the error in `err`.
+    /// The thread-local part of `reserve`: `(lane << 32 | generation << 16 | slot + 1,
+    /// amount)`, or `(0, 0)` with the error in `err`.
     #[inline(never)]
     fn reserve_words(&self, call: &Call<'_>, err: &mut Option<ReserveError>) -> (u64, u64) {
         let inner: &GateInner = &self.inner;
@@ -752,8 +791,13 @@ impl Gate {
             reserve_in(inner, gl, call)
         });
         match got {
-            // Lanes and slots are below 2^16 and 64 (validated layout).
-            Ok(Ok((lane, slot, amount))) => (((lane as u64) << 32) | (slot as u64 + 1), amount),
+            // Lanes and slots are below 2^16 and 64 (validated layout); generations are 15 bits.
+            Ok(Ok((lane, slot, amount))) => {
+                let generation = holder::generation(inner.owned[lane].claim.load(RELAXED));
+                let word =
+                    ((lane as u64) << 32) | (u64::from(generation) << 16) | (slot as u64 + 1);
+                (word, amount)
+            }
             Ok(Err(e)) => {
                 *err = Some(e);
                 (0, 0)
@@ -773,10 +817,10 @@ impl Drop for Gate {
         {
             let mut spare = inner.spare.lock().unwrap_or_else(|e| e.into_inner());
             inner.closed.store(true, Ordering::Release);
-            let view = inner.view();
             for (_, lane) in spare.drain(..) {
-                let mut o = view.owner_for(lane);
-                inner.hand_back(&mut o);
+                if let Some(mut o) = inner.owner_if_ours(lane) {
+                    inner.hand_back(&mut o);
+                }
             }
         }
         let mine = LOCAL
@@ -859,12 +903,18 @@ fn reserve_in(
         Ok(lane) => {
             let lo = &inner.owned[lane];
             let mut o = lo.get(lane);
-            view.settle_pending(&mut o);
-            let r = view.reserve(&mut o, amount, tokens, meta, &mut |_| true);
-            lo.put(&o);
-            match r {
-                Ok(slot) => return Ok((lane, slot, amount)),
-                Err(f) => Some(f),
+            if view.still_owns(&o) {
+                view.settle_pending(&mut o);
+                let r = view.reserve(&mut o, amount, tokens, meta, &mut |_| true);
+                lo.put(&o);
+                match r {
+                    Ok(slot) => return Ok((lane, slot, amount)),
+                    Err(f) => Some(f),
+                }
+            } else {
+                // Reclaimed under us: never write to it again; claim a fresh lane.
+                gl.lose(class);
+                None
             }
         }
         Err(_) => None,
@@ -910,6 +960,11 @@ fn reserve_slow(
         let lo = &gl.gate.owned[lane];
         // The owner state is loaded here and saved before anything else can use it.
         let mut o = lo.get(lane);
+        if !view.still_owns(&o) {
+            gl.lose(class);
+            fail = None;
+            continue;
+        }
         let step = match fail.take() {
             Some(f) => SlowStep::Failed(f),
             None => {
@@ -1091,6 +1146,11 @@ impl Reservation<'_> {
             let lo = &self.gate.owned[self.lane];
             if lo.thread.load(RELAXED) == self.thread {
                 let mut o = lo.get(self.lane);
+                // Never settle into a lane reclaim took (and settled) meanwhile.
+                if !view.still_owns(&o) || !view.slot_is_held(self.lane, self.slot, self.generation)
+                {
+                    return Err(CommitError::Reclaimed);
+                }
                 if !cancel {
                     view.sw(self.lane, self.slot, S_TOKENS)
                         .store(tokens, RELAXED);
@@ -1101,7 +1161,14 @@ impl Reservation<'_> {
                 return Ok((actual, err));
             }
         }
-        if !view.finish_remote(self.lane, self.slot, actual, tokens, cancel) {
+        if !view.finish_remote(
+            self.lane,
+            self.slot,
+            self.generation,
+            actual,
+            tokens,
+            cancel,
+        ) {
             return Err(CommitError::Reclaimed);
         }
         self.gate.settle_if_spare(self.lane);

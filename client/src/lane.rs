@@ -3,6 +3,7 @@
 //! about an operation a dead owner left half done. See [`crate::protocol`] for the
 //! invariant and why each step is crash-safe.
 
+use crate::holder;
 use crate::layout::*;
 use crate::sync::{ACQ, ACQ_REL, AtomicU64, REL, RELAXED};
 
@@ -35,14 +36,18 @@ fn with_otag(avail: u64, tag: u16) -> u64 {
     (avail & !OTAG_MASK) | (u64::from(tag) << OTAG_SHIFT)
 }
 
-// Slot state word: [tag:16 | kind:8] (the tag is reserved; slots are decided by
-// before-values, not tags).
+// Slot state word: [tag:16 | kind:8]. The tag is the generation of the claim under which
+// the slot was reserved (see `holder`), so a reservation made under an earlier claim of
+// the lane (one that reclaim has settled) can never commit into a later one.
 pub(crate) const EMPTY: u64 = 0;
 pub(crate) const RESERVING: u64 = 1;
 pub(crate) const HELD: u64 = 2;
 pub(crate) const COMMITTED: u64 = 3;
 pub(crate) const CANCELLED: u64 = 4;
 pub(crate) const SETTLING: u64 = 5;
+/// A thread other than the owner has taken the slot to commit or cancel it and is writing
+/// the actual amount; `COMMITTED` / `CANCELLED` follow. Reclaim treats it as held.
+pub(crate) const FINISHING: u64 = 6;
 
 #[inline]
 pub(crate) fn state(kind: u64, tag: u16) -> u64 {
@@ -51,6 +56,10 @@ pub(crate) fn state(kind: u64, tag: u16) -> u64 {
 #[inline]
 pub(crate) fn kind(state: u64) -> u64 {
     state & 0xFF
+}
+#[inline]
+pub(crate) fn tag(state: u64) -> u16 {
+    (state >> 8) as u16
 }
 
 // Transfer intent word: [tag:16 | dir:8 | active:8].
@@ -73,6 +82,9 @@ pub(crate) fn pack_tokens(input: u64, output: u64) -> u64 {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Owner {
     pub lane: usize,
+    /// The claim word this owner's process wrote: the lane is still its own while the
+    /// lane's claim word equals it (a reclaim changes it, a re-claim bumps its generation).
+    pub claim: u64,
     /// The owner tag of the last owner CAS on `avail` (the next transfer uses `otag + 1`).
     pub otag: u16,
     /// Free slots (bit set = free). Only the owner allocates and frees slots.
@@ -135,6 +147,7 @@ impl<'a> View<'a> {
 
     /// Starts owning `lane` (after a claim, or taking over a lane of an exited thread).
     pub(crate) fn owner_for(&self, lane: usize) -> Owner {
+        let claim = self.lw(lane, L_CLAIM).load(ACQ);
         let otag = otag(self.lw(lane, L_AVAIL).load(ACQ));
         let local = self.lw(lane, L_LOCAL).load(ACQ);
         let mut free = 0u64;
@@ -145,10 +158,41 @@ impl<'a> View<'a> {
         }
         Owner {
             lane,
+            claim,
             otag,
             free,
             local,
         }
+    }
+
+    /// CLAIM a free lane for `holder` (agent process): one CAS from the free word (which
+    /// keeps the last generation) to `[holder | generation + 1 | owned]`, then the lane's
+    /// key. `None` if the lane is not free or another process won it.
+    pub(crate) fn claim(&self, lane: usize, holder: holder::HolderId, key: u64) -> Option<Owner> {
+        let claim = self.lw(lane, L_CLAIM);
+        let free = claim.load(RELAXED);
+        if !holder::is_free(free) {
+            return None;
+        }
+        claim
+            .compare_exchange(free, holder::claimed_by(free, holder), ACQ_REL, RELAXED)
+            .ok()?;
+        self.lw(lane, L_KEY).store(key, REL);
+        Some(self.owner_for(lane))
+    }
+
+    /// Whether `o`'s lane is still its own (nobody reclaimed it since `o` took it). One
+    /// load of the agent line the owner is about to write anyway.
+    #[inline]
+    pub(crate) fn still_owns(&self, o: &Owner) -> bool {
+        self.hdr(o.lane)[L_CLAIM].load(ACQ) == o.claim
+    }
+
+    /// Whether slot `slot` still holds the reservation made under claim generation `gen`
+    /// (owner thread, before it settles its own commit).
+    #[inline]
+    pub(crate) fn slot_is_held(&self, lane: usize, slot: usize, generation: u16) -> bool {
+        self.sw(lane, slot, S_STATE).load(ACQ) == state(HELD, generation)
     }
 
     /// RESERVE, run by the lane's owner thread. If local credits are short, first PULL a
@@ -188,7 +232,8 @@ impl<'a> View<'a> {
         sl[S_LOCAL_BEFORE].store(o.local, RELAXED);
         sl[S_TOKENS].store(tokens, RELAXED);
         sl[S_META].store(meta, RELAXED);
-        sl[S_STATE].store(state(RESERVING, 0), REL);
+        let generation = holder::generation(o.claim);
+        sl[S_STATE].store(state(RESERVING, generation), REL);
         if !step(11) {
             return Err(ReserveFail::Stopped);
         }
@@ -197,7 +242,7 @@ impl<'a> View<'a> {
         if !step(12) {
             return Err(ReserveFail::Stopped);
         }
-        sl[S_STATE].store(state(HELD, 0), REL);
+        sl[S_STATE].store(state(HELD, generation), REL);
         o.free &= !(1 << slot);
         Ok(slot)
     }
@@ -339,27 +384,37 @@ impl<'a> View<'a> {
     /// COMMIT or CANCEL from a thread that does not own the lane: one CAS on the slot
     /// state (`HELD` to `COMMITTED` / `CANCELLED`, with the actual amount written first),
     /// then flag the slot in the lane's pending mask so the owner settles it. Returns
-    /// `false` if the slot was not held any more (reclaimed).
+    /// `false` if the slot does not hold this reservation any more (reclaimed: its state
+    /// is not `HELD` under the claim generation `generation` it was made in).
     pub(crate) fn finish_remote(
         &self,
         lane: usize,
         slot: usize,
+        generation: u16,
         actual: u64,
         tokens: u64,
         cancel: bool,
     ) -> bool {
         let kind = if cancel { CANCELLED } else { COMMITTED };
-        self.sw(lane, slot, S_ACTUAL).store(actual, RELAXED);
-        if !cancel {
-            self.sw(lane, slot, S_TOKENS).store(tokens, RELAXED);
-        }
-        if self
-            .sw(lane, slot, S_STATE)
-            .compare_exchange(state(HELD, 0), state(kind, 0), ACQ_REL, RELAXED)
+        let st = self.sw(lane, slot, S_STATE);
+        // Take the slot first, write second: a stale reservation (its lane reclaimed and
+        // claimed again, the slot reused) must not write into a slot it no longer holds.
+        if st
+            .compare_exchange(
+                state(HELD, generation),
+                state(FINISHING, generation),
+                ACQ_REL,
+                RELAXED,
+            )
             .is_err()
         {
             return false;
         }
+        self.sw(lane, slot, S_ACTUAL).store(actual, RELAXED);
+        if !cancel {
+            self.sw(lane, slot, S_TOKENS).store(tokens, RELAXED);
+        }
+        st.store(state(kind, generation), REL);
         self.lw(lane, L_PENDING).fetch_or(1 << slot, REL);
         true
     }
@@ -386,6 +441,9 @@ impl<'a> View<'a> {
             }
             let sl = self.slot_words(o.lane, slot);
             let st = sl[S_STATE].load(ACQ);
+            if tag(st) != holder::generation(o.claim) {
+                continue; // not a reservation of this claim (a scribbled mask)
+            }
             let cancel = match kind(st) {
                 COMMITTED => false,
                 CANCELLED => true,
@@ -541,7 +599,7 @@ impl<'a> View<'a> {
         let local = self.lw(lane, L_LOCAL).load(ACQ);
         match kind(st) {
             RESERVING if reserved > 0 && local != s(S_LOCAL_BEFORE) => reserved,
-            HELD | COMMITTED | CANCELLED => reserved,
+            HELD | FINISHING | COMMITTED | CANCELLED => reserved,
             SETTLING => {
                 let actual = s(S_ACTUAL);
                 let paid = actual.min(reserved);
@@ -579,7 +637,8 @@ impl<'a> View<'a> {
                     let before = self.sw(o.lane, slot, S_LOCAL_BEFORE).load(RELAXED);
                     let taken = self.lw(o.lane, L_LOCAL).load(ACQ) != before;
                     let next = if taken { HELD } else { EMPTY };
-                    self.sw(o.lane, slot, S_STATE).store(state(next, 0), REL);
+                    self.sw(o.lane, slot, S_STATE)
+                        .store(state(next, tag(st)), REL);
                 }
                 SETTLING => {
                     if !self.finish_settling(o, slot, step) {
@@ -594,7 +653,8 @@ impl<'a> View<'a> {
         for slot in 0..self.l.slots {
             let st = self.sw(o.lane, slot, S_STATE).load(ACQ);
             let (actual, cancel) = match kind(st) {
-                HELD | CANCELLED => (0, true),
+                // FINISHING: the committing thread died with the process mid-way.
+                HELD | FINISHING | CANCELLED => (0, true),
                 COMMITTED => (self.sw(o.lane, slot, S_ACTUAL).load(RELAXED), false),
                 _ => continue,
             };

@@ -101,6 +101,7 @@ mod audit;
 mod carve;
 mod codes;
 mod error;
+pub mod holder;
 mod journal;
 mod lane;
 pub mod layout;
@@ -127,6 +128,7 @@ mod tests;
 pub use audit::{Audit, LaneBalance, PoolBalance};
 pub use codes::LaneKey;
 pub use error::{AttachError, CommitError, CreateError, Denial, ReserveError, SidecarError};
+pub use holder::HolderId;
 pub use journal::JournalRecovery;
 pub use lane::MAX_LANE_CREDITS;
 pub use layout::RegionConfig;
@@ -137,6 +139,9 @@ pub use ring::{DrainStats, UsageRecord};
 #[cfg(not(loom))]
 pub use gate::{Call, Gate, Model, REGION_ENV, Reservation, Task, TenantId};
 #[cfg(not(loom))]
+pub use mapping::install_truncation_guard;
+#[cfg(not(loom))]
 pub use region::{
-    DEFAULT_SPIN_ITERS, DEFAULT_WAIT_MICROS, LaneInfo, PoolSpec, ProcessInfo, Region, TenantSpec,
+    DEFAULT_SPIN_ITERS, DEFAULT_WAIT_MICROS, LaneInfo, PoolSpec, ProcessInfo, Region, RegionDamage,
+    TenantSpec,
 };

@@ -11,10 +11,10 @@ use loom::thread;
 
 use crate::carve::Revoked;
 use crate::codes::{LaneKey, pack_pools};
+use crate::holder::{self, HolderId};
 use crate::lane::{View, credits};
 use crate::layout::*;
 use crate::mapping::Mem;
-use crate::process::ProcessId;
 use crate::ring::UsageRecord;
 use crate::sync::{ACQ, REL};
 use tollgate_core::{Initiator, Tier};
@@ -48,16 +48,13 @@ impl Fixture {
             v.pw(p, P_LIMIT).store(1, REL);
             v.grant(p, POOL_GRANT).unwrap();
         }
-        let key = LaneKey {
-            tenant: 0,
-            tier: Tier::Interactive,
-            initiator: Initiator::Human,
-        };
+        let key = fixture_key();
         let t = layout.tenant(0);
         v.w[t + T_CLASS0 + key.class()].store(pack_pools(&[0, 1]).unwrap(), REL);
         v.w[t + T_STATE].store(1, REL);
         for l in 0..lanes as usize {
-            v.lw(l, L_CLAIM).store(fake_process().claim_word(), REL);
+            v.lw(l, L_CLAIM)
+                .store(holder::claimed_by(0, fake_process()), REL);
             v.lw(l, L_KEY).store(key.encode(), REL);
         }
         v.top_up(0, initial, &mut |_| true).unwrap();
@@ -82,7 +79,7 @@ impl Fixture {
     fn check_all_returned(&self, lane: usize) {
         let v = self.view();
         assert_eq!(credits(v.lw(lane, L_AVAIL).load(ACQ)), 0);
-        assert_eq!(v.lw(lane, L_CLAIM).load(ACQ), 0, "lane freed");
+        assert!(holder::is_free(v.lw(lane, L_CLAIM).load(ACQ)), "lane freed");
         for p in 0..2 {
             let carved = v.pw(p, P_CARVED).load(ACQ);
             let avail = v.pw(p, P_AVAILABLE).load(ACQ);
@@ -99,11 +96,17 @@ impl Fixture {
     }
 }
 
-fn fake_process() -> ProcessId {
-    ProcessId {
-        pid: 4242,
-        start_ticks: 777,
+/// The class every fixture lane has.
+fn fixture_key() -> LaneKey {
+    LaneKey {
+        tenant: 0,
+        tier: Tier::Interactive,
+        initiator: Initiator::Human,
     }
+}
+
+fn fake_process() -> HolderId {
+    HolderId::new(4242).unwrap()
 }
 
 fn go() -> impl FnMut(u32) -> bool {
@@ -242,7 +245,7 @@ mod models {
             let slot = v.reserve(&mut o, 4, 0, 0, &mut go()).unwrap();
             let f2 = f.clone();
             let remote = thread::spawn(move || {
-                assert!(f2.view().finish_remote(0, slot, 3, 0, false));
+                assert!(f2.view().finish_remote(0, slot, 1, 3, 0, false));
             });
             // The owner keeps working while the other thread commits.
             v.settle_pending(&mut o);
@@ -270,7 +273,7 @@ mod models {
             let f = Arc::new(f);
             let (f2, f3) = (f.clone(), f.clone());
             let remote = thread::spawn(move || {
-                assert!(f2.view().finish_remote(0, handed, 2, 0, false));
+                assert!(f2.view().finish_remote(0, handed, 1, 2, 0, false));
             });
             let sidecar = thread::spawn(move || {
                 let v = f3.view();
@@ -412,7 +415,7 @@ mod models {
                 let _held = v.reserve(&mut o, 3, 0, 0, &mut go()).unwrap();
                 let done = v.reserve(&mut o, 2, 0, 0, &mut go()).unwrap();
                 // Committed by another thread, not yet settled by the (now dead) owner.
-                assert!(v.finish_remote(0, done, 1, 0, false));
+                assert!(v.finish_remote(0, done, 1, 1, 0, false));
                 let f = Arc::new(f);
                 let f2 = f.clone();
                 let first = thread::spawn(move || {
@@ -424,13 +427,12 @@ mod models {
                 f.check();
                 if k == 24 {
                     // The last k runs to completion: every earlier k crashed at a real step.
-                    assert_eq!(
-                        v.lw(0, L_CLAIM).load(ACQ),
-                        0,
+                    assert!(
+                        holder::is_free(v.lw(0, L_CLAIM).load(ACQ)),
                         "reclaim has fewer than 24 steps"
                     );
                 }
-                if v.lw(0, L_CLAIM).load(ACQ) != 0 {
+                if !holder::is_free(v.lw(0, L_CLAIM).load(ACQ)) {
                     v.reclaim_lane(0, &|_| true, &mut go()).unwrap();
                 }
                 assert_eq!(
@@ -441,6 +443,87 @@ mod models {
                 f.check_all_returned(0);
             });
         }
+    }
+
+    /// A process that looked dead (its holder lock was lost) while it still ran: the
+    /// sidecar reclaimed its lane and another process claimed it and reserved the same
+    /// slot. The stale process's commits, from its owner thread (which checks the claim
+    /// and the slot's generation first) or from another thread (a CAS on the slot state
+    /// tagged with its generation), race the new owner: both are refused, nothing is
+    /// counted twice, the new owner's reservation is untouched.
+    #[test]
+    fn loom_stale_owner_never_settles_into_a_reclaimed_lane() {
+        loom::model(|| {
+            let f = Fixture::new(1, 1, 2, 6);
+            let v = f.view();
+            let mut stale = v.owner_for(0);
+            let old = v.reserve(&mut stale, 2, 0, 0, &mut go()).unwrap();
+            let old_generation = holder::generation(stale.claim);
+            v.reclaim_lane(0, &|_| true, &mut go()).unwrap();
+            v.claim(0, HolderId::new(7).unwrap(), fixture_key().encode())
+                .expect("the freed lane is claimable");
+            v.top_up(0, 4, &mut go()).unwrap();
+            let f = Arc::new(f);
+            let f2 = f.clone();
+            let newcomer = thread::spawn(move || {
+                let v = f2.view();
+                let mut o = v.owner_for(0);
+                let slot = v.reserve(&mut o, 3, 0, 0, &mut go()).unwrap();
+                assert_eq!(slot, old, "the same slot, under a new claim");
+                assert!(v.settle(&mut o, slot, 2, false, &mut go()));
+            });
+            let v = f.view();
+            // The stale owner thread's check, as `Reservation::commit` makes it.
+            let may_settle = v.still_owns(&stale) && v.slot_is_held(0, old, old_generation);
+            assert!(!may_settle, "a reclaimed lane is never settled into");
+            // A stale commit from another of its threads.
+            assert!(!v.finish_remote(0, old, old_generation, 1, 0, false));
+            newcomer.join().unwrap();
+            assert_eq!(
+                v.lw(0, L_CONSUMED).load(ACQ),
+                2,
+                "only the newcomer's commit"
+            );
+            f.check();
+        });
+    }
+
+    /// Two processes race to claim the one free lane while the sidecar reclaims the
+    /// lane's dead owner: exactly one claim wins, after the reclaim, with the next
+    /// generation; the loser gets nothing; credits are conserved.
+    #[test]
+    fn loom_claims_race_each_other_and_reclaim() {
+        loom::model(|| {
+            let f = Fixture::new(1, 1, 2, 4);
+            let before = holder::generation(f.view().lw(0, L_CLAIM).load(ACQ));
+            let f = Arc::new(f);
+            let (f2, f3) = (f.clone(), f.clone());
+            let sidecar = thread::spawn(move || {
+                f2.view().reclaim_lane(0, &|_| true, &mut go()).unwrap();
+            });
+            let rival = thread::spawn(move || {
+                let v = f3.view();
+                v.claim(0, HolderId::new(8).unwrap(), 0).map(|o| o.claim)
+            });
+            let mine = f
+                .view()
+                .claim(0, HolderId::new(9).unwrap(), 0)
+                .map(|o| o.claim);
+            sidecar.join().unwrap();
+            let theirs = rival.join().unwrap();
+            let v = f.view();
+            let now = v.lw(0, L_CLAIM).load(ACQ);
+            match (mine, theirs) {
+                (Some(c), None) | (None, Some(c)) => {
+                    assert_eq!(c, now, "the winner's claim stands");
+                    assert_eq!(holder::generation(c), before + 1, "a fresh generation");
+                }
+                // Both tried before the reclaim freed the lane.
+                (None, None) => assert!(holder::is_free(now)),
+                (Some(_), Some(_)) => panic!("two processes claimed one lane"),
+            }
+            f.check();
+        });
     }
 
     /// The ring: the owner pushes three records into a ring of two while the sidecar

@@ -1,82 +1,38 @@
-//! Process identity: pid plus start time (clock ticks since boot, from `/proc`), so a
-//! recycled pid is never mistaken for the process that claimed a lane.
+//! The sidecar's own identity as the region header records it (pid plus start time, for
+//! people and for a restarted sidecar's log). Liveness of agents does not use pids: see
+//! [`crate::holder`], since a pid means nothing outside its PID namespace.
 
-/// A process as lanes record it.
+/// A process as the region header records its owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcessId {
-    /// Operating-system process id.
+    /// Operating-system process id, in the owner's own PID namespace.
     pub pid: u32,
-    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
+    /// Start time in clock ticks since boot (`/proc/self/stat` field 22).
     pub start_ticks: u64,
 }
 
-const PID_BITS: u32 = 22; // Linux PID_MAX_LIMIT is 2^22
-const START_BITS: u32 = 41;
-
 impl ProcessId {
-    /// This process.
+    /// This process (read from `/proc/self`, which names the caller in any namespace).
     pub fn current() -> std::io::Result<ProcessId> {
-        let pid = std::process::id();
-        let start_ticks = start_ticks(pid)?.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, "own /proc/<pid>/stat missing")
+        let text = std::fs::read_to_string("/proc/self/stat")?;
+        let start_ticks = start_time(&text).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "cannot parse /proc/self/stat",
+            )
         })?;
-        Ok(ProcessId { pid, start_ticks })
-    }
-
-    /// Whether this exact process (same pid, same start time) is still running.
-    /// A zombie counts as dead: it runs no code and will not touch the region again.
-    pub fn is_alive(&self) -> bool {
-        match stat_fields(self.pid) {
-            Ok(Some((state, start))) => state != 'Z' && state != 'X' && start == self.start_ticks,
-            // Not there (or unreadable): gone.
-            _ => false,
-        }
-    }
-
-    /// The lane claim word: `[pid:22 | start:41 | owned:1]`.
-    pub(crate) fn claim_word(&self) -> u64 {
-        let pid = u64::from(self.pid) & ((1 << PID_BITS) - 1);
-        let start = self.start_ticks & ((1 << START_BITS) - 1);
-        (((pid << START_BITS) | start) << 1) | 1
-    }
-
-    /// The process a claim word names (owned or being reclaimed); `None` for a free lane.
-    pub(crate) fn from_claim(w: u64) -> Option<ProcessId> {
-        if w == 0 {
-            return None;
-        }
-        let id = w >> 1;
-        Some(ProcessId {
-            pid: (id >> START_BITS) as u32,
-            start_ticks: id & ((1 << START_BITS) - 1),
+        Ok(ProcessId {
+            pid: std::process::id(),
+            start_ticks,
         })
     }
 }
 
-fn start_ticks(pid: u32) -> std::io::Result<Option<u64>> {
-    Ok(stat_fields(pid)?.map(|(_, s)| s))
-}
-
-/// `(state, starttime)` from `/proc/<pid>/stat`; `None` if there is no such process.
-fn stat_fields(pid: u32) -> std::io::Result<Option<(char, u64)>> {
-    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    // The command name (field 2) may contain spaces and parentheses: split after the
-    // last ')'. Then field 3 is the state and field 22 the start time.
-    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let mut it = rest.split_whitespace();
-    let state = it.next().and_then(|s| s.chars().next());
-    let start = it.nth(18).and_then(|s| s.parse::<u64>().ok());
-    match (state, start) {
-        (Some(st), Some(s)) => Ok(Some((st, s & ((1 << START_BITS) - 1)))),
-        _ => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("cannot parse /proc/{pid}/stat"),
-        )),
-    }
+/// Field 22 of a `/proc/<pid>/stat` line. The command name (field 2) may contain spaces and
+/// parentheses: split after the last ')', then the start time is the 20th field.
+fn start_time(stat: &str) -> Option<u64> {
+    let rest = stat.rsplit_once(')').map(|(_, r)| r)?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(all(test, not(loom)))]
@@ -84,18 +40,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn own_identity_is_alive_and_round_trips_through_a_claim_word() {
+    fn own_identity_is_read_and_the_stat_line_parsed() {
         let me = ProcessId::current().unwrap();
-        assert!(me.is_alive());
-        assert_eq!(ProcessId::from_claim(me.claim_word()), Some(me));
-        let other = ProcessId {
-            start_ticks: me.start_ticks + 1,
-            ..me
-        };
-        assert!(
-            !other.is_alive(),
-            "same pid, other start time: a recycled pid"
-        );
-        assert_eq!(ProcessId::from_claim(0), None);
+        assert_eq!(me.pid, std::process::id());
+        assert!(me.start_ticks > 0);
+        let line = "42 (a (weird) name) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 98765 0 0";
+        assert_eq!(start_time(line), Some(98765));
+        assert_eq!(start_time("garbage"), None);
     }
 }

@@ -28,8 +28,12 @@
 //!   (`topped_up`, `revoked`, `reclaimed`, ring tail, harvest marks, pool list, flush
 //!   request) and of its journal. Its multi-word updates go through the intent journal
 //!   (`journal.rs`).
-//! * A lane is claimed by one agent **process** (claim word = pid + start time); at any
-//!   moment one **thread** of it owns the lane (per-thread lanes, handed to another
+//! * A lane is claimed by one agent **process** with one CAS on its claim word
+//!   `[holder:48 | generation:15 | owned:1]`: the holder names the process's liveness lock
+//!   (see [`crate::holder`]: a `flock` on a file in the region's holders folder, held for
+//!   the process's life, so liveness holds across PID namespaces and uids), and the
+//!   generation is bumped at every claim (a free lane keeps its last one). At any moment
+//!   one **thread** of the process owns the lane (per-thread lanes, handed to another
 //!   thread of the process when the old one exits). Only the owner allocates and settles
 //!   slots and writes `local`, `consumed`, `overrun`, the ring head, the lost counter and
 //!   the transfer intent: single-writer words, updated with plain stores.
@@ -66,12 +70,29 @@
 //! The task budget is debited (one CAS) before and refunded if the lane refuses; it is
 //! process-local (a task dies with its process), so it is not part of the equation.
 //!
-//! **commit / cancel** on the owner thread = settle (below) directly. On another thread:
-//! write the actual cost, then CAS state `HELD` to `COMMITTED` / `CANCELLED` (one word:
-//! the commit happened or it did not), then set the slot's bit in the lane's pending
-//! mask. The owner settles pending slots at its next reserve or when its thread exits;
-//! reclaim settles them if the process dies. A crash between the CAS and the mask bit
-//! leaves a committed slot, which reclaim finds by scanning slot states.
+//! Slot states carry the **generation** of the claim they were made under, and the
+//! reservation remembers it.
+//!
+//! **commit / cancel** on the owner thread = settle (below) directly, after checking that
+//! the lane's claim word is still the one this process wrote and the slot still `HELD`
+//! under the reservation's generation; otherwise the lane was reclaimed and the commit is
+//! refused (`CommitError::Reclaimed`), never settled into a lane reclaim already settled.
+//! On another thread: CAS state `HELD(g)` to `FINISHING(g)` (the slot is taken: a stale
+//! reservation, from an earlier claim of a reused slot, fails here and writes nothing),
+//! write the actual cost, store `COMMITTED(g)` / `CANCELLED(g)` (one word: the commit
+//! happened or it did not), then set the slot's bit in the lane's pending mask. The owner
+//! settles pending slots of its own generation at its next reserve or when its thread
+//! exits; reclaim settles them if the process dies. A crash before the `COMMITTED` store
+//! leaves `FINISHING`, which reclaim settles as a cancel (the outcome is unknown); after
+//! it, a committed slot, which reclaim finds by scanning slot states.
+//!
+//! **reserve** on the owner thread first checks the claim word too: a lane reclaimed under
+//! a live process (its lock was lost, see [`crate::holder`]) is dropped and a fresh one
+//! claimed, so the process never writes to it again. This check and the owner's next
+//! write are two steps, so the one case the check cannot cover is a reclaim landing
+//! between them; it needs a live process judged dead, which the kernel lock rules out
+//! unless the process released the lock itself, and what such a process can still do is
+//! bounded by the sidecar's check of what each lane reports.
 //!
 //! **settle** (owner, or the sidecar acting as owner of a dead lane):
 //! 1. record actual and the before-values of `consumed`, `overrun`, ring head, `lost` and
@@ -114,15 +135,16 @@
 //! **harvest** (sidecar): moves `consumed` / `overrun` growth since the last harvest from
 //! the pools' carved to their consumed counters: absolute stores, journaled.
 //!
-//! **reclaim** (sidecar; `reclaim.rs`), for a lane whose claim names a process that
-//! is not running (same pid and start time):
+//! **reclaim** (sidecar; `reclaim.rs`), for a lane whose claim names a holder whose lock
+//! the sidecar can take (the process is gone) or whose file is gone:
 //! 1. CAS claim owned -> reclaiming (the sidecar is now the lane's only writer);
 //! 2. finish a half-done transfer; decide a `RESERVING` slot by its `local` before-value;
 //!    finish a `SETTLING` slot; settle `COMMITTED` slots as commits and `HELD` /
 //!    `CANCELLED` ones as cancels (the call's outcome is unknown; its credits go back);
 //! 3. return `local` to the pools (journaled), revoke all of `avail` (both booked as
 //!    `reclaimed`), harvest;
-//! 4. clear the key and pool list; claim := free.
+//! 4. clear the key and pool list; claim := free, keeping the generation (the next claim
+//!    bumps it, so nothing made under this claim matches the next one).
 //!
 //! Each step is decided by state (claim word, slot states, before-values, tags, journal),
 //! so a sidecar that dies mid-reclaim reruns it and each credit returns exactly once.
@@ -144,7 +166,11 @@
 //! cancel and flush followed by reclaim, a sidecar crash after every step of top-up,
 //! revoke and reclaim followed by journal recovery (and a second reclaim), the remote
 //! commit and pending-mask path, the ring drain, and the price-book seqlock, asserting
-//! the equations exactly. Each crash model asserts that its crash point was reached.
+//! the equations exactly. Each crash model asserts that its crash point was reached. Two
+//! models cover claims: a stale owner whose lane was reclaimed and claimed again (same slot
+//! reused) never settles into it, from its owner thread or another; and two processes
+//! racing to claim a lane that the sidecar is reclaiming get it once, with a fresh
+//! generation.
 //! `--cfg tollgate_broken` replaces the pull's CAS on `avail` with a load and a store;
 //! the model behind `loom_reserve_races_top_up` must then fail with its "no top-up lost"
 //! assertion, which `loom_broken_variant_is_caught` (run by `.ci/loom.sh`) checks.

@@ -7,9 +7,9 @@
 
 use crate::carve::Revoked;
 use crate::error::SidecarError;
+use crate::holder::{self, HolderId};
 use crate::lane::View;
 use crate::layout::*;
-use crate::process::ProcessId;
 use crate::sync::{ACQ, ACQ_REL, REL, RELAXED};
 
 /// What reclaiming one lane did.
@@ -17,8 +17,8 @@ use crate::sync::{ACQ, ACQ_REL, REL, RELAXED};
 pub struct ReclaimReport {
     /// The lane.
     pub lane: usize,
-    /// The dead process that owned it.
-    pub process: Option<ProcessId>,
+    /// The holder (agent process) that owned it.
+    pub holder: Option<HolderId>,
     /// Reservations settled (held ones as cancelled, committed ones charged).
     pub settled: u32,
     /// Credits (micro) that went back into the pools.
@@ -31,28 +31,29 @@ impl View<'_> {
     pub(crate) fn reclaim_lane(
         &self,
         lane: usize,
-        is_dead: &dyn Fn(ProcessId) -> bool,
+        is_dead: &dyn Fn(HolderId) -> bool,
         step: &mut impl FnMut(u32) -> bool,
     ) -> Result<ReclaimReport, SidecarError> {
         let claim = self.lw(lane, L_CLAIM);
         let c = claim.load(ACQ);
-        let process = ProcessId::from_claim(c);
-        let Some(pid) = process else {
+        let process = holder::holder_of(c);
+        let Some(h) = process else {
             return Err(SidecarError::LaneNotInUse(lane));
         };
-        if c & 1 == 1 {
-            if !is_dead(pid) {
+        if holder::is_owned(c) {
+            if !is_dead(h) {
                 return Err(SidecarError::OwnerAlive(lane));
             }
             // Owned -> reclaiming: from here on the sidecar is the lane's only writer.
-            if claim.compare_exchange(c, c & !1, ACQ_REL, RELAXED).is_err() {
+            let taken = claim.compare_exchange(c, holder::reclaiming(c), ACQ_REL, RELAXED);
+            if taken.is_err() {
                 return Err(SidecarError::OwnerAlive(lane));
             }
         }
         if !step(100) {
             return Ok(ReclaimReport {
                 lane,
-                process,
+                holder: process,
                 settled: 0,
                 returned: 0,
             });
@@ -61,7 +62,7 @@ impl View<'_> {
         let Some(settled) = self.recover_slots(&mut o, step) else {
             return Ok(ReclaimReport {
                 lane,
-                process,
+                holder: process,
                 settled: 0,
                 returned: 0,
             });
@@ -69,7 +70,7 @@ impl View<'_> {
         if !step(101) {
             return Ok(ReclaimReport {
                 lane,
-                process,
+                holder: process,
                 settled,
                 returned: 0,
             });
@@ -80,7 +81,7 @@ impl View<'_> {
             if !step(104) {
                 return Ok(ReclaimReport {
                     lane,
-                    process,
+                    holder: process,
                     settled,
                     returned,
                 });
@@ -89,7 +90,7 @@ impl View<'_> {
             if !step(102) {
                 return Ok(ReclaimReport {
                     lane,
-                    process,
+                    holder: process,
                     settled,
                     returned,
                 });
@@ -99,7 +100,7 @@ impl View<'_> {
         if !step(103) {
             return Ok(ReclaimReport {
                 lane,
-                process,
+                holder: process,
                 settled,
                 returned,
             });
@@ -109,10 +110,12 @@ impl View<'_> {
         self.lw(lane, L_DENY).store(0, REL);
         self.lw(lane, L_DEMAND).store(0, REL);
         self.lw(lane, L_DEMAND_SEEN).store(0, REL);
-        claim.store(0, REL);
+        // Free, keeping the generation: the next claim bumps it, so nothing made under
+        // this claim (a slot state, an owner's memory of the claim) matches the next one.
+        claim.store(holder::freed(c), REL);
         Ok(ReclaimReport {
             lane,
-            process,
+            holder: process,
             settled,
             returned,
         })

@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,10 +19,11 @@ use crate::audit::{Audit, PoolBalance};
 use crate::carve::Revoked;
 use crate::codes::{LaneKey, decode_limit, encode_limit, pack_pools};
 use crate::error::{AttachError, CreateError, SidecarError};
+use crate::holder::{self, HolderId, Probe};
 use crate::journal::JournalRecovery;
 use crate::lane::{View, credits};
 use crate::layout::*;
-use crate::mapping::Mem;
+use crate::mapping::{Guard, Mem};
 use crate::process::ProcessId;
 use crate::reclaim::ReclaimReport;
 use crate::ring::{DrainStats, UsageRecord};
@@ -59,8 +60,8 @@ pub struct TenantSpec {
 pub struct LaneInfo {
     /// Lane index.
     pub lane: usize,
-    /// Owning (or reclaimed-from) process.
-    pub process: Option<ProcessId>,
+    /// The owning (or reclaimed-from) agent process.
+    pub holder: Option<HolderId>,
     /// `true` while the sidecar is reclaiming it.
     pub reclaiming: bool,
     /// Tenant, tier, initiator (once the agent has written it).
@@ -85,12 +86,41 @@ pub struct LaneInfo {
     pub overrun: Credits,
 }
 
-/// A process that has claimed lanes.
+/// How a region was destroyed under its sidecar (see [`Region::damage`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegionDamage {
+    /// The file was truncated while mapped.
+    #[error("region file truncated to {actual} bytes (expected {expected})")]
+    Truncated {
+        /// The region's size.
+        expected: u64,
+        /// The file's size now.
+        actual: u64,
+    },
+    /// The file was removed from its path.
+    #[error("region file removed from its path")]
+    Removed,
+    /// Another file was put at its path.
+    #[error("region file replaced by another file at its path")]
+    Replaced,
+    /// The header no longer validates (magic, version, size or checksum overwritten).
+    #[error("region header overwritten: {0}")]
+    Header(String),
+    /// The file cannot be examined.
+    #[error("region file cannot be examined: {0}")]
+    Unreadable(String),
+}
+
+/// An agent process that has claimed lanes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
-    /// The process.
-    pub process: ProcessId,
-    /// Whether it is running (same pid and start time).
+    /// The process, as its lane claims name it.
+    pub holder: HolderId,
+    /// The pid it wrote into its holder file, in its own PID namespace (for people: it
+    /// may mean nothing in the sidecar's namespace).
+    pub pid: Option<u32>,
+    /// Whether it is running: it still holds its liveness lock (see [`crate::holder`]).
     pub alive: bool,
     /// Its lanes.
     pub lanes: Vec<usize>,
@@ -100,7 +130,12 @@ pub struct ProcessInfo {
 pub struct Region {
     mem: Mem,
     layout: Layout,
+    /// The file mapped (kept open to notice a truncation, and to tell it from a file
+    /// put in its place).
+    file: File,
     path: PathBuf,
+    /// Where agents keep their liveness locks.
+    holders: PathBuf,
     writer: Mutex<()>,
     recovery: JournalRecovery,
 }
@@ -115,8 +150,14 @@ fn io_err(e: std::io::Error, path: &Path) -> AttachError {
     }
 }
 
-/// Opens and maps a region file read-write and validates its header (shared with `Gate`).
+/// Opens and maps a region file read-write and validates its header (agents' mappings).
 pub(crate) fn open_and_validate(path: &Path) -> Result<(Mem, Layout), AttachError> {
+    let (mem, layout, _) = open_mapped(path, Guard::None)?;
+    Ok((mem, layout))
+}
+
+/// Opens, maps (with `guard`) and validates a region file; also returns the open file.
+fn open_mapped(path: &Path, guard: Guard) -> Result<(Mem, Layout, File), AttachError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -131,7 +172,7 @@ pub(crate) fn open_and_validate(path: &Path) -> Result<(Mem, Layout), AttachErro
             actual: len,
         });
     }
-    let mem = Mem::map_file(&file)?;
+    let mem = Mem::map_file(&file, guard)?;
     if mem.len_bytes() < header {
         return Err(AttachError::Truncated {
             expected: header,
@@ -139,7 +180,7 @@ pub(crate) fn open_and_validate(path: &Path) -> Result<(Mem, Layout), AttachErro
         });
     }
     let layout = validate_header(mem.words(), len)?;
-    Ok((mem, layout))
+    Ok((mem, layout, file))
 }
 
 impl Region {
@@ -157,14 +198,20 @@ impl Region {
             name.to_string_lossy(),
             std::process::id()
         ));
-        let result = Self::build(&tmp, path, layout);
+        let holders = holder::create_holders_dir(path)?;
+        let result = Self::build(&tmp, path, layout, holders);
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         result
     }
 
-    fn build(tmp: &Path, path: &Path, layout: Layout) -> Result<Region, CreateError> {
+    fn build(
+        tmp: &Path,
+        path: &Path,
+        layout: Layout,
+        holders: PathBuf,
+    ) -> Result<Region, CreateError> {
         let _ = std::fs::remove_file(tmp);
         let mut file: File = OpenOptions::new()
             .read(true)
@@ -180,7 +227,7 @@ impl Region {
             file.write_all(&zeros[..n])?;
             left -= n;
         }
-        let mem = Mem::map_file(&file)?;
+        let mem = Mem::map_file(&file, Guard::Truncation)?;
         let w = mem.words();
         if w.len() != layout.total_words {
             return Err(CreateError::Io(std::io::Error::other(
@@ -200,7 +247,9 @@ impl Region {
         Ok(Region {
             mem,
             layout,
+            file,
             path: path.to_owned(),
+            holders,
             writer: Mutex::new(()),
             recovery: JournalRecovery::Clean,
         })
@@ -211,7 +260,8 @@ impl Region {
     /// [`Region::recovery`]), and records this process as the owner.
     pub fn open_owner(path: impl AsRef<Path>) -> Result<Region, AttachError> {
         let path = path.as_ref();
-        let (mem, layout) = open_and_validate(path)?;
+        let (mem, layout, file) = open_mapped(path, Guard::Truncation)?;
+        let holders = holder::create_holders_dir(path)?;
         let view = View {
             w: mem.words(),
             l: &layout,
@@ -227,10 +277,51 @@ impl Region {
         Ok(Region {
             mem,
             layout,
+            file,
             path: path.to_owned(),
+            holders,
             writer: Mutex::new(()),
             recovery,
         })
+    }
+
+    /// Whether the region was destroyed under the sidecar by a process that maps it: its
+    /// file truncated (survived through the truncation guard, see
+    /// [`crate::install_truncation_guard`]), removed or replaced at its path, or its header
+    /// overwritten. A damaged region's words are not to be trusted any more: the sidecar
+    /// should stop draining it, report not ready and create a new one. Cheap (two `stat`s
+    /// and a header check): call it every tick.
+    pub fn damage(&self) -> Option<RegionDamage> {
+        let expected = self.layout.size_bytes() as u64;
+        if self.mem.truncation_faults() > 0 {
+            let actual = self.file.metadata().map_or(0, |m| m.len());
+            return Some(RegionDamage::Truncated { expected, actual });
+        }
+        match self.file.metadata() {
+            Ok(m) if m.len() < expected => {
+                return Some(RegionDamage::Truncated {
+                    expected,
+                    actual: m.len(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) => return Some(RegionDamage::Unreadable(e.to_string())),
+        }
+        let mine = self.file.metadata().map(|m| (m.dev(), m.ino())).ok();
+        match std::fs::metadata(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(RegionDamage::Removed);
+            }
+            Ok(m) if Some((m.dev(), m.ino())) != mine => return Some(RegionDamage::Replaced),
+            _ => {}
+        }
+        match validate_header(self.mem.words(), expected) {
+            Ok(l) if l == self.layout => None,
+            Ok(_) => Some(RegionDamage::Header(
+                "the header describes another layout".into(),
+            )),
+            Err(e) => Some(RegionDamage::Header(e.to_string())),
+        }
     }
 
     /// What reopening found in the journal (always `Clean` for a new region).
@@ -536,13 +627,13 @@ impl Region {
         (0..self.layout.lanes)
             .filter_map(|lane| {
                 let claim = v.lw(lane, L_CLAIM).load(ACQ);
-                let process = ProcessId::from_claim(claim)?;
+                let holder = holder::holder_of(claim)?;
                 let b = v.lane_balance(lane);
                 let g = |f| v.lw(lane, f).load(ACQ);
                 Some(LaneInfo {
                     lane,
-                    process: Some(process),
-                    reclaiming: claim & 1 == 0,
+                    holder: Some(holder),
+                    reclaiming: !holder::is_owned(claim),
                     key: LaneKey::decode(g(L_KEY)),
                     available: Credits(credits(g(L_AVAIL))),
                     held: Credits(b.held),
@@ -564,24 +655,25 @@ impl Region {
         (0..self.layout.lanes)
             .filter_map(|l| {
                 let d = v.lw(l, L_DEMAND).load(ACQ);
-                (d != 0 && v.lw(l, L_CLAIM).load(ACQ) & 1 == 1).then_some((l, Credits(d)))
+                (d != 0 && holder::is_owned(v.lw(l, L_CLAIM).load(ACQ))).then_some((l, Credits(d)))
             })
             .collect()
     }
 
-    /// Every process holding lanes, and whether it is alive.
+    /// Every agent process holding lanes, and whether it is alive.
     pub fn processes(&self) -> Vec<ProcessInfo> {
         let mut out: Vec<ProcessInfo> = Vec::new();
         let v = self.view();
         for lane in 0..self.layout.lanes {
-            let Some(p) = ProcessId::from_claim(v.lw(lane, L_CLAIM).load(ACQ)) else {
+            let Some(h) = holder::holder_of(v.lw(lane, L_CLAIM).load(ACQ)) else {
                 continue;
             };
-            match out.iter_mut().find(|x| x.process == p) {
+            match out.iter_mut().find(|x| x.holder == h) {
                 Some(x) => x.lanes.push(lane),
                 None => out.push(ProcessInfo {
-                    process: p,
-                    alive: p.is_alive(),
+                    holder: h,
+                    pid: holder::reported_pid(&self.holders, h),
+                    alive: self.is_alive(h),
                     lanes: vec![lane],
                 }),
             }
@@ -589,12 +681,23 @@ impl Region {
         out
     }
 
+    /// Whether agent process `holder` still runs: it holds its liveness lock. A holder
+    /// whose file cannot be tested (permissions) counts as alive: reclaim needs proof.
+    pub fn is_alive(&self, holder: HolderId) -> bool {
+        holder::probe(&self.holders, holder) != Probe::Dead
+    }
+
+    /// The folder where agents keep their liveness locks (`<region>.holders`).
+    pub fn holders_dir(&self) -> &Path {
+        &self.holders
+    }
+
     /// Reclaims one lane whose owner is dead (or whose reclaim was interrupted).
     pub fn reclaim_lane(&self, lane: usize) -> Result<ReclaimReport, SidecarError> {
         self.check("lane", lane, self.layout.lanes)?;
         let _g = self.lock();
         self.view()
-            .reclaim_lane(lane, &|p: ProcessId| !p.is_alive(), &mut |_| true)
+            .reclaim_lane(lane, &|h: HolderId| !self.is_alive(h), &mut |_| true)
     }
 
     /// Reclaims every lane of every dead process, and every lane a live process handed
@@ -604,7 +707,7 @@ impl Region {
         let mut out = Vec::new();
         for info in self.processes() {
             for lane in info.lanes {
-                if info.alive && self.view().lw(lane, L_CLAIM).load(ACQ) & 1 == 1 {
+                if info.alive && holder::is_owned(self.view().lw(lane, L_CLAIM).load(ACQ)) {
                     continue;
                 }
                 match self.reclaim_lane(lane) {
@@ -615,6 +718,9 @@ impl Region {
                 }
             }
         }
+        // Holder files of processes that are gone and hold no lane any more.
+        let named: Vec<HolderId> = self.processes().into_iter().map(|p| p.holder).collect();
+        holder::collect_garbage(&self.holders, &named);
         Ok(out)
     }
 

@@ -625,7 +625,7 @@ fn random_interleavings_on_a_mapped_region_conserve_credits() {
 }
 
 /// A simulated agent process (a claim naming a process that does not exist) dies after
-/// each step of reserve + commit; `reclaim_dead` (liveness from /proc) returns everything
+/// each step of reserve + commit; `reclaim_dead` (liveness from holder locks) returns everything
 /// exactly once on a real mapped region.
 #[test]
 fn dead_process_is_reclaimed_exactly_once() {
@@ -640,18 +640,16 @@ fn dead_process_is_reclaimed_exactly_once() {
             w: mem.words(),
             l: &layout,
         };
-        // pid 4194303 never runs (above the default pid_max); start time 1.
-        let ghost = ProcessId {
-            pid: (1 << 22) - 1,
-            start_ticks: 1,
-        };
-        assert!(!ghost.is_alive());
+        // A holder with no file in the holders folder: its process is gone.
+        let ghost = crate::holder::HolderId::new(0xDEAD).unwrap();
+        assert!(!r.is_alive(ghost));
         let key = LaneKey {
             tenant: 0,
             tier: Tier::Interactive,
             initiator: Initiator::Human,
         };
-        v.lw(3, L_CLAIM).store(ghost.claim_word(), REL);
+        v.lw(3, L_CLAIM)
+            .store(crate::holder::claimed_by(0, ghost), REL);
         v.lw(3, L_KEY).store(key.encode(), REL);
         r.top_up(3, Credits(50 * C)).unwrap();
         let mut o = v.owner_for(3);

@@ -21,10 +21,20 @@
 //! claimed lanes, so it is mid-run) at least 50 times, reclaims it at once, checks that a
 //! second reclaim finds nothing (exactly once) and starts a replacement.
 //!
+//! Each scenario also runs **as a Kubernetes pod runs it** (the `_in_pod_namespaces`
+//! tests): every agent in a PID and mount namespace of its own (`unshare --pid --fork
+//! --mount-proc`, so its pid is 1 and `/proc` shows only itself) and under another uid
+//! (65534) that shares only a group with the sidecar (as the pod's `fsGroup` gives it), with
+//! no new privileges. The region folder is shared the way an emptyDir is. Liveness must
+//! then come from the agents' holder locks, not from pids. Those tests need root and
+//! `unshare`/`setpriv`; without them they print `SKIPPED: <name>` (and fail when
+//! `TOLLGATE_TEST_REQUIRE_SERVICES=1`, as in CI).
+//!
 //! `TOLLGATE_STRESS_RUNS=N` repeats each scenario N times; `TOLLGATE_STRESS_SEED` fixes the
 //! random seed (printed on every run).
 
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -60,6 +70,65 @@ const TOP_UP: u64 = 200 * C;
 const LOW_WATER: u64 = 50 * C;
 /// No scenario may take longer than this: a hang fails with a message instead.
 const LIVENESS: Duration = Duration::from_secs(120);
+/// The group the sidecar and the agents share in pod mode (a pod's `fsGroup`), and the
+/// agents' uid there (not root, not the sidecar's).
+const POD_GROUP: u32 = 4242;
+const POD_AGENT_UID: u32 = 65534;
+
+/// How agent processes are started.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Isolation {
+    /// Children of the test process, in its namespaces, as root.
+    Shared,
+    /// Each in its own PID and mount namespace, as another uid sharing only a group.
+    Pod,
+}
+
+/// The one child `unshare --fork` started (the agent), as our PID namespace numbers it.
+fn forked_child(unshare_pid: u32) -> u32 {
+    let path = format!("/proc/{unshare_pid}/task/{unshare_pid}/children");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut kids = text
+        .split_whitespace()
+        .map(|p| p.parse::<u32>().expect("a pid"));
+    let kid = kids
+        .next()
+        .unwrap_or_else(|| panic!("unshare {unshare_pid} has no child"));
+    assert!(kids.next().is_none(), "unshare {unshare_pid} has one child");
+    kid
+}
+
+/// Whether pod mode can run here; prints `SKIPPED: <name>` when not (and panics instead
+/// when services are required, as in CI).
+fn pod_mode_available(name: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let works = root
+        && Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "setpriv",
+                "--reuid=65534",
+            ])
+            .args(["--regid=65534", "--clear-groups", "--", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !works {
+        let why = if root {
+            "unshare/setpriv cannot create namespaces here"
+        } else {
+            "needs root"
+        };
+        if std::env::var("TOLLGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("{name}: {why}, and TOLLGATE_TEST_REQUIRE_SERVICES=1");
+        }
+        println!("SKIPPED: {name} ({why})");
+    }
+    works
+}
 
 // ---------------------------------------------------------------------------------------
 // Random numbers (no dependency; reproducible from the printed seed).
@@ -293,6 +362,10 @@ impl<'g> Agent<'g> {
 struct Sidecar {
     _dir: tempfile::TempDir,
     path: PathBuf,
+    isolation: Isolation,
+    /// The binary agents run (pod mode: a copy inside the shared folder, which the agents'
+    /// uid can read whatever the checkout's permissions).
+    agent_exe: PathBuf,
     region: Region,
     limit: u64,
     records: Vec<UsageRecord>,
@@ -313,8 +386,25 @@ fn limits() -> [LimitKind; 4] {
 impl Sidecar {
     /// A region with tenant `acme` subject to 4 limits of `limit` micro-credits each, lower
     /// tiers kept above a floor on the wallet, and a per-token price book.
-    fn new(limit: u64) -> Sidecar {
+    fn new(limit: u64, isolation: Isolation) -> Sidecar {
         let dir = tempfile::tempdir().expect("temp dir");
+        let mut agent_exe = std::env::current_exe().expect("test binary path");
+        if isolation == Isolation::Pod {
+            // As an emptyDir with an fsGroup: group-owned, setgid, group-writable.
+            nix::unistd::chown(
+                dir.path(),
+                None,
+                Some(nix::unistd::Gid::from_raw(POD_GROUP)),
+            )
+            .expect("chgrp the shared folder");
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o2770))
+                .expect("chmod the shared folder");
+            let copy = dir.path().join("agent-bin");
+            std::fs::copy(&agent_exe, &copy).expect("copy the agent binary");
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o750))
+                .expect("chmod the agent binary");
+            agent_exe = copy;
+        }
         let path = dir.path().join("region");
         let region = Region::create(
             &path,
@@ -368,6 +458,8 @@ impl Sidecar {
         Sidecar {
             _dir: dir,
             path,
+            isolation,
+            agent_exe,
             region,
             limit,
             records: Vec::new(),
@@ -378,25 +470,39 @@ impl Sidecar {
     }
 
     fn spawn_agent(&self, seed: u64, overrun: bool) -> Child {
-        let exe = std::env::current_exe().expect("test binary path");
-        Command::new(exe)
-            .args([
-                "agent_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(ROLE_VAR, "agent")
-            .env(REGION_VAR, &self.path)
-            .env(SEED_VAR, seed.to_string())
-            .env(OVERRUN_VAR, if overrun { "1" } else { "0" })
-            .env_remove(RUNS_VAR)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("re-execute the test binary as an agent")
+        let mut cmd = match self.isolation {
+            Isolation::Shared => Command::new(&self.agent_exe),
+            Isolation::Pod => {
+                // `--kill-child`: a SIGKILL of `unshare` SIGKILLs the agent (pid 1 of its
+                // namespace), so the test can kill -9 the agent through the pid it knows.
+                let mut c = Command::new("unshare");
+                c.args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+                    .arg("setpriv")
+                    .arg(format!("--reuid={POD_AGENT_UID}"))
+                    .arg(format!("--regid={POD_AGENT_UID}"))
+                    .arg(format!("--groups={POD_GROUP}"))
+                    .args(["--no-new-privs", "--"])
+                    .arg(&self.agent_exe);
+                c
+            }
+        };
+        cmd.args([
+            "agent_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(ROLE_VAR, "agent")
+        .env(REGION_VAR, &self.path)
+        .env(SEED_VAR, seed.to_string())
+        .env(OVERRUN_VAR, if overrun { "1" } else { "0" })
+        .env_remove(RUNS_VAR)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the test binary as an agent")
     }
 
     fn top_up(&mut self, lane: usize, amount: u64) {
@@ -606,12 +712,24 @@ fn check_conservation(audit: &Audit, label: &str) {
 /// 4 agents x 2 threads spend a limit of L until it is exhausted; nothing is lost.
 #[test]
 fn agents_spend_at_most_the_limit_and_conserve_credits() {
+    spend_the_limit(Isolation::Shared);
+}
+
+/// The same with every agent in its own PID and mount namespace, under another uid.
+#[test]
+fn agents_spend_at_most_the_limit_and_conserve_credits_in_pod_namespaces() {
+    if pod_mode_available("agents_spend_at_most_the_limit_and_conserve_credits_in_pod_namespaces") {
+        spend_the_limit(Isolation::Pod);
+    }
+}
+
+fn spend_the_limit(isolation: Isolation) {
     for run in 0..runs() {
         let seed = base_seed().wrapping_add(run as u64);
-        let label = format!("clean run {run} (seed {seed})");
+        let label = format!("clean run {run}, {isolation:?} (seed {seed})");
         eprintln!("{label}");
         let mut rng = Rng::new(seed);
-        let mut sc = Sidecar::new(30_000 * C);
+        let mut sc = Sidecar::new(30_000 * C, isolation);
         let started = Instant::now();
         let mut children: Vec<Child> = (0..AGENTS)
             .map(|_| sc.spawn_agent(rng.next(), false))
@@ -648,13 +766,27 @@ fn agents_spend_at_most_the_limit_and_conserve_credits() {
 /// and replaced; overruns are in the mix.
 #[test]
 fn kill_9_agents_mid_run_and_reclaim_exactly() {
+    kill_agents(Isolation::Shared);
+}
+
+/// The same with every agent in its own PID and mount namespace, under another uid: no
+/// live agent is ever reclaimed (every agent is pid 1 of its namespace), and every killed
+/// one is, exactly once.
+#[test]
+fn kill_9_agents_mid_run_and_reclaim_exactly_in_pod_namespaces() {
+    if pod_mode_available("kill_9_agents_mid_run_and_reclaim_exactly_in_pod_namespaces") {
+        kill_agents(Isolation::Pod);
+    }
+}
+
+fn kill_agents(isolation: Isolation) {
     for run in 0..runs() {
         let seed = base_seed().wrapping_add(1_000 + run as u64);
-        let label = format!("kill -9 run {run} (seed {seed})");
+        let label = format!("kill -9 run {run}, {isolation:?} (seed {seed})");
         eprintln!("{label}");
         let mut rng = Rng::new(seed);
         // Large enough that agents are mostly spending, not denied, when they are killed.
-        let mut sc = Sidecar::new(2_000_000 * C);
+        let mut sc = Sidecar::new(2_000_000 * C, isolation);
         let started = Instant::now();
         let mut children: Vec<Child> = (0..AGENTS)
             .map(|_| sc.spawn_agent(rng.next(), true))
@@ -670,43 +802,62 @@ fn kill_9_agents_mid_run_and_reclaim_exactly() {
                 "{label}: only {kills} kills within {LIVENESS:?}"
             );
             sc.serve_once();
-            if Instant::now() >= next_kill {
-                // Only an agent that has claimed lanes is mid-run: pick one of those.
-                let procs = sc.region.processes();
-                let live: Vec<usize> = (0..children.len())
-                    .filter(|&i| {
-                        procs
-                            .iter()
-                            .any(|p| p.alive && p.process.pid == children[i].id())
-                    })
-                    .collect();
-                if !live.is_empty() {
-                    let i = live[rng.range(0, live.len() as u64 - 1) as usize];
+            // Kill only while every agent has claimed lanes (is mid-run). Live agents are
+            // never reclaimed: every holder that claims lanes is alive until killed.
+            let procs = sc.region.processes();
+            let alive: Vec<_> = procs.iter().filter(|p| p.alive).map(|p| p.holder).collect();
+            assert_eq!(
+                alive.len(),
+                procs.len(),
+                "{label}: a holder looks dead while no agent was killed since the last reclaim: {procs:?}"
+            );
+            if Instant::now() >= next_kill && alive.len() == children.len() {
+                {
+                    let i = rng.range(0, children.len() as u64 - 1) as usize;
                     let pid = children[i].id();
-                    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill -9");
+                    let agent_pid = match isolation {
+                        Isolation::Shared => pid,
+                        // The agent itself (pid 1 of its namespace), seen from ours; its
+                        // `unshare` parent then ends with the same signal.
+                        Isolation::Pod => forked_child(pid),
+                    };
+                    kill(Pid::from_raw(agent_pid as i32), Signal::SIGKILL).expect("kill -9");
                     let status = children[i].wait().expect("wait for the killed agent");
-                    assert_eq!(
-                        status.signal(),
-                        Some(Signal::SIGKILL as i32),
-                        "{label}: agent {pid} ended otherwise: {status}"
-                    );
+                    match isolation {
+                        Isolation::Shared => assert_eq!(
+                            status.signal(),
+                            Some(Signal::SIGKILL as i32),
+                            "{label}: agent {pid} ended otherwise: {status}"
+                        ),
+                        // This `unshare` reports a killed child as a failure; the agent's
+                        // holder must be dead all the same (checked by the reclaim below).
+                        Isolation::Pod => assert!(!status.success(), "{label}: {status}"),
+                    }
                     let reports = sc.region.reclaim_dead().expect("reclaim");
+                    let victim = reports.first().and_then(|r| r.holder);
                     assert!(
-                        !reports.is_empty()
-                            && reports
-                                .iter()
-                                .all(|r| r.process.map(|p| p.pid) == Some(pid)),
+                        victim.is_some_and(|v| alive.contains(&v))
+                            && reports.iter().all(|r| r.holder == victim),
                         "{label}: reclaim after killing {pid} did {reports:?}"
                     );
+                    if isolation == Isolation::Shared {
+                        // Same PID namespace: the pid the holder wrote is the child's.
+                        let named = procs.iter().find(|p| Some(p.holder) == victim);
+                        assert_eq!(named.and_then(|p| p.pid), Some(pid), "{label}");
+                    }
                     reclaimed_lanes += reports.len();
                     reclaimed_credits += reports.iter().map(|r| r.returned).sum::<u64>();
                     settled_by_reclaim += reports.iter().map(|r| u64::from(r.settled)).sum::<u64>();
+                    let again = sc.region.reclaim_dead().expect("reclaim again");
                     assert!(
-                        sc.region.reclaim_dead().expect("reclaim again").is_empty(),
-                        "{label}: a second reclaim of {pid} found work: not exactly once"
+                        again.is_empty(),
+                        "{label}: a second reclaim of {pid} found work: not exactly once: first {reports:?}, then {again:?}"
                     );
                     assert!(
-                        !sc.region.processes().iter().any(|p| p.process.pid == pid),
+                        !sc.region
+                            .processes()
+                            .iter()
+                            .any(|p| Some(p.holder) == victim),
                         "{label}: {pid} still holds lanes after reclaim"
                     );
                     children[i] = sc.spawn_agent(rng.next(), true);

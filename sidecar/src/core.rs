@@ -654,7 +654,7 @@ impl Core {
             self.metrics.processes_reclaimed.inc();
             self.metrics.reclaimed_credits.inc_by(r.returned);
             self.lanes.remove(&r.lane);
-            tracing::info!(lane = r.lane, pid = ?r.process.map(|p| p.pid), settled = r.settled, returned = r.returned, "reclaimed a dead agent's lane");
+            tracing::info!(lane = r.lane, holder = ?r.holder.map(|h| h.to_string()), settled = r.settled, returned = r.returned, "reclaimed a dead agent's lane");
         }
     }
 

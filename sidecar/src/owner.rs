@@ -151,8 +151,8 @@ pub struct Owner {
     denials_seen: BTreeMap<usize, u64>,
     /// Per pool: absolute floors and per-mille floors, per tier.
     floors: BTreeMap<usize, Floors>,
-    /// Every lane seen in use: its key and owner pid (drained even after a reclaim).
-    keys: BTreeMap<usize, (tollgate_client::LaneKey, u32)>,
+    /// Every lane seen in use: its key and owner holder id (drained even after a reclaim).
+    keys: BTreeMap<usize, (tollgate_client::LaneKey, u64)>,
     /// Floors used when a policy sets none (per-mille, per tier).
     default_floors: [u32; 3],
 }
@@ -431,7 +431,7 @@ impl Owner {
         for l in in_use {
             if let Some(k) = l.key {
                 self.keys
-                    .insert(l.lane, (k, l.process.map_or(0, |p| p.pid)));
+                    .insert(l.lane, (k, l.holder.map_or(0, |h| h.get())));
             }
         }
     }
@@ -443,7 +443,7 @@ impl Owner {
         self.note_lanes(&in_use);
         let live: Vec<usize> = in_use
             .iter()
-            .filter(|l| !l.reclaiming && l.process.is_some_and(|p| p.is_alive()))
+            .filter(|l| !l.reclaiming && l.holder.is_some_and(|h| self.region.is_alive(h)))
             .map(|l| l.lane)
             .collect();
         let mut out = Vec::new();
@@ -506,8 +506,10 @@ impl Owner {
         ))
     }
 
-    fn agent_name(&self, lane: usize, pid: u32) -> String {
-        format!("{}/pid{}/lane{}", self.sidecar_id, pid, lane)
+    /// The agent instance a lane's records are posted under: pod, agent process (its
+    /// holder id: pids mean nothing across the pod's PID namespaces) and lane.
+    fn agent_name(&self, lane: usize, holder: u64) -> String {
+        format!("{}/{:012x}/lane{}", self.sidecar_id, holder, lane)
     }
 
     fn resolve(&self, mut rec: UsageRecord) -> DrainedRecord {

@@ -99,6 +99,9 @@ pub fn spawn(config: Config) -> anyhow::Result<Running> {
 
 /// `tollgate sidecar`: runs until SIGTERM or SIGINT.
 pub fn run_blocking(config: Config) -> anyhow::Result<()> {
+    // Any process that maps the region could truncate it; without the guard the sidecar
+    // would die of SIGBUS on its next access, with unsent usage in hand.
+    tollgate_client::install_truncation_guard().context("installing the SIGBUS guard")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
