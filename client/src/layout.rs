@@ -30,7 +30,7 @@ use crate::sync::AtomicU64;
 /// "TOLLGATE" in ASCII, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TOLLGATE");
 /// The layout this crate reads and writes. Bump on any incompatible change.
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2; // 2: claim words name holders (liveness locks), not pids
 /// Bytes per word.
 pub const WORD: usize = 8;
 /// Words in the header page (smaller under loom, where every word is a modelled atomic).

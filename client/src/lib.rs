@@ -31,7 +31,7 @@
 //! carved, consumed, returned, overrun, limit, three tier floors), the **tenants** (name
 //! and, per tier and initiator, the list of pools), the sidecar's **journal**, the
 //! **price book** (serialized `tollgate_core::PriceBook`), then the **lanes**: a
-//! 32-word header on 128-byte-aligned lines (agent line: claim = pid + start time, key,
+//! 32-word header on 128-byte-aligned lines (agent line: claim = holder + generation, key,
 //! `avail`, consumed, overrun, ring head, lost, pending commits; sidecar line: topped up,
 //! revoked, reclaimed, ring tail, denial reason, harvest marks, pool list; a report line),
 //! reservation slots of 16 words, and a usage ring of 8-word records.

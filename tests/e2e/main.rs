@@ -29,8 +29,10 @@ fn start_agents(
     regions: &[&Path],
     per_region: usize,
     tiers: &[&'static str],
+    isolation: Isolation,
 ) -> (Vec<Agent>, std::path::PathBuf) {
     let stop = dir.join("stop-agents");
+    let out = agent_out_dir(dir);
     let mut agents = Vec::new();
     for (r, region) in regions.iter().enumerate() {
         for i in 0..per_region {
@@ -39,15 +41,25 @@ fn start_agents(
                 stop_file: stop.clone(),
                 hold: 0,
                 pause_ms: 1,
+                isolation,
             };
             agents.push(Agent::start(
                 region,
-                dir.join(format!("agent-{r}-{i}.out")),
+                out.join(format!("agent-{r}-{i}.out")),
                 &plan,
             ));
         }
     }
     (agents, stop)
+}
+
+/// Where agents write their reports: writable by the agents' uid in pod mode.
+fn agent_out_dir(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let out = dir.join("agent-reports");
+    std::fs::create_dir_all(&out).expect("agent reports folder");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    out
 }
 
 fn stop_agents(agents: Vec<Agent>, stop: &Path) -> AgentReport {
@@ -70,7 +82,24 @@ fn fleet_hard_cap_never_exceeded_and_credits_conserved() {
         &[(tollgate_proto::v1::GrantKind::Purchased, 2 * CREDIT, 10)],
         3 * CREDIT,
         2,
+        Isolation::Shared,
     );
+}
+
+/// The same fleet as pods run it: each sidecar and each agent in PID and mount
+/// namespaces of their own, the agents under another uid sharing only the pod's group.
+/// No live agent is reclaimed (that would fail its commits), the cap holds, and ledger
+/// and regions conserve credits exactly.
+#[test]
+fn fleet_hard_cap_never_exceeded_and_credits_conserved_in_pod_namespaces() {
+    if pod_mode_available("fleet_hard_cap_never_exceeded_and_credits_conserved_in_pod_namespaces") {
+        cap_scenario(
+            &[(tollgate_proto::v1::GrantKind::Purchased, 2 * CREDIT, 10)],
+            3 * CREDIT,
+            2,
+            Isolation::Pod,
+        );
+    }
 }
 
 /// The demo's shape: trial credits pay first, then purchased credits, then plan overage up
@@ -85,6 +114,7 @@ fn fleet_hard_cap_never_exceeded_with_trial_purchased_and_overage() {
         ],
         2 * CREDIT,
         3,
+        Isolation::Shared,
     );
 }
 
@@ -109,6 +139,7 @@ fn two_authority_replicas_on_postgres_keep_the_fleet_cap_and_conserve_credits() 
         &[(tollgate_proto::v1::GrantKind::Purchased, 2 * CREDIT, 10)],
         3 * CREDIT,
         2,
+        Isolation::Shared,
     );
 }
 
@@ -117,10 +148,11 @@ fn cap_scenario(
     grants: &[(tollgate_proto::v1::GrantKind, u64, i32)],
     cap: u64,
     agents_per_pod: usize,
+    isolation: Isolation,
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
     let auth = Authority::start(&dir.path().join("authority"), 0);
-    cap_scenario_on(dir, [&auth, &auth], grants, cap, agents_per_pod);
+    cap_scenario_on(dir, [&auth, &auth], grants, cap, agents_per_pod, isolation);
 }
 
 /// [`cap_scenario`] with pod-a's sidecar on `auths[0]` and pod-b's on `auths[1]` (the
@@ -131,6 +163,7 @@ fn cap_scenario_on(
     grants: &[(tollgate_proto::v1::GrantKind, u64, i32)],
     cap: u64,
     agents_per_pod: usize,
+    isolation: Isolation,
 ) {
     let auth = auths[0];
     let rt = rt();
@@ -143,8 +176,8 @@ fn cap_scenario_on(
         }
         a
     });
-    let mut a = Sidecar::start(dir.path(), "pod-a", &auths[0].url(), &[]);
-    let mut b = Sidecar::start(dir.path(), "pod-b", &auths[1].url(), &[]);
+    let mut a = Sidecar::start_in(dir.path(), "pod-a", &auths[0].url(), &[], isolation);
+    let mut b = Sidecar::start_in(dir.path(), "pod-b", &auths[1].url(), &[], isolation);
     a.wait_ready();
     b.wait_ready();
     let (agents, stop) = start_agents(
@@ -152,6 +185,7 @@ fn cap_scenario_on(
         &[&a.region, &b.region],
         agents_per_pod,
         &["interactive", "scheduler", "background"],
+        isolation,
     );
     // Run until the budget is gone: the fleet is denied for a while.
     let end = Instant::now() + Duration::from_secs(25);
@@ -267,24 +301,40 @@ fn cap_scenario_on(
 /// by a replay).
 #[test]
 fn sidecar_kill9_under_load_then_restart_loses_and_doubles_nothing() {
-    sidecar_kill9_scenario(false);
+    sidecar_kill9_scenario(false, Isolation::Shared);
+}
+
+/// The same as a pod runs it: the sidecar and each agent in PID and mount namespaces of
+/// their own, the agents under another uid. The restarted sidecar resumes with agents it
+/// can only know by their holder locks, and reclaims none of them while they run.
+#[test]
+fn sidecar_kill9_under_load_then_restart_in_pod_namespaces() {
+    if pod_mode_available("sidecar_kill9_under_load_then_restart_in_pod_namespaces") {
+        sidecar_kill9_scenario(false, Isolation::Pod);
+    }
 }
 
 /// kill -9 of a sidecar, then its agents finish and exit while it is down, then a restart:
 /// the calls in their lanes' rings are still posted, once.
 #[test]
 fn agents_that_exit_while_their_sidecar_is_down_still_get_their_calls_posted() {
-    sidecar_kill9_scenario(true);
+    sidecar_kill9_scenario(true, Isolation::Shared);
 }
 
 /// One pod under load; its sidecar is killed with SIGKILL and restarted on the same region
 /// folder, the agents finishing before the restart (`agents_exit_while_down`) or after it.
-fn sidecar_kill9_scenario(agents_exit_while_down: bool) {
+fn sidecar_kill9_scenario(agents_exit_while_down: bool, isolation: Isolation) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (auth, rt, mut admin) = authority_with_tenant(dir.path(), 1_000 * CREDIT, 0);
-    let mut a = Sidecar::start(dir.path(), "pod-a", &auth.url(), &[]);
+    let mut a = Sidecar::start_in(dir.path(), "pod-a", &auth.url(), &[], isolation);
     a.wait_ready();
-    let (agents, stop) = start_agents(dir.path(), &[&a.region], 2, &["interactive", "background"]);
+    let (agents, stop) = start_agents(
+        dir.path(),
+        &[&a.region],
+        2,
+        &["interactive", "background"],
+        isolation,
+    );
     std::thread::sleep(Duration::from_millis(1500));
     a.proc.kill9();
     let fleet = if agents_exit_while_down {
@@ -326,16 +376,30 @@ fn sidecar_kill9_scenario(agents_exit_while_down: bool) {
 /// the liveness timeout, exactly.
 #[test]
 fn agent_kill9_holds_are_reclaimed_within_the_liveness_timeout() {
+    agent_kill9_scenario(Isolation::Shared);
+}
+
+/// The same with the sidecar and the agents in PID and mount namespaces of their own.
+#[test]
+fn agent_kill9_holds_are_reclaimed_in_pod_namespaces() {
+    if pod_mode_available("agent_kill9_holds_are_reclaimed_in_pod_namespaces") {
+        agent_kill9_scenario(Isolation::Pod);
+    }
+}
+
+fn agent_kill9_scenario(isolation: Isolation) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (auth, _rt, _admin) = authority_with_tenant(dir.path(), 100 * CREDIT, 0);
-    let mut sc = Sidecar::start(
+    let mut sc = Sidecar::start_in(
         dir.path(),
         "pod-a",
         &auth.url(),
         &["--liveness-timeout-ms", "1000"],
+        isolation,
     );
     sc.wait_ready();
     let stop = dir.path().join("never");
+    let out = agent_out_dir(dir.path());
     let mut agents = Vec::new();
     for i in 0..2 {
         let plan = AgentPlan {
@@ -343,10 +407,11 @@ fn agent_kill9_holds_are_reclaimed_within_the_liveness_timeout() {
             stop_file: stop.clone(),
             hold: 5,
             pause_ms: 0,
+            isolation,
         };
         agents.push(Agent::start(
             &sc.region,
-            dir.path().join(format!("holder-{i}.out")),
+            out.join(format!("holder-{i}.out")),
             &plan,
         ));
     }
@@ -511,7 +576,13 @@ fn authority_down_10s_agents_fail_closed_then_every_record_is_posted() {
     });
     let mut sc = Sidecar::start(dir.path(), "pod-a", &url, &[]);
     sc.wait_ready();
-    let (agents, stop) = start_agents(dir.path(), &[&sc.region], 2, &["interactive", "scheduler"]);
+    let (agents, stop) = start_agents(
+        dir.path(),
+        &[&sc.region],
+        2,
+        &["interactive", "scheduler"],
+        Isolation::Shared,
+    );
     std::thread::sleep(Duration::from_millis(1500));
     assert!(auth.stop(), "authority did not stop cleanly");
     let down = Instant::now();
@@ -594,6 +665,7 @@ fn near_the_floor_background_is_denied_while_interactive_passes() {
             stop_file: stop.clone(),
             hold: 0,
             pause_ms: 1,
+            isolation: Isolation::Shared,
         };
         Agent::start(&sc.region, dir.path().join(name), &plan)
     };
@@ -651,7 +723,13 @@ fn authority_down_emergency_allowance_is_bounded_then_fails_closed() {
         &["--emergency-allowance", "0.05"],
     );
     sc.wait_ready();
-    let (agents, stop) = start_agents(dir.path(), &[&sc.region], 2, &["interactive"]);
+    let (agents, stop) = start_agents(
+        dir.path(),
+        &[&sc.region],
+        2,
+        &["interactive"],
+        Isolation::Shared,
+    );
     std::thread::sleep(Duration::from_millis(1000));
     assert!(auth.stop(), "authority did not stop cleanly");
     // Leases last a few seconds of burn; then the allowance; then nothing.

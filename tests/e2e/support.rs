@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,21 +30,131 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// How a test starts sidecars and agents.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Isolation {
+    /// Children of the test, in its namespaces, as root.
+    Shared,
+    /// As a Kubernetes pod runs them: the sidecar and every agent each in a PID and mount
+    /// namespace of its own (`unshare --pid --fork --mount-proc`), agents under another uid
+    /// that shares only a group with the sidecar (the pod's `fsGroup`), no new privileges;
+    /// the region folder shared the way an emptyDir is.
+    Pod,
+}
+
+/// The group the sidecar and the agents share in pod mode, and the agents' uid there.
+pub const POD_GROUP: u32 = 4242;
+pub const POD_AGENT_UID: u32 = 65534;
+
+/// Whether pod mode can run here; prints `SKIPPED: <name>` when not (a failure instead
+/// when `TOLLGATE_TEST_REQUIRE_SERVICES=1`, as in CI).
+pub fn pod_mode_available(name: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let works = root
+        && Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "setpriv",
+                "--reuid=65534",
+            ])
+            .args(["--regid=65534", "--clear-groups", "--", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !works {
+        let why = if root {
+            "unshare/setpriv cannot create namespaces here"
+        } else {
+            "needs root"
+        };
+        if std::env::var("TOLLGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("{name}: {why}, and TOLLGATE_TEST_REQUIRE_SERVICES=1");
+        }
+        println!("SKIPPED: {name} ({why})");
+    }
+    works
+}
+
+/// A command for `program` under `isolation`; in pod mode run as `uid` (with the pod
+/// group) when given, else as root, in its own PID and mount namespace.
+fn isolated(isolation: Isolation, program: &Path, uid: Option<u32>) -> Command {
+    match isolation {
+        Isolation::Shared => Command::new(program),
+        Isolation::Pod => {
+            // `--kill-child`: if the test dies, its processes die with it.
+            let mut c = Command::new("unshare");
+            c.args(["--pid", "--fork", "--kill-child", "--mount-proc"]);
+            if let Some(uid) = uid {
+                c.arg("setpriv")
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg(format!("--groups={POD_GROUP}"))
+                    .args(["--no-new-privs", "--"]);
+            }
+            c.arg(program);
+            c
+        }
+    }
+}
+
+/// Makes `dir` look like a pod's emptyDir with an `fsGroup`: group-owned, setgid,
+/// group-writable; and its parents passable.
+pub fn share_like_an_empty_dir(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("shared folder");
+    nix::unistd::chown(dir, None, Some(nix::unistd::Gid::from_raw(POD_GROUP)))
+        .expect("chgrp the shared folder");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o2770))
+        .expect("chmod the shared folder");
+    if let Some(parent) = dir.parent() {
+        let mode = std::fs::metadata(parent)
+            .expect("parent")
+            .permissions()
+            .mode();
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(mode | 0o711))
+            .expect("open the parent for traversal");
+    }
+}
+
+/// The one child `unshare --fork` started, as our PID namespace numbers it.
+fn forked_child(unshare_pid: u32) -> Option<u32> {
+    let text =
+        std::fs::read_to_string(format!("/proc/{unshare_pid}/task/{unshare_pid}/children")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// A child process that is killed when dropped.
 pub struct Proc {
     pub child: Child,
+    /// Started under `unshare`: signals go to the process it forked (the real one).
+    pub forked: bool,
 }
 
 impl Proc {
+    pub fn new(child: Child, isolation: Isolation) -> Proc {
+        Proc {
+            child,
+            forked: isolation == Isolation::Pod,
+        }
+    }
     pub fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
+        let outer = self.child.id();
+        let pid = if self.forked {
+            forked_child(outer).unwrap_or(outer)
+        } else {
+            outer
+        };
+        Pid::from_raw(pid as i32)
     }
     /// SIGKILL, then reap.
     pub fn kill9(&mut self) {
         let _ = kill(self.pid(), Signal::SIGKILL);
         let _ = self.child.wait();
     }
-    /// SIGTERM and wait up to `timeout` for a clean exit; true if it exited 0.
+    /// SIGTERM and wait up to `timeout` for a clean exit; true if it exited 0 (`unshare`
+    /// passes its child's exit status on).
     pub fn term(&mut self, timeout: Duration) -> bool {
         let _ = kill(self.pid(), Signal::SIGTERM);
         let end = Instant::now() + timeout;
@@ -152,7 +263,7 @@ impl Authority {
             .parse()
             .expect("the authority printed its address");
         Authority {
-            proc: Proc { child },
+            proc: Proc::new(child, Isolation::Shared),
             addr,
         }
     }
@@ -170,31 +281,65 @@ pub struct Sidecar {
     pub id: String,
     authority: String,
     extra: Vec<String>,
+    isolation: Isolation,
 }
 
 impl Sidecar {
     pub fn start(dir: &Path, id: &str, authority: &str, extra: &[&str]) -> Sidecar {
+        Sidecar::start_in(dir, id, authority, extra, Isolation::Shared)
+    }
+
+    /// [`Sidecar::start`] under `isolation` (pod mode: its own PID and mount namespace,
+    /// the region folder shared like an emptyDir, its private state in a folder of its own).
+    pub fn start_in(
+        dir: &Path,
+        id: &str,
+        authority: &str,
+        extra: &[&str],
+        isolation: Isolation,
+    ) -> Sidecar {
         let region_dir = dir.join(id);
         std::fs::create_dir_all(&region_dir).expect("region dir");
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if isolation == Isolation::Pod {
+            share_like_an_empty_dir(&region_dir);
+            // The signing key and outbox stay out of the agents' reach, as the injector
+            // mounts them.
+            let state = dir.join(format!("{id}-state"));
+            std::fs::create_dir_all(&state).expect("state dir");
+            extra.push("--state-dir".into());
+            extra.push(state.display().to_string());
+        }
         let region = region_dir.join("region");
         let http = free_port();
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = Self::spawn_child(&region, id, authority, http, &extra);
+        let child = Self::spawn_child(&region, id, authority, http, &extra, isolation);
         Sidecar {
-            proc: Proc { child },
+            proc: Proc::new(child, isolation),
             region,
             http,
             id: id.into(),
             authority: authority.into(),
             extra,
+            isolation,
         }
     }
 
-    fn spawn_child(region: &Path, id: &str, authority: &str, http: u16, extra: &[String]) -> Child {
-        let token = region.with_file_name("token");
+    fn spawn_child(
+        region: &Path,
+        id: &str,
+        authority: &str,
+        http: u16,
+        extra: &[String],
+        isolation: Isolation,
+    ) -> Child {
+        let token = region
+            .parent()
+            .and_then(Path::parent)
+            .expect("the region folder has a parent")
+            .join(format!("{id}-token"));
         std::fs::write(&token, format!("{id}-token")).expect("token file");
         let verbose = std::env::var_os("E2E_VERBOSE").is_some();
-        Command::new(bin())
+        isolated(isolation, Path::new(bin()), None)
             .arg("sidecar")
             .arg("--region")
             .arg(region)
@@ -221,6 +366,7 @@ impl Sidecar {
             &self.authority,
             self.http,
             &self.extra,
+            self.isolation,
         );
     }
 
@@ -474,12 +620,23 @@ pub struct AgentPlan {
     pub hold: u32,
     /// Pause between calls.
     pub pause_ms: u64,
+    /// Shared, or in its own namespaces as another uid.
+    pub isolation: Isolation,
 }
 
 impl Agent {
     pub fn start(region: &Path, out: PathBuf, plan: &AgentPlan) -> Agent {
-        let exe = std::env::current_exe().expect("test binary");
-        let child = Command::new(exe)
+        let mut exe = std::env::current_exe().expect("test binary");
+        if plan.isolation == Isolation::Pod {
+            // A link in the shared folder: the agents' uid can run it whatever the
+            // checkout's permissions.
+            let link = region.with_file_name("agent-bin");
+            if !link.exists() && std::fs::hard_link(&exe, &link).is_err() {
+                std::fs::copy(&exe, &link).expect("copy the agent binary");
+            }
+            exe = link;
+        }
+        let child = isolated(plan.isolation, &exe, Some(POD_AGENT_UID))
             .args([
                 "--exact",
                 "agent_main",
@@ -499,7 +656,7 @@ impl Agent {
             .spawn()
             .expect("spawn agent");
         Agent {
-            proc: Proc { child },
+            proc: Proc::new(child, plan.isolation),
             out,
         }
     }
