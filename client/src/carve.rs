@@ -138,6 +138,7 @@ impl View<'_> {
         }
         self.journal_finish(&e, step);
         self.lw(lane, L_DENY).store(0, crate::sync::REL);
+        self.lw(lane, L_DENY_UNTIL).store(0, crate::sync::REL);
         Ok(())
     }
 

@@ -994,14 +994,27 @@ fn reserve_slow(
             SlowStep::Deny(e) => return Err(e),
             SlowStep::Again => {}
             SlowStep::Failed(_) => {
-                // Dry (the other failures were decided above).
+                // Dry (the other failures were decided above). A limit the sidecar knows
+                // cannot be refilled soon is denied now: no wait, no demand.
+                if let Some(left) = denied_until(view, lane) {
+                    return Err(ReserveError::Denied(deny(
+                        gl,
+                        view,
+                        lane,
+                        call,
+                        amount,
+                        Some(left),
+                    )));
+                }
                 if !asked {
                     // Ask the sidecar for a top-up, then wait a bounded time.
                     view.lw(lane, L_DEMAND).store(amount.max(1), REL);
                     asked = true;
                 }
                 if !wait_for_credits(view, lane, amount, &mut spins, deadline_state) {
-                    return Err(ReserveError::Denied(deny(gl, view, lane, call, amount)));
+                    return Err(ReserveError::Denied(deny(
+                        gl, view, lane, call, amount, None,
+                    )));
                 }
             }
         }
@@ -1040,13 +1053,35 @@ fn wait_for_credits(
     }
 }
 
-/// Builds the denial from what the sidecar recorded for the lane, and reports it.
-fn deny(gl: &mut GateLocal, view: &View<'_>, lane: usize, call: &Call<'_>, amount: u64) -> Denial {
+/// How long `lane` is still to be denied at once (see `L_DENY_UNTIL`), if it is.
+#[inline]
+fn denied_until(view: &View<'_>, lane: usize) -> Option<u64> {
+    let until = view.lw(lane, L_DENY_UNTIL).load(ACQ);
+    if until == 0 {
+        return None;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(u64::MAX, |d| d.as_millis() as u64);
+    (now < until).then(|| until - now)
+}
+
+/// Builds the denial from what the sidecar recorded for the lane (or `left_ms`, the time
+/// an immediate denial has left), and reports it.
+fn deny(
+    gl: &mut GateLocal,
+    view: &View<'_>,
+    lane: usize,
+    call: &Call<'_>,
+    amount: u64,
+    left_ms: Option<u64>,
+) -> Denial {
     let recorded = view.lw(lane, L_DENY).load(ACQ);
     let limit: Option<LimitKind> = decode_limit(recorded & 0xFFFF_FFFF);
-    let hint = match recorded >> 32 {
-        0 => DEFAULT_RETRY_MS,
-        ms => ms.min(MAX_RETRY_MS),
+    let hint = match (left_ms, recorded >> 32) {
+        (Some(ms), _) => ms.clamp(1, MAX_RETRY_MS),
+        (None, 0) => DEFAULT_RETRY_MS,
+        (None, ms) => ms.min(MAX_RETRY_MS),
     };
     // Lower tiers wait longer and spread wider, so a crowd does not retry in step and
     // interactive work gets the first chance at a refill.

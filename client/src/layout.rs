@@ -128,6 +128,10 @@ pub(crate) const L_DEMAND: usize = 24;
 pub(crate) const L_DENIALS: usize = 25;
 pub(crate) const L_LAST_DENY: usize = 26;
 pub(crate) const L_DEMAND_SEEN: usize = 28;
+/// Sidecar-written: until this unix time (ms), a dry lane is denied at once, without the
+/// bounded wait: the binding limit cannot be refilled before then (a hard cap reached, a
+/// window spent until it rolls, a dry wallet). 0: a refill is plausible, wait for it.
+pub(crate) const L_DENY_UNTIL: usize = 29;
 
 // Reservation slot.
 pub(crate) const SLOT_WORDS: usize = 16;

@@ -108,6 +108,7 @@ impl View<'_> {
         self.lw(lane, L_KEY).store(0, REL);
         self.lw(lane, L_POOLS).store(0, REL);
         self.lw(lane, L_DENY).store(0, REL);
+        self.lw(lane, L_DENY_UNTIL).store(0, REL);
         self.lw(lane, L_DEMAND).store(0, REL);
         self.lw(lane, L_DEMAND_SEEN).store(0, REL);
         // Free, keeping the generation: the next claim bumps it, so nothing made under

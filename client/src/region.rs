@@ -359,7 +359,7 @@ impl Region {
         )
     }
 
-    fn view(&self) -> View<'_> {
+    pub(crate) fn view(&self) -> View<'_> {
         View {
             w: self.mem.words(),
             l: &self.layout,
@@ -506,6 +506,34 @@ impl Region {
         let short = got < amount.0 && v.lw(lane, L_LOCAL).load(ACQ) > 0;
         v.lw(lane, L_FLUSH_REQ).store(u64::from(short), REL);
         Ok(Credits(got))
+    }
+
+    /// Records that `lane`'s binding limit cannot be refilled before `until`: until then a
+    /// dry lane denies at once (no bounded wait, no demand raised), naming `limit` and the
+    /// time left as its retry hint. A later top-up or [`Region::clear_denial`] lifts it.
+    pub fn record_denial_until(
+        &self,
+        lane: usize,
+        limit: LimitKind,
+        until: std::time::SystemTime,
+    ) -> Result<(), SidecarError> {
+        let until_ms = until
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64);
+        let left = until
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        self.record_denial(lane, limit, left)?;
+        self.view().lw(lane, L_DENY_UNTIL).store(until_ms, REL);
+        Ok(())
+    }
+
+    /// Lifts an immediate denial (a cap was raised, a lease came): dry lanes wait for a
+    /// top-up again.
+    pub fn clear_denial(&self, lane: usize) -> Result<(), SidecarError> {
+        self.check("lane", lane, self.layout.lanes)?;
+        self.view().lw(lane, L_DENY_UNTIL).store(0, REL);
+        Ok(())
     }
 
     /// Records why `lane` cannot be topped up (the binding limit) and when to retry;

@@ -736,3 +736,52 @@ proptest::proptest! {
         }
     }
 }
+
+/// A limit the sidecar knows cannot be refilled soon is denied at once: no demand raised
+/// (the sidecar is not woken), the limit named, the time left as the retry hint. Cleared,
+/// the dry lane waits for a top-up and asks for one again.
+#[test]
+fn a_limit_marked_final_is_denied_at_once_without_a_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 100 * C);
+    let gate = Gate::attach(&path).unwrap();
+    let call = Call::fixed(Credits(C));
+    assert!(gate.reserve(&call).is_err(), "claims the lane, dry");
+    let lane = lane_of(&r, Tier::Interactive);
+    // The dry reserve above asked for a top-up; the sidecar answers "not before 30 s".
+    assert_eq!(r.demands().len(), 1);
+    let until = std::time::SystemTime::now() + std::time::Duration::from_secs(30);
+    r.record_denial_until(lane, LimitKind::HardCap, until)
+        .unwrap();
+    // Forget the first demand, as the sidecar does once it has seen it.
+    let v = r.view();
+    v.lw(lane, crate::layout::L_DEMAND)
+        .store(0, crate::sync::REL);
+    for _ in 0..1_000 {
+        match gate.reserve(&call) {
+            Err(ReserveError::Denied(d)) => {
+                assert_eq!(d.limit, Some(LimitKind::HardCap));
+                assert!(d.retry_after >= std::time::Duration::from_secs(25), "{d:?}");
+            }
+            other => panic!("expected an immediate denial, got {other:?}"),
+        }
+    }
+    assert!(
+        r.demands().is_empty(),
+        "a runaway loop on a final limit wakes nobody"
+    );
+    let info = r.lanes().into_iter().find(|l| l.lane == lane).unwrap();
+    assert!(info.denials >= 1_000, "every denial is still counted");
+    r.clear_denial(lane).unwrap();
+    assert!(matches!(gate.reserve(&call), Err(ReserveError::Denied(_))));
+    assert_eq!(r.demands().len(), 1, "cleared: the dry lane asks again");
+    // A top-up lifts it too, and the call passes.
+    r.record_denial_until(lane, LimitKind::HardCap, until)
+        .unwrap();
+    r.top_up(lane, Credits(10 * C)).unwrap();
+    gate.reserve(&call)
+        .unwrap()
+        .commit_credits(Credits(C))
+        .unwrap();
+    r.audit().check().unwrap();
+}
