@@ -619,9 +619,10 @@ impl Region {
                 continue;
             }
             let st = self.drain(lane, out)?;
-            total.records += st.records;
-            total.skipped += st.skipped;
-            total.lost_total += st.lost_total;
+            // Counts come from words agents can scribble: saturate, never overflow.
+            total.records = total.records.saturating_add(st.records);
+            total.skipped = total.skipped.saturating_add(st.skipped);
+            total.lost_total = total.lost_total.saturating_add(st.lost_total);
         }
         Ok(total)
     }

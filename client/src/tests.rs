@@ -785,3 +785,25 @@ fn a_limit_marked_final_is_denied_at_once_without_a_demand() {
         .unwrap();
     r.audit().check().unwrap();
 }
+
+/// Found by the region fuzzer: two lanes whose ring heads an agent scribbled far past
+/// their tails made `drain_all`'s skipped count overflow (a panic in debug builds).
+#[test]
+fn scribbled_ring_heads_never_overflow_the_drain_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 100 * C);
+    let v = r.view();
+    for lane in [1, 2] {
+        let claim = crate::holder::claimed_by(0, crate::holder::HolderId::new(0xBEEF).unwrap());
+        v.lw(lane, crate::layout::L_CLAIM)
+            .store(claim, crate::sync::REL);
+        v.lw(lane, crate::layout::L_RING_HEAD)
+            .store(u64::MAX - 3, crate::sync::REL);
+        v.lw(lane, crate::layout::L_TOPPED_UP)
+            .store(1, crate::sync::REL);
+    }
+    let mut out = Vec::new();
+    let st = r.drain_all(&mut out).unwrap();
+    assert_eq!(st.skipped, u64::MAX, "saturated, not wrapped");
+    drop(path);
+}
