@@ -233,6 +233,7 @@ impl Authority {
             tick: Duration::from_millis(5),
             liveness_timeout: Duration::from_secs(1),
             tier_floor_permille: [0, 0, 0],
+            lane_overrun_allowance: 1_000_000,
         }
     }
 
