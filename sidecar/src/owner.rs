@@ -342,6 +342,7 @@ impl std::fmt::Debug for Owner {
 impl Owner {
     /// Re-attaches to the region (a sidecar restart), or creates it.
     pub fn open(cfg: &Config) -> anyhow::Result<Owner> {
+        prepare_holders(&cfg.region)?;
         let map_path = cfg.state_dir.join("pools.json");
         let lanes_path = cfg.state_dir.join("lanes.json");
         let region = match Region::open_owner(&cfg.region) {
@@ -565,10 +566,36 @@ impl Owner {
                 self.map.retiring.insert(c.clone(), e);
             }
         }
-        if !gone.is_empty()
-            && let Err(e) = self.save_map()
-        {
+        if gone.is_empty() {
+            return gone;
+        }
+        if let Err(e) = self.save_map() {
             tracing::error!(error = %e, "cannot save pools.json");
+        }
+        // New lanes are carved from the limits the tenant keeps, even if the rest of the
+        // policy cannot be applied yet.
+        if let Some(t_index) = self.tenants.iter().position(|t| t == &p.tenant) {
+            let mut classes: [[Vec<usize>; 2]; Tier::COUNT] = Default::default();
+            let mut kept: Vec<&PoolEntry> = self
+                .map
+                .pools
+                .values()
+                .filter(|e| e.tenant == p.tenant)
+                .collect();
+            // The wallet first: it is the one a full class must never leave out.
+            kept.sort_by_key(|e| (!e.key().is_wallet(), e.pool));
+            for e in kept {
+                if let Some(kind) = limit_kind(&e.key()) {
+                    add_to_classes(&mut classes, kind, e.pool);
+                }
+            }
+            let spec = TenantSpec {
+                name: p.tenant.clone(),
+                classes,
+            };
+            if let Err(e) = self.region.configure_tenant(t_index, &spec) {
+                tracing::error!(tenant = %p.tenant, error = %e, "cannot stop carving new lanes from deleted limits");
+            }
         }
         gone
     }
@@ -1249,6 +1276,44 @@ fn tier_floors(p: &TenantPolicy) -> Floors {
         }
     }
     f
+}
+
+/// The folder beside the region where every agent process creates and locks a file (its
+/// liveness: the kernel releases the lock when the process dies, in whatever PID namespace
+/// it runs).
+pub fn holders_dir(region: &Path) -> PathBuf {
+    let name = region
+        .file_name()
+        .map_or_else(|| "region".into(), |n| n.to_string_lossy().into_owned());
+    region.with_file_name(format!("{name}.holders"))
+}
+
+/// Mode of [`holders_dir`]: the pod's group (its `fsGroup`, which owns the region's emptyDir)
+/// reads and writes it, and setgid keeps every file created in it in that group, so agents
+/// under any uid of the group can create their files there and no one outside it can.
+pub const HOLDERS_MODE: u32 = 0o2770;
+
+/// Creates [`holders_dir`] (or gives an existing one [`HOLDERS_MODE`]).
+fn prepare_holders(region: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = holders_dir(region);
+    match std::fs::DirBuilder::new().mode(HOLDERS_MODE).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("creating the agents' folder {}", dir.display()));
+        }
+    }
+    // The umask may have dropped bits, and mkdir may ignore setgid.
+    let mode = std::fs::metadata(&dir)?.permissions().mode() & 0o7777;
+    if mode != HOLDERS_MODE
+        && let Err(e) =
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(HOLDERS_MODE))
+    {
+        tracing::warn!(folder = %dir.display(), mode = format!("{mode:o}"), error = %e, "cannot give the agents' folder mode 2770: agents under other uids of the pod's group may not be able to attach");
+    }
+    Ok(())
 }
 
 fn create(cfg: &Config) -> anyhow::Result<Region> {

@@ -331,6 +331,28 @@ fn a_policy_that_replaces_every_quota_is_applied_once_the_deleted_limits_free_th
     }
     let g = gate.clone();
     spent += with_agent(&mut h, move || spend(&g, TENANT, 20));
+    // A new agent meanwhile gets a lane carved from the limits the tenant keeps.
+    let newcomer = Gate::attach(&region).expect("attach");
+    let (newcomer, more) = with_agent(&mut h, move || {
+        let s = spend(&newcomer, TENANT, 5);
+        (newcomer, s)
+    });
+    spent += more;
+    let retiring: BTreeSet<usize> = h.core.owner.retiring().iter().map(|r| r.2).collect();
+    let listing = h
+        .core
+        .owner
+        .region()
+        .audit()
+        .lanes
+        .iter()
+        .filter(|l| l.pools.iter().any(|p| retiring.contains(p)))
+        .count();
+    assert_eq!(
+        listing, 1,
+        "only the first agent's lane is carved from deleted limits"
+    );
+    drop(newcomer);
     let demanded = h.demanded_since(from);
     for c in &dropped {
         assert!(!demanded.contains(c), "{c} was demanded after its deletion");
@@ -585,4 +607,21 @@ fn scribble_lane_word(region: &Path, lane: usize, field: usize, expect: u64, val
         f.seek(SeekFrom::Start((at * 8) as u64)).expect("seek");
         f.write_all(&v.to_le_bytes()).expect("write");
     }
+}
+
+#[test]
+fn the_agents_liveness_folder_is_created_beside_the_region_for_the_pod_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), &[TENANT]);
+    let folder = crate::owner::holders_dir(&cfg.region);
+    assert_eq!(folder, dir.path().join("shared").join("region.holders"));
+    let h = start(cfg.clone());
+    let mode = |p: &Path| std::fs::metadata(p).expect("folder").permissions().mode() & 0o7777;
+    assert_eq!(mode(&folder), 0o2770);
+    drop(h);
+    // A restart keeps it, and mends its mode.
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let _h = start(cfg);
+    assert_eq!(mode(&folder), 0o2770);
 }
