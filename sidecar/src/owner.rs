@@ -342,7 +342,6 @@ impl std::fmt::Debug for Owner {
 impl Owner {
     /// Re-attaches to the region (a sidecar restart), or creates it.
     pub fn open(cfg: &Config) -> anyhow::Result<Owner> {
-        prepare_holders(&cfg.region)?;
         let map_path = cfg.state_dir.join("pools.json");
         let lanes_path = cfg.state_dir.join("lanes.json");
         let region = match Region::open_owner(&cfg.region) {
@@ -370,6 +369,7 @@ impl Owner {
             Err(e) => return Err(e).context("re-attaching to the region"),
         };
         region.set_slow_path(200, AGENT_MAX_WAIT);
+        mend_holders(region.holders_dir());
         let map = match std::fs::read(&map_path) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "pools.json unreadable: limits will be mapped again");
@@ -1278,42 +1278,26 @@ fn tier_floors(p: &TenantPolicy) -> Floors {
     f
 }
 
-/// The folder beside the region where every agent process creates and locks a file (its
-/// liveness: the kernel releases the lock when the process dies, in whatever PID namespace
-/// it runs).
-pub fn holders_dir(region: &Path) -> PathBuf {
-    let name = region
-        .file_name()
-        .map_or_else(|| "region".into(), |n| n.to_string_lossy().into_owned());
-    region.with_file_name(format!("{name}.holders"))
-}
-
-/// Mode of [`holders_dir`]: the pod's group (its `fsGroup`, which owns the region's emptyDir)
-/// reads and writes it, and setgid keeps every file created in it in that group, so agents
-/// under any uid of the group can create their files there and no one outside it can.
+/// Mode of the region's holders folder (`<region>.holders/`, where every agent process
+/// creates and locks a file: its liveness): the pod's group (its `fsGroup`, which owns the
+/// region's emptyDir) reads and writes it, and setgid keeps every file created in it in that
+/// group, so agents under any uid of the group can create their files there and no one
+/// outside it can.
 pub const HOLDERS_MODE: u32 = 0o2770;
 
-/// Creates [`holders_dir`] (or gives an existing one [`HOLDERS_MODE`]).
-fn prepare_holders(region: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let dir = holders_dir(region);
-    match std::fs::DirBuilder::new().mode(HOLDERS_MODE).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("creating the agents' folder {}", dir.display()));
-        }
-    }
-    // The umask may have dropped bits, and mkdir may ignore setgid.
-    let mode = std::fs::metadata(&dir)?.permissions().mode() & 0o7777;
+/// Gives the holders folder [`HOLDERS_MODE`] if it has another (an agent made it first, or
+/// someone in the pod changed it).
+fn mend_holders(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o7777;
     if mode != HOLDERS_MODE
-        && let Err(e) =
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(HOLDERS_MODE))
+        && let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(HOLDERS_MODE))
     {
         tracing::warn!(folder = %dir.display(), mode = format!("{mode:o}"), error = %e, "cannot give the agents' folder mode 2770: agents under other uids of the pod's group may not be able to attach");
     }
-    Ok(())
 }
 
 fn create(cfg: &Config) -> anyhow::Result<Region> {

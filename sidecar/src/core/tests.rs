@@ -614,9 +614,9 @@ fn the_agents_liveness_folder_is_created_beside_the_region_for_the_pod_group() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), &[TENANT]);
-    let folder = crate::owner::holders_dir(&cfg.region);
-    assert_eq!(folder, dir.path().join("shared").join("region.holders"));
     let h = start(cfg.clone());
+    let folder = h.core.owner.region().holders_dir().to_path_buf();
+    assert_eq!(folder, dir.path().join("shared").join("region.holders"));
     let mode = |p: &Path| std::fs::metadata(p).expect("folder").permissions().mode() & 0o7777;
     assert_eq!(mode(&folder), 0o2770);
     drop(h);
