@@ -8,7 +8,9 @@
 #      k8s/examples/*.yaml values file; strict schema validation of every rendered manifest
 #      for Kubernetes $K8S_VERSION (custom resources: structure only, reported as skipped);
 #      the rendered authority.toml parsed; the example agent Deployment validated, run through
-#      the injector (its inject_pod example) and the injected Pod validated; every TOLLGATE_*
+#      the injector (its inject_pod example) and the injected Pod validated (and checked to
+#      give every container write access to the region's folder through the pod's fsGroup,
+#      with no shared process namespace); every TOLLGATE_*
 #      variable and sidecar flag the chart and the injector set checked against what the
 #      binaries read; the default render checked for the authority Deployment, the injector
 #      Deployment and the MutatingWebhookConfiguration; values the schema must refuse refused.
@@ -203,14 +205,42 @@ for c in spec["containers"]:
     assert {"name": "TOLLGATE_REGION", "value": "/var/run/tollgate/region"} in c["env"], c["name"]
     # The sidecar's signing key and outbox are its own: no app container mounts them.
     assert all(m["name"] != "tollgate-sidecar-state" for m in c.get("volumeMounts", [])), c["name"]
+# Agents' liveness locks live in <region>.holders/ beside the region: the sidecar and every
+# app container write the region's folder, through the pod's group (fsGroup), whatever uid
+# each runs as; no shared PID namespace is needed, so none is asked for.
+assert isinstance(spec.get("securityContext", {}).get("fsGroup"), int), spec.get("securityContext")
+assert "shareProcessNamespace" not in spec, "the injector must not share the process namespace"
+for c in spec["containers"] + [sidecar]:
+    mounts = [m for m in c.get("volumeMounts", []) if m["name"] == "tollgate-region"]
+    assert len(mounts) == 1 and mounts[0]["mountPath"] == "/var/run/tollgate", (c["name"], mounts)
+    assert not mounts[0].get("readOnly", False), c["name"] + " must write the region's folder"
+assert {"name": "TOLLGATE_REGION", "value": "/var/run/tollgate/region"} in sidecar["env"], sidecar
 assert pod["metadata"]["annotations"]["tollgate.dev/status"] == "injected"
 assert pod["metadata"]["labels"]["tollgate.dev/sidecar"] == "injected"
 yaml.safe_dump(pod, open(sys.argv[2], "w"))
-print("[k8s]   sidecar %s injected as a native sidecar; %d app container(s) share the region"
-      % (sidecar["image"], len(spec["containers"])))
+print("[k8s]   sidecar %s injected as a native sidecar; %d app container(s) share the region "
+      "read-write through fsGroup %d, no shared process namespace"
+      % (sidecar["image"], len(spec["containers"]), spec["securityContext"]["fsGroup"]))
 PY
 validate_py "$OUT/injected-pod.yaml" "$OUT/injected-pod" "$KV" "$K8S_VERSION" "$CRD_KINDS" \
   || die "the injected pod does not validate against Kubernetes $K8S_VERSION"
+# A pod's own shareProcessNamespace is the pod's business: the injector leaves it as it is.
+for share in true false; do
+  "$VENV/bin/python" - "$OUT/agent-deployment.json" "$share" >"$OUT/agent-deployment-spn.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+d["spec"]["template"]["spec"]["shareProcessNamespace"] = sys.argv[2] == "true"
+print(json.dumps(d))
+PY
+  cargo run --quiet -p tollgate-injector --example inject_pod -- --authority http://tollgate-authority.tollgate.svc:7070 \
+    <"$OUT/agent-deployment-spn.json" >"$OUT/injected-pod-spn.json" \
+    || die "the injector refused the example agent Deployment with shareProcessNamespace: $share"
+  "$VENV/bin/python" - "$OUT/injected-pod-spn.json" "$share" <<'PY' || die "the injector changed a pod's shareProcessNamespace"
+import json, sys
+assert json.load(open(sys.argv[1]))["spec"]["shareProcessNamespace"] == (sys.argv[2] == "true")
+PY
+  say "  a pod's shareProcessNamespace: $share is left as it is"
+done
 
 say "the environment the chart and the injector set is what the binaries read"
 # A renamed flag in a crate would otherwise only show up as a crash loop in a cluster.

@@ -9,8 +9,16 @@
 //!   [`REGION_PATH`] in every app container;
 //! - a disk-backed emptyDir for the sidecar's private state (signing key, outbox) mounted at
 //!   [`STATE_DIR`] in the sidecar only;
-//! - a pod `fsGroup` when the pod has none, so the region (mode 0660, created by the sidecar's
-//!   uid) is readable and writable by the app containers whatever uid they run as;
+//! - a pod `fsGroup` when the pod has none (a pod's own is kept): the kubelet makes the
+//!   region's emptyDir group-owned by it and setgid, and adds it to every container's groups,
+//!   so the region (mode 0660, created by the sidecar) and the folder of agents' liveness
+//!   locks beside it (`<region>.holders/`, mode 2770, created by the sidecar; every agent
+//!   process creates and locks a file there) are readable and writable by the sidecar and by
+//!   every app container, whatever uid each runs as. The region's mount is read-write in
+//!   every container (a read-only one is made read-write, with a warning);
+//! - nothing else shared: liveness comes from those locks, not from seeing the agents'
+//!   processes, so the pod needs no `shareProcessNamespace`. The injector never sets it and
+//!   leaves a pod's own setting as it is;
 //! - the status annotation, so the pod is never injected twice, and the label
 //!   `tollgate.dev/sidecar: injected`, so a PodMonitor can scrape the sidecars.
 
@@ -258,15 +266,24 @@ fn share_region(
         match opt_array(c, "volumeMounts", &what)? {
             None => patch.push(add(format!("{base}/volumeMounts"), json!([mount]))),
             Some(mounts) => {
-                let at_region_dir = mounts.iter().find(|m| {
+                let at_region_dir = mounts.iter().enumerate().find(|(_, m)| {
                     m.get("mountPath")
                         .and_then(Value::as_str)
                         .map(|p| p.trim_end_matches('/'))
                         == Some(REGION_DIR)
                 });
                 match at_region_dir {
-                    Some(m) if name_of(m) == Some(REGION_VOLUME) => {}
-                    Some(m) => {
+                    Some((j, m)) if name_of(m) == Some(REGION_VOLUME) => {
+                        // Agents write the region (claims, counters) and create their
+                        // liveness lock files beside it.
+                        if m.get("readOnly").and_then(Value::as_bool) == Some(true) {
+                            warnings.push(format!(
+                                "container {name:?}: the region's mount at {REGION_DIR} was made read-write (agents write the region and their liveness locks beside it)"
+                            ));
+                            patch.push(replace(format!("{base}/volumeMounts/{j}"), mount.clone()));
+                        }
+                    }
+                    Some((_, m)) => {
                         return Err(InjectError::Conflict(format!(
                             "a volume mount at {REGION_DIR} in container {name:?} (volume {:?})",
                             name_of(m).unwrap_or("?")

@@ -82,10 +82,25 @@ pub struct SidecarArgs {
     #[arg(long, env = "TOLLGATE_TIER_FLOORS", default_value = "0,0,0")]
     pub tier_floors: String,
 
+    /// Overrun allowance per lane, in credits: what the sidecar reports for a lane (its
+    /// records and aggregates, over the lane's life) is at most what the sidecar gave the
+    /// lane (topped up, less what it took back) plus this. Usage past it is not reported
+    /// and is counted as suspected tampering (a process that maps the region can write its
+    /// lane's words). Covers honest overruns (a call that cost more than it reserved).
+    #[arg(
+        long,
+        env = "TOLLGATE_LANE_OVERRUN_ALLOWANCE",
+        default_value = DEFAULT_LANE_OVERRUN_ALLOWANCE
+    )]
+    pub lane_overrun_allowance: String,
+
     /// Milliseconds after which a dead agent process's holds are reclaimed.
     #[arg(long, env = "TOLLGATE_LIVENESS_TIMEOUT_MS", default_value_t = 1_000)]
     pub liveness_timeout_ms: u64,
 }
+
+/// Default of `--lane-overrun-allowance`, in credits.
+pub const DEFAULT_LANE_OVERRUN_ALLOWANCE: &str = "1";
 
 /// Parses a credit amount written as decimal credits (`12`, `0.5`, `3.000001`) into
 /// micro-credits, exactly (no floats).
@@ -145,6 +160,8 @@ pub struct Config {
     pub liveness_timeout: Duration,
     /// Default tier floors (per-mille of the local budget) when the policy has none.
     pub tier_floor_permille: [u32; 3],
+    /// Overrun allowance per lane (micro-credits): see `--lane-overrun-allowance`.
+    pub lane_overrun_allowance: u64,
 }
 
 /// Parses `--tier-floors` (`"0,100,250"`: per-mille for interactive, scheduler, background).
@@ -241,6 +258,8 @@ impl SidecarArgs {
             tick: Duration::from_millis(self.tick_ms),
             liveness_timeout: Duration::from_millis(self.liveness_timeout_ms),
             tier_floor_permille: parse_floors(&self.tier_floors)?,
+            lane_overrun_allowance: parse_credits(&self.lane_overrun_allowance)
+                .context("--lane-overrun-allowance")?,
         })
     }
 }

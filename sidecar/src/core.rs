@@ -59,6 +59,9 @@ struct LimitRt {
     emergency: Emergency,
     /// Pool consumed counter at the last harvest (consumption is attributed by delta).
     last_consumed: u64,
+    /// Deleted by a policy: asks for no lease, gives its credits back, and is dropped once
+    /// its pool is freed.
+    retiring: bool,
 }
 
 /// Runtime data of one lane.
@@ -108,6 +111,11 @@ pub struct Core {
     /// Cursors carried by each unacknowledged batch.
     unacked_cursors: BTreeMap<u64, Vec<(u32, Cursor)>>,
     reported_path: std::path::PathBuf,
+    /// Per lane: what the sidecar has put into batches for it, as the authority will charge
+    /// it (in this process's memory and the state file, never in the region).
+    charged: BTreeMap<u32, u64>,
+    /// Policies the region could not take (kept to retry when pools are freed).
+    failed_policies: BTreeMap<String, TenantPolicy>,
 }
 
 impl std::fmt::Debug for Core {
@@ -204,16 +212,28 @@ impl Core {
             acked_cursors,
             unacked_cursors,
             reported_path,
+            charged: BTreeMap::new(),
+            failed_policies: BTreeMap::new(),
             cfg,
         };
         // Limits the region already has (a sidecar restart) come back with their pools.
-        for (canonical, key, pool) in core.owner.limits() {
+        let retiring = core.owner.retiring();
+        for (retired, (canonical, key, pool)) in core
+            .owner
+            .limits()
+            .into_iter()
+            .map(|l| (false, l))
+            .chain(retiring.into_iter().map(|l| (true, l)))
+        {
             let consumed = core.owner.pool(pool).consumed;
-            core.limits.insert(
-                canonical,
-                LimitRt::new(key, pool, consumed, core.cfg.emergency_allowance),
-            );
+            let mut rt = LimitRt::new(key, pool, consumed, core.cfg.emergency_allowance);
+            rt.retiring = retired;
+            core.limits.insert(canonical, rt);
         }
+        let lanes = std::mem::take(&mut core.state.lanes);
+        core.owner
+            .restore_given(lanes.iter().map(|(l, b)| (*l as usize, b.given)));
+        core.charged = lanes.iter().map(|(l, b)| (*l, b.charged)).collect();
         core.metrics.outbox_pending.set(core.unacked.len() as i64);
         Ok(core)
     }
@@ -403,7 +423,7 @@ impl Core {
             }]);
             return;
         };
-        if self.shutting_down || lease.expires_unix_ms <= now {
+        if self.shutting_down || l.retiring || lease.expires_unix_ms <= now {
             self.queue_returns(vec![Return {
                 id: lease.lease_id,
                 amount: lease.amount_micro,
@@ -519,24 +539,96 @@ impl Core {
         {
             return; // an older push arriving late
         }
+        for canonical in self.owner.retire_dropped(&p) {
+            self.retire(&canonical);
+        }
         match self.owner.configure(&p) {
-            Ok(limits) => {
-                for (canonical, key, pool) in limits {
-                    if !self.limits.contains_key(&canonical) {
-                        let consumed = self.owner.pool(pool).consumed;
-                        self.limits.insert(
-                            canonical,
-                            LimitRt::new(key, pool, consumed, self.cfg.emergency_allowance),
-                        );
+            Ok(configured) => {
+                for (canonical, key, pool) in configured.limits {
+                    match self.limits.get_mut(&canonical) {
+                        Some(l) => l.retiring = false,
+                        None => {
+                            let consumed = self.owner.pool(pool).consumed;
+                            self.limits.insert(
+                                canonical,
+                                LimitRt::new(key, pool, consumed, self.cfg.emergency_allowance),
+                            );
+                        }
                     }
                 }
+                self.failed_policies.remove(&p.tenant);
+                self.health.set_policy_error(&p.tenant, None);
                 tracing::info!(tenant = %p.tenant, version = p.version, cap = p.hard_cap_micro, "policy applied");
+                self.policies.insert(p.tenant.clone(), p);
             }
             Err(e) => {
-                tracing::error!(tenant = %p.tenant, error = %e, "cannot apply the pushed policy")
+                // Not recorded as applied: the region still enforces the last policy that
+                // was, and the sidecar says so (log, metric, readiness) until one is.
+                self.metrics.policy_errors.inc();
+                tracing::error!(tenant = %p.tenant, version = p.version, error = %e, "cannot apply the pushed policy: the previous one stays in force");
+                self.health
+                    .set_policy_error(&p.tenant, Some(format!("version {}: {e}", p.version)));
+                self.failed_policies.insert(p.tenant.clone(), p);
             }
         }
-        self.policies.insert(p.tenant.clone(), p);
+        self.metrics
+            .policies_failing
+            .set(self.failed_policies.len() as i64);
+    }
+
+    /// A limit deleted by a policy: stop asking for leases and give back what its pool holds
+    /// (lanes carved from it are revoked by [`Owner::retire_step`]).
+    fn retire(&mut self, canonical: &str) {
+        let Some(l) = self.limits.get_mut(canonical) else {
+            return;
+        };
+        l.retiring = true;
+        l.in_flight = 0;
+        l.asked_at = None;
+        self.give_back_retiring();
+    }
+
+    /// One pass over the deleted limits: their pools' uncarved credits go back to the
+    /// authority; a limit whose pool is freed closes its leases and is dropped.
+    fn retire_pass(&mut self) {
+        if !self.limits.values().any(|l| l.retiring) {
+            return;
+        }
+        self.give_back_retiring();
+        let freed = self.owner.retire_step();
+        let mut returns = Vec::new();
+        for canonical in &freed {
+            self.limits.remove(canonical);
+            if let Some(mut book) = self.state.leases.remove(canonical) {
+                returns.extend(book.close_all());
+            }
+            self.state_dirty = true;
+        }
+        self.queue_returns(returns);
+        // Freed pools may be what a refused policy was waiting for.
+        if !freed.is_empty() {
+            let waiting: Vec<TenantPolicy> = self.failed_policies.values().cloned().collect();
+            for p in waiting {
+                self.apply_policy(p);
+            }
+        }
+    }
+
+    fn give_back_retiring(&mut self) {
+        let mut returns = Vec::new();
+        for (canonical, l) in self.limits.iter().filter(|(_, l)| l.retiring) {
+            let available = self.owner.pool(l.pool).available;
+            if available == 0 {
+                continue;
+            }
+            let taken = self.owner.give_back(l.pool, available);
+            // What the leases do not cover was credited for lanes still carved from the
+            // pool (see `Owner::top_up`): it goes nowhere.
+            let book = self.state.leases.entry(canonical.clone()).or_default();
+            returns.extend(book.give_back(taken));
+            self.state_dirty = true;
+        }
+        self.queue_returns(returns);
     }
 
     fn apply_price_book(&mut self, b: &v1::PriceBook) {
@@ -620,6 +712,7 @@ impl Core {
         }
         self.harvest();
         self.expire();
+        self.retire_pass();
         self.lanes_pass();
         self.demand();
         if self.conn.is_connected() && now.duration_since(self.last_up) >= self.heartbeat_every {
@@ -640,6 +733,20 @@ impl Core {
     }
 
     fn save_state(&mut self) {
+        self.state.lanes = self
+            .owner
+            .given_all()
+            .iter()
+            .map(|(l, g)| (*l as u32, *g))
+            .chain(self.charged.keys().map(|l| (*l, 0)))
+            .map(|(l, _)| {
+                let bound = crate::state::LaneBound {
+                    given: self.owner.given(l as usize),
+                    charged: self.charged.get(&l).copied().unwrap_or(0),
+                };
+                (l, bound)
+            })
+            .collect();
         match self.state.save(&self.state_path) {
             Ok(()) => {
                 self.state_dirty = false;
@@ -674,30 +781,25 @@ impl Core {
         let now = Instant::now();
         let now_ms = now_unix_ms();
         // Work on copies: the ledgers advance only once the batch is in the outbox.
-        let mut next: BTreeMap<u32, LaneLedger> = BTreeMap::new();
+        let mut next = Advance::default();
         let mut aggregates = Vec::new();
         let mut count = 0usize;
-        for d in &drains {
+        for d in drains.iter_mut() {
             let lane = d.lane as u32;
             let mut l = self.ledgers.get(&lane).cloned().unwrap_or_default();
-            for r in &d.records {
-                l.record(r.rec.seq, r.rec.actual.0);
-            }
-            count += d.records.len();
             // While shutting down, a lane no live agent owns has nothing in flight: its lost
             // detail is reported now rather than after the quiet period.
             let settled = self.shutting_down && !d.live;
-            if let Some(agg) = l.check_settled(d.total, d.lost_total, now, settled) {
+            if let Some(agg) = self.bound_lane(d, &mut l, &mut next, now, settled) {
                 aggregates.push((d.lane, agg));
             }
-            next.insert(lane, l);
+            count += d.records.len();
+            next.ledgers.insert(lane, l);
         }
         if count == 0 && aggregates.is_empty() {
             // Nothing to send; keep the quiet-period clocks. Whatever the rings held is
             // already in the outbox.
-            for (lane, l) in next {
-                self.ledgers.insert(lane, l);
-            }
+            self.advance(next);
             for (lane, upto) in releases {
                 self.owner.release(lane, upto);
             }
@@ -729,7 +831,8 @@ impl Core {
             tracing::warn!(tenant = %tenant, agent = %agent, amount = agg.amount, calls = agg.calls, "reporting usage whose per-call detail was lost as one aggregate record");
             self.metrics.ring_overflow.inc_by(agg.calls);
         }
-        let cursors: Vec<(u32, Cursor)> = next.iter().map(|(l, g)| (*l, g.cursor)).collect();
+        let cursors: Vec<(u32, Cursor)> =
+            next.ledgers.iter().map(|(l, g)| (*l, g.cursor)).collect();
         match self
             .batcher
             .seal(&mut self.outbox, &self.key, &recs, &cursors, now_ms)
@@ -744,9 +847,7 @@ impl Core {
                         msg: Some(session_up::Msg::Batch(batch)),
                     });
                 }
-                for (lane, l) in next {
-                    self.ledgers.insert(lane, l);
-                }
+                self.advance(next);
                 // Durable now (written and renamed): free their ring space.
                 for (lane, upto) in releases {
                     self.owner.release(lane, upto);
@@ -759,6 +860,71 @@ impl Core {
                 self.metrics.outbox_write_errors.inc();
                 tracing::error!(error = %e, records = count, "cannot persist a usage batch");
             }
+        }
+    }
+
+    /// Bounds what is reported for one drained lane: its records, then the aggregate of its
+    /// lost detail, are reported only while what the lane was charged in total stays within
+    /// what the sidecar gave it plus the overrun allowance. The rest is withheld (the
+    /// ledger still counts it, so it is never reported later) as suspected tampering: a
+    /// process that maps the region can write any word of its lane, or its ring.
+    fn bound_lane(
+        &self,
+        d: &mut crate::owner::LaneDrain,
+        l: &mut LaneLedger,
+        next: &mut Advance,
+        now: Instant,
+        settled: bool,
+    ) -> Option<reconcile::Aggregate> {
+        let lane = d.lane as u32;
+        let cap = self
+            .owner
+            .given(d.lane)
+            .saturating_add(self.cfg.lane_overrun_allowance);
+        let mut charged = self.charged.get(&lane).copied().unwrap_or(0);
+        let mut withheld = 0u64;
+        d.records.retain(|r| {
+            l.record(r.rec.seq, r.rec.actual.0);
+            let fits = charged
+                .checked_add(r.charge_bound)
+                .is_some_and(|c| c <= cap);
+            if fits {
+                charged += r.charge_bound;
+            } else {
+                withheld = withheld.saturating_add(r.charge_bound);
+            }
+            fits
+        });
+        let mut agg = l.check_settled(d.total, d.lost_total, now, settled);
+        if let Some(a) = agg.as_mut() {
+            let send = a.amount.min(cap.saturating_sub(charged));
+            withheld = withheld.saturating_add(a.amount - send);
+            charged += send;
+            a.amount = send;
+        }
+        if withheld > 0 {
+            next.withheld.push((d.lane, withheld, cap));
+        }
+        next.charged.insert(lane, charged);
+        agg.filter(|a| a.amount > 0)
+    }
+
+    /// The drain's bookkeeping, once its batch is in the outbox (or there was none to write).
+    fn advance(&mut self, next: Advance) {
+        self.ledgers.extend(next.ledgers);
+        if !next.charged.is_empty() {
+            self.charged.extend(next.charged);
+            self.state_dirty = true;
+        }
+        for (lane, amount, cap) in next.withheld {
+            self.metrics.suspected_tampering.inc_by(amount);
+            tracing::warn!(
+                lane,
+                amount,
+                bound = cap,
+                agent = ?self.owner.lane_names(lane).map(|n| n.1),
+                "a lane reported more than the sidecar gave it plus the overrun allowance: the excess is not reported (suspected tampering with the region)"
+            );
         }
     }
 
@@ -829,6 +995,7 @@ impl Core {
         let secs = self.mono_secs();
         let now = Instant::now();
         let degraded = !self.conn.is_connected();
+        self.owner.refresh();
         for lane in self.owner.live_lanes() {
             let rt = self.lanes.entry(lane.lane).or_insert_with(|| LaneRt {
                 burn: BurnMeter::new(),
@@ -862,8 +1029,8 @@ impl Core {
                     } else {
                         give
                     };
-                    if give > 0 {
-                        let _ = self.owner.top_up(lane.lane, give);
+                    if give > 0 && self.owner.top_up(lane.lane, give).is_ok() {
+                        self.state_dirty = true;
                     }
                 }
             }
@@ -910,7 +1077,7 @@ impl Core {
         let secs = self.mono_secs();
         let now = Instant::now();
         let mut demands = Vec::new();
-        for (canonical, l) in self.limits.iter_mut() {
+        for (canonical, l) in self.limits.iter_mut().filter(|(_, l)| !l.retiring) {
             // An unanswered demand is forgotten after two seconds and asked again.
             if l.asked_at
                 .is_some_and(|t| now.duration_since(t) > Duration::from_secs(2))
@@ -1059,6 +1226,15 @@ impl Core {
     }
 }
 
+/// What one drain moves forward once its batch is written.
+#[derive(Debug, Default)]
+struct Advance {
+    ledgers: BTreeMap<u32, LaneLedger>,
+    charged: BTreeMap<u32, u64>,
+    /// `(lane, credits withheld, the lane's bound)`.
+    withheld: Vec<(usize, u64, u64)>,
+}
+
 impl LimitRt {
     fn new(key: LimitKey, pool: usize, consumed: u64, emergency: u64) -> LimitRt {
         LimitRt {
@@ -1069,6 +1245,7 @@ impl LimitRt {
             asked_at: None,
             emergency: Emergency::new(emergency),
             last_consumed: consumed,
+            retiring: false,
         }
     }
 }
@@ -1086,3 +1263,6 @@ fn take_back(owner: &mut Owner, pool: usize, amount: u64) -> u64 {
     }
     owner.give_back(pool, amount)
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,12 +3,14 @@
 //! - `/healthz` is 200 while the control loop keeps ticking (a wedged loop turns it 503, so
 //!   the kubelet restarts the sidecar; agents keep the region meanwhile).
 //! - `/readyz` is 200 once the region exists and agents can be served: the session is up, or
-//!   the sidecar still holds leased budget (degraded mode).
+//!   the sidecar still holds leased budget (degraded mode), and every tenant's latest pushed
+//!   policy is applied. Otherwise it is 503 and says why.
 //! - `/metrics` is the Prometheus text format ([`crate::metrics`]).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -26,6 +28,9 @@ pub struct Health {
     region_ready: AtomicBool,
     connected: AtomicBool,
     has_budget: AtomicBool,
+    /// Why the sidecar is not ready besides the above (a policy it could not apply), by
+    /// what it concerns.
+    problems: Mutex<BTreeMap<String, String>>,
     /// A loop silent for longer than this is reported dead.
     pub stall_after: Duration,
 }
@@ -38,6 +43,7 @@ impl Default for Health {
             region_ready: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             has_budget: AtomicBool::new(false),
+            problems: Mutex::new(BTreeMap::new()),
             stall_after: Duration::from_secs(10),
         }
     }
@@ -61,6 +67,32 @@ impl Health {
     pub fn set_has_budget(&self, v: bool) {
         self.has_budget.store(v, Ordering::Relaxed);
     }
+    /// Records (or, with `None`, clears) that tenant `tenant`'s latest policy is not applied.
+    pub fn set_policy_error(&self, tenant: &str, error: Option<String>) {
+        self.set_problem(format!("policy of tenant {tenant}"), error);
+    }
+    /// Records (or clears) a reason not to be ready, under `what`.
+    pub fn set_problem(&self, what: String, reason: Option<String>) {
+        let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        match reason {
+            Some(r) => p.insert(what, r),
+            None => p.remove(&what),
+        };
+    }
+    /// Why the sidecar is not ready (empty when it is).
+    pub fn not_ready_reasons(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.region_ready.load(Ordering::Relaxed) {
+            out.push("the region is not created".to_string());
+        } else if !self.connected.load(Ordering::Relaxed)
+            && !self.has_budget.load(Ordering::Relaxed)
+        {
+            out.push("no authority session and no leased budget".to_string());
+        }
+        let p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        out.extend(p.iter().map(|(what, why)| format!("{what}: {why}")));
+        out
+    }
     /// Whether the control loop is alive.
     pub fn live(&self) -> bool {
         let now = self.start.elapsed().as_millis() as u64;
@@ -69,8 +101,7 @@ impl Health {
     }
     /// Whether agents can be served.
     pub fn ready(&self) -> bool {
-        self.region_ready.load(Ordering::Relaxed)
-            && (self.connected.load(Ordering::Relaxed) || self.has_budget.load(Ordering::Relaxed))
+        self.not_ready_reasons().is_empty()
     }
 }
 
@@ -98,12 +129,13 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.health.ready() {
-        (StatusCode::OK, "ready\n")
+    let reasons = s.health.not_ready_reasons();
+    if reasons.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: region not created or no authority and no leased budget\n",
+            format!("not ready: {}\n", reasons.join("; ")),
         )
     }
 }
@@ -156,6 +188,14 @@ mod tests {
         assert!(h.ready());
         h.set_has_budget(false);
         h.set_connected(true);
+        assert!(h.ready());
+        h.set_policy_error("acme", Some("no free pool".into()));
+        assert!(!h.ready());
+        assert_eq!(
+            h.not_ready_reasons(),
+            vec!["policy of tenant acme: no free pool".to_string()]
+        );
+        h.set_policy_error("acme", None);
         assert!(h.ready());
     }
 

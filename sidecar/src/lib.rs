@@ -34,16 +34,37 @@
 //! detail lost to a full ring, or drained by a sidecar that crashed before writing its batch,
 //! is reported as one aggregate record with its exact amount, so no credit goes unreported.
 //!
+//! ## What is reported per lane, and the overrun allowance
+//!
+//! Any process that maps the region can write any word of it. So the sidecar keeps, in its
+//! own memory and its private state file (never the region), what it gave each lane: topped
+//! up, less what it revoked and reclaimed. Over a lane's life, what it reports for the lane
+//! (records and aggregates, each counted at the larger of the agent's rating and the list
+//! price of its tokens, since the authority re-rates by tokens) is at most that plus
+//! `--lane-overrun-allowance` (`TOLLGATE_LANE_OVERRUN_ALLOWANCE`, credits, default
+//! [`cli::DEFAULT_LANE_OVERRUN_ALLOWANCE`]). Anything past it is not reported: it is counted
+//! (`tollgate_sidecar_suspected_tampering_micro_credits_total`) and logged with the lane, and
+//! the sidecar goes on. The allowance covers honest overruns (calls that cost more than they
+//! reserved).
+//!
+//! ## Pools
+//!
+//! See [`owner`]: each tenant has its own share of the region's pools; a policy that does not
+//! fit its tenant's share is refused whole (logged, counted, and `/readyz` says why) and the
+//! previous one stays in force; a limit a policy deletes asks for no more leases, gives its
+//! credits back, and its pool is freed once no lane is carved from it.
+//!
 //! ## Restart behaviour
 //!
-//! Everything the sidecar must not lose lives in the region's folder (tmpfs), not in its
-//! memory: the region itself (agents keep reserving from their allowances while the sidecar
-//! is down), the signing key (`sidecar.key`), the outbox of signed batches not yet
+//! Everything the sidecar must not lose lives on disk, not in its memory: the region itself
+//! (tmpfs; agents keep reserving from their allowances while the sidecar is down), and in its
+//! private state folder the signing key (`sidecar.key`), the outbox of signed batches not yet
 //! acknowledged, what was reported per lane (`reported.json` plus the cursors in each outbox
-//! entry), the leases it holds (`sidecar-state.json`) and which pool serves which limit
-//! (`pools.json`). A restarted sidecar re-attaches to the region (finishing or rolling back
-//! the update its predecessor left in flight, see `tollgate-client`'s journal), registers
-//! with the leases it still holds, replays the outbox in sequence order and goes on.
+//! entry), the leases it holds and each lane's report bound (`sidecar-state.json`), which
+//! pool serves which limit (`pools.json`) and each lane's owners (`lanes.json`). A restarted
+//! sidecar re-attaches to the region (finishing or rolling back the update its predecessor
+//! left in flight, see `tollgate-client`'s journal), registers with the leases it still
+//! holds, replays the outbox in sequence order and goes on.
 //! If its lease state is lost, the authority settles the missing leases at expiry (its
 //! documented rule for leases that never come back) and no credit is created.
 //!

@@ -64,6 +64,13 @@ pub struct Metrics {
     pub reclaimed_credits: Counter,
     /// Emergency allowance drawn during the current outage, per limit.
     pub emergency_drawn: Family<LimitLabels, Gauge>,
+    /// Pushed policies the region could not take (the previous one stayed in force).
+    pub policy_errors: Counter,
+    /// Tenants whose latest pushed policy is not applied.
+    pub policies_failing: Gauge,
+    /// Credits lanes reported past what the sidecar gave them plus the overrun allowance,
+    /// not reported to the authority.
+    pub suspected_tampering: Counter,
 }
 
 impl Metrics {
@@ -159,6 +166,21 @@ impl Metrics {
             "emergency_drawn_micro_credits",
             "Emergency allowance drawn this outage, per limit",
             self.emergency_drawn.clone(),
+        );
+        r.register(
+            "policy_errors",
+            "Pushed policies the region could not take (the previous one stays in force)",
+            self.policy_errors.clone(),
+        );
+        r.register(
+            "policies_failing",
+            "Tenants whose latest pushed policy is not applied",
+            self.policies_failing.clone(),
+        );
+        r.register(
+            "suspected_tampering_micro_credits",
+            "Credits lanes reported past what the sidecar gave them plus the overrun allowance (not reported)",
+            self.suspected_tampering.clone(),
         );
     }
 

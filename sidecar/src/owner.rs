@@ -2,18 +2,47 @@
 //! tenants' lane classes to pools, and wraps the client crate's sidecar API in the shapes
 //! the control loop ([`crate::core`]) works with.
 //!
-//! Pools are assigned to limits once and remembered in `pools.json` next to the region, so a
-//! restarted sidecar finds the same pool for the same limit.
+//! Pools are assigned to limits once and remembered in `pools.json` in the state folder, so
+//! a restarted sidecar finds the same pool for the same limit.
+//!
+//! # Pool bookkeeping
+//!
+//! Invariant: a pool serves at most one limit, and a pool is handed to a new limit only when
+//! no lane lists it and it holds nothing (`available = carved = 0`).
+//!
+//! * Each tenant served has its own share of the region's pools (`pools / tenants`, a fixed
+//!   range of indices), so one tenant's rules can never use up the pools another tenant needs.
+//!   A policy that needs more pools than its tenant has free is refused as a whole
+//!   ([`ConfigureError::NoFreePool`]) and nothing of it is applied.
+//! * A limit a new policy no longer has is *retired*: new lanes are no longer carved from
+//!   its pool, lanes already carved from it are revoked, and the control loop gives its
+//!   credits back to the authority. The pool is freed once no lane lists it (a lane's pool
+//!   list is fixed until the lane is reclaimed) and it holds nothing. Until then, a live lane
+//!   that still lists it is topped up as if the deleted limit were not there: the retiring
+//!   pool is credited exactly the amount of the top-up (it no longer limits anything and asks
+//!   the authority for nothing; the wallet pool still pays for every call).
+//!
+//! # Lane owners
+//!
+//! Records are named after the process that made them (`<sidecar>/<holder id>/lane<n>`).
+//! A lane changes owner only after the sidecar reclaimed it. Right after each reclaim the
+//! sidecar notes the ring position the old owner's records end at (read while the lane is
+//! still free), so records drained later are named after the owner that wrote them, never
+//! after the next process that claims the lane. Owners and those positions are saved in
+//! `lanes.json` in the state folder, so a restarted sidecar still names (and drains) the
+//! records of lanes that were released before it started.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use tollgate_client::{
-    AttachError, LaneInfo, PoolSpec, ReclaimReport, Region, RegionConfig, TenantSpec, UsageRecord,
+    AttachError, LaneInfo, LaneKey, PoolSpec, ReclaimReport, Region, RegionConfig, SidecarError,
+    TenantSpec, UsageRecord,
 };
-use tollgate_core::{Credits, Horizon, LimitKind, PriceBook, PriceBookSpec, Tier};
+use tollgate_core::{Credits, Horizon, Initiator, LimitKind, PriceBook, PriceBookSpec, Tier};
 use tollgate_proto::batch::RecordInput;
 use tollgate_proto::v1::{self, LimitKey, TenantPolicy};
 
@@ -86,6 +115,9 @@ pub struct DrainedRecord {
     pub model: String,
     /// Full price book version.
     pub book_version: u64,
+    /// The most the authority can charge for it: the larger of the agent's rating and the
+    /// list price of its tokens (the authority re-rates by tokens).
+    pub charge_bound: u64,
 }
 
 impl DrainedRecord {
@@ -111,10 +143,101 @@ impl DrainedRecord {
     }
 }
 
+/// Who holds a lane, as records name it: the agent process's holder id (its liveness
+/// lock file's name), the same in every PID namespace of the pod.
+pub type Holder = u64;
+
+fn holder_of(lane: &LaneInfo) -> Holder {
+    lane.holder.map_or(0, |h| h.get())
+}
+
+/// The owner a lane's records are named after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LaneOwner {
+    /// Tenant index in the region.
+    pub tenant: u16,
+    /// Tier of the lane.
+    pub tier: Tier,
+    /// Initiator of its calls.
+    pub initiator: Initiator,
+    /// The process that held it.
+    pub holder: Holder,
+}
+
+impl LaneOwner {
+    fn of(lane: &LaneInfo, key: LaneKey) -> LaneOwner {
+        LaneOwner {
+            tenant: key.tenant,
+            tier: key.tier,
+            initiator: key.initiator,
+            holder: holder_of(lane),
+        }
+    }
+}
+
+/// A past owner of a lane: its records are those up to ring position `through` (records
+/// with `seq <= through`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Handover {
+    through: u64,
+    owner: LaneOwner,
+}
+
+/// What `lanes.json` keeps: each lane's last owner and the owners before it whose records
+/// may still be in its ring.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct LaneBook {
+    owners: BTreeMap<usize, LaneOwner>,
+    handovers: BTreeMap<usize, Vec<Handover>>,
+}
+
+/// Why a tenant's policy could not be applied. Nothing of the policy is applied then.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigureError {
+    /// The tenant is not one this sidecar serves.
+    #[error("tenant {0} is not served by this sidecar (see --tenants)")]
+    UnknownTenant(String),
+    /// The tenant's share of the region's pools is used up.
+    #[error(
+        "tenant {tenant} needs {needed} more pool(s) and has {free} free of its {share}: pools of deleted limits are freed once no lane is carved from them; fewer limits, or fewer tenants per sidecar, give each more"
+    )]
+    NoFreePool {
+        /// The tenant.
+        tenant: String,
+        /// New pools the policy needs.
+        needed: usize,
+        /// Pools of the tenant's share not in use.
+        free: usize,
+        /// The tenant's share.
+        share: usize,
+    },
+    /// The region refused the configuration.
+    #[error("the region refused the configuration of {what}: {source}")]
+    Region {
+        /// What was being configured.
+        what: String,
+        /// The region's error.
+        source: SidecarError,
+    },
+    /// `pools.json` could not be saved.
+    #[error("cannot save the pool map: {0}")]
+    Save(#[source] std::io::Error),
+}
+
+/// A policy as applied.
+#[derive(Debug, Clone, Default)]
+pub struct Configured {
+    /// `(canonical, key, pool)` of every limit the policy enforces here.
+    pub limits: Vec<(String, LimitKey, usize)>,
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct PoolMap {
     /// canonical limit -> (pool, wire key as JSON-friendly parts)
     pools: BTreeMap<String, PoolEntry>,
+    /// Limits deleted by a policy whose pools are not free yet.
+    #[serde(default)]
+    retiring: BTreeMap<String, PoolEntry>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -128,6 +251,17 @@ struct PoolEntry {
 }
 
 impl PoolEntry {
+    fn new(pool: usize, key: &LimitKey) -> PoolEntry {
+        PoolEntry {
+            pool,
+            tenant: key.tenant.clone(),
+            scope: key.scope,
+            window: key.window,
+            tier: key.tier,
+            agent_instance: key.agent_instance.clone(),
+        }
+    }
+
     fn key(&self) -> LimitKey {
         LimitKey {
             tenant: self.tenant.clone(),
@@ -151,8 +285,16 @@ pub struct Owner {
     denials_seen: BTreeMap<usize, u64>,
     /// Per pool: absolute floors and per-mille floors, per tier.
     floors: BTreeMap<usize, Floors>,
-    /// Every lane seen in use: its key and owner holder id (drained even after a reclaim).
-    keys: BTreeMap<usize, (tollgate_client::LaneKey, u64)>,
+    /// Every lane seen in use: its owners (drained and named even after a reclaim).
+    lanes: LaneBook,
+    lanes_path: PathBuf,
+    /// Per lane, in this process's memory only (never the region, which any agent can
+    /// write): credits the sidecar gave the lane, net (topped up - revoked - reclaimed).
+    given: BTreeMap<usize, u64>,
+    /// Per lane: records waiting in its ring (head - tail) at its last drain.
+    ring_depth: BTreeMap<usize, u64>,
+    /// Per lane: the pools it is carved from, as the region says (refreshed each pass).
+    carved_from: BTreeMap<usize, Vec<usize>>,
     /// Floors used when a policy sets none (per-mille, per tier).
     default_floors: [u32; 3],
 }
@@ -201,12 +343,17 @@ impl Owner {
     /// Re-attaches to the region (a sidecar restart), or creates it.
     pub fn open(cfg: &Config) -> anyhow::Result<Owner> {
         let map_path = cfg.state_dir.join("pools.json");
+        let lanes_path = cfg.state_dir.join("lanes.json");
         let region = match Region::open_owner(&cfg.region) {
             Ok(r) => {
                 tracing::info!(recovery = ?r.recovery(), "re-attached to the existing region");
                 r
             }
-            Err(AttachError::NotFound { .. }) => create(cfg)?,
+            Err(AttachError::NotFound { .. }) => {
+                // Ring positions of another region mean nothing in a new one.
+                let _ = std::fs::remove_file(&lanes_path);
+                create(cfg)?
+            }
             Err(
                 e @ (AttachError::Unfinished
                 | AttachError::ForeignMagic { .. }
@@ -216,11 +363,13 @@ impl Owner {
             ) => {
                 tracing::error!(error = %e, "the region file is unusable: creating a new one (its leases settle at expiry)");
                 let _ = std::fs::remove_file(&map_path);
+                let _ = std::fs::remove_file(&lanes_path);
                 create(cfg)?
             }
             Err(e) => return Err(e).context("re-attaching to the region"),
         };
         region.set_slow_path(200, AGENT_MAX_WAIT);
+        mend_holders(region.holders_dir());
         let map = match std::fs::read(&map_path) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "pools.json unreadable: limits will be mapped again");
@@ -228,7 +377,14 @@ impl Owner {
             }),
             Err(_) => PoolMap::default(),
         };
-        Ok(Owner {
+        let lanes = match std::fs::read(&lanes_path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "lanes.json unreadable: records of lanes released before this start are named by their current owner");
+                LaneBook::default()
+            }),
+            Err(_) => LaneBook::default(),
+        };
+        let mut owner = Owner {
             region,
             sidecar_id: cfg.sidecar_id.clone(),
             tenants: cfg.tenants.clone(),
@@ -237,9 +393,15 @@ impl Owner {
             books: BTreeMap::new(),
             denials_seen: BTreeMap::new(),
             floors: BTreeMap::new(),
-            keys: BTreeMap::new(),
+            lanes,
+            lanes_path,
+            given: BTreeMap::new(),
+            ring_depth: BTreeMap::new(),
+            carved_from: BTreeMap::new(),
             default_floors: cfg.tier_floor_permille,
-        })
+        };
+        owner.refresh();
+        Ok(owner)
     }
 
     /// The region (for audits in tests and the demo).
@@ -247,7 +409,7 @@ impl Owner {
         &self.region
     }
 
-    /// Limits already mapped to pools (after a restart).
+    /// Limits mapped to pools and still enforced (after a restart), without the retiring ones.
     pub fn limits(&self) -> Vec<(String, LimitKey, usize)> {
         self.map
             .pools
@@ -256,99 +418,109 @@ impl Owner {
             .collect()
     }
 
-    fn save_map(&self) -> anyhow::Result<()> {
-        let tmp = self.map_path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&self.map)?)?;
-        std::fs::rename(&tmp, &self.map_path)?;
-        Ok(())
+    /// Limits deleted by a policy whose pools are not free yet (after a restart).
+    pub fn retiring(&self) -> Vec<(String, LimitKey, usize)> {
+        self.map
+            .retiring
+            .iter()
+            .map(|(c, e)| (c.clone(), e.key(), e.pool))
+            .collect()
     }
 
-    fn pool_for(&mut self, key: &LimitKey) -> anyhow::Result<usize> {
-        let canonical = key.canonical();
-        if let Some(e) = self.map.pools.get(&canonical) {
-            return Ok(e.pool);
+    fn save_map(&self) -> std::io::Result<()> {
+        save_json(&self.map_path, &self.map)
+    }
+
+    fn save_lanes(&self) {
+        if let Err(e) = save_json(&self.lanes_path, &self.lanes) {
+            tracing::error!(error = %e, "cannot save lanes.json: after a restart, records of released lanes may be named by their next owner");
         }
-        let used: Vec<usize> = self.map.pools.values().map(|e| e.pool).collect();
-        let n = self.region.config().pools as usize;
-        let pool = (0..n)
-            .find(|p| !used.contains(p))
-            .with_context(|| format!("no free pool for {canonical}: the region has {n}"))?;
-        self.map.pools.insert(
-            canonical,
-            PoolEntry {
-                pool,
-                tenant: key.tenant.clone(),
-                scope: key.scope,
-                window: key.window,
-                tier: key.tier,
-                agent_instance: key.agent_instance.clone(),
-            },
-        );
-        self.save_map()?;
-        Ok(pool)
     }
 
-    /// Configures a tenant's pools and lane classes from its policy; returns its limits.
-    pub fn configure(
-        &mut self,
-        p: &TenantPolicy,
-    ) -> anyhow::Result<Vec<(String, LimitKey, usize)>> {
+    /// The pool indices of tenant `t`'s share: the region's pools split evenly by tenant.
+    fn share(&self, t: usize) -> Range<usize> {
+        let n = self.region.config().pools as usize;
+        let per = n / self.tenants.len().max(1);
+        (t * per)..((t + 1) * per).min(n)
+    }
+
+    fn used_pools(&self) -> BTreeSet<usize> {
+        self.map
+            .pools
+            .values()
+            .chain(self.map.retiring.values())
+            .map(|e| e.pool)
+            .collect()
+    }
+
+    /// Configures a tenant's pools and lane classes from its policy (call
+    /// [`Owner::retire_dropped`] first). All or nothing: on an error the tenant's lanes are
+    /// carved as before.
+    pub fn configure(&mut self, p: &TenantPolicy) -> Result<Configured, ConfigureError> {
         let t_index = self
             .tenants
             .iter()
             .position(|t| t == &p.tenant)
-            .with_context(|| format!("tenant {} is not served here", p.tenant))?;
-        let floors = if p.tier_floors.iter().any(|f| !f.shadow) {
-            tier_floors(p)
-        } else {
-            let mut f = Floors::default();
-            for (i, v) in self.default_floors.iter().enumerate() {
-                // a tier's floor binds the tiers below it too
-                for slot in f.permille.iter_mut().skip(i) {
-                    *slot = (*slot).max(u64::from(*v));
-                }
-            }
-            f
+            .ok_or_else(|| ConfigureError::UnknownTenant(p.tenant.clone()))?;
+        let floors = self.policy_floors(p);
+        let limits = enforced_limits(p);
+        // Check the pool budget before changing anything.
+        let mapped = |k: &LimitKey| {
+            let c = k.canonical();
+            self.map.pools.contains_key(&c) || self.map.retiring.contains_key(&c)
         };
-        let mut limits = vec![LimitKey::wallet(p.tenant.clone())];
-        for q in &p.quotas {
-            let Some(k) = &q.limit else { continue };
-            if q.shadow || k.tenant != p.tenant || limit_kind(k).is_none() {
-                continue;
-            }
-            if !limits.iter().any(|l| l.canonical() == k.canonical()) {
-                limits.push(k.clone());
-            }
+        let needed = limits.iter().filter(|k| !mapped(k)).count();
+        let used = self.used_pools();
+        let share = self.share(t_index);
+        let mut free = share.clone().filter(|x| !used.contains(x));
+        let free_count = free.clone().count();
+        if needed > free_count {
+            return Err(ConfigureError::NoFreePool {
+                tenant: p.tenant.clone(),
+                needed,
+                free: free_count,
+                share: share.len(),
+            });
         }
-        let mut out = Vec::new();
-        let mut classes: [[Vec<usize>; 2]; Tier::COUNT] = Default::default();
+        // Decide every pool first; change nothing until the region took the configuration.
+        let mut plan = Vec::new();
         for key in limits {
-            let kind = limit_kind(&key).context("limit kind")?;
-            let pool = self.pool_for(&key)?;
+            let canonical = key.canonical();
+            let Some(kind) = limit_kind(&key) else {
+                continue; // enforced_limits keeps only enforceable ones
+            };
+            let pool = match self
+                .map
+                .pools
+                .get(&canonical)
+                .or_else(|| self.map.retiring.get(&canonical))
+            {
+                Some(e) => e.pool,
+                // Checked above: there are enough.
+                None => free.next().ok_or_else(|| ConfigureError::NoFreePool {
+                    tenant: p.tenant.clone(),
+                    needed,
+                    free: free_count,
+                    share: share.len(),
+                })?,
+            };
+            plan.push((canonical, key, kind, pool));
+        }
+        let mut classes: [[Vec<usize>; 2]; Tier::COUNT] = Default::default();
+        for (canonical, _, kind, pool) in &plan {
             self.region
                 .configure_pool(
-                    pool,
+                    *pool,
                     &PoolSpec {
-                        limit: kind,
+                        limit: *kind,
                         floors: floors.abs.map(Credits),
                     },
                 )
-                .with_context(|| format!("configuring the pool of {}", key.canonical()))?;
-            self.floors.insert(pool, floors);
-            for tier in Tier::ALL {
-                let applies = match kind {
-                    LimitKind::TierWindow(t, _) => t == tier,
-                    _ => true,
-                };
-                if applies {
-                    for per_init in classes[tier.as_index()].iter_mut() {
-                        if per_init.len() < tollgate_client::layout::MAX_LIMITS_PER_LANE {
-                            per_init.push(pool);
-                        }
-                    }
-                }
-            }
-            out.push((key.canonical(), key, pool));
+                .map_err(|source| ConfigureError::Region {
+                    what: format!("the pool of {canonical}"),
+                    source,
+                })?;
+            add_to_classes(&mut classes, *kind, *pool);
         }
         self.region
             .configure_tenant(
@@ -358,8 +530,142 @@ impl Owner {
                     classes,
                 },
             )
-            .with_context(|| format!("configuring tenant {}", p.tenant))?;
+            .map_err(|source| ConfigureError::Region {
+                what: format!("tenant {}", p.tenant),
+                source,
+            })?;
+        let mut out = Configured::default();
+        for (canonical, key, _, pool) in plan {
+            // A deleted limit that comes back keeps its old pool.
+            self.map.retiring.remove(&canonical);
+            self.map
+                .pools
+                .insert(canonical.clone(), PoolEntry::new(pool, &key));
+            self.floors.insert(pool, floors);
+            out.limits.push((canonical, key, pool));
+        }
+        self.save_map().map_err(ConfigureError::Save)?;
         Ok(out)
+    }
+
+    /// Retires the limits of `p`'s tenant that `p` no longer has (see the module docs):
+    /// new lanes are no longer carved from them, whether or not the rest of `p` can be
+    /// applied, so their pools free up for what `p` needs. Returns their canonical keys.
+    pub fn retire_dropped(&mut self, p: &TenantPolicy) -> Vec<String> {
+        let keep: BTreeSet<String> = enforced_limits(p).iter().map(|k| k.canonical()).collect();
+        let gone: Vec<String> = self
+            .map
+            .pools
+            .iter()
+            .filter(|(c, e)| e.tenant == p.tenant && !keep.contains(c.as_str()))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in &gone {
+            if let Some(e) = self.map.pools.remove(c) {
+                tracing::info!(limit = %c, pool = e.pool, "limit deleted by the policy: retiring its pool");
+                self.map.retiring.insert(c.clone(), e);
+            }
+        }
+        if gone.is_empty() {
+            return gone;
+        }
+        if let Err(e) = self.save_map() {
+            tracing::error!(error = %e, "cannot save pools.json");
+        }
+        // New lanes are carved from the limits the tenant keeps, even if the rest of the
+        // policy cannot be applied yet.
+        if let Some(t_index) = self.tenants.iter().position(|t| t == &p.tenant) {
+            let mut classes: [[Vec<usize>; 2]; Tier::COUNT] = Default::default();
+            let mut kept: Vec<&PoolEntry> = self
+                .map
+                .pools
+                .values()
+                .filter(|e| e.tenant == p.tenant)
+                .collect();
+            // The wallet first: it is the one a full class must never leave out.
+            kept.sort_by_key(|e| (!e.key().is_wallet(), e.pool));
+            for e in kept {
+                if let Some(kind) = limit_kind(&e.key()) {
+                    add_to_classes(&mut classes, kind, e.pool);
+                }
+            }
+            let spec = TenantSpec {
+                name: p.tenant.clone(),
+                classes,
+            };
+            if let Err(e) = self.region.configure_tenant(t_index, &spec) {
+                tracing::error!(tenant = %p.tenant, error = %e, "cannot stop carving new lanes from deleted limits");
+            }
+        }
+        gone
+    }
+
+    fn policy_floors(&self, p: &TenantPolicy) -> Floors {
+        if p.tier_floors.iter().any(|f| !f.shadow) {
+            return tier_floors(p);
+        }
+        let mut f = Floors::default();
+        for (i, v) in self.default_floors.iter().enumerate() {
+            // a tier's floor binds the tiers below it too
+            for slot in f.permille.iter_mut().skip(i) {
+                *slot = (*slot).max(u64::from(*v));
+            }
+        }
+        f
+    }
+
+    /// One step of retiring deleted limits' pools: revokes what lanes carved from them still
+    /// have available, and frees each pool no lane lists that holds nothing. Returns the
+    /// canonical keys of the limits whose pools were freed. (The control loop gives the
+    /// pools' uncarved credits back to the authority before each step.)
+    pub fn retire_step(&mut self) -> Vec<String> {
+        if self.map.retiring.is_empty() {
+            return Vec::new();
+        }
+        self.refresh();
+        let mut freed = Vec::new();
+        let retiring: Vec<(String, usize)> = self
+            .map
+            .retiring
+            .iter()
+            .map(|(c, e)| (c.clone(), e.pool))
+            .collect();
+        for (canonical, pool) in retiring {
+            let listing: Vec<usize> = self
+                .carved_from
+                .iter()
+                .filter(|(_, pools)| pools.contains(&pool))
+                .map(|(lane, _)| *lane)
+                .collect();
+            for lane in &listing {
+                let _ = self.revoke(*lane, u64::MAX);
+            }
+            let snap = self.pool(pool);
+            if listing.is_empty() && snap.available == 0 && snap.carved == 0 {
+                self.map.retiring.remove(&canonical);
+                self.floors.remove(&pool);
+                tracing::info!(limit = %canonical, pool, "pool of a deleted limit freed");
+                freed.push(canonical);
+            }
+        }
+        if !freed.is_empty()
+            && let Err(e) = self.save_map()
+        {
+            tracing::error!(error = %e, "cannot save pools.json");
+        }
+        freed
+    }
+
+    /// Re-reads which pools each lane is carved from (one audit of the region).
+    pub fn refresh(&mut self) {
+        self.carved_from = self
+            .region
+            .audit()
+            .lanes
+            .into_iter()
+            .filter(|l| !l.pools.is_empty())
+            .map(|l| (l.lane, l.pools))
+            .collect();
     }
 
     /// Publishes a price book to the region.
@@ -406,33 +712,112 @@ impl Owner {
             .unwrap_or(0)
     }
 
-    /// Reclaims every lane of every dead process.
+    /// Reclaims every lane of every dead process, and every lane a live process handed back.
+    ///
+    /// Lanes seen in one snapshot taken after the liveness check are reclaimed first, so the
+    /// key and owner noted for each are final (a dead or handed-back lane's owner writes
+    /// nothing more). Right after each reclaim the ring position the old owner's records end
+    /// at is noted ([`Handover`]). The client's own pass then collects the holder files of
+    /// processes that are gone (and reclaims what appeared since the snapshot).
     pub fn reclaim_dead(&mut self) -> Vec<ReclaimReport> {
-        // Remember every claimed lane first: a lane reclaimed before any drain saw it claimed
-        // (an agent that spent and exited within one drain period, reclaimed at shutdown
-        // where reclaim runs before the drain) would otherwise never be drained again.
-        self.note_lanes(&self.lanes_in_use());
-        match self.region.reclaim_dead() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "reclaim failed");
-                Vec::new()
+        let dead: Vec<_> = self
+            .region
+            .processes()
+            .into_iter()
+            .filter(|p| !p.alive)
+            .map(|p| p.holder)
+            .collect();
+        let snapshot = self.lanes_in_use();
+        self.note_lanes(&snapshot);
+        let mut out = Vec::new();
+        for l in snapshot {
+            let gone = l.reclaiming || l.holder.is_some_and(|h| dead.contains(&h));
+            if !gone {
+                continue;
+            }
+            // The old owner cannot push any more; reclaim itself may (settled commits).
+            let before = self.ring_head(l.lane);
+            match self.region.reclaim_lane(l.lane) {
+                Ok(r) => {
+                    let owner = l.key.map(|k| LaneOwner::of(&l, k));
+                    self.after_reclaim(&r, owner, before);
+                    out.push(r);
+                }
+                // Reclaimed concurrently, or the holder came back: skip.
+                Err(SidecarError::LaneNotInUse(_) | SidecarError::OwnerAlive(_)) => {}
+                Err(e) => tracing::error!(lane = l.lane, error = %e, "reclaim failed"),
             }
         }
+        match self.region.reclaim_dead() {
+            Ok(late) => {
+                for r in late {
+                    // Claimed and given up since the snapshot: its owner is the one noted
+                    // last if the holder matches, else unknown.
+                    let owner = self
+                        .lanes
+                        .owners
+                        .get(&r.lane)
+                        .copied()
+                        .filter(|o| r.holder.map(|h| h.get()) == Some(o.holder));
+                    self.after_reclaim(&r, owner, None);
+                    out.push(r);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reclaim failed"),
+        }
+        if !out.is_empty() {
+            self.save_lanes();
+        }
+        out
+    }
+
+    /// Bookkeeping of one reclaimed lane: where its old owner's records end, and what the
+    /// sidecar took back from it.
+    fn after_reclaim(&mut self, r: &ReclaimReport, owner: Option<LaneOwner>, before: Option<u64>) {
+        let after = self.ring_head(r.lane);
+        // A head read while the lane is still free holds only the old owner's records: a
+        // new owner claims before it pushes.
+        let still_free = !self.region.lanes().iter().any(|x| x.lane == r.lane);
+        let through = if still_free { after } else { before };
+        if let (Some(owner), Some(through)) = (owner, through) {
+            self.lanes
+                .handovers
+                .entry(r.lane)
+                .or_default()
+                .push(Handover { through, owner });
+        }
+        let given = self.given.entry(r.lane).or_insert(0);
+        *given = given.saturating_sub(r.returned);
+        self.carved_from.remove(&r.lane);
+    }
+
+    /// The lane's ring position past its last record.
+    fn ring_head(&self, lane: usize) -> Option<u64> {
+        let mut scratch = Vec::new();
+        self.region
+            .peek(lane, &mut scratch)
+            .ok()
+            .map(|(_, upto)| upto)
     }
 
     fn lanes_in_use(&self) -> Vec<LaneInfo> {
         self.region.lanes()
     }
 
-    /// Remembers the key and process of every claimed lane, so its records can still be
-    /// drained and named after the lane is reclaimed.
+    /// Remembers the owner of every claimed lane, so its records can still be drained and
+    /// named after the lane is reclaimed.
     fn note_lanes(&mut self, in_use: &[LaneInfo]) {
+        let mut changed = false;
         for l in in_use {
             if let Some(k) = l.key {
-                self.keys
-                    .insert(l.lane, (k, l.holder.map_or(0, |h| h.get())));
+                let owner = LaneOwner::of(l, k);
+                if self.lanes.owners.insert(l.lane, owner) != Some(owner) {
+                    changed = true;
+                }
             }
+        }
+        if changed {
+            self.save_lanes();
         }
     }
 
@@ -449,7 +834,13 @@ impl Owner {
         let mut out = Vec::new();
         let mut raw = Vec::new();
         let mut n = 0usize;
-        let lanes: Vec<usize> = self.keys.keys().copied().collect();
+        let lanes: BTreeSet<usize> = self
+            .lanes
+            .owners
+            .keys()
+            .chain(self.lanes.handovers.keys())
+            .copied()
+            .collect();
         for lane in lanes {
             if n >= max {
                 break;
@@ -464,6 +855,8 @@ impl Owner {
                     continue;
                 }
             };
+            self.ring_depth
+                .insert(lane, stats.records.saturating_add(stats.skipped));
             n += raw.len();
             let records = raw.iter().map(|r| self.resolve(*r)).collect();
             out.push(LaneDrain {
@@ -485,45 +878,69 @@ impl Owner {
         out
     }
 
-    /// Frees the ring space of records that are durably in the outbox.
-    pub fn release(&self, lane: usize, upto: u64) {
+    /// Frees the ring space of records that are durably in the outbox; forgets the past
+    /// owners whose records are all freed.
+    pub fn release(&mut self, lane: usize, upto: u64) {
         if let Err(e) = self.region.release(lane, upto) {
             tracing::error!(lane, error = %e, "ring release failed");
+            return;
+        }
+        if let Some(h) = self.lanes.handovers.get_mut(&lane) {
+            let before = h.len();
+            h.retain(|x| x.through > upto);
+            let changed = h.len() != before;
+            if h.is_empty() {
+                self.lanes.handovers.remove(&lane);
+            }
+            if changed {
+                self.save_lanes();
+            }
         }
     }
 
-    /// Names for a lane's aggregate record: (tenant, agent, tier, initiator).
-    pub fn lane_names(
-        &self,
-        lane: usize,
-    ) -> Option<(String, String, Tier, tollgate_core::Initiator)> {
-        let (k, pid) = self.keys.get(&lane)?;
+    /// Names for a lane's aggregate record: (tenant, agent, tier, initiator), after the owner
+    /// of its oldest records still in the ring (or its current owner).
+    pub fn lane_names(&self, lane: usize) -> Option<(String, String, Tier, Initiator)> {
+        let o = self
+            .lanes
+            .handovers
+            .get(&lane)
+            .and_then(|h| h.first())
+            .map(|h| h.owner)
+            .or_else(|| self.lanes.owners.get(&lane).copied())?;
         Some((
-            self.tenants.get(k.tenant as usize)?.clone(),
-            self.agent_name(lane, *pid),
-            k.tier,
-            k.initiator,
+            self.tenants.get(o.tenant as usize)?.clone(),
+            self.agent_name(lane, o.holder),
+            o.tier,
+            o.initiator,
         ))
     }
 
     /// The agent instance a lane's records are posted under: pod, agent process (its
     /// holder id: pids mean nothing across the pod's PID namespaces) and lane.
-    fn agent_name(&self, lane: usize, holder: u64) -> String {
+    fn agent_name(&self, lane: usize, holder: Holder) -> String {
         format!("{}/{:012x}/lane{}", self.sidecar_id, holder, lane)
     }
 
+    /// The owner that wrote record `seq` of `lane`: the first past owner whose records end
+    /// at or after it, else the lane's current owner.
+    fn owner_of(&self, lane: usize, seq: u64) -> Option<LaneOwner> {
+        self.lanes
+            .handovers
+            .get(&lane)
+            .and_then(|h| h.iter().find(|x| seq <= x.through))
+            .map(|x| x.owner)
+            .or_else(|| self.lanes.owners.get(&lane).copied())
+    }
+
     fn resolve(&self, mut rec: UsageRecord) -> DrainedRecord {
-        // A lane drained after its reclaim has no key any more: use the one it had.
-        let (key, pid) = self
-            .keys
-            .get(&rec.lane)
-            .map_or((None, 0), |(k, p)| (Some(*k), *p));
-        if rec.tenant == u16::MAX
-            && let Some(k) = key
-        {
-            rec.tenant = k.tenant;
-            rec.tier = k.tier;
-            rec.initiator = k.initiator;
+        // The record's names come from who wrote it, not from the lane's key now (a lane
+        // drained after its reclaim has no key, or a new owner's).
+        let owner = self.owner_of(rec.lane, rec.seq);
+        if let Some(o) = owner {
+            rec.tenant = o.tenant;
+            rec.tier = o.tier;
+            rec.initiator = o.initiator;
         }
         let tenant = self
             .tenants
@@ -543,9 +960,26 @@ impl Owner {
                 .unwrap_or_default(),
             _ => String::new(),
         };
+        // What the authority will charge for it: it re-rates by tokens when it knows the
+        // model, so the sidecar's bound uses the larger of that and the agent's own rating.
+        let rated = match (book, model.is_empty()) {
+            (Some((_, b)), false) => b
+                .rate_by_name(
+                    &model,
+                    &tollgate_core::RatingInput {
+                        input_tokens: rec.input_tokens,
+                        output_tokens: rec.output_tokens,
+                        initiator: rec.initiator,
+                        outcomes: 0,
+                    },
+                )
+                .map_or(u64::MAX, |c| c.0),
+            _ => 0,
+        };
         DrainedRecord {
-            agent: self.agent_name(rec.lane, pid),
+            agent: self.agent_name(rec.lane, owner.map_or(0, |o| o.holder)),
             book_version: book.map_or(u64::from(rec.book_version), |(v, _)| *v),
+            charge_bound: rated.max(rec.actual.0),
             tenant,
             model,
             rec,
@@ -576,8 +1010,12 @@ impl Owner {
             .collect()
     }
 
-    /// Pools a lane is (or would be) carved from.
+    /// Pools a lane is carved from (as the region says, once it was first topped up) or
+    /// would be (per its tenant's configuration).
     pub fn lane_pools(&self, lane: usize) -> Vec<usize> {
+        if let Some(p) = self.carved_from.get(&lane) {
+            return p.clone();
+        }
         let Some(info) = self.lanes_in_use().into_iter().find(|l| l.lane == lane) else {
             return Vec::new();
         };
@@ -597,13 +1035,23 @@ impl Owner {
                 None => false,
             })
             .map(|e| e.pool)
+            .take(tollgate_client::layout::MAX_LIMITS_PER_LANE)
             .collect()
     }
 
-    /// How much of `want` every pool of `lane` can pay now (above the lane tier's floor).
-    /// When it is nothing, the binding limit is recorded in the lane for the agent's denial.
+    fn is_retiring(&self, pool: usize) -> bool {
+        self.map.retiring.values().any(|e| e.pool == pool)
+    }
+
+    /// How much of `want` every pool of `lane` can pay now (above the lane tier's floor);
+    /// pools of deleted limits limit nothing. When it is nothing, the binding limit is
+    /// recorded in the lane for the agent's denial.
     pub fn carvable(&mut self, lane: usize, want: u64) -> u64 {
-        let pools = self.lane_pools(lane);
+        let pools: Vec<usize> = self
+            .lane_pools(lane)
+            .into_iter()
+            .filter(|p| !self.is_retiring(*p))
+            .collect();
         let Some(info) = self.lanes_in_use().into_iter().find(|l| l.lane == lane) else {
             return 0;
         };
@@ -673,17 +1121,47 @@ impl Owner {
             .unwrap_or(0)
     }
 
-    /// Tops `lane` up by `amount`.
+    /// Tops `lane` up by `amount`. A pool of a deleted limit the lane is still carved from
+    /// is credited the amount first (it limits nothing any more, see the module docs).
     pub fn top_up(&mut self, lane: usize, amount: u64) -> anyhow::Result<()> {
-        Ok(self.region.top_up(lane, Credits(amount))?)
+        for p in self.lane_pools(lane) {
+            if self.is_retiring(p) {
+                self.region.grant(p, Credits(amount))?;
+            }
+        }
+        self.region.top_up(lane, Credits(amount))?;
+        let given = self.given.entry(lane).or_insert(0);
+        *given = given.saturating_add(amount);
+        Ok(())
     }
 
     /// Takes up to `amount` back from `lane`.
     pub fn revoke(&mut self, lane: usize, amount: u64) -> u64 {
-        self.region
+        let got = self
+            .region
             .revoke(lane, Credits(amount))
             .map(|c| c.0)
-            .unwrap_or(0)
+            .unwrap_or(0);
+        if let Some(given) = self.given.get_mut(&lane) {
+            *given = given.saturating_sub(got);
+        }
+        got
+    }
+
+    /// Credits the sidecar gave `lane`, net of what it took back (kept in this process's
+    /// memory, and in the sidecar's state file; never read from the region).
+    pub fn given(&self, lane: usize) -> u64 {
+        self.given.get(&lane).copied().unwrap_or(0)
+    }
+
+    /// Every lane's [`Owner::given`], to persist.
+    pub fn given_all(&self) -> &BTreeMap<usize, u64> {
+        &self.given
+    }
+
+    /// Restores [`Owner::given`] from the state file (a restart).
+    pub fn restore_given(&mut self, given: impl IntoIterator<Item = (usize, u64)>) {
+        self.given.extend(given);
     }
 
     /// Lanes carved from `pool` with their allowances.
@@ -696,9 +1174,9 @@ impl Owner {
             .collect()
     }
 
-    /// Records waiting per lane (not tracked by the client; 0 after each drain).
+    /// Records waiting per lane (ring head minus tail) when each lane was last drained.
     pub fn ring_depths(&self) -> Vec<u64> {
-        Vec::new()
+        self.ring_depth.values().copied().collect()
     }
 
     /// Moves agents' denial counters into the metrics (by the limit they named and tier).
@@ -739,6 +1217,49 @@ pub fn reason_label(k: LimitKind) -> String {
     }
 }
 
+/// The limits of a policy the region enforces: the wallet, then each enforceable quota
+/// of the tenant (once each).
+fn enforced_limits(p: &TenantPolicy) -> Vec<LimitKey> {
+    let mut limits = vec![LimitKey::wallet(p.tenant.clone())];
+    for q in &p.quotas {
+        let Some(k) = &q.limit else { continue };
+        if q.shadow || k.tenant != p.tenant || limit_kind(k).is_none() {
+            continue;
+        }
+        if !limits.iter().any(|l| l.canonical() == k.canonical()) {
+            limits.push(k.clone());
+        }
+    }
+    limits
+}
+
+/// Adds `pool` to the lane classes it applies to (a tier's window binds that tier only).
+fn add_to_classes(classes: &mut [[Vec<usize>; 2]; Tier::COUNT], kind: LimitKind, pool: usize) {
+    for tier in Tier::ALL {
+        let applies = match kind {
+            LimitKind::TierWindow(t, _) => t == tier,
+            _ => true,
+        };
+        if applies {
+            for per_init in classes[tier.as_index()].iter_mut() {
+                if per_init.len() < tollgate_client::layout::MAX_LIMITS_PER_LANE {
+                    per_init.push(pool);
+                }
+            }
+        }
+    }
+}
+
+/// Writes `value` as JSON to a temporary name and renames it into place.
+fn save_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(value).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Per-tier floors of a policy: the floor of tier T binds T and every lower tier.
 fn tier_floors(p: &TenantPolicy) -> Floors {
     let mut f = Floors::default();
@@ -755,6 +1276,28 @@ fn tier_floors(p: &TenantPolicy) -> Floors {
         }
     }
     f
+}
+
+/// Mode of the region's holders folder (`<region>.holders/`, where every agent process
+/// creates and locks a file: its liveness): the pod's group (its `fsGroup`, which owns the
+/// region's emptyDir) reads and writes it, and setgid keeps every file created in it in that
+/// group, so agents under any uid of the group can create their files there and no one
+/// outside it can.
+pub const HOLDERS_MODE: u32 = 0o2770;
+
+/// Gives the holders folder [`HOLDERS_MODE`] if it has another (an agent made it first, or
+/// someone in the pod changed it).
+fn mend_holders(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode != HOLDERS_MODE
+        && let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(HOLDERS_MODE))
+    {
+        tracing::warn!(folder = %dir.display(), mode = format!("{mode:o}"), error = %e, "cannot give the agents' folder mode 2770: agents under other uids of the pod's group may not be able to attach");
+    }
 }
 
 fn create(cfg: &Config) -> anyhow::Result<Region> {

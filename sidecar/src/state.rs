@@ -18,6 +18,19 @@ use crate::leasebook::LeaseBook;
 pub struct SidecarState {
     /// Lease books by canonical limit key.
     pub leases: BTreeMap<String, LeaseBook>,
+    /// Per lane: what bounds what the sidecar reports for it (kept here because the region,
+    /// which any agent can write, cannot be trusted for it).
+    #[serde(default)]
+    pub lanes: BTreeMap<u32, LaneBound>,
+}
+
+/// One lane's report bound (micro-credits, cumulative over the lane's life).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LaneBound {
+    /// Credits the sidecar gave the lane: topped up, less revoked and reclaimed.
+    pub given: u64,
+    /// Credits put into batches for the lane, as the authority will charge them.
+    pub charged: u64,
 }
 
 /// Errors reading or writing the state file.

@@ -823,3 +823,83 @@ fn injector_flags_are_validated_at_start() {
         );
     }
 }
+
+/// What agents need for their liveness locks: write access to the region's folder for
+/// every container through the pod's group, and nothing more (no shared process
+/// namespace, no uid of the injector's choosing for app containers).
+#[test]
+fn every_container_writes_the_region_through_the_pod_group_without_a_shared_process_namespace() {
+    let mut pod = opted_in();
+    // An app container under its own uid and group.
+    pod["spec"]["containers"][1]["securityContext"] =
+        json!({ "runAsUser": 4321, "runAsGroup": 4321, "runAsNonRoot": true });
+    let out = send(&injector(), &review(pod.clone()));
+    let patched = out.pod();
+    let spec = &patched["spec"];
+    assert_eq!(spec["securityContext"]["fsGroup"], json!(65532));
+    assert!(
+        spec.get("shareProcessNamespace").is_none(),
+        "the injector never shares the process namespace"
+    );
+    assert_eq!(
+        spec["containers"][1]["securityContext"], pod["spec"]["containers"][1]["securityContext"],
+        "an app container keeps its uid"
+    );
+    let region_mount = |c: &Value| {
+        c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == REGION_VOLUME)
+            .cloned()
+            .expect("the region is mounted")
+    };
+    for c in spec["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(std::iter::once(sidecar(patched)))
+    {
+        let m = region_mount(c);
+        assert_eq!(m["mountPath"], REGION_DIR, "{}", c["name"]);
+        assert_ne!(
+            m["readOnly"],
+            json!(true),
+            "{} writes the region",
+            c["name"]
+        );
+    }
+    let region = &spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == REGION_VOLUME)
+        .expect("the region volume")["emptyDir"];
+    assert_eq!(region["medium"], "Memory");
+
+    // A pod's own setting is left alone, either way.
+    for share in [true, false] {
+        let mut pod = opted_in();
+        pod["spec"]["shareProcessNamespace"] = json!(share);
+        let out = send(&injector(), &review(pod));
+        assert_eq!(out.pod()["spec"]["shareProcessNamespace"], json!(share));
+        assert!(out.warnings().is_empty(), "{:?}", out.warnings());
+    }
+}
+
+#[test]
+fn a_read_only_region_mount_is_made_read_write_with_a_warning() {
+    let mut pod = opted_in();
+    pod["spec"]["containers"][1]["volumeMounts"] =
+        json!([{ "name": REGION_VOLUME, "mountPath": REGION_DIR, "readOnly": true }]);
+    let out = send(&injector(), &review(pod));
+    assert_eq!(
+        out.pod()["spec"]["containers"][1]["volumeMounts"],
+        json!([{ "name": REGION_VOLUME, "mountPath": REGION_DIR }])
+    );
+    assert!(
+        out.warnings().iter().any(|w| w.contains("made read-write")),
+        "{:?}",
+        out.warnings()
+    );
+}

@@ -106,6 +106,12 @@ pub struct Authority {
 impl Authority {
     /// Starts it with its store in `dir`; credential `pod-a` / `pod-a-token`.
     pub fn start(dir: &Path) -> Authority {
+        Self::start_tenants(dir, &[(TENANT, GRANT_MICRO)])
+    }
+
+    /// Starts it with `tenants` (each with a grant of the given micro-credits and the price
+    /// book for [`MODEL`]), all served by the credential `pod-a` / `pod-a-token`.
+    pub fn start_tenants(dir: &Path, tenants: &[(&str, u64)]) -> Authority {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -120,7 +126,7 @@ impl Authority {
                 name: "pod-a".into(),
                 token: Some("pod-a-token".into()),
                 token_file: None,
-                tenants: vec![TENANT.into()],
+                tenants: tenants.iter().map(|t| t.0.to_string()).collect(),
             }],
             leases: LeaseConfig {
                 relearn_grace_secs: 0,
@@ -146,45 +152,9 @@ impl Authority {
                 .expect("connect");
             AdminServiceClient::new(ch)
         });
-        rt.block_on(async {
-            admin
-                .create_tenant(authed(v1::CreateTenantRequest {
-                    tenant: TENANT.into(),
-                    ..Default::default()
-                }))
-                .await
-                .expect("tenant");
-            admin
-                .set_price_book(authed(v1::SetPriceBookRequest {
-                    price_book: Some(v1::PriceBook {
-                        tenant: TENANT.into(),
-                        models: vec![v1::ModelPrice {
-                            model: MODEL.into(),
-                            pricing: Some(v1::model_price::Pricing::Tokens(v1::TokenPrice {
-                                input_per_mtok_micro: 1_000_000,
-                                output_per_mtok_micro: 2_000_000,
-                            })),
-                            max_output_tokens: 1_000,
-                        }],
-                        default_max_output_tokens: 1_000,
-                        ..Default::default()
-                    }),
-                }))
-                .await
-                .expect("price book");
-            admin
-                .add_grant(authed(v1::AddGrantRequest {
-                    grant: Some(v1::Grant {
-                        tenant: TENANT.into(),
-                        kind: v1::GrantKind::Purchased as i32,
-                        amount_micro: GRANT_MICRO,
-                        label: "test".into(),
-                        ..Default::default()
-                    }),
-                }))
-                .await
-                .expect("grant");
-        });
+        for (tenant, grant) in tenants {
+            rt.block_on(create_tenant(&mut admin, tenant, *grant));
+        }
         Authority {
             rt,
             running,
@@ -195,9 +165,14 @@ impl Authority {
 
     /// The tenant's statement (all time).
     pub fn statement(&mut self) -> v1::Statement {
+        self.statement_of(TENANT)
+    }
+
+    /// `tenant`'s statement (all time).
+    pub fn statement_of(&mut self, tenant: &str) -> v1::Statement {
         self.rt
             .block_on(self.admin.get_statement(authed(GetStatementRequest {
-                tenant: TENANT.into(),
+                tenant: tenant.into(),
                 from_unix_ms: 0,
                 to_unix_ms: 0,
             })))
@@ -207,9 +182,14 @@ impl Authority {
 
     /// The tenant's balance.
     pub fn balance(&mut self) -> v1::Balance {
+        self.balance_of(TENANT)
+    }
+
+    /// `tenant`'s balance.
+    pub fn balance_of(&mut self, tenant: &str) -> v1::Balance {
         self.rt
             .block_on(self.admin.get_balance(authed(GetBalanceRequest {
-                tenant: TENANT.into(),
+                tenant: tenant.into(),
             })))
             .expect("balance")
             .into_inner()
@@ -233,6 +213,7 @@ impl Authority {
             tick: Duration::from_millis(5),
             liveness_timeout: Duration::from_secs(1),
             tier_floor_permille: [0, 0, 0],
+            lane_overrun_allowance: 1_000_000,
         }
     }
 
@@ -241,6 +222,48 @@ impl Authority {
             .block_on(self.running.shutdown())
             .expect("authority shutdown");
     }
+}
+
+/// Creates `tenant` with a grant of `grant` micro-credits and a per-token price book for
+/// [`MODEL`] (1 credit per million input tokens, 2 per million output tokens).
+async fn create_tenant(admin: &mut AdminServiceClient<Channel>, tenant: &str, grant: u64) {
+    admin
+        .create_tenant(authed(v1::CreateTenantRequest {
+            tenant: tenant.into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("tenant");
+    admin
+        .set_price_book(authed(v1::SetPriceBookRequest {
+            price_book: Some(v1::PriceBook {
+                tenant: tenant.into(),
+                models: vec![v1::ModelPrice {
+                    model: MODEL.into(),
+                    pricing: Some(v1::model_price::Pricing::Tokens(v1::TokenPrice {
+                        input_per_mtok_micro: 1_000_000,
+                        output_per_mtok_micro: 2_000_000,
+                    })),
+                    max_output_tokens: 1_000,
+                }],
+                default_max_output_tokens: 1_000,
+                ..Default::default()
+            }),
+        }))
+        .await
+        .expect("price book");
+    admin
+        .add_grant(authed(v1::AddGrantRequest {
+            grant: Some(v1::Grant {
+                tenant: tenant.into(),
+                kind: v1::GrantKind::Purchased as i32,
+                amount_micro: grant,
+                label: "test".into(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .expect("grant");
 }
 
 /// Waits until the region at `region` serves the tenant and the model.
