@@ -43,6 +43,9 @@ pub enum PolicyStoreError {
     Contended(String),
 }
 
+/// Who owns each sidecar id (see [`PolicyStore::claim_sidecar`]).
+const SIDECAR_OWNERS_SQLITE: &str = "CREATE TABLE IF NOT EXISTS tollgate_authority_sidecar_owners (sidecar_id TEXT PRIMARY KEY, credential TEXT NOT NULL, tenants TEXT NOT NULL, registered_at_ms INTEGER NOT NULL)";
+
 #[derive(Debug, Clone)]
 enum Db {
     Sqlite(SqlitePool),
@@ -141,6 +144,8 @@ impl PolicyStore {
             "CREATE INDEX IF NOT EXISTS tollgate_authority_windows_end ON tollgate_authority_windows (window_end_ms)",
             "CREATE TABLE IF NOT EXISTS tollgate_authority_webhooks (delivery TEXT PRIMARY KEY, url TEXT NOT NULL, body BLOB NOT NULL, secret BLOB NOT NULL, attempts INTEGER NOT NULL, next_at_ms INTEGER NOT NULL, claimed_until_ms INTEGER NOT NULL)",
             "CREATE INDEX IF NOT EXISTS tollgate_authority_webhooks_due ON tollgate_authority_webhooks (next_at_ms)",
+            // Also the ledger's SQLite migration 3 (this file may be opened alone).
+            SIDECAR_OWNERS_SQLITE,
         ] {
             sqlx::query(ddl).execute(&pool).await?;
         }
@@ -240,6 +245,32 @@ impl PolicyStore {
             }
         }
         Err(PolicyStoreError::Contended(tenant.to_string()))
+    }
+
+    /// Binds `sidecar` to `credential` if nobody owns it yet, and returns the owner's
+    /// credential (this one, or whoever registered the id first). One conditional
+    /// insert, so two replicas registering one id at once agree on the owner. `tenants`
+    /// is kept for operators (which tenants the first registration named).
+    pub async fn claim_sidecar(
+        &self,
+        sidecar: &str,
+        credential: &str,
+        tenants: &[String],
+        now_ms: u64,
+    ) -> Result<String, PolicyStoreError> {
+        let sql = "INSERT INTO tollgate_authority_sidecar_owners (sidecar_id, credential, tenants, registered_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (sidecar_id) DO NOTHING";
+        let tenants = tenants.join(",");
+        exec_db!(self, sql, |q| |pool| sqlx::query(q)
+            .bind(sidecar)
+            .bind(credential)
+            .bind(&tenants)
+            .bind(clamp(now_ms))
+            .execute(pool))?;
+        let sql = "SELECT credential FROM tollgate_authority_sidecar_owners WHERE sidecar_id = ?";
+        let (owner,): (String,) = on_db!(self, sql, |q| |p| sqlx::query_as(q)
+            .bind(sidecar)
+            .fetch_one(p))?;
+        Ok(owner)
     }
 
     /// Alert rules of `tenant` (with webhook URLs), by id.

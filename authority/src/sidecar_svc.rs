@@ -106,6 +106,27 @@ impl SidecarService for SidecarSvc {
                 "sidecar id {sid:?} is registered with another credential"
             )));
         }
+        // The id belongs to the first credential that registered it (stored, so it holds
+        // across restarts and replicas): another credential's sidecar must never post
+        // under it, or its batches would shadow the owner's (same keys) and draw on the
+        // owner's holds.
+        let owner = state
+            .policy
+            .claim_sidecar(&sid, &cred, &tenants, now_ms())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if owner != cred {
+            Metrics::count(&state.metrics.refused, "sidecar_id_owned");
+            tracing::warn!(
+                sidecar = sid,
+                credential = cred,
+                owner,
+                "sidecar id registered by another credential; refused"
+            );
+            return Err(Status::permission_denied(format!(
+                "sidecar id {sid:?} belongs to another credential: give this sidecar its own id"
+            )));
+        }
         state.sessions.register(
             &sid,
             Registration {
@@ -326,6 +347,19 @@ async fn ack_loop(
                         error: String::new(),
                         records: o.records,
                         rated_micro: o.tenants.iter().map(|t| t.rated.micros()).sum(),
+                    }
+                }
+                Ok(Err(e @ LedgerError::BatchConflict { .. })) => {
+                    // Not a retry: another batch under a key already posted. Loud, since
+                    // it means a broken or hostile sender (or a reused sidecar id).
+                    Metrics::count(&state.metrics.batches, "conflict");
+                    tracing::warn!(sidecar = sid, seq, error = %e, "batch key re-sent with different content; refused");
+                    BatchAck {
+                        seq,
+                        status: AckStatus::Rejected as i32,
+                        error: e.to_string(),
+                        records: 0,
+                        rated_micro: 0,
                     }
                 }
                 Ok(Err(

@@ -577,6 +577,7 @@ impl Ledger {
         let mut seen: HashMap<&crate::ids::BatchKey, usize> = HashMap::new();
         for (i, b) in batches.iter().enumerate() {
             if let Some(&first) = seen.get(&b.key) {
+                check_same_content(&b.key, batches[first].digest.as_deref(), b)?;
                 repeat_of.push(Some(first));
                 // Skipped below like a stored duplicate; filled in at the end.
                 outcomes.push(Some(BatchOutcome {
@@ -590,7 +591,11 @@ impl Ledger {
             }
             seen.insert(&b.key, i);
             repeat_of.push(None);
-            outcomes.push(tx.batch(&b.key).await?.map(|mut o| {
+            let stored = tx.batch(&b.key).await?;
+            if stored.is_some() && b.digest.is_some() {
+                check_same_content(&b.key, tx.batch_digest(&b.key).await?.as_deref(), b)?;
+            }
+            outcomes.push(stored.map(|mut o| {
                 o.duplicate = true;
                 o
             }));
@@ -975,4 +980,23 @@ async fn load_wallet(
         None => Vec::new(),
     };
     Ok(WalletTx::new(row, grants, holds))
+}
+
+/// A key posted (or queued) before with digest `first` may be re-sent only unchanged: a
+/// different digest is another batch reusing the key, refused rather than answered as a
+/// duplicate (which would silently drop it). Keys pruned past the retention, and batches
+/// without a digest, cannot be compared and stay plain duplicates.
+fn check_same_content(
+    key: &crate::ids::BatchKey,
+    first: Option<&str>,
+    batch: &UsageBatch,
+) -> Result<(), LedgerError> {
+    match (first, batch.digest.as_deref()) {
+        (Some(stored), Some(sent)) if stored != sent => Err(LedgerError::BatchConflict {
+            key: key.clone(),
+            stored: stored.to_string(),
+            sent: sent.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
