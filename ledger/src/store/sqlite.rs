@@ -45,8 +45,8 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         3,
-        "sidecar_owners",
-        include_str!("../../migrations/sqlite/0003_sidecar_owners.sql"),
+        "sidecar_trust",
+        include_str!("../../migrations/sqlite/0003_sidecar_trust.sql"),
     ),
 ];
 

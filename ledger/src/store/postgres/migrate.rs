@@ -31,8 +31,8 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         4,
-        "sidecar_owners",
-        include_str!("../../../migrations/postgres/0004_sidecar_owners.sql"),
+        "sidecar_trust",
+        include_str!("../../../migrations/postgres/0004_sidecar_trust.sql"),
     ),
 ];
 
