@@ -276,7 +276,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let (store, policy) = open_stores(&opts.store, true).await?;
     let ledger = Arc::new(
         Ledger::new(store, Arc::new(SystemClock), signer)
-            .with_batch_retention(opts.config.batch_retention_secs()),
+            .with_batch_retention(opts.config.batch_retention_secs())
+            .with_overrun_allowance(opts.config.leases.overrun_allowance()),
     );
     let metrics = Arc::new(Metrics::new());
     let webhook = WebhookSender::new(

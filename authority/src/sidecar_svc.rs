@@ -343,6 +343,9 @@ async fn ack_loop(
             Ok(wait) => match wait.await {
                 Ok(Ok(o)) => {
                     durable.fetch_max(seq, Ordering::AcqRel);
+                    if !o.duplicate {
+                        note_suspect(&state, &sid, seq, &o);
+                    }
                     {
                         let mut dirty = state
                             .alert_dirty
@@ -1054,5 +1057,25 @@ pub async fn forget_lease(state: &State, sidecar: &str, lease_id: &str) {
     if let Err(e) = state.policy.delete_lease(sidecar, lease_id).await {
         // Harmless: it is pruned after its expiry, and a hold lease also needs its hold.
         tracing::debug!(sidecar, lease_id, error = %e, "forgetting a lease failed");
+    }
+}
+
+/// Usage past a sidecar's holds beyond the overrun allowance (the ledger did not charge
+/// it, and recorded it in the batch's audit record): counted and logged.
+fn note_suspect(state: &State, sid: &str, seq: u64, o: &BatchOutcome) {
+    for t in o.tenants.iter().filter(|t| !t.suspect.is_zero()) {
+        state.metrics.suspected_tampering.inc();
+        state
+            .metrics
+            .suspected_tampering_micro
+            .inc_by(t.suspect.micros());
+        tracing::warn!(
+            sidecar = sid,
+            seq,
+            tenant = t.tenant.as_str(),
+            suspect_micro = t.suspect.micros(),
+            charged_micro = t.charged().micros(),
+            "usage past the sidecar's holds beyond the overrun allowance: not charged (suspected tampering)"
+        );
     }
 }

@@ -26,7 +26,7 @@ use crate::policy::{AlertRule, Plan, TenantConfig};
 use crate::rating;
 use crate::report::{AlertEvent, Balance, Statement};
 use crate::store::{BatchRow, Changes, HoldSelect, PriceBookRow, Store, StoreTx, WalletRow};
-use crate::usage::{BatchOutcome, UsageBatch};
+use crate::usage::{BatchOutcome, OverrunAllowance, UsageBatch};
 
 /// Audit records read per query when exporting.
 const EXPORT_PAGE: u32 = 10_000;
@@ -61,6 +61,8 @@ pub struct Ledger {
     books: Mutex<HashMap<TenantId, Arc<PriceBook>>>,
     /// Keep batch keys this long (seconds); `None` keeps them forever.
     batch_retention: Option<u64>,
+    /// Bound on usage charged past the sender's holds; `None`: no bound.
+    overrun_allowance: Option<OverrunAllowance>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -81,7 +83,17 @@ impl Ledger {
             signer,
             books: Mutex::new(HashMap::new()),
             batch_retention: None,
+            overrun_allowance: None,
         }
+    }
+
+    /// Charge at most `allowance` of a batch's usage past the sending sidecar's open
+    /// holds (per batch and tenant); the rest is recorded as suspected tampering
+    /// ([`TenantPosting::suspect`], and in the batch's audit record) and not charged.
+    /// Without it, usage past the holds is charged to grants and plan as far as they go.
+    pub fn with_overrun_allowance(mut self, allowance: OverrunAllowance) -> Ledger {
+        self.overrun_allowance = Some(allowance);
+        self
     }
 
     /// Prune batch keys older than `secs` at each [`Ledger::sweep`]. A pruned key stays a
@@ -651,7 +663,14 @@ impl Ledger {
                 let w = wallets
                     .get_mut(&t)
                     .ok_or_else(|| LedgerError::UnknownTenant(t.clone()))?;
-                w.post_usage(ctx, &b.key, &groups, &mut summary, b.digest.as_deref());
+                w.post_usage(
+                    ctx,
+                    &b.key,
+                    &groups,
+                    &mut summary,
+                    b.digest.as_deref(),
+                    self.overrun_allowance,
+                );
                 tenants_out.push(summary);
             }
             let outcome = BatchOutcome {

@@ -311,3 +311,83 @@ async fn a_register_is_bounded() {
     assert!(st.message().contains("held_leases"), "{st:?}");
     h.running.shutdown().await.unwrap();
 }
+
+/// What a sidecar reports past its holds is charged only up to the overrun allowance
+/// (defaults: 1 credit plus a tenth of its holds); the rest is suspected tampering:
+/// counted, in the batch's audit record, and not charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_past_the_holds_beyond_the_allowance_is_recorded_not_charged() {
+    if skip_without_store("usage_past_the_holds_beyond_the_allowance_is_recorded_not_charged") {
+        return;
+    }
+    let h = start_harness().await;
+    setup_tenant(&h.url, "acme", 100).await;
+    let mut sc = Sidecar::connect(&h.url, "pod-1", SC_ACME, &["acme"]).await;
+    sc.demand(pb::LimitKey::wallet("acme"), 5_000_000, 0).await;
+    let lease = sc.next_grant().await;
+    assert_eq!(lease.amount_micro, 5_000_000);
+    // 50 credits reported against the 5-credit lease.
+    let mut b = tollgate_proto::BatchBuilder::new(1, 1);
+    b.push(&tollgate_proto::batch::RecordInput {
+        tenant: "acme",
+        agent_instance: "agent-a",
+        model: MODEL,
+        feature: "chat",
+        input_tokens: 50_000_000,
+        client_rated_micro: 50_000_000,
+        calls: 1,
+        at_unix_ms: 1_800_000_000_000,
+        ..Default::default()
+    });
+    let mut batch = b.finish();
+    sc.sign(&mut batch);
+    sc.send(session_up::Msg::Batch(batch)).await;
+    let ack = sc.next_ack().await;
+    assert_eq!(ack.status, pb::AckStatus::Accepted as i32, "{ack:?}");
+
+    let allowance = 1_000_000 + 5_000_000 / 10;
+    let bal = balance(&h.url, "acme").await;
+    assert_eq!(
+        bal.consumed_micro,
+        5_000_000 + allowance,
+        "the lease plus the allowance, no more: {bal:?}"
+    );
+    let suspect = 50_000_000 - 5_000_000 - allowance;
+    let m = h.running.state.metrics.encode();
+    assert!(
+        m.contains("tollgate_authority_suspected_tampering_total 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "tollgate_authority_suspected_tampering_micro_total {suspect}"
+        )),
+        "{m}"
+    );
+    let tenant = tollgate_ledger::TenantId::new("acme").unwrap();
+    let records = h
+        .running
+        .state
+        .ledger
+        .store()
+        .audit_records(&tenant, 0, 1000)
+        .await
+        .unwrap();
+    let recorded = records.iter().any(|r| {
+        matches!(
+            r.event().unwrap(),
+            tollgate_ledger::AuditEvent::Usage { suspect: s, .. } if s.micros() == suspect
+        )
+    });
+    assert!(recorded, "the audit chain records the suspect amount");
+    assert!(
+        h.running
+            .state
+            .ledger
+            .verify_audit(None)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    h.running.shutdown().await.unwrap();
+}
