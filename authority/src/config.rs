@@ -26,7 +26,18 @@
 //! relearn_grace_secs = 5   # after a restart, grant nothing new this long
 //! max_lease_micro = 0      # cap on one lease (0 = no cap beyond fair share)
 //! min_lease_micro = 1000   # smaller grants are not worth a round trip
+//! overrun_allowance_micro = 1000000  # charged past a sidecar's holds per batch, at most
+//! overrun_allowance_ppm = 100000     # ... plus this many millionths of its holds
 //! ```
+//!
+//! **Overrun allowance.** Per batch and tenant, the authority charges at most
+//! `overrun_allowance_micro + overrun_allowance_ppm / 1e6 x (the sending sidecar's open
+//! holds)` past those holds (its wallet leases). Honest sidecars stay inside it (a call
+//! that cost more than it reserved, a batch posted just after its lease ended); anything
+//! past it is recorded as suspected tampering (metric
+//! `tollgate_authority_suspected_tampering_total`, a warning, and the batch's audit
+//! record) and not charged. A sidecar `emergency_allowance` spent during an outage is
+//! usage past its holds too: keep `overrun_allowance_micro` at least that large.
 //!
 //! Top-level `batch_retention_days = 30` (0 = forever) sets how long usage batches'
 //! idempotency keys are kept.
@@ -110,6 +121,21 @@ pub struct LeaseConfig {
     pub max_lease_micro: u64,
     /// Smallest grant worth sending, micro-credits.
     pub min_lease_micro: u64,
+    /// Charged past a sidecar's holds per batch and tenant, at most (micro-credits),
+    /// plus [`LeaseConfig::overrun_allowance_ppm`]; the rest is suspected tampering.
+    pub overrun_allowance_micro: u64,
+    /// Millionths of the sender's open holds allowed past them, on top.
+    pub overrun_allowance_ppm: u32,
+}
+
+impl LeaseConfig {
+    /// The ledger's bound on usage charged past a sidecar's holds.
+    pub fn overrun_allowance(&self) -> tollgate_ledger::OverrunAllowance {
+        tollgate_ledger::OverrunAllowance {
+            absolute: tollgate_core::Credits(self.overrun_allowance_micro),
+            fraction_ppm: self.overrun_allowance_ppm,
+        }
+    }
 }
 
 impl Default for LeaseConfig {
@@ -120,6 +146,9 @@ impl Default for LeaseConfig {
             relearn_grace_secs: 5,
             max_lease_micro: 0,
             min_lease_micro: 1_000,
+            // One credit, plus a tenth of the holds.
+            overrun_allowance_micro: 1_000_000,
+            overrun_allowance_ppm: 100_000,
         }
     }
 }

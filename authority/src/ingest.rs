@@ -96,7 +96,9 @@ async fn committer(ledger: Arc<Ledger>, metrics: Arc<Metrics>, mut rx: mpsc::Rec
                 if batches.len() > 1
                     && matches!(
                         e,
-                        LedgerError::InvalidInput(_) | LedgerError::UnknownTenant(_)
+                        LedgerError::InvalidInput(_)
+                            | LedgerError::UnknownTenant(_)
+                            | LedgerError::BatchConflict { .. }
                     ) =>
             {
                 // One bad batch must not sink the others: post them one by one.

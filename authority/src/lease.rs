@@ -165,6 +165,14 @@ impl LeaseTable {
         LeaseTable::default()
     }
 
+    /// An empty table whose serials start after `serial`.
+    pub fn starting_at(serial: u64) -> LeaseTable {
+        LeaseTable {
+            next_id: serial,
+            ..LeaseTable::default()
+        }
+    }
+
     /// A fresh unique lease-id suffix (combined with the backing by callers).
     pub fn next_serial(&mut self) -> u64 {
         self.next_id += 1;

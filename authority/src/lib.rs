@@ -15,6 +15,16 @@
 //! credentials, the lease allocation ([`lease`]), the policy push ([`sessions`]), the alert
 //! webhooks ([`webhook`]), health and metrics ([`http`], [`metrics`]) and the CLI ([`cli`]).
 //!
+//! **What a sidecar is trusted with.** A sidecar id belongs to the credential that first
+//! registered it; a batch key re-sent with other content is refused; held leases reported
+//! in `Register` are believed only as the store recorded them granted; and per batch and
+//! tenant, usage past the sender's own holds is charged only up to the overrun allowance
+//! (`[leases] overrun_allowance_micro` + `overrun_allowance_ppm` of its holds, default 1
+//! credit + 10%): the rest is suspected tampering, counted
+//! (`tollgate_authority_suspected_tampering_total`), logged and in the batch's audit
+//! record, and not charged. So what code in a pod can make its tenants pay is bounded by
+//! the pod's leases plus that allowance per batch.
+//!
 //! Crate map: [`config`] (TOML file), [`auth`] (tokens to principals), [`convert`] (wire
 //! validation), [`lease`], [`sessions`], [`policy_store`] (quotas, floors, webhook URLs),
 //! [`sidecar_svc`], [`admin_svc`], [`server`] (wiring and `serve`), [`keys`], [`shadow`]

@@ -46,6 +46,13 @@ pub struct Metrics {
     pub relearn_deferred: Counter,
     /// Batch idempotency keys pruned past the retention.
     pub batches_pruned: Counter,
+    /// Sidecar requests refused or parts ignored as untrusted, by reason
+    /// (`sidecar_id_owned`, `forged_lease`, `undefined_limit`, `register_too_large`).
+    pub refused: Family<ResultLabel, Counter>,
+    /// Usage past a sidecar's holds beyond the overrun allowance: not charged, recorded.
+    pub suspected_tampering: Counter,
+    /// Micro-credits of such usage (rated, not charged).
+    pub suspected_tampering_micro: Counter,
     /// Shadow-mode limits: what they would have done ([`crate::shadow`]).
     pub shadow: crate::shadow::ShadowMetrics,
 }
@@ -74,6 +81,9 @@ impl Metrics {
             webhooks: Family::default(),
             relearn_deferred: Counter::default(),
             batches_pruned: Counter::default(),
+            refused: Family::default(),
+            suspected_tampering: Counter::default(),
+            suspected_tampering_micro: Counter::default(),
             shadow: crate::shadow::ShadowMetrics::default(),
             registry: Registry::default(),
         };
@@ -131,6 +141,21 @@ impl Metrics {
             "batches_pruned",
             "Usage batch keys pruned past the retention (their sidecars keep a watermark)",
             m.batches_pruned.clone(),
+        );
+        registry.register(
+            "refused",
+            "Sidecar requests refused, or parts of them ignored, as untrusted (by reason)",
+            m.refused.clone(),
+        );
+        registry.register(
+            "suspected_tampering",
+            "Usage reports past a sidecar's holds beyond the overrun allowance (not charged)",
+            m.suspected_tampering.clone(),
+        );
+        registry.register(
+            "suspected_tampering_micro",
+            "Micro-credits reported past a sidecar's holds beyond the overrun allowance (not charged)",
+            m.suspected_tampering_micro.clone(),
         );
         registry.register(
             "relearn_deferred",

@@ -43,6 +43,12 @@ pub enum PolicyStoreError {
     Contended(String),
 }
 
+/// Who owns each sidecar id (see [`PolicyStore::claim_sidecar`]).
+const SIDECAR_OWNERS_SQLITE: &str = "CREATE TABLE IF NOT EXISTS tollgate_authority_sidecar_owners (sidecar_id TEXT PRIMARY KEY, credential TEXT NOT NULL, tenants TEXT NOT NULL, registered_at_ms INTEGER NOT NULL)";
+
+/// Leases granted and not ended (see [`PolicyStore::put_lease`]).
+const LEASES_SQLITE: &str = "CREATE TABLE IF NOT EXISTS tollgate_authority_leases (sidecar_id TEXT NOT NULL, lease_id TEXT NOT NULL, lease BLOB NOT NULL, expires_ms INTEGER NOT NULL, PRIMARY KEY (sidecar_id, lease_id))";
+
 #[derive(Debug, Clone)]
 enum Db {
     Sqlite(SqlitePool),
@@ -141,6 +147,10 @@ impl PolicyStore {
             "CREATE INDEX IF NOT EXISTS tollgate_authority_windows_end ON tollgate_authority_windows (window_end_ms)",
             "CREATE TABLE IF NOT EXISTS tollgate_authority_webhooks (delivery TEXT PRIMARY KEY, url TEXT NOT NULL, body BLOB NOT NULL, secret BLOB NOT NULL, attempts INTEGER NOT NULL, next_at_ms INTEGER NOT NULL, claimed_until_ms INTEGER NOT NULL)",
             "CREATE INDEX IF NOT EXISTS tollgate_authority_webhooks_due ON tollgate_authority_webhooks (next_at_ms)",
+            // Also the ledger's SQLite migration 3 (this file may be opened alone).
+            SIDECAR_OWNERS_SQLITE,
+            LEASES_SQLITE,
+            "CREATE INDEX IF NOT EXISTS tollgate_authority_leases_expiry ON tollgate_authority_leases (expires_ms)",
         ] {
             sqlx::query(ddl).execute(&pool).await?;
         }
@@ -240,6 +250,97 @@ impl PolicyStore {
             }
         }
         Err(PolicyStoreError::Contended(tenant.to_string()))
+    }
+
+    /// Binds `sidecar` to `credential` if nobody owns it yet, and returns the owner's
+    /// credential (this one, or whoever registered the id first). One conditional
+    /// insert, so two replicas registering one id at once agree on the owner. `tenants`
+    /// is kept for operators (which tenants the first registration named).
+    pub async fn claim_sidecar(
+        &self,
+        sidecar: &str,
+        credential: &str,
+        tenants: &[String],
+        now_ms: u64,
+    ) -> Result<String, PolicyStoreError> {
+        let sql = "INSERT INTO tollgate_authority_sidecar_owners (sidecar_id, credential, tenants, registered_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (sidecar_id) DO NOTHING";
+        let tenants = tenants.join(",");
+        exec_db!(self, sql, |q| |pool| sqlx::query(q)
+            .bind(sidecar)
+            .bind(credential)
+            .bind(&tenants)
+            .bind(clamp(now_ms))
+            .execute(pool))?;
+        let sql = "SELECT credential FROM tollgate_authority_sidecar_owners WHERE sidecar_id = ?";
+        let (owner,): (String,) = on_db!(self, sql, |q| |p| sqlx::query_as(q)
+            .bind(sidecar)
+            .fetch_one(p))?;
+        Ok(owner)
+    }
+
+    /// Records a lease granted to `sidecar` (replacing one of the same id), before the
+    /// grant is sent: after a restart, [`PolicyStore::lease`] is what a re-registering
+    /// sidecar's held leases are checked against.
+    pub async fn put_lease(
+        &self,
+        sidecar: &str,
+        lease: &v1::Lease,
+    ) -> Result<(), PolicyStoreError> {
+        let sql = "INSERT INTO tollgate_authority_leases (sidecar_id, lease_id, lease, expires_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (sidecar_id, lease_id) DO UPDATE SET lease = excluded.lease, expires_ms = excluded.expires_ms";
+        let blob = lease.encode_to_vec();
+        exec_db!(self, sql, |q| |p| sqlx::query(q)
+            .bind(sidecar)
+            .bind(&lease.lease_id)
+            .bind(&blob)
+            .bind(clamp(lease.expires_unix_ms))
+            .execute(p))?;
+        Ok(())
+    }
+
+    /// The lease `lease_id` as granted to `sidecar`, if it was and has not ended.
+    pub async fn lease(
+        &self,
+        sidecar: &str,
+        lease_id: &str,
+    ) -> Result<Option<v1::Lease>, PolicyStoreError> {
+        let sql =
+            "SELECT lease FROM tollgate_authority_leases WHERE sidecar_id = ? AND lease_id = ?";
+        let row: Option<(Vec<u8>,)> = on_db!(self, sql, |q| |p| sqlx::query_as(q)
+            .bind(sidecar)
+            .bind(lease_id)
+            .fetch_optional(p))?;
+        row.map(|(b,)| {
+            v1::Lease::decode(b.as_slice()).map_err(|e| PolicyStoreError::Corrupt {
+                what: "lease",
+                tenant: sidecar.to_string(),
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Forgets a lease that ended (settled, closed or expired).
+    pub async fn delete_lease(
+        &self,
+        sidecar: &str,
+        lease_id: &str,
+    ) -> Result<(), PolicyStoreError> {
+        let sql = "DELETE FROM tollgate_authority_leases WHERE sidecar_id = ? AND lease_id = ?";
+        exec_db!(self, sql, |q| |p| sqlx::query(q)
+            .bind(sidecar)
+            .bind(lease_id)
+            .execute(p))?;
+        Ok(())
+    }
+
+    /// Forgets leases that expired before `before_ms` (a replica that died never deleted
+    /// its own); returns how many.
+    pub async fn prune_leases(&self, before_ms: u64) -> Result<u64, PolicyStoreError> {
+        let sql = "DELETE FROM tollgate_authority_leases WHERE expires_ms < ?";
+        Ok(exec_db!(self, sql, |q| |p| sqlx::query(q)
+            .bind(clamp(before_ms))
+            .execute(p))?)
     }
 
     /// Alert rules of `tenant` (with webhook URLs), by id.

@@ -17,8 +17,9 @@ use tollgate_proto::v1::TenantPolicy;
 use tollgate_proto::v1::admin_service_server::AdminServiceServer;
 use tollgate_proto::v1::sidecar_service_server::SidecarServiceServer;
 use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Gate, GateKind};
 use crate::config::{Config, LeaseConfig};
 use crate::ingest::Ingest;
 use crate::lease::{Backing, LeaseTable};
@@ -34,6 +35,13 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Largest message the sidecar service decodes. A full batch (16,384 records with their
+/// dictionary) is well under 4 MiB; a Register is bounded by its own limits
+/// ([`crate::sidecar_svc::MAX_REGISTER_TENANTS`], [`crate::sidecar_svc::MAX_HELD_LEASES`]).
+pub const SIDECAR_MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Largest request the admin service decodes (a price book of thousands of models fits).
+pub const ADMIN_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Maps a ledger error to a gRPC status that says what to do.
 pub fn ledger_status(e: LedgerError) -> Status {
     match e {
@@ -42,7 +50,9 @@ pub fn ledger_status(e: LedgerError) -> Status {
         e @ (LedgerError::UnknownTenant(_)
         | LedgerError::UnknownGrant { .. }
         | LedgerError::UnknownHold { .. }) => Status::not_found(e.to_string()),
-        e @ LedgerError::TenantExists(_) => Status::already_exists(e.to_string()),
+        e @ (LedgerError::TenantExists(_) | LedgerError::BatchConflict { .. }) => {
+            Status::already_exists(e.to_string())
+        }
         e @ (LedgerError::HoldClosed { .. } | LedgerError::InsufficientFunds { .. }) => {
             Status::failed_precondition(e.to_string())
         }
@@ -266,7 +276,8 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let (store, policy) = open_stores(&opts.store, true).await?;
     let ledger = Arc::new(
         Ledger::new(store, Arc::new(SystemClock), signer)
-            .with_batch_retention(opts.config.batch_retention_secs()),
+            .with_batch_retention(opts.config.batch_retention_secs())
+            .with_overrun_allowance(opts.config.leases.overrun_allowance()),
     );
     let metrics = Arc::new(Metrics::new());
     let webhook = WebhookSender::new(
@@ -282,7 +293,9 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         auth: Authenticator::from_config(&opts.config),
         metrics: metrics.clone(),
         sessions: Sessions::default(),
-        leases: Mutex::new(LeaseTable::new()),
+        // Lease ids are recorded in the store: start their serials past any an earlier
+        // run of this process could have used.
+        leases: Mutex::new(LeaseTable::starting_at(now_ms().saturating_mul(1000))),
         grant_lock: tokio::sync::Mutex::new(()),
         lease_cfg: opts.config.leases.clone(),
         started_ms: now_ms(),
@@ -330,14 +343,19 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| ServeError::Tls(e.to_string()))?;
     }
+    let sidecar = SidecarServiceServer::new(crate::sidecar_svc::SidecarSvc::new(state.clone()))
+        .max_decoding_message_size(SIDECAR_MAX_MESSAGE_BYTES);
+    let admin = AdminServiceServer::new(crate::admin_svc::AdminSvc::new(state.clone()))
+        .max_decoding_message_size(ADMIN_MAX_MESSAGE_BYTES);
     let router = builder
-        .add_service(
-            SidecarServiceServer::new(crate::sidecar_svc::SidecarSvc::new(state.clone()))
-                .max_decoding_message_size(256 * 1024 * 1024),
-        )
-        .add_service(AdminServiceServer::new(crate::admin_svc::AdminSvc::new(
-            state.clone(),
-        )));
+        .add_service(InterceptedService::new(
+            sidecar,
+            Gate::new(state.auth.clone(), GateKind::Sidecar),
+        ))
+        .add_service(InterceptedService::new(
+            admin,
+            Gate::new(state.auth.clone(), GateKind::Admin),
+        ));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let mut rx = shutdown_rx;
     let task = tokio::spawn(async move {
@@ -427,9 +445,14 @@ pub async fn settle_due_leases(state: &State) {
         ids.into_iter().filter_map(|id| t.remove(&id)).collect()
     };
     for l in due {
+        crate::sidecar_svc::forget_lease(state, &l.sidecar, &l.lease_id).await;
         if let Backing::Hold { hold_id } = l.backing {
             settle_hold(state, &l.limit.tenant, hold_id, &l.sidecar, true).await;
         }
+    }
+    // Grants recorded by a replica that died before it ended them.
+    if let Err(e) = state.policy.prune_leases(now.saturating_sub(grace)).await {
+        tracing::debug!(error = %e, "pruning ended leases failed");
     }
 }
 

@@ -32,6 +32,10 @@ use crate::sessions::{DownTx, Registration, send_now};
 
 /// Batches of one session submitted and not yet acknowledged, at most.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// Most tenants one Register may name (a pod serves a handful).
+pub const MAX_REGISTER_TENANTS: usize = 64;
+/// Most held leases one Register may list.
+pub const MAX_HELD_LEASES: usize = 4096;
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -78,6 +82,22 @@ impl SidecarService for SidecarSvc {
                 "list at least one tenant this sidecar serves",
             ));
         }
+        // Bounded before any per-entry work (each tenant costs store reads).
+        if r.tenants.len() > MAX_REGISTER_TENANTS || r.held_leases.len() > MAX_HELD_LEASES {
+            Metrics::count(&state.metrics.refused, "register_too_large");
+            return Err(invalid(
+                if r.tenants.len() > MAX_REGISTER_TENANTS {
+                    "tenants"
+                } else {
+                    "held_leases"
+                },
+                format!(
+                    "a Register may name at most {MAX_REGISTER_TENANTS} tenants and {MAX_HELD_LEASES} held leases (got {} and {})",
+                    r.tenants.len(),
+                    r.held_leases.len()
+                ),
+            ));
+        }
         let mut tenants = Vec::with_capacity(r.tenants.len());
         for (i, t) in r.tenants.iter().enumerate() {
             let t = convert::tenant_id(&format!("tenants[{i}]"), t)?;
@@ -104,6 +124,27 @@ impl SidecarService for SidecarSvc {
         {
             return Err(Status::permission_denied(format!(
                 "sidecar id {sid:?} is registered with another credential"
+            )));
+        }
+        // The id belongs to the first credential that registered it (stored, so it holds
+        // across restarts and replicas): another credential's sidecar must never post
+        // under it, or its batches would shadow the owner's (same keys) and draw on the
+        // owner's holds.
+        let owner = state
+            .policy
+            .claim_sidecar(&sid, &cred, &tenants, now_ms())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if owner != cred {
+            Metrics::count(&state.metrics.refused, "sidecar_id_owned");
+            tracing::warn!(
+                sidecar = sid,
+                credential = cred,
+                owner,
+                "sidecar id registered by another credential; refused"
+            );
+            return Err(Status::permission_denied(format!(
+                "sidecar id {sid:?} belongs to another credential: give this sidecar its own id"
             )));
         }
         state.sessions.register(
@@ -302,6 +343,9 @@ async fn ack_loop(
             Ok(wait) => match wait.await {
                 Ok(Ok(o)) => {
                     durable.fetch_max(seq, Ordering::AcqRel);
+                    if !o.duplicate {
+                        note_suspect(&state, &sid, seq, &o);
+                    }
                     {
                         let mut dirty = state
                             .alert_dirty
@@ -326,6 +370,19 @@ async fn ack_loop(
                         error: String::new(),
                         records: o.records,
                         rated_micro: o.tenants.iter().map(|t| t.rated.micros()).sum(),
+                    }
+                }
+                Ok(Err(e @ LedgerError::BatchConflict { .. })) => {
+                    // Not a retry: another batch under a key already posted. Loud, since
+                    // it means a broken or hostile sender (or a reused sidecar id).
+                    Metrics::count(&state.metrics.batches, "conflict");
+                    tracing::warn!(sidecar = sid, seq, error = %e, "batch key re-sent with different content; refused");
+                    BatchAck {
+                        seq,
+                        status: AckStatus::Rejected as i32,
+                        error: e.to_string(),
+                        records: 0,
+                        rated_micro: 0,
                     }
                 }
                 Ok(Err(
@@ -481,7 +538,10 @@ fn lease_id_hold(tenant: &str, hold: u64) -> String {
 }
 
 /// Rebuilds leases a sidecar reports holding (after an authority restart); returns the
-/// ids honoured.
+/// ids honoured. Only what the store recorded as granted to this sidecar is believed:
+/// its id, limit, amount and expiry come from the stored grant, never from the report
+/// (which contributes only how much is left unspent). Anything else is ignored and
+/// counted (`refused_total{result="forged_lease"}`).
 async fn relearn(
     state: &State,
     sid: &str,
@@ -490,6 +550,7 @@ async fn relearn(
 ) -> Vec<String> {
     let now = now_ms();
     let mut honoured = Vec::new();
+    let mut forged = 0u64;
     for hl in held {
         if let Some(l) = state.lease_table().get(&hl.lease_id) {
             if l.sidecar == sid {
@@ -497,62 +558,130 @@ async fn relearn(
             }
             continue;
         }
-        if hl.expires_unix_ms <= now {
-            continue;
-        }
-        let Some(limit) = hl.limit.clone() else {
-            continue;
-        };
-        if !tenants.contains(&limit.tenant) {
-            continue;
-        }
-        let parts: Vec<&str> = hl.lease_id.split('/').collect();
-        let backing = match parts.as_slice() {
-            ["h", t, id] if *t == limit.tenant && limit.is_wallet() => {
-                let Ok(id) = id.parse::<u64>() else { continue };
-                let Ok(tid) = TenantId::new(*t) else { continue };
-                let open = state
-                    .ledger
-                    .holds(&tid, false)
-                    .await
-                    .unwrap_or_default()
-                    .into_iter()
-                    .any(|h| h.id.0 == id && h.owner == sid);
-                if !open {
-                    continue;
-                }
-                Backing::Hold { hold_id: id }
+        let granted = match state.policy.lease(sid, &hl.lease_id).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                forged += 1;
+                continue;
             }
-            ["w", t, rule, ws, _] if *t == limit.tenant => {
-                let Ok(ws) = ws.parse::<u64>() else { continue };
-                Backing::Window {
-                    rule_id: (*rule).to_string(),
-                    window_start_ms: ws,
-                }
+            Err(e) => {
+                tracing::warn!(sidecar = sid, lease = hl.lease_id, error = %e, "reading a granted lease failed; not honoured");
+                continue;
             }
-            ["u", t, _] if *t == limit.tenant => Backing::Unbounded,
-            _ => continue,
         };
-        let amount = hl.amount_micro;
-        let returned = match backing {
-            // Window accounting counts what was granted, spent or not.
-            Backing::Window { .. } => 0,
-            _ => amount.saturating_sub(hl.remaining_micro),
-        };
-        state.lease_table().insert(LeaseState {
-            lease_id: hl.lease_id.clone(),
-            sidecar: sid.to_string(),
-            limit_key: limit.canonical(),
-            limit,
-            amount,
-            returned,
-            expires_ms: hl.expires_unix_ms,
-            backing,
-            closing_after_seq: None,
-        });
-        honoured.push(hl.lease_id.clone());
+        if let Some(l) = relearned(state, sid, tenants, &granted, hl.remaining_micro, now).await {
+            state.lease_table().insert(l);
+            honoured.push(hl.lease_id.clone());
+        }
+    }
+    if forged > 0 {
+        state
+            .metrics
+            .refused
+            .get_or_create(&crate::metrics::ResultLabel {
+                result: "forged_lease".into(),
+            })
+            .inc_by(forged);
+        tracing::warn!(
+            sidecar = sid,
+            forged,
+            "Register listed leases never granted to this sidecar; ignored"
+        );
     }
     honoured
+}
+
+/// The lease table entry for a stored grant still in force, `None` if it ended.
+async fn relearned(
+    state: &State,
+    sid: &str,
+    tenants: &[String],
+    granted: &Lease,
+    remaining: u64,
+    now: u64,
+) -> Option<LeaseState> {
+    if granted.expires_unix_ms <= now {
+        return None;
+    }
+    let limit = granted.limit.clone()?;
+    if !tenants.contains(&limit.tenant) {
+        return None;
+    }
+    let parts: Vec<&str> = granted.lease_id.split('/').collect();
+    let backing = match parts.as_slice() {
+        ["h", t, id] if *t == limit.tenant && limit.is_wallet() => {
+            let id = id.parse::<u64>().ok()?;
+            let tid = TenantId::new(*t).ok()?;
+            let open = state
+                .ledger
+                .holds(&tid, false)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .any(|h| h.id.0 == id && h.owner == sid);
+            if !open {
+                return None;
+            }
+            Backing::Hold { hold_id: id }
+        }
+        ["w", t, rule, ws, _] if *t == limit.tenant => Backing::Window {
+            rule_id: (*rule).to_string(),
+            window_start_ms: ws.parse::<u64>().ok()?,
+        },
+        ["u", t, _] if *t == limit.tenant => Backing::Unbounded,
+        _ => return None,
+    };
+    let amount = granted.amount_micro;
+    let returned = match backing {
+        // Window accounting counts what was granted, spent or not.
+        Backing::Window { .. } => 0,
+        _ => amount.saturating_sub(remaining.min(amount)),
+    };
+    Some(LeaseState {
+        lease_id: granted.lease_id.clone(),
+        sidecar: sid.to_string(),
+        limit_key: limit.canonical(),
+        limit,
+        amount,
+        returned,
+        expires_ms: granted.expires_unix_ms,
+        backing,
+        closing_after_seq: None,
+    })
+}
+
+/// Why a limit key names no limit, if it does not: every enum value defined, a window
+/// on every scope but the tenant's wallet, an agent instance exactly for the agent scope
+/// and a tier exactly for the tier scope.
+pub fn undefined_limit(limit: &LimitKey) -> Option<String> {
+    use tollgate_proto::v1::{Scope, Tier, Window};
+    let scope = Scope::try_from(limit.scope).ok();
+    let window = Window::try_from(limit.window).ok();
+    let tier = Tier::try_from(limit.tier).ok();
+    let Some(scope) = scope else {
+        return Some(format!("scope {} is not defined", limit.scope));
+    };
+    let Some(window) = window else {
+        return Some(format!("window {} is not defined", limit.window));
+    };
+    let Some(tier) = tier else {
+        return Some(format!("tier {} is not defined", limit.tier));
+    };
+    match scope {
+        Scope::Tenant if !limit.agent_instance.is_empty() || tier != Tier::Unspecified => {
+            Some("a tenant limit names no agent instance or tier".into())
+        }
+        Scope::AgentInstance if limit.agent_instance.is_empty() || tier != Tier::Unspecified => {
+            Some("an agent-instance limit names its instance and no tier".into())
+        }
+        Scope::Tier if tier == Tier::Unspecified || !limit.agent_instance.is_empty() => {
+            Some("a tier limit names its tier and no agent instance".into())
+        }
+        Scope::AgentInstance | Scope::Tier if window == Window::None => {
+            Some("only the tenant's wallet has no window".into())
+        }
+        _ => None,
+    }
 }
 
 async fn handle_demand(
@@ -573,6 +702,18 @@ async fn handle_demand(
                 "demand.demands[{i}]: this sidecar is not registered for tenant {:?}",
                 limit.tenant
             )));
+        }
+        if let Some(why) = undefined_limit(&limit) {
+            // No lease for a limit that does not exist; the others of the report are
+            // still served.
+            Metrics::count(&state.metrics.refused, "undefined_limit");
+            tracing::warn!(
+                sidecar = sid,
+                limit = limit.canonical(),
+                why,
+                "demand on an undefined limit refused"
+            );
+            continue;
         }
         let key = limit.canonical();
         state.lease_table().set_demand(
@@ -697,7 +838,11 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
         match rule {
             None => (
                 format!("u/{tenant}/{serial}"),
-                demand.desired,
+                // No rule limits it; the configured cap on one lease still does.
+                match state.lease_cfg.max_lease_micro {
+                    0 => demand.desired,
+                    max => demand.desired.min(max),
+                },
                 now + ttl_ms,
                 Backing::Unbounded,
             ),
@@ -773,19 +918,24 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
         // Count the grant as held until the sidecar's next report.
         t.note_granted(&key, sid, amount);
     }
+    let lease = Lease {
+        lease_id,
+        limit: Some(limit.clone()),
+        amount_micro: amount,
+        expires_unix_ms: expires_ms,
+    };
+    // Stored before it is sent: a Register after a restart is believed only for leases
+    // found here. If the write fails the grant still stands (the hold or window claim is
+    // taken); the sidecar just cannot have it honoured after a restart.
+    if let Err(e) = state.policy.put_lease(sid, &lease).await {
+        tracing::warn!(sidecar = sid, lease = lease.lease_id, error = %e, "recording a lease failed");
+    }
     state.metrics.leases_granted.inc();
     state.metrics.leases_granted_micro.inc_by(amount);
     send_now(
         tx,
         SessionDown {
-            msg: Some(session_down::Msg::Grant(LeaseGrant {
-                lease: Some(Lease {
-                    lease_id,
-                    limit: Some(limit.clone()),
-                    amount_micro: amount,
-                    expires_unix_ms: expires_ms,
-                }),
-            })),
+            msg: Some(session_down::Msg::Grant(LeaseGrant { lease: Some(lease) })),
         },
     );
 }
@@ -896,7 +1046,36 @@ pub async fn close_lease(state: &State, lease_id: &str, at_expiry: bool) {
     let Some(l) = state.lease_table().remove(lease_id) else {
         return;
     };
+    forget_lease(state, &l.sidecar, lease_id).await;
     if let Backing::Hold { hold_id } = l.backing {
         crate::server::settle_hold(state, &l.limit.tenant, hold_id, &l.sidecar, at_expiry).await;
+    }
+}
+
+/// Drops the stored grant of a lease that ended.
+pub async fn forget_lease(state: &State, sidecar: &str, lease_id: &str) {
+    if let Err(e) = state.policy.delete_lease(sidecar, lease_id).await {
+        // Harmless: it is pruned after its expiry, and a hold lease also needs its hold.
+        tracing::debug!(sidecar, lease_id, error = %e, "forgetting a lease failed");
+    }
+}
+
+/// Usage past a sidecar's holds beyond the overrun allowance (the ledger did not charge
+/// it, and recorded it in the batch's audit record): counted and logged.
+fn note_suspect(state: &State, sid: &str, seq: u64, o: &BatchOutcome) {
+    for t in o.tenants.iter().filter(|t| !t.suspect.is_zero()) {
+        state.metrics.suspected_tampering.inc();
+        state
+            .metrics
+            .suspected_tampering_micro
+            .inc_by(t.suspect.micros());
+        tracing::warn!(
+            sidecar = sid,
+            seq,
+            tenant = t.tenant.as_str(),
+            suspect_micro = t.suspect.micros(),
+            charged_micro = t.charged().micros(),
+            "usage past the sidecar's holds beyond the overrun allowance: not charged (suspected tampering)"
+        );
     }
 }

@@ -8,6 +8,7 @@ mod authority {
     pub mod common;
     mod crash;
     mod ctl;
+    mod hardening;
     mod leases;
     mod restart;
     mod security;

@@ -12,6 +12,7 @@ mod authority {
     pub mod common;
     mod crash;
     mod ctl;
+    mod hardening;
     mod leases;
     mod replicas;
     mod restart;

@@ -196,6 +196,10 @@ pub enum AuditEvent {
         postings: Vec<AuditPosting>,
         /// Overrun (unbilled).
         overrun: Credits,
+        /// Suspected tampering: usage past the sender's holds beyond the overrun
+        /// allowance, not charged. Absent when zero, so older records encode as before.
+        #[serde(default, skip_serializing_if = "credits_are_zero")]
+        suspect: Credits,
         /// Batch digest as sent, if known.
         digest: Option<String>,
         /// Totals after.
@@ -918,4 +922,9 @@ pub fn verify<R: BufRead>(
         }
     }
     v.finish()
+}
+
+/// For `skip_serializing_if`: a field absent at zero keeps older records' encoding.
+fn credits_are_zero(c: &Credits) -> bool {
+    c.is_zero()
 }

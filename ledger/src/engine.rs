@@ -30,7 +30,7 @@ use crate::ids::{BatchKey, GrantId, HoldId};
 use crate::policy::{AlertCondition, TenantConfig};
 use crate::report::AlertEvent;
 use crate::store::{AlertRuleState, Changes, WalletRow};
-use crate::usage::{Posting, TenantPosting};
+use crate::usage::{OverrunAllowance, Posting, TenantPosting};
 
 /// Largest single grant or adjustment: one billion credits. Keeps every total far from
 /// `u64` overflow even after thousands of resets.
@@ -958,6 +958,7 @@ impl WalletTx {
         groups: &[UsageGroup],
         summary: &mut TenantPosting,
         digest: Option<&str>,
+        allowance: Option<OverrunAllowance>,
     ) {
         let tenant = self.row.tenant.clone();
         let mut hold_idx: Vec<usize> = (0..self.holds.len())
@@ -967,6 +968,13 @@ impl WalletTx {
             })
             .collect();
         hold_idx.sort_by_key(|&i| (self.holds[i].expires_at, self.holds[i].id));
+        // What may still be charged past the sender's holds in this batch.
+        let mut past_holds_left = allowance.map(|a| {
+            let held = hold_idx.iter().fold(Credits::ZERO, |acc, &i| {
+                acc.saturating_add(self.holds[i].amount)
+            });
+            a.for_holds(held)
+        });
         let order = self.deduction_order(ctx.now);
         let mut audit_postings = Vec::new();
         for g in groups {
@@ -1024,6 +1032,13 @@ impl WalletTx {
                     self.add_spend(ctx.now, x);
                     emit(self, Some(hid), funding, x, before, after);
                 }
+            }
+            // Past the holds: at most the allowance; the rest is suspected tampering.
+            if let Some(room) = past_holds_left.as_mut() {
+                let beyond = left.saturating_sub(*room);
+                *room = room.saturating_sub(left);
+                left = left.saturating_sub(beyond);
+                put(&mut summary.suspect, beyond);
             }
             // 2. Grants, in deduction order.
             for &gid in &order {
@@ -1086,6 +1101,7 @@ impl WalletTx {
                 client_amount: summary.client_amount,
                 postings: audit_postings,
                 overrun: summary.overrun,
+                suspect: summary.suspect,
                 digest: digest.map(str::to_owned),
                 after,
             },

@@ -70,6 +70,19 @@ pub enum LedgerError {
     /// Reading or writing an export failed.
     #[error("I/O error: {0}")]
     Io(String),
+    /// A batch key already posted was sent again with different content (another
+    /// digest): never a retry, so nothing is posted and the sender must be looked at.
+    #[error(
+        "batch {key} was already posted with digest {stored}; this one has digest {sent}: a re-sent batch must be identical (nothing posted)"
+    )]
+    BatchConflict {
+        /// The key (sidecar id, seq).
+        key: crate::ids::BatchKey,
+        /// Digest stored with the first posting.
+        stored: String,
+        /// Digest of the batch just sent.
+        sent: String,
+    },
 }
 
 impl From<sqlx::Error> for LedgerError {

@@ -26,7 +26,7 @@ use crate::policy::{AlertRule, Plan, TenantConfig};
 use crate::rating;
 use crate::report::{AlertEvent, Balance, Statement};
 use crate::store::{BatchRow, Changes, HoldSelect, PriceBookRow, Store, StoreTx, WalletRow};
-use crate::usage::{BatchOutcome, UsageBatch};
+use crate::usage::{BatchOutcome, OverrunAllowance, UsageBatch};
 
 /// Audit records read per query when exporting.
 const EXPORT_PAGE: u32 = 10_000;
@@ -61,6 +61,8 @@ pub struct Ledger {
     books: Mutex<HashMap<TenantId, Arc<PriceBook>>>,
     /// Keep batch keys this long (seconds); `None` keeps them forever.
     batch_retention: Option<u64>,
+    /// Bound on usage charged past the sender's holds; `None`: no bound.
+    overrun_allowance: Option<OverrunAllowance>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -81,7 +83,17 @@ impl Ledger {
             signer,
             books: Mutex::new(HashMap::new()),
             batch_retention: None,
+            overrun_allowance: None,
         }
+    }
+
+    /// Charge at most `allowance` of a batch's usage past the sending sidecar's open
+    /// holds (per batch and tenant); the rest is recorded as suspected tampering
+    /// ([`TenantPosting::suspect`], and in the batch's audit record) and not charged.
+    /// Without it, usage past the holds is charged to grants and plan as far as they go.
+    pub fn with_overrun_allowance(mut self, allowance: OverrunAllowance) -> Ledger {
+        self.overrun_allowance = Some(allowance);
+        self
     }
 
     /// Prune batch keys older than `secs` at each [`Ledger::sweep`]. A pruned key stays a
@@ -577,6 +589,7 @@ impl Ledger {
         let mut seen: HashMap<&crate::ids::BatchKey, usize> = HashMap::new();
         for (i, b) in batches.iter().enumerate() {
             if let Some(&first) = seen.get(&b.key) {
+                check_same_content(&b.key, batches[first].digest.as_deref(), b)?;
                 repeat_of.push(Some(first));
                 // Skipped below like a stored duplicate; filled in at the end.
                 outcomes.push(Some(BatchOutcome {
@@ -590,7 +603,11 @@ impl Ledger {
             }
             seen.insert(&b.key, i);
             repeat_of.push(None);
-            outcomes.push(tx.batch(&b.key).await?.map(|mut o| {
+            let stored = tx.batch(&b.key).await?;
+            if stored.is_some() && b.digest.is_some() {
+                check_same_content(&b.key, tx.batch_digest(&b.key).await?.as_deref(), b)?;
+            }
+            outcomes.push(stored.map(|mut o| {
                 o.duplicate = true;
                 o
             }));
@@ -646,7 +663,14 @@ impl Ledger {
                 let w = wallets
                     .get_mut(&t)
                     .ok_or_else(|| LedgerError::UnknownTenant(t.clone()))?;
-                w.post_usage(ctx, &b.key, &groups, &mut summary, b.digest.as_deref());
+                w.post_usage(
+                    ctx,
+                    &b.key,
+                    &groups,
+                    &mut summary,
+                    b.digest.as_deref(),
+                    self.overrun_allowance,
+                );
                 tenants_out.push(summary);
             }
             let outcome = BatchOutcome {
@@ -975,4 +999,23 @@ async fn load_wallet(
         None => Vec::new(),
     };
     Ok(WalletTx::new(row, grants, holds))
+}
+
+/// A key posted (or queued) before with digest `first` may be re-sent only unchanged: a
+/// different digest is another batch reusing the key, refused rather than answered as a
+/// duplicate (which would silently drop it). Keys pruned past the retention, and batches
+/// without a digest, cannot be compared and stay plain duplicates.
+fn check_same_content(
+    key: &crate::ids::BatchKey,
+    first: Option<&str>,
+    batch: &UsageBatch,
+) -> Result<(), LedgerError> {
+    match (first, batch.digest.as_deref()) {
+        (Some(stored), Some(sent)) if stored != sent => Err(LedgerError::BatchConflict {
+            key: key.clone(),
+            stored: stored.to_string(),
+            sent: sent.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }

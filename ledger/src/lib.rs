@@ -99,4 +99,4 @@ pub use ledger::{Ledger, SweepReport};
 pub use policy::{AlertCondition, AlertRule, Plan, TenantConfig};
 pub use report::{AlertEvent, Balance, Statement, StatementRow};
 pub use store::{SqliteStore, Store, StoreTx};
-pub use usage::{BatchOutcome, Posting, TenantPosting, UsageBatch, UsageRecord};
+pub use usage::{BatchOutcome, OverrunAllowance, Posting, TenantPosting, UsageBatch, UsageRecord};

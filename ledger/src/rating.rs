@@ -139,6 +139,7 @@ pub fn rate_records(
                             from_grants: Credits::ZERO,
                             from_plan: Credits::ZERO,
                             overrun: Credits::ZERO,
+                            suspect: Credits::ZERO,
                         },
                         books.get(&r.tenant).cloned(),
                     ));

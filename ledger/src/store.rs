@@ -241,6 +241,10 @@ pub trait StoreTx: Send {
     /// The outcome of a batch already posted, if any.
     async fn batch(&mut self, key: &BatchKey) -> Result<Option<BatchOutcome>, LedgerError>;
 
+    /// The digest stored with a posted batch (`None`: not stored, pruned, or posted
+    /// without one). Used to refuse a re-sent key whose content differs.
+    async fn batch_digest(&mut self, key: &BatchKey) -> Result<Option<String>, LedgerError>;
+
     /// A stored price book version.
     async fn price_book(
         &mut self,

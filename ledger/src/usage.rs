@@ -99,6 +99,37 @@ pub struct TenantPosting {
     /// Not paid: past the plan's hard cap, or past every grant without a plan.
     /// Recorded and reported; never billed.
     pub overrun: Credits,
+    /// Not charged: usage past the sender's holds beyond the overrun allowance
+    /// ([`OverrunAllowance`]), suspected tampering. Recorded in the audit chain.
+    #[serde(default)]
+    pub suspect: Credits,
+}
+
+/// How much of a batch's usage the ledger charges past the sending sidecar's own open
+/// holds (its leases), per batch and tenant: `absolute` plus `fraction_ppm` millionths of
+/// those holds' amounts. A sidecar spends only what its leases allow, plus small honest
+/// overruns (a call costing more than its reservation) and a configured emergency
+/// allowance while the authority is unreachable; anything past this bound is usage the
+/// sender could not have been allowed (a scribbled region, a forged report), so it is
+/// recorded as suspected tampering and not charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverrunAllowance {
+    /// Micro-credits allowed past the holds whatever their size.
+    pub absolute: Credits,
+    /// Millionths of the sender's open holds (their full amounts) allowed on top.
+    pub fraction_ppm: u32,
+}
+
+impl OverrunAllowance {
+    /// The allowance for a sender holding `holds` (sum of its open holds' amounts).
+    pub fn for_holds(&self, holds: Credits) -> Credits {
+        let part = u128::from(holds.micros()) * u128::from(self.fraction_ppm) / 1_000_000;
+        Credits(
+            self.absolute
+                .micros()
+                .saturating_add(u64::try_from(part).unwrap_or(u64::MAX)),
+        )
+    }
 }
 
 impl TenantPosting {

@@ -267,7 +267,7 @@ async fn migrations_are_versioned_idempotent_and_race_safe() {
             // Three instances start at once on an empty schema: one applies, all succeed.
             let (a, b, c) = tokio::join!(db.store(), db.store(), db.store());
             for s in [&a, &b, &c] {
-                assert_eq!(s.applied_migrations().await.unwrap(), vec![1, 2, 3]);
+                assert_eq!(s.applied_migrations().await.unwrap(), vec![1, 2, 3, 4]);
             }
             assert_eq!(
                 a.migrate().await.unwrap(),
@@ -291,7 +291,7 @@ async fn migrations_are_versioned_idempotent_and_race_safe() {
                 .fetch_one(a.pool())
                 .await
                 .unwrap();
-            assert_eq!(n, 3);
+            assert_eq!(n, 4);
             // A database migrated by a newer release is refused with a clear message.
             sqlx::query("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
                 .execute(a.pool())

@@ -404,6 +404,16 @@ impl StoreTx for PostgresTx {
         rows.iter().map(hold_from).collect()
     }
 
+    async fn batch_digest(&mut self, key: &BatchKey) -> Result<Option<String>, LedgerError> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT digest FROM batches WHERE sidecar_id = $1 AND seq = $2")
+                .bind(key.sidecar_id.as_str())
+                .bind(i(key.seq, "batch seq")?)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        Ok(row.and_then(|(d,)| d))
+    }
+
     async fn batch(&mut self, key: &BatchKey) -> Result<Option<BatchOutcome>, LedgerError> {
         let row = sqlx::query("SELECT outcome FROM batches WHERE sidecar_id = $1 AND seq = $2")
             .bind(key.sidecar_id.as_str())

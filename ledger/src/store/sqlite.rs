@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "batch_watermarks",
         include_str!("../../migrations/sqlite/0002_batch_watermarks.sql"),
     ),
+    (
+        3,
+        "sidecar_trust",
+        include_str!("../../migrations/sqlite/0003_sidecar_trust.sql"),
+    ),
 ];
 
 /// Rows per multi-row INSERT: 19 columns x 500 rows stays far below SQLite's limit of
@@ -571,6 +576,16 @@ impl StoreTx for SqliteTx {
             }
         }
         Ok(out)
+    }
+
+    async fn batch_digest(&mut self, key: &BatchKey) -> Result<Option<String>, LedgerError> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT digest FROM batches WHERE sidecar_id = ? AND seq = ?")
+                .bind(key.sidecar_id.as_str())
+                .bind(i(key.seq, "batch seq")?)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        Ok(row.and_then(|(d,)| d))
     }
 
     async fn batch(&mut self, key: &BatchKey) -> Result<Option<BatchOutcome>, LedgerError> {

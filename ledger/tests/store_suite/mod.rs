@@ -174,6 +174,42 @@ pub async fn duplicate_batch_is_posted_once(open: Opener) {
     assert!(h.ledger.batch(&b.key).await.unwrap().is_some());
 }
 
+/// A key re-sent with another digest is another batch reusing the key: refused with
+/// `BatchConflict` (stored or within one group commit), never answered as a duplicate,
+/// and nothing of it is posted.
+pub async fn a_batch_key_resent_with_other_content_is_a_conflict(open: Opener) {
+    let h = H::new(open).await;
+    let t = h.tenant_with("acme", 100).await;
+    let b = batch("sc-1", 1, vec![rec(&t, "a", c(3))]);
+    h.ledger.post_batch(&b).await.unwrap();
+    let mut forged = batch("sc-1", 1, vec![rec(&t, "a", c(40))]);
+    forged.digest = Some("cd".repeat(32));
+    let e = h.ledger.post_batch(&forged).await.unwrap_err();
+    assert!(
+        matches!(e, LedgerError::BatchConflict { .. }),
+        "stored key, other content: {e:?}"
+    );
+    let other = h.replica().await;
+    assert!(matches!(
+        other.post_batch(&forged).await,
+        Err(LedgerError::BatchConflict { .. })
+    ));
+    let mut b2 = batch("sc-1", 2, vec![rec(&t, "a", c(1))]);
+    b2.digest = Some("ef".repeat(32));
+    let mut b2_other = b2.clone();
+    b2_other.digest = Some("01".repeat(32));
+    assert!(matches!(
+        h.ledger.post_batches(&[b2.clone(), b2_other]).await,
+        Err(LedgerError::BatchConflict { .. })
+    ));
+    assert!(
+        h.ledger.post_batch(&b).await.unwrap().duplicate,
+        "identical: duplicate"
+    );
+    let bal = h.ledger.balance(&t).await.unwrap();
+    assert_eq!(bal.consumed, c(3), "only the first batch is posted");
+}
+
 /// Batch-key retention: keys older than the retention are pruned at the sweep, and a
 /// pruned key re-sent is still a duplicate (through its sidecar's watermark), on this
 /// instance and on another one; newer keys and other sidecars are untouched.
@@ -853,6 +889,7 @@ macro_rules! store_suite {
         $crate::store_suite!(@cases $fresh;
             migrations_are_idempotent_and_state_survives_reopen,
             duplicate_batch_is_posted_once,
+            a_batch_key_resent_with_other_content_is_a_conflict,
             pruned_batch_keys_stay_duplicates,
             concurrent_replicas_post_a_batch_once,
             concurrent_holds_never_overdraw,

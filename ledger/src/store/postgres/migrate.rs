@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "batch_watermarks",
         include_str!("../../../migrations/postgres/0003_batch_watermarks.sql"),
     ),
+    (
+        4,
+        "sidecar_trust",
+        include_str!("../../../migrations/postgres/0004_sidecar_trust.sql"),
+    ),
 ];
 
 /// Apply every pending migration to the schema the pool's connections use (their
