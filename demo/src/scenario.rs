@@ -46,6 +46,8 @@ pub fn pod_config(dir: &std::path::Path, pod: &str, authority: &str) -> Config {
         liveness_timeout: Duration::from_secs(1),
         // Scheduler work keeps 10 % of each pool for interactive, background 25 %.
         tier_floor_permille: [0, 100, 250],
+        // 1 credit per lane, the sidecar's default (covers the demo's honest overruns).
+        lane_overrun_allowance: 1_000_000,
     }
 }
 
