@@ -116,6 +116,9 @@ pub struct Core {
     charged: BTreeMap<u32, u64>,
     /// Policies the region could not take (kept to retry when pools are freed).
     failed_policies: BTreeMap<String, TenantPolicy>,
+    /// The region was destroyed under the sidecar (why): nothing is read from it any more
+    /// and a new one is being created.
+    damaged: Option<String>,
 }
 
 impl std::fmt::Debug for Core {
@@ -165,8 +168,14 @@ impl Core {
             .collect();
         let mut unacked = BTreeSet::new();
         let mut unacked_cursors = BTreeMap::new();
+        // Batches sealed before the region was last replaced carry cursors of lanes that
+        // no longer exist: the new region's rings start over.
+        let rebuilt_at = read_rebuilt_at(&cfg.state_dir);
         for p in &recovered.pending {
-            let (cursors, _) = Batcher::decode(p.seq, &p.payload)?;
+            let (mut cursors, _) = Batcher::decode(p.seq, &p.payload)?;
+            if p.seq < rebuilt_at {
+                cursors.clear();
+            }
             for (lane, c) in &cursors {
                 ledgers.entry(*lane).or_default().cursor.merge(c);
             }
@@ -214,6 +223,7 @@ impl Core {
             reported_path,
             charged: BTreeMap::new(),
             failed_policies: BTreeMap::new(),
+            damaged: None,
             cfg,
         };
         // Limits the region already has (a sidecar restart) come back with their pools.
@@ -694,6 +704,12 @@ impl Core {
 
     /// One pass of the control loop.
     pub fn tick(&mut self) {
+        // First, before any word of the region is touched.
+        if self.region_unusable() {
+            self.flush_up();
+            self.health.tick();
+            return;
+        }
         let now = Instant::now();
         self.owner.heartbeat(now_unix_ms());
         // While shutting down, reclaim at every tick: agents that exited must give their
@@ -730,6 +746,77 @@ impl Core {
         }
         self.update_metrics();
         self.health.tick();
+    }
+
+    /// Checks the region for damage (a process that maps it truncated, removed, replaced
+    /// or overwrote it). On the tick that finds it: counted, logged, `/readyz` not ready,
+    /// and nothing more is read from it. On the next: a new region, configured from the
+    /// sidecar's own memory. True while the region cannot be used.
+    fn region_unusable(&mut self) -> bool {
+        if self.damaged.is_none() {
+            let Some(d) = self.owner.damage() else {
+                return false;
+            };
+            self.metrics.region_damage.inc();
+            tracing::error!(damage = %d, "the region was destroyed under the sidecar: nothing more is drained or harvested from it; creating a new one");
+            self.health
+                .set_problem("region".into(), Some(format!("{d}; creating a new region")));
+            self.damaged = Some(d.to_string());
+            return true;
+        }
+        match self.rebuild_region() {
+            Ok(()) => {
+                tracing::info!(was = ?self.damaged, "a new region is ready: agents re-attach to it");
+                self.damaged = None;
+                self.health.set_problem("region".into(), None);
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create a new region: retrying");
+                true
+            }
+        }
+    }
+
+    /// A new region from what the sidecar holds in memory: its policies, price book and
+    /// leases (each limit's pool gets what its leases still have). What was drained from
+    /// the old one is in the outbox; the old lanes' cursors are done with.
+    fn rebuild_region(&mut self) -> anyhow::Result<()> {
+        write_rebuilt_at(&self.cfg.state_dir, self.outbox.next_seq())?;
+        self.ledgers.clear();
+        self.acked_cursors.clear();
+        reconcile::save(&self.reported_path, &self.acked_cursors)?;
+        for cursors in self.unacked_cursors.values_mut() {
+            cursors.clear();
+        }
+        self.charged.clear();
+        self.lanes.clear();
+        self.state_dirty = true;
+        self.owner.rebuild(&self.cfg)?;
+        let policies: Vec<TenantPolicy> = self
+            .policies
+            .values()
+            .chain(self.failed_policies.values())
+            .cloned()
+            .collect();
+        for p in policies {
+            self.policies.remove(&p.tenant);
+            self.apply_policy(p);
+        }
+        for (canonical, l) in self.limits.iter_mut() {
+            let held = self
+                .state
+                .leases
+                .get(canonical)
+                .map_or(0, LeaseBook::remaining);
+            if held > 0 {
+                self.owner.grant(l.pool, held)?;
+            }
+            l.last_consumed = self.owner.pool(l.pool).consumed;
+            l.in_flight = 0;
+            l.asked_at = None;
+        }
+        Ok(())
     }
 
     fn save_state(&mut self) {
@@ -1201,6 +1288,11 @@ impl Core {
 
     /// Returns every unused lease (graceful shutdown).
     pub fn return_leases(&mut self) {
+        if self.damaged.is_some() {
+            // Nothing in a destroyed region can be trusted to say what is unused: the
+            // leases settle at expiry, the authority's rule for leases not returned.
+            return;
+        }
         // Last pass: dead agents' lanes and live lanes' allowances back into the pools.
         self.reclaim();
         self.lanes_pass();
@@ -1224,6 +1316,24 @@ impl Core {
     pub fn finish(&mut self) {
         self.save_state();
     }
+}
+
+/// The state file naming the first outbox sequence sealed from the current region:
+/// batches before it belong to a region that was replaced.
+const REBUILT_AT: &str = "region-rebuilt-at";
+
+fn read_rebuilt_at(state_dir: &std::path::Path) -> u64 {
+    std::fs::read_to_string(state_dir.join(REBUILT_AT))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_rebuilt_at(state_dir: &std::path::Path, seq: u64) -> std::io::Result<()> {
+    let path = state_dir.join(REBUILT_AT);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, seq.to_string())?;
+    std::fs::rename(&tmp, &path)
 }
 
 /// What one drain moves forward once its batch is written.

@@ -71,6 +71,8 @@ pub struct Metrics {
     /// Credits lanes reported past what the sidecar gave them plus the overrun allowance,
     /// not reported to the authority.
     pub suspected_tampering: Counter,
+    /// Times the region was found destroyed under the sidecar (and replaced).
+    pub region_damage: Counter,
 }
 
 impl Metrics {
@@ -181,6 +183,11 @@ impl Metrics {
             "suspected_tampering_micro_credits",
             "Credits lanes reported past what the sidecar gave them plus the overrun allowance (not reported)",
             self.suspected_tampering.clone(),
+        );
+        r.register(
+            "region_damage",
+            "Times the region was found destroyed (truncated, removed, replaced, header overwritten) and replaced by a new one",
+            self.region_damage.clone(),
         );
     }
 

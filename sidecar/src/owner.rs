@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tollgate_client::{
-    AttachError, LaneInfo, LaneKey, PoolSpec, ReclaimReport, Region, RegionConfig, SidecarError,
-    TenantSpec, UsageRecord,
+    AttachError, LaneInfo, LaneKey, PoolSpec, ReclaimReport, Region, RegionConfig, RegionDamage,
+    SidecarError, TenantSpec, UsageRecord,
 };
 use tollgate_core::{Credits, Horizon, Initiator, LimitKind, PriceBook, PriceBookSpec, Tier};
 use tollgate_proto::batch::RecordInput;
@@ -407,6 +407,36 @@ impl Owner {
     /// The region (for audits in tests and the demo).
     pub fn region(&self) -> &Region {
         &self.region
+    }
+
+    /// Whether the region was destroyed under the sidecar (see [`Region::damage`]).
+    pub fn damage(&self) -> Option<RegionDamage> {
+        self.region.damage()
+    }
+
+    /// Replaces a damaged region by a new one at the same path (built aside and renamed
+    /// into place), with the same pool for each limit. Nothing the old region's lanes
+    /// hold is trusted or carried over: its lanes, their owners, what was given to them and
+    /// their ring positions are forgotten. The caller configures tenants, prices and
+    /// credits again from its own memory.
+    pub fn rebuild(&mut self, cfg: &Config) -> anyhow::Result<()> {
+        let region = create(cfg)?;
+        region.set_slow_path(200, AGENT_MAX_WAIT);
+        mend_holders(region.holders_dir());
+        self.region = region;
+        self.lanes = LaneBook::default();
+        self.save_lanes();
+        self.given.clear();
+        self.ring_depth.clear();
+        self.carved_from.clear();
+        self.denials_seen.clear();
+        // The latest price book, for agents to rate with.
+        if let Some(book) = self.books.values().next_back()
+            && let Err(e) = self.region.publish_price_book(book)
+        {
+            tracing::error!(error = %e, "cannot publish the price book to the new region");
+        }
+        Ok(())
     }
 
     /// Limits mapped to pools and still enforced (after a restart), without the retiring ones.
