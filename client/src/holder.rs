@@ -241,12 +241,16 @@ mod files {
             // The umask may have narrowed the mode: the sidecar (another uid, same group)
             // must be able to open the file to test its lock.
             file.set_permissions(std::fs::Permissions::from_mode(0o660))?;
-            file.try_lock().map_err(|e| match e {
-                std::fs::TryLockError::Error(e) => e,
-                std::fs::TryLockError::WouldBlock => {
-                    std::io::Error::other("a fresh holder file is locked by someone else")
+            match file.try_lock() {
+                Ok(()) => {}
+                // Someone is looking at this fresh file (a garbage collector testing an old
+                // one by mistake): leave it and draw another id.
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    continue;
                 }
-            })?;
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
             // For people reading the folder: the pid in the agent's own namespace.
             let _ = writeln!(file, "pid {pid}");
             let final_path = dir.join(id.file_name());
@@ -330,8 +334,9 @@ mod files {
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age > Duration::from_secs(60));
-                let unlocked = File::open(&path).is_ok_and(|f| f.try_lock().is_ok());
-                if !(old && unlocked) {
+                // Only an old one is tested: taking the lock of a fresh one, even for an
+                // instant, would make its registering agent's own lock fail.
+                if !old || !File::open(&path).is_ok_and(|f| f.try_lock().is_ok()) {
                     continue;
                 }
             } else {

@@ -75,6 +75,17 @@ const LIVENESS: Duration = Duration::from_secs(120);
 const POD_GROUP: u32 = 4242;
 const POD_AGENT_UID: u32 = 65534;
 
+/// The scenarios run on parallel test threads of one process, and a fork copies every
+/// descriptor the process has open until the child execs, including one with which
+/// another scenario's sidecar is just testing (and so holding) a dead holder's lock: that
+/// holder would then look alive to its own sidecar for an instant. A real sidecar does not
+/// fork; here spawning and the sidecar's liveness work take turns.
+static FORK_OR_PROBE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn fork_or_probe() -> std::sync::MutexGuard<'static, ()> {
+    FORK_OR_PROBE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// How agent processes are started.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Isolation {
@@ -470,6 +481,7 @@ impl Sidecar {
     }
 
     fn spawn_agent(&self, seed: u64, overrun: bool) -> Child {
+        let _turn = fork_or_probe();
         let mut cmd = match self.isolation {
             Isolation::Shared => Command::new(&self.agent_exe),
             Isolation::Pod => {
@@ -522,6 +534,7 @@ impl Sidecar {
 
     /// One pass of the sidecar's work.
     fn serve_once(&mut self) {
+        let _turn = fork_or_probe();
         for (lane, want) in self.region.demands() {
             let before = self.refusals;
             self.top_up(lane, want.0.max(TOP_UP));
@@ -570,6 +583,7 @@ impl Sidecar {
 
     /// Reclaims the lanes of every exited agent, drains, and checks the equation exactly.
     fn finish_and_check(&mut self, label: &str) -> Audit {
+        let _turn = fork_or_probe();
         let reports = self.region.reclaim_dead().expect("final reclaim");
         assert!(
             self.region.processes().is_empty(),
@@ -804,6 +818,7 @@ fn kill_agents(isolation: Isolation) {
             sc.serve_once();
             // Kill only while every agent has claimed lanes (is mid-run). Live agents are
             // never reclaimed: every holder that claims lanes is alive until killed.
+            let turn = fork_or_probe();
             let procs = sc.region.processes();
             let alive: Vec<_> = procs.iter().filter(|p| p.alive).map(|p| p.holder).collect();
             assert_eq!(
@@ -860,6 +875,7 @@ fn kill_agents(isolation: Isolation) {
                             .any(|p| Some(p.holder) == victim),
                         "{label}: {pid} still holds lanes after reclaim"
                     );
+                    drop(turn);
                     children[i] = sc.spawn_agent(rng.next(), true);
                     kills += 1;
                     next_kill = Instant::now() + Duration::from_millis(rng.range(5, 40));
