@@ -747,8 +747,12 @@ impl Region {
                 }
             }
         }
-        // Holder files of processes that are gone and hold no lane any more.
-        let named: Vec<HolderId> = self.processes().into_iter().map(|p| p.holder).collect();
+        // Holder files of processes that are gone and hold no lane any more. The claims are
+        // read again (reclaim freed some), without probing each holder's lock a second time.
+        let v = self.view();
+        let named: Vec<HolderId> = (0..self.layout.lanes)
+            .filter_map(|lane| holder::holder_of(v.lw(lane, L_CLAIM).load(ACQ)))
+            .collect();
         holder::collect_garbage(&self.holders, &named);
         Ok(out)
     }
