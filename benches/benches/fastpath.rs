@@ -4,7 +4,7 @@
 //! clock's cost, percentiles of one reserve + commit (HDR harness, two methods, see
 //! `tollgate_benches::hdr`) for tollgate, the baseline and Redis, then throughput with 1 and
 //! 2 threads and 2 processes (rounds, see `tollgate_benches::scaling`), criterion means,
-//! and a summary against the DESIGN §10 targets.
+//! and a summary against the performance targets (BENCHMARKS.md).
 //!
 //! `TOLLGATE_BENCH_ROUNDS` (default 400) sets the rounds of each throughput run.
 
@@ -35,7 +35,7 @@ const REDIS_SAMPLES: u64 = 20_000;
 const ROUND_OPS: u64 = 32_768;
 const CHILD_ROLE: &str = "tollgate-agent";
 
-/// Target figures (DESIGN §10).
+/// Target figures (the performance targets in BENCHMARKS.md).
 const TARGET_P50_NS: f64 = 25.0;
 const TARGET_P99_NS: f64 = 100.0;
 const TARGET_SCALING: f64 = 1.8;
@@ -384,7 +384,7 @@ fn verdict(met: bool) -> &'static str {
 }
 
 fn summary(f: &Figures) {
-    println!("\n== summary (targets: DESIGN §10)");
+    println!("\n== summary (targets: BENCHMARKS.md)");
     if let (Some(p), Some(b)) = (f.tollgate_per_op, f.tollgate_batched) {
         println!(
             "tollgate reserve+commit, 1 thread: p50 {} per-op / {} batched (target <= {TARGET_P50_NS} ns: {}), p99 {} (target <= {TARGET_P99_NS} ns: {}), p99.9 {}",

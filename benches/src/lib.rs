@@ -1,6 +1,6 @@
 //! Benchmarks of Tollgate's shared-memory fast path, and what they are compared against.
 //!
-//! The figures that matter (DESIGN §10): reserve + commit of a call under 4 limits, a task
+//! The figures that matter (the targets in BENCHMARKS.md): reserve + commit of a call under 4 limits, a task
 //! budget and a tier, on one thread (p50 <= 25 ns, p99 <= 100 ns), its scaling to 2 threads
 //! (>= 1.8x) and 2 processes, the shared-counter baseline (one CAS per limit,
 //! `tollgate_client::baseline`), and a Redis Lua check-and-decrement measured in the same run

@@ -1,6 +1,6 @@
 //! # tollgate-ledger: the credit ledger, its store and the signed audit chain
 //!
-//! The fleet-wide truth of Tollgate's central authority (DESIGN §4, §7, §8, §9).
+//! The fleet-wide truth of Tollgate's central authority.
 //!
 //! ## Invariants
 //! 1. **Conservation.** For every grant, and so for every wallet:
@@ -24,7 +24,7 @@
 //!    usage posting and alert each append one signed record to the tenant's hash chain in
 //!    the same transaction ([`audit`]).
 //!
-//! ## The overrun rule (DESIGN §4)
+//! ## The overrun rule
 //! Agents spend from leases (holds), sized so the actual cost normally fits. An overrun
 //! (a call that cost more than reserved) is still **posted, counted and reported**:
 //! usage beyond the sender's holds is taken from grants, then from the plan. What no

@@ -5,7 +5,7 @@
 //! expiry: when it expires, what it still has is taken out of the local budget and returned
 //! (closed). Consumption that arrives after that (calls reserved before the expiry and
 //! committed after it) is attributed to the next lease; consumption that no lease covers is an
-//! overrun, counted and reported (DESIGN §4: overruns are charged, never hidden).
+//! overrun, counted and reported (overruns are charged, never hidden).
 
 use std::collections::VecDeque;
 
