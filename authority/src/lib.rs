@@ -26,9 +26,15 @@
 //! the pod's leases plus that allowance per batch.
 //!
 //! Crate map: [`config`] (TOML file), [`auth`] (tokens to principals), [`convert`] (wire
-//! validation), [`lease`], [`sessions`], [`policy_store`] (quotas, floors, webhook URLs),
-//! [`sidecar_svc`], [`admin_svc`], [`server`] (wiring and `serve`), [`keys`], [`shadow`]
-//! (what shadow-mode limits would have done).
+//! validation), [`lease`] (the lease table and fair share), [`sessions`], [`policy_store`]
+//! (quotas, floors, webhook URLs), [`state`] (what everything shares), [`policy_push`]
+//! (policy views and pushes), [`leasing`] (granting, closing and settling leases),
+//! [`sidecar_svc`], [`admin_svc`], [`tasks`] (background loops), [`server`] (wiring and
+//! `start`; it only starts things), [`keys`], [`shadow`] (what shadow-mode limits would
+//! have done).
+//!
+//! Imports point one way: `server` -> services and `tasks` -> `leasing` -> `policy_push`
+//! -> `state` -> the leaf modules (`metrics`, `lease`, `sessions`, `policy_store`, ...).
 #![forbid(unsafe_code)]
 
 pub mod admin_svc;
@@ -40,10 +46,14 @@ pub mod http;
 pub mod ingest;
 pub mod keys;
 pub mod lease;
+pub mod leasing;
 pub mod metrics;
+pub mod policy_push;
 pub mod policy_store;
 pub mod server;
 pub mod sessions;
 pub mod shadow;
 pub mod sidecar_svc;
+pub mod state;
+pub mod tasks;
 pub mod webhook;

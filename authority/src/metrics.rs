@@ -2,6 +2,9 @@
 //!
 //! Names start with `tollgate_authority_`. Money counters are micro-credits.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -54,7 +57,7 @@ pub struct Metrics {
     /// Micro-credits of such usage (rated, not charged).
     pub suspected_tampering_micro: Counter,
     /// Shadow-mode limits: what they would have done ([`crate::shadow`]).
-    pub shadow: crate::shadow::ShadowMetrics,
+    pub shadow: ShadowMetrics,
 }
 
 impl Default for Metrics {
@@ -84,7 +87,7 @@ impl Metrics {
             refused: Family::default(),
             suspected_tampering: Counter::default(),
             suspected_tampering_micro: Counter::default(),
-            shadow: crate::shadow::ShadowMetrics::default(),
+            shadow: ShadowMetrics::default(),
             registry: Registry::default(),
         };
         registry.register("batches", "Usage batches by result", m.batches.clone());
@@ -201,5 +204,58 @@ mod tests {
             text.contains("tollgate_authority_batches_total{result=\"accepted\"} 1"),
             "{text}"
         );
+    }
+}
+
+/// Labels of the shadow metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    /// Tenant.
+    pub tenant: String,
+    /// Quota rule id, or `hard_cap`.
+    pub rule: String,
+}
+
+/// The shadow metrics and which windows were already counted as exceeded.
+#[derive(Debug, Default)]
+pub struct ShadowMetrics {
+    /// Spend in the current window (-1: not measurable).
+    pub used: Family<ShadowLabels, Gauge>,
+    /// The rule's maximum.
+    pub max: Family<ShadowLabels, Gauge>,
+    /// Windows whose spend passed the maximum.
+    pub exceeded: Family<ShadowLabels, Counter>,
+    counted: Mutex<HashMap<ShadowLabels, u64>>,
+}
+
+impl ShadowMetrics {
+    /// Records one rule's window; counts it exceeded once per window.
+    pub fn record(&self, labels: ShadowLabels, used: Option<u64>, max: u64, window_start: u64) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.max.get_or_create(&labels).set(gauge(max));
+        let Some(used) = used else {
+            self.used.get_or_create(&labels).set(-1);
+            return;
+        };
+        self.used.get_or_create(&labels).set(gauge(used));
+        if used <= max {
+            return;
+        }
+        let mut counted = self
+            .counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if counted.get(&labels) == Some(&window_start) {
+            return;
+        }
+        tracing::warn!(
+            tenant = labels.tenant,
+            rule = labels.rule,
+            used,
+            max,
+            "shadow limit exceeded: enforced, it would be denying calls now"
+        );
+        self.exceeded.get_or_create(&labels).inc();
+        counted.insert(labels, window_start);
     }
 }

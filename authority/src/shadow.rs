@@ -15,70 +15,12 @@
 //! agent instance are not measured (the ledger keeps no per-tier spend); they are reported
 //! with `used` = -1 so they are not mistaken for zero.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use tollgate_core::Horizon;
 use tollgate_ledger::TenantId;
 use tollgate_proto::v1;
 
-use crate::server::{State, now_ms};
-
-/// Labels of the shadow metrics.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ShadowLabels {
-    /// Tenant.
-    pub tenant: String,
-    /// Quota rule id, or `hard_cap`.
-    pub rule: String,
-}
-
-/// The shadow metrics and which windows were already counted as exceeded.
-#[derive(Debug, Default)]
-pub struct ShadowMetrics {
-    /// Spend in the current window (-1: not measurable).
-    pub used: Family<ShadowLabels, Gauge>,
-    /// The rule's maximum.
-    pub max: Family<ShadowLabels, Gauge>,
-    /// Windows whose spend passed the maximum.
-    pub exceeded: Family<ShadowLabels, Counter>,
-    counted: Mutex<HashMap<ShadowLabels, u64>>,
-}
-
-impl ShadowMetrics {
-    fn record(&self, labels: ShadowLabels, used: Option<u64>, max: u64, window_start: u64) {
-        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.max.get_or_create(&labels).set(gauge(max));
-        let Some(used) = used else {
-            self.used.get_or_create(&labels).set(-1);
-            return;
-        };
-        self.used.get_or_create(&labels).set(gauge(used));
-        if used <= max {
-            return;
-        }
-        let mut counted = self
-            .counted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if counted.get(&labels) == Some(&window_start) {
-            return;
-        }
-        tracing::warn!(
-            tenant = labels.tenant,
-            rule = labels.rule,
-            used,
-            max,
-            "shadow limit exceeded: enforced, it would be denying calls now"
-        );
-        self.exceeded.get_or_create(&labels).inc();
-        counted.insert(labels, window_start);
-    }
-}
+pub use crate::metrics::{ShadowLabels, ShadowMetrics};
+use crate::state::{State, now_ms};
 
 /// One pass over the tenants whose policies are cached here.
 pub async fn evaluate(state: &State) {

@@ -813,7 +813,7 @@ impl WalletTx {
             return Err(LedgerError::HoldClosed {
                 tenant: tenant.clone(),
                 hold: id,
-                status: status_name(status),
+                status: status.as_str(),
             });
         }
         Ok(idx)
@@ -1241,15 +1241,5 @@ impl WalletTx {
         }
         let secs = u128::from(left.micros()) * 3600 / u128::from(burn_per_hour.micros());
         Some(now.saturating_add(u64::try_from(secs).unwrap_or(u64::MAX)))
-    }
-}
-
-/// Name of a hold status, for messages.
-pub fn status_name(s: HoldStatus) -> &'static str {
-    match s {
-        HoldStatus::Open => "open",
-        HoldStatus::Posted => "posted",
-        HoldStatus::Voided => "voided",
-        HoldStatus::Expired => "expired",
     }
 }

@@ -2,7 +2,7 @@
 
 use tollgate_core::{Credits, LimitKind};
 
-use crate::ids::{GrantId, HoldId, TenantId};
+use crate::ids::{GrantId, HoldId, InvalidTenantId, TenantId};
 
 /// Errors of ledger operations and stores.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,5 +88,11 @@ pub enum LedgerError {
 impl From<sqlx::Error> for LedgerError {
     fn from(e: sqlx::Error) -> Self {
         LedgerError::Store(e.to_string())
+    }
+}
+
+impl From<InvalidTenantId> for LedgerError {
+    fn from(e: InvalidTenantId) -> Self {
+        LedgerError::InvalidInput(e.to_string())
     }
 }

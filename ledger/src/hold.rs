@@ -55,6 +55,31 @@ pub enum HoldStatus {
     Expired,
 }
 
+impl HoldStatus {
+    /// Every status.
+    pub const ALL: [HoldStatus; 4] = [
+        HoldStatus::Open,
+        HoldStatus::Posted,
+        HoldStatus::Voided,
+        HoldStatus::Expired,
+    ];
+
+    /// Its name: in messages and in the stores' `status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Open => "open",
+            HoldStatus::Posted => "posted",
+            HoldStatus::Voided => "voided",
+            HoldStatus::Expired => "expired",
+        }
+    }
+
+    /// The status of a name, `None` if it names none.
+    pub fn from_name(s: &str) -> Option<HoldStatus> {
+        HoldStatus::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+}
+
 /// What a hold wants.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldRequest {

@@ -4,10 +4,16 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::LedgerError;
-
 /// Longest accepted tenant id, in bytes.
 pub const MAX_TENANT_ID_LEN: usize = 128;
+
+/// A tenant id that is not one (see [`TenantId`]); the ledger reports it as
+/// [`crate::LedgerError::InvalidInput`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "tenant id {0:?} is invalid: use 1 to {MAX_TENANT_ID_LEN} characters of A-Z a-z 0-9 . _ - :"
+)]
+pub struct InvalidTenantId(pub String);
 
 /// A tenant: the owner of one wallet (its grants, holds, plan and audit chain).
 ///
@@ -19,7 +25,7 @@ pub struct TenantId(String);
 
 impl TenantId {
     /// Validate and wrap a tenant id.
-    pub fn new(id: impl Into<String>) -> Result<TenantId, LedgerError> {
+    pub fn new(id: impl Into<String>) -> Result<TenantId, InvalidTenantId> {
         let id = id.into();
         let ok = !id.is_empty()
             && id.len() <= MAX_TENANT_ID_LEN
@@ -29,9 +35,7 @@ impl TenantId {
         if ok {
             Ok(TenantId(id))
         } else {
-            Err(LedgerError::InvalidInput(format!(
-                "tenant id {id:?} is invalid: use 1 to {MAX_TENANT_ID_LEN} characters of A-Z a-z 0-9 . _ - :"
-            )))
+            Err(InvalidTenantId(id))
         }
     }
 
@@ -42,8 +46,8 @@ impl TenantId {
 }
 
 impl TryFrom<String> for TenantId {
-    type Error = LedgerError;
-    fn try_from(s: String) -> Result<TenantId, LedgerError> {
+    type Error = InvalidTenantId;
+    fn try_from(s: String) -> Result<TenantId, InvalidTenantId> {
         TenantId::new(s)
     }
 }

@@ -94,7 +94,7 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::LedgerError;
 pub use grant::{DeductionKey, DeductionOrder, Grant, GrantKind, GrantSpec, ResetPeriod};
 pub use hold::{Funding, Hold, HoldPart, HoldRequest, HoldStatus};
-pub use ids::{BatchKey, GrantId, HoldId, TenantId, WalletId};
+pub use ids::{BatchKey, GrantId, HoldId, InvalidTenantId, TenantId, WalletId};
 pub use ledger::{Ledger, SweepReport};
 pub use policy::{AlertCondition, AlertRule, Plan, TenantConfig};
 pub use report::{AlertEvent, Balance, Statement, StatementRow};

@@ -152,18 +152,9 @@ fn reset_from(s: &str) -> Result<ResetPeriod, LedgerError> {
     }
 }
 
-fn status_str(s: HoldStatus) -> &'static str {
-    crate::engine::status_name(s)
-}
-
 fn status_from(s: &str) -> Result<HoldStatus, LedgerError> {
-    Ok(match s {
-        "open" => HoldStatus::Open,
-        "posted" => HoldStatus::Posted,
-        "voided" => HoldStatus::Voided,
-        "expired" => HoldStatus::Expired,
-        _ => return Err(LedgerError::Corrupt(format!("unknown hold status {s:?}"))),
-    })
+    HoldStatus::from_name(s)
+        .ok_or_else(|| LedgerError::Corrupt(format!("unknown hold status {s:?}")))
 }
 
 fn funding_cols(f: Funding) -> (&'static str, Option<u64>) {
@@ -679,7 +670,7 @@ impl StoreTx for SqliteTx {
             .bind(c(h.amount, "amount")?)
             .bind(c(h.drawn, "drawn")?)
             .bind(c(h.released, "released")?)
-            .bind(status_str(h.status))
+            .bind(h.status.as_str())
             .bind(i(h.created_at, "time")?)
             .bind(i(h.expires_at, "time")?)
             .bind(h.closed_at.map(|v| i(v, "time")).transpose()?)

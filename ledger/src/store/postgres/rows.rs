@@ -93,20 +93,9 @@ fn reset_from(s: &str) -> Result<ResetPeriod, LedgerError> {
     }
 }
 
-pub(super) fn status_str(s: HoldStatus) -> &'static str {
-    crate::engine::status_name(s)
-}
-
 fn status_from(s: &str) -> Result<HoldStatus, LedgerError> {
-    [
-        HoldStatus::Open,
-        HoldStatus::Posted,
-        HoldStatus::Voided,
-        HoldStatus::Expired,
-    ]
-    .into_iter()
-    .find(|h| status_str(*h) == s)
-    .ok_or_else(|| LedgerError::Corrupt(format!("unknown hold status {s:?}")))
+    HoldStatus::from_name(s)
+        .ok_or_else(|| LedgerError::Corrupt(format!("unknown hold status {s:?}")))
 }
 
 /// A funding source as (kind, grant id) columns.

@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use sqlx::Row;
 use tollgate_core::Credits;
 
-use super::rows::{c, funding_cols, i, oi, reset_str, status_str, to_json};
+use super::rows::{c, funding_cols, i, oi, reset_str, to_json};
 use super::{sqlstate, write_error};
 use crate::audit::AuditRecord;
 use crate::clock::Timestamp;
@@ -268,7 +268,7 @@ pub(super) async fn holds(conn: &mut PgConnection, hs: &[Hold]) -> Result<(), Le
     for h in hs {
         tenant.push(h.tenant.as_str().to_owned());
         owner.push(h.owner.clone());
-        status.push(status_str(h.status));
+        status.push(h.status.as_str());
         closed_at.push(oi(h.closed_at, "time")?);
         parts.push(to_json(&h.parts)?);
         let v = [

@@ -1,0 +1,300 @@
+//! Lease granting and ending: the fair-share decision for one sidecar's demand on one
+//! limit, backed by a ledger hold (wallet), a window claim (quota) or nothing (no rule);
+//! closing a returned lease; settling leases whose sidecar never came back. The rules are
+//! in [`crate::lease`].
+
+use std::sync::Arc;
+
+use tollgate_core::Credits;
+use tollgate_ledger::{HoldRequest, LedgerError, TenantId};
+use tollgate_proto::v1::{Lease, LeaseGrant, LimitKey, SessionDown, session_down};
+
+use crate::convert;
+use crate::lease::{Backing, LeaseState, ShareInput, fair_grant};
+use crate::sessions::{DownTx, send_now};
+use crate::state::{State, now_ms};
+
+/// Serves the demand recorded during the relearn window.
+pub async fn grant_deferred(state: &Arc<State>) {
+    let pending = state.lease_table().demands();
+    for (key, sid, _) in pending {
+        let Some(tx) = state.sessions.sender(&sid) else {
+            continue;
+        };
+        let Some(limit) = limit_from_key(state, &key, &sid) else {
+            continue;
+        };
+        grant_for(state, &sid, &limit, &tx).await;
+    }
+}
+
+fn limit_from_key(state: &State, key: &str, sid: &str) -> Option<LimitKey> {
+    // The table keeps the canonical key; find the structured key among the sidecar's
+    // leases or rebuild the wallet key.
+    if let Some(t) = key.strip_suffix("/wallet") {
+        return Some(LimitKey::wallet(t));
+    }
+    state
+        .lease_table()
+        .of_sidecar(sid)
+        .into_iter()
+        .find(|l| l.limit_key == key)
+        .map(|l| l.limit.clone())
+}
+
+/// Decides and sends one grant for `sid` on `limit` (fair share; see [`crate::lease`]).
+pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &DownTx) {
+    let _g = state.grant_lock.lock().await;
+    let now = now_ms();
+    let ttl_ms = state.lease_cfg.ttl_secs.saturating_mul(1000);
+    let fresh_since = now.saturating_sub(2 * ttl_ms);
+    let key = limit.canonical();
+    let (demand, all_want, all_held) = {
+        let t = state.lease_table();
+        let Some(d) = t.demand(&key, sid) else { return };
+        (
+            d,
+            t.all_want(&key, fresh_since),
+            t.all_held(&key, fresh_since),
+        )
+    };
+    if demand.desired == 0 {
+        return;
+    }
+    let min_lease = state.lease_cfg.min_lease_micro;
+    let tenant = limit.tenant.as_str();
+    let Ok(tid) = TenantId::new(tenant) else {
+        return;
+    };
+    let (lease_id, amount, expires_ms, backing) = if limit.is_wallet() {
+        // The lock-free spendable read, not the full balance (burn rates, grants list):
+        // this runs on every grant, and the hold below is the real check.
+        let free = match state.ledger.spendable(&tid).await {
+            Ok((s, _)) => s.micros(),
+            Err(e) => {
+                tracing::warn!(tenant, error = %e, "spendable for a lease failed");
+                return;
+            }
+        };
+        let g = fair_grant(ShareInput {
+            free,
+            mine_outstanding: demand.held,
+            all_outstanding: all_held,
+            my_want: demand.held.saturating_add(demand.desired),
+            all_want,
+            desired: demand.desired,
+            max_lease: state.lease_cfg.max_lease_micro,
+        });
+        if g == 0 || g < min_lease.min(demand.desired) {
+            return;
+        }
+        let req = HoldRequest {
+            owner: sid.to_string(),
+            amount: Credits(g),
+            min_amount: Credits(min_lease.min(g).max(1)),
+            ttl_secs: state.lease_cfg.ttl_secs + state.lease_cfg.settle_grace_secs,
+        };
+        let hold = match state.ledger.hold(&tid, req).await {
+            Ok(h) => h,
+            Err(LedgerError::InsufficientFunds { .. }) => return,
+            Err(e) => {
+                tracing::warn!(tenant, error = %e, "hold for a lease failed");
+                return;
+            }
+        };
+        (
+            lease_id_hold(tenant, hold.id.0),
+            hold.amount.micros(),
+            now + ttl_ms,
+            Backing::Hold { hold_id: hold.id.0 },
+        )
+    } else {
+        let rule = crate::policy_push::quota_rule_for(state, limit).await;
+        let serial = state.lease_table().next_serial();
+        match rule {
+            None => (
+                format!("u/{tenant}/{serial}"),
+                // No rule limits it; the configured cap on one lease still does.
+                match state.lease_cfg.max_lease_micro {
+                    0 => demand.desired,
+                    max => demand.desired.min(max),
+                },
+                now + ttl_ms,
+                Backing::Unbounded,
+            ),
+            Some(rule) => {
+                let Some(h) = convert::horizon(limit.window) else {
+                    return;
+                };
+                let secs = now / 1000;
+                let ws = h.window_start(secs).saturating_mul(1000);
+                let we = h
+                    .window_end(secs)
+                    .map_or(u64::MAX, |e| e.saturating_mul(1000));
+                // The window's claims are in the store, shared by every replica.
+                let claimed = match state.policy.window_claimed(tenant, &rule.id, ws).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(tenant, rule = rule.id, error = %e, "reading a window claim failed");
+                        return;
+                    }
+                };
+                let free = rule.max_micro.saturating_sub(claimed);
+                let g = fair_grant(ShareInput {
+                    free,
+                    mine_outstanding: demand.held,
+                    all_outstanding: all_held,
+                    my_want: demand.held.saturating_add(demand.desired),
+                    all_want,
+                    desired: demand.desired,
+                    max_lease: state.lease_cfg.max_lease_micro,
+                });
+                if g == 0 {
+                    return;
+                }
+                // Claim it: clamped on the row under its lock, so a replica that
+                // claimed meanwhile is seen and the window's max is never passed.
+                let g = match state
+                    .policy
+                    .claim_window(tenant, &rule.id, (ws, we), g, rule.max_micro)
+                    .await
+                {
+                    Ok(0) => return,
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::warn!(tenant, rule = rule.id, error = %e, "claiming a window failed");
+                        return;
+                    }
+                };
+                (
+                    format!("w/{tenant}/{}/{ws}/{serial}", rule.id),
+                    g,
+                    (now + ttl_ms).min(we),
+                    Backing::Window {
+                        rule_id: rule.id.clone(),
+                        window_start_ms: ws,
+                    },
+                )
+            }
+        }
+    };
+    {
+        let mut t = state.lease_table();
+        t.insert(LeaseState {
+            lease_id: lease_id.clone(),
+            sidecar: sid.to_string(),
+            limit: limit.clone(),
+            limit_key: key.clone(),
+            amount,
+            returned: 0,
+            expires_ms,
+            backing,
+            closing_after_seq: None,
+        });
+        // Count the grant as held until the sidecar's next report.
+        t.note_granted(&key, sid, amount);
+    }
+    let lease = Lease {
+        lease_id,
+        limit: Some(limit.clone()),
+        amount_micro: amount,
+        expires_unix_ms: expires_ms,
+    };
+    // Stored before it is sent: a Register after a restart is believed only for leases
+    // found here. If the write fails the grant still stands (the hold or window claim is
+    // taken); the sidecar just cannot have it honoured after a restart.
+    if let Err(e) = state.policy.put_lease(sid, &lease).await {
+        tracing::warn!(sidecar = sid, lease = lease.lease_id, error = %e, "recording a lease failed");
+    }
+    state.metrics.leases_granted.inc();
+    state.metrics.leases_granted_micro.inc_by(amount);
+    send_now(
+        tx,
+        SessionDown {
+            msg: Some(session_down::Msg::Grant(LeaseGrant { lease: Some(lease) })),
+        },
+    );
+}
+
+pub(crate) fn lease_id_hold(tenant: &str, hold: u64) -> String {
+    format!("h/{tenant}/{hold}")
+}
+
+/// Removes a lease and ends its hold.
+pub async fn close_lease(state: &State, lease_id: &str, at_expiry: bool) {
+    let Some(l) = state.lease_table().remove(lease_id) else {
+        return;
+    };
+    forget_lease(state, &l.sidecar, lease_id).await;
+    if let Backing::Hold { hold_id } = l.backing {
+        settle_hold(state, &l.limit.tenant, hold_id, &l.sidecar, at_expiry).await;
+    }
+}
+
+/// Drops the stored grant of a lease that ended.
+pub async fn forget_lease(state: &State, sidecar: &str, lease_id: &str) {
+    if let Err(e) = state.policy.delete_lease(sidecar, lease_id).await {
+        // Harmless: it is pruned after its expiry, and a hold lease also needs its hold.
+        tracing::debug!(sidecar, lease_id, error = %e, "forgetting a lease failed");
+    }
+}
+/// Settles leases whose expiry plus grace has passed (the "never came back" rule; see
+/// [`crate::lease`]).
+pub async fn settle_due_leases(state: &State) {
+    let now = now_ms();
+    let grace = state.lease_cfg.settle_grace_secs.saturating_mul(1000);
+    // Every lease stays in the table for the grace after its expiry: late batches still
+    // draw from a wallet lease's hold, and the closing return a sidecar sends when a
+    // window lease expires still hands its unspent credits back to the window's claim.
+    let due: Vec<_> = {
+        let mut t = state.lease_table();
+        let ids = t.due(now, grace);
+        ids.into_iter().filter_map(|id| t.remove(&id)).collect()
+    };
+    for l in due {
+        crate::sidecar_svc::forget_lease(state, &l.sidecar, &l.lease_id).await;
+        if let Backing::Hold { hold_id } = l.backing {
+            settle_hold(state, &l.limit.tenant, hold_id, &l.sidecar, true).await;
+        }
+    }
+    // Grants recorded by a replica that died before it ended them.
+    if let Err(e) = state.policy.prune_leases(now.saturating_sub(grace)).await {
+        tracing::debug!(error = %e, "pruning ended leases failed");
+    }
+}
+
+/// Ends the hold behind a wallet lease; counts it as unreported when its sidecar is gone.
+pub async fn settle_hold(
+    state: &State,
+    tenant: &str,
+    hold_id: u64,
+    sidecar: &str,
+    at_expiry: bool,
+) {
+    let Ok(t) = TenantId::new(tenant) else { return };
+    // `settle_hold` commits a timeout that passed and returns the final state, so what is
+    // counted is what the store released, whoever ended the hold.
+    match state
+        .ledger
+        .settle_hold(&t, tollgate_ledger::HoldId(hold_id))
+        .await
+    {
+        Ok(h) => {
+            if at_expiry && !state.sessions.is_live(sidecar) {
+                state.metrics.leases_unreported.inc();
+                state
+                    .metrics
+                    .leases_unreported_micro
+                    .inc_by(h.released.micros());
+                tracing::info!(
+                    tenant,
+                    hold_id,
+                    sidecar,
+                    released = h.released.micros(),
+                    "lease settled at expiry without its sidecar"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(tenant, hold_id, error = %e, "settling a lease failed"),
+    }
+}
