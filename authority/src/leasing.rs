@@ -43,12 +43,17 @@ fn limit_from_key(state: &State, key: &str, sid: &str) -> Option<LimitKey> {
 }
 
 /// Decides and sends one grant for `sid` on `limit` (fair share; see [`crate::lease`]).
+///
+/// Decisions on one limit key take turns (each reads that limit's demand and what is
+/// free, then takes it); decisions on other keys run meanwhile. No cap depends on the
+/// lock: the ledger's hold and the window claim each check their limit under the store's
+/// row lock.
 pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &DownTx) {
-    let _g = state.grant_lock.lock().await;
+    let key = limit.canonical();
+    let _g = state.grant_locks.lock(&key).await;
     let now = now_ms();
     let ttl_ms = state.lease_cfg.ttl_secs.saturating_mul(1000);
     let fresh_since = now.saturating_sub(2 * ttl_ms);
-    let key = limit.canonical();
     let (demand, all_want, all_held) = {
         let t = state.lease_table();
         let Some(d) = t.demand(&key, sid) else { return };

@@ -44,6 +44,7 @@ pub mod config;
 pub mod convert;
 pub mod http;
 pub mod ingest;
+pub mod keylock;
 pub mod keys;
 pub mod lease;
 pub mod leasing;

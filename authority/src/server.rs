@@ -199,7 +199,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         // Lease ids are recorded in the store: start their serials past any an earlier
         // run of this process could have used.
         leases: Mutex::new(LeaseTable::starting_at(now_ms().saturating_mul(1000))),
-        grant_lock: tokio::sync::Mutex::new(()),
+        grant_locks: Default::default(),
         lease_cfg: opts.config.leases.clone(),
         started_ms: now_ms(),
         webhook,

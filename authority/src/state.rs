@@ -13,6 +13,7 @@ use crate::auth::Authenticator;
 use crate::config::LeaseConfig;
 use crate::convert::{self, invalid};
 use crate::ingest::Ingest;
+use crate::keylock::KeyLocks;
 use crate::lease::LeaseTable;
 use crate::metrics::Metrics;
 use crate::policy_store::{PolicyStore, PolicyStoreError};
@@ -61,8 +62,9 @@ pub struct State {
     pub sessions: Sessions,
     /// Outstanding leases and demand.
     pub leases: Mutex<LeaseTable>,
-    /// Serializes lease decisions (fair share needs a consistent view).
-    pub grant_lock: tokio::sync::Mutex<()>,
+    /// Serializes lease decisions per limit key (fair share needs a consistent view of
+    /// one limit's demand; other limits' decisions run meanwhile).
+    pub grant_locks: KeyLocks,
     /// Lease timing.
     pub lease_cfg: LeaseConfig,
     /// When this process started (unix ms): the relearn window runs from here.

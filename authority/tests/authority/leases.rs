@@ -189,3 +189,58 @@ async fn a_shadow_quota_is_measured_not_enforced() {
     );
     h.running.shutdown().await.unwrap();
 }
+
+/// Lease decisions take turns per limit, not across limits: while one tenant's wallet
+/// decision is inside its critical section (its key's lock held), another tenant's grant
+/// goes through, and the first is granted as soon as its lock is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_grant_does_not_wait_for_anothers() {
+    if skip_without_store("one_tenants_grant_does_not_wait_for_anothers") {
+        return;
+    }
+    use tollgate_authority::lease::Demand;
+    use tollgate_authority::leasing::grant_for;
+
+    let h = start_harness().await;
+    setup_tenant(&h.url, "acme", 10).await;
+    setup_tenant(&h.url, "globex", 10).await;
+    let state = h.running.state.clone();
+    let (acme, globex) = (pb::LimitKey::wallet("acme"), pb::LimitKey::wallet("globex"));
+    for (limit, sid) in [(&acme, "sc-a"), (&globex, "sc-g")] {
+        state.lease_table().set_demand(
+            &limit.canonical(),
+            sid,
+            Demand {
+                held: 0,
+                desired: 2_000_000,
+                burn_per_sec: 0,
+                at_ms: tollgate_authority::server::now_ms(),
+            },
+        );
+    }
+    let granted = |m: Option<Result<pb::SessionDown, tonic::Status>>| match m {
+        Some(Ok(pb::SessionDown {
+            msg: Some(pb::session_down::Msg::Grant(g)),
+        })) => g.lease.unwrap().amount_micro,
+        other => panic!("expected a grant, got {other:?}"),
+    };
+
+    let acme_key = acme.canonical();
+    let held = state.grant_locks.lock(&acme_key).await;
+    let (tx_a, mut rx_a) = tokio::sync::mpsc::channel(4);
+    let s = state.clone();
+    let acme_grant = tokio::spawn(async move { grant_for(&s, "sc-a", &acme, &tx_a).await });
+
+    let (tx_g, mut rx_g) = tokio::sync::mpsc::channel(4);
+    grant_for(&state, "sc-g", &globex, &tx_g).await;
+    assert_eq!(granted(rx_g.try_recv().ok()), 2_000_000);
+    // acme's decision cannot have run: its key is still locked.
+    assert!(rx_a.try_recv().is_err());
+    assert!(!acme_grant.is_finished());
+
+    drop(held);
+    acme_grant.await.unwrap();
+    assert_eq!(granted(rx_a.recv().await), 2_000_000);
+    // Both locks were dropped with their last holder.
+    assert!(state.grant_locks.is_empty());
+}
