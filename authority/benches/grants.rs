@@ -10,7 +10,9 @@
 //! demand, get the grant, close the lease (as a sidecar returning it would), so the
 //! wallets' open holds stay few. The figure is grants received per second over the whole
 //! run (closes included in the wall time). TOLLGATE_BENCH_RUNS (3) runs of each;
-//! TOLLGATE_BENCH_DIR: where the databases go (default a temp dir beside this crate).
+//! TOLLGATE_BENCH_DIR: where the databases go (default a temp dir beside this crate);
+//! TOLLGATE_BENCH_STORE: a `postgres://` URL runs on PostgreSQL instead, each run in a
+//! fresh schema `tggrants_<pid>_<tenants>_<run>`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,7 +64,7 @@ async fn worker(state: Arc<State>, sid: String, tenant: String, rounds: usize) -
     granted
 }
 
-async fn scenario(tenants: usize, workers: usize, rounds: usize) -> (usize, f64) {
+async fn scenario(tenants: usize, workers: usize, rounds: usize, run: usize) -> (usize, f64) {
     let dir = match std::env::var("TOLLGATE_BENCH_DIR") {
         Ok(d) => tempfile::tempdir_in(d).unwrap(),
         Err(_) => tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap(),
@@ -70,7 +72,14 @@ async fn scenario(tenants: usize, workers: usize, rounds: usize) -> (usize, f64)
     let config =
         "admin_token = \"bench-admin\"\n[leases]\nrelearn_grace_secs = 0\nmin_lease_micro = 1\n";
     let running = start(ServeOptions {
-        store: format!("sqlite://{}", dir.path().join("bench.db").display()),
+        store: match std::env::var("TOLLGATE_BENCH_STORE") {
+            Ok(pg) if pg.starts_with("postgres") => {
+                let sep = if pg.contains('?') { '&' } else { '?' };
+                let pid = std::process::id();
+                format!("{pg}{sep}schema=tggrants_{pid}_{tenants}_{run}")
+            }
+            _ => format!("sqlite://{}", dir.path().join("bench.db").display()),
+        },
         listen: "127.0.0.1:0".parse().unwrap(),
         http: None,
         config: Config::parse(config).unwrap(),
@@ -124,8 +133,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let store = match std::env::var("TOLLGATE_BENCH_STORE") {
+        Ok(s) if s.starts_with("postgres") => "PostgreSQL",
+        _ => "SQLite",
+    };
     println!(
-        "lease grants through grant_for, SQLite, {workers} concurrent sidecars x {rounds} rounds"
+        "lease grants through grant_for, {store}, {workers} concurrent sidecars x {rounds} rounds"
     );
     println!(
         "{:>8} {:>4} {:>8} {:>12}",
@@ -133,7 +146,7 @@ fn main() {
     );
     for tenants in [1, 100] {
         for run in 1..=runs {
-            let (granted, rate) = rt.block_on(scenario(tenants, workers, rounds));
+            let (granted, rate) = rt.block_on(scenario(tenants, workers, rounds, run));
             assert_eq!(granted, workers * rounds, "every round gets its grant");
             println!("{tenants:>8} {run:>4} {granted:>8} {rate:>12.0}");
         }
