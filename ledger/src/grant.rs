@@ -42,6 +42,18 @@ impl GrantKind {
             GrantKind::RecurringAllowance => "recurring_allowance",
         }
     }
+
+    /// The kind a name ([`GrantKind::as_str`]) names, `None` if none.
+    pub fn from_name(s: &str) -> Option<GrantKind> {
+        [
+            GrantKind::Trial,
+            GrantKind::Promotional,
+            GrantKind::Purchased,
+            GrantKind::RecurringAllowance,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
 }
 
 /// How often a recurring grant resets. Calendar-aligned in UTC, as in
@@ -59,6 +71,21 @@ pub enum ResetPeriod {
 }
 
 impl ResetPeriod {
+    /// Its name: in the stores' `reset_period` column.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ResetPeriod::Monthly => "monthly",
+            ResetPeriod::Annual => "annual",
+        }
+    }
+
+    /// The period a name ([`ResetPeriod::as_str`]) names, `None` if none.
+    pub fn from_name(s: &str) -> Option<ResetPeriod> {
+        [ResetPeriod::Monthly, ResetPeriod::Annual]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+
     /// The first reset boundary strictly after `period_start`: the next 1st of a month
     /// (monthly) or the next January 1st (annual). `None` if past `u64` seconds.
     pub fn next_boundary(self, period_start: Timestamp) -> Option<Timestamp> {

@@ -32,6 +32,27 @@ pub enum Funding {
 }
 
 impl Funding {
+    /// Its kind's name and grant id: the stores' `funding` and `grant_id` columns.
+    pub fn to_parts(self) -> (&'static str, Option<u64>) {
+        match self {
+            Funding::Grant(g) => ("grant", Some(g.0)),
+            Funding::Plan => ("plan", None),
+            Funding::Overrun => ("overrun", None),
+        }
+    }
+
+    /// The source [`Funding::to_parts`] made these parts of, `None` if none.
+    pub fn from_parts(kind: &str, grant: Option<u64>) -> Option<Funding> {
+        match (kind, grant) {
+            ("grant", Some(g)) => Some(Funding::Grant(crate::ids::GrantId(g))),
+            ("plan", _) => Some(Funding::Plan),
+            ("overrun", _) => Some(Funding::Overrun),
+            _ => None,
+        }
+    }
+}
+
+impl Funding {
     /// The paying grant, if a grant paid.
     pub fn grant(self) -> Option<GrantId> {
         match self {

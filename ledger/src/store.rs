@@ -20,6 +20,7 @@
 
 /// PostgreSQL: several authority replicas on one database (row locks, unique keys).
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -35,7 +35,6 @@
 //! ([`PostgresStore::migrate`] for `tollgate authority migrate`).
 
 mod migrate;
-mod rows;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -45,7 +44,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use tollgate_core::Credits;
 
-use self::rows::*;
+use super::rows::*;
 use super::{Changes, HoldSelect, PriceBookRow, Store, StoreTx, WalletRow};
 use crate::audit::AuditRecord;
 use crate::clock::Timestamp;

@@ -15,18 +15,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
-use tollgate_core::{Credits, PeriodUsage};
+use sqlx::{Sqlite, Transaction};
+use tollgate_core::Credits;
 
-use super::{AlertRuleState, Changes, HoldSelect, PriceBookRow, Store, StoreTx, WalletRow};
-use crate::audit::{AuditRecord, ChainHead, WalletTotals};
+use super::rows::*;
+use super::{Changes, HoldSelect, PriceBookRow, Store, StoreTx, WalletRow};
+use crate::audit::AuditRecord;
 use crate::clock::Timestamp;
 use crate::error::LedgerError;
-use crate::grant::{Grant, GrantKind, ResetPeriod};
-use crate::hold::{Funding, Hold, HoldStatus};
+use crate::grant::{Grant, ResetPeriod};
+use crate::hold::Hold;
 use crate::ids::{BatchKey, GrantId, HoldId, TenantId};
 use crate::report::StatementRow;
 use crate::usage::{BatchOutcome, Posting};
@@ -80,223 +80,6 @@ fn in_list(prefix: &str, n: usize, suffix: &str) -> String {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-}
-
-fn i(v: u64, what: &str) -> Result<i64, LedgerError> {
-    i64::try_from(v)
-        .map_err(|_| LedgerError::Overflow(format!("{what} {v} does not fit in the store")))
-}
-
-fn c(v: Credits, what: &str) -> Result<i64, LedgerError> {
-    i(v.micros(), what)
-}
-
-fn u(v: i64, what: &str) -> Result<u64, LedgerError> {
-    u64::try_from(v).map_err(|_| LedgerError::Corrupt(format!("negative {what} {v} in the store")))
-}
-
-fn get_u(row: &SqliteRow, col: &str) -> Result<u64, LedgerError> {
-    let v: i64 = row.try_get(col)?;
-    u(v, col)
-}
-
-fn get_c(row: &SqliteRow, col: &str) -> Result<Credits, LedgerError> {
-    Ok(Credits(get_u(row, col)?))
-}
-
-fn get_opt_u(row: &SqliteRow, col: &str) -> Result<Option<u64>, LedgerError> {
-    let v: Option<i64> = row.try_get(col)?;
-    v.map(|v| u(v, col)).transpose()
-}
-
-fn tenant_of(row: &SqliteRow) -> Result<TenantId, LedgerError> {
-    let s: String = row.try_get("tenant")?;
-    TenantId::new(s).map_err(|e| LedgerError::Corrupt(e.to_string()))
-}
-
-fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<T, LedgerError> {
-    let s: String = row.try_get(col)?;
-    serde_json::from_str(&s).map_err(|e| LedgerError::Corrupt(format!("column {col}: {e}")))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String, LedgerError> {
-    serde_json::to_string(v).map_err(|e| LedgerError::Store(format!("encoding JSON: {e}")))
-}
-
-fn kind_str(k: GrantKind) -> &'static str {
-    k.as_str()
-}
-
-fn kind_from(s: &str) -> Result<GrantKind, LedgerError> {
-    Ok(match s {
-        "trial" => GrantKind::Trial,
-        "promotional" => GrantKind::Promotional,
-        "purchased" => GrantKind::Purchased,
-        "recurring_allowance" => GrantKind::RecurringAllowance,
-        _ => return Err(LedgerError::Corrupt(format!("unknown grant kind {s:?}"))),
-    })
-}
-
-fn reset_str(r: ResetPeriod) -> &'static str {
-    match r {
-        ResetPeriod::Monthly => "monthly",
-        ResetPeriod::Annual => "annual",
-    }
-}
-
-fn reset_from(s: &str) -> Result<ResetPeriod, LedgerError> {
-    match s {
-        "monthly" => Ok(ResetPeriod::Monthly),
-        "annual" => Ok(ResetPeriod::Annual),
-        _ => Err(LedgerError::Corrupt(format!("unknown reset period {s:?}"))),
-    }
-}
-
-fn status_from(s: &str) -> Result<HoldStatus, LedgerError> {
-    HoldStatus::from_name(s)
-        .ok_or_else(|| LedgerError::Corrupt(format!("unknown hold status {s:?}")))
-}
-
-fn funding_cols(f: Funding) -> (&'static str, Option<u64>) {
-    match f {
-        Funding::Grant(g) => ("grant", Some(g.0)),
-        Funding::Plan => ("plan", None),
-        Funding::Overrun => ("overrun", None),
-    }
-}
-
-fn funding_from(kind: &str, grant: Option<u64>) -> Result<Funding, LedgerError> {
-    match (kind, grant) {
-        ("grant", Some(g)) => Ok(Funding::Grant(GrantId(g))),
-        ("plan", _) => Ok(Funding::Plan),
-        ("overrun", _) => Ok(Funding::Overrun),
-        _ => Err(LedgerError::Corrupt(format!("bad funding {kind:?}"))),
-    }
-}
-
-fn hash_from(s: &str) -> Result<[u8; 32], LedgerError> {
-    hex::decode(s)
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| LedgerError::Corrupt(format!("bad audit head hash {s:?}")))
-}
-
-fn wallet_from(row: &SqliteRow) -> Result<WalletRow, LedgerError> {
-    let head_hash: String = row.try_get("audit_hash")?;
-    let alert_state: Vec<AlertRuleState> = json(row, "alert_state")?;
-    Ok(WalletRow {
-        tenant: tenant_of(row)?,
-        config: json(row, "config")?,
-        created_at: get_u(row, "created_at")?,
-        next_grant_id: get_u(row, "next_grant_id")?,
-        next_hold_id: get_u(row, "next_hold_id")?,
-        totals: WalletTotals {
-            granted: get_c(row, "granted")?,
-            available: get_c(row, "available")?,
-            held: get_c(row, "held")?,
-            consumed: get_c(row, "consumed")?,
-            expired: get_c(row, "expired")?,
-            plan_held: get_c(row, "plan_held")?,
-            plan_consumed: get_c(row, "plan_consumed")?,
-            overrun: get_c(row, "overrun")?,
-        },
-        period_start: get_u(row, "period_start")?,
-        period_spent: get_c(row, "period_spent")?,
-        period_usage: PeriodUsage {
-            metered: get_c(row, "period_metered")?,
-            request_units_milli: get_u(row, "period_request_milli")?,
-        },
-        price_book_version: get_opt_u(row, "price_book_version")?,
-        alert_state,
-        audit_head: ChainHead {
-            seq: get_u(row, "audit_seq")?,
-            hash: hash_from(&head_hash)?,
-        },
-    })
-}
-
-fn grant_from(row: &SqliteRow) -> Result<Grant, LedgerError> {
-    let kind: String = row.try_get("kind")?;
-    let reset: Option<String> = row.try_get("reset_period")?;
-    let closed: i64 = row.try_get("closed")?;
-    Ok(Grant {
-        tenant: tenant_of(row)?,
-        id: GrantId(get_u(row, "id")?),
-        kind: kind_from(&kind)?,
-        amount: get_c(row, "amount")?,
-        priority: u32::try_from(get_u(row, "priority")?)
-            .map_err(|_| LedgerError::Corrupt("grant priority out of range".into()))?,
-        starts_at: get_u(row, "starts_at")?,
-        expires_at: get_opt_u(row, "expires_at")?,
-        reset: reset.as_deref().map(reset_from).transpose()?,
-        reference: row.try_get("reference")?,
-        created_at: get_u(row, "created_at")?,
-        period: u32::try_from(get_u(row, "period")?)
-            .map_err(|_| LedgerError::Corrupt("grant period out of range".into()))?,
-        period_start: get_u(row, "period_start")?,
-        next_reset_at: get_opt_u(row, "next_reset_at")?,
-        granted: get_c(row, "granted")?,
-        available: get_c(row, "available")?,
-        held: get_c(row, "held")?,
-        consumed: get_c(row, "consumed")?,
-        expired: get_c(row, "expired")?,
-        closed: closed != 0,
-    })
-}
-
-fn hold_from(row: &SqliteRow) -> Result<Hold, LedgerError> {
-    let status: String = row.try_get("status")?;
-    Ok(Hold {
-        tenant: tenant_of(row)?,
-        id: HoldId(get_u(row, "id")?),
-        owner: row.try_get("owner")?,
-        amount: get_c(row, "amount")?,
-        drawn: get_c(row, "drawn")?,
-        released: get_c(row, "released")?,
-        status: status_from(&status)?,
-        created_at: get_u(row, "created_at")?,
-        expires_at: get_u(row, "expires_at")?,
-        closed_at: get_opt_u(row, "closed_at")?,
-        parts: json(row, "parts")?,
-    })
-}
-
-fn audit_from(row: &SqliteRow) -> Result<AuditRecord, LedgerError> {
-    Ok(AuditRecord {
-        tenant: tenant_of(row)?,
-        seq: get_u(row, "seq")?,
-        at: get_u(row, "at")?,
-        prev_hash: row.try_get("prev_hash")?,
-        body: row.try_get("body")?,
-        hash: row.try_get("hash")?,
-        signature: row.try_get("signature")?,
-    })
-}
-
-fn posting_from(row: &SqliteRow) -> Result<Posting, LedgerError> {
-    let sidecar: Option<String> = row.try_get("batch_sidecar")?;
-    let seq = get_opt_u(row, "batch_seq")?;
-    let funding: String = row.try_get("funding")?;
-    Ok(Posting {
-        tenant: tenant_of(row)?,
-        batch: match (sidecar, seq) {
-            (Some(sidecar_id), Some(seq)) => Some(BatchKey { sidecar_id, seq }),
-            _ => None,
-        },
-        hold: get_opt_u(row, "hold_id")?.map(HoldId),
-        agent: row.try_get("agent")?,
-        model: row.try_get("model")?,
-        feature: row.try_get("feature")?,
-        funding: funding_from(&funding, get_opt_u(row, "grant_id")?)?,
-        amount: get_c(row, "amount")?,
-        records: get_u(row, "records")?,
-        input_tokens: get_u(row, "input_tokens")?,
-        output_tokens: get_u(row, "output_tokens")?,
-        outcomes: get_u(row, "outcomes")?,
-        balance_before: get_c(row, "balance_before")?,
-        balance_after: get_c(row, "balance_after")?,
-        at: get_u(row, "at")?,
-    })
 }
 
 impl SqliteStore {
@@ -637,12 +420,12 @@ impl StoreTx for SqliteTx {
                 q = q
                     .bind(g.tenant.as_str())
                     .bind(i(g.id.0, "grant id")?)
-                    .bind(kind_str(g.kind))
+                    .bind(g.kind.as_str())
                     .bind(c(g.amount, "amount")?)
                     .bind(i64::from(g.priority))
                     .bind(i(g.starts_at, "time")?)
                     .bind(g.expires_at.map(|v| i(v, "time")).transpose()?)
-                    .bind(g.reset.map(reset_str))
+                    .bind(g.reset.map(ResetPeriod::as_str))
                     .bind(g.reference.as_deref())
                     .bind(i(g.created_at, "time")?)
                     .bind(i64::from(g.period))
@@ -686,7 +469,7 @@ impl StoreTx for SqliteTx {
                 "",
             )));
             for p in chunk {
-                let (fk, gid) = funding_cols(p.funding);
+                let (fk, gid) = p.funding.to_parts();
                 q = q
                     .bind(p.tenant.as_str())
                     .bind(i(p.at, "time")?)
@@ -779,15 +562,6 @@ impl StoreTx for SqliteTx {
         self.tx.commit().await?;
         Ok(())
     }
-}
-
-fn price_book_from(row: &SqliteRow) -> Result<PriceBookRow, LedgerError> {
-    Ok(PriceBookRow {
-        tenant: tenant_of(row)?,
-        version: get_u(row, "version")?,
-        json: row.try_get("book")?,
-        created_at: get_u(row, "created_at")?,
-    })
 }
 
 /// A wallet row's 21 values, in the column order of `upsert_wallets` and `write_wallet`
@@ -1015,22 +789,7 @@ impl Store for SqliteStore {
         .bind(i(to, "time")?)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let funding: String = r.try_get("funding")?;
-                Ok(StatementRow {
-                    agent: r.try_get("agent")?,
-                    model: r.try_get("model")?,
-                    feature: r.try_get("feature")?,
-                    funding: funding_from(&funding, get_opt_u(r, "grant_id")?)?,
-                    amount: get_c(r, "amount")?,
-                    records: get_u(r, "records")?,
-                    input_tokens: get_u(r, "input_tokens")?,
-                    output_tokens: get_u(r, "output_tokens")?,
-                    outcomes: get_u(r, "outcomes")?,
-                })
-            })
-            .collect()
+        rows.iter().map(statement_row_from).collect()
     }
 
     async fn postings(

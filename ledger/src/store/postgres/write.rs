@@ -8,14 +8,16 @@ use sqlx::PgConnection;
 use sqlx::Row;
 use tollgate_core::Credits;
 
-use super::rows::{c, funding_cols, i, oi, reset_str, to_json};
 use super::{sqlstate, write_error};
 use crate::audit::AuditRecord;
 use crate::clock::Timestamp;
 use crate::error::LedgerError;
 use crate::grant::Grant;
+use crate::grant::ResetPeriod;
+use crate::hold::Funding;
 use crate::hold::Hold;
 use crate::ids::TenantId;
+use crate::store::rows::{c, i, oi, to_json};
 use crate::store::{BatchRow, PriceBookRow, WalletRow};
 use crate::usage::Posting;
 
@@ -180,7 +182,7 @@ pub(super) async fn grants(conn: &mut PgConnection, gs: &[Grant]) -> Result<(), 
     for g in gs {
         tenant.push(g.tenant.as_str().to_owned());
         kind.push(g.kind.as_str());
-        reset.push(g.reset.map(reset_str));
+        reset.push(g.reset.map(ResetPeriod::as_str));
         reference.push(g.reference.clone());
         expires.push(oi(g.expires_at, "time")?);
         next_reset.push(oi(g.next_reset_at, "time")?);
@@ -326,7 +328,7 @@ pub(super) async fn postings(conn: &mut PgConnection, ps: &[Posting]) -> Result<
     // balance_after
     let mut ints: [Vec<i64>; 8] = std::array::from_fn(|_| Vec::with_capacity(n));
     for p in ps {
-        let (fk, gid) = funding_cols(p.funding);
+        let (fk, gid) = Funding::to_parts(p.funding);
         tenant.push(p.tenant.as_str());
         sidecar.push(p.batch.as_ref().map(|b| b.sidecar_id.as_str()));
         seq.push(p.batch.as_ref().map(|b| i(b.seq, "seq")).transpose()?);

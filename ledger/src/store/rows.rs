@@ -1,9 +1,14 @@
-//! Rows to ledger types and back, for the PostgreSQL store. Amounts and times are
-//! `BIGINT`; a `u64` that does not fit is refused with [`LedgerError::Overflow`] rather
-//! than wrapped, and a negative value read back is [`LedgerError::Corrupt`].
+//! Rows to ledger types and back, for both stores: one decoder per row type, over the
+//! few column reads ([`Columns`]) each dialect implements. Amounts and times are signed
+//! 64-bit integers in both (`INTEGER`, `BIGINT`); a `u64` that does not fit is refused
+//! with [`LedgerError::Overflow`] rather than wrapped, and a negative value read back is
+//! [`LedgerError::Corrupt`]. The names of enum values are the enums' own
+//! ([`GrantKind::as_str`], [`ResetPeriod::as_str`], [`HoldStatus::as_str`],
+//! [`Funding::to_parts`]).
 
 use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
 use tollgate_core::{Credits, PeriodUsage};
 
 use crate::audit::{AuditRecord, ChainHead, WalletTotals};
@@ -31,34 +36,75 @@ pub(super) fn oi(v: Option<u64>, what: &str) -> Result<Option<i64>, LedgerError>
     v.map(|v| i(v, what)).transpose()
 }
 
-fn u(v: i64, what: &str) -> Result<u64, LedgerError> {
+pub(super) fn u(v: i64, what: &str) -> Result<u64, LedgerError> {
     u64::try_from(v).map_err(|_| LedgerError::Corrupt(format!("negative {what} {v} in the store")))
 }
 
-pub(super) fn get_u(row: &PgRow, col: &str) -> Result<u64, LedgerError> {
-    let v: i64 = row.try_get(col)?;
-    u(v, col)
+/// The column reads a decoder needs, per dialect.
+pub(super) trait Columns {
+    /// A nullable integer column.
+    fn int(&self, col: &str) -> Result<Option<i64>, LedgerError>;
+    /// A nullable text column.
+    fn text(&self, col: &str) -> Result<Option<String>, LedgerError>;
+    /// A 0/1 flag (SQLite `INTEGER`, PostgreSQL `SMALLINT`).
+    fn flag(&self, col: &str) -> Result<bool, LedgerError>;
 }
 
-pub(super) fn get_c(row: &PgRow, col: &str) -> Result<Credits, LedgerError> {
+impl Columns for SqliteRow {
+    fn int(&self, col: &str) -> Result<Option<i64>, LedgerError> {
+        Ok(self.try_get(col)?)
+    }
+    fn text(&self, col: &str) -> Result<Option<String>, LedgerError> {
+        Ok(self.try_get(col)?)
+    }
+    fn flag(&self, col: &str) -> Result<bool, LedgerError> {
+        Ok(self.try_get::<i64, _>(col)? != 0)
+    }
+}
+
+impl Columns for PgRow {
+    fn int(&self, col: &str) -> Result<Option<i64>, LedgerError> {
+        Ok(self.try_get(col)?)
+    }
+    fn text(&self, col: &str) -> Result<Option<String>, LedgerError> {
+        Ok(self.try_get(col)?)
+    }
+    fn flag(&self, col: &str) -> Result<bool, LedgerError> {
+        Ok(self.try_get::<i16, _>(col)? != 0)
+    }
+}
+
+fn null(col: &str) -> LedgerError {
+    LedgerError::Corrupt(format!("column {col} is NULL"))
+}
+
+/// A non-null text column.
+pub(super) fn get_s(row: &impl Columns, col: &str) -> Result<String, LedgerError> {
+    row.text(col)?.ok_or_else(|| null(col))
+}
+
+pub(super) fn get_u(row: &impl Columns, col: &str) -> Result<u64, LedgerError> {
+    u(row.int(col)?.ok_or_else(|| null(col))?, col)
+}
+
+pub(super) fn get_c(row: &impl Columns, col: &str) -> Result<Credits, LedgerError> {
     Ok(Credits(get_u(row, col)?))
 }
 
-pub(super) fn get_opt_u(row: &PgRow, col: &str) -> Result<Option<u64>, LedgerError> {
-    let v: Option<i64> = row.try_get(col)?;
-    v.map(|v| u(v, col)).transpose()
+pub(super) fn get_opt_u(row: &impl Columns, col: &str) -> Result<Option<u64>, LedgerError> {
+    row.int(col)?.map(|v| u(v, col)).transpose()
 }
 
-pub(super) fn tenant_of(row: &PgRow) -> Result<TenantId, LedgerError> {
-    let s: String = row.try_get("tenant")?;
+pub(super) fn tenant_of(row: &impl Columns) -> Result<TenantId, LedgerError> {
+    let s = get_s(row, "tenant")?;
     TenantId::new(s).map_err(|e| LedgerError::Corrupt(e.to_string()))
 }
 
 pub(super) fn json<T: serde::de::DeserializeOwned>(
-    row: &PgRow,
+    row: &impl Columns,
     col: &str,
 ) -> Result<T, LedgerError> {
-    let s: String = row.try_get(col)?;
+    let s = get_s(row, col)?;
     serde_json::from_str(&s).map_err(|e| LedgerError::Corrupt(format!("column {col}: {e}")))
 }
 
@@ -67,30 +113,12 @@ pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, LedgerError>
 }
 
 fn kind_from(s: &str) -> Result<GrantKind, LedgerError> {
-    [
-        GrantKind::Trial,
-        GrantKind::Promotional,
-        GrantKind::Purchased,
-        GrantKind::RecurringAllowance,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == s)
-    .ok_or_else(|| LedgerError::Corrupt(format!("unknown grant kind {s:?}")))
-}
-
-pub(super) fn reset_str(r: ResetPeriod) -> &'static str {
-    match r {
-        ResetPeriod::Monthly => "monthly",
-        ResetPeriod::Annual => "annual",
-    }
+    GrantKind::from_name(s).ok_or_else(|| LedgerError::Corrupt(format!("unknown grant kind {s:?}")))
 }
 
 fn reset_from(s: &str) -> Result<ResetPeriod, LedgerError> {
-    match s {
-        "monthly" => Ok(ResetPeriod::Monthly),
-        "annual" => Ok(ResetPeriod::Annual),
-        _ => Err(LedgerError::Corrupt(format!("unknown reset period {s:?}"))),
-    }
+    ResetPeriod::from_name(s)
+        .ok_or_else(|| LedgerError::Corrupt(format!("unknown reset period {s:?}")))
 }
 
 fn status_from(s: &str) -> Result<HoldStatus, LedgerError> {
@@ -98,22 +126,9 @@ fn status_from(s: &str) -> Result<HoldStatus, LedgerError> {
         .ok_or_else(|| LedgerError::Corrupt(format!("unknown hold status {s:?}")))
 }
 
-/// A funding source as (kind, grant id) columns.
-pub(super) fn funding_cols(f: Funding) -> (&'static str, Option<u64>) {
-    match f {
-        Funding::Grant(g) => ("grant", Some(g.0)),
-        Funding::Plan => ("plan", None),
-        Funding::Overrun => ("overrun", None),
-    }
-}
-
 fn funding_from(kind: &str, grant: Option<u64>) -> Result<Funding, LedgerError> {
-    match (kind, grant) {
-        ("grant", Some(g)) => Ok(Funding::Grant(GrantId(g))),
-        ("plan", _) => Ok(Funding::Plan),
-        ("overrun", _) => Ok(Funding::Overrun),
-        _ => Err(LedgerError::Corrupt(format!("bad funding {kind:?}"))),
-    }
+    Funding::from_parts(kind, grant)
+        .ok_or_else(|| LedgerError::Corrupt(format!("bad funding {kind:?}")))
 }
 
 fn hash_from(s: &str) -> Result<[u8; 32], LedgerError> {
@@ -127,8 +142,8 @@ fn small(v: u64, what: &str) -> Result<u32, LedgerError> {
     u32::try_from(v).map_err(|_| LedgerError::Corrupt(format!("{what} {v} out of range")))
 }
 
-pub(super) fn wallet_from(row: &PgRow) -> Result<WalletRow, LedgerError> {
-    let head_hash: String = row.try_get("audit_hash")?;
+pub(super) fn wallet_from(row: &impl Columns) -> Result<WalletRow, LedgerError> {
+    let head_hash = get_s(row, "audit_hash")?;
     let alert_state: Vec<AlertRuleState> = json(row, "alert_state")?;
     Ok(WalletRow {
         tenant: tenant_of(row)?,
@@ -161,10 +176,10 @@ pub(super) fn wallet_from(row: &PgRow) -> Result<WalletRow, LedgerError> {
     })
 }
 
-pub(super) fn grant_from(row: &PgRow) -> Result<Grant, LedgerError> {
-    let kind: String = row.try_get("kind")?;
-    let reset: Option<String> = row.try_get("reset_period")?;
-    let closed: i16 = row.try_get("closed")?;
+pub(super) fn grant_from(row: &impl Columns) -> Result<Grant, LedgerError> {
+    let kind = get_s(row, "kind")?;
+    let reset = row.text("reset_period")?;
+    let closed = row.flag("closed")?;
     Ok(Grant {
         tenant: tenant_of(row)?,
         id: GrantId(get_u(row, "id")?),
@@ -174,7 +189,7 @@ pub(super) fn grant_from(row: &PgRow) -> Result<Grant, LedgerError> {
         starts_at: get_u(row, "starts_at")?,
         expires_at: get_opt_u(row, "expires_at")?,
         reset: reset.as_deref().map(reset_from).transpose()?,
-        reference: row.try_get("reference")?,
+        reference: row.text("reference")?,
         created_at: get_u(row, "created_at")?,
         period: small(get_u(row, "period")?, "grant period")?,
         period_start: get_u(row, "period_start")?,
@@ -184,16 +199,16 @@ pub(super) fn grant_from(row: &PgRow) -> Result<Grant, LedgerError> {
         held: get_c(row, "held")?,
         consumed: get_c(row, "consumed")?,
         expired: get_c(row, "expired")?,
-        closed: closed != 0,
+        closed,
     })
 }
 
-pub(super) fn hold_from(row: &PgRow) -> Result<Hold, LedgerError> {
-    let status: String = row.try_get("status")?;
+pub(super) fn hold_from(row: &impl Columns) -> Result<Hold, LedgerError> {
+    let status = get_s(row, "status")?;
     Ok(Hold {
         tenant: tenant_of(row)?,
         id: HoldId(get_u(row, "id")?),
-        owner: row.try_get("owner")?,
+        owner: get_s(row, "owner")?,
         amount: get_c(row, "amount")?,
         drawn: get_c(row, "drawn")?,
         released: get_c(row, "released")?,
@@ -205,22 +220,22 @@ pub(super) fn hold_from(row: &PgRow) -> Result<Hold, LedgerError> {
     })
 }
 
-pub(super) fn audit_from(row: &PgRow) -> Result<AuditRecord, LedgerError> {
+pub(super) fn audit_from(row: &impl Columns) -> Result<AuditRecord, LedgerError> {
     Ok(AuditRecord {
         tenant: tenant_of(row)?,
         seq: get_u(row, "seq")?,
         at: get_u(row, "at")?,
-        prev_hash: row.try_get("prev_hash")?,
-        body: row.try_get("body")?,
-        hash: row.try_get("hash")?,
-        signature: row.try_get("signature")?,
+        prev_hash: get_s(row, "prev_hash")?,
+        body: get_s(row, "body")?,
+        hash: get_s(row, "hash")?,
+        signature: get_s(row, "signature")?,
     })
 }
 
-pub(super) fn posting_from(row: &PgRow) -> Result<Posting, LedgerError> {
-    let sidecar: Option<String> = row.try_get("batch_sidecar")?;
+pub(super) fn posting_from(row: &impl Columns) -> Result<Posting, LedgerError> {
+    let sidecar = row.text("batch_sidecar")?;
     let seq = get_opt_u(row, "batch_seq")?;
-    let funding: String = row.try_get("funding")?;
+    let funding = get_s(row, "funding")?;
     Ok(Posting {
         tenant: tenant_of(row)?,
         batch: match (sidecar, seq) {
@@ -228,9 +243,9 @@ pub(super) fn posting_from(row: &PgRow) -> Result<Posting, LedgerError> {
             _ => None,
         },
         hold: get_opt_u(row, "hold_id")?.map(HoldId),
-        agent: row.try_get("agent")?,
-        model: row.try_get("model")?,
-        feature: row.try_get("feature")?,
+        agent: get_s(row, "agent")?,
+        model: get_s(row, "model")?,
+        feature: get_s(row, "feature")?,
         funding: funding_from(&funding, get_opt_u(row, "grant_id")?)?,
         amount: get_c(row, "amount")?,
         records: get_u(row, "records")?,
@@ -243,12 +258,12 @@ pub(super) fn posting_from(row: &PgRow) -> Result<Posting, LedgerError> {
     })
 }
 
-pub(super) fn statement_row_from(r: &PgRow) -> Result<StatementRow, LedgerError> {
-    let funding: String = r.try_get("funding")?;
+pub(super) fn statement_row_from(r: &impl Columns) -> Result<StatementRow, LedgerError> {
+    let funding = get_s(r, "funding")?;
     Ok(StatementRow {
-        agent: r.try_get("agent")?,
-        model: r.try_get("model")?,
-        feature: r.try_get("feature")?,
+        agent: get_s(r, "agent")?,
+        model: get_s(r, "model")?,
+        feature: get_s(r, "feature")?,
         funding: funding_from(&funding, get_opt_u(r, "grant_id")?)?,
         amount: get_c(r, "amount")?,
         records: get_u(r, "records")?,
@@ -258,11 +273,11 @@ pub(super) fn statement_row_from(r: &PgRow) -> Result<StatementRow, LedgerError>
     })
 }
 
-pub(super) fn price_book_from(row: &PgRow) -> Result<PriceBookRow, LedgerError> {
+pub(super) fn price_book_from(row: &impl Columns) -> Result<PriceBookRow, LedgerError> {
     Ok(PriceBookRow {
         tenant: tenant_of(row)?,
         version: get_u(row, "version")?,
-        json: row.try_get("book")?,
+        json: get_s(row, "book")?,
         created_at: get_u(row, "created_at")?,
     })
 }
