@@ -10,7 +10,7 @@ use tollgate_ledger::{HoldRequest, LedgerError, TenantId};
 use tollgate_proto::v1::{Lease, LeaseGrant, LimitKey, SessionDown, session_down};
 
 use crate::convert;
-use crate::lease::{Backing, LeaseState, ShareInput, fair_grant};
+use crate::lease::{Backing, Demand, LeaseState, ShareInput, fair_grant};
 use crate::sessions::{DownTx, send_now};
 use crate::state::{State, now_ms};
 
@@ -52,159 +52,202 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
     let key = limit.canonical();
     let _g = state.grant_locks.lock(&key).await;
     let now = now_ms();
-    let ttl_ms = state.lease_cfg.ttl_secs.saturating_mul(1000);
-    let fresh_since = now.saturating_sub(2 * ttl_ms);
-    let (demand, all_want, all_held) = {
-        let t = state.lease_table();
-        let Some(d) = t.demand(&key, sid) else { return };
-        (
-            d,
-            t.all_want(&key, fresh_since),
-            t.all_held(&key, fresh_since),
-        )
-    };
-    if demand.desired == 0 {
-        return;
-    }
-    let min_lease = state.lease_cfg.min_lease_micro;
-    let tenant = limit.tenant.as_str();
-    let Ok(tid) = TenantId::new(tenant) else {
+    let Some(ask) = read_demand(state, &key, sid, now) else {
         return;
     };
-    let (lease_id, amount, expires_ms, backing) = if limit.is_wallet() {
-        // The lock-free spendable read, not the full balance (burn rates, grants list):
-        // this runs on every grant, and the hold below is the real check.
-        let free = match state.ledger.spendable(&tid).await {
-            Ok((s, _)) => s.micros(),
-            Err(e) => {
-                tracing::warn!(tenant, error = %e, "spendable for a lease failed");
-                return;
-            }
-        };
-        let g = fair_grant(ShareInput {
-            free,
-            mine_outstanding: demand.held,
-            all_outstanding: all_held,
-            my_want: demand.held.saturating_add(demand.desired),
-            all_want,
-            desired: demand.desired,
-            max_lease: state.lease_cfg.max_lease_micro,
-        });
-        if g == 0 || g < min_lease.min(demand.desired) {
-            return;
-        }
-        let req = HoldRequest {
-            owner: sid.to_string(),
-            amount: Credits(g),
-            min_amount: Credits(min_lease.min(g).max(1)),
-            ttl_secs: state.lease_cfg.ttl_secs + state.lease_cfg.settle_grace_secs,
-        };
-        let hold = match state.ledger.hold(&tid, req).await {
-            Ok(h) => h,
-            Err(LedgerError::InsufficientFunds { .. }) => return,
-            Err(e) => {
-                tracing::warn!(tenant, error = %e, "hold for a lease failed");
-                return;
-            }
-        };
-        (
-            lease_id_hold(tenant, hold.id.0),
-            hold.amount.micros(),
-            now + ttl_ms,
-            Backing::Hold { hold_id: hold.id.0 },
-        )
+    let granted = if limit.is_wallet() {
+        take_from_wallet(state, sid, &limit.tenant, &ask, now).await
     } else {
-        let rule = crate::policy_push::quota_rule_for(state, limit).await;
-        let serial = state.lease_table().next_serial();
-        match rule {
-            None => (
-                format!("u/{tenant}/{serial}"),
-                // No rule limits it; the configured cap on one lease still does.
-                match state.lease_cfg.max_lease_micro {
-                    0 => demand.desired,
-                    max => demand.desired.min(max),
-                },
-                now + ttl_ms,
-                Backing::Unbounded,
-            ),
-            Some(rule) => {
-                let Some(h) = convert::horizon(limit.window) else {
-                    return;
-                };
-                let secs = now / 1000;
-                let ws = h.window_start(secs).saturating_mul(1000);
-                let we = h
-                    .window_end(secs)
-                    .map_or(u64::MAX, |e| e.saturating_mul(1000));
-                // The window's claims are in the store, shared by every replica.
-                let claimed = match state.policy.window_claimed(tenant, &rule.id, ws).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(tenant, rule = rule.id, error = %e, "reading a window claim failed");
-                        return;
-                    }
-                };
-                let free = rule.max_micro.saturating_sub(claimed);
-                let g = fair_grant(ShareInput {
-                    free,
-                    mine_outstanding: demand.held,
-                    all_outstanding: all_held,
-                    my_want: demand.held.saturating_add(demand.desired),
-                    all_want,
-                    desired: demand.desired,
-                    max_lease: state.lease_cfg.max_lease_micro,
-                });
-                if g == 0 {
-                    return;
-                }
-                // Claim it: clamped on the row under its lock, so a replica that
-                // claimed meanwhile is seen and the window's max is never passed.
-                let g = match state
-                    .policy
-                    .claim_window(tenant, &rule.id, (ws, we), g, rule.max_micro)
-                    .await
-                {
-                    Ok(0) => return,
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::warn!(tenant, rule = rule.id, error = %e, "claiming a window failed");
-                        return;
-                    }
-                };
-                (
-                    format!("w/{tenant}/{}/{ws}/{serial}", rule.id),
-                    g,
-                    (now + ttl_ms).min(we),
-                    Backing::Window {
-                        rule_id: rule.id.clone(),
-                        window_start_ms: ws,
-                    },
-                )
-            }
+        take_from_quota(state, limit, &ask, now).await
+    };
+    let Some(granted) = granted else { return };
+    let lease = record_lease(state, sid, limit, &key, granted);
+    send_lease(state, sid, lease, tx).await;
+}
+
+/// One sidecar's demand on one limit, with every fresh sidecar's on the same limit.
+struct Ask {
+    demand: Demand,
+    all_want: u64,
+    all_held: u64,
+}
+
+impl Ask {
+    /// This sidecar's fair share of `free`.
+    fn share(&self, free: u64, max_lease: u64) -> u64 {
+        fair_grant(ShareInput {
+            free,
+            mine_outstanding: self.demand.held,
+            all_outstanding: self.all_held,
+            my_want: self.demand.held.saturating_add(self.demand.desired),
+            all_want: self.all_want,
+            desired: self.demand.desired,
+            max_lease,
+        })
+    }
+}
+
+/// A grant taken from its backing, not yet recorded or sent.
+struct Taken {
+    lease_id: String,
+    amount: u64,
+    expires_ms: u64,
+    backing: Backing,
+}
+
+/// The recorded demand of `sid` on `key`; `None` if it wants nothing.
+fn read_demand(state: &State, key: &str, sid: &str, now: u64) -> Option<Ask> {
+    let fresh_since = now.saturating_sub(2 * ttl_ms(state));
+    let t = state.lease_table();
+    let demand = t.demand(key, sid)?;
+    (demand.desired > 0).then(|| Ask {
+        demand,
+        all_want: t.all_want(key, fresh_since),
+        all_held: t.all_held(key, fresh_since),
+    })
+}
+
+fn ttl_ms(state: &State) -> u64 {
+    state.lease_cfg.ttl_secs.saturating_mul(1000)
+}
+
+/// A wallet lease: the fair share of what is spendable, taken as a ledger hold.
+async fn take_from_wallet(
+    state: &State,
+    sid: &str,
+    tenant: &str,
+    ask: &Ask,
+    now: u64,
+) -> Option<Taken> {
+    let tid = TenantId::new(tenant).ok()?;
+    let min_lease = state.lease_cfg.min_lease_micro;
+    // The lock-free spendable read, not the full balance (burn rates, grants list):
+    // this runs on every grant, and the hold below is the real check.
+    let free = match state.ledger.spendable(&tid).await {
+        Ok((s, _)) => s.micros(),
+        Err(e) => {
+            tracing::warn!(tenant, error = %e, "spendable for a lease failed");
+            return None;
         }
     };
-    {
-        let mut t = state.lease_table();
-        t.insert(LeaseState {
-            lease_id: lease_id.clone(),
-            sidecar: sid.to_string(),
-            limit: limit.clone(),
-            limit_key: key.clone(),
-            amount,
-            returned: 0,
-            expires_ms,
-            backing,
-            closing_after_seq: None,
-        });
-        // Count the grant as held until the sidecar's next report.
-        t.note_granted(&key, sid, amount);
+    let g = ask.share(free, state.lease_cfg.max_lease_micro);
+    if g == 0 || g < min_lease.min(ask.demand.desired) {
+        return None;
     }
-    let lease = Lease {
-        lease_id,
-        limit: Some(limit.clone()),
-        amount_micro: amount,
-        expires_unix_ms: expires_ms,
+    let req = HoldRequest {
+        owner: sid.to_string(),
+        amount: Credits(g),
+        min_amount: Credits(min_lease.min(g).max(1)),
+        ttl_secs: state.lease_cfg.ttl_secs + state.lease_cfg.settle_grace_secs,
     };
+    let hold = match state.ledger.hold(&tid, req).await {
+        Ok(h) => h,
+        Err(LedgerError::InsufficientFunds { .. }) => return None,
+        Err(e) => {
+            tracing::warn!(tenant, error = %e, "hold for a lease failed");
+            return None;
+        }
+    };
+    Some(Taken {
+        lease_id: lease_id_hold(tenant, hold.id.0),
+        amount: hold.amount.micros(),
+        expires_ms: now + ttl_ms(state),
+        backing: Backing::Hold { hold_id: hold.id.0 },
+    })
+}
+
+/// A lease on a windowed limit: unbounded but for the configured cap on one lease when no
+/// enforced quota rule governs it, else the fair share of what the window has left,
+/// claimed in the store.
+async fn take_from_quota(state: &State, limit: &LimitKey, ask: &Ask, now: u64) -> Option<Taken> {
+    let tenant = limit.tenant.as_str();
+    TenantId::new(tenant).ok()?;
+    let rule = crate::policy_push::quota_rule_for(state, limit).await;
+    let serial = state.lease_table().next_serial();
+    let Some(rule) = rule else {
+        return Some(Taken {
+            lease_id: format!("u/{tenant}/{serial}"),
+            // No rule limits it; the configured cap on one lease still does.
+            amount: match state.lease_cfg.max_lease_micro {
+                0 => ask.demand.desired,
+                max => ask.demand.desired.min(max),
+            },
+            expires_ms: now + ttl_ms(state),
+            backing: Backing::Unbounded,
+        });
+    };
+    let h = convert::horizon(limit.window)?;
+    let secs = now / 1000;
+    let ws = h.window_start(secs).saturating_mul(1000);
+    let we = h
+        .window_end(secs)
+        .map_or(u64::MAX, |e| e.saturating_mul(1000));
+    // The window's claims are in the store, shared by every replica.
+    let claimed = match state.policy.window_claimed(tenant, &rule.id, ws).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(tenant, rule = rule.id, error = %e, "reading a window claim failed");
+            return None;
+        }
+    };
+    let g = ask.share(
+        rule.max_micro.saturating_sub(claimed),
+        state.lease_cfg.max_lease_micro,
+    );
+    if g == 0 {
+        return None;
+    }
+    // Claim it: clamped on the row under its lock, so a replica that claimed meanwhile
+    // is seen and the window's max is never passed.
+    let g = match state
+        .policy
+        .claim_window(tenant, &rule.id, (ws, we), g, rule.max_micro)
+        .await
+    {
+        Ok(0) => return None,
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(tenant, rule = rule.id, error = %e, "claiming a window failed");
+            return None;
+        }
+    };
+    Some(Taken {
+        lease_id: format!("w/{tenant}/{}/{ws}/{serial}", rule.id),
+        amount: g,
+        expires_ms: (now + ttl_ms(state)).min(we),
+        backing: Backing::Window {
+            rule_id: rule.id.clone(),
+            window_start_ms: ws,
+        },
+    })
+}
+
+/// Enters a taken grant in the lease table, counted as held until the sidecar's next
+/// report; returns the lease as sent.
+fn record_lease(state: &State, sid: &str, limit: &LimitKey, key: &str, g: Taken) -> Lease {
+    let mut t = state.lease_table();
+    t.insert(LeaseState {
+        lease_id: g.lease_id.clone(),
+        sidecar: sid.to_string(),
+        limit: limit.clone(),
+        limit_key: key.to_string(),
+        amount: g.amount,
+        returned: 0,
+        expires_ms: g.expires_ms,
+        backing: g.backing,
+        closing_after_seq: None,
+    });
+    t.note_granted(key, sid, g.amount);
+    Lease {
+        lease_id: g.lease_id,
+        limit: Some(limit.clone()),
+        amount_micro: g.amount,
+        expires_unix_ms: g.expires_ms,
+    }
+}
+
+/// Stores the grant, counts it and sends it.
+async fn send_lease(state: &State, sid: &str, lease: Lease, tx: &DownTx) {
     // Stored before it is sent: a Register after a restart is believed only for leases
     // found here. If the write fails the grant still stands (the hold or window claim is
     // taken); the sidecar just cannot have it honoured after a restart.
@@ -212,7 +255,10 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
         tracing::warn!(sidecar = sid, lease = lease.lease_id, error = %e, "recording a lease failed");
     }
     state.metrics.leases_granted.inc();
-    state.metrics.leases_granted_micro.inc_by(amount);
+    state
+        .metrics
+        .leases_granted_micro
+        .inc_by(lease.amount_micro);
     send_now(
         tx,
         SessionDown {

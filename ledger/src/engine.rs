@@ -116,6 +116,64 @@ pub struct WalletTx {
     spend: BTreeMap<Timestamp, Credits>,
 }
 
+/// One source's payment of (part of) a usage group, before it becomes a posting.
+struct Draw {
+    hold: Option<HoldId>,
+    funding: Funding,
+    amount: Credits,
+    before: Credits,
+    after: Credits,
+}
+
+/// What a batch's summary says each source paid so far, in micro-credits.
+#[derive(Debug, Clone, Copy)]
+struct Paid {
+    from_holds: u64,
+    from_grants: u64,
+    from_plan: u64,
+    overrun: u64,
+    suspect: u64,
+}
+
+impl Paid {
+    fn of(s: &TenantPosting) -> Paid {
+        Paid {
+            from_holds: s.from_holds.micros(),
+            from_grants: s.from_grants.micros(),
+            from_plan: s.from_plan.micros(),
+            overrun: s.overrun.micros(),
+            suspect: s.suspect.micros(),
+        }
+    }
+
+    /// What was paid since `earlier` (the summary only grows).
+    fn since(self, earlier: &Paid) -> Paid {
+        Paid {
+            from_holds: self.from_holds.wrapping_sub(earlier.from_holds),
+            from_grants: self.from_grants.wrapping_sub(earlier.from_grants),
+            from_plan: self.from_plan.wrapping_sub(earlier.from_plan),
+            overrun: self.overrun.wrapping_sub(earlier.overrun),
+            suspect: self.suspect.wrapping_sub(earlier.suspect),
+        }
+    }
+}
+
+fn sum(xs: impl Iterator<Item = Credits>) -> Credits {
+    xs.fold(Credits::ZERO, Credits::saturating_add)
+}
+
+/// Past the sender's holds: at most the allowance's `room`; the rest is suspected
+/// tampering (counted, not charged). Returns what is left to pay.
+fn past_holds(room: &mut Option<Credits>, left: Credits, summary: &mut TenantPosting) -> Credits {
+    let Some(room) = room.as_mut() else {
+        return left;
+    };
+    let beyond = left.saturating_sub(*room);
+    *room = room.saturating_sub(left);
+    put(&mut summary.suspect, beyond);
+    left.saturating_sub(beyond)
+}
+
 fn take(from: &mut Credits, x: Credits) {
     debug_assert!(*from >= x, "moving {x} out of {from}");
     *from = from.saturating_sub(x);
@@ -172,6 +230,7 @@ impl WalletTx {
 
     /// Move everything written into `changes`.
     pub fn into_changes(self, changes: &mut Changes) {
+        self.check_conserved();
         let tenant = self.row.tenant.clone();
         for id in &self.changed_grants {
             if let Some(g) = self.grants.iter().find(|g| g.id == *id) {
@@ -192,6 +251,56 @@ impl WalletTx {
             changes.new_wallets.push(self.row);
         } else if self.row_changed {
             changes.wallets.push(self.row);
+        }
+    }
+
+    /// Invariant 1 (conservation), checked on every transaction of a debug build: for
+    /// the wallet and each grant, `granted = available + held + consumed + expired`; for
+    /// each hold, what it drew and released is at most its amount, and all of it once
+    /// it ended.
+    fn check_conserved(&self) {
+        let t = &self.row.totals;
+        let parts = |a: Credits, h: Credits, c: Credits, e: Credits| {
+            [a, h, c, e]
+                .iter()
+                .map(|x| u128::from(x.micros()))
+                .sum::<u128>()
+        };
+        debug_assert_eq!(
+            u128::from(t.granted.micros()),
+            parts(t.available, t.held, t.consumed, t.expired),
+            "wallet {}: granted = available + held + consumed + expired ({t:?})",
+            self.row.tenant
+        );
+        for g in &self.grants {
+            debug_assert_eq!(
+                u128::from(g.granted.micros()),
+                parts(g.available, g.held, g.consumed, g.expired),
+                "{} of {}: granted = available + held + consumed + expired",
+                g.id,
+                g.tenant
+            );
+        }
+        for h in &self.holds {
+            let settled = u128::from(h.drawn.micros()) + u128::from(h.released.micros());
+            debug_assert!(
+                settled <= u128::from(h.amount.micros()),
+                "{} of {}: drew {} and released {} of {}",
+                h.id,
+                h.tenant,
+                h.drawn,
+                h.released,
+                h.amount
+            );
+            debug_assert!(
+                h.status == HoldStatus::Open || settled == u128::from(h.amount.micros()),
+                "{} of {} ended ({:?}) with {} of {} neither drawn nor released",
+                h.id,
+                h.tenant,
+                h.status,
+                u128::from(h.amount.micros()) - settled,
+                h.amount
+            );
         }
     }
 
@@ -948,6 +1057,234 @@ impl WalletTx {
         put(e, x);
     }
 
+    /// The sender's open holds (its leases), soonest to expire first.
+    fn sender_holds(&self, sidecar: &str) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..self.holds.len())
+            .filter(|&i| {
+                let h = &self.holds[i];
+                h.status == HoldStatus::Open && h.owner == sidecar
+            })
+            .collect();
+        idx.sort_by_key(|&i| (self.holds[i].expires_at, self.holds[i].id));
+        idx
+    }
+
+    /// Step 1 of [`WalletTx::post_usage`]: draw from the sender's open holds; returns
+    /// what is left to pay.
+    fn usage_from_holds(
+        &mut self,
+        ctx: Ctx<'_>,
+        g: &UsageGroup,
+        hold_idx: &[usize],
+        mut left: Credits,
+        summary: &mut TenantPosting,
+        draws: &mut Vec<Draw>,
+    ) -> Credits {
+        for &i in hold_idx {
+            if left.is_zero() {
+                break;
+            }
+            let hid = self.holds[i].id;
+            let units = units_for(g.request_units_milli, g.amount, left);
+            for (funding, x, before, after) in self.draw_hold(i, left, units) {
+                left = left.saturating_sub(x);
+                put(&mut summary.from_holds, x);
+                self.add_spend(ctx.now, x);
+                draws.push(Draw {
+                    hold: Some(hid),
+                    funding,
+                    amount: x,
+                    before,
+                    after,
+                });
+            }
+        }
+        left
+    }
+
+    /// Step 2: grants, in deduction order; returns what is left to pay.
+    fn usage_from_grants(
+        &mut self,
+        ctx: Ctx<'_>,
+        order: &[GrantId],
+        mut left: Credits,
+        summary: &mut TenantPosting,
+        draws: &mut Vec<Draw>,
+    ) -> Credits {
+        for &gid in order {
+            if left.is_zero() {
+                break;
+            }
+            let Some(gr) = self.grant_mut(gid) else {
+                continue;
+            };
+            let x = left.min(gr.available);
+            if x.is_zero() {
+                continue;
+            }
+            let before = gr.remaining();
+            take(&mut gr.available, x);
+            put(&mut gr.consumed, x);
+            let after = gr.remaining();
+            take(&mut self.row.totals.available, x);
+            put(&mut self.row.totals.consumed, x);
+            put(&mut self.row.period_spent, x);
+            left = left.saturating_sub(x);
+            put(&mut summary.from_grants, x);
+            self.add_spend(ctx.now, x);
+            draws.push(Draw {
+                hold: None,
+                funding: Funding::Grant(gid),
+                amount: x,
+                before,
+                after,
+            });
+        }
+        left
+    }
+
+    /// Step 3: the plan, within its room under the hard cap less what open holds
+    /// reserved there (their owners' usage draws it; taking it here would turn their
+    /// covered usage into overrun). Returns what is left to pay.
+    fn usage_from_plan(
+        &mut self,
+        ctx: Ctx<'_>,
+        g: &UsageGroup,
+        left: Credits,
+        summary: &mut TenantPosting,
+        draws: &mut Vec<Draw>,
+    ) -> Credits {
+        if left.is_zero() {
+            return left;
+        }
+        let units = units_for(g.request_units_milli, g.amount, left);
+        let reserved = self.row.totals.plan_held;
+        let x = self.plan_take(left, units, reserved);
+        if x.is_zero() {
+            return left;
+        }
+        let before = self.row.period_spent;
+        put(&mut self.row.period_spent, x);
+        put(&mut self.row.totals.plan_consumed, x);
+        put(&mut summary.from_plan, x);
+        self.add_spend(ctx.now, x);
+        draws.push(Draw {
+            hold: None,
+            funding: Funding::Plan,
+            amount: x,
+            before,
+            after: self.row.period_spent,
+        });
+        left.saturating_sub(x)
+    }
+
+    /// Step 4: what nothing paid is overrun: recorded, reported, never billed.
+    fn usage_overrun(&mut self, left: Credits, summary: &mut TenantPosting, draws: &mut Vec<Draw>) {
+        if left.is_zero() {
+            return;
+        }
+        put(&mut self.row.totals.overrun, left);
+        put(&mut summary.overrun, left);
+        let spent = self.row.period_spent;
+        draws.push(Draw {
+            hold: None,
+            funding: Funding::Overrun,
+            amount: left,
+            before: spent,
+            after: spent,
+        });
+    }
+
+    /// One posting (and audit entry) per draw of a group; the group's counts go on its
+    /// first posting.
+    fn emit_postings(
+        &mut self,
+        ctx: Ctx<'_>,
+        key: &BatchKey,
+        g: &UsageGroup,
+        draws: Vec<Draw>,
+        audit: &mut Vec<AuditPosting>,
+    ) {
+        for (n, d) in draws.into_iter().enumerate() {
+            let (records, it, ot, oc) = if n == 0 {
+                (g.records, g.input_tokens, g.output_tokens, g.outcomes)
+            } else {
+                (0, 0, 0, 0)
+            };
+            self.postings.push(Posting {
+                tenant: self.row.tenant.clone(),
+                batch: Some(key.clone()),
+                hold: d.hold,
+                agent: g.agent.clone(),
+                model: g.model.clone(),
+                feature: g.feature.clone(),
+                funding: d.funding,
+                amount: d.amount,
+                records,
+                input_tokens: it,
+                output_tokens: ot,
+                outcomes: oc,
+                balance_before: d.before,
+                balance_after: d.after,
+                at: ctx.now,
+            });
+            audit.push(AuditPosting {
+                agent: g.agent.clone(),
+                model: g.model.clone(),
+                feature: g.feature.clone(),
+                hold: d.hold,
+                funding: d.funding,
+                amount: d.amount,
+                records,
+            });
+        }
+    }
+
+    /// Conservation of one batch's posting, on both sides: every rated credit is paid
+    /// by exactly one source or counted as suspect, and what the sources paid is what
+    /// left the wallet's available and held credits (or went to the plan or overrun).
+    fn check_usage_conserved(
+        &self,
+        before: &WalletTotals,
+        paid_before: &Paid,
+        summary: &TenantPosting,
+        rated: Credits,
+    ) {
+        let d = Paid::of(summary).since(paid_before);
+        let after = self.totals();
+        let gain = |a: Credits, b: Credits| a.micros().wrapping_sub(b.micros());
+        debug_assert_eq!(
+            d.from_holds + d.from_grants + d.from_plan + d.overrun + d.suspect,
+            rated.micros(),
+            "usage of {}: every rated credit is paid or suspect",
+            self.row.tenant
+        );
+        debug_assert_eq!(
+            gain(after.consumed, before.consumed) + gain(after.plan_consumed, before.plan_consumed),
+            d.from_holds + d.from_grants + d.from_plan,
+            "usage of {}: consumed credits are the credits posted",
+            self.row.tenant
+        );
+        debug_assert_eq!(
+            gain(before.available, after.available),
+            d.from_grants,
+            "usage of {}: credits out of grants are the credits posted from grants",
+            self.row.tenant
+        );
+        debug_assert_eq!(
+            gain(before.held, after.held) + gain(before.plan_held, after.plan_held),
+            d.from_holds,
+            "usage of {}: credits out of holds are the credits posted from holds",
+            self.row.tenant
+        );
+        debug_assert_eq!(
+            gain(after.overrun, before.overrun),
+            d.overrun,
+            "usage of {}: overrun recorded is overrun posted",
+            self.row.tenant
+        );
+    }
+
     /// Post rated usage of one batch for this tenant: from the sender's open holds
     /// first, then grants in deduction order, then the plan (within its room under the
     /// hard cap); what is left is overrun (recorded, never billed).
@@ -960,14 +1297,7 @@ impl WalletTx {
         digest: Option<&str>,
         allowance: Option<OverrunAllowance>,
     ) {
-        let tenant = self.row.tenant.clone();
-        let mut hold_idx: Vec<usize> = (0..self.holds.len())
-            .filter(|&i| {
-                let h = &self.holds[i];
-                h.status == HoldStatus::Open && h.owner == key.sidecar_id
-            })
-            .collect();
-        hold_idx.sort_by_key(|&i| (self.holds[i].expires_at, self.holds[i].id));
+        let hold_idx = self.sender_holds(&key.sidecar_id);
         // What may still be charged past the sender's holds in this batch.
         let mut past_holds_left = allowance.map(|a| {
             let held = hold_idx.iter().fold(Credits::ZERO, |acc, &i| {
@@ -976,120 +1306,20 @@ impl WalletTx {
             a.for_holds(held)
         });
         let order = self.deduction_order(ctx.now);
+        let totals_before = self.totals();
+        let (summary_before, rated) = (Paid::of(summary), sum(groups.iter().map(|g| g.amount)));
         let mut audit_postings = Vec::new();
         for g in groups {
+            let mut draws = Vec::new();
             let mut left = g.amount;
-            let mut first = true;
-            let mut emit = |w: &mut WalletTx,
-                            hold: Option<HoldId>,
-                            funding: Funding,
-                            amount: Credits,
-                            before: Credits,
-                            after: Credits| {
-                let (records, it, ot, oc) = if first {
-                    (g.records, g.input_tokens, g.output_tokens, g.outcomes)
-                } else {
-                    (0, 0, 0, 0)
-                };
-                first = false;
-                w.postings.push(Posting {
-                    tenant: tenant.clone(),
-                    batch: Some(key.clone()),
-                    hold,
-                    agent: g.agent.clone(),
-                    model: g.model.clone(),
-                    feature: g.feature.clone(),
-                    funding,
-                    amount,
-                    records,
-                    input_tokens: it,
-                    output_tokens: ot,
-                    outcomes: oc,
-                    balance_before: before,
-                    balance_after: after,
-                    at: ctx.now,
-                });
-                audit_postings.push(AuditPosting {
-                    agent: g.agent.clone(),
-                    model: g.model.clone(),
-                    feature: g.feature.clone(),
-                    hold,
-                    funding,
-                    amount,
-                    records,
-                });
-            };
-            // 1. The sender's open holds (its leases).
-            for &i in &hold_idx {
-                if left.is_zero() {
-                    break;
-                }
-                let hid = self.holds[i].id;
-                let units = units_for(g.request_units_milli, g.amount, left);
-                for (funding, x, before, after) in self.draw_hold(i, left, units) {
-                    left = left.saturating_sub(x);
-                    put(&mut summary.from_holds, x);
-                    self.add_spend(ctx.now, x);
-                    emit(self, Some(hid), funding, x, before, after);
-                }
-            }
-            // Past the holds: at most the allowance; the rest is suspected tampering.
-            if let Some(room) = past_holds_left.as_mut() {
-                let beyond = left.saturating_sub(*room);
-                *room = room.saturating_sub(left);
-                left = left.saturating_sub(beyond);
-                put(&mut summary.suspect, beyond);
-            }
-            // 2. Grants, in deduction order.
-            for &gid in &order {
-                if left.is_zero() {
-                    break;
-                }
-                let Some(gr) = self.grant_mut(gid) else {
-                    continue;
-                };
-                let x = left.min(gr.available);
-                if x.is_zero() {
-                    continue;
-                }
-                let before = gr.remaining();
-                take(&mut gr.available, x);
-                put(&mut gr.consumed, x);
-                let after = gr.remaining();
-                take(&mut self.row.totals.available, x);
-                put(&mut self.row.totals.consumed, x);
-                put(&mut self.row.period_spent, x);
-                left = left.saturating_sub(x);
-                put(&mut summary.from_grants, x);
-                self.add_spend(ctx.now, x);
-                emit(self, None, Funding::Grant(gid), x, before, after);
-            }
-            // 3. The plan, within its room under the hard cap less what open holds
-            //    reserved there (their owners' usage draws it; taking it here would
-            //    turn their covered usage into overrun).
-            if !left.is_zero() {
-                let units = units_for(g.request_units_milli, g.amount, left);
-                let reserved = self.row.totals.plan_held;
-                let x = self.plan_take(left, units, reserved);
-                if !x.is_zero() {
-                    let before = self.row.period_spent;
-                    put(&mut self.row.period_spent, x);
-                    put(&mut self.row.totals.plan_consumed, x);
-                    let after = self.row.period_spent;
-                    left = left.saturating_sub(x);
-                    put(&mut summary.from_plan, x);
-                    self.add_spend(ctx.now, x);
-                    emit(self, None, Funding::Plan, x, before, after);
-                }
-            }
-            // 4. Overrun: recorded, reported, never billed.
-            if !left.is_zero() {
-                put(&mut self.row.totals.overrun, left);
-                put(&mut summary.overrun, left);
-                let spent = self.row.period_spent;
-                emit(self, None, Funding::Overrun, left, spent, spent);
-            }
+            left = self.usage_from_holds(ctx, g, &hold_idx, left, summary, &mut draws);
+            left = past_holds(&mut past_holds_left, left, summary);
+            left = self.usage_from_grants(ctx, &order, left, summary, &mut draws);
+            left = self.usage_from_plan(ctx, g, left, summary, &mut draws);
+            self.usage_overrun(left, summary, &mut draws);
+            self.emit_postings(ctx, key, g, draws, &mut audit_postings);
         }
+        self.check_usage_conserved(&totals_before, &summary_before, summary, rated);
         self.row_changed = true;
         let after = self.totals();
         self.record(
