@@ -10,6 +10,8 @@
 //! Migrations are SQL files under `migrations/sqlite/`, embedded at build time and
 //! applied in order at open (table `schema_migrations`).
 
+mod write;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,7 +27,7 @@ use super::{Changes, HoldSelect, PriceBookRow, Store, StoreTx, WalletRow};
 use crate::audit::AuditRecord;
 use crate::clock::Timestamp;
 use crate::error::LedgerError;
-use crate::grant::{Grant, ResetPeriod};
+use crate::grant::Grant;
 use crate::hold::Hold;
 use crate::ids::{BatchKey, GrantId, HoldId, TenantId};
 use crate::report::StatementRow;
@@ -396,165 +398,16 @@ impl StoreTx for SqliteTx {
     }
 
     async fn write(&mut self, ch: &Changes) -> Result<(), LedgerError> {
-        let tx = &mut *self.tx;
-        for w in &ch.new_wallets {
-            write_wallet(tx, w, true).await?;
-        }
-        if ch.wallets.len() == 1 {
-            write_wallet(tx, &ch.wallets[0], false).await?;
-        } else {
-            for chunk in ch.wallets.chunks(ROWS_PER_INSERT) {
-                upsert_wallets(tx, chunk).await?;
-            }
-        }
-        for chunk in ch.grants.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
-                "INSERT INTO grants (tenant, id, kind, amount, priority, starts_at, expires_at, reset_period, reference, created_at, period, period_start, next_reset_at, granted, available, held, consumed, expired, closed) VALUES ",
-                19,
-                chunk.len(),
-                " ON CONFLICT (tenant, id) DO UPDATE SET period = excluded.period, period_start = excluded.period_start, \
-                 next_reset_at = excluded.next_reset_at, granted = excluded.granted, available = excluded.available, \
-                 held = excluded.held, consumed = excluded.consumed, expired = excluded.expired, closed = excluded.closed",
-            )));
-            for g in chunk {
-                q = q
-                    .bind(g.tenant.as_str())
-                    .bind(i(g.id.0, "grant id")?)
-                    .bind(g.kind.as_str())
-                    .bind(c(g.amount, "amount")?)
-                    .bind(i64::from(g.priority))
-                    .bind(i(g.starts_at, "time")?)
-                    .bind(g.expires_at.map(|v| i(v, "time")).transpose()?)
-                    .bind(g.reset.map(ResetPeriod::as_str))
-                    .bind(g.reference.as_deref())
-                    .bind(i(g.created_at, "time")?)
-                    .bind(i64::from(g.period))
-                    .bind(i(g.period_start, "time")?)
-                    .bind(g.next_reset_at.map(|v| i(v, "time")).transpose()?)
-                    .bind(c(g.granted, "granted")?)
-                    .bind(c(g.available, "available")?)
-                    .bind(c(g.held, "held")?)
-                    .bind(c(g.consumed, "consumed")?)
-                    .bind(c(g.expired, "expired")?)
-                    .bind(i64::from(g.closed));
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for h in &ch.holds {
-            sqlx::query(
-                "INSERT INTO holds (tenant, id, owner, amount, drawn, released, status, created_at, expires_at, closed_at, parts) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (tenant, id) DO UPDATE SET drawn = excluded.drawn, released = excluded.released, \
-                 status = excluded.status, closed_at = excluded.closed_at, parts = excluded.parts",
-            )
-            .bind(h.tenant.as_str())
-            .bind(i(h.id.0, "hold id")?)
-            .bind(h.owner.as_str())
-            .bind(c(h.amount, "amount")?)
-            .bind(c(h.drawn, "drawn")?)
-            .bind(c(h.released, "released")?)
-            .bind(h.status.as_str())
-            .bind(i(h.created_at, "time")?)
-            .bind(i(h.expires_at, "time")?)
-            .bind(h.closed_at.map(|v| i(v, "time")).transpose()?)
-            .bind(to_json(&h.parts)?)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for chunk in ch.postings.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
-                "INSERT INTO postings (tenant, at, batch_sidecar, batch_seq, hold_id, agent, model, feature, funding, grant_id, amount, records, input_tokens, output_tokens, outcomes, balance_before, balance_after) VALUES ",
-                17,
-                chunk.len(),
-                "",
-            )));
-            for p in chunk {
-                let (fk, gid) = p.funding.to_parts();
-                q = q
-                    .bind(p.tenant.as_str())
-                    .bind(i(p.at, "time")?)
-                    .bind(p.batch.as_ref().map(|b| b.sidecar_id.as_str()))
-                    .bind(p.batch.as_ref().map(|b| i(b.seq, "seq")).transpose()?)
-                    .bind(p.hold.map(|h| i(h.0, "hold id")).transpose()?)
-                    .bind(p.agent.as_str())
-                    .bind(p.model.as_str())
-                    .bind(p.feature.as_str())
-                    .bind(fk)
-                    .bind(gid.map(|g| i(g, "grant id")).transpose()?)
-                    .bind(c(p.amount, "amount")?)
-                    .bind(i(p.records, "records")?)
-                    .bind(i(p.input_tokens, "tokens")?)
-                    .bind(i(p.output_tokens, "tokens")?)
-                    .bind(i(p.outcomes, "outcomes")?)
-                    .bind(c(p.balance_before, "balance")?)
-                    .bind(c(p.balance_after, "balance")?);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for chunk in ch.batches.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
-                "INSERT INTO batches (sidecar_id, seq, posted_at, records, outcome, digest, signature) VALUES ",
-                7,
-                chunk.len(),
-                "",
-            )));
-            for b in chunk {
-                q = q
-                    .bind(b.outcome.key.sidecar_id.as_str())
-                    .bind(i(b.outcome.key.seq, "seq")?)
-                    .bind(i(b.outcome.posted_at, "time")?)
-                    .bind(i(b.outcome.records, "records")?)
-                    .bind(to_json(&b.outcome)?)
-                    .bind(b.digest.as_deref())
-                    .bind(b.signature.as_deref());
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for chunk in ch.audit.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
-                "INSERT INTO audit_records (tenant, seq, at, prev_hash, body, hash, signature) VALUES ",
-                7,
-                chunk.len(),
-                "",
-            )));
-            for a in chunk {
-                q = q
-                    .bind(a.tenant.as_str())
-                    .bind(i(a.seq, "seq")?)
-                    .bind(i(a.at, "time")?)
-                    .bind(a.prev_hash.as_str())
-                    .bind(a.body.as_str())
-                    .bind(a.hash.as_str())
-                    .bind(a.signature.as_str());
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for chunk in ch.spend_buckets.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
-                "INSERT INTO spend_minutes (tenant, minute, amount) VALUES ",
-                3,
-                chunk.len(),
-                " ON CONFLICT (tenant, minute) DO UPDATE SET amount = spend_minutes.amount + excluded.amount",
-            )));
-            for (t, minute, amount) in chunk {
-                q = q
-                    .bind(t.as_str())
-                    .bind(i(*minute, "time")?)
-                    .bind(c(*amount, "amount")?);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for p in &ch.price_books {
-            sqlx::query(
-                "INSERT INTO price_books (tenant, version, book, created_at) VALUES (?, ?, ?, ?)",
-            )
-            .bind(p.tenant.as_str())
-            .bind(i(p.version, "version")?)
-            .bind(p.json.as_str())
-            .bind(i(p.created_at, "time")?)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let conn = &mut *self.tx;
+        write::new_wallets(conn, &ch.new_wallets).await?;
+        write::wallets(conn, &ch.wallets).await?;
+        write::grants(conn, &ch.grants).await?;
+        write::holds(conn, &ch.holds).await?;
+        write::postings(conn, &ch.postings).await?;
+        write::batches(conn, &ch.batches).await?;
+        write::audit(conn, &ch.audit).await?;
+        write::spend(conn, &ch.spend_buckets).await?;
+        write::price_books(conn, &ch.price_books).await?;
         Ok(())
     }
 
@@ -562,82 +415,6 @@ impl StoreTx for SqliteTx {
         self.tx.commit().await?;
         Ok(())
     }
-}
-
-/// A wallet row's 21 values, in the column order of `upsert_wallets` and `write_wallet`
-/// (tenant last).
-fn bind_wallet<'q>(
-    q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
-    w: &'q WalletRow,
-) -> Result<sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>, LedgerError> {
-    let t = &w.totals;
-    Ok(q.bind(to_json(&w.config)?)
-        .bind(i(w.created_at, "time")?)
-        .bind(i(w.next_grant_id, "grant id")?)
-        .bind(i(w.next_hold_id, "hold id")?)
-        .bind(c(t.granted, "granted")?)
-        .bind(c(t.available, "available")?)
-        .bind(c(t.held, "held")?)
-        .bind(c(t.consumed, "consumed")?)
-        .bind(c(t.expired, "expired")?)
-        .bind(c(t.plan_held, "plan held")?)
-        .bind(c(t.plan_consumed, "plan consumed")?)
-        .bind(c(t.overrun, "overrun")?)
-        .bind(i(w.period_start, "time")?)
-        .bind(c(w.period_spent, "period spent")?)
-        .bind(c(w.period_usage.metered, "period metered")?)
-        .bind(i(w.period_usage.request_units_milli, "period requests")?)
-        .bind(w.price_book_version.map(|v| i(v, "version")).transpose()?)
-        .bind(to_json(&w.alert_state)?)
-        .bind(i(w.audit_head.seq, "audit seq")?)
-        .bind(hex::encode(w.audit_head.hash))
-        .bind(w.tenant.as_str()))
-}
-
-/// Update several (locked, existing) wallet rows in one statement.
-async fn upsert_wallets(
-    tx: &mut sqlx::SqliteConnection,
-    ws: &[WalletRow],
-) -> Result<(), LedgerError> {
-    const COLS: &str = "config, created_at, next_grant_id, next_hold_id, granted, available, held, consumed, expired, plan_held, plan_consumed, overrun, period_start, period_spent, period_metered, period_request_milli, price_book_version, alert_state, audit_seq, audit_hash, tenant";
-    let set: Vec<String> = COLS
-        .split(", ")
-        .filter(|c| *c != "tenant")
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
-    let sql = multi_row(
-        &format!("INSERT INTO wallets ({COLS}) VALUES "),
-        21,
-        ws.len(),
-        &format!(" ON CONFLICT (tenant) DO UPDATE SET {}", set.join(", ")),
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for w in ws {
-        q = bind_wallet(q, w)?;
-    }
-    q.execute(&mut *tx).await?;
-    Ok(())
-}
-
-async fn write_wallet(
-    tx: &mut sqlx::SqliteConnection,
-    w: &WalletRow,
-    insert: bool,
-) -> Result<(), LedgerError> {
-    let sql = if insert {
-        "INSERT INTO wallets (config, created_at, next_grant_id, next_hold_id, granted, available, held, consumed, expired, plan_held, plan_consumed, overrun, period_start, period_spent, period_metered, period_request_milli, price_book_version, alert_state, audit_seq, audit_hash, tenant) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    } else {
-        "UPDATE wallets SET config = ?, created_at = ?, next_grant_id = ?, next_hold_id = ?, granted = ?, available = ?, held = ?, consumed = ?, expired = ?, plan_held = ?, plan_consumed = ?, overrun = ?, period_start = ?, period_spent = ?, period_metered = ?, period_request_milli = ?, price_book_version = ?, alert_state = ?, audit_seq = ?, audit_hash = ? WHERE tenant = ?"
-    };
-    let r = bind_wallet(sqlx::query(sql), w)?.execute(&mut *tx).await?;
-    if r.rows_affected() != 1 {
-        return Err(LedgerError::Store(format!(
-            "wallet row of {} was not written",
-            w.tenant
-        )));
-    }
-    Ok(())
 }
 
 #[async_trait]
