@@ -61,23 +61,8 @@ pub struct PolicyStore {
     db: Db,
 }
 
-/// SQL is written once with `?` placeholders and SQLite's two-argument `MIN`/`MAX`;
-/// PostgreSQL gets `$n` and `LEAST`/`GREATEST`. (No `?` appears in literals here.)
-fn to_pg(sql: &str) -> String {
-    let sql = sql.replace("MIN(", "LEAST(").replace("MAX(", "GREATEST(");
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = 0;
-    for ch in sql.chars() {
-        if ch == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(ch);
-        }
-    }
-    out
-}
+// SQL is written once for both dialects: `$n` placeholders (SQLite takes them too) and
+// `CASE` where SQLite's two-argument MIN/MAX and PostgreSQL's LEAST/GREATEST differ.
 
 /// Runs one query on whichever database: `$build` turns a fresh statement (the `$q`
 /// binding, for `sqlx::query_as`) into the finished fetch.
@@ -89,7 +74,7 @@ macro_rules! on_db {
                 $build(pool).await
             }
             Db::Postgres(pool) => {
-                let $q = sqlx::AssertSqlSafe(to_pg($sql));
+                let $q = sqlx::AssertSqlSafe($sql.to_string());
                 $build(pool).await
             }
         }
@@ -105,7 +90,7 @@ macro_rules! exec_db {
                 $build(pool).await.map(|r| r.rows_affected())
             }
             Db::Postgres(pool) => {
-                let $q = sqlx::AssertSqlSafe(to_pg($sql));
+                let $q = sqlx::AssertSqlSafe($sql.to_string());
                 $build(pool).await.map(|r| r.rows_affected())
             }
         }
@@ -190,7 +175,7 @@ impl PolicyStore {
 
     /// The stored policy of `tenant` (quotas, floors, defaults, version), if any.
     pub async fn policy(&self, tenant: &str) -> Result<Option<v1::TenantPolicy>, PolicyStoreError> {
-        let sql = "SELECT policy FROM tollgate_authority_policy WHERE tenant = ?";
+        let sql = "SELECT policy FROM tollgate_authority_policy WHERE tenant = $1";
         let row: Option<(Vec<u8>,)> = on_db!(self, sql, |q| |p| sqlx::query_as(q)
             .bind(tenant)
             .fetch_optional(p))?;
@@ -228,7 +213,7 @@ impl PolicyStore {
             let blob = p.encode_to_vec();
             let written = match &current {
                 None => {
-                    let sql = "INSERT INTO tollgate_authority_policy (tenant, policy, version) VALUES (?, ?, ?) ON CONFLICT (tenant) DO NOTHING";
+                    let sql = "INSERT INTO tollgate_authority_policy (tenant, policy, version) VALUES ($1, $2, $3) ON CONFLICT (tenant) DO NOTHING";
                     exec_db!(self, sql, |q| |pool| sqlx::query(q)
                         .bind(tenant)
                         .bind(&blob)
@@ -236,7 +221,7 @@ impl PolicyStore {
                         .execute(pool))?
                 }
                 Some(c) => {
-                    let sql = "UPDATE tollgate_authority_policy SET policy = ?, version = ? WHERE tenant = ? AND version = ?";
+                    let sql = "UPDATE tollgate_authority_policy SET policy = $1, version = $2 WHERE tenant = $3 AND version = $4";
                     exec_db!(self, sql, |q| |pool| sqlx::query(q)
                         .bind(&blob)
                         .bind(clamp(p.version))
@@ -263,7 +248,7 @@ impl PolicyStore {
         tenants: &[String],
         now_ms: u64,
     ) -> Result<String, PolicyStoreError> {
-        let sql = "INSERT INTO tollgate_authority_sidecar_owners (sidecar_id, credential, tenants, registered_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (sidecar_id) DO NOTHING";
+        let sql = "INSERT INTO tollgate_authority_sidecar_owners (sidecar_id, credential, tenants, registered_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (sidecar_id) DO NOTHING";
         let tenants = tenants.join(",");
         exec_db!(self, sql, |q| |pool| sqlx::query(q)
             .bind(sidecar)
@@ -271,7 +256,7 @@ impl PolicyStore {
             .bind(&tenants)
             .bind(clamp(now_ms))
             .execute(pool))?;
-        let sql = "SELECT credential FROM tollgate_authority_sidecar_owners WHERE sidecar_id = ?";
+        let sql = "SELECT credential FROM tollgate_authority_sidecar_owners WHERE sidecar_id = $1";
         let (owner,): (String,) = on_db!(self, sql, |q| |p| sqlx::query_as(q)
             .bind(sidecar)
             .fetch_one(p))?;
@@ -286,7 +271,7 @@ impl PolicyStore {
         sidecar: &str,
         lease: &v1::Lease,
     ) -> Result<(), PolicyStoreError> {
-        let sql = "INSERT INTO tollgate_authority_leases (sidecar_id, lease_id, lease, expires_ms) VALUES (?, ?, ?, ?) \
+        let sql = "INSERT INTO tollgate_authority_leases (sidecar_id, lease_id, lease, expires_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (sidecar_id, lease_id) DO UPDATE SET lease = excluded.lease, expires_ms = excluded.expires_ms";
         let blob = lease.encode_to_vec();
         exec_db!(self, sql, |q| |p| sqlx::query(q)
@@ -305,7 +290,7 @@ impl PolicyStore {
         lease_id: &str,
     ) -> Result<Option<v1::Lease>, PolicyStoreError> {
         let sql =
-            "SELECT lease FROM tollgate_authority_leases WHERE sidecar_id = ? AND lease_id = ?";
+            "SELECT lease FROM tollgate_authority_leases WHERE sidecar_id = $1 AND lease_id = $2";
         let row: Option<(Vec<u8>,)> = on_db!(self, sql, |q| |p| sqlx::query_as(q)
             .bind(sidecar)
             .bind(lease_id)
@@ -326,7 +311,7 @@ impl PolicyStore {
         sidecar: &str,
         lease_id: &str,
     ) -> Result<(), PolicyStoreError> {
-        let sql = "DELETE FROM tollgate_authority_leases WHERE sidecar_id = ? AND lease_id = ?";
+        let sql = "DELETE FROM tollgate_authority_leases WHERE sidecar_id = $1 AND lease_id = $2";
         exec_db!(self, sql, |q| |p| sqlx::query(q)
             .bind(sidecar)
             .bind(lease_id)
@@ -337,7 +322,7 @@ impl PolicyStore {
     /// Forgets leases that expired before `before_ms` (a replica that died never deleted
     /// its own); returns how many.
     pub async fn prune_leases(&self, before_ms: u64) -> Result<u64, PolicyStoreError> {
-        let sql = "DELETE FROM tollgate_authority_leases WHERE expires_ms < ?";
+        let sql = "DELETE FROM tollgate_authority_leases WHERE expires_ms < $1";
         Ok(exec_db!(self, sql, |q| |p| sqlx::query(q)
             .bind(clamp(before_ms))
             .execute(p))?)
@@ -346,7 +331,7 @@ impl PolicyStore {
     /// Alert rules of `tenant` (with webhook URLs), by id.
     pub async fn alert_rules(&self, tenant: &str) -> Result<Vec<v1::AlertRule>, PolicyStoreError> {
         let sql =
-            "SELECT rule FROM tollgate_authority_alert_rules WHERE tenant = ? ORDER BY rule_id";
+            "SELECT rule FROM tollgate_authority_alert_rules WHERE tenant = $1 ORDER BY rule_id";
         let rows: Vec<(Vec<u8>,)> = on_db!(self, sql, |q| |p| sqlx::query_as(q)
             .bind(tenant)
             .fetch_all(p))?;
@@ -363,7 +348,7 @@ impl PolicyStore {
 
     /// Inserts or replaces an alert rule.
     pub async fn put_alert_rule(&self, rule: &v1::AlertRule) -> Result<(), PolicyStoreError> {
-        let sql = "INSERT INTO tollgate_authority_alert_rules (tenant, rule_id, rule) VALUES (?, ?, ?) \
+        let sql = "INSERT INTO tollgate_authority_alert_rules (tenant, rule_id, rule) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant, rule_id) DO UPDATE SET rule = excluded.rule";
         exec_db!(self, sql, |q| |p| sqlx::query(q)
             .bind(&rule.tenant)
@@ -379,7 +364,7 @@ impl PolicyStore {
         tenant: &str,
         id: &str,
     ) -> Result<bool, PolicyStoreError> {
-        let sql = "DELETE FROM tollgate_authority_alert_rules WHERE tenant = ? AND rule_id = ?";
+        let sql = "DELETE FROM tollgate_authority_alert_rules WHERE tenant = $1 AND rule_id = $2";
         let r = exec_db!(self, sql, |q| |p| sqlx::query(q)
             .bind(tenant)
             .bind(id)
@@ -389,7 +374,7 @@ impl PolicyStore {
 
     /// Display name of a tenant.
     pub async fn display_name(&self, tenant: &str) -> Result<Option<String>, PolicyStoreError> {
-        let sql = "SELECT display_name FROM tollgate_authority_tenants WHERE tenant = ?";
+        let sql = "SELECT display_name FROM tollgate_authority_tenants WHERE tenant = $1";
         let row: Option<(String,)> = on_db!(self, sql, |q| |p| sqlx::query_as(q)
             .bind(tenant)
             .fetch_optional(p))?;
@@ -398,7 +383,7 @@ impl PolicyStore {
 
     /// Sets a tenant's display name.
     pub async fn put_display_name(&self, tenant: &str, name: &str) -> Result<(), PolicyStoreError> {
-        let sql = "INSERT INTO tollgate_authority_tenants (tenant, display_name) VALUES (?, ?) \
+        let sql = "INSERT INTO tollgate_authority_tenants (tenant, display_name) VALUES ($1, $2) \
              ON CONFLICT (tenant) DO UPDATE SET display_name = excluded.display_name";
         exec_db!(self, sql, |q| |p| sqlx::query(q)
             .bind(tenant)
@@ -409,7 +394,7 @@ impl PolicyStore {
 
     /// The durable-batch hint of a sidecar (0 if none).
     pub async fn durable_hint(&self, sidecar: &str) -> Result<u64, PolicyStoreError> {
-        let sql = "SELECT durable_seq FROM tollgate_authority_sidecars WHERE sidecar_id = ?";
+        let sql = "SELECT durable_seq FROM tollgate_authority_sidecars WHERE sidecar_id = $1";
         let row: Option<(i64,)> = on_db!(self, sql, |q| |p| sqlx::query_as(q)
             .bind(sidecar)
             .fetch_optional(p))?;
@@ -418,8 +403,9 @@ impl PolicyStore {
 
     /// Raises the durable-batch hint (never lowers it).
     pub async fn put_durable_hint(&self, sidecar: &str, seq: u64) -> Result<(), PolicyStoreError> {
-        let sql = "INSERT INTO tollgate_authority_sidecars (sidecar_id, durable_seq) VALUES (?, ?) \
-             ON CONFLICT (sidecar_id) DO UPDATE SET durable_seq = MAX(tollgate_authority_sidecars.durable_seq, excluded.durable_seq)";
+        let sql = "INSERT INTO tollgate_authority_sidecars (sidecar_id, durable_seq) VALUES ($1, $2) \
+             ON CONFLICT (sidecar_id) DO UPDATE SET durable_seq = CASE WHEN excluded.durable_seq > tollgate_authority_sidecars.durable_seq \
+             THEN excluded.durable_seq ELSE tollgate_authority_sidecars.durable_seq END";
         exec_db!(self, sql, |q| |p| sqlx::query(q)
             .bind(sidecar)
             .bind(clamp(seq))
@@ -434,7 +420,7 @@ impl PolicyStore {
         rule_id: &str,
         window_start_ms: u64,
     ) -> Result<u64, PolicyStoreError> {
-        let sql = "SELECT claimed FROM tollgate_authority_windows WHERE tenant = ? AND rule_id = ? AND window_start_ms = ?";
+        let sql = "SELECT claimed FROM tollgate_authority_windows WHERE tenant = $1 AND rule_id = $2 AND window_start_ms = $3";
         let row: Option<(i64,)> = on_db!(self, sql, |q| |p| sqlx::query_as(q)
             .bind(tenant)
             .bind(rule_id)
@@ -457,7 +443,7 @@ impl PolicyStore {
     ) -> Result<u64, PolicyStoreError> {
         let (start, end) = (clamp(window.0), clamp(window.1));
         let insert = "INSERT INTO tollgate_authority_windows (tenant, rule_id, window_start_ms, window_end_ms, claimed, last_claim) \
-             VALUES (?, ?, ?, ?, 0, 0) ON CONFLICT (tenant, rule_id, window_start_ms) DO NOTHING";
+             VALUES ($1, $2, $3, $4, 0, 0) ON CONFLICT (tenant, rule_id, window_start_ms) DO NOTHING";
         exec_db!(self, insert, |q| |p| sqlx::query(q)
             .bind(tenant)
             .bind(rule_id)
@@ -466,12 +452,11 @@ impl PolicyStore {
             .execute(p))?;
         // Both SET expressions read the row as it was before this update.
         let update = "UPDATE tollgate_authority_windows \
-             SET last_claim = MIN(?, MAX(? - claimed, 0)), claimed = claimed + MIN(?, MAX(? - claimed, 0)) \
-             WHERE tenant = ? AND rule_id = ? AND window_start_ms = ? RETURNING last_claim";
+             SET last_claim = CASE WHEN $2 - claimed <= 0 THEN 0 WHEN $1 < $2 - claimed THEN $1 ELSE $2 - claimed END, \
+             claimed = claimed + CASE WHEN $2 - claimed <= 0 THEN 0 WHEN $1 < $2 - claimed THEN $1 ELSE $2 - claimed END \
+             WHERE tenant = $3 AND rule_id = $4 AND window_start_ms = $5 RETURNING last_claim";
         let (want, max) = (clamp(want), clamp(max));
         let row: Option<(i64,)> = on_db!(self, update, |q| |p| sqlx::query_as(q)
-            .bind(want)
-            .bind(max)
             .bind(want)
             .bind(max)
             .bind(tenant)
@@ -489,8 +474,8 @@ impl PolicyStore {
         window_start_ms: u64,
         amount: u64,
     ) -> Result<(), PolicyStoreError> {
-        let sql = "UPDATE tollgate_authority_windows SET claimed = MAX(claimed - ?, 0) \
-             WHERE tenant = ? AND rule_id = ? AND window_start_ms = ?";
+        let sql = "UPDATE tollgate_authority_windows SET claimed = CASE WHEN claimed > $1 THEN claimed - $1 ELSE 0 END \
+             WHERE tenant = $2 AND rule_id = $3 AND window_start_ms = $4";
         exec_db!(self, sql, |q| |p| sqlx::query(q)
             .bind(clamp(amount))
             .bind(tenant)
@@ -502,7 +487,7 @@ impl PolicyStore {
 
     /// Forgets windows that ended before `now_ms`; returns how many.
     pub async fn prune_windows(&self, now_ms: u64) -> Result<u64, PolicyStoreError> {
-        let sql = "DELETE FROM tollgate_authority_windows WHERE window_end_ms < ?";
+        let sql = "DELETE FROM tollgate_authority_windows WHERE window_end_ms < $1";
         let r = exec_db!(self, sql, |q| |p| sqlx::query(q)
             .bind(clamp(now_ms))
             .execute(p))?;
@@ -537,7 +522,7 @@ impl PolicyStore {
         now_ms: u64,
     ) -> Result<bool, PolicyStoreError> {
         let sql = "INSERT INTO tollgate_authority_webhooks (delivery, url, body, secret, attempts, next_at_ms, claimed_until_ms) \
-             VALUES (?, ?, ?, ?, 0, ?, 0) ON CONFLICT (delivery) DO NOTHING";
+             VALUES ($1, $2, $3, $4, 0, $5, 0) ON CONFLICT (delivery) DO NOTHING";
         let n = exec_db!(self, sql, |q| |p| sqlx::query(q)
             .bind(&w.delivery)
             .bind(&w.url)
@@ -561,9 +546,9 @@ impl PolicyStore {
             Db::Postgres(_) => " FOR UPDATE SKIP LOCKED",
         };
         let sql = format!(
-            "UPDATE tollgate_authority_webhooks SET claimed_until_ms = ? WHERE delivery IN \
-             (SELECT delivery FROM tollgate_authority_webhooks WHERE next_at_ms <= ? AND claimed_until_ms <= ? \
-             ORDER BY next_at_ms LIMIT ?{lock}) RETURNING delivery, url, body, secret, attempts"
+            "UPDATE tollgate_authority_webhooks SET claimed_until_ms = $1 WHERE delivery IN \
+             (SELECT delivery FROM tollgate_authority_webhooks WHERE next_at_ms <= $2 AND claimed_until_ms <= $3 \
+             ORDER BY next_at_ms LIMIT $4{lock}) RETURNING delivery, url, body, secret, attempts"
         );
         let rows: Vec<WebhookRow> = on_db!(self, sql.as_str(), |q| |p| {
             sqlx::query_as(q)
@@ -587,7 +572,7 @@ impl PolicyStore {
 
     /// A webhook is finished (delivered, or given up on): forget it.
     pub async fn webhook_done(&self, delivery: &str) -> Result<(), PolicyStoreError> {
-        let sql = "DELETE FROM tollgate_authority_webhooks WHERE delivery = ?";
+        let sql = "DELETE FROM tollgate_authority_webhooks WHERE delivery = $1";
         exec_db!(self, sql, |q| |p| sqlx::query(q).bind(delivery).execute(p))?;
         Ok(())
     }
@@ -599,7 +584,7 @@ impl PolicyStore {
         attempts: u32,
         next_at_ms: u64,
     ) -> Result<(), PolicyStoreError> {
-        let sql = "UPDATE tollgate_authority_webhooks SET attempts = ?, next_at_ms = ?, claimed_until_ms = 0 WHERE delivery = ?";
+        let sql = "UPDATE tollgate_authority_webhooks SET attempts = $1, next_at_ms = $2, claimed_until_ms = 0 WHERE delivery = $3";
         exec_db!(self, sql, |q| |p| sqlx::query(q)
             .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
             .bind(clamp(next_at_ms))
@@ -612,14 +597,6 @@ impl PolicyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sql_is_translated_for_postgres() {
-        assert_eq!(
-            to_pg("UPDATE t SET a = MIN(?, MAX(? - a, 0)) WHERE k = ?"),
-            "UPDATE t SET a = LEAST($1, GREATEST($2 - a, 0)) WHERE k = $3"
-        );
-    }
 
     async fn sqlite() -> (tempfile::TempDir, PolicyStore) {
         let dir = tempfile::tempdir().unwrap();
