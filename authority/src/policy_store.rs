@@ -1,8 +1,9 @@
 //! What the authority keeps beside the ledger: per-tenant quota rules, tier floors and
 //! defaults (pushed to sidecars as `TenantPolicy`), alert rules' webhook URLs, tenant
 //! display names, each sidecar's durable-batch hint, and the window-quota claims. Small
-//! tables (`tollgate_authority_*`) in the ledger's database: on SQLite created here, on
-//! PostgreSQL by the ledger's versioned migration 2 (`tollgate authority migrate`).
+//! tables (`tollgate_authority_*`) in the ledger's database, made by the ledger's versioned
+//! migrations (SQLite: 3 and 4, applied at open; PostgreSQL: 2 and 4, `tollgate authority
+//! migrate`).
 //! Values are protobuf-encoded so the schema does not change when a policy field is added.
 //!
 //! **Several replicas** (PostgreSQL) share these tables, so every write here is safe
@@ -38,16 +39,13 @@ pub enum PolicyStoreError {
         /// Decoder message.
         message: String,
     },
+    /// The tables' migrations failed.
+    #[error("authority policy store: migrating the tables failed")]
+    Migrate(#[source] tollgate_ledger::LedgerError),
     /// Another writer kept changing the same policy.
     #[error("the policy of tenant {0} changed concurrently too often; retry")]
     Contended(String),
 }
-
-/// Who owns each sidecar id (see [`PolicyStore::claim_sidecar`]).
-const SIDECAR_OWNERS_SQLITE: &str = "CREATE TABLE IF NOT EXISTS tollgate_authority_sidecar_owners (sidecar_id TEXT PRIMARY KEY, credential TEXT NOT NULL, tenants TEXT NOT NULL, registered_at_ms INTEGER NOT NULL)";
-
-/// Leases granted and not ended (see [`PolicyStore::put_lease`]).
-const LEASES_SQLITE: &str = "CREATE TABLE IF NOT EXISTS tollgate_authority_leases (sidecar_id TEXT NOT NULL, lease_id TEXT NOT NULL, lease BLOB NOT NULL, expires_ms INTEGER NOT NULL, PRIMARY KEY (sidecar_id, lease_id))";
 
 #[derive(Debug, Clone)]
 enum Db {
@@ -123,23 +121,14 @@ impl PolicyStore {
             .max_connections(2)
             .connect_with(opts)
             .await?;
-        for ddl in [
-            "CREATE TABLE IF NOT EXISTS tollgate_authority_policy (tenant TEXT PRIMARY KEY, policy BLOB NOT NULL, version INTEGER NOT NULL DEFAULT 0)",
-            "CREATE TABLE IF NOT EXISTS tollgate_authority_alert_rules (tenant TEXT NOT NULL, rule_id TEXT NOT NULL, rule BLOB NOT NULL, PRIMARY KEY (tenant, rule_id))",
-            "CREATE TABLE IF NOT EXISTS tollgate_authority_tenants (tenant TEXT PRIMARY KEY, display_name TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS tollgate_authority_sidecars (sidecar_id TEXT PRIMARY KEY, durable_seq INTEGER NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS tollgate_authority_windows (tenant TEXT NOT NULL, rule_id TEXT NOT NULL, window_start_ms INTEGER NOT NULL, window_end_ms INTEGER NOT NULL, claimed INTEGER NOT NULL, last_claim INTEGER NOT NULL, PRIMARY KEY (tenant, rule_id, window_start_ms))",
-            "CREATE INDEX IF NOT EXISTS tollgate_authority_windows_end ON tollgate_authority_windows (window_end_ms)",
-            "CREATE TABLE IF NOT EXISTS tollgate_authority_webhooks (delivery TEXT PRIMARY KEY, url TEXT NOT NULL, body BLOB NOT NULL, secret BLOB NOT NULL, attempts INTEGER NOT NULL, next_at_ms INTEGER NOT NULL, claimed_until_ms INTEGER NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS tollgate_authority_webhooks_due ON tollgate_authority_webhooks (next_at_ms)",
-            // Also the ledger's SQLite migration 3 (this file may be opened alone).
-            SIDECAR_OWNERS_SQLITE,
-            LEASES_SQLITE,
-            "CREATE INDEX IF NOT EXISTS tollgate_authority_leases_expiry ON tollgate_authority_leases (expires_ms)",
-        ] {
-            sqlx::query(ddl).execute(&pool).await?;
-        }
-        // Files made before the policy table had its version column.
+        // The ledger's versioned SQLite migrations make these tables (version 3: sidecar
+        // owners and leases, version 4: the rest), as on PostgreSQL; the file may be
+        // opened here before the ledger opens it.
+        tollgate_ledger::store::sqlite::migrate_pool(&pool)
+            .await
+            .map_err(PolicyStoreError::Migrate)?;
+        // Files whose authority tables predate the policy's version column (made before
+        // migration 4, which then found the table there).
         let has_version: Option<(String,)> = sqlx::query_as(
             "SELECT name FROM pragma_table_info('tollgate_authority_policy') WHERE name = 'version'",
         )
@@ -597,6 +586,85 @@ impl PolicyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file made by the code before migration 4 (ledger migrations 1 to 3, the
+    /// authority's tables made at open, the oldest without the policy's version column)
+    /// opens: migration 4 is applied, what was stored reads back, and policy updates work.
+    #[tokio::test]
+    async fn a_file_from_before_migration_4_migrates() {
+        use sqlx::Executor;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let url = format!("sqlite://{}", path.display());
+        {
+            let opts = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(opts).await.unwrap();
+            pool.execute("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)").await.unwrap();
+            for &(version, name, sql) in &tollgate_ledger::store::sqlite::MIGRATIONS[..3] {
+                pool.execute(sql).await.unwrap();
+                sqlx::query("INSERT INTO schema_migrations VALUES (?, ?, 0)")
+                    .bind(version)
+                    .bind(name)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.execute("CREATE TABLE tollgate_authority_policy (tenant TEXT PRIMARY KEY, policy BLOB NOT NULL)").await.unwrap();
+            pool.execute("CREATE TABLE tollgate_authority_tenants (tenant TEXT PRIMARY KEY, display_name TEXT NOT NULL)").await.unwrap();
+            let old = v1::TenantPolicy {
+                tenant: "acme".into(),
+                default_max_output_tokens: 2,
+                ..Default::default()
+            };
+            sqlx::query("INSERT INTO tollgate_authority_policy VALUES ('acme', ?)")
+                .bind(old.encode_to_vec())
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO tollgate_authority_tenants VALUES ('acme', 'Acme')")
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let s = PolicyStore::open_sqlite(&url).await.unwrap();
+        let Db::Sqlite(pool) = &s.db else {
+            unreachable!()
+        };
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        assert_eq!(versions, [1, 2, 3, 4]);
+        let p = s.policy("acme").await.unwrap().unwrap();
+        assert_eq!((p.default_max_output_tokens, p.version), (2, 0));
+        assert_eq!(
+            s.display_name("acme").await.unwrap().as_deref(),
+            Some("Acme")
+        );
+        let (p, ()) = s
+            .update_policy("acme", |p| {
+                p.default_max_output_tokens = 3;
+                Ok::<_, ()>(())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.default_max_output_tokens, p.version), (3, 1));
+        // The tables migration 4 made are there too.
+        assert_eq!(
+            s.claim_window("acme", "r", (0, 60_000), 5, 10)
+                .await
+                .unwrap(),
+            5
+        );
+        // And the ledger opens the same file.
+        let ledger = tollgate_ledger::SqliteStore::open_url(&url).await.unwrap();
+        assert_eq!(ledger.applied_migrations().await.unwrap(), [1, 2, 3, 4]);
+    }
 
     async fn sqlite() -> (tempfile::TempDir, PolicyStore) {
         let dir = tempfile::tempdir().unwrap();

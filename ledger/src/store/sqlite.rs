@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sidecar_trust",
         include_str!("../../migrations/sqlite/0003_sidecar_trust.sql"),
     ),
+    (
+        4,
+        "authority",
+        include_str!("../../migrations/sqlite/0004_authority.sql"),
+    ),
 ];
 
 /// Rows per multi-row INSERT: 19 columns x 500 rows stays far below SQLite's limit of
@@ -75,6 +80,43 @@ fn multi_row(prefix: &str, cols: usize, rows: usize, suffix: &str) -> String {
 /// `prefix` followed by `(?, ..., ?)` with `n` placeholders, then `suffix`.
 fn in_list(prefix: &str, n: usize, suffix: &str) -> String {
     format!("{prefix}({}){suffix}", vec!["?"; n].join(", "))
+}
+
+/// Applies the pending [`MIGRATIONS`] to an SQLite database, each in its own
+/// transaction with its `schema_migrations` row (idempotent). The authority runs it on
+/// its own pool too, so its tables come from the same versioned migrations.
+pub async fn migrate_pool(pool: &SqlitePool) -> Result<(), LedgerError> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    drop(conn);
+    for &(version, name, sql) in MIGRATIONS {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if done.is_some() {
+            continue;
+        }
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| LedgerError::Store(format!("migration {version} ({name}) failed: {e}")))?;
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+            .bind(version)
+            .bind(name)
+            .bind(i(now, "time")?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 /// The SQLite store.
@@ -134,38 +176,7 @@ impl SqliteStore {
 
     /// Apply pending migrations (idempotent).
     pub async fn migrate(&self) -> Result<(), LedgerError> {
-        let mut conn = self.writer.acquire().await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&mut *conn)
-        .await?;
-        drop(conn);
-        for &(version, name, sql) in MIGRATIONS {
-            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-            let done: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if done.is_some() {
-                continue;
-            }
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|e| {
-                LedgerError::Store(format!("migration {version} ({name}) failed: {e}"))
-            })?;
-            let now = crate::clock::Clock::now(&crate::clock::SystemClock);
-            sqlx::query(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-            )
-            .bind(version)
-            .bind(name)
-            .bind(i(now, "time")?)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-        }
-        Ok(())
+        migrate_pool(&self.writer).await
     }
 
     /// Applied migration versions.
