@@ -55,12 +55,12 @@ pub struct ServeOptions {
 #[non_exhaustive]
 pub enum ServeError {
     /// The store could not be opened.
-    #[error("cannot open the store {url}: {message}")]
+    #[error("cannot open the store {url}: {source}")]
     Store {
-        /// URL.
+        /// URL (password redacted).
         url: String,
         /// Cause.
-        message: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
@@ -125,26 +125,25 @@ pub async fn open_stores(
     url: &str,
     migrate: bool,
 ) -> Result<(Arc<dyn Store>, PolicyStore), ServeError> {
-    let err = |message: String| ServeError::Store {
+    let err = |e: Box<dyn std::error::Error + Send + Sync>| ServeError::Store {
         url: redact_url(url),
-        message,
+        source: e,
     };
     if PostgresStore::is_url(url) {
-        let (clean, mut opts) =
-            PostgresStore::options_from_url(url).map_err(|e| err(e.to_string()))?;
+        let (clean, mut opts) = PostgresStore::options_from_url(url).map_err(|e| err(e.into()))?;
         opts.migrate = migrate;
         let pg = PostgresStore::connect_with(&clean, opts)
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.into()))?;
         let policy = PolicyStore::postgres(pg.pool().clone());
         return Ok((Arc::new(pg), policy));
     }
     let store = SqliteStore::open_url(url)
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(e.into()))?;
     let policy = PolicyStore::open_sqlite(url)
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(e.into()))?;
     Ok((Arc::new(store), policy))
 }
 
@@ -153,18 +152,17 @@ pub async fn open_stores(
 /// returns none for them).
 pub async fn migrate_store(url: &str) -> Result<Vec<i64>, ServeError> {
     if PostgresStore::is_url(url) {
-        let err = |message: String| ServeError::Store {
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| ServeError::Store {
             url: redact_url(url),
-            message,
+            source: e,
         };
-        let (clean, mut opts) =
-            PostgresStore::options_from_url(url).map_err(|e| err(e.to_string()))?;
+        let (clean, mut opts) = PostgresStore::options_from_url(url).map_err(|e| err(e.into()))?;
         opts.migrate = false;
         opts.max_connections = 1;
         let pg = PostgresStore::connect_with(&clean, opts)
             .await
-            .map_err(|e| err(e.to_string()))?;
-        let applied = pg.migrate().await.map_err(|e| err(e.to_string()));
+            .map_err(|e| err(e.into()))?;
+        let applied = pg.migrate().await.map_err(|e| err(e.into()));
         pg.close().await;
         return applied;
     }

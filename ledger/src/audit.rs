@@ -405,7 +405,7 @@ impl AuditSigner {
     pub fn generate() -> Result<AuditSigner, LedgerError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed)
-            .map_err(|e| LedgerError::Store(format!("no randomness for a new audit key: {e}")))?;
+            .map_err(|e| LedgerError::store(format!("no randomness for a new audit key: {e}")))?;
         Ok(AuditSigner::from_seed(&seed))
     }
 

@@ -1,5 +1,7 @@
 //! The ledger's error type: what went wrong and what to do about it.
 
+use std::sync::Arc;
+
 use tollgate_core::{Credits, LimitKind};
 
 use crate::ids::{GrantId, HoldId, InvalidTenantId, TenantId};
@@ -61,9 +63,9 @@ pub enum LedgerError {
     #[error("credit amount overflow: {0}")]
     Overflow(String),
     /// The store failed (I/O, database, connection). Retry; if it persists, check the
-    /// database.
+    /// database. The database's own error, when there is one, is the source.
     #[error("store error: {0}")]
-    Store(String),
+    Store(#[source] StoreError),
     /// Stored data is inconsistent or unreadable (tampering, or a bug).
     #[error("corrupt ledger data: {0}")]
     Corrupt(String),
@@ -85,14 +87,105 @@ pub enum LedgerError {
     },
 }
 
+impl LedgerError {
+    /// A store failure described by `message` alone.
+    pub fn store(message: impl Into<String>) -> LedgerError {
+        LedgerError::Store(StoreError::from(message.into()))
+    }
+
+    /// A store failure described by `message`, caused by the database error `e`.
+    pub fn db(message: impl Into<String>, e: sqlx::Error) -> LedgerError {
+        LedgerError::Store(StoreError {
+            message: message.into(),
+            source: Some(Arc::new(e)),
+        })
+    }
+}
+
 impl From<sqlx::Error> for LedgerError {
     fn from(e: sqlx::Error) -> Self {
-        LedgerError::Store(e.to_string())
+        LedgerError::db(e.to_string(), e)
+    }
+}
+
+/// Why the store failed: what was being done, and the database error behind it if any
+/// (kept as the error's source, shared so [`LedgerError`] stays `Clone`). Two are equal
+/// when their messages are.
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    message: String,
+    source: Option<Arc<sqlx::Error>>,
+}
+
+impl StoreError {
+    /// What failed.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for StoreError {
+    fn from(message: String) -> Self {
+        StoreError {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for StoreError {
+    fn from(message: &str) -> Self {
+        StoreError::from(message.to_string())
+    }
+}
+
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for StoreError {}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
 impl From<InvalidTenantId> for LedgerError {
     fn from(e: InvalidTenantId) -> Self {
         LedgerError::InvalidInput(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn a_database_error_stays_the_cause() {
+        let e = LedgerError::from(sqlx::Error::PoolTimedOut);
+        assert!(matches!(e, LedgerError::Store(_)));
+        let store = e.source().expect("the store error");
+        let db = store.source().expect("the database error behind it");
+        assert!(db.downcast_ref::<sqlx::Error>().is_some());
+        // The message is as before: the database's own.
+        assert_eq!(
+            e.to_string(),
+            format!("store error: {}", sqlx::Error::PoolTimedOut)
+        );
+        // Messages without a database error have no cause.
+        assert!(LedgerError::store("x").source().unwrap().source().is_none());
     }
 }

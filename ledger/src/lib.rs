@@ -91,7 +91,7 @@ pub use audit::{
     parse_public_key, verify,
 };
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use error::LedgerError;
+pub use error::{LedgerError, StoreError};
 pub use grant::{DeductionKey, DeductionOrder, Grant, GrantKind, GrantSpec, ResetPeriod};
 pub use hold::{Funding, Hold, HoldPart, HoldRequest, HoldStatus};
 pub use ids::{BatchKey, GrantId, HoldId, InvalidTenantId, TenantId, WalletId};

@@ -331,6 +331,8 @@ async fn bad_url_and_schema_are_clear_errors() {
     let msg = err.to_string();
     assert!(matches!(err, LedgerError::Store(_)), "{msg}");
     assert!(!msg.contains("hunter2"), "password leaked: {msg}");
+    let cause = std::error::Error::source(&err).and_then(std::error::Error::source);
+    assert!(cause.is_some(), "the connection error is kept as the cause");
 }
 
 // ----- the store interface, row by row -----

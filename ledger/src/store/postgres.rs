@@ -217,10 +217,10 @@ impl PostgresStore {
             .connect_with(conn)
             .await
             .map_err(|e| {
-                LedgerError::Store(format!(
+                LedgerError::db(format!(
                     "cannot connect to PostgreSQL at {}: {e} (is the server running and the URL right?)",
                     redact_url(url)
-                ))
+                ), e)
             })?;
         let store = PostgresStore {
             pool,
@@ -275,10 +275,13 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
 /// ("writing grants", "locking wallets").
 fn write_error(e: sqlx::Error, what: &str) -> LedgerError {
     match sqlstate(&e).as_deref() {
-        Some("40001") | Some("40P01") => LedgerError::Store(format!(
-            "concurrent write conflict while {what} ({e}); nothing was written: retry the operation"
-        )),
-        _ => LedgerError::Store(format!("{what}: {e}")),
+        Some("40001") | Some("40P01") => LedgerError::db(
+            format!(
+                "concurrent write conflict while {what} ({e}); nothing was written: retry the operation"
+            ),
+            e,
+        ),
+        _ => LedgerError::db(format!("{what}: {e}"), e),
     }
 }
 
@@ -462,10 +465,13 @@ impl StoreTx for PostgresTx {
 
     async fn commit(self: Box<Self>) -> Result<(), LedgerError> {
         self.tx.commit().await.map_err(|e| {
-            LedgerError::Store(format!(
-                "commit failed ({e}): the operation may or may not have been applied; \
+            LedgerError::db(
+                format!(
+                    "commit failed ({e}): the operation may or may not have been applied; \
                  batches are idempotent, so re-send them"
-            ))
+                ),
+                e,
+            )
         })
     }
 }

@@ -109,7 +109,7 @@ pub(super) fn json<T: serde::de::DeserializeOwned>(
 }
 
 pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, LedgerError> {
-    serde_json::to_string(v).map_err(|e| LedgerError::Store(format!("encoding JSON: {e}")))
+    serde_json::to_string(v).map_err(|e| LedgerError::store(format!("encoding JSON: {e}")))
 }
 
 fn kind_from(s: &str) -> Result<GrantKind, LedgerError> {

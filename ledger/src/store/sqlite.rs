@@ -106,7 +106,7 @@ pub async fn migrate_pool(pool: &SqlitePool) -> Result<(), LedgerError> {
         sqlx::raw_sql(sql)
             .execute(&mut *tx)
             .await
-            .map_err(|e| LedgerError::Store(format!("migration {version} ({name}) failed: {e}")))?;
+            .map_err(|e| LedgerError::db(format!("migration {version} ({name}) failed: {e}"), e))?;
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
             .bind(version)
@@ -142,10 +142,13 @@ impl SqliteStore {
             .connect_with(opts.clone())
             .await
             .map_err(|e| {
-                LedgerError::Store(format!(
-                    "cannot open SQLite database {}: {e}",
-                    path.as_ref().display()
-                ))
+                LedgerError::db(
+                    format!(
+                        "cannot open SQLite database {}: {e}",
+                        path.as_ref().display()
+                    ),
+                    e,
+                )
             })?;
         let store_w = SqliteStore {
             writer: writer.clone(),

@@ -74,7 +74,7 @@ async fn create_and_apply(
         )))
         .execute(&mut *conn)
         .await
-        .map_err(|e| LedgerError::Store(format!("cannot create schema {s}: {e}")))?;
+        .map_err(|e| LedgerError::db(format!("cannot create schema {s}: {e}"), e))?;
     }
     apply(conn).await
 }
@@ -91,7 +91,7 @@ async fn apply(conn: &mut sqlx::PgConnection) -> Result<Vec<i64>, LedgerError> {
             .await?;
     let latest = MIGRATIONS.last().map_or(0, |m| m.0);
     if let Some(&v) = done.iter().find(|&&v| v > latest) {
-        return Err(LedgerError::Store(format!(
+        return Err(LedgerError::store(format!(
             "the database schema is at version {v}, newer than this build knows ({latest}): \
              run a tollgate release at least as new as the one that migrated it"
         )));
@@ -105,7 +105,7 @@ async fn apply(conn: &mut sqlx::PgConnection) -> Result<Vec<i64>, LedgerError> {
         sqlx::raw_sql(sql)
             .execute(&mut *tx)
             .await
-            .map_err(|e| LedgerError::Store(format!("migration {version} ({name}) failed: {e}")))?;
+            .map_err(|e| LedgerError::db(format!("migration {version} ({name}) failed: {e}"), e))?;
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         sqlx::query(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",

@@ -147,7 +147,7 @@ pub(super) async fn wallets(conn: &mut PgConnection, ws: &[WalletRow]) -> Result
         .rows_affected();
     let distinct = ws.iter().map(|w| &w.tenant).collect::<BTreeSet<_>>().len();
     if n != distinct as u64 {
-        return Err(LedgerError::Store(format!(
+        return Err(LedgerError::store(format!(
             "{n} of {distinct} wallet rows were written: a wallet vanished during the transaction"
         )));
     }
@@ -441,7 +441,7 @@ pub(super) async fn batches(conn: &mut PgConnection, bs: &[BatchRow]) -> Result<
             i(b.outcome.key.seq, "seq")?,
         );
         if !inserted.contains(&k) && !b.outcome.tenants.is_empty() {
-            return Err(LedgerError::Store(format!(
+            return Err(LedgerError::store(format!(
                 "{} was posted concurrently by another writer; nothing was written: \
                  retry, and it will be acknowledged as a duplicate",
                 b.outcome.key

@@ -299,7 +299,7 @@ async fn write_wallet(
     };
     let r = bind_wallet(sqlx::query(sql), w)?.execute(&mut *tx).await?;
     if r.rows_affected() != 1 {
-        return Err(LedgerError::Store(format!(
+        return Err(LedgerError::store(format!(
             "wallet row of {} was not written",
             w.tenant
         )));
