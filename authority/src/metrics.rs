@@ -49,6 +49,8 @@ pub struct Metrics {
     /// Sidecar requests refused or parts ignored as untrusted, by reason
     /// (`sidecar_id_owned`, `forged_lease`, `undefined_limit`, `register_too_large`).
     pub refused: Family<ResultLabel, Counter>,
+    /// Demands answered with a `LeaseRefusal` (nothing of the limit free), by reason.
+    pub lease_refusals: Family<ResultLabel, Counter>,
     /// Usage past a sidecar's holds beyond the overrun allowance: not charged, recorded.
     pub suspected_tampering: Counter,
     /// Micro-credits of such usage (rated, not charged).
@@ -82,6 +84,7 @@ impl Metrics {
             relearn_deferred: Counter::default(),
             batches_pruned: Counter::default(),
             refused: Family::default(),
+            lease_refusals: Family::default(),
             suspected_tampering: Counter::default(),
             suspected_tampering_micro: Counter::default(),
             shadow: crate::shadow::ShadowMetrics::default(),
@@ -146,6 +149,11 @@ impl Metrics {
             "refused",
             "Sidecar requests refused, or parts of them ignored, as untrusted (by reason)",
             m.refused.clone(),
+        );
+        registry.register(
+            "lease_refusals",
+            "Demands answered with a lease refusal: nothing of the limit free (by reason)",
+            m.lease_refusals.clone(),
         );
         registry.register(
             "suspected_tampering",

@@ -18,8 +18,9 @@ use tollgate_ledger::{
 };
 use tollgate_proto::v1::sidecar_service_server::SidecarService;
 use tollgate_proto::v1::{
-    AckStatus, BatchAck, DemandReport, Heartbeat, Lease, LeaseGrant, LeaseReturn, LimitKey,
-    RegisterRequest, RegisterResponse, SessionDown, SessionUp, session_down, session_up,
+    AckStatus, BatchAck, DemandReport, Heartbeat, Lease, LeaseGrant, LeaseRefusal,
+    LeaseRefusalReason, LeaseReturn, LimitKey, RegisterRequest, RegisterResponse, SessionDown,
+    SessionUp, session_down, session_up,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -793,13 +794,21 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
     let (lease_id, amount, expires_ms, backing) = if limit.is_wallet() {
         // The lock-free spendable read, not the full balance (burn rates, grants list):
         // this runs on every grant, and the hold below is the real check.
-        let free = match state.ledger.spendable(&tid).await {
-            Ok((s, _)) => s.micros(),
+        let (free, binding) = match state.ledger.spendable(&tid).await {
+            Ok((s, kind)) => (s.micros(), kind),
             Err(e) => {
                 tracing::warn!(tenant, error = %e, "spendable for a lease failed");
                 return;
             }
         };
+        let dry_reason = if binding == tollgate_core::LimitKind::HardCap {
+            LeaseRefusalReason::HardCap
+        } else {
+            LeaseRefusalReason::WalletDry
+        };
+        if free < min_lease.min(demand.desired).max(1) {
+            return refuse(state, tx, limit, dry_reason, now + ttl_ms);
+        }
         let g = fair_grant(ShareInput {
             free,
             mine_outstanding: demand.held,
@@ -820,7 +829,9 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
         };
         let hold = match state.ledger.hold(&tid, req).await {
             Ok(h) => h,
-            Err(LedgerError::InsufficientFunds { .. }) => return,
+            Err(LedgerError::InsufficientFunds { .. }) => {
+                return refuse(state, tx, limit, dry_reason, now + ttl_ms);
+            }
             Err(e) => {
                 tracing::warn!(tenant, error = %e, "hold for a lease failed");
                 return;
@@ -864,6 +875,9 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
                     }
                 };
                 let free = rule.max_micro.saturating_sub(claimed);
+                if free == 0 {
+                    return refuse(state, tx, limit, LeaseRefusalReason::WindowSpent, we);
+                }
                 let g = fair_grant(ShareInput {
                     free,
                     mine_outstanding: demand.held,
@@ -883,7 +897,9 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
                     .claim_window(tenant, &rule.id, (ws, we), g, rule.max_micro)
                     .await
                 {
-                    Ok(0) => return,
+                    Ok(0) => {
+                        return refuse(state, tx, limit, LeaseRefusalReason::WindowSpent, we);
+                    }
                     Ok(g) => g,
                     Err(e) => {
                         tracing::warn!(tenant, rule = rule.id, error = %e, "claiming a window failed");
@@ -936,6 +952,22 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
         tx,
         SessionDown {
             msg: Some(session_down::Msg::Grant(LeaseGrant { lease: Some(lease) })),
+        },
+    );
+}
+
+/// Tells `tx`'s sidecar that nothing of `limit` is free (see `LeaseRefusal` in the
+/// protocol): its agents are denied at once until `retry_ms` or the next grant.
+fn refuse(state: &State, tx: &DownTx, limit: &LimitKey, reason: LeaseRefusalReason, retry_ms: u64) {
+    Metrics::count(&state.metrics.lease_refusals, reason.as_str_name());
+    send_now(
+        tx,
+        SessionDown {
+            msg: Some(session_down::Msg::Refusal(LeaseRefusal {
+                limit: Some(limit.clone()),
+                reason: reason as i32,
+                retry_unix_ms: retry_ms,
+            })),
         },
     );
 }

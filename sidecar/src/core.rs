@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::sync::mpsc;
+use tollgate_core::LimitKind;
 use tollgate_proto::batch::RecordInput;
 use tollgate_proto::v1::{
     self, DemandReport, Heartbeat, LeaseReturn, LimitDemand, LimitKey, RegisterRequest,
@@ -29,7 +30,7 @@ use crate::lease::{LaneAction, LanePolicy, LeasePolicy, PoolView};
 use crate::leasebook::{LeaseBook, Return};
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
-use crate::owner::Owner;
+use crate::owner::{Owner, Refused};
 use crate::reconcile::{self, Cursor, LaneLedger};
 use crate::session::Event;
 use crate::state::SidecarState;
@@ -62,6 +63,9 @@ struct LimitRt {
     /// Deleted by a policy: asks for no lease, gives its credits back, and is dropped once
     /// its pool is freed.
     retiring: bool,
+    /// The authority's last `LeaseRefusal` for this limit, while it stands: nothing of it is
+    /// free until then, so lanes it leaves dry deny at once. A grant ends it.
+    refused: Option<Refused>,
 }
 
 /// Runtime data of one lane.
@@ -415,7 +419,35 @@ impl Core {
             }
             session_down::Msg::Ack(a) => self.on_ack(a),
             session_down::Msg::Heartbeat(_) => {}
+            session_down::Msg::Refusal(r) => self.on_refusal(r),
         }
+    }
+
+    /// Nothing of a limit is free at the authority: lanes it leaves dry are denied at once
+    /// (next lanes pass) until the refusal's time or a grant, instead of waiting for a
+    /// refill that is not coming. The demand for it stays (asked again every two seconds).
+    fn on_refusal(&mut self, r: v1::LeaseRefusal) {
+        let Some(key) = r.limit else { return };
+        let canonical = key.canonical();
+        let Some(l) = self.limits.get_mut(&canonical) else {
+            return;
+        };
+        let kind = match v1::LeaseRefusalReason::try_from(r.reason) {
+            Ok(v1::LeaseRefusalReason::HardCap) => LimitKind::HardCap,
+            Ok(v1::LeaseRefusalReason::WalletDry) => LimitKind::TenantWallet,
+            _ => crate::owner::limit_kind(&key).unwrap_or(LimitKind::TenantWallet),
+        };
+        // A refusal that is already over, or claims more than a day, is not believed
+        // beyond that: a grant, a policy change or the next demand's answer settle it.
+        let now = now_unix_ms();
+        let until = r.retry_unix_ms.min(now.saturating_add(86_400_000));
+        // The demand stays in flight: asked again when it is forgotten (two seconds), not
+        // at every tick.
+        l.refused = (until > now).then_some(Refused {
+            kind,
+            until_unix_ms: until,
+        });
+        tracing::debug!(limit = %canonical, ?kind, until, "lease refused: nothing of the limit is free");
     }
 
     fn on_grant(&mut self, lease: v1::Lease) {
@@ -453,6 +485,7 @@ impl Core {
         // One grant answers one demand (possibly with less than asked: fair share).
         l.in_flight = 0;
         l.asked_at = None;
+        l.refused = None;
         self.state
             .leases
             .entry(canonical.clone())
@@ -566,6 +599,20 @@ impl Core {
                         }
                     }
                 }
+                // A raised cap or quota may free what was refused: ask again at once.
+                let mut lift = Vec::new();
+                for l in self
+                    .limits
+                    .values_mut()
+                    .filter(|l| l.key.tenant == p.tenant)
+                {
+                    if l.refused.take().is_some() {
+                        lift.push(l.pool);
+                        l.in_flight = 0;
+                        l.asked_at = None;
+                    }
+                }
+                self.owner.lift_denials(&lift);
                 self.failed_policies.remove(&p.tenant);
                 self.health.set_policy_error(&p.tenant, None);
                 tracing::info!(tenant = %p.tenant, version = p.version, cap = p.hard_cap_micro, "policy applied");
@@ -1083,6 +1130,13 @@ impl Core {
         let now = Instant::now();
         let degraded = !self.conn.is_connected();
         self.owner.refresh();
+        let wall_ms = now_unix_ms();
+        let refused: BTreeMap<usize, Refused> = self
+            .limits
+            .values()
+            .filter_map(|l| Some((l.pool, l.refused?)))
+            .filter(|(_, r)| r.until_unix_ms > wall_ms)
+            .collect();
         for lane in self.owner.live_lanes() {
             let rt = self.lanes.entry(lane.lane).or_insert_with(|| LaneRt {
                 burn: BurnMeter::new(),
@@ -1110,7 +1164,7 @@ impl Core {
                 }
                 LaneAction::Revoke(_) => {}
                 LaneAction::TopUp(want) => {
-                    let give = self.owner.carvable(lane.lane, want);
+                    let give = self.owner.carvable(lane.lane, want, &refused);
                     let give = if give == 0 && degraded {
                         self.emergency_for(lane.lane, want)
                     } else {
@@ -1154,7 +1208,7 @@ impl Core {
             }
             tracing::warn!(limit = %l.key.canonical(), amount = got, left = l.emergency.left(), "spending the emergency allowance (authority unreachable)");
         }
-        self.owner.carvable(lane, can)
+        self.owner.carvable(lane, can, &BTreeMap::new())
     }
 
     fn demand(&mut self) {
@@ -1356,6 +1410,7 @@ impl LimitRt {
             emergency: Emergency::new(emergency),
             last_consumed: consumed,
             retiring: false,
+            refused: None,
         }
     }
 }

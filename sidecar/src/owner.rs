@@ -35,7 +35,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use tollgate_client::{
@@ -313,6 +313,14 @@ fn horizon_of(window: i32) -> Option<Horizon> {
         v1::Window::Hour => Some(Horizon::Hour),
         v1::Window::Month => Some(Horizon::Month),
     }
+}
+
+/// Nothing of a limit can be leased before `until_unix_ms` (the authority's lease
+/// refusal); `kind` is what binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub kind: LimitKind,
+    pub until_unix_ms: u64,
 }
 
 /// The region's limit kind for a wire limit key, if the region can enforce it.
@@ -1075,8 +1083,9 @@ impl Owner {
 
     /// How much of `want` every pool of `lane` can pay now (above the lane tier's floor);
     /// pools of deleted limits limit nothing. When it is nothing, the binding limit is
-    /// recorded in the lane for the agent's denial.
-    pub fn carvable(&mut self, lane: usize, want: u64) -> u64 {
+    /// recorded in the lane for the agent's denial; when a pool that pays nothing is one
+    /// the authority refused to refill (`refused`), the lane is denied at once until then.
+    pub fn carvable(&mut self, lane: usize, want: u64, refused: &BTreeMap<usize, Refused>) -> u64 {
         let pools: Vec<usize> = self
             .lane_pools(lane)
             .into_iter()
@@ -1088,6 +1097,8 @@ impl Owner {
         let Some(key) = info.key else { return 0 };
         let mut give = want;
         let mut binding: Option<(usize, u64)> = None;
+        // A dry pool no refill is coming for: it decides the denial.
+        let mut final_dry: Option<(Refused, u64)> = None;
         for p in &pools {
             let Ok(b) = self.region.pool(*p) else {
                 return 0;
@@ -1098,11 +1109,27 @@ impl Owner {
                 give = can;
                 binding = Some((*p, floor));
             }
+            if can == 0
+                && final_dry.is_none()
+                && let Some(r) = refused.get(p)
+            {
+                final_dry = Some((*r, floor));
+            }
         }
         if pools.is_empty() {
             return 0;
         }
         if give == 0
+            && let Some((r, floor)) = final_dry
+        {
+            let limit = if floor > 0 {
+                LimitKind::TierFloor(key.tier)
+            } else {
+                r.kind
+            };
+            let until = UNIX_EPOCH + Duration::from_millis(r.until_unix_ms);
+            let _ = self.region.record_denial_until(lane, limit, until);
+        } else if give == 0
             && let Some((p, floor)) = binding
         {
             let limit = if floor > 0 {
@@ -1115,6 +1142,19 @@ impl Owner {
                 .record_denial(lane, limit, Duration::from_millis(50));
         }
         give
+    }
+
+    /// Lanes carved from any of `pools` wait for a refill again instead of being denied at
+    /// once (their limits' refusals were lifted).
+    pub fn lift_denials(&mut self, pools: &[usize]) {
+        if pools.is_empty() {
+            return;
+        }
+        for lane in self.lanes_in_use() {
+            if self.lane_pools(lane.lane).iter().any(|p| pools.contains(p)) {
+                let _ = self.region.clear_denial(lane.lane);
+            }
+        }
     }
 
     fn kind_of(&self, pool: usize) -> Option<LimitKind> {

@@ -709,3 +709,104 @@ fn a_sidecar_restarted_after_replacing_its_region_reports_the_new_region_s_calls
     let reported: u64 = h.records().iter().map(|r| r.2).sum();
     assert_eq!(reported, spent);
 }
+
+/// Reserves one interactive call of `tenant` and gives it back: the denial, if any.
+fn try_call(gate: &Gate, tenant: &str) -> Option<tollgate_client::Denial> {
+    let t = gate.tenant(tenant).expect("tenant");
+    let m = gate.model(MODEL).expect("model");
+    let call = Call::model(&m)
+        .tenant(t)
+        .input_tokens(400)
+        .max_output_tokens(200)
+        .tier(tollgate_core::Tier::Interactive);
+    match gate.reserve(&call) {
+        Ok(h) => {
+            h.commit(Usage::new(400, 100)).expect("commit");
+            None
+        }
+        Err(tollgate_client::ReserveError::Denied(d)) => Some(d),
+        Err(e) => panic!("reserve: {e}"),
+    }
+}
+
+#[test]
+fn a_refused_limit_denies_at_once_until_a_lease_or_a_policy_lifts_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = start(config(dir.path(), &[TENANT]));
+    // 3 calls' worth in the wallet (the third reserve holds 800 for a 600 call): the
+    // agent runs it dry.
+    serve(&mut h, TENANT, &[], 3 * CALL_MICRO + 200);
+    let region = h.core.cfg.region.clone();
+    let gate = Arc::new(Gate::attach(&region).expect("attach"));
+    let g = gate.clone();
+    let spent = with_agent(&mut h, move || spend(&g, TENANT, 3));
+    assert_eq!(spent, 3 * CALL_MICRO);
+    // Dry, no refusal: the denial is the bounded wait's, with the short default hint.
+    let g = gate.clone();
+    let d = with_agent(&mut h, move || try_call(&g, TENANT)).expect("denied: the wallet is dry");
+    assert!(d.retry_after < Duration::from_secs(5), "{d:?}");
+
+    // The authority: nothing of the wallet is free, the hard cap binds for a minute.
+    let wallet = LimitKey::wallet(TENANT);
+    h.down(session_down::Msg::Refusal(v1::LeaseRefusal {
+        limit: Some(wallet.clone()),
+        reason: v1::LeaseRefusalReason::HardCap as i32,
+        retry_unix_ms: now_unix_ms() + 60_000,
+    }));
+    let g = gate.clone();
+    h.tick_until("the lane to be denied at once", |h| {
+        let g = g.clone();
+        with_agent(h, move || try_call(&g, TENANT))
+            .is_some_and(|d| d.limit == Some(LimitKind::HardCap))
+    });
+    // Every call now: the cap, a retry hint near the refusal's minute, and no demand.
+    let before = h.sent.len();
+    let g = gate.clone();
+    let denials = with_agent(&mut h, move || {
+        (0..1_000).map(|_| try_call(&g, TENANT)).collect::<Vec<_>>()
+    });
+    for d in &denials {
+        let d = d.as_ref().expect("denied");
+        assert_eq!(d.limit, Some(LimitKind::HardCap), "{d:?}");
+        assert!(d.retry_after >= Duration::from_secs(50), "{d:?}");
+    }
+    assert!(
+        h.demanded_since(before).is_empty(),
+        "a runaway loop against a refused limit asks the authority for nothing"
+    );
+
+    // A new lease lifts it at the next lanes pass.
+    h.grant(&wallet, "acme-wallet-2", 10 * CALL_MICRO);
+    let g = gate.clone();
+    h.tick_until("the lane to be refilled", |h| {
+        let g = g.clone();
+        with_agent(h, move || try_call(&g, TENANT)).is_none()
+    });
+
+    // Refused again, then a policy push (a raised cap): dry lanes wait for a refill again.
+    let g = gate.clone();
+    with_agent(&mut h, move || while try_call(&g, TENANT).is_none() {});
+    h.down(session_down::Msg::Refusal(v1::LeaseRefusal {
+        limit: Some(wallet.clone()),
+        reason: v1::LeaseRefusalReason::WalletDry as i32,
+        retry_unix_ms: now_unix_ms() + 60_000,
+    }));
+    let g = gate.clone();
+    h.tick_until("the lane to be denied at once", |h| {
+        let g = g.clone();
+        with_agent(h, move || try_call(&g, TENANT)).is_some_and(|d| {
+            d.limit == Some(LimitKind::TenantWallet) && d.retry_after >= Duration::from_secs(50)
+        })
+    });
+    h.policy(TENANT, 2, &[]);
+    assert!(
+        h.core.limits.values().all(|l| l.refused.is_none()),
+        "a policy push lifts the refusals of its tenant"
+    );
+    let g = gate.clone();
+    let d = with_agent(&mut h, move || try_call(&g, TENANT)).expect("still dry");
+    assert!(
+        d.retry_after < Duration::from_secs(5),
+        "the wait again, not the refusal: {d:?}"
+    );
+}
