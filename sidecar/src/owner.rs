@@ -46,7 +46,7 @@ use tollgate_core::{Credits, Horizon, Initiator, LimitKind, PriceBook, PriceBook
 use tollgate_proto::batch::RecordInput;
 use tollgate_proto::v1::{self, LimitKey, TenantPolicy};
 
-use crate::cli::Config;
+use crate::config::Config;
 use crate::metrics::{DenialLabels, Metrics};
 
 /// How long an agent whose lane ran dry waits for a top-up before it denies.
