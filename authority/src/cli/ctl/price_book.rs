@@ -34,7 +34,7 @@ pub async fn run(cmd: PriceBookCmd, a: &mut Admin, out: &mut String) -> anyhow::
     match cmd {
         PriceBookCmd::Set { tenant, file } => {
             let spec = read_spec(&file)?;
-            let wire = crate::convert::price_book_to_wire(&tenant, &spec, 0);
+            let wire = tollgate_proto::convert::price_book_to_wire(&tenant, &spec, 0);
             let b = a
                 .client
                 .set_price_book(a.req(pb::SetPriceBookRequest {
