@@ -46,6 +46,19 @@
 //!    sidecar of the tenant at once. A lowered cap also sends a `Revocation` with the new
 //!    `ceiling_micro` for the wallet limit: shrink the local budget to it, return the excess.
 //!
+//! ## Wire and core types
+//! [`convert`] is the only translation between these messages and `tollgate-core`'s types
+//! (price books, tiers, initiators, windows, limit kinds); the authority and the sidecar
+//! both use it. Its errors are [`convert::ConvertError`]. The zero values:
+//! - **An unspecified tier** (`TIER_UNSPECIFIED`) on a *call* (a usage record) is
+//!   interactive, the highest tier, which no floor stops ([`convert::call_tier`]). Where a
+//!   tier is a *selector* (a `SCOPE_TIER` limit key, a tier floor) it names no tier and is
+//!   an error ([`convert::tier`]): a rule meant for one tier never silently binds another.
+//! - `INITIATOR_UNSPECIFIED` is a human ([`convert::call_initiator`]).
+//! - `WINDOW_NONE` is no window: only the tenant's wallet has none ([`convert::window`],
+//!   [`convert::limit_kind`]).
+//! - A model's `max_output_tokens` of 0 means the book's `default_max_output_tokens`.
+//!
 //! ## Admin service ([`v1::admin_service_client::AdminServiceClient`])
 //! Tenants; wallets and grants; price books; plans (included allowance, overage price, hard
 //! cap); quota rules (per minute / hour / month, per tenant, agent instance or tier, shadow
@@ -63,6 +76,7 @@ pub mod v1 {
 }
 
 pub mod batch;
+pub mod convert;
 pub mod limit;
 pub mod signing;
 
