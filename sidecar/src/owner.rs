@@ -1199,19 +1199,77 @@ impl Owner {
                 self.region.grant(p, Credits(amount))?;
             }
         }
+        #[cfg(debug_assertions)]
+        let before = self.carve_books(lane);
         self.region.top_up(lane, Credits(amount))?;
+        #[cfg(debug_assertions)]
+        self.assert_moved(lane, &before, amount, 0);
         let given = self.given.entry(lane).or_insert(0);
         *given = given.saturating_add(amount);
         Ok(())
     }
 
+    /// Both sides of a carve as the sidecar books them: each of the lane's pools'
+    /// (uncarved, carved) and the lane's topped-up total. The sidecar is the only writer of
+    /// these words, so between two snapshots they move only by its own updates.
+    #[cfg(debug_assertions)]
+    fn carve_books(&self, lane: usize) -> (Vec<(u64, u64)>, u64) {
+        let pools = self
+            .lane_pools(lane)
+            .into_iter()
+            .map(|p| {
+                let b = self.pool(p);
+                (b.available, b.carved)
+            })
+            .collect();
+        let info = self.region.lanes().into_iter().find(|l| l.lane == lane);
+        (pools, info.map_or(0, |l| l.topped_up.0))
+    }
+
+    /// Conservation of a top-up (`given` into the lane) or a revoke (`taken` out of it):
+    /// every pool moved exactly that between uncarved and carved, and the lane's books by
+    /// the same amount. Checked in every test run (debug builds).
+    #[cfg(debug_assertions)]
+    fn assert_moved(&self, lane: usize, before: &(Vec<(u64, u64)>, u64), given: u64, taken: u64) {
+        let after = self.carve_books(lane);
+        if after.0.len() != before.0.len() {
+            return; // the lane's pools were fixed by this very top-up
+        }
+        for ((a0, c0), (a1, c1)) in before.0.iter().zip(&after.0) {
+            debug_assert_eq!(
+                a0 + c0,
+                a1 + c1,
+                "a carve created or destroyed pool credits"
+            );
+            debug_assert_eq!(
+                a0 + taken,
+                a1 + given,
+                "pool side of a carve of lane {lane}"
+            );
+            debug_assert_eq!(
+                c0 + given,
+                c1 + taken,
+                "lane side of a carve of lane {lane}"
+            );
+        }
+        debug_assert_eq!(
+            after.1 - before.1,
+            given,
+            "the lane's top-ups of lane {lane}"
+        );
+    }
+
     /// Takes up to `amount` back from `lane`.
     pub fn revoke(&mut self, lane: usize, amount: u64) -> u64 {
+        #[cfg(debug_assertions)]
+        let before = self.carve_books(lane);
         let got = self
             .region
             .revoke(lane, Credits(amount))
             .map(|c| c.0)
             .unwrap_or(0);
+        #[cfg(debug_assertions)]
+        self.assert_moved(lane, &before, 0, got);
         if let Some(given) = self.given.get_mut(&lane) {
             *given = given.saturating_sub(got);
         }
