@@ -857,6 +857,12 @@ impl Ledger {
         from_seq: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, LedgerError> {
+        // Stores keep sequence numbers as signed 64-bit integers, so none lies past
+        // i64::MAX: a page starting there is empty, not an overflow error (a reader
+        // paging with `after_seq = u64::MAX` asks for nothing newer than everything).
+        if i64::try_from(from_seq).is_err() {
+            return Ok(Vec::new());
+        }
         self.store.audit_records(tenant, from_seq, limit).await
     }
 

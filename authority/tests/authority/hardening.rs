@@ -3,7 +3,7 @@
 //! answered DUPLICATE for different content, held leases are believed only if the store
 //! granted them, demands name defined limits, and a Register is bounded. A grant label
 //! (its idempotency reference) reused with another amount is refused, not answered with
-//! the old grant.
+//! the old grant. An audit page past the largest sequence is empty.
 
 use tollgate_authority::server::start;
 use tollgate_proto::v1::{self as pb, session_up};
@@ -430,5 +430,47 @@ async fn a_grant_label_reused_with_another_amount_is_already_exists() {
         "{e}"
     );
     assert_eq!(balance(&h.url, "acme").await.granted_micro, 5_000_000);
+    h.running.shutdown().await.unwrap();
+}
+
+/// A paged audit export asked for records after `u64::MAX` (or anything past what a
+/// store can number) is an empty last page, not "amount overflow".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_page_after_the_largest_sequence_is_empty() {
+    if skip_without_store("an_audit_page_after_the_largest_sequence_is_empty") {
+        return;
+    }
+    let h = start_harness().await;
+    setup_tenant(&h.url, "acme", 1).await;
+    let mut a = admin(&h.url).await;
+    for after_seq in [u64::MAX, u64::MAX - 1, i64::MAX as u64] {
+        let page = a
+            .export_audit(req(
+                pb::ExportAuditRequest {
+                    tenant: "acme".into(),
+                    after_seq,
+                    ..Default::default()
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("after_seq {after_seq}: {e}"))
+            .into_inner();
+        assert!(page.records.is_empty() && !page.more, "{after_seq}");
+        assert_eq!(page.next_after_seq, after_seq);
+    }
+    // The first page still has the tenant's records.
+    let page = a
+        .export_audit(req(
+            pb::ExportAuditRequest {
+                tenant: "acme".into(),
+                ..Default::default()
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!page.records.is_empty());
     h.running.shutdown().await.unwrap();
 }
