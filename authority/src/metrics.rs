@@ -40,7 +40,7 @@ pub struct Metrics {
     pub leases_returned: Counter,
     /// Policy pushes sent to sessions.
     pub policy_pushes: Counter,
-    /// Webhook deliveries by result (ok, retry, failed).
+    /// Webhook deliveries by result (ok, retry, failed, refused: a private target).
     pub webhooks: Family<ResultLabel, Counter>,
     /// Demand reports refused while relearning after a restart.
     pub relearn_deferred: Counter,

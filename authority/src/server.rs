@@ -50,9 +50,9 @@ pub fn ledger_status(e: LedgerError) -> Status {
         e @ (LedgerError::UnknownTenant(_)
         | LedgerError::UnknownGrant { .. }
         | LedgerError::UnknownHold { .. }) => Status::not_found(e.to_string()),
-        e @ (LedgerError::TenantExists(_) | LedgerError::BatchConflict { .. }) => {
-            Status::already_exists(e.to_string())
-        }
+        e @ (LedgerError::TenantExists(_)
+        | LedgerError::BatchConflict { .. }
+        | LedgerError::GrantReferenceConflict { .. }) => Status::already_exists(e.to_string()),
         e @ (LedgerError::HoldClosed { .. } | LedgerError::InsufficientFunds { .. }) => {
             Status::failed_precondition(e.to_string())
         }
@@ -282,6 +282,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let webhook = WebhookSender::new(
         opts.config.webhook_secret.as_deref().map(str::as_bytes),
+        opts.config.webhook_allow_private_targets,
         metrics.clone(),
     )
     .map_err(|e| ServeError::Transport(e.to_string()))?;
