@@ -78,7 +78,7 @@ pub enum GrantCmd {
         /// Reset period.
         #[arg(long, value_enum, default_value = "none")]
         reset: ResetArg,
-        /// Reference (invoice, promotion); the same label twice grants once.
+        /// Reference (invoice, promotion): the same label with the same terms grants once; with other terms it is refused.
         #[arg(long, default_value = "")]
         label: String,
     },
