@@ -233,7 +233,10 @@ pub async fn run(args: Script) -> anyhow::Result<()> {
             .unwrap_or_default();
         println!("  errors: {errors} (first: {first})");
     }
-    println!("  reserve latency while authority and sidecars run (Instant overhead subtracted):");
+    println!("  reserve latency while authority and sidecars run (Instant overhead subtracted;");
+    println!(
+        "  `first` is each agent's first reserve, which claims its lane and waits for its first allowance):"
+    );
     for outcome in fleet::Outcome::ALL {
         match stats.reserve_latency(outcome) {
             Some(l) => println!("    {l}"),
