@@ -26,8 +26,10 @@
 //! 2. **Session** (bidirectional stream, one per sidecar; a new one replaces the old):
 //!    - up: [`v1::DemandReport`] (per limit: recent burn, desired amount, held amount),
 //!      [`v1::UsageBatch`] (sequence-numbered, signed), [`v1::LeaseReturn`], heartbeats;
-//!    - down: [`v1::LeaseGrant`] (lease id, limit, amount, expiry), [`v1::Revocation`],
-//!      [`v1::PolicyUpdate`], [`v1::PriceBookUpdate`], [`v1::BatchAck`], heartbeats.
+//!    - down: [`v1::LeaseGrant`] (lease id, limit, amount, expiry), [`v1::LeaseRefusal`]
+//!      (nothing of the limit is free: why, and when asking again may help),
+//!      [`v1::Revocation`], [`v1::PolicyUpdate`], [`v1::PriceBookUpdate`],
+//!      [`v1::BatchAck`], heartbeats.
 //! 3. **Batches.** `seq` starts at 1 and goes up by one per batch. The authority sends a
 //!    `BatchAck` only after its store committed the batch; a re-sent batch (same sidecar,
 //!    same seq) is acknowledged with status `DUPLICATE` and posted once. A `REJECTED` batch
