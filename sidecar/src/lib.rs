@@ -25,9 +25,9 @@
 //!
 //! ## Usage: exactly once, even when detail is lost
 //!
-//! Every tick the sidecar drains the lanes' rings (which also harvests their consumption into
+//! Every 50 ms (`core::DRAIN_EVERY`; the tick is 10 ms) the sidecar drains the lanes' rings (which also harvests their consumption into
 //! the pools), seals the records into one sequence-numbered batch signed with its ed25519 key
-//! ([`key`], [`batcher`]), writes it to the [`outbox`] in the region's folder, and only then
+//! ([`key`], [`batcher`]), writes it to the [`outbox`] in its state folder (`--state-dir`), and only then
 //! sends it. A batch leaves the outbox when the authority acknowledges it as durable; the
 //! authority posts each (sidecar, sequence) once, so replays double nothing. Per lane,
 //! [`reconcile`] compares what was reported with the lane's `consumed + overrun` totals:
