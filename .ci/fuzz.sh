@@ -29,10 +29,12 @@ targets=(
 
 step() { printf '\n=== fuzz: %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
+install_start=$(date +%s)
 if ! cargo fuzz --version >/dev/null 2>&1; then
   step "installing cargo-fuzz"
   cargo install cargo-fuzz --locked --version 0.13.2
 fi
+install_s=$(($(date +%s) - install_start))
 if [ "$sanitizer" != none ]; then
   export RUSTC_BOOTSTRAP=1
 fi
@@ -44,6 +46,11 @@ if [ "${FUZZ_RELEASE:-0}" = 1 ]; then
 else
   build_flags=(-s "$sanitizer" --dev --target-dir "$target_dir")
 fi
+
+# A cold CI build: no incremental caches to write, and line tables only (crash backtraces
+# keep file:line) instead of full debug info, which is most of what the linker handles.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
 
 start=$(date +%s)
 for crate in $(printf '%s\n' "${targets[@]}" | cut -d: -f1 | sort -u); do
@@ -69,7 +76,7 @@ for entry in "${targets[@]}"; do
 done
 end=$(date +%s)
 
-step "done: build $((built - start))s, runs $((end - built))s"
+step "done: cargo-fuzz install ${install_s}s, build $((built - start))s, runs $((end - built))s"
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "fuzz targets that crashed: ${failed[*]} (inputs under <crate>/fuzz/artifacts/)" >&2
   exit 1

@@ -618,14 +618,11 @@ impl AdminService for AdminSvc {
                 ));
             }
         };
-        let url_ok = rule.webhook_url.is_empty()
-            || rule.webhook_url.starts_with("http://")
-            || rule.webhook_url.starts_with("https://");
-        if !url_ok {
-            return Err(invalid(
-                "rule.webhook_url",
-                "must be an http:// or https:// URL",
-            ));
+        if !rule.webhook_url.is_empty() {
+            self.state
+                .webhook
+                .check_target(&rule.webhook_url)
+                .map_err(|e| invalid("rule.webhook_url", e))?;
         }
         let mut rules = self
             .state

@@ -6,6 +6,7 @@
 //! admin_token = "change-me-admin"          # or env TOLLGATE_ADMIN_TOKEN
 //! signing_key = "/etc/tollgate/authority.key" # hex ed25519 seed (`tollgate authority keygen`)
 //! webhook_secret = "whsec-change-me"       # HMAC-SHA256 key for alert webhooks
+//! webhook_allow_private_targets = false    # true: webhooks may go to private/loopback addresses
 //!
 //! [tls]                                    # optional: serve gRPC over TLS (rustls)
 //! cert = "/etc/tollgate/tls.crt"
@@ -166,6 +167,11 @@ pub struct Config {
     /// HMAC key for alert webhooks.
     #[serde(default)]
     pub webhook_secret: Option<String>,
+    /// Allow alert webhooks to private, loopback, link-local, CGNAT and IPv6 ULA addresses
+    /// (see [`crate::webhook::forbidden_ip`]). Off by default: a rule's URL must not make
+    /// the authority reach into its own network (cloud metadata, admin ports).
+    #[serde(default)]
+    pub webhook_allow_private_targets: bool,
     /// TLS for the gRPC listener.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -318,6 +324,12 @@ ttl_secs = 10
         assert_eq!(cfg.sidecars[0].tenants, vec!["acme"]);
         assert_eq!(cfg.leases.ttl_secs, 10);
         assert_eq!(cfg.leases.settle_grace_secs, 15);
+        assert!(
+            !cfg.webhook_allow_private_targets,
+            "private targets are off by default"
+        );
+        let cfg = Config::parse("webhook_allow_private_targets = true").unwrap();
+        assert!(cfg.webhook_allow_private_targets);
     }
 
     #[test]

@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use tollgate_core::Credits;
 use tollgate_ledger::{HoldRequest, LedgerError, TenantId};
-use tollgate_proto::v1::{Lease, LeaseGrant, LimitKey, SessionDown, session_down};
+use tollgate_proto::v1::{
+    Lease, LeaseGrant, LeaseRefusal, LeaseRefusalReason, LimitKey, SessionDown, session_down,
+};
 
 use crate::convert;
 use crate::lease::{Backing, Demand, LeaseState, ShareInput, fair_grant};
+use crate::metrics::Metrics;
 use crate::sessions::{DownTx, send_now};
 use crate::state::{State, now_ms};
 
@@ -56,9 +59,9 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
         return;
     };
     let granted = if limit.is_wallet() {
-        take_from_wallet(state, sid, &limit.tenant, &ask, now).await
+        take_from_wallet(state, sid, limit, &ask, now, tx).await
     } else {
-        take_from_quota(state, limit, &ask, now).await
+        take_from_quota(state, limit, &ask, now, tx).await
     };
     let Some(granted) = granted else { return };
     let lease = record_lease(state, sid, limit, &key, granted);
@@ -111,25 +114,37 @@ fn ttl_ms(state: &State) -> u64 {
     state.lease_cfg.ttl_secs.saturating_mul(1000)
 }
 
-/// A wallet lease: the fair share of what is spendable, taken as a ledger hold.
+/// A wallet lease: the fair share of what is spendable, taken as a ledger hold. When
+/// nothing is free the sidecar is told so ([`refuse`]).
 async fn take_from_wallet(
     state: &State,
     sid: &str,
-    tenant: &str,
+    limit: &LimitKey,
     ask: &Ask,
     now: u64,
+    tx: &DownTx,
 ) -> Option<Taken> {
+    let tenant = limit.tenant.as_str();
     let tid = TenantId::new(tenant).ok()?;
     let min_lease = state.lease_cfg.min_lease_micro;
     // The lock-free spendable read, not the full balance (burn rates, grants list):
     // this runs on every grant, and the hold below is the real check.
-    let free = match state.ledger.spendable(&tid).await {
-        Ok((s, _)) => s.micros(),
+    let (free, binding) = match state.ledger.spendable(&tid).await {
+        Ok((s, kind)) => (s.micros(), kind),
         Err(e) => {
             tracing::warn!(tenant, error = %e, "spendable for a lease failed");
             return None;
         }
     };
+    let dry_reason = if binding == tollgate_core::LimitKind::HardCap {
+        LeaseRefusalReason::HardCap
+    } else {
+        LeaseRefusalReason::WalletDry
+    };
+    if free < min_lease.min(ask.demand.desired).max(1) {
+        refuse(state, tx, limit, dry_reason, now + ttl_ms(state));
+        return None;
+    }
     let g = ask.share(free, state.lease_cfg.max_lease_micro);
     if g == 0 || g < min_lease.min(ask.demand.desired) {
         return None;
@@ -142,7 +157,10 @@ async fn take_from_wallet(
     };
     let hold = match state.ledger.hold(&tid, req).await {
         Ok(h) => h,
-        Err(LedgerError::InsufficientFunds { .. }) => return None,
+        Err(LedgerError::InsufficientFunds { .. }) => {
+            refuse(state, tx, limit, dry_reason, now + ttl_ms(state));
+            return None;
+        }
         Err(e) => {
             tracing::warn!(tenant, error = %e, "hold for a lease failed");
             return None;
@@ -158,8 +176,14 @@ async fn take_from_wallet(
 
 /// A lease on a windowed limit: unbounded but for the configured cap on one lease when no
 /// enforced quota rule governs it, else the fair share of what the window has left,
-/// claimed in the store.
-async fn take_from_quota(state: &State, limit: &LimitKey, ask: &Ask, now: u64) -> Option<Taken> {
+/// claimed in the store. When the window is spent the sidecar is told so until its end.
+async fn take_from_quota(
+    state: &State,
+    limit: &LimitKey,
+    ask: &Ask,
+    now: u64,
+    tx: &DownTx,
+) -> Option<Taken> {
     let tenant = limit.tenant.as_str();
     TenantId::new(tenant).ok()?;
     let rule = crate::policy_push::quota_rule_for(state, limit).await;
@@ -190,10 +214,12 @@ async fn take_from_quota(state: &State, limit: &LimitKey, ask: &Ask, now: u64) -
             return None;
         }
     };
-    let g = ask.share(
-        rule.max_micro.saturating_sub(claimed),
-        state.lease_cfg.max_lease_micro,
-    );
+    let free = rule.max_micro.saturating_sub(claimed);
+    if free == 0 {
+        refuse(state, tx, limit, LeaseRefusalReason::WindowSpent, we);
+        return None;
+    }
+    let g = ask.share(free, state.lease_cfg.max_lease_micro);
     if g == 0 {
         return None;
     }
@@ -204,7 +230,10 @@ async fn take_from_quota(state: &State, limit: &LimitKey, ask: &Ask, now: u64) -
         .claim_window(tenant, &rule.id, (ws, we), g, rule.max_micro)
         .await
     {
-        Ok(0) => return None,
+        Ok(0) => {
+            refuse(state, tx, limit, LeaseRefusalReason::WindowSpent, we);
+            return None;
+        }
         Ok(g) => g,
         Err(e) => {
             tracing::warn!(tenant, rule = rule.id, error = %e, "claiming a window failed");
@@ -244,6 +273,22 @@ fn record_lease(state: &State, sid: &str, limit: &LimitKey, key: &str, g: Taken)
         amount_micro: g.amount,
         expires_unix_ms: g.expires_ms,
     }
+}
+
+/// Tells `tx`'s sidecar that nothing of `limit` is free (see `LeaseRefusal` in the
+/// protocol): its agents are denied at once until `retry_ms` or the next grant.
+fn refuse(state: &State, tx: &DownTx, limit: &LimitKey, reason: LeaseRefusalReason, retry_ms: u64) {
+    Metrics::count(&state.metrics.lease_refusals, reason.as_str_name());
+    send_now(
+        tx,
+        SessionDown {
+            msg: Some(session_down::Msg::Refusal(LeaseRefusal {
+                limit: Some(limit.clone()),
+                reason: reason as i32,
+                retry_unix_ms: retry_ms,
+            })),
+        },
+    );
 }
 
 /// Stores the grant, counts it and sends it.
@@ -303,7 +348,7 @@ pub async fn settle_due_leases(state: &State) {
         ids.into_iter().filter_map(|id| t.remove(&id)).collect()
     };
     for l in due {
-        crate::sidecar_svc::forget_lease(state, &l.sidecar, &l.lease_id).await;
+        forget_lease(state, &l.sidecar, &l.lease_id).await;
         if let Backing::Hold { hold_id } = l.backing {
             settle_hold(state, &l.limit.tenant, hold_id, &l.sidecar, true).await;
         }

@@ -43,7 +43,7 @@ pub struct Metrics {
     pub leases_returned: Counter,
     /// Policy pushes sent to sessions.
     pub policy_pushes: Counter,
-    /// Webhook deliveries by result (ok, retry, failed).
+    /// Webhook deliveries by result (ok, retry, failed, refused: a private target).
     pub webhooks: Family<ResultLabel, Counter>,
     /// Demand reports refused while relearning after a restart.
     pub relearn_deferred: Counter,
@@ -52,6 +52,8 @@ pub struct Metrics {
     /// Sidecar requests refused or parts ignored as untrusted, by reason
     /// (`sidecar_id_owned`, `forged_lease`, `undefined_limit`, `register_too_large`).
     pub refused: Family<ResultLabel, Counter>,
+    /// Demands answered with a `LeaseRefusal` (nothing of the limit free), by reason.
+    pub lease_refusals: Family<ResultLabel, Counter>,
     /// Usage past a sidecar's holds beyond the overrun allowance: not charged, recorded.
     pub suspected_tampering: Counter,
     /// Micro-credits of such usage (rated, not charged).
@@ -85,6 +87,7 @@ impl Metrics {
             relearn_deferred: Counter::default(),
             batches_pruned: Counter::default(),
             refused: Family::default(),
+            lease_refusals: Family::default(),
             suspected_tampering: Counter::default(),
             suspected_tampering_micro: Counter::default(),
             shadow: ShadowMetrics::default(),
@@ -149,6 +152,11 @@ impl Metrics {
             "refused",
             "Sidecar requests refused, or parts of them ignored, as untrusted (by reason)",
             m.refused.clone(),
+        );
+        registry.register(
+            "lease_refusals",
+            "Demands answered with a lease refusal: nothing of the limit free (by reason)",
+            m.lease_refusals.clone(),
         );
         registry.register(
             "suspected_tampering",

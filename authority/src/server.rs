@@ -183,6 +183,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let webhook = WebhookSender::new(
         opts.config.webhook_secret.as_deref().map(str::as_bytes),
+        opts.config.webhook_allow_private_targets,
         metrics.clone(),
     )
     .map_err(|e| ServeError::Transport(e.to_string()))?;

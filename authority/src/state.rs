@@ -35,9 +35,9 @@ pub fn ledger_status(e: LedgerError) -> Status {
         e @ (LedgerError::UnknownTenant(_)
         | LedgerError::UnknownGrant { .. }
         | LedgerError::UnknownHold { .. }) => Status::not_found(e.to_string()),
-        e @ (LedgerError::TenantExists(_) | LedgerError::BatchConflict { .. }) => {
-            Status::already_exists(e.to_string())
-        }
+        e @ (LedgerError::TenantExists(_)
+        | LedgerError::BatchConflict { .. }
+        | LedgerError::GrantReferenceConflict { .. }) => Status::already_exists(e.to_string()),
         e @ (LedgerError::HoldClosed { .. } | LedgerError::InsufficientFunds { .. }) => {
             Status::failed_precondition(e.to_string())
         }

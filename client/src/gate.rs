@@ -1060,10 +1060,29 @@ fn denied_until(view: &View<'_>, lane: usize) -> Option<u64> {
     if until == 0 {
         return None;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(u64::MAX, |d| d.as_millis() as u64);
+    let now = coarse_unix_ms();
     (now < until).then(|| until - now)
+}
+
+/// Unix time in ms from the kernel's coarse real-time clock: updated once per scheduler
+/// tick (1–4 ms behind at most), and about a fifth of the cost of the precise clock on the
+/// immediate-denial path, where a mark is kept in whole milliseconds anyway. A denial may
+/// therefore outlast its mark by up to one tick.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
+fn coarse_unix_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let ms = u64::try_from(t.tv_nsec).unwrap_or(0) / 1_000_000;
+    secs.saturating_mul(1000).saturating_add(ms)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[inline]
+fn coarse_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(u64::MAX, |d| d.as_millis() as u64)
 }
 
 /// Builds the denial from what the sidecar recorded for the lane (or `left_ms`, the time

@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tollgate_demo::backend::Backend;
 use tollgate_demo::fleet::{self, FleetStats};
-use tollgate_demo::scenario::TENANT;
-use tollgate_demo::setup::Budget;
+use tollgate_demo::setup::{Budget, TENANT};
 
 fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {

@@ -15,8 +15,7 @@ use tollgate_proto::v1::{
 use tonic::transport::Channel;
 
 use crate::local::LocalSource;
-use crate::scenario::TENANT;
-use crate::setup::{self, Budget};
+use crate::setup::{self, Budget, TENANT, cr};
 
 /// A balance reading for the progress line.
 #[derive(Debug, Clone)]
@@ -66,8 +65,6 @@ fn phase(posted: u64, budget: &Budget) -> String {
         "HARD CAP reached ".into()
     }
 }
-
-use crate::scenario::cr;
 
 impl Backend {
     /// Starts the real authority in-process on loopback; if it cannot start, the simulated

@@ -42,7 +42,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(crate::scenario::run(args))
+    rt.block_on(crate::scenario::run(crate::scenario::Script {
+        duration: args.duration,
+        agents: args.agents,
+        every: args.every,
+    }))
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ pub struct FleetStats {
     pub agents: Mutex<BTreeMap<String, (Tier, AgentStats)>>,
     /// `gate.reserve` latency of every agent, in ns with the clock's own cost subtracted,
     /// by [`Outcome`] (granted first); each agent merges its histograms when it ends.
-    pub reserve_ns: Mutex<[Option<Histogram<u64>>; 2]>,
+    pub reserve_ns: Mutex<[Option<Histogram<u64>>; Outcome::COUNT]>,
     /// The clock cost subtracted from every sample (median empty `Instant` pair), in ns.
     pub clock_overhead_ns: AtomicU64,
 }
@@ -154,32 +154,41 @@ fn clock_overhead_ns() -> u64 {
     v[v.len() / 2]
 }
 
-/// What a timed `gate.reserve` returned. The two are timed apart because they take different
-/// paths: a granted reserve is the fast path (or a short wait for a top-up), while most
-/// denials come from a lane that stayed dry for the client's whole bounded slow-path wait.
+/// What a timed `gate.reserve` returned. They are timed apart because they take different
+/// paths: a granted reserve is the fast path (or a wait for a top-up); an agent's first
+/// reserve claims a lane that has no allowance yet, so it always waits for the sidecar's
+/// first top-up (start-up, not steady state); a denial is immediate when the sidecar knows
+/// no refill is coming, else it follows the client's bounded wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// A hold was returned.
+    /// A hold was returned, after the agent's first reserve.
     Granted,
+    /// A hold was returned to the agent's first reserve (it claimed its lane).
+    FirstGranted,
     /// An error was returned: a denial, a task out of budget, or another error.
     Denied,
 }
 
 impl Outcome {
-    /// Both outcomes, in the order they are printed.
-    pub const ALL: [Outcome; 2] = [Outcome::Granted, Outcome::Denied];
+    /// How many outcomes there are.
+    pub const COUNT: usize = 3;
+    /// Every outcome, in the order they are printed.
+    pub const ALL: [Outcome; Outcome::COUNT] =
+        [Outcome::Granted, Outcome::FirstGranted, Outcome::Denied];
 
     fn index(self) -> usize {
         match self {
             Outcome::Granted => 0,
-            Outcome::Denied => 1,
+            Outcome::FirstGranted => 1,
+            Outcome::Denied => 2,
         }
     }
 
-    /// `granted` or `denied`.
+    /// `granted`, `first` or `denied`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Granted => "granted",
+            Outcome::FirstGranted => "first",
             Outcome::Denied => "denied",
         }
     }
@@ -331,7 +340,7 @@ pub fn run(
                 .name(spec.name.clone())
                 .spawn(move || {
                     let mut lat = Timer {
-                        hist: [reserve_histogram(), reserve_histogram()],
+                        hist: std::array::from_fn(|_| reserve_histogram()),
                         overhead,
                     };
                     agent(
@@ -354,7 +363,7 @@ pub fn run(
 
 /// One agent's reserve timings, by [`Outcome`].
 struct Timer {
-    hist: [Histogram<u64>; 2],
+    hist: [Histogram<u64>; Outcome::COUNT],
     /// Clock cost subtracted from each sample, ns.
     overhead: u64,
 }
@@ -381,6 +390,7 @@ fn agent(
     };
     stats.update(&spec.name, spec.tier, |_| {});
     let mut backoff_until: Option<Instant> = None;
+    let mut first_reserve = true;
     while !stop.load(Ordering::Relaxed) {
         let task = gate.open_task(spec.task_budget);
         let mut n = 0u32;
@@ -406,11 +416,12 @@ fn agent(
             let t_reserve = Instant::now();
             let reserved = gate.reserve(&call);
             let took = t_reserve.elapsed().as_nanos() as u64;
-            let outcome = if reserved.is_ok() {
-                Outcome::Granted
-            } else {
-                Outcome::Denied
+            let outcome = match (reserved.is_ok(), first_reserve) {
+                (true, true) => Outcome::FirstGranted,
+                (true, false) => Outcome::Granted,
+                (false, _) => Outcome::Denied,
             };
+            first_reserve = false;
             lat.hist[outcome.index()].saturating_record(took.saturating_sub(lat.overhead));
             match reserved {
                 Ok(hold) => {
@@ -470,11 +481,11 @@ mod tests {
         assert_eq!(stats.reserve_latency(Outcome::Granted), None);
         assert_eq!(stats.reserve_latency(Outcome::Denied), None);
         // Agent one: two fast grants, no denial.
-        let mut a = [reserve_histogram(), reserve_histogram()];
+        let mut a: [Histogram<u64>; Outcome::COUNT] = std::array::from_fn(|_| reserve_histogram());
         a[Outcome::Granted.index()].saturating_record(300);
         a[Outcome::Granted.index()].saturating_record(400);
         // Agent two: one slow grant, two denials after the slow-path wait.
-        let mut b = [reserve_histogram(), reserve_histogram()];
+        let mut b: [Histogram<u64>; Outcome::COUNT] = std::array::from_fn(|_| reserve_histogram());
         b[Outcome::Granted.index()].saturating_record(500);
         b[Outcome::Denied.index()].saturating_record(10_000_000);
         b[Outcome::Denied.index()].saturating_record(RESERVE_HIGH_NS * 2); // clamped, counted
@@ -511,7 +522,7 @@ mod tests {
     #[test]
     fn an_outcome_no_reserve_had_prints_nothing() {
         let stats = FleetStats::default();
-        let mut a = [reserve_histogram(), reserve_histogram()];
+        let mut a: [Histogram<u64>; Outcome::COUNT] = std::array::from_fn(|_| reserve_histogram());
         a[Outcome::Granted.index()].saturating_record(300);
         for o in Outcome::ALL {
             stats.merge_reserve(o, &a[o.index()]);

@@ -10,23 +10,23 @@ use anyhow::Context;
 use tollgate_core::Tier;
 use tollgate_sidecar::cli::Config;
 
-use crate::cli::DemoArgs;
 use crate::fleet::{self, FleetStats};
-use crate::setup::Budget;
+use crate::setup::{Budget, TENANT, cr};
 
-/// The demo tenant.
-pub const TENANT: &str = "acme";
+/// What one run does: the checked flags of `tollgate demo` (see `cli::DemoArgs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Script {
+    /// How long the fleet runs.
+    pub duration: Duration,
+    /// Simulated agents; the last one is the runaway loop.
+    pub agents: u32,
+    /// Seconds between progress lines.
+    pub every: u64,
+}
 
 /// Rough burn of one simulated agent, micro-credits per second (sizes the budget so every
 /// phase shows up within the run; the real burn is measured and printed).
 const BURN_PER_AGENT: u64 = 1_400_000;
-
-/// Credits with two decimals for progress lines (display only: the micro-credit integer
-/// rounded half up; statements carry the exact values).
-pub fn cr(micro: u64) -> String {
-    let hundredths = micro.div_ceil(5_000) / 2;
-    format!("{}.{:02}", hundredths / 100, hundredths % 100)
-}
 
 /// A sidecar configuration for one demo pod.
 pub fn pod_config(dir: &std::path::Path, pod: &str, authority: &str) -> Config {
@@ -76,7 +76,7 @@ fn wait_ready(region: &std::path::Path, timeout: Duration) -> anyhow::Result<()>
 }
 
 /// Runs the demo.
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub async fn run(args: Script) -> anyhow::Result<()> {
     let started = Instant::now();
     // Component logs only on request (TOLLGATE_LOG=info): the demo's own lines are the show.
     if let Ok(filter) = std::env::var("TOLLGATE_LOG") {
@@ -233,7 +233,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
         println!("  errors: {errors} (first: {first})");
     }
-    println!("  reserve latency while authority and sidecars run (Instant overhead subtracted):");
+    println!("  reserve latency while authority and sidecars run (Instant overhead subtracted;");
+    println!(
+        "  `first` is each agent's first reserve, which claims its lane and waits for its first allowance):"
+    );
     for outcome in fleet::Outcome::ALL {
         match stats.reserve_latency(outcome) {
             Some(l) => println!("    {l}"),

@@ -12,6 +12,16 @@ use tonic::transport::Channel;
 /// Micro-credits per credit.
 pub const CREDIT: u64 = 1_000_000;
 
+/// The demo tenant.
+pub const TENANT: &str = "acme";
+
+/// Credits with two decimals for progress lines (display only: the micro-credit integer
+/// rounded half up; statements carry the exact values).
+pub fn cr(micro: u64) -> String {
+    let hundredths = micro.div_ceil(5_000) / 2;
+    format!("{}.{:02}", hundredths / 100, hundredths % 100)
+}
+
 /// The demo tenant's money, sized from the fleet's expected burn so that every phase
 /// (trial, purchased, overage, cap) happens within the run.
 #[derive(Debug, Clone, Copy)]

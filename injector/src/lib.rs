@@ -17,11 +17,13 @@
 //!   validated; [`quantity`] parses Kubernetes quantities exactly.
 //! - [`admission`] is the AdmissionReview envelope; [`server`] the HTTPS server (hyper and
 //!   rustls with the ring provider); [`tls`] loads and hot-reloads the certificate;
-//!   [`metrics`] counts what it did (`GET /metrics`); [`cli`] is `tollgate injector`.
+//!   [`metrics`] counts what it did (`GET /metrics`); [`config`] holds the flags and the
+//!   validated configuration they make; [`cli`] runs `tollgate injector`.
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod cli;
+pub mod config;
 pub mod inject;
 pub mod metrics;
 pub mod names;
@@ -32,5 +34,6 @@ pub mod tls;
 pub mod webhook;
 
 pub use admission::{BadReview, Verdict};
+pub use config::InjectorConfig;
 pub use settings::SidecarSettings;
-pub use webhook::{Injector, InjectorConfig};
+pub use webhook::Injector;

@@ -7,24 +7,15 @@
 //! being up; the chart runs two replicas behind a PodDisruptionBudget and only watches
 //! namespaces that opted in, so the rest of the cluster never depends on it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use crate::admission::{self, AdmissionRequest, BadReview, Verdict};
+use crate::config::InjectorConfig;
 use crate::inject;
 use crate::metrics::{Metrics, ReviewResult};
 use crate::names::*;
-use crate::settings::SidecarSettings;
-
-/// The injector's configuration: sidecar defaults and the namespaces it never touches.
-#[derive(Debug, Clone)]
-pub struct InjectorConfig {
-    pub defaults: SidecarSettings,
-    /// Namespaces never injected, whatever their labels (a safety net under the chart's
-    /// namespaceSelector: the control plane and the injector's own namespace).
-    pub skip_namespaces: BTreeSet<String>,
-}
 
 /// Answers AdmissionReviews.
 #[derive(Debug, Clone)]

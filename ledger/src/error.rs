@@ -85,6 +85,23 @@ pub enum LedgerError {
         /// Digest of the batch just sent.
         sent: String,
     },
+    /// A grant reference already names a grant made with other terms: not a retry, so
+    /// nothing is granted (the same terms again return the first grant).
+    #[error(
+        "grant reference {reference:?} of tenant {tenant} already names {grant}, which differs in {}: a retry must repeat the same terms (nothing granted)",
+        differing.join(", ")
+    )]
+    GrantReferenceConflict {
+        /// Tenant.
+        tenant: TenantId,
+        /// The reference.
+        reference: String,
+        /// The grant it names.
+        grant: GrantId,
+        /// The terms that differ (`amount`, `kind`, `priority`, `starts_at`,
+        /// `expires_at`, `reset`).
+        differing: Vec<&'static str>,
+    },
 }
 
 impl LedgerError {

@@ -191,7 +191,9 @@ pub struct GrantSpec {
     /// Reset period of a recurring grant; `None` = one-off.
     pub reset: Option<ResetPeriod>,
     /// Caller's reference (invoice, promotion code). When set it is an idempotency key:
-    /// a second grant with the same reference for the same tenant returns the first.
+    /// a second grant with the same reference and terms for the same tenant returns the
+    /// first; with other terms it is refused
+    /// ([`LedgerError::GrantReferenceConflict`](crate::LedgerError::GrantReferenceConflict)).
     pub reference: Option<String>,
 }
 
@@ -285,6 +287,32 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// The terms in which `spec` differs from the spec this grant was made with: kind,
+    /// amount, priority, start (only if `spec` names one: `None` meant "when first
+    /// made"), expiry, reset. Empty: `spec` is a retry of this grant.
+    pub fn terms_differing_from(&self, spec: &GrantSpec) -> Vec<&'static str> {
+        let mut differ = Vec::new();
+        if self.kind != spec.kind {
+            differ.push("kind");
+        }
+        if self.amount != spec.amount {
+            differ.push("amount");
+        }
+        if self.priority != spec.priority {
+            differ.push("priority");
+        }
+        if spec.starts_at.is_some_and(|s| s != self.starts_at) {
+            differ.push("starts_at");
+        }
+        if self.expires_at != spec.expires_at {
+            differ.push("expires_at");
+        }
+        if self.reset != spec.reset {
+            differ.push("reset");
+        }
+        differ
+    }
+
     /// `true` if the grant can pay at `now`: started, not expired, not closed.
     pub fn is_usable(&self, now: Timestamp) -> bool {
         !self.closed && self.starts_at <= now && self.expires_at.is_none_or(|e| now < e)

@@ -362,8 +362,9 @@ impl Ledger {
 
     // ----- grants -----
 
-    /// Grant credits. With a `reference`, idempotent: the same reference for the same
-    /// tenant returns the grant made the first time (and grants nothing).
+    /// Grant credits. With a `reference`, idempotent: the same reference and terms for
+    /// the same tenant return the grant made the first time (and grant nothing); the same
+    /// reference with other terms is [`LedgerError::GrantReferenceConflict`].
     pub async fn grant(&self, tenant: &TenantId, spec: GrantSpec) -> Result<Grant, LedgerError> {
         WalletTx::validate_grant(&spec, self.clock.now())?;
         let now = self.clock.now();
@@ -372,7 +373,16 @@ impl Ledger {
         if let Some(r) = &spec.reference
             && let Some(g) = tx.grant_by_reference(tenant, r).await?
         {
-            return Ok(g);
+            let differing = g.terms_differing_from(&spec);
+            if differing.is_empty() {
+                return Ok(g);
+            }
+            return Err(LedgerError::GrantReferenceConflict {
+                tenant: tenant.clone(),
+                reference: r.clone(),
+                grant: g.id,
+                differing,
+            });
         }
         let ctx = self.ctx(now);
         w.catch_up(ctx);
@@ -847,6 +857,12 @@ impl Ledger {
         from_seq: u64,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, LedgerError> {
+        // Stores keep sequence numbers as signed 64-bit integers, so none lies past
+        // i64::MAX: a page starting there is empty, not an overflow error (a reader
+        // paging with `after_seq = u64::MAX` asks for nothing newer than everything).
+        if i64::try_from(from_seq).is_err() {
+            return Ok(Vec::new());
+        }
         self.store.audit_records(tenant, from_seq, limit).await
     }
 

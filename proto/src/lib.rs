@@ -26,8 +26,10 @@
 //! 2. **Session** (bidirectional stream, one per sidecar; a new one replaces the old):
 //!    - up: [`v1::DemandReport`] (per limit: recent burn, desired amount, held amount),
 //!      [`v1::UsageBatch`] (sequence-numbered, signed), [`v1::LeaseReturn`], heartbeats;
-//!    - down: [`v1::LeaseGrant`] (lease id, limit, amount, expiry), [`v1::Revocation`],
-//!      [`v1::PolicyUpdate`], [`v1::PriceBookUpdate`], [`v1::BatchAck`], heartbeats.
+//!    - down: [`v1::LeaseGrant`] (lease id, limit, amount, expiry), [`v1::LeaseRefusal`]
+//!      (nothing of the limit is free: why, and when asking again may help),
+//!      [`v1::Revocation`], [`v1::PolicyUpdate`], [`v1::PriceBookUpdate`],
+//!      [`v1::BatchAck`], heartbeats.
 //! 3. **Batches.** `seq` starts at 1 and goes up by one per batch. The authority sends a
 //!    `BatchAck` only after its store committed the batch; a re-sent batch (same sidecar,
 //!    same seq) is acknowledged with status `DUPLICATE` and posted once. A `REJECTED` batch
@@ -46,6 +48,19 @@
 //!    sidecar of the tenant at once. A lowered cap also sends a `Revocation` with the new
 //!    `ceiling_micro` for the wallet limit: shrink the local budget to it, return the excess.
 //!
+//! ## Wire and core types
+//! [`convert`] is the only translation between these messages and `tollgate-core`'s types
+//! (price books, tiers, initiators, windows, limit kinds); the authority and the sidecar
+//! both use it. Its errors are [`convert::ConvertError`]. The zero values:
+//! - **An unspecified tier** (`TIER_UNSPECIFIED`) on a *call* (a usage record) is
+//!   interactive, the highest tier, which no floor stops ([`convert::call_tier`]). Where a
+//!   tier is a *selector* (a `SCOPE_TIER` limit key, a tier floor) it names no tier and is
+//!   an error ([`convert::tier`]): a rule meant for one tier never silently binds another.
+//! - `INITIATOR_UNSPECIFIED` is a human ([`convert::call_initiator`]).
+//! - `WINDOW_NONE` is no window: only the tenant's wallet has none ([`convert::window`],
+//!   [`convert::limit_kind`]).
+//! - A model's `max_output_tokens` of 0 means the book's `default_max_output_tokens`.
+//!
 //! ## Admin service ([`v1::admin_service_client::AdminServiceClient`])
 //! Tenants; wallets and grants; price books; plans (included allowance, overage price, hard
 //! cap); quota rules (per minute / hour / month, per tenant, agent instance or tier, shadow
@@ -63,6 +78,7 @@ pub mod v1 {
 }
 
 pub mod batch;
+pub mod convert;
 pub mod limit;
 pub mod signing;
 

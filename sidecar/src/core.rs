@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::sync::mpsc;
+use tollgate_core::LimitKind;
 use tollgate_proto::batch::RecordInput;
 use tollgate_proto::v1::{
     self, DemandReport, Heartbeat, LeaseReturn, LimitDemand, LimitKey, RegisterRequest,
@@ -21,7 +22,7 @@ use tollgate_proto::v1::{
 
 use crate::batcher::Batcher;
 use crate::burn::BurnMeter;
-use crate::cli::Config;
+use crate::config::Config;
 use crate::degraded::{Connectivity, Emergency};
 use crate::http::Health;
 use crate::key::SidecarKey;
@@ -29,7 +30,7 @@ use crate::lease::{LaneAction, LanePolicy, LeasePolicy, PoolView};
 use crate::leasebook::{LeaseBook, Return};
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
-use crate::owner::Owner;
+use crate::owner::{Owner, Refused};
 use crate::reconcile::{self, Cursor, LaneLedger};
 use crate::session::Event;
 use crate::state::SidecarState;
@@ -62,6 +63,9 @@ struct LimitRt {
     /// Deleted by a policy: asks for no lease, gives its credits back, and is dropped once
     /// its pool is freed.
     retiring: bool,
+    /// The authority's last `LeaseRefusal` for this limit, while it stands: nothing of it is
+    /// free until then, so lanes it leaves dry deny at once. A grant ends it.
+    refused: Option<Refused>,
 }
 
 /// Runtime data of one lane.
@@ -72,38 +76,51 @@ struct LaneRt {
     last_active: Instant,
 }
 
-/// The control loop's state.
+/// The control loop's state, grouped by concern: the region and what is carved from it,
+/// the authority link, usage reporting (durable until acknowledged), the lease state saved
+/// to disk, and the rules (policies and sizing) the loop applies.
 pub struct Core {
     cfg: Config,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     key: SidecarKey,
+    started: Instant,
+    shutting_down: bool,
+    region: RegionSide,
+    link: Link,
+    usage: Reporting,
+    saved: Saved,
+    rules: Rules,
+}
+
+/// The region, its pools' limits and its lanes.
+struct RegionSide {
+    owner: Owner,
+    limits: BTreeMap<String, LimitRt>,
+    lanes: HashMap<usize, LaneRt>,
+    /// The region was destroyed under the sidecar (why): nothing is read from it any more
+    /// and a new one is being created.
+    damaged: Option<String>,
+    last_reclaim: Instant,
+    /// Last time an agent spent, asked for credits, or a record was drained.
+    last_activity: Instant,
+}
+
+/// The session with the authority.
+struct Link {
+    conn: Connectivity,
+    up: Option<mpsc::Sender<SessionUp>>,
+    up_queue: VecDeque<SessionUp>,
+    heartbeat_every: Duration,
+    last_up: Instant,
+}
+
+/// Usage on its way to the authority: drained, sealed, kept until acknowledged.
+struct Reporting {
     batcher: Batcher,
     outbox: Outbox,
     /// Sequences in the outbox (sent or not), not yet acknowledged.
     unacked: BTreeSet<u64>,
-    owner: Owner,
-    state: SidecarState,
-    state_path: std::path::PathBuf,
-    state_dirty: bool,
-    limits: BTreeMap<String, LimitRt>,
-    lanes: HashMap<usize, LaneRt>,
-    policies: BTreeMap<String, TenantPolicy>,
-    conn: Connectivity,
-    up: Option<mpsc::Sender<SessionUp>>,
-    up_queue: VecDeque<SessionUp>,
-    lease_policy: LeasePolicy,
-    lane_policy: LanePolicy,
-    started: Instant,
-    shutting_down: bool,
-    heartbeat_every: Duration,
-    last_up: Instant,
-    last_reclaim: Instant,
-    last_demand: Instant,
-    last_state_save: Instant,
-    last_drain: Instant,
-    /// Last time an agent spent, asked for credits, or a record was drained.
-    last_activity: Instant,
     /// Per-lane reconciliation of records with totals.
     ledgers: BTreeMap<u32, LaneLedger>,
     /// Cursors as of the last acknowledged batch (what `reported.json` holds).
@@ -114,19 +131,33 @@ pub struct Core {
     /// Per lane: what the sidecar has put into batches for it, as the authority will charge
     /// it (in this process's memory and the state file, never in the region).
     charged: BTreeMap<u32, u64>,
+    last_drain: Instant,
+}
+
+/// The leases and lane bounds saved in `sidecar-state.json`.
+struct Saved {
+    state: SidecarState,
+    state_path: std::path::PathBuf,
+    state_dirty: bool,
+    last_state_save: Instant,
+}
+
+/// What the loop enforces and how it sizes leases and allowances.
+struct Rules {
+    policies: BTreeMap<String, TenantPolicy>,
     /// Policies the region could not take (kept to retry when pools are freed).
     failed_policies: BTreeMap<String, TenantPolicy>,
-    /// The region was destroyed under the sidecar (why): nothing is read from it any more
-    /// and a new one is being created.
-    damaged: Option<String>,
+    lease_policy: LeasePolicy,
+    lane_policy: LanePolicy,
+    last_demand: Instant,
 }
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Core")
             .field("sidecar", &self.cfg.sidecar_id)
-            .field("limits", &self.limits.len())
-            .field("conn", &self.conn)
+            .field("limits", &self.region.limits.len())
+            .field("conn", &self.link.conn)
             .finish()
     }
 }
@@ -190,61 +221,75 @@ impl Core {
         }
         let now = Instant::now();
         let mut core = Core {
-            batcher: Batcher::new(cfg.sidecar_id.clone()),
             metrics,
             health,
             key,
-            outbox,
-            unacked,
-            owner,
-            state,
-            state_path,
-            state_dirty: false,
-            limits: BTreeMap::new(),
-            lanes: HashMap::new(),
-            policies: BTreeMap::new(),
-            conn: Connectivity::Disconnected { since_ms: 0 },
-            up: None,
-            up_queue: VecDeque::new(),
-            lease_policy: LeasePolicy::default(),
-            lane_policy: LanePolicy::default(),
             started: now,
             shutting_down: false,
-            heartbeat_every: Duration::from_secs(5),
-            last_up: now,
-            last_reclaim: now,
-            last_demand: now - Duration::from_secs(60),
-            last_state_save: now,
-            last_drain: now,
-            last_activity: now,
-            ledgers,
-            acked_cursors,
-            unacked_cursors,
-            reported_path,
-            charged: BTreeMap::new(),
-            failed_policies: BTreeMap::new(),
-            damaged: None,
+            region: RegionSide {
+                owner,
+                limits: BTreeMap::new(),
+                lanes: HashMap::new(),
+                damaged: None,
+                last_reclaim: now,
+                last_activity: now,
+            },
+            link: Link {
+                conn: Connectivity::Disconnected { since_ms: 0 },
+                up: None,
+                up_queue: VecDeque::new(),
+                heartbeat_every: Duration::from_secs(5),
+                last_up: now,
+            },
+            usage: Reporting {
+                batcher: Batcher::new(cfg.sidecar_id.clone()),
+                outbox,
+                unacked,
+                ledgers,
+                acked_cursors,
+                unacked_cursors,
+                reported_path,
+                charged: BTreeMap::new(),
+                last_drain: now,
+            },
+            saved: Saved {
+                state,
+                state_path,
+                state_dirty: false,
+                last_state_save: now,
+            },
+            rules: Rules {
+                policies: BTreeMap::new(),
+                failed_policies: BTreeMap::new(),
+                lease_policy: LeasePolicy::default(),
+                lane_policy: LanePolicy::default(),
+                last_demand: now - Duration::from_secs(60),
+            },
             cfg,
         };
         // Limits the region already has (a sidecar restart) come back with their pools.
-        let retiring = core.owner.retiring();
+        let retiring = core.region.owner.retiring();
         for (retired, (canonical, key, pool)) in core
+            .region
             .owner
             .limits()
             .into_iter()
             .map(|l| (false, l))
             .chain(retiring.into_iter().map(|l| (true, l)))
         {
-            let consumed = core.owner.pool(pool).consumed;
+            let consumed = core.region.owner.pool(pool).consumed;
             let mut rt = LimitRt::new(key, pool, consumed, core.cfg.emergency_allowance);
             rt.retiring = retired;
-            core.limits.insert(canonical, rt);
+            core.region.limits.insert(canonical, rt);
         }
-        let lanes = std::mem::take(&mut core.state.lanes);
-        core.owner
+        let lanes = std::mem::take(&mut core.saved.state.lanes);
+        core.region
+            .owner
             .restore_given(lanes.iter().map(|(l, b)| (*l as usize, b.given)));
-        core.charged = lanes.iter().map(|(l, b)| (*l, b.charged)).collect();
-        core.metrics.outbox_pending.set(core.unacked.len() as i64);
+        core.usage.charged = lanes.iter().map(|(l, b)| (*l, b.charged)).collect();
+        core.metrics
+            .outbox_pending
+            .set(core.usage.unacked.len() as i64);
         Ok(core)
     }
 
@@ -263,20 +308,20 @@ impl Core {
             Event::Connected { response, up } => self.on_connected(*response, up),
             Event::Down(msg) => self.on_down(*msg),
             Event::Disconnected { reason } => {
-                if self.conn.is_connected() {
+                if self.link.conn.is_connected() {
                     tracing::warn!(%reason, "authority session lost: serving from leases (degraded mode)");
                 } else {
                     tracing::debug!(%reason, "authority not reachable");
                 }
                 self.metrics.reconnects.inc();
-                if self.conn.is_connected() {
-                    self.conn = Connectivity::Disconnected {
+                if self.link.conn.is_connected() {
+                    self.link.conn = Connectivity::Disconnected {
                         since_ms: self.started.elapsed().as_millis() as u64,
                     };
                 }
-                self.up = None;
-                self.up_queue.clear(); // batches stay in the outbox; demand is re-sent
-                for l in self.limits.values_mut() {
+                self.link.up = None;
+                self.link.up_queue.clear(); // batches stay in the outbox; demand is re-sent
+                for l in self.region.limits.values_mut() {
                     l.in_flight = 0;
                     l.asked_at = None;
                 }
@@ -288,8 +333,8 @@ impl Core {
 
     fn register_request(&self) -> RegisterRequest {
         let mut held = Vec::new();
-        for (canonical, book) in &self.state.leases {
-            let Some(l) = self.limits.get(canonical) else {
+        for (canonical, book) in &self.saved.state.leases {
+            let Some(l) = self.region.limits.get(canonical) else {
                 continue;
             };
             for lease in book.held() {
@@ -307,7 +352,7 @@ impl Core {
             tenants: self.cfg.tenants.clone(),
             public_key: self.key.public_bytes().to_vec(),
             held_leases: held,
-            next_seq: self.outbox.next_seq(),
+            next_seq: self.usage.outbox.next_seq(),
             agent: format!("tollgate-sidecar {}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -317,16 +362,17 @@ impl Core {
             durable_through = r.durable_through_seq,
             "authority session open"
         );
-        self.conn = Connectivity::Connected;
-        self.up = Some(up);
+        self.link.conn = Connectivity::Connected;
+        self.link.up = Some(up);
         self.metrics.authority_connected.set(1);
         self.health.set_connected(true);
         if r.heartbeat_interval_ms > 0 {
-            self.heartbeat_every =
+            self.link.heartbeat_every =
                 Duration::from_millis(r.heartbeat_interval_ms).max(Duration::from_millis(100));
         }
         // Batches the authority already has are done.
         let done: Vec<u64> = self
+            .usage
             .unacked
             .range(..=r.durable_through_seq)
             .copied()
@@ -336,18 +382,18 @@ impl Core {
         }
         // Leases it no longer honours must not be spent.
         let mut dropped_any = false;
-        for (canonical, book) in self.state.leases.iter_mut() {
+        for (canonical, book) in self.saved.state.leases.iter_mut() {
             let dropped = book.keep_honoured(&r.honoured_lease_ids);
             if dropped > 0 {
                 dropped_any = true;
-                if let Some(l) = self.limits.get(canonical) {
-                    let taken = take_back(&mut self.owner, l.pool, dropped);
+                if let Some(l) = self.region.limits.get(canonical) {
+                    let taken = take_back(&mut self.region.owner, l.pool, dropped);
                     tracing::warn!(limit = %canonical, dropped, taken, "leases not honoured by the authority withdrawn");
                 }
             }
         }
         if dropped_any {
-            self.state_dirty = true;
+            self.saved.state_dirty = true;
         }
         for p in r.policies {
             self.apply_policy(p);
@@ -357,23 +403,23 @@ impl Core {
         }
         // Replay everything not acknowledged, in order.
         self.replay_outbox();
-        if self.unacked.is_empty() {
-            for l in self.limits.values_mut() {
+        if self.usage.unacked.is_empty() {
+            for l in self.region.limits.values_mut() {
                 l.emergency.reconciled();
             }
         }
-        self.last_demand = Instant::now() - Duration::from_secs(60);
+        self.rules.last_demand = Instant::now() - Duration::from_secs(60);
         self.flush_up();
     }
 
     fn replay_outbox(&mut self) {
-        let seqs: Vec<u64> = self.unacked.iter().copied().collect();
+        let seqs: Vec<u64> = self.usage.unacked.iter().copied().collect();
         if seqs.is_empty() {
             return;
         }
         let mut replayed = 0;
         for seq in seqs {
-            let payload = match self.outbox.read(seq) {
+            let payload = match self.usage.outbox.read(seq) {
                 Ok(Some(p)) => p,
                 Ok(None) => continue,
                 Err(e) => {
@@ -383,7 +429,7 @@ impl Core {
             };
             match Batcher::decode(seq, &payload) {
                 Ok((_, batch)) => {
-                    self.up_queue.push_back(SessionUp {
+                    self.link.up_queue.push_back(SessionUp {
                         msg: Some(session_up::Msg::Batch(batch)),
                     });
                     replayed += 1;
@@ -415,7 +461,35 @@ impl Core {
             }
             session_down::Msg::Ack(a) => self.on_ack(a),
             session_down::Msg::Heartbeat(_) => {}
+            session_down::Msg::Refusal(r) => self.on_refusal(r),
         }
+    }
+
+    /// Nothing of a limit is free at the authority: lanes it leaves dry are denied at once
+    /// (next lanes pass) until the refusal's time or a grant, instead of waiting for a
+    /// refill that is not coming. The demand for it stays (asked again every two seconds).
+    fn on_refusal(&mut self, r: v1::LeaseRefusal) {
+        let Some(key) = r.limit else { return };
+        let canonical = key.canonical();
+        let Some(l) = self.region.limits.get_mut(&canonical) else {
+            return;
+        };
+        let kind = match v1::LeaseRefusalReason::try_from(r.reason) {
+            Ok(v1::LeaseRefusalReason::HardCap) => LimitKind::HardCap,
+            Ok(v1::LeaseRefusalReason::WalletDry) => LimitKind::TenantWallet,
+            _ => crate::owner::limit_kind(&key).unwrap_or(LimitKind::TenantWallet),
+        };
+        // A refusal that is already over, or claims more than a day, is not believed
+        // beyond that: a grant, a policy change or the next demand's answer settle it.
+        let now = now_unix_ms();
+        let until = r.retry_unix_ms.min(now.saturating_add(86_400_000));
+        // The demand stays in flight: asked again when it is forgotten (two seconds), not
+        // at every tick.
+        l.refused = (until > now).then_some(Refused {
+            kind,
+            until_unix_ms: until,
+        });
+        tracing::debug!(limit = %canonical, ?kind, until, "lease refused: nothing of the limit is free");
     }
 
     fn on_grant(&mut self, lease: v1::Lease) {
@@ -424,7 +498,7 @@ impl Core {
         };
         let canonical = key.canonical();
         let now = now_unix_ms();
-        let Some(l) = self.limits.get_mut(&canonical) else {
+        let Some(l) = self.region.limits.get_mut(&canonical) else {
             tracing::warn!(limit = %canonical, "lease for a limit this sidecar does not serve: returning it");
             self.queue_returns(vec![Return {
                 id: lease.lease_id,
@@ -441,7 +515,7 @@ impl Core {
             }]);
             return;
         }
-        if let Err(e) = self.owner.grant(l.pool, lease.amount_micro) {
+        if let Err(e) = self.region.owner.grant(l.pool, lease.amount_micro) {
             tracing::error!(error = %e, limit = %canonical, "cannot put a lease into its pool: returning it");
             self.queue_returns(vec![Return {
                 id: lease.lease_id,
@@ -453,7 +527,9 @@ impl Core {
         // One grant answers one demand (possibly with less than asked: fair share).
         l.in_flight = 0;
         l.asked_at = None;
-        self.state
+        l.refused = None;
+        self.saved
+            .state
             .leases
             .entry(canonical.clone())
             .or_default()
@@ -463,18 +539,23 @@ impl Core {
                 lease.expires_unix_ms,
                 now,
             );
-        self.state_dirty = true;
+        self.saved.state_dirty = true;
         tracing::debug!(limit = %canonical, amount = lease.amount_micro, "lease granted");
     }
 
     fn on_revocation(&mut self, r: v1::Revocation) {
         let Some(key) = r.limit else { return };
         let canonical = key.canonical();
-        let Some(l) = self.limits.get(&canonical) else {
+        let Some(l) = self.region.limits.get(&canonical) else {
             return;
         };
         let pool = l.pool;
-        let book = self.state.leases.entry(canonical.clone()).or_default();
+        let book = self
+            .saved
+            .state
+            .leases
+            .entry(canonical.clone())
+            .or_default();
         let mut returns = Vec::new();
         // Leases revoked by id go back whole.
         let listed: u64 = book
@@ -486,11 +567,11 @@ impl Core {
         let ceiling_excess = remaining.saturating_sub(r.ceiling_micro);
         let excess = ceiling_excess.max(listed);
         if excess > 0 {
-            let taken = take_back(&mut self.owner, pool, excess);
+            let taken = take_back(&mut self.region.owner, pool, excess);
             returns = book.give_back(taken);
             tracing::info!(limit = %canonical, ceiling = r.ceiling_micro, taken, wanted = excess, reason = %r.reason, "revocation applied");
         }
-        self.state_dirty = true;
+        self.saved.state_dirty = true;
         self.queue_returns(returns);
         self.flush_up();
     }
@@ -510,8 +591,8 @@ impl Core {
             }
         }
         self.acked(a.seq);
-        if self.unacked.is_empty() && self.conn.is_connected() {
-            for l in self.limits.values_mut() {
+        if self.usage.unacked.is_empty() && self.link.conn.is_connected() {
+            for l in self.region.limits.values_mut() {
                 l.emergency.reconciled();
             }
         }
@@ -519,57 +600,74 @@ impl Core {
 
     fn acked(&mut self, seq: u64) {
         // Record what this batch reported before it leaves the outbox.
-        if let Some(cursors) = self.unacked_cursors.remove(&seq)
+        if let Some(cursors) = self.usage.unacked_cursors.remove(&seq)
             && !cursors.is_empty()
         {
             for (lane, c) in &cursors {
-                self.acked_cursors.entry(*lane).or_default().merge(c);
+                self.usage.acked_cursors.entry(*lane).or_default().merge(c);
             }
-            if let Err(e) = reconcile::save(&self.reported_path, &self.acked_cursors) {
+            if let Err(e) = reconcile::save(&self.usage.reported_path, &self.usage.acked_cursors) {
                 tracing::error!(error = %e, seq, "cannot save reported.json: keeping the batch");
-                self.unacked_cursors.insert(seq, cursors);
+                self.usage.unacked_cursors.insert(seq, cursors);
                 return;
             }
         }
-        if let Err(e) = self.outbox.ack(seq) {
+        if let Err(e) = self.usage.outbox.ack(seq) {
             tracing::error!(error = %e, seq, "cannot remove an acknowledged batch");
         }
-        if self.unacked.remove(&seq) {
+        if self.usage.unacked.remove(&seq) {
             self.metrics.batches_acked.inc();
         }
-        self.metrics.outbox_pending.set(self.unacked.len() as i64);
+        self.metrics
+            .outbox_pending
+            .set(self.usage.unacked.len() as i64);
     }
 
     fn apply_policy(&mut self, p: TenantPolicy) {
         if !self.cfg.tenants.contains(&p.tenant) {
             return;
         }
-        if let Some(old) = self.policies.get(&p.tenant)
+        if let Some(old) = self.rules.policies.get(&p.tenant)
             && old.version > p.version
         {
             return; // an older push arriving late
         }
-        for canonical in self.owner.retire_dropped(&p) {
+        for canonical in self.region.owner.retire_dropped(&p) {
             self.retire(&canonical);
         }
-        match self.owner.configure(&p) {
+        match self.region.owner.configure(&p) {
             Ok(configured) => {
                 for (canonical, key, pool) in configured.limits {
-                    match self.limits.get_mut(&canonical) {
+                    match self.region.limits.get_mut(&canonical) {
                         Some(l) => l.retiring = false,
                         None => {
-                            let consumed = self.owner.pool(pool).consumed;
-                            self.limits.insert(
+                            let consumed = self.region.owner.pool(pool).consumed;
+                            self.region.limits.insert(
                                 canonical,
                                 LimitRt::new(key, pool, consumed, self.cfg.emergency_allowance),
                             );
                         }
                     }
                 }
-                self.failed_policies.remove(&p.tenant);
+                // A raised cap or quota may free what was refused: ask again at once.
+                let mut lift = Vec::new();
+                for l in self
+                    .region
+                    .limits
+                    .values_mut()
+                    .filter(|l| l.key.tenant == p.tenant)
+                {
+                    if l.refused.take().is_some() {
+                        lift.push(l.pool);
+                        l.in_flight = 0;
+                        l.asked_at = None;
+                    }
+                }
+                self.region.owner.lift_denials(&lift);
+                self.rules.failed_policies.remove(&p.tenant);
                 self.health.set_policy_error(&p.tenant, None);
                 tracing::info!(tenant = %p.tenant, version = p.version, cap = p.hard_cap_micro, "policy applied");
-                self.policies.insert(p.tenant.clone(), p);
+                self.rules.policies.insert(p.tenant.clone(), p);
             }
             Err(e) => {
                 // Not recorded as applied: the region still enforces the last policy that
@@ -578,18 +676,18 @@ impl Core {
                 tracing::error!(tenant = %p.tenant, version = p.version, error = %e, "cannot apply the pushed policy: the previous one stays in force");
                 self.health
                     .set_policy_error(&p.tenant, Some(format!("version {}: {e}", p.version)));
-                self.failed_policies.insert(p.tenant.clone(), p);
+                self.rules.failed_policies.insert(p.tenant.clone(), p);
             }
         }
         self.metrics
             .policies_failing
-            .set(self.failed_policies.len() as i64);
+            .set(self.rules.failed_policies.len() as i64);
     }
 
     /// A limit deleted by a policy: stop asking for leases and give back what its pool holds
     /// (lanes carved from it are revoked by [`Owner::retire_step`]).
     fn retire(&mut self, canonical: &str) {
-        let Some(l) = self.limits.get_mut(canonical) else {
+        let Some(l) = self.region.limits.get_mut(canonical) else {
             return;
         };
         l.retiring = true;
@@ -601,23 +699,23 @@ impl Core {
     /// One pass over the deleted limits: their pools' uncarved credits go back to the
     /// authority; a limit whose pool is freed closes its leases and is dropped.
     fn retire_pass(&mut self) {
-        if !self.limits.values().any(|l| l.retiring) {
+        if !self.region.limits.values().any(|l| l.retiring) {
             return;
         }
         self.give_back_retiring();
-        let freed = self.owner.retire_step();
+        let freed = self.region.owner.retire_step();
         let mut returns = Vec::new();
         for canonical in &freed {
-            self.limits.remove(canonical);
-            if let Some(mut book) = self.state.leases.remove(canonical) {
+            self.region.limits.remove(canonical);
+            if let Some(mut book) = self.saved.state.leases.remove(canonical) {
                 returns.extend(book.close_all());
             }
-            self.state_dirty = true;
+            self.saved.state_dirty = true;
         }
         self.queue_returns(returns);
         // Freed pools may be what a refused policy was waiting for.
         if !freed.is_empty() {
-            let waiting: Vec<TenantPolicy> = self.failed_policies.values().cloned().collect();
+            let waiting: Vec<TenantPolicy> = self.rules.failed_policies.values().cloned().collect();
             for p in waiting {
                 self.apply_policy(p);
             }
@@ -626,17 +724,22 @@ impl Core {
 
     fn give_back_retiring(&mut self) {
         let mut returns = Vec::new();
-        for (canonical, l) in self.limits.iter().filter(|(_, l)| l.retiring) {
-            let available = self.owner.pool(l.pool).available;
+        for (canonical, l) in self.region.limits.iter().filter(|(_, l)| l.retiring) {
+            let available = self.region.owner.pool(l.pool).available;
             if available == 0 {
                 continue;
             }
-            let taken = self.owner.give_back(l.pool, available);
+            let taken = self.region.owner.give_back(l.pool, available);
             // What the leases do not cover was credited for lanes still carved from the
             // pool (see `Owner::top_up`): it goes nowhere.
-            let book = self.state.leases.entry(canonical.clone()).or_default();
+            let book = self
+                .saved
+                .state
+                .leases
+                .entry(canonical.clone())
+                .or_default();
             returns.extend(book.give_back(taken));
-            self.state_dirty = true;
+            self.saved.state_dirty = true;
         }
         self.queue_returns(returns);
     }
@@ -646,7 +749,7 @@ impl Core {
             return;
         }
         match crate::convert::price_book(b) {
-            Ok(spec) => match self.owner.publish_price_book(spec) {
+            Ok(spec) => match self.region.owner.publish_price_book(spec) {
                 Ok(()) => tracing::info!(version = b.version, "price book published to the region"),
                 Err(e) => tracing::error!(error = %e, "cannot publish the price book"),
             },
@@ -655,12 +758,12 @@ impl Core {
     }
 
     fn queue_returns(&mut self, returns: Vec<Return>) {
-        let through_seq = self.outbox.next_seq().saturating_sub(1);
+        let through_seq = self.usage.outbox.next_seq().saturating_sub(1);
         for r in returns {
             if r.amount == 0 && !r.close {
                 continue;
             }
-            self.up_queue.push_back(SessionUp {
+            self.link.up_queue.push_back(SessionUp {
                 msg: Some(session_up::Msg::LeaseReturn(LeaseReturn {
                     lease_id: r.id,
                     amount_micro: r.amount,
@@ -673,22 +776,22 @@ impl Core {
 
     /// Sends what is queued while the session is up.
     pub fn flush_up(&mut self) {
-        let Some(up) = &self.up else { return };
-        while let Some(m) = self.up_queue.pop_front() {
+        let Some(up) = &self.link.up else { return };
+        while let Some(m) = self.link.up_queue.pop_front() {
             let is_batch = matches!(m.msg, Some(session_up::Msg::Batch(_)));
             match up.try_send(m) {
                 Ok(()) => {
-                    self.last_up = Instant::now();
+                    self.link.last_up = Instant::now();
                     if is_batch {
                         self.metrics.batches_sent.inc();
                     }
                 }
                 Err(mpsc::error::TrySendError::Full(m)) => {
-                    self.up_queue.push_front(m);
+                    self.link.up_queue.push_front(m);
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.up = None;
+                    self.link.up = None;
                     return;
                 }
             }
@@ -697,7 +800,7 @@ impl Core {
 
     /// Whether nothing waits to be sent.
     pub fn up_queue_empty(&self) -> bool {
-        self.up_queue.is_empty()
+        self.link.up_queue.is_empty()
     }
 
     // ---- the tick --------------------------------------------------------------------------
@@ -711,19 +814,19 @@ impl Core {
             return;
         }
         let now = Instant::now();
-        self.owner.heartbeat(now_unix_ms());
+        self.region.owner.heartbeat(now_unix_ms());
         // While shutting down, reclaim at every tick: agents that exited must give their
         // allowances back before the leases are returned.
         if self.shutting_down
-            || now.duration_since(self.last_reclaim) >= self.cfg.liveness_timeout / 2
+            || now.duration_since(self.region.last_reclaim) >= self.cfg.liveness_timeout / 2
         {
-            self.last_reclaim = now;
+            self.region.last_reclaim = now;
             self.reclaim();
         }
         // Draining also harvests consumption into the pools; batching every DRAIN_EVERY keeps
         // batches large without letting the rings fill.
-        if self.shutting_down || now.duration_since(self.last_drain) >= DRAIN_EVERY {
-            self.last_drain = now;
+        if self.shutting_down || now.duration_since(self.usage.last_drain) >= DRAIN_EVERY {
+            self.usage.last_drain = now;
             self.drain();
         }
         self.harvest();
@@ -731,16 +834,18 @@ impl Core {
         self.retire_pass();
         self.lanes_pass();
         self.demand();
-        if self.conn.is_connected() && now.duration_since(self.last_up) >= self.heartbeat_every {
-            self.up_queue.push_back(SessionUp {
+        if self.link.conn.is_connected()
+            && now.duration_since(self.link.last_up) >= self.link.heartbeat_every
+        {
+            self.link.up_queue.push_back(SessionUp {
                 msg: Some(session_up::Msg::Heartbeat(Heartbeat {
                     unix_ms: now_unix_ms(),
                 })),
             });
         }
         self.flush_up();
-        if self.state_dirty
-            && now.duration_since(self.last_state_save) >= Duration::from_millis(200)
+        if self.saved.state_dirty
+            && now.duration_since(self.saved.last_state_save) >= Duration::from_millis(200)
         {
             self.save_state();
         }
@@ -753,21 +858,21 @@ impl Core {
     /// and nothing more is read from it. On the next: a new region, configured from the
     /// sidecar's own memory. True while the region cannot be used.
     fn region_unusable(&mut self) -> bool {
-        if self.damaged.is_none() {
-            let Some(d) = self.owner.damage() else {
+        if self.region.damaged.is_none() {
+            let Some(d) = self.region.owner.damage() else {
                 return false;
             };
             self.metrics.region_damage.inc();
             tracing::error!(damage = %d, "the region was destroyed under the sidecar: nothing more is drained or harvested from it; creating a new one");
             self.health
                 .set_problem("region".into(), Some(format!("{d}; creating a new region")));
-            self.damaged = Some(d.to_string());
+            self.region.damaged = Some(d.to_string());
             return true;
         }
         match self.rebuild_region() {
             Ok(()) => {
-                tracing::info!(was = ?self.damaged, "a new region is ready: agents re-attach to it");
-                self.damaged = None;
+                tracing::info!(was = ?self.region.damaged, "a new region is ready: agents re-attach to it");
+                self.region.damaged = None;
                 self.health.set_problem("region".into(), None);
                 false
             }
@@ -782,37 +887,39 @@ impl Core {
     /// leases (each limit's pool gets what its leases still have). What was drained from
     /// the old one is in the outbox; the old lanes' cursors are done with.
     fn rebuild_region(&mut self) -> anyhow::Result<()> {
-        write_rebuilt_at(&self.cfg.state_dir, self.outbox.next_seq())?;
-        self.ledgers.clear();
-        self.acked_cursors.clear();
-        reconcile::save(&self.reported_path, &self.acked_cursors)?;
-        for cursors in self.unacked_cursors.values_mut() {
+        write_rebuilt_at(&self.cfg.state_dir, self.usage.outbox.next_seq())?;
+        self.usage.ledgers.clear();
+        self.usage.acked_cursors.clear();
+        reconcile::save(&self.usage.reported_path, &self.usage.acked_cursors)?;
+        for cursors in self.usage.unacked_cursors.values_mut() {
             cursors.clear();
         }
-        self.charged.clear();
-        self.lanes.clear();
-        self.state_dirty = true;
-        self.owner.rebuild(&self.cfg)?;
+        self.usage.charged.clear();
+        self.region.lanes.clear();
+        self.saved.state_dirty = true;
+        self.region.owner.rebuild(&self.cfg)?;
         let policies: Vec<TenantPolicy> = self
+            .rules
             .policies
             .values()
-            .chain(self.failed_policies.values())
+            .chain(self.rules.failed_policies.values())
             .cloned()
             .collect();
         for p in policies {
-            self.policies.remove(&p.tenant);
+            self.rules.policies.remove(&p.tenant);
             self.apply_policy(p);
         }
-        for (canonical, l) in self.limits.iter_mut() {
+        for (canonical, l) in self.region.limits.iter_mut() {
             let held = self
+                .saved
                 .state
                 .leases
                 .get(canonical)
                 .map_or(0, LeaseBook::remaining);
             if held > 0 {
-                self.owner.grant(l.pool, held)?;
+                self.region.owner.grant(l.pool, held)?;
             }
-            l.last_consumed = self.owner.pool(l.pool).consumed;
+            l.last_consumed = self.region.owner.pool(l.pool).consumed;
             l.in_flight = 0;
             l.asked_at = None;
         }
@@ -820,45 +927,50 @@ impl Core {
     }
 
     fn save_state(&mut self) {
-        self.state.lanes = self
+        self.saved.state.lanes = self
+            .region
             .owner
             .given_all()
             .iter()
             .map(|(l, g)| (*l as u32, *g))
-            .chain(self.charged.keys().map(|l| (*l, 0)))
+            .chain(self.usage.charged.keys().map(|l| (*l, 0)))
             .map(|(l, _)| {
                 let bound = crate::state::LaneBound {
-                    given: self.owner.given(l as usize),
-                    charged: self.charged.get(&l).copied().unwrap_or(0),
+                    given: self.region.owner.given(l as usize),
+                    charged: self.usage.charged.get(&l).copied().unwrap_or(0),
                 };
                 (l, bound)
             })
             .collect();
-        match self.state.save(&self.state_path) {
+        match self.saved.state.save(&self.saved.state_path) {
             Ok(()) => {
-                self.state_dirty = false;
-                self.last_state_save = Instant::now();
+                self.saved.state_dirty = false;
+                self.saved.last_state_save = Instant::now();
             }
             Err(e) => tracing::error!(error = %e, "cannot save the lease state"),
         }
     }
 
     fn reclaim(&mut self) {
-        for r in self.owner.reclaim_dead() {
+        for r in self.region.owner.reclaim_dead() {
             self.metrics.processes_reclaimed.inc();
             self.metrics.reclaimed_credits.inc_by(r.returned);
-            self.lanes.remove(&r.lane);
+            self.region.lanes.remove(&r.lane);
             tracing::info!(lane = r.lane, holder = ?r.holder.map(|h| h.to_string()), settled = r.settled, returned = r.returned, "reclaimed a dead agent's lane");
         }
     }
 
     fn drain(&mut self) {
-        let mut drains = self.owner.drain(crate::batcher::MAX_RECORDS_PER_BATCH);
+        let mut drains = self
+            .region
+            .owner
+            .drain(crate::batcher::MAX_RECORDS_PER_BATCH);
         // The rings' space is freed only after a batch is in the outbox, so after a crash
         // between the two the ring still holds records the outbox already has: skip every
         // sequence the lane's cursor (restored from the outbox) has already reported.
         for d in drains.iter_mut() {
             let next_seq = self
+                .usage
                 .ledgers
                 .get(&(d.lane as u32))
                 .map_or(0, |l| l.cursor.next_seq);
@@ -873,7 +985,7 @@ impl Core {
         let mut count = 0usize;
         for d in drains.iter_mut() {
             let lane = d.lane as u32;
-            let mut l = self.ledgers.get(&lane).cloned().unwrap_or_default();
+            let mut l = self.usage.ledgers.get(&lane).cloned().unwrap_or_default();
             // While shutting down, a lane no live agent owns has nothing in flight: its lost
             // detail is reported now rather than after the quiet period.
             let settled = self.shutting_down && !d.live;
@@ -888,13 +1000,13 @@ impl Core {
             // already in the outbox.
             self.advance(next);
             for (lane, upto) in releases {
-                self.owner.release(lane, upto);
+                self.region.owner.release(lane, upto);
             }
             return;
         }
         let names: Vec<_> = aggregates
             .iter()
-            .map(|(lane, agg)| (self.owner.lane_names(*lane), *agg))
+            .map(|(lane, agg)| (self.region.owner.lane_names(*lane), *agg))
             .collect();
         let mut recs: Vec<RecordInput<'_>> = drains
             .iter()
@@ -921,23 +1033,26 @@ impl Core {
         let cursors: Vec<(u32, Cursor)> =
             next.ledgers.iter().map(|(l, g)| (*l, g.cursor)).collect();
         match self
+            .usage
             .batcher
-            .seal(&mut self.outbox, &self.key, &recs, &cursors, now_ms)
+            .seal(&mut self.usage.outbox, &self.key, &recs, &cursors, now_ms)
         {
             Ok(batch) => {
                 self.metrics.records_drained.inc_by(count as u64);
-                self.unacked.insert(batch.seq);
-                self.unacked_cursors.insert(batch.seq, cursors);
-                self.metrics.outbox_pending.set(self.unacked.len() as i64);
-                if self.up.is_some() {
-                    self.up_queue.push_back(SessionUp {
+                self.usage.unacked.insert(batch.seq);
+                self.usage.unacked_cursors.insert(batch.seq, cursors);
+                self.metrics
+                    .outbox_pending
+                    .set(self.usage.unacked.len() as i64);
+                if self.link.up.is_some() {
+                    self.link.up_queue.push_back(SessionUp {
                         msg: Some(session_up::Msg::Batch(batch)),
                     });
                 }
                 self.advance(next);
                 // Durable now (written and renamed): free their ring space.
                 for (lane, upto) in releases {
-                    self.owner.release(lane, upto);
+                    self.region.owner.release(lane, upto);
                 }
             }
             Err(e) => {
@@ -965,10 +1080,11 @@ impl Core {
     ) -> Option<reconcile::Aggregate> {
         let lane = d.lane as u32;
         let cap = self
+            .region
             .owner
             .given(d.lane)
             .saturating_add(self.cfg.lane_overrun_allowance);
-        let mut charged = self.charged.get(&lane).copied().unwrap_or(0);
+        let mut charged = self.usage.charged.get(&lane).copied().unwrap_or(0);
         let mut withheld = 0u64;
         d.records.retain(|r| {
             l.record(r.rec.seq, r.rec.actual.0);
@@ -998,10 +1114,10 @@ impl Core {
 
     /// The drain's bookkeeping, once its batch is in the outbox (or there was none to write).
     fn advance(&mut self, next: Advance) {
-        self.ledgers.extend(next.ledgers);
+        self.usage.ledgers.extend(next.ledgers);
         if !next.charged.is_empty() {
-            self.charged.extend(next.charged);
-            self.state_dirty = true;
+            self.usage.charged.extend(next.charged);
+            self.saved.state_dirty = true;
         }
         for (lane, amount, cap) in next.withheld {
             self.metrics.suspected_tampering.inc_by(amount);
@@ -1009,7 +1125,7 @@ impl Core {
                 lane,
                 amount,
                 bound = cap,
-                agent = ?self.owner.lane_names(lane).map(|n| n.1),
+                agent = ?self.region.owner.lane_names(lane).map(|n| n.1),
                 "a lane reported more than the sidecar gave it plus the overrun allowance: the excess is not reported (suspected tampering with the region)"
             );
         }
@@ -1017,15 +1133,19 @@ impl Core {
 
     fn harvest(&mut self) {
         let secs = self.mono_secs();
-        for lane in self.owner.harvest_all() {
-            let rt = self.lanes.entry(lane.lane).or_insert_with(|| LaneRt {
-                burn: BurnMeter::new(),
-                last_consumed: lane.consumed,
-                last_active: Instant::now(),
-            });
+        for lane in self.region.owner.harvest_all() {
+            let rt = self
+                .region
+                .lanes
+                .entry(lane.lane)
+                .or_insert_with(|| LaneRt {
+                    burn: BurnMeter::new(),
+                    last_consumed: lane.consumed,
+                    last_active: Instant::now(),
+                });
             let delta = lane.consumed.saturating_sub(rt.last_consumed);
             if delta > 0 || lane.wants_more {
-                self.last_activity = Instant::now();
+                self.region.last_activity = Instant::now();
             }
             if delta > 0 {
                 rt.burn.record(secs, delta);
@@ -1033,8 +1153,8 @@ impl Core {
                 rt.last_consumed = lane.consumed;
             }
         }
-        for (canonical, l) in self.limits.iter_mut() {
-            let snap = self.owner.pool(l.pool);
+        for (canonical, l) in self.region.limits.iter_mut() {
+            let snap = self.region.owner.pool(l.pool);
             let delta = snap.consumed.saturating_sub(l.last_consumed);
             if delta > 0 {
                 l.last_consumed = snap.consumed;
@@ -1043,12 +1163,17 @@ impl Core {
                     .consumed
                     .get_or_create(&Metrics::limit(canonical))
                     .inc_by(delta);
-                let book = self.state.leases.entry(canonical.clone()).or_default();
+                let book = self
+                    .saved
+                    .state
+                    .leases
+                    .entry(canonical.clone())
+                    .or_default();
                 let unbacked = book.consume(delta);
                 if unbacked > 0 {
                     tracing::debug!(limit = %canonical, unbacked, "consumption past the held leases (overrun or emergency)");
                 }
-                self.state_dirty = true;
+                self.saved.state_dirty = true;
             }
         }
     }
@@ -1056,23 +1181,23 @@ impl Core {
     fn expire(&mut self) {
         let now = now_unix_ms();
         let mut all = Vec::new();
-        for (canonical, book) in self.state.leases.iter_mut() {
+        for (canonical, book) in self.saved.state.leases.iter_mut() {
             if book.next_expiry().is_none_or(|e| e > now) {
                 continue;
             }
             let returns = book.expire(now);
-            let Some(l) = self.limits.get(canonical) else {
+            let Some(l) = self.region.limits.get(canonical) else {
                 continue;
             };
             let left: u64 = returns.iter().map(|r| r.amount).sum();
             if left > 0 {
-                let taken = take_back(&mut self.owner, l.pool, left);
+                let taken = take_back(&mut self.region.owner, l.pool, left);
                 if taken < left {
                     // Held by reservations in flight: their use is attributed to the next lease.
                     tracing::debug!(limit = %canonical, left, taken, "expired lease partly in use");
                 }
             }
-            self.state_dirty = true;
+            self.saved.state_dirty = true;
             all.extend(returns);
         }
         self.queue_returns(all);
@@ -1081,14 +1206,26 @@ impl Core {
     fn lanes_pass(&mut self) {
         let secs = self.mono_secs();
         let now = Instant::now();
-        let degraded = !self.conn.is_connected();
-        self.owner.refresh();
-        for lane in self.owner.live_lanes() {
-            let rt = self.lanes.entry(lane.lane).or_insert_with(|| LaneRt {
-                burn: BurnMeter::new(),
-                last_consumed: lane.consumed,
-                last_active: now,
-            });
+        let degraded = !self.link.conn.is_connected();
+        self.region.owner.refresh();
+        let wall_ms = now_unix_ms();
+        let refused: BTreeMap<usize, Refused> = self
+            .region
+            .limits
+            .values()
+            .filter_map(|l| Some((l.pool, l.refused?)))
+            .filter(|(_, r)| r.until_unix_ms > wall_ms)
+            .collect();
+        for lane in self.region.owner.live_lanes() {
+            let rt = self
+                .region
+                .lanes
+                .entry(lane.lane)
+                .or_insert_with(|| LaneRt {
+                    burn: BurnMeter::new(),
+                    last_consumed: lane.consumed,
+                    last_active: now,
+                });
             if lane.wants_more {
                 rt.last_active = now;
             }
@@ -1101,23 +1238,23 @@ impl Core {
             let action = if self.shutting_down {
                 LaneAction::Revoke(lane.allowance)
             } else {
-                self.lane_policy.action(view)
+                self.rules.lane_policy.action(view)
             };
             match action {
                 LaneAction::Keep => {}
                 LaneAction::Revoke(x) if x > 0 => {
-                    let _ = self.owner.revoke(lane.lane, x);
+                    let _ = self.region.owner.revoke(lane.lane, x);
                 }
                 LaneAction::Revoke(_) => {}
                 LaneAction::TopUp(want) => {
-                    let give = self.owner.carvable(lane.lane, want);
+                    let give = self.region.owner.carvable(lane.lane, want, &refused);
                     let give = if give == 0 && degraded {
                         self.emergency_for(lane.lane, want)
                     } else {
                         give
                     };
-                    if give > 0 && self.owner.top_up(lane.lane, give).is_ok() {
-                        self.state_dirty = true;
+                    if give > 0 && self.region.owner.top_up(lane.lane, give).is_ok() {
+                        self.saved.state_dirty = true;
                     }
                 }
             }
@@ -1127,11 +1264,12 @@ impl Core {
     /// Degraded mode with a dry pool: draw the emergency allowance of every limit the lane is
     /// subject to (all or nothing) into the pools, then carve it.
     fn emergency_for(&mut self, lane: usize, want: u64) -> u64 {
-        let pools = self.owner.lane_pools(lane);
+        let pools = self.region.owner.lane_pools(lane);
         if pools.is_empty() {
             return 0;
         }
         let mut limits: Vec<&mut LimitRt> = self
+            .region
             .limits
             .values_mut()
             .filter(|l| pools.contains(&l.pool))
@@ -1148,23 +1286,23 @@ impl Core {
         for l in limits.iter_mut() {
             let got = l.emergency.draw(can);
             debug_assert_eq!(got, can);
-            if let Err(e) = self.owner.grant(l.pool, got) {
+            if let Err(e) = self.region.owner.grant(l.pool, got) {
                 tracing::error!(error = %e, "cannot add the emergency allowance to a pool");
                 return 0;
             }
             tracing::warn!(limit = %l.key.canonical(), amount = got, left = l.emergency.left(), "spending the emergency allowance (authority unreachable)");
         }
-        self.owner.carvable(lane, can)
+        self.region.owner.carvable(lane, can, &BTreeMap::new())
     }
 
     fn demand(&mut self) {
-        if !self.conn.is_connected() || self.shutting_down {
+        if !self.link.conn.is_connected() || self.shutting_down {
             return;
         }
         let secs = self.mono_secs();
         let now = Instant::now();
         let mut demands = Vec::new();
-        for (canonical, l) in self.limits.iter_mut().filter(|(_, l)| !l.retiring) {
+        for (canonical, l) in self.region.limits.iter_mut().filter(|(_, l)| !l.retiring) {
             // An unanswered demand is forgotten after two seconds and asked again.
             if l.asked_at
                 .is_some_and(|t| now.duration_since(t) > Duration::from_secs(2))
@@ -1172,8 +1310,9 @@ impl Core {
                 l.in_flight = 0;
                 l.asked_at = None;
             }
-            let snap = self.owner.pool(l.pool);
+            let snap = self.region.owner.pool(l.pool);
             let held = self
+                .saved
                 .state
                 .leases
                 .get(canonical)
@@ -1182,20 +1321,22 @@ impl Core {
             // The uncarved reserve is what refills lanes: keep it above the low-water mark.
             // Credits below the largest tier floor serve only the top tiers, and leases about
             // to expire will be returned: renew before either leaves the pool short.
-            let expiring = self.state.leases.get(canonical).map_or(0, |b| {
+            let expiring = self.saved.state.leases.get(canonical).map_or(0, |b| {
                 b.expiring_before(
-                    now_unix_ms() + 2 * self.lease_policy.refill_lead.as_millis() as u64 + 1_000,
+                    now_unix_ms()
+                        + 2 * self.rules.lease_policy.refill_lead.as_millis() as u64
+                        + 1_000,
                 )
             });
             let view = PoolView {
                 local: snap
                     .available
-                    .saturating_sub(self.owner.max_floor(l.pool))
+                    .saturating_sub(self.region.owner.max_floor(l.pool))
                     .saturating_sub(expiring),
                 in_flight: l.in_flight,
                 burn_per_sec: burn,
             };
-            if let Some(want) = self.lease_policy.demand(view) {
+            if let Some(want) = self.rules.lease_policy.demand(view) {
                 l.in_flight = l.in_flight.saturating_add(want);
                 l.asked_at = Some(now);
                 demands.push(LimitDemand {
@@ -1207,8 +1348,8 @@ impl Core {
             }
         }
         if !demands.is_empty() {
-            self.last_demand = now;
-            self.up_queue.push_back(SessionUp {
+            self.rules.last_demand = now;
+            self.link.up_queue.push_back(SessionUp {
                 msg: Some(session_up::Msg::Demand(DemandReport { demands })),
             });
         }
@@ -1219,8 +1360,8 @@ impl Core {
         let now = now_unix_ms();
         let mut any_budget = false;
         let mut ring_depth = 0;
-        for (canonical, l) in self.limits.iter_mut() {
-            let snap = self.owner.pool(l.pool);
+        for (canonical, l) in self.region.limits.iter_mut() {
+            let snap = self.region.owner.pool(l.pool);
             let labels = Metrics::limit(canonical);
             self.metrics
                 .allowance
@@ -1239,6 +1380,7 @@ impl Core {
                 .get_or_create(&labels)
                 .set(metrics::gauge_value(l.emergency.drawn));
             if let Some(t) = self
+                .saved
                 .state
                 .leases
                 .get(canonical)
@@ -1251,11 +1393,11 @@ impl Core {
             }
             any_budget |= snap.available + snap.carved > 0;
         }
-        for d in self.owner.ring_depths() {
+        for d in self.region.owner.ring_depths() {
             ring_depth += d;
         }
         self.metrics.ring_depth.set(ring_depth as i64);
-        self.owner.export_denials(&self.metrics);
+        self.region.owner.export_denials(&self.metrics);
         self.health.set_has_budget(any_budget);
     }
 
@@ -1263,7 +1405,7 @@ impl Core {
 
     /// Time since an agent last spent or asked for credits.
     pub fn idle_for(&self) -> Duration {
-        self.last_activity.elapsed()
+        self.region.last_activity.elapsed()
     }
 
     /// Stops topping up and takes every lane allowance back.
@@ -1274,10 +1416,10 @@ impl Core {
     /// True when every batch is acknowledged and no lease request is unanswered (or there is
     /// no session to wait for).
     pub fn flushed(&self) -> bool {
-        !self.conn.is_connected()
-            || (self.unacked.is_empty()
-                && self.up_queue.is_empty()
-                && self.limits.values().all(|l| {
+        !self.link.conn.is_connected()
+            || (self.usage.unacked.is_empty()
+                && self.link.up_queue.is_empty()
+                && self.region.limits.values().all(|l| {
                     // A request unanswered for half a second is not worth waiting for: the
                     // authority may have nothing to grant (a cap reached).
                     l.in_flight == 0
@@ -1288,7 +1430,7 @@ impl Core {
 
     /// Returns every unused lease (graceful shutdown).
     pub fn return_leases(&mut self) {
-        if self.damaged.is_some() {
+        if self.region.damaged.is_some() {
             // Nothing in a destroyed region can be trusted to say what is unused: the
             // leases settle at expiry, the authority's rule for leases not returned.
             return;
@@ -1297,17 +1439,17 @@ impl Core {
         self.reclaim();
         self.lanes_pass();
         let mut all = Vec::new();
-        let canonicals: Vec<String> = self.state.leases.keys().cloned().collect();
+        let canonicals: Vec<String> = self.saved.state.leases.keys().cloned().collect();
         for canonical in canonicals {
-            let Some(l) = self.limits.get(&canonical) else {
+            let Some(l) = self.region.limits.get(&canonical) else {
                 continue;
             };
-            let snap = self.owner.pool(l.pool);
-            let taken = self.owner.give_back(l.pool, snap.available);
-            let book = self.state.leases.entry(canonical).or_default();
+            let snap = self.region.owner.pool(l.pool);
+            let taken = self.region.owner.give_back(l.pool, snap.available);
+            let book = self.saved.state.leases.entry(canonical).or_default();
             all.extend(book.give_back(taken));
         }
-        self.state_dirty = true;
+        self.saved.state_dirty = true;
         self.queue_returns(all);
         self.flush_up();
     }
@@ -1356,6 +1498,7 @@ impl LimitRt {
             emergency: Emergency::new(emergency),
             last_consumed: consumed,
             retiring: false,
+            refused: None,
         }
     }
 }

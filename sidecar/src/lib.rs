@@ -25,9 +25,9 @@
 //!
 //! ## Usage: exactly once, even when detail is lost
 //!
-//! Every tick the sidecar drains the lanes' rings (which also harvests their consumption into
+//! Every 50 ms (`core::DRAIN_EVERY`; the tick is 10 ms) the sidecar drains the lanes' rings (which also harvests their consumption into
 //! the pools), seals the records into one sequence-numbered batch signed with its ed25519 key
-//! ([`key`], [`batcher`]), writes it to the [`outbox`] in the region's folder, and only then
+//! ([`key`], [`batcher`]), writes it to the [`outbox`] in its state folder (`--state-dir`), and only then
 //! sends it. A batch leaves the outbox when the authority acknowledges it as durable; the
 //! authority posts each (sidecar, sequence) once, so replays double nothing. Per lane,
 //! [`reconcile`] compares what was reported with the lane's `consumed + overrun` totals:
@@ -42,7 +42,7 @@
 //! (records and aggregates, each counted at the larger of the agent's rating and the list
 //! price of its tokens, since the authority re-rates by tokens) is at most that plus
 //! `--lane-overrun-allowance` (`TOLLGATE_LANE_OVERRUN_ALLOWANCE`, credits, default
-//! [`cli::DEFAULT_LANE_OVERRUN_ALLOWANCE`]). Anything past it is not reported: it is counted
+//! [`config::DEFAULT_LANE_OVERRUN_ALLOWANCE`]). Anything past it is not reported: it is counted
 //! (`tollgate_sidecar_suspected_tampering_micro_credits_total`) and logged with the lane, and
 //! the sidecar goes on. The allowance covers honest overruns (calls that cost more than they
 //! reserved).
@@ -88,7 +88,7 @@
 //!
 //! ## Module map
 //!
-//! [`cli`] (flags, resolved [`cli::Config`]), [`run`] (runtime, signals, [`run::spawn`] for
+//! [`cli`] (flags) and [`config`] (the resolved [`config::Config`]), [`run`] (runtime, signals, [`run::spawn`] for
 //! in-process use), [`core`] (the control loop), [`session`] (transport to the authority,
 //! [`backoff`]), [`owner`] (the region), [`lease`] / [`leasebook`] / [`burn`] / [`degraded`]
 //! (decisions), [`batcher`] / [`outbox`] / [`reconcile`] / [`state`] / [`key`] (durability),
@@ -106,6 +106,7 @@ pub mod backoff;
 pub mod batcher;
 pub mod burn;
 pub mod cli;
+pub mod config;
 pub mod convert;
 pub mod core;
 pub mod degraded;

@@ -1,4 +1,4 @@
-//! The outbox: signed usage batches persisted in the region's folder (tmpfs) before they are
+//! The outbox: signed usage batches persisted in the sidecar's state folder (`--state-dir`, by default the region's folder) before they are
 //! sent, removed only when the authority acknowledges them.
 //!
 //! # Invariant

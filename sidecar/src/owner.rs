@@ -35,7 +35,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use tollgate_client::{
@@ -46,7 +46,7 @@ use tollgate_core::{Credits, Horizon, Initiator, LimitKind, PriceBook, PriceBook
 use tollgate_proto::batch::RecordInput;
 use tollgate_proto::v1::{self, LimitKey, TenantPolicy};
 
-use crate::cli::Config;
+use crate::config::Config;
 use crate::metrics::{DenialLabels, Metrics};
 
 /// How long an agent whose lane ran dry waits for a top-up before it denies.
@@ -313,6 +313,14 @@ fn horizon_of(window: i32) -> Option<Horizon> {
         v1::Window::Hour => Some(Horizon::Hour),
         v1::Window::Month => Some(Horizon::Month),
     }
+}
+
+/// Nothing of a limit can be leased before `until_unix_ms` (the authority's lease
+/// refusal); `kind` is what binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub kind: LimitKind,
+    pub until_unix_ms: u64,
 }
 
 /// The region's limit kind for a wire limit key, if the region can enforce it.
@@ -1075,8 +1083,9 @@ impl Owner {
 
     /// How much of `want` every pool of `lane` can pay now (above the lane tier's floor);
     /// pools of deleted limits limit nothing. When it is nothing, the binding limit is
-    /// recorded in the lane for the agent's denial.
-    pub fn carvable(&mut self, lane: usize, want: u64) -> u64 {
+    /// recorded in the lane for the agent's denial; when a pool that pays nothing is one
+    /// the authority refused to refill (`refused`), the lane is denied at once until then.
+    pub fn carvable(&mut self, lane: usize, want: u64, refused: &BTreeMap<usize, Refused>) -> u64 {
         let pools: Vec<usize> = self
             .lane_pools(lane)
             .into_iter()
@@ -1088,6 +1097,8 @@ impl Owner {
         let Some(key) = info.key else { return 0 };
         let mut give = want;
         let mut binding: Option<(usize, u64)> = None;
+        // A dry pool no refill is coming for: it decides the denial.
+        let mut final_dry: Option<(Refused, u64)> = None;
         for p in &pools {
             let Ok(b) = self.region.pool(*p) else {
                 return 0;
@@ -1098,11 +1109,27 @@ impl Owner {
                 give = can;
                 binding = Some((*p, floor));
             }
+            if can == 0
+                && final_dry.is_none()
+                && let Some(r) = refused.get(p)
+            {
+                final_dry = Some((*r, floor));
+            }
         }
         if pools.is_empty() {
             return 0;
         }
         if give == 0
+            && let Some((r, floor)) = final_dry
+        {
+            let limit = if floor > 0 {
+                LimitKind::TierFloor(key.tier)
+            } else {
+                r.kind
+            };
+            let until = UNIX_EPOCH + Duration::from_millis(r.until_unix_ms);
+            let _ = self.region.record_denial_until(lane, limit, until);
+        } else if give == 0
             && let Some((p, floor)) = binding
         {
             let limit = if floor > 0 {
@@ -1115,6 +1142,19 @@ impl Owner {
                 .record_denial(lane, limit, Duration::from_millis(50));
         }
         give
+    }
+
+    /// Lanes carved from any of `pools` wait for a refill again instead of being denied at
+    /// once (their limits' refusals were lifted).
+    pub fn lift_denials(&mut self, pools: &[usize]) {
+        if pools.is_empty() {
+            return;
+        }
+        for lane in self.lanes_in_use() {
+            if self.lane_pools(lane.lane).iter().any(|p| pools.contains(p)) {
+                let _ = self.region.clear_denial(lane.lane);
+            }
+        }
     }
 
     fn kind_of(&self, pool: usize) -> Option<LimitKind> {
@@ -1159,19 +1199,77 @@ impl Owner {
                 self.region.grant(p, Credits(amount))?;
             }
         }
+        #[cfg(debug_assertions)]
+        let before = self.carve_books(lane);
         self.region.top_up(lane, Credits(amount))?;
+        #[cfg(debug_assertions)]
+        self.assert_moved(lane, &before, amount, 0);
         let given = self.given.entry(lane).or_insert(0);
         *given = given.saturating_add(amount);
         Ok(())
     }
 
+    /// Both sides of a carve as the sidecar books them: each of the lane's pools'
+    /// (uncarved, carved) and the lane's topped-up total. The sidecar is the only writer of
+    /// these words, so between two snapshots they move only by its own updates.
+    #[cfg(debug_assertions)]
+    fn carve_books(&self, lane: usize) -> (Vec<(u64, u64)>, u64) {
+        let pools = self
+            .lane_pools(lane)
+            .into_iter()
+            .map(|p| {
+                let b = self.pool(p);
+                (b.available, b.carved)
+            })
+            .collect();
+        let info = self.region.lanes().into_iter().find(|l| l.lane == lane);
+        (pools, info.map_or(0, |l| l.topped_up.0))
+    }
+
+    /// Conservation of a top-up (`given` into the lane) or a revoke (`taken` out of it):
+    /// every pool moved exactly that between uncarved and carved, and the lane's books by
+    /// the same amount. Checked in every test run (debug builds).
+    #[cfg(debug_assertions)]
+    fn assert_moved(&self, lane: usize, before: &(Vec<(u64, u64)>, u64), given: u64, taken: u64) {
+        let after = self.carve_books(lane);
+        if after.0.len() != before.0.len() {
+            return; // the lane's pools were fixed by this very top-up
+        }
+        for ((a0, c0), (a1, c1)) in before.0.iter().zip(&after.0) {
+            debug_assert_eq!(
+                a0 + c0,
+                a1 + c1,
+                "a carve created or destroyed pool credits"
+            );
+            debug_assert_eq!(
+                a0 + taken,
+                a1 + given,
+                "pool side of a carve of lane {lane}"
+            );
+            debug_assert_eq!(
+                c0 + given,
+                c1 + taken,
+                "lane side of a carve of lane {lane}"
+            );
+        }
+        debug_assert_eq!(
+            after.1 - before.1,
+            given,
+            "the lane's top-ups of lane {lane}"
+        );
+    }
+
     /// Takes up to `amount` back from `lane`.
     pub fn revoke(&mut self, lane: usize, amount: u64) -> u64 {
+        #[cfg(debug_assertions)]
+        let before = self.carve_books(lane);
         let got = self
             .region
             .revoke(lane, Credits(amount))
             .map(|c| c.0)
             .unwrap_or(0);
+        #[cfg(debug_assertions)]
+        self.assert_moved(lane, &before, 0, got);
         if let Some(given) = self.given.get_mut(&lane) {
             *given = given.saturating_sub(got);
         }

@@ -13,7 +13,7 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
-use crate::cli::Config;
+use crate::config::Config;
 use crate::core::Core;
 use crate::http::Health;
 use crate::metrics::Metrics;

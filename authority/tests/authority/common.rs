@@ -30,6 +30,7 @@ pub fn config_text(relearn_secs: u64) -> String {
         r#"
 admin_token = "{ADMIN}"
 webhook_secret = "whsec-test"
+webhook_allow_private_targets = true
 [[sidecars]]
 name = "acme-pool"
 token = "{SC_ACME}"

@@ -1,7 +1,9 @@
 //! The authority trusts a sidecar no further than its credential and its leases: sidecar
 //! ids belong to the credential that registered them first, a batch key is never
 //! answered DUPLICATE for different content, held leases are believed only if the store
-//! granted them, demands name defined limits, and a Register is bounded.
+//! granted them, demands name defined limits, and a Register is bounded. A grant label
+//! (its idempotency reference) reused with another amount is refused, not answered with
+//! the old grant. An audit page past the largest sequence is empty.
 
 use tollgate_authority::server::start;
 use tollgate_proto::v1::{self as pb, session_up};
@@ -389,5 +391,86 @@ async fn usage_past_the_holds_beyond_the_allowance_is_recorded_not_charged() {
             .unwrap()
             .is_ok()
     );
+    h.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_label_reused_with_another_amount_is_already_exists() {
+    if skip_without_store("a_grant_label_reused_with_another_amount_is_already_exists") {
+        return;
+    }
+    let h = start_harness().await;
+    setup_tenant(&h.url, "acme", 0).await;
+    let grant = |amount_micro: u64| {
+        req(
+            pb::AddGrantRequest {
+                grant: Some(pb::Grant {
+                    tenant: "acme".into(),
+                    kind: pb::GrantKind::Purchased as i32,
+                    amount_micro,
+                    priority: 10,
+                    label: "invoice-42".into(),
+                    ..Default::default()
+                }),
+            },
+            Some(ADMIN),
+        )
+    };
+    let mut a = admin(&h.url).await;
+    let first = a.add_grant(grant(5_000_000)).await.unwrap().into_inner();
+    let again = a.add_grant(grant(5_000_000)).await.unwrap().into_inner();
+    assert_eq!(
+        again.grant_id, first.grant_id,
+        "a retry returns the first grant"
+    );
+    let e = a.add_grant(grant(6_000_000)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e}");
+    assert!(
+        e.message().contains("invoice-42") && e.message().contains("amount"),
+        "{e}"
+    );
+    assert_eq!(balance(&h.url, "acme").await.granted_micro, 5_000_000);
+    h.running.shutdown().await.unwrap();
+}
+
+/// A paged audit export asked for records after `u64::MAX` (or anything past what a
+/// store can number) is an empty last page, not "amount overflow".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_page_after_the_largest_sequence_is_empty() {
+    if skip_without_store("an_audit_page_after_the_largest_sequence_is_empty") {
+        return;
+    }
+    let h = start_harness().await;
+    setup_tenant(&h.url, "acme", 1).await;
+    let mut a = admin(&h.url).await;
+    for after_seq in [u64::MAX, u64::MAX - 1, i64::MAX as u64] {
+        let page = a
+            .export_audit(req(
+                pb::ExportAuditRequest {
+                    tenant: "acme".into(),
+                    after_seq,
+                    ..Default::default()
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("after_seq {after_seq}: {e}"))
+            .into_inner();
+        assert!(page.records.is_empty() && !page.more, "{after_seq}");
+        assert_eq!(page.next_after_seq, after_seq);
+    }
+    // The first page still has the tenant's records.
+    let page = a
+        .export_audit(req(
+            pb::ExportAuditRequest {
+                tenant: "acme".into(),
+                ..Default::default()
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!page.records.is_empty());
     h.running.shutdown().await.unwrap();
 }

@@ -244,3 +244,90 @@ async fn one_tenants_grant_does_not_wait_for_anothers() {
     // Both locks were dropped with their last holder.
     assert!(state.grant_locks.is_empty());
 }
+
+/// A demand nothing of the limit can serve (for any sidecar) is answered with a refusal
+/// naming why and until when, so the sidecar denies its agents at once instead of letting
+/// them wait for a refill that is not coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demand_nothing_can_serve_is_refused_with_the_reason_and_the_time() {
+    if skip_without_store("a_demand_nothing_can_serve_is_refused_with_the_reason_and_the_time") {
+        return;
+    }
+    let h = start_harness().await;
+    setup_tenant(&h.url, "acme", 2).await;
+    let hourly = pb::LimitKey::tenant_window("acme", pb::Window::Hour);
+    set_quota(&h.url, "hourly", hourly.clone(), 1_000_000).await;
+    let wallet = pb::LimitKey::wallet("acme");
+    let mut sc = Sidecar::connect(&h.url, "pod-1", SC_ACME, &["acme"]).await;
+    let refusal = |m| match m {
+        pb::session_down::Msg::Refusal(r) => Some(r),
+        _ => None,
+    };
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+
+    // The wallet: all of it leased, then asked for more.
+    sc.demand(wallet.clone(), 2_000_000, 0).await;
+    assert_eq!(sc.next_grant().await.amount_micro, 2_000_000);
+    let before = now_ms();
+    sc.demand(wallet.clone(), 1_000_000, 2_000_000).await;
+    let r = sc.next_matching(refusal).await;
+    assert_eq!(
+        r.limit.as_ref().map(pb::LimitKey::canonical).as_deref(),
+        Some("acme/wallet")
+    );
+    assert_eq!(r.reason, pb::LeaseRefusalReason::WalletDry as i32, "{r:?}");
+    let ttl_ms = h.running.state.lease_cfg.ttl_secs * 1000;
+    assert!(
+        r.retry_unix_ms >= before + ttl_ms && r.retry_unix_ms <= now_ms() + ttl_ms,
+        "a wallet is asked again after a lease ttl: {r:?}"
+    );
+
+    // The window: its quota claimed, then asked for more: until the hour rolls.
+    sc.demand(hourly.clone(), 1_000_000, 0).await;
+    assert_eq!(sc.next_grant().await.amount_micro, 1_000_000);
+    sc.demand(hourly.clone(), 1_000_000, 1_000_000).await;
+    let r = sc.next_matching(refusal).await;
+    assert_eq!(
+        r.reason,
+        pb::LeaseRefusalReason::WindowSpent as i32,
+        "{r:?}"
+    );
+    assert_eq!(r.retry_unix_ms % 3_600_000, 0, "the end of the hour: {r:?}");
+    assert!(
+        r.retry_unix_ms > before && r.retry_unix_ms <= now_ms() + 3_600_000,
+        "{r:?}"
+    );
+
+    // A plan whose hard cap allows one credit of usage past the grants: the cap binds.
+    let mut a = admin(&h.url).await;
+    a.set_plan(req(
+        pb::SetPlanRequest {
+            plan: Some(pb::Plan {
+                tenant: "acme".into(),
+                hard_cap_micro: 1_000_000,
+                ..Default::default()
+            }),
+        },
+        Some(ADMIN),
+    ))
+    .await
+    .unwrap();
+    // The plan funds usage past the grants up to its cap: one credit more, then nothing.
+    sc.demand(wallet.clone(), 1_000_000, 2_000_000).await;
+    assert_eq!(sc.next_grant().await.amount_micro, 1_000_000);
+    sc.demand(wallet, 1_000_000, 3_000_000).await;
+    let r = sc.next_matching(refusal).await;
+    assert_eq!(r.reason, pb::LeaseRefusalReason::HardCap as i32, "{r:?}");
+    assert!(
+        h.running.state.metrics.encode().contains(
+            "tollgate_authority_lease_refusals_total{result=\"LEASE_REFUSAL_REASON_HARD_CAP\"} 1"
+        ),
+        "counted by reason"
+    );
+    h.running.shutdown().await.unwrap();
+}

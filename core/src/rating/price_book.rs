@@ -14,7 +14,7 @@ pub const PER_MILLE: u64 = 1_000;
 /// How one model (or billable feature) is priced. All prices are [`Credits`]
 /// (micro-credits); every charge is rounded **up** to the next micro-credit, once per call.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum Pricing {
     /// Per token, input and output priced separately, per **million** tokens:
     /// `ceil((in * input_per_million + out * output_per_million) / 1_000_000)` micro-credits.
@@ -68,6 +68,7 @@ impl Pricing {
 
 /// A model's entry in the price book.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelPrice {
     /// Model (or billable feature) name, unique in the book, e.g. `"gpt-4o"`.
     pub name: String,
@@ -80,7 +81,12 @@ pub struct ModelPrice {
 }
 
 /// The unvalidated form of a [`PriceBook`] (what config files and the API carry).
+///
+/// Parsing is strict: an unknown field anywhere (the book, a model, a pricing) is an
+/// error naming it, so a misspelt `max_output_token` cannot silently fall back to a
+/// default and misprice calls.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PriceBookSpec {
     /// Version; every usage record carries the version that rated it.
     pub version: u64,

@@ -196,6 +196,46 @@ fn invalid_books_are_rejected() {
 }
 
 #[test]
+fn unknown_fields_are_refused_by_name() {
+    // A typo at each level: the book, a model, a pricing; JSON and TOML alike.
+    let json = [
+        (
+            "defualt_max_output_tokens",
+            r#"{"version":1,"defualt_max_output_tokens":1,"models":[]}"#,
+        ),
+        (
+            "max_output_token",
+            r#"{"version":1,"default_max_output_tokens":1,"models":[
+            {"name":"a","max_output_token":5,"pricing":{"kind":"per_outcome","price_per_outcome":1}}]}"#,
+        ),
+        (
+            "input_per_milion",
+            r#"{"version":1,"default_max_output_tokens":1,"models":[{"name":"a","pricing":
+            {"kind":"per_token","input_per_milion":1,"input_per_million":1,"output_per_million":2}}]}"#,
+        ),
+    ];
+    for (field, text) in json {
+        let e = serde_json::from_str::<PriceBookSpec>(text).unwrap_err();
+        assert!(e.to_string().contains(field), "{field}: {e}");
+        let e = serde_json::from_str::<PriceBook>(text).unwrap_err();
+        assert!(e.to_string().contains(field), "{field}: {e}");
+    }
+    let toml_text = r#"
+version = 3
+default_max_output_tokens = 1000
+[[models]]
+name = "gpt-4o"
+pricing = { kind = "per_request", multiplier_per_mille = 1000, agent_initiated_free = false, agent_initated_free = true }
+"#;
+    let e = toml::from_str::<PriceBookSpec>(toml_text).unwrap_err();
+    assert!(e.to_string().contains("agent_initated_free"), "{e}");
+    // Without the typo the same file parses.
+    let fixed = toml_text.replace(", agent_initated_free = true", "");
+    let spec: PriceBookSpec = toml::from_str(&fixed).unwrap();
+    assert_eq!(spec.models[0].name, "gpt-4o");
+}
+
+#[test]
 fn serde_round_trip_keeps_lookup_working() {
     let book = book();
     let json = serde_json::to_string(&book).unwrap();

@@ -6,7 +6,7 @@ use clap::Parser;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::cli::InjectorArgs;
+use crate::config::InjectorArgs;
 
 #[derive(Parser)]
 struct Flags {

@@ -521,6 +521,51 @@ pub async fn deduction_order_default_and_configured(open: Opener) {
     assert_eq!(gs[0].available, c(8));
 }
 
+/// A reference reused with another amount (or kind, priority, start, expiry, reset) is
+/// not a retry: refused, naming the reference, and nothing is granted.
+pub async fn a_grant_reference_reused_with_other_terms_is_refused(open: Opener) {
+    let h = H::new(open).await;
+    let t = h.tenant_with("acme", 0).await;
+    let spec = GrantSpec::new(GrantKind::Purchased, c(40))
+        .reference("invoice-7")
+        .expires_at(T0 + 100);
+    let first = h.ledger.grant(&t, spec.clone()).await.unwrap();
+    let mut cases: Vec<(GrantSpec, &str)> = Vec::new();
+    let mut s = spec.clone();
+    s.amount = c(41);
+    cases.push((s, "amount"));
+    let mut s = spec.clone();
+    s.kind = GrantKind::Promotional;
+    cases.push((s, "kind"));
+    cases.push((spec.clone().priority(5), "priority"));
+    cases.push((spec.clone().starts_at(T0 + 10), "starts_at"));
+    cases.push((spec.clone().expires_at(T0 + 200), "expires_at"));
+    for (other, field) in cases {
+        let err = h.ledger.grant(&t, other).await.unwrap_err();
+        match &err {
+            LedgerError::GrantReferenceConflict {
+                reference,
+                grant,
+                differing,
+                ..
+            } => {
+                assert_eq!(reference, "invoice-7");
+                assert_eq!(*grant, first.id);
+                assert_eq!(differing, &vec![field], "{err}");
+            }
+            other => panic!("{field}: not a reference conflict: {other}"),
+        }
+        assert!(err.to_string().contains("invoice-7"), "{err}");
+    }
+    // The same terms again (start left to "now", a second later): the first grant.
+    h.clock.advance(1);
+    let again = h.ledger.grant(&t, spec).await.unwrap();
+    assert_eq!(again.id, first.id);
+    let bal = h.ledger.balance(&t).await.unwrap();
+    assert_eq!(bal.granted, c(40), "only the first grant granted");
+    assert_eq!(bal.grants.len(), 1);
+}
+
 pub async fn grants_by_reference_are_idempotent_and_expire(open: Opener) {
     let h = H::new(open).await;
     let t = h.tenant_with("acme", 0).await;
@@ -658,6 +703,10 @@ pub async fn alerts_fire_once_and_are_audited(open: Opener) {
         .count();
     assert_eq!(alerts, 2);
     assert_eq!(fired[0].audit_seq, recs[recs.len() - 2].seq);
+    // Pages past any sequence a store can hold are empty, not an overflow.
+    for from in [i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+        assert_eq!(h.ledger.audit_records(&t, from, 10).await.unwrap(), vec![]);
+    }
     // Invalid rules are refused with a message.
     let err = h
         .ledger
@@ -899,6 +948,7 @@ macro_rules! store_suite {
             usage_draws_from_the_senders_holds_first,
             deduction_order_default_and_configured,
             grants_by_reference_are_idempotent_and_expire,
+            a_grant_reference_reused_with_other_terms_is_refused,
             statement_burn_rate_and_depletion,
             alerts_fire_once_and_are_audited,
             plan_funds_usage_past_grants_up_to_the_cap,

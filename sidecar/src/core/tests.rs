@@ -170,6 +170,7 @@ impl Harness {
 fn agent_of(h: &Harness, lane: usize) -> String {
     let holder = h
         .core
+        .region
         .owner
         .region()
         .lanes()
@@ -323,7 +324,10 @@ fn a_policy_that_replaces_every_quota_is_applied_once_the_deleted_limits_free_th
     let reasons = h.health.not_ready_reasons().join("; ");
     assert!(reasons.contains("policy of tenant acme"), "{reasons}");
     assert!(h.metrics.policy_errors.get() >= 1);
-    assert_eq!(h.core.policies.get(TENANT).map(|p| p.version), Some(1));
+    assert_eq!(
+        h.core.rules.policies.get(TENANT).map(|p| p.version),
+        Some(1)
+    );
     // The deleted limits ask for no more leases and give their uncarved credits back.
     let from = h.sent.len();
     for _ in 0..20 {
@@ -338,9 +342,10 @@ fn a_policy_that_replaces_every_quota_is_applied_once_the_deleted_limits_free_th
         (newcomer, s)
     });
     spent += more;
-    let retiring: BTreeSet<usize> = h.core.owner.retiring().iter().map(|r| r.2).collect();
+    let retiring: BTreeSet<usize> = h.core.region.owner.retiring().iter().map(|r| r.2).collect();
     let listing = h
         .core
+        .region
         .owner
         .region()
         .audit()
@@ -368,19 +373,29 @@ fn a_policy_that_replaces_every_quota_is_applied_once_the_deleted_limits_free_th
     // The agent leaves: its lane is reclaimed, the pools free up, v2 is applied.
     drop(gate);
     h.tick_until("the new policy to be applied", |h| {
-        h.core.policies.get(TENANT).map(|p| p.version) == Some(2)
+        h.core.rules.policies.get(TENANT).map(|p| p.version) == Some(2)
     });
     assert!(h.health.ready(), "{:?}", h.health.not_ready_reasons());
     assert_eq!(h.metrics.policies_failing.get(), 0);
-    let limits: BTreeSet<String> = h.core.owner.limits().into_iter().map(|l| l.0).collect();
+    let limits: BTreeSet<String> = h
+        .core
+        .region
+        .owner
+        .limits()
+        .into_iter()
+        .map(|l| l.0)
+        .collect();
     let want: BTreeSet<String> = std::iter::once(LimitKey::wallet(TENANT))
         .chain(v2_quotas.iter().cloned())
         .map(|k| k.canonical())
         .collect();
     assert_eq!(limits, want);
-    assert!(h.core.owner.retiring().is_empty());
+    assert!(h.core.region.owner.retiring().is_empty());
     for c in &dropped {
-        assert!(!h.core.limits.contains_key(c), "{c} still has a lease book");
+        assert!(
+            !h.core.region.limits.contains_key(c),
+            "{c} still has a lease book"
+        );
     }
     // The new quotas are enforced: a new agent spends once they are leased.
     for (i, k) in v2_quotas.iter().enumerate().skip(2) {
@@ -391,7 +406,7 @@ fn a_policy_that_replaces_every_quota_is_applied_once_the_deleted_limits_free_th
     h.tick_until("every call to be reported", |h| {
         h.records().iter().map(|r| r.2).sum::<u64>() == spent
     });
-    assert!(h.core.owner.region().audit().check().is_ok());
+    assert!(h.core.region.owner.region().audit().check().is_ok());
 }
 
 #[test]
@@ -401,7 +416,10 @@ fn one_tenant_s_rules_cannot_take_the_pools_another_tenant_needs() {
     // acme asks for the wallet and 12 quotas: more than its share of 8 pools.
     h.policy("acme", 1, &all_quotas("acme"));
     assert_eq!(h.metrics.policies_failing.get(), 1);
-    assert!(!h.core.policies.contains_key("acme"), "recorded as applied");
+    assert!(
+        !h.core.rules.policies.contains_key("acme"),
+        "recorded as applied"
+    );
     let reasons = h.health.not_ready_reasons().join("; ");
     assert!(
         reasons.contains("policy of tenant acme") && reasons.contains("pool"),
@@ -409,14 +427,27 @@ fn one_tenant_s_rules_cannot_take_the_pools_another_tenant_needs() {
     );
     // beta's 8 limits fit its own share.
     h.policy("beta", 1, &all_quotas("beta")[..7]);
-    assert_eq!(h.core.policies.get("beta").map(|p| p.version), Some(1));
+    assert_eq!(
+        h.core.rules.policies.get("beta").map(|p| p.version),
+        Some(1)
+    );
     assert_eq!(h.metrics.policies_failing.get(), 1);
     // acme within its share.
     h.policy("acme", 2, &all_quotas("acme")[..7]);
-    assert_eq!(h.core.policies.get("acme").map(|p| p.version), Some(2));
+    assert_eq!(
+        h.core.rules.policies.get("acme").map(|p| p.version),
+        Some(2)
+    );
     assert_eq!(h.metrics.policies_failing.get(), 0);
     assert!(h.health.ready(), "{:?}", h.health.not_ready_reasons());
-    let pools: BTreeSet<usize> = h.core.owner.limits().into_iter().map(|l| l.2).collect();
+    let pools: BTreeSet<usize> = h
+        .core
+        .region
+        .owner
+        .limits()
+        .into_iter()
+        .map(|l| l.2)
+        .collect();
     assert_eq!(pools.len(), 16, "each limit its own pool");
 }
 
@@ -453,12 +484,16 @@ fn a_restarted_sidecar_drains_a_lane_released_before_it_started() {
     let me = agent_of(&h, 0);
     drop(gate);
     h.core.reclaim();
-    assert!(h.core.owner.region().lanes().is_empty(), "the lane is free");
+    assert!(
+        h.core.region.owner.region().lanes().is_empty(),
+        "the lane is free"
+    );
     drop(h);
 
     let mut h = start(cfg);
     h.tick_until("the released lane's records to be reported", |h| {
         h.core
+            .usage
             .ledgers
             .values()
             .map(|l| l.cursor.reported)
@@ -550,13 +585,13 @@ fn what_a_lane_reports_is_bounded_by_what_the_sidecar_gave_it() {
     h.tick_until("the calls to be reported", |h| h.records().len() == 5);
     // The agent (any process that maps the region) writes its lane's overrun word.
     let scribbled = 50 * C;
-    let lane = h.core.owner.region().lanes()[0].clone();
+    let lane = h.core.region.owner.region().lanes()[0].clone();
     scribble_lane_word(&cfg.region, lane.lane, LANE_CONSUMED, lane.consumed.0, None);
     scribble_lane_word(&cfg.region, lane.lane, LANE_OVERRUN, 0, Some(scribbled));
     // The bound moves with top-ups and revokes: keep the largest it was at any drain.
-    let mut given_max = h.core.owner.given(lane.lane);
+    let mut given_max = h.core.region.owner.given(lane.lane);
     h.tick_until("the scribble to be noticed", |h| {
-        given_max = given_max.max(h.core.owner.given(lane.lane));
+        given_max = given_max.max(h.core.region.owner.given(lane.lane));
         h.metrics.suspected_tampering.get() > 0
     });
     let reported: u64 = h.records().iter().map(|r| r.2).sum();
@@ -615,7 +650,7 @@ fn the_agents_liveness_folder_is_created_beside_the_region_for_the_pod_group() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), &[TENANT]);
     let h = start(cfg.clone());
-    let folder = h.core.owner.region().holders_dir().to_path_buf();
+    let folder = h.core.region.owner.region().holders_dir().to_path_buf();
     assert_eq!(folder, dir.path().join("shared").join("region.holders"));
     let mode = |p: &Path| std::fs::metadata(p).expect("folder").permissions().mode() & 0o7777;
     assert_eq!(mode(&folder), 0o2770);
@@ -648,7 +683,7 @@ fn region_replaced_after(damage: impl FnOnce(&Path)) {
     assert!(reasons.contains("region"), "{reasons}");
     h.tick_until("a new region", |h| h.health.ready());
     assert_eq!(h.metrics.region_damage.get(), 1, "the new region is sound");
-    assert!(h.core.owner.region().damage().is_none());
+    assert!(h.core.region.owner.region().damage().is_none());
 
     // Agents attach to the new one; its tenant, prices and leases came from the sidecar.
     let gate = Gate::attach(&cfg.region).expect("attach the new region");
@@ -656,7 +691,7 @@ fn region_replaced_after(damage: impl FnOnce(&Path)) {
     h.tick_until("the new calls to be reported", |h| h.records().len() == 9);
     let reported: u64 = h.records().iter().map(|r| r.2).sum();
     assert_eq!(reported, spent, "every call reported once");
-    assert!(h.core.owner.region().audit().check().is_ok());
+    assert!(h.core.region.owner.region().audit().check().is_ok());
 }
 
 #[test]
@@ -708,4 +743,105 @@ fn a_sidecar_restarted_after_replacing_its_region_reports_the_new_region_s_calls
     });
     let reported: u64 = h.records().iter().map(|r| r.2).sum();
     assert_eq!(reported, spent);
+}
+
+/// Reserves one interactive call of `tenant` and gives it back: the denial, if any.
+fn try_call(gate: &Gate, tenant: &str) -> Option<tollgate_client::Denial> {
+    let t = gate.tenant(tenant).expect("tenant");
+    let m = gate.model(MODEL).expect("model");
+    let call = Call::model(&m)
+        .tenant(t)
+        .input_tokens(400)
+        .max_output_tokens(200)
+        .tier(tollgate_core::Tier::Interactive);
+    match gate.reserve(&call) {
+        Ok(h) => {
+            h.commit(Usage::new(400, 100)).expect("commit");
+            None
+        }
+        Err(tollgate_client::ReserveError::Denied(d)) => Some(d),
+        Err(e) => panic!("reserve: {e}"),
+    }
+}
+
+#[test]
+fn a_refused_limit_denies_at_once_until_a_lease_or_a_policy_lifts_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = start(config(dir.path(), &[TENANT]));
+    // 3 calls' worth in the wallet (the third reserve holds 800 for a 600 call): the
+    // agent runs it dry.
+    serve(&mut h, TENANT, &[], 3 * CALL_MICRO + 200);
+    let region = h.core.cfg.region.clone();
+    let gate = Arc::new(Gate::attach(&region).expect("attach"));
+    let g = gate.clone();
+    let spent = with_agent(&mut h, move || spend(&g, TENANT, 3));
+    assert_eq!(spent, 3 * CALL_MICRO);
+    // Dry, no refusal: the denial is the bounded wait's, with the short default hint.
+    let g = gate.clone();
+    let d = with_agent(&mut h, move || try_call(&g, TENANT)).expect("denied: the wallet is dry");
+    assert!(d.retry_after < Duration::from_secs(5), "{d:?}");
+
+    // The authority: nothing of the wallet is free, the hard cap binds for a minute.
+    let wallet = LimitKey::wallet(TENANT);
+    h.down(session_down::Msg::Refusal(v1::LeaseRefusal {
+        limit: Some(wallet.clone()),
+        reason: v1::LeaseRefusalReason::HardCap as i32,
+        retry_unix_ms: now_unix_ms() + 60_000,
+    }));
+    let g = gate.clone();
+    h.tick_until("the lane to be denied at once", |h| {
+        let g = g.clone();
+        with_agent(h, move || try_call(&g, TENANT))
+            .is_some_and(|d| d.limit == Some(LimitKind::HardCap))
+    });
+    // Every call now: the cap, a retry hint near the refusal's minute, and no demand.
+    let before = h.sent.len();
+    let g = gate.clone();
+    let denials = with_agent(&mut h, move || {
+        (0..1_000).map(|_| try_call(&g, TENANT)).collect::<Vec<_>>()
+    });
+    for d in &denials {
+        let d = d.as_ref().expect("denied");
+        assert_eq!(d.limit, Some(LimitKind::HardCap), "{d:?}");
+        assert!(d.retry_after >= Duration::from_secs(50), "{d:?}");
+    }
+    assert!(
+        h.demanded_since(before).is_empty(),
+        "a runaway loop against a refused limit asks the authority for nothing"
+    );
+
+    // A new lease lifts it at the next lanes pass.
+    h.grant(&wallet, "acme-wallet-2", 10 * CALL_MICRO);
+    let g = gate.clone();
+    h.tick_until("the lane to be refilled", |h| {
+        let g = g.clone();
+        with_agent(h, move || try_call(&g, TENANT)).is_none()
+    });
+
+    // Refused again, then a policy push (a raised cap): dry lanes wait for a refill again.
+    let g = gate.clone();
+    with_agent(&mut h, move || while try_call(&g, TENANT).is_none() {});
+    h.down(session_down::Msg::Refusal(v1::LeaseRefusal {
+        limit: Some(wallet.clone()),
+        reason: v1::LeaseRefusalReason::WalletDry as i32,
+        retry_unix_ms: now_unix_ms() + 60_000,
+    }));
+    let g = gate.clone();
+    h.tick_until("the lane to be denied at once", |h| {
+        let g = g.clone();
+        with_agent(h, move || try_call(&g, TENANT)).is_some_and(|d| {
+            d.limit == Some(LimitKind::TenantWallet) && d.retry_after >= Duration::from_secs(50)
+        })
+    });
+    h.policy(TENANT, 2, &[]);
+    assert!(
+        h.core.region.limits.values().all(|l| l.refused.is_none()),
+        "a policy push lifts the refusals of its tenant"
+    );
+    let g = gate.clone();
+    let d = with_agent(&mut h, move || try_call(&g, TENANT)).expect("still dry");
+    assert!(
+        d.retry_after < Duration::from_secs(5),
+        "the wait again, not the refusal: {d:?}"
+    );
 }
