@@ -19,6 +19,7 @@
 //! committed data and lock nothing.
 
 /// PostgreSQL: several authority replicas on one database (row locks, unique keys).
+pub mod migrate;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

@@ -33,8 +33,8 @@ use crate::ids::{BatchKey, GrantId, HoldId, TenantId};
 use crate::report::StatementRow;
 use crate::usage::{BatchOutcome, Posting};
 
-/// Embedded migrations: (version, name, SQL).
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+/// Embedded migrations: (version, name, SQL), in version order.
+pub const MIGRATIONS: &[crate::store::migrate::Migration] = &[
     (
         1,
         "initial",
@@ -82,41 +82,66 @@ fn in_list(prefix: &str, n: usize, suffix: &str) -> String {
     format!("{prefix}({}){suffix}", vec!["?"; n].join(", "))
 }
 
-/// Applies the pending [`MIGRATIONS`] to an SQLite database, each in its own
-/// transaction with its `schema_migrations` row (idempotent). The authority runs it on
-/// its own pool too, so its tables come from the same versioned migrations.
+/// Applies the pending [`MIGRATIONS`] to an SQLite database with the ledger's one runner
+/// ([`crate::store::migrate`]), each in its own transaction with its `schema_migrations`
+/// row (idempotent). The authority runs it on its own pool too, so its tables come from
+/// the same versioned migrations.
 pub async fn migrate_pool(pool: &SqlitePool) -> Result<(), LedgerError> {
-    let mut conn = pool.acquire().await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-    )
-    .execute(&mut *conn)
-    .await?;
-    drop(conn);
-    for &(version, name, sql) in MIGRATIONS {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    crate::store::migrate::run(&mut Lite(pool), MIGRATIONS).await?;
+    Ok(())
+}
+
+/// SQLite's side of the runner.
+struct Lite<'p>(&'p SqlitePool);
+
+#[async_trait]
+impl crate::store::migrate::Dialect for Lite<'_> {
+    async fn ensure_table(&mut self) -> Result<(), LedgerError> {
+        sqlx::query(crate::store::migrate::CREATE_TABLE)
+            .execute(self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn applied(&mut self) -> Result<Vec<i64>, LedgerError> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(self.0)
+                .await?,
+        )
+    }
+
+    async fn apply(
+        &mut self,
+        version: i64,
+        name: &'static str,
+        sql: &'static str,
+        at_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        // SQLite has no advisory lock: the write lock of BEGIN IMMEDIATE serialises
+        // processes, and the version is checked again under it.
+        let mut tx = self.0.begin_with("BEGIN IMMEDIATE").await?;
         let done: Option<i64> =
             sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
                 .bind(version)
                 .fetch_optional(&mut *tx)
                 .await?;
         if done.is_some() {
-            continue;
+            return Ok(false);
         }
         sqlx::raw_sql(sql)
             .execute(&mut *tx)
             .await
             .map_err(|e| LedgerError::db(format!("migration {version} ({name}) failed: {e}"), e))?;
-        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
             .bind(version)
             .bind(name)
-            .bind(i(now, "time")?)
+            .bind(at_ms)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        Ok(true)
     }
-    Ok(())
 }
 
 /// The SQLite store.

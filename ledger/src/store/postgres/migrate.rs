@@ -1,7 +1,8 @@
 //! Versioned migrations for PostgreSQL: SQL files under `migrations/postgres/`, embedded
-//! at build time (no `DATABASE_URL` needed to build) and applied in order, each in its
-//! own transaction together with its row in `schema_migrations` (PostgreSQL DDL is
-//! transactional, so a migration is applied entirely or not at all).
+//! at build time (no `DATABASE_URL` needed to build) and applied by the ledger's one
+//! runner ([`crate::store::migrate`]), each in its own transaction together with its row
+//! in `schema_migrations` (PostgreSQL DDL is transactional, so a migration is applied
+//! entirely or not at all).
 //!
 //! Several authority replicas may start at once: the runner holds a session-level
 //! advisory lock keyed by the schema name while it works, so exactly one applies a
@@ -13,7 +14,7 @@ use sqlx::{Connection, Row};
 use crate::error::LedgerError;
 
 /// Embedded migrations: (version, name, SQL), in version order.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+pub const MIGRATIONS: &[crate::store::migrate::Migration] = &[
     (
         1,
         "initial",
@@ -80,45 +81,53 @@ async fn create_and_apply(
 }
 
 async fn apply(conn: &mut sqlx::PgConnection) -> Result<Vec<i64>, LedgerError> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-    )
-    .execute(&mut *conn)
-    .await?;
-    let done: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
-            .fetch_all(&mut *conn)
+    crate::store::migrate::run(&mut Pg(conn), MIGRATIONS).await
+}
+
+/// PostgreSQL's side of the runner, on one connection (holding the advisory lock).
+struct Pg<'c>(&'c mut sqlx::PgConnection);
+
+#[async_trait::async_trait]
+impl crate::store::migrate::Dialect for Pg<'_> {
+    async fn ensure_table(&mut self) -> Result<(), LedgerError> {
+        sqlx::query(crate::store::migrate::CREATE_TABLE)
+            .execute(&mut *self.0)
             .await?;
-    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-    if let Some(&v) = done.iter().find(|&&v| v > latest) {
-        return Err(LedgerError::store(format!(
-            "the database schema is at version {v}, newer than this build knows ({latest}): \
-             run a tollgate release at least as new as the one that migrated it"
-        )));
+        Ok(())
     }
-    let mut applied = Vec::new();
-    for &(version, name, sql) in MIGRATIONS {
-        if done.contains(&version) {
-            continue;
-        }
-        let mut tx = conn.begin().await?;
+
+    async fn applied(&mut self) -> Result<Vec<i64>, LedgerError> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(&mut *self.0)
+                .await?,
+        )
+    }
+
+    async fn apply(
+        &mut self,
+        version: i64,
+        name: &'static str,
+        sql: &'static str,
+        at_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        // The advisory lock makes this session the only one migrating: no re-check needed.
+        let mut tx = self.0.begin().await?;
         sqlx::raw_sql(sql)
             .execute(&mut *tx)
             .await
             .map_err(|e| LedgerError::db(format!("migration {version} ({name}) failed: {e}"), e))?;
-        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         sqlx::query(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
         )
         .bind(version)
         .bind(name)
-        .bind(i64::try_from(now).unwrap_or(i64::MAX))
+        .bind(at_ms)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        applied.push(version);
+        Ok(true)
     }
-    Ok(applied)
 }
 
 /// Applied migration versions, in order.
