@@ -130,7 +130,7 @@ pub async fn execute(args: CtlArgs) -> anyhow::Result<String> {
     if let CtlCommand::Audit(cmd) = &args.command
         && let Some(report) = audit::offline(cmd)
     {
-        return report;
+        return report.map(|r| printable(&r));
     }
     let mut a = Admin::connect(
         &args.authority,
@@ -150,7 +150,22 @@ pub async fn execute(args: CtlArgs) -> anyhow::Result<String> {
         CtlCommand::Statement(cmd) => statements::statement(cmd, &mut a, &mut out).await?,
         CtlCommand::Audit(cmd) => audit::run(cmd, &mut a, &mut out).await?,
     }
-    Ok(out)
+    Ok(printable(&out))
+}
+
+/// `text` with every control character except newline and tab escaped (`\u{1b}`), so a
+/// name or message someone chose (a tenant name, a rule id, an error from the authority)
+/// cannot move the cursor, recolour or rewrite the terminal it is printed on.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Entry point of `tollgate ctl`.
@@ -159,7 +174,9 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let out = rt.block_on(execute(args))?;
+    let out = rt
+        .block_on(execute(args))
+        .map_err(|e| anyhow::anyhow!(printable(&format!("{e:#}"))))?;
     print!("{out}");
     Ok(())
 }
@@ -278,5 +295,16 @@ mod tests {
         let e = rt.block_on(super::execute(args)).unwrap_err().to_string();
         assert!(e.contains("--public-key"), "{e}");
         assert!(!e.contains("cannot reach"), "{e}");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_newlines_and_tabs_kept() {
+        let shown = super::printable("acme\u{1b}[2J\r\tcorp\nnext\u{7}");
+        assert_eq!(shown, "acme\\u{1b}[2J\\r\tcorp\nnext\\u{7}");
+        assert!(
+            !shown
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+        );
     }
 }

@@ -44,6 +44,12 @@ impl Admin {
 
 /// Validates the `--authority` URL and configures TLS for `https://`.
 fn endpoint(url: &str, ca: Option<&PathBuf>) -> anyhow::Result<Endpoint> {
+    // tonic takes any scheme and speaks plain HTTP/2 to it: refuse what is not ours.
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        anyhow::bail!(
+            "--authority {url:?} must be an http:// or https:// URL like http://127.0.0.1:7070"
+        );
+    }
     let mut ep = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("--authority {url:?} is not a URL like http://127.0.0.1:7070"))?;
     if url.starts_with("https://") {
@@ -67,4 +73,22 @@ pub(super) fn status(e: tonic::Status) -> anyhow::Error {
         _ => "",
     };
     anyhow!("{:?}: {}{hint}", e.code(), e.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_and_https_authorities_are_accepted() {
+        for bad in [
+            "ftp://127.0.0.1:7070",
+            "127.0.0.1:7070",
+            "file:///etc/passwd",
+        ] {
+            let e = endpoint(bad, None).expect_err(bad).to_string();
+            assert!(e.contains("http:// or https://"), "{bad}: {e}");
+        }
+        endpoint("http://127.0.0.1:7070", None).expect("http");
+    }
 }
