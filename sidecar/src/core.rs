@@ -1138,11 +1138,7 @@ impl Core {
                 .region
                 .lanes
                 .entry(lane.lane)
-                .or_insert_with(|| LaneRt {
-                    burn: BurnMeter::new(),
-                    last_consumed: lane.consumed,
-                    last_active: Instant::now(),
-                });
+                .or_insert_with(|| LaneRt::new(lane.consumed, Instant::now()));
             let delta = lane.consumed.saturating_sub(rt.last_consumed);
             if delta > 0 || lane.wants_more {
                 self.region.last_activity = Instant::now();
@@ -1221,11 +1217,7 @@ impl Core {
                 .region
                 .lanes
                 .entry(lane.lane)
-                .or_insert_with(|| LaneRt {
-                    burn: BurnMeter::new(),
-                    last_consumed: lane.consumed,
-                    last_active: now,
-                });
+                .or_insert_with(|| LaneRt::new(lane.consumed, now));
             if lane.wants_more {
                 rt.last_active = now;
             }
@@ -1485,6 +1477,17 @@ struct Advance {
     charged: BTreeMap<u32, u64>,
     /// `(lane, credits withheld, the lane's bound)`.
     withheld: Vec<(usize, u64, u64)>,
+}
+
+impl LaneRt {
+    /// A lane first seen now, with `consumed` so far (its burn counts from here).
+    fn new(consumed: u64, now: Instant) -> LaneRt {
+        LaneRt {
+            burn: BurnMeter::new(),
+            last_consumed: consumed,
+            last_active: now,
+        }
+    }
 }
 
 impl LimitRt {

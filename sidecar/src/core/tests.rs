@@ -764,6 +764,15 @@ fn try_call(gate: &Gate, tenant: &str) -> Option<tollgate_client::Denial> {
     }
 }
 
+/// The authority's answer that nothing of `limit` is free for the next minute.
+fn refuse_for_a_minute(h: &mut Harness, limit: &LimitKey, reason: v1::LeaseRefusalReason) {
+    h.down(session_down::Msg::Refusal(v1::LeaseRefusal {
+        limit: Some(limit.clone()),
+        reason: reason as i32,
+        retry_unix_ms: now_unix_ms() + 60_000,
+    }));
+}
+
 #[test]
 fn a_refused_limit_denies_at_once_until_a_lease_or_a_policy_lifts_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -783,11 +792,7 @@ fn a_refused_limit_denies_at_once_until_a_lease_or_a_policy_lifts_it() {
 
     // The authority: nothing of the wallet is free, the hard cap binds for a minute.
     let wallet = LimitKey::wallet(TENANT);
-    h.down(session_down::Msg::Refusal(v1::LeaseRefusal {
-        limit: Some(wallet.clone()),
-        reason: v1::LeaseRefusalReason::HardCap as i32,
-        retry_unix_ms: now_unix_ms() + 60_000,
-    }));
+    refuse_for_a_minute(&mut h, &wallet, v1::LeaseRefusalReason::HardCap);
     let g = gate.clone();
     h.tick_until("the lane to be denied at once", |h| {
         let g = g.clone();
@@ -821,11 +826,7 @@ fn a_refused_limit_denies_at_once_until_a_lease_or_a_policy_lifts_it() {
     // Refused again, then a policy push (a raised cap): dry lanes wait for a refill again.
     let g = gate.clone();
     with_agent(&mut h, move || while try_call(&g, TENANT).is_none() {});
-    h.down(session_down::Msg::Refusal(v1::LeaseRefusal {
-        limit: Some(wallet.clone()),
-        reason: v1::LeaseRefusalReason::WalletDry as i32,
-        retry_unix_ms: now_unix_ms() + 60_000,
-    }));
+    refuse_for_a_minute(&mut h, &wallet, v1::LeaseRefusalReason::WalletDry);
     let g = gate.clone();
     h.tick_until("the lane to be denied at once", |h| {
         let g = g.clone();
