@@ -133,8 +133,14 @@ fn validate_limit(field: &str, l: Option<&pb::LimitKey>) -> Result<pb::LimitKey,
     convert::tenant_id(&format!("{field}.tenant"), &l.tenant)?;
     match pb::Scope::try_from(l.scope) {
         Ok(pb::Scope::Tenant) => {}
-        Ok(pb::Scope::AgentInstance) => {
-            convert::plain_id(&format!("{field}.agent_instance"), &l.agent_instance)?;
+        Ok(pb::Scope::Agent) => {
+            convert::plain_id(&format!("{field}.agent"), &l.agent)?;
+        }
+        Ok(pb::Scope::Task) => {
+            return Err(invalid(
+                &format!("{field}.scope"),
+                "a task's budget is set when the task is opened, not as a quota",
+            ));
         }
         Ok(pb::Scope::Tier) => {
             if !matches!(

@@ -291,6 +291,11 @@ async fn run_session(
             Some(session_up::Msg::LeaseReturn(r)) => {
                 handle_return(&state, &sid, r, durable.load(Ordering::Acquire)).await;
             }
+            Some(session_up::Msg::TaskOpen(t)) => {
+                // Task budgets are not leased by this authority yet: demands on a task
+                // limit are refused as undefined, so a sidecar never spends on one.
+                tracing::debug!(sidecar = sid, task = t.task, "task registration ignored");
+            }
             Some(session_up::Msg::Heartbeat(_)) => {
                 send_now(
                     &tx,
@@ -646,8 +651,8 @@ async fn relearned(
 }
 
 /// Why a limit key names no limit, if it does not: every enum value defined, a window
-/// on every scope but the tenant's wallet, an agent instance exactly for the agent scope
-/// and a tier exactly for the tier scope.
+/// on every scope but the tenant's wallet, an agent exactly for the agent scope, a tier
+/// exactly for the tier scope and a task exactly for the task scope.
 pub fn undefined_limit(limit: &LimitKey) -> Option<String> {
     use tollgate_proto::v1::{Scope, Tier, Window};
     let scope = Scope::try_from(limit.scope).ok();
@@ -662,17 +667,20 @@ pub fn undefined_limit(limit: &LimitKey) -> Option<String> {
     let Some(tier) = tier else {
         return Some(format!("tier {} is not defined", limit.tier));
     };
+    let has_task = !limit.task.is_empty();
     match scope {
-        Scope::Tenant if !limit.agent_instance.is_empty() || tier != Tier::Unspecified => {
-            Some("a tenant limit names no agent instance or tier".into())
+        Scope::Tenant if !limit.agent.is_empty() || tier != Tier::Unspecified || has_task => {
+            Some("a tenant limit names no agent, tier or task".into())
         }
-        Scope::AgentInstance if limit.agent_instance.is_empty() || tier != Tier::Unspecified => {
-            Some("an agent-instance limit names its instance and no tier".into())
+        Scope::Agent if limit.agent.is_empty() || tier != Tier::Unspecified || has_task => {
+            Some("an agent limit names its agent and no tier or task".into())
         }
-        Scope::Tier if tier == Tier::Unspecified || !limit.agent_instance.is_empty() => {
-            Some("a tier limit names its tier and no agent instance".into())
+        Scope::Tier if tier == Tier::Unspecified || !limit.agent.is_empty() || has_task => {
+            Some("a tier limit names its tier and no agent or task".into())
         }
-        Scope::AgentInstance | Scope::Tier if window == Window::None => {
+        // Task budgets are not leased yet.
+        Scope::Task => Some("task limits are not leased by this authority".into()),
+        Scope::Agent | Scope::Tier if window == Window::None => {
             Some("only the tenant's wallet has no window".into())
         }
         _ => None,

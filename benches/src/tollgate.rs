@@ -118,7 +118,7 @@ impl Sidecar {
             LimitKind::TenantWallet,
             LimitKind::TenantWindow(Horizon::Minute),
             LimitKind::TenantWindow(Horizon::Hour),
-            LimitKind::AgentInstance(Horizon::Day),
+            LimitKind::Agent(Horizon::Day),
         ];
         let plenty = u64::MAX / 16;
         for (p, limit) in limits.into_iter().enumerate() {

@@ -18,7 +18,7 @@ pub(crate) fn encode_limit(k: LimitKind) -> Option<u64> {
     let (code, a, b) = match k {
         LimitKind::TenantWallet => (1, 0, 0),
         LimitKind::TenantWindow(h) => (2, horizon_code(h), 0),
-        LimitKind::AgentInstance(h) => (3, horizon_code(h), 0),
+        LimitKind::Agent(h) => (3, horizon_code(h), 0),
         LimitKind::TierWindow(t, h) => (4, horizon_code(h), t.as_index() as u64),
         LimitKind::InitiatorWindow(i, h) => (5, horizon_code(h), i.as_index() as u64),
         LimitKind::TierFloor(t) => (6, 0, t.as_index() as u64),
@@ -39,7 +39,7 @@ pub(crate) fn decode_limit(w: u64) -> Option<LimitKind> {
     Some(match code {
         1 => LimitKind::TenantWallet,
         2 => LimitKind::TenantWindow(horizon_from(a)?),
-        3 => LimitKind::AgentInstance(horizon_from(a)?),
+        3 => LimitKind::Agent(horizon_from(a)?),
         4 => LimitKind::TierWindow(Tier::from_index(b as usize)?, horizon_from(a)?),
         5 => LimitKind::InitiatorWindow(Initiator::from_index(b as usize)?, horizon_from(a)?),
         6 => LimitKind::TierFloor(Tier::from_index(b as usize)?),
@@ -122,7 +122,7 @@ mod tests {
         let all = [
             LimitKind::TenantWallet,
             LimitKind::TenantWindow(Horizon::Minute),
-            LimitKind::AgentInstance(Horizon::Total),
+            LimitKind::Agent(Horizon::Total),
             LimitKind::TierWindow(Tier::Background, Horizon::Month),
             LimitKind::InitiatorWindow(Initiator::Agent, Horizon::Day),
             LimitKind::TierFloor(Tier::Scheduler),

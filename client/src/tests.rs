@@ -30,7 +30,7 @@ pub(crate) fn setup(dir: &tempfile::TempDir, grant: u64) -> (Region, std::path::
         LimitKind::TenantWallet,
         LimitKind::TenantWindow(Horizon::Minute),
         LimitKind::TenantWindow(Horizon::Hour),
-        LimitKind::AgentInstance(Horizon::Day),
+        LimitKind::Agent(Horizon::Day),
     ];
     for (p, l) in limits.iter().enumerate() {
         let floors = if p == 0 {

@@ -57,7 +57,7 @@ fn fixture() -> Fixture {
         LimitKind::TenantWallet,
         LimitKind::TenantWindow(Horizon::Minute),
         LimitKind::TenantWindow(Horizon::Hour),
-        LimitKind::AgentInstance(Horizon::Day),
+        LimitKind::Agent(Horizon::Day),
     ];
     for (p, limit) in limits.into_iter().enumerate() {
         region

@@ -390,7 +390,7 @@ fn limits() -> [LimitKind; 4] {
         LimitKind::TenantWallet,
         LimitKind::TenantWindow(Horizon::Minute),
         LimitKind::TenantWindow(Horizon::Hour),
-        LimitKind::AgentInstance(Horizon::Day),
+        LimitKind::Agent(Horizon::Day),
     ]
 }
 

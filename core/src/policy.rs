@@ -23,8 +23,8 @@ pub enum LimitKind {
     TenantWallet,
     /// A windowed quota on the whole tenant (e.g. credits per minute).
     TenantWindow(Horizon),
-    /// A windowed quota on one agent instance.
-    AgentInstance(Horizon),
+    /// A windowed quota on one agent (by name: every instance of it together).
+    Agent(Horizon),
     /// A windowed quota on the calls of one tier.
     TierWindow(Tier, Horizon),
     /// A windowed quota on the calls of one initiator (human- or agent-started).
@@ -45,7 +45,7 @@ impl LimitKind {
     pub const fn horizon(self) -> Option<Horizon> {
         match self {
             LimitKind::TenantWindow(h)
-            | LimitKind::AgentInstance(h)
+            | LimitKind::Agent(h)
             | LimitKind::TierWindow(_, h)
             | LimitKind::InitiatorWindow(_, h) => Some(h),
             LimitKind::TenantWallet
@@ -74,7 +74,7 @@ impl fmt::Display for LimitKind {
         match self {
             LimitKind::TenantWallet => f.write_str("tenant wallet"),
             LimitKind::TenantWindow(h) => write!(f, "tenant per-{h} quota"),
-            LimitKind::AgentInstance(h) => write!(f, "agent instance per-{h} quota"),
+            LimitKind::Agent(h) => write!(f, "agent per-{h} quota"),
             LimitKind::TierWindow(t, h) => write!(f, "{t} tier per-{h} quota"),
             LimitKind::InitiatorWindow(i, h) => write!(f, "{i}-initiated per-{h} quota"),
             LimitKind::TierFloor(t) => write!(f, "{t} tier floor"),
@@ -91,8 +91,8 @@ impl fmt::Display for LimitKind {
 pub enum QuotaScope {
     /// All of the tenant's calls together.
     Tenant,
-    /// Each agent instance separately (every instance gets the full limit).
-    AgentInstance,
+    /// One agent, by name (all its instances together).
+    Agent,
     /// The tenant's calls of one tier.
     Tier(Tier),
     /// The tenant's calls of one initiator.
@@ -139,7 +139,7 @@ impl QuotaPolicy {
     pub const fn limit_kind(&self) -> LimitKind {
         match self.scope {
             QuotaScope::Tenant => LimitKind::TenantWindow(self.horizon),
-            QuotaScope::AgentInstance => LimitKind::AgentInstance(self.horizon),
+            QuotaScope::Agent => LimitKind::Agent(self.horizon),
             QuotaScope::Tier(t) => LimitKind::TierWindow(t, self.horizon),
             QuotaScope::Initiator(i) => LimitKind::InitiatorWindow(i, self.horizon),
         }
@@ -148,7 +148,7 @@ impl QuotaPolicy {
     /// `true` if the policy applies to a call of this tier and initiator.
     pub fn applies_to(&self, tier: Tier, initiator: Initiator) -> bool {
         match self.scope {
-            QuotaScope::Tenant | QuotaScope::AgentInstance => true,
+            QuotaScope::Tenant | QuotaScope::Agent => true,
             QuotaScope::Tier(t) => t == tier,
             QuotaScope::Initiator(i) => i == initiator,
         }
@@ -293,8 +293,8 @@ mod tests {
         );
         assert_eq!(LimitKind::Task.horizon(), None);
         assert_eq!(
-            LimitKind::AgentInstance(Horizon::Hour).to_string(),
-            "agent instance per-hour quota"
+            LimitKind::Agent(Horizon::Hour).to_string(),
+            "agent per-hour quota"
         );
         let json = serde_json::to_string(&LimitKind::TierFloor(Tier::Background)).unwrap();
         assert_eq!(json, r#"{"tier_floor":"background"}"#);
@@ -344,8 +344,7 @@ mod tests {
         let json = serde_json::to_string(&agent_q).unwrap();
         assert_eq!(serde_json::from_str::<QuotaPolicy>(&json).unwrap(), agent_q);
         let no_shadow: QuotaPolicy =
-            serde_json::from_str(r#"{"scope":"agent_instance","horizon":"hour","limit":5}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"scope":"agent","horizon":"hour","limit":5}"#).unwrap();
         assert!(!no_shadow.shadow);
     }
 

@@ -9,6 +9,9 @@ use crate::v1::{Initiator, Tier, UsageBatch, UsageRecord};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordInput<'a> {
     pub tenant: &'a str,
+    /// The agent's name ("" = unnamed).
+    pub agent: &'a str,
+    /// The instance detail: `<sidecar>/<process>/lane<n>`.
     pub agent_instance: &'a str,
     pub model: &'a str,
     pub feature: &'a str,
@@ -23,6 +26,8 @@ pub struct RecordInput<'a> {
     pub calls: u32,
     pub aggregate: bool,
     pub at_unix_ms: u64,
+    /// 1 on the record that completes the task named by `task` (an Agentic Work Unit).
+    pub work_units: u32,
 }
 
 /// Accumulates records into one batch; `dictionary[0]` is always "".
@@ -88,6 +93,8 @@ impl BatchBuilder {
             aggregate: r.aggregate,
             at_unix_ms: r.at_unix_ms,
             task: self.intern(r.task),
+            agent: self.intern(r.agent),
+            work_units: r.work_units,
         };
         self.batch.records.push(rec);
     }

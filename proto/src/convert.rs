@@ -159,25 +159,32 @@ pub fn limit_kind(key: &v1::LimitKey) -> Result<LimitKind, ConvertError> {
             });
         }
     };
-    let has_agent = !key.agent_instance.is_empty();
+    let has_agent = !key.agent.is_empty();
+    let has_task = !key.task.is_empty();
     let windowed = |h: Option<Horizon>| {
         h.ok_or(ConvertError::LimitShape(
             "only the tenant's wallet has no window",
         ))
     };
     match scope {
-        v1::Scope::Tenant if has_agent || tier_set => Err(ConvertError::LimitShape(
-            "a tenant limit names no agent instance or tier",
+        v1::Scope::Tenant if has_agent || tier_set || has_task => Err(ConvertError::LimitShape(
+            "a tenant limit names no agent, tier or task",
         )),
         v1::Scope::Tenant => Ok(horizon.map_or(LimitKind::TenantWallet, LimitKind::TenantWindow)),
-        v1::Scope::AgentInstance if !has_agent || tier_set => Err(ConvertError::LimitShape(
-            "an agent-instance limit names its instance and no tier",
+        v1::Scope::Agent if !has_agent || tier_set || has_task => Err(ConvertError::LimitShape(
+            "an agent limit names its agent and no tier or task",
         )),
-        v1::Scope::AgentInstance => Ok(LimitKind::AgentInstance(windowed(horizon)?)),
-        v1::Scope::Tier if !tier_set || has_agent => Err(ConvertError::LimitShape(
-            "a tier limit names its tier and no agent instance",
+        v1::Scope::Agent => Ok(LimitKind::Agent(windowed(horizon)?)),
+        v1::Scope::Tier if !tier_set || has_agent || has_task => Err(ConvertError::LimitShape(
+            "a tier limit names its tier and no agent or task",
         )),
         v1::Scope::Tier => Ok(LimitKind::TierWindow(tier(key.tier)?, windowed(horizon)?)),
+        v1::Scope::Task if !has_task || has_agent || tier_set || horizon.is_some() => {
+            Err(ConvertError::LimitShape(
+                "a task limit names its task, no agent or tier, and has no window",
+            ))
+        }
+        v1::Scope::Task => Ok(LimitKind::Task),
     }
 }
 
@@ -430,14 +437,11 @@ mod tests {
             Ok(LimitKind::TierWindow(Tier::Background, Horizon::Hour))
         );
         let agent = v1::LimitKey {
-            scope: v1::Scope::AgentInstance as i32,
-            agent_instance: "bot-1".into(),
+            scope: v1::Scope::Agent as i32,
+            agent: "bot-1".into(),
             ..v1::LimitKey::tenant_window("acme", v1::Window::Month)
         };
-        assert_eq!(
-            limit_kind(&agent),
-            Ok(LimitKind::AgentInstance(Horizon::Month))
-        );
+        assert_eq!(limit_kind(&agent), Ok(LimitKind::Agent(Horizon::Month)));
         let misfits = [
             v1::LimitKey {
                 tier: v1::Tier::Scheduler as i32,
@@ -452,7 +456,7 @@ mod tests {
                 ..tier_hour.clone()
             },
             v1::LimitKey {
-                agent_instance: String::new(),
+                agent: String::new(),
                 ..agent.clone()
             },
         ];

@@ -10,7 +10,8 @@ impl LimitKey {
             tenant: tenant.into(),
             scope: Scope::Tenant as i32,
             window: Window::None as i32,
-            agent_instance: String::new(),
+            agent: String::new(),
+            task: String::new(),
             tier: Tier::Unspecified as i32,
         }
     }
@@ -23,13 +24,36 @@ impl LimitKey {
         }
     }
 
+    /// One agent's quota in `window`, by the agent's name.
+    pub fn agent_window(
+        tenant: impl Into<String>,
+        agent: impl Into<String>,
+        window: Window,
+    ) -> Self {
+        LimitKey {
+            scope: Scope::Agent as i32,
+            agent: agent.into(),
+            window: window as i32,
+            ..LimitKey::wallet(tenant)
+        }
+    }
+
+    /// One task's budget (for its whole life).
+    pub fn task(tenant: impl Into<String>, task: impl Into<String>) -> Self {
+        LimitKey {
+            scope: Scope::Task as i32,
+            task: task.into(),
+            ..LimitKey::wallet(tenant)
+        }
+    }
+
     /// True for the tenant's wallet limit.
     pub fn is_wallet(&self) -> bool {
         self.scope == Scope::Tenant as i32 && self.window == Window::None as i32
     }
 
     /// Canonical text form: `acme/wallet`, `acme/minute`, `acme/agent/bot-1/hour`,
-    /// `acme/tier/background/month`. Unknown enum values print as `?<n>`.
+    /// `acme/tier/background/month`, `acme/task/ticket-4711`. Unknown enum values print as `?<n>`.
     pub fn canonical(&self) -> String {
         let window = match Window::try_from(self.window) {
             Ok(Window::None) => "wallet".to_string(),
@@ -40,9 +64,10 @@ impl LimitKey {
         };
         match Scope::try_from(self.scope) {
             Ok(Scope::Tenant) => format!("{}/{}", self.tenant, window),
-            Ok(Scope::AgentInstance) => {
-                format!("{}/agent/{}/{}", self.tenant, self.agent_instance, window)
+            Ok(Scope::Agent) => {
+                format!("{}/agent/{}/{}", self.tenant, self.agent, window)
             }
+            Ok(Scope::Task) => format!("{}/task/{}", self.tenant, self.task),
             Ok(Scope::Tier) => {
                 let tier = match Tier::try_from(self.tier) {
                     Ok(Tier::Interactive) => "interactive".to_string(),
@@ -70,8 +95,8 @@ mod tests {
         assert_eq!(m.canonical(), "acme/minute");
         assert!(!m.is_wallet());
         let a = LimitKey {
-            scope: Scope::AgentInstance as i32,
-            agent_instance: "bot-1".into(),
+            scope: Scope::Agent as i32,
+            agent: "bot-1".into(),
             window: Window::Hour as i32,
             ..LimitKey::wallet("acme")
         };
@@ -83,5 +108,14 @@ mod tests {
             ..LimitKey::wallet("acme")
         };
         assert_eq!(t.canonical(), "acme/tier/background/month");
+        assert_eq!(
+            LimitKey::agent_window("acme", "bot-1", Window::Hour),
+            a,
+            "the constructor builds the same key"
+        );
+        assert_eq!(
+            LimitKey::task("acme", "ticket-4711").canonical(),
+            "acme/task/ticket-4711"
+        );
     }
 }

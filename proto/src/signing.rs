@@ -13,15 +13,15 @@
 //! (u64), the dictionary (u32 count, then strings), the records (u32 count, then per record:
 //! tenant, agent_instance, model, feature (u32 each), tier, initiator (i32 each),
 //! input_tokens, output_tokens, price_book_version, client_rated_micro (u64 each), calls
-//! (u32), aggregate (u8), at_unix_ms (u64), task (u32), outcomes (u64)). The signature
-//! field itself is not covered.
+//! (u32), aggregate (u8), at_unix_ms (u64), task (u32), outcomes (u64), agent (u32),
+//! work_units (u32)). The signature field itself is not covered.
 
 use sha2::{Digest, Sha256};
 
 use crate::v1::UsageBatch;
 
 /// First bytes of the canonical encoding.
-pub const BATCH_DOMAIN: &[u8] = b"tollgate.v1.UsageBatch/1\n";
+pub const BATCH_DOMAIN: &[u8] = b"tollgate.v1.UsageBatch/2\n";
 
 /// Domain separation tag of the signed message: a signature over a batch digest can
 /// never be replayed as a signature over anything else.
@@ -98,6 +98,8 @@ fn encode(sidecar_id: &str, batch: &UsageBatch, sink: &mut dyn FnMut(&[u8])) {
         buf.extend_from_slice(&r.at_unix_ms.to_le_bytes());
         buf.extend_from_slice(&r.task.to_le_bytes());
         buf.extend_from_slice(&r.outcomes.to_le_bytes());
+        buf.extend_from_slice(&r.agent.to_le_bytes());
+        buf.extend_from_slice(&r.work_units.to_le_bytes());
         sink(&buf);
     }
 }
@@ -134,6 +136,12 @@ mod tests {
         assert_ne!(base, batch_signing_bytes("sc-1", &changed));
         let mut changed = batch.clone();
         changed.records[0].outcomes = 2;
+        assert_ne!(base, batch_signing_bytes("sc-1", &changed));
+        let mut changed = batch.clone();
+        changed.records[0].agent = 1;
+        assert_ne!(base, batch_signing_bytes("sc-1", &changed));
+        let mut changed = batch.clone();
+        changed.records[0].work_units = 1;
         assert_ne!(base, batch_signing_bytes("sc-1", &changed));
         let mut changed = batch.clone();
         changed.seq = 4;

@@ -125,6 +125,7 @@ impl DrainedRecord {
     pub fn as_input(&self, now_unix_ms: u64) -> RecordInput<'_> {
         RecordInput {
             tenant: &self.tenant,
+            agent: "",
             agent_instance: &self.agent,
             model: &self.model,
             feature: "",
@@ -139,6 +140,7 @@ impl DrainedRecord {
             calls: 1,
             aggregate: false,
             at_unix_ms: now_unix_ms,
+            work_units: 0,
         }
     }
 }
@@ -247,7 +249,10 @@ struct PoolEntry {
     scope: i32,
     window: i32,
     tier: i32,
-    agent_instance: String,
+    #[serde(alias = "agent_instance")]
+    agent: String,
+    #[serde(default)]
+    task: String,
 }
 
 impl PoolEntry {
@@ -258,7 +263,8 @@ impl PoolEntry {
             scope: key.scope,
             window: key.window,
             tier: key.tier,
-            agent_instance: key.agent_instance.clone(),
+            agent: key.agent.clone(),
+            task: key.task.clone(),
         }
     }
 
@@ -267,8 +273,9 @@ impl PoolEntry {
             tenant: self.tenant.clone(),
             scope: self.scope,
             window: self.window,
-            agent_instance: self.agent_instance.clone(),
+            agent: self.agent.clone(),
             tier: self.tier,
+            task: self.task.clone(),
         }
     }
 }
@@ -334,8 +341,8 @@ pub fn limit_kind(key: &LimitKey) -> Option<LimitKind> {
             crate::convert::tier_from_wire(key.tier)?,
             horizon_of(key.window)?,
         )),
-        // Per-agent-instance limits need per-lane pools: enforced by the authority only.
-        v1::Scope::AgentInstance => None,
+        // Per-agent and per-task limits need lanes of their own: not in the region yet.
+        v1::Scope::Agent | v1::Scope::Task => None,
     }
 }
 

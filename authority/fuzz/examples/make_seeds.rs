@@ -77,11 +77,12 @@ fn limit(tenant: &str, scope: pb::Scope, window: pb::Window) -> Option<pb::Limit
         tenant: tenant.into(),
         scope: scope as i32,
         window: window as i32,
-        agent_instance: if scope == pb::Scope::AgentInstance {
+        agent: if scope == pb::Scope::Agent {
             "bot-1".into()
         } else {
             String::new()
         },
+        task: String::new(),
         tier: if scope == pb::Scope::Tier {
             pb::Tier::Background as i32
         } else {
@@ -204,7 +205,7 @@ fn admin() -> Vec<(&'static str, Vec<u8>)> {
                 pb::SetQuotaRequest {
                     rule: Some(pb::QuotaRule {
                         id: "acme-bot-hour".into(),
-                        limit: limit("acme", pb::Scope::AgentInstance, pb::Window::Hour),
+                        limit: limit("acme", pb::Scope::Agent, pb::Window::Hour),
                         max_micro: 5_000_000,
                         shadow: false,
                     }),

@@ -33,7 +33,8 @@ fn tenant(field: &str, s: &str) {
 fn limit(l: &Option<pb::LimitKey>) {
     if let Some(l) = l {
         tenant("limit.tenant", &l.tenant);
-        let _ = convert::plain_id("limit.agent_instance", &l.agent_instance);
+        let _ = convert::plain_id("limit.agent", &l.agent);
+        let _ = convert::plain_id("limit.task", &l.task);
         let _ = convert::horizon(l.window);
         let _ = convert::tier(l.tier);
         assert!(!l.canonical().is_empty());

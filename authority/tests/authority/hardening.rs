@@ -257,7 +257,7 @@ async fn demands_on_undefined_limits_get_no_lease() {
             ..pb::LimitKey::wallet("acme")
         },
         pb::LimitKey {
-            scope: pb::Scope::AgentInstance as i32,
+            scope: pb::Scope::Agent as i32,
             window: pb::Window::Hour as i32,
             ..pb::LimitKey::wallet("acme")
         },

@@ -20,7 +20,7 @@ fn region(dir: &Path, name: &str, config: RegionConfig, used: bool) -> Vec<u8> {
     let limits = [
         LimitKind::TenantWallet,
         LimitKind::TenantWindow(Horizon::Minute),
-        LimitKind::AgentInstance(Horizon::Day),
+        LimitKind::Agent(Horizon::Day),
     ];
     for p in 0..pools {
         let spec = PoolSpec {

@@ -233,8 +233,9 @@ fn all_quotas(tenant: &str) -> Vec<LimitKey> {
                 tenant: tenant.into(),
                 scope: v1::Scope::Tier as i32,
                 window: w as i32,
-                agent_instance: String::new(),
+                agent: String::new(),
                 tier: tier as i32,
+                task: String::new(),
             });
         }
     }

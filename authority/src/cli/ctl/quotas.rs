@@ -123,8 +123,8 @@ pub async fn run(cmd: QuotaCmd, a: &mut Admin, out: &mut String) -> anyhow::Resu
         } => {
             let mut limit = pb::LimitKey::tenant_window(tenant, window.into());
             if let Some(agent) = agent {
-                limit.scope = pb::Scope::AgentInstance as i32;
-                limit.agent_instance = agent;
+                limit.scope = pb::Scope::Agent as i32;
+                limit.agent = agent;
             } else if let Some(t) = tier {
                 limit.scope = pb::Scope::Tier as i32;
                 limit.tier = pb::Tier::from(t) as i32;
