@@ -28,6 +28,8 @@ pub struct RecordInput<'a> {
     pub at_unix_ms: u64,
     /// 1 on the record that completes the task named by `task` (an Agentic Work Unit).
     pub work_units: u32,
+    /// The agent stated the cost in credits (no usage to re-rate).
+    pub pre_rated: bool,
 }
 
 /// Accumulates records into one batch; `dictionary[0]` is always "".
@@ -95,6 +97,7 @@ impl BatchBuilder {
             task: self.intern(r.task),
             agent: self.intern(r.agent),
             work_units: r.work_units,
+            pre_rated: r.pre_rated,
         };
         self.batch.records.push(rec);
     }

@@ -14,7 +14,7 @@
 //! tenant, agent_instance, model, feature (u32 each), tier, initiator (i32 each),
 //! input_tokens, output_tokens, price_book_version, client_rated_micro (u64 each), calls
 //! (u32), aggregate (u8), at_unix_ms (u64), task (u32), outcomes (u64), agent (u32),
-//! work_units (u32)). The signature field itself is not covered.
+//! work_units (u32), pre_rated (u8)). The signature field itself is not covered.
 
 use sha2::{Digest, Sha256};
 
@@ -100,6 +100,7 @@ fn encode(sidecar_id: &str, batch: &UsageBatch, sink: &mut dyn FnMut(&[u8])) {
         buf.extend_from_slice(&r.outcomes.to_le_bytes());
         buf.extend_from_slice(&r.agent.to_le_bytes());
         buf.extend_from_slice(&r.work_units.to_le_bytes());
+        buf.push(u8::from(r.pre_rated));
         sink(&buf);
     }
 }
@@ -142,6 +143,9 @@ mod tests {
         assert_ne!(base, batch_signing_bytes("sc-1", &changed));
         let mut changed = batch.clone();
         changed.records[0].work_units = 1;
+        assert_ne!(base, batch_signing_bytes("sc-1", &changed));
+        let mut changed = batch.clone();
+        changed.records[0].pre_rated = true;
         assert_ne!(base, batch_signing_bytes("sc-1", &changed));
         let mut changed = batch.clone();
         changed.seq = 4;

@@ -141,6 +141,7 @@ impl DrainedRecord {
             aggregate: false,
             at_unix_ms: now_unix_ms,
             work_units: 0,
+            pre_rated: false,
         }
     }
 }
