@@ -1342,7 +1342,10 @@ impl Core {
         if !demands.is_empty() {
             self.rules.last_demand = now;
             self.link.up_queue.push_back(SessionUp {
-                msg: Some(session_up::Msg::Demand(DemandReport { demands })),
+                msg: Some(session_up::Msg::Demand(DemandReport {
+                    demands,
+                    denials: Vec::new(),
+                })),
             });
         }
     }

@@ -364,6 +364,7 @@ impl Sidecar {
                 desired_micro: desired,
                 held_micro: held,
             }],
+            denials: Vec::new(),
         }))
         .await;
     }
