@@ -122,6 +122,10 @@ pub enum ReserveError {
         /// What the task has left.
         remaining: Credits,
     },
+    /// The lane is dry and the call asked not to wait ([`crate::Call::wait`]): the
+    /// sidecar has been asked for a top-up; reserve again, waiting this time.
+    #[error("the lane is waiting for a top-up from the sidecar and the call asked not to wait")]
+    WouldWait,
     /// The tenant is not configured in this region.
     #[error("tenant {0:?} is not served by this sidecar: check TOLLGATE_TENANTS")]
     UnknownTenant(String),

@@ -352,6 +352,7 @@ pub struct Call<'a> {
     input_tokens: u64,
     max_output_tokens: Option<u64>,
     task: Option<&'a Task>,
+    wait: bool,
 }
 
 impl<'a> Call<'a> {
@@ -366,6 +367,7 @@ impl<'a> Call<'a> {
             input_tokens: 0,
             max_output_tokens: None,
             task: None,
+            wait: true,
         }
     }
 
@@ -386,6 +388,7 @@ impl<'a> Call<'a> {
             input_tokens: 0,
             max_output_tokens: None,
             task: None,
+            wait: true,
         }
     }
 
@@ -417,6 +420,15 @@ impl<'a> Call<'a> {
     /// The task whose budget the call also spends.
     pub fn task(mut self, task: &'a Task) -> Self {
         self.task = Some(task);
+        self
+    }
+    /// Whether a dry lane may wait (a bounded time) for the sidecar's top-up (default
+    /// yes). With `false` the reserve never blocks: where it would wait, it asks the
+    /// sidecar for the top-up and returns [`ReserveError::WouldWait`] (not a denial), so
+    /// a caller that must not block (an event loop, a thread holding a lock others need)
+    /// can do the waiting reserve elsewhere.
+    pub fn wait(mut self, wait: bool) -> Self {
+        self.wait = wait;
         self
     }
 
@@ -464,11 +476,15 @@ struct GateLocal {
 
 struct Local {
     token: u64,
+    /// The process this table was made in. A fork child's thread inherits its parent's
+    /// table, whose lanes belong to the parent: the child forgets it (see `forget_if_forked`).
+    pid: u32,
     gates: Vec<GateLocal>,
 }
 
 impl Drop for Local {
     fn drop(&mut self) {
+        self.forget_if_forked();
         // Thread exit: settle what other threads committed, flush local credits, and park
         // the lanes for the next thread of this process (their held slots stay valid),
         // all under the spare lock (see `settle_if_spare`).
@@ -483,7 +499,7 @@ thread_local! {
     static LOCAL: RefCell<Local> = {
         let token = next_id();
         TOKEN.set(token);
-        RefCell::new(Local { token, gates: Vec::new() })
+        RefCell::new(Local { token, pid: std::process::id(), gates: Vec::new() })
     };
     /// This thread's token (nonzero once the thread has used a gate): a const thread-local
     /// without a destructor, so reading it is one load and works at any time.
@@ -497,10 +513,26 @@ fn thread_token() -> u64 {
 }
 
 impl Local {
+    /// In a fork child, drops the inherited entries without releasing them: their lanes,
+    /// owner states and spare lists are the parent's, which keeps using them (releasing
+    /// them here would flush the parent's local credits a second time). Their mappings are
+    /// leaked. Called on the slow paths only (thread exit, first use of a gate).
+    #[cold]
+    fn forget_if_forked(&mut self) {
+        let me = std::process::id();
+        if self.pid != me {
+            self.pid = me;
+            for gl in self.gates.drain(..) {
+                std::mem::forget(gl);
+            }
+        }
+    }
+
     fn gate(&mut self, inner: &Arc<GateInner>) -> &mut GateLocal {
         let pos = match self.gates.iter().position(|g| g.id == inner.id) {
             Some(p) => p,
             None => {
+                self.forget_if_forked();
                 // First use of a gate on this thread (the slow path): first let go of the
                 // gates dropped since, so their lanes and mappings are not kept alive.
                 self.gates.retain_mut(|g| {
@@ -1010,6 +1042,9 @@ fn reserve_slow(
                     // Ask the sidecar for a top-up, then wait a bounded time.
                     view.lw(lane, L_DEMAND).store(amount.max(1), REL);
                     asked = true;
+                }
+                if !call.wait {
+                    return Err(ReserveError::WouldWait);
                 }
                 if !wait_for_credits(view, lane, amount, &mut spins, deadline_state) {
                     return Err(ReserveError::Denied(deny(

@@ -807,3 +807,39 @@ fn scribbled_ring_heads_never_overflow_the_drain_counts() {
     assert_eq!(st.skipped, u64::MAX, "saturated, not wrapped");
     drop(path);
 }
+
+/// `Call::wait(false)` never blocks: a dry lane asks the sidecar for a top-up and says
+/// `WouldWait` (no denial counted, the task budget untouched); once topped up the same
+/// call passes without waiting.
+#[test]
+fn a_call_that_may_not_wait_asks_and_returns_would_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 100 * C);
+    // A long wait, so a reserve that waited would be seen to.
+    r.set_slow_path(10, std::time::Duration::from_millis(5));
+    let gate = Gate::attach(&path).unwrap();
+    let task = Task::new(Credits(10 * C));
+    let call = Call::fixed(Credits(C)).task(&task).wait(false);
+    let started = std::time::Instant::now();
+    assert_eq!(gate.reserve(&call).err(), Some(ReserveError::WouldWait));
+    assert!(started.elapsed() < std::time::Duration::from_millis(5));
+    let lane = lane_of(&r, Tier::Interactive);
+    assert_eq!(
+        r.demands(),
+        vec![(lane, Credits(C))],
+        "the sidecar was asked"
+    );
+    assert_eq!(
+        task.remaining(),
+        Credits(10 * C),
+        "the task got its credits back"
+    );
+    let info = r.lanes().into_iter().find(|l| l.lane == lane).unwrap();
+    assert_eq!(info.denials, 0, "not a denial");
+    r.top_up(lane, Credits(5 * C)).unwrap();
+    gate.reserve(&call)
+        .unwrap()
+        .commit_credits(Credits(C))
+        .unwrap();
+    r.audit().check().unwrap();
+}
