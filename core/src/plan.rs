@@ -22,9 +22,10 @@
 //!    700 tickets ($693) bill $693;
 //! 4. **hard cap**: the usage part never exceeds it; anything above is reported as
 //!    `over_cap` (enforcement keeps it at zero; a non-zero value means overruns);
-//! 5. **seat fees**: `seats * seat_price`, added to the usage part: `charge = seat_fees
-//!    + min(max(usage, floor), cap)`. The cap limits spend on usage, not the seats
-//!    bought (a cap below the seat fees would refuse every call while billing them).
+//! 5. **seat fees**: `seats * seat_price`, added to the usage part, so
+//!    `charge = seat_fees + min(max(usage, floor), cap)`. The cap limits spend on usage,
+//!    not the seats bought (a cap below the seat fees would refuse every call while
+//!    billing them).
 
 use serde::{Deserialize, Serialize};
 
