@@ -411,6 +411,7 @@ impl AdminService for AdminSvc {
             consumption_floor: Credits(p.consumption_floor_micro),
             hard_cap: (p.hard_cap_micro > 0 && !p.hard_cap_shadow)
                 .then_some(Credits(p.hard_cap_micro)),
+            ..tollgate_core::Plan::default()
         };
         plan.validate().map_err(|e| invalid("plan", e))?;
         self.state
@@ -772,6 +773,7 @@ impl AdminService for AdminSvc {
                 Funding::Grant(g) => format!("grant#{}", g.0),
                 Funding::Plan => "plan".to_string(),
                 Funding::Overrun => "overrun (not billed)".to_string(),
+                Funding::Free => "free".to_string(),
             };
             let billed = !matches!(row.funding, Funding::Overrun);
             for (map, key) in [

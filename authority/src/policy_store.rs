@@ -638,7 +638,7 @@ mod tests {
                 .fetch_all(pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         let p = s.policy("acme").await.unwrap().unwrap();
         assert_eq!((p.default_max_output_tokens, p.version), (2, 0));
         assert_eq!(
@@ -663,7 +663,7 @@ mod tests {
         );
         // And the ledger opens the same file.
         let ledger = tollgate_ledger::SqliteStore::open_url(&url).await.unwrap();
-        assert_eq!(ledger.applied_migrations().await.unwrap(), [1, 2, 3, 4]);
+        assert_eq!(ledger.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5]);
     }
 
     async fn sqlite() -> (tempfile::TempDir, PolicyStore) {

@@ -13,7 +13,9 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tollgate_core::Credits;
-use tollgate_ledger::{BatchKey, BatchOutcome, LedgerError, TenantId, UsageBatch, UsageRecord};
+use tollgate_ledger::{
+    BatchKey, BatchOutcome, LedgerError, Name, TenantId, UsageBatch, UsageRecord,
+};
 use tollgate_proto::v1::sidecar_service_server::SidecarService;
 use tollgate_proto::v1::{
     AckStatus, BatchAck, DemandReport, Heartbeat, Lease, LeaseReturn, LimitKey, RegisterRequest,
@@ -462,15 +464,22 @@ pub fn prepare_batch(
             format!("signature: does not verify with the key sidecar {sid:?} registered")
         })?;
     let digest = hex::encode(digest);
-    // Resolve each dictionary entry once.
+    // Resolve each dictionary entry once: the records share one copy of each name.
     let mut tenant_of: Vec<Option<TenantId>> = vec![None; b.dictionary.len()];
-    let dict = |i: u32, rec: usize, field: &str| -> Result<&str, String> {
-        b.string(i).ok_or_else(|| {
-            format!(
+    let mut names: Vec<Option<Name>> = vec![None; b.dictionary.len()];
+    let mut name = |i: u32, rec: usize, field: &str| -> Result<Name, String> {
+        match names.get(i as usize) {
+            Some(Some(n)) => Ok(n.clone()),
+            Some(None) => {
+                let n: Name = b.dictionary[i as usize].as_str().into();
+                names[i as usize] = Some(n.clone());
+                Ok(n)
+            }
+            None => Err(format!(
                 "records[{rec}].{field}: index {i} is outside the dictionary ({} entries)",
                 b.dictionary.len()
-            )
-        })
+            )),
+        }
     };
     let mut records = Vec::with_capacity(b.records.len());
     for (i, r) in b.records.iter().enumerate() {
@@ -478,7 +487,13 @@ pub fn prepare_batch(
         let tenant = match tenant_of.get(ti) {
             Some(Some(t)) => t.clone(),
             _ => {
-                let name = dict(r.tenant, i, "tenant")?;
+                let name = b.string(r.tenant).ok_or_else(|| {
+                    format!(
+                        "records[{i}].tenant: index {} is outside the dictionary ({} entries)",
+                        r.tenant,
+                        b.dictionary.len()
+                    )
+                })?;
                 if !reg.tenants.iter().any(|t| t == name) {
                     return Err(format!(
                         "records[{i}].tenant: this sidecar is not registered for tenant {name:?} (permission denied)"
@@ -491,9 +506,11 @@ pub fn prepare_batch(
         };
         records.push(UsageRecord {
             tenant,
-            agent: dict(r.agent_instance, i, "agent_instance")?.to_string(),
-            model: dict(r.model, i, "model")?.to_string(),
-            feature: dict(r.feature, i, "feature")?.to_string(),
+            agent: name(r.agent, i, "agent")?,
+            agent_instance: name(r.agent_instance, i, "agent_instance")?,
+            model: name(r.model, i, "model")?,
+            feature: name(r.feature, i, "feature")?,
+            task: name(r.task, i, "task")?,
             tier: convert::tier(r.tier).map_err(|e| format!("records[{i}].tier: {e}"))?,
             initiator: convert::initiator(r.initiator)
                 .map_err(|e| format!("records[{i}].initiator: {e}"))?,
@@ -504,6 +521,9 @@ pub fn prepare_batch(
             client_amount: Credits(r.client_rated_micro),
             at: r.at_unix_ms / 1000,
             calls: u64::from(r.calls.max(1)),
+            work_units: u64::from(r.work_units),
+            pre_rated: r.pre_rated,
+            aggregate: r.aggregate,
         });
     }
     Ok(UsageBatch {

@@ -329,7 +329,12 @@ impl Sidecar {
         for i in 0..n {
             b.push(&RecordInput {
                 tenant,
-                agent_instance: if i % 2 == 0 { "agent-a" } else { "agent-b" },
+                agent: if i % 2 == 0 { "agent-a" } else { "agent-b" },
+                agent_instance: if i % 2 == 0 {
+                    "pod/1/lane0"
+                } else {
+                    "pod/2/lane0"
+                },
                 model: MODEL,
                 feature: "chat",
                 input_tokens: 100,

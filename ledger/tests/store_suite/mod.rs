@@ -95,6 +95,11 @@ pub fn rec(t: &TenantId, agent: &str, amount: Credits) -> UsageRecord {
         client_amount: amount,
         at: T0,
         calls: 1,
+        agent_instance: "".into(),
+        task: "".into(),
+        work_units: 0,
+        pre_rated: false,
+        aggregate: false,
     }
 }
 
@@ -916,7 +921,7 @@ pub async fn bad_input_is_refused_with_a_reason(open: Opener) {
         .unwrap_err();
     assert!(matches!(e, LedgerError::InsufficientFunds { .. }), "{e}");
     let mut r = rec(&t, "a", c(1));
-    r.model = "x".repeat(1000);
+    r.model = "x".repeat(1000).into();
     let e = h
         .ledger
         .post_batch(&batch("sc", 1, vec![r]))
