@@ -28,6 +28,10 @@
 //!    overrun allowance pay and the rest is recorded as suspect. Counted in
 //!    `unrated_records` / `unrated_amount` and in the batch's audit record; the authority
 //!    also counts it in a metric and logs it, so the book gets fixed.
+//!
+//! No record is charged more than [`MAX_RECORD_CHARGE`], and a group's sums saturate at
+//! [`MAX_GROUP_SUM`]: absurd figures (a scribbled region, a forged record) are charged
+//! past any lease and stored, never refused, so the batch's other records are not lost.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -43,9 +47,17 @@ use crate::usage::{TenantPosting, UsageRecord};
 /// Longest agent, instance, model, feature or task name, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
 
-/// What an unrateable record whose charge overflows is charged: one billion credits,
-/// far past any lease (see the module docs).
-pub const UNRATEABLE_OVERFLOW_CHARGE: Credits = MAX_GRANT;
+/// The most one record is charged, whatever it says: one billion credits, far past any
+/// lease. Also what an unrateable record whose charge overflows is charged (see the
+/// module docs).
+pub const MAX_RECORD_CHARGE: Credits = MAX_GRANT;
+
+/// What an unrateable record whose charge overflows is charged.
+pub const UNRATEABLE_OVERFLOW_CHARGE: Credits = MAX_RECORD_CHARGE;
+
+/// Largest count (calls, tokens, outcomes, work units) and amount a group sums to: the
+/// stores keep signed 64-bit integers, so sums saturate here rather than fail to store.
+pub const MAX_GROUP_SUM: u64 = i64::MAX as u64 / 2;
 
 /// Most work units one record may report.
 pub const MAX_WORK_UNITS_PER_RECORD: u64 = 1_000;
@@ -269,6 +281,7 @@ pub fn rate_records(
         let slot = &mut slots[si];
         let (_, summary, book) = &mut tenants[slot.tenant];
         let (credits, units, how) = charge_record(book.as_deref(), slot.model.as_ref(), r);
+        let credits = credits.min(MAX_RECORD_CHARGE);
         match how {
             How::Rated => {}
             How::Stated => summary.pre_rated_records += 1,
@@ -290,13 +303,14 @@ pub fn rate_records(
         summary.rated = summary.rated.saturating_add(credits);
         summary.client_amount = summary.client_amount.saturating_add(r.client_amount);
         let g = &mut slot.group;
-        g.amount = g.amount.saturating_add(credits);
-        g.records = g.records.saturating_add(r.counted_calls());
-        g.work_units = g.work_units.saturating_add(r.work_units);
-        g.input_tokens = g.input_tokens.saturating_add(r.input_tokens);
-        g.output_tokens = g.output_tokens.saturating_add(r.output_tokens);
-        g.outcomes = g.outcomes.saturating_add(r.outcomes);
-        g.request_units_milli = g.request_units_milli.saturating_add(units);
+        let add = |a: u64, b: u64| a.saturating_add(b).min(MAX_GROUP_SUM);
+        g.amount = Credits(add(g.amount.micros(), credits.micros()));
+        g.records = add(g.records, r.counted_calls());
+        g.work_units = add(g.work_units, r.work_units);
+        g.input_tokens = add(g.input_tokens, r.input_tokens);
+        g.output_tokens = add(g.output_tokens, r.output_tokens);
+        g.outcomes = add(g.outcomes, r.outcomes);
+        g.request_units_milli = add(g.request_units_milli, units);
     }
     let mut out: RatedBatch = BTreeMap::new();
     let mut groups: Vec<Vec<UsageGroup>> = (0..tenants.len()).map(|_| Vec::new()).collect();
