@@ -294,9 +294,7 @@ async fn run_session(
                 handle_return(&state, &sid, r, durable.load(Ordering::Acquire)).await;
             }
             Some(session_up::Msg::TaskOpen(t)) => {
-                // Task budgets are not leased by this authority yet: demands on a task
-                // limit are refused as undefined, so a sidecar never spends on one.
-                tracing::debug!(sidecar = sid, task = t.task, "task registration ignored");
+                crate::task_budget::open(&state, &sid, &reg, t).await;
             }
             Some(session_up::Msg::Heartbeat(_)) => {
                 send_now(
@@ -351,6 +349,8 @@ async fn ack_loop(
                     durable.fetch_max(seq, Ordering::AcqRel);
                     if !o.duplicate {
                         note_suspect(&state, &sid, seq, &o);
+                        note_rating(&state, &sid, seq, &o);
+                        crate::task_budget::closed(&state, &o).await;
                     }
                     {
                         let mut dirty = state
@@ -649,12 +649,15 @@ async fn relearned(
             window_start_ms: ws.parse::<u64>().ok()?,
         },
         ["u", t, _] if *t == limit.tenant => Backing::Unbounded,
+        ["k", t, _] if *t == limit.tenant && !limit.task.is_empty() => Backing::Task {
+            task: limit.task.clone(),
+        },
         _ => return None,
     };
     let amount = granted.amount_micro;
     let returned = match backing {
-        // Window accounting counts what was granted, spent or not.
-        Backing::Window { .. } => 0,
+        // Window and task accounting counts what was granted, spent or not.
+        Backing::Window { .. } | Backing::Task { .. } => 0,
         _ => amount.saturating_sub(remaining.min(amount)),
     };
     Some(LeaseState {
@@ -688,6 +691,9 @@ pub fn undefined_limit(limit: &LimitKey) -> Option<String> {
         return Some(format!("tier {} is not defined", limit.tier));
     };
     let has_task = !limit.task.is_empty();
+    if has_task && !tollgate_ledger::task::valid_task_id(&limit.task) {
+        return Some("a task id is 1 to 128 bytes without control characters".into());
+    }
     match scope {
         Scope::Tenant if !limit.agent.is_empty() || tier != Tier::Unspecified || has_task => {
             Some("a tenant limit names no agent, tier or task".into())
@@ -698,8 +704,10 @@ pub fn undefined_limit(limit: &LimitKey) -> Option<String> {
         Scope::Tier if tier == Tier::Unspecified || !limit.agent.is_empty() || has_task => {
             Some("a tier limit names its tier and no agent or task".into())
         }
-        // Task budgets are not leased yet.
-        Scope::Task => Some("task limits are not leased by this authority".into()),
+        Scope::Task if !has_task || !limit.agent.is_empty() || tier != Tier::Unspecified => {
+            Some("a task limit names its task and no agent or tier".into())
+        }
+        Scope::Task if window != Window::None => Some("a task's budget has no window".into()),
         Scope::Agent | Scope::Tier if window == Window::None => {
             Some("only the tenant's wallet has no window".into())
         }
@@ -751,6 +759,12 @@ async fn handle_demand(
         );
         limits.push(limit);
     }
+    if !d.denials.is_empty()
+        && let Err(e) = crate::denials::record(state, &reg.tenants, &d.denials).await
+    {
+        // Counts for dashboards: never a reason to fail the session.
+        tracing::warn!(sidecar = sid, error = %e, "recording reported denials failed");
+    }
     if state.relearning(now) {
         state.metrics.relearn_deferred.inc();
         return Ok(());
@@ -787,6 +801,12 @@ async fn handle_return(state: &State, sid: &str, r: LeaseReturn, durable: u64) {
             Backing::Hold { hold_id } => Some(Release::Hold {
                 tenant: l.limit.tenant.clone(),
                 hold_id: *hold_id,
+                amount: handed_back,
+            }),
+            Backing::Task { task } => Some(Release::Window {
+                tenant: l.limit.tenant.clone(),
+                rule: crate::leasing::task_claim_rule(task),
+                window_start_ms: 0,
                 amount: handed_back,
             }),
             Backing::Unbounded => None,
@@ -860,6 +880,31 @@ enum Release {
         hold_id: u64,
         amount: u64,
     },
+}
+
+/// Records the book could not rate, and those charged as stated: counted, and the
+/// unrateable ones logged (their price book needs fixing). Work units counted.
+fn note_rating(state: &State, sid: &str, seq: u64, o: &BatchOutcome) {
+    for t in &o.tenants {
+        state.metrics.pre_rated_records.inc_by(t.pre_rated_records);
+        state.metrics.work_units.inc_by(t.work_units);
+        if t.unrated_records == 0 {
+            continue;
+        }
+        state.metrics.unrated_records.inc_by(t.unrated_records);
+        state
+            .metrics
+            .unrated_micro
+            .inc_by(t.unrated_amount.micros());
+        tracing::warn!(
+            sidecar = sid,
+            seq,
+            tenant = t.tenant.as_str(),
+            records = t.unrated_records,
+            charged_micro = t.unrated_amount.micros(),
+            "usage the price book cannot rate (unknown model or overflow): charged at the book's dearest model and at least the client's amount; fix the price book"
+        );
+    }
 }
 
 /// Usage past a sidecar's holds beyond the overrun allowance (the ledger did not charge

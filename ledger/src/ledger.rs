@@ -891,6 +891,37 @@ impl Ledger {
         })
     }
 
+    /// The current month's bill under the tenant's plan (as a statement shows it), if the
+    /// tenant has a plan.
+    pub async fn month_bill(&self, tenant: &TenantId) -> Result<Option<MonthBill>, LedgerError> {
+        let row = self.wallet_row(tenant).await?;
+        let Some(plan) = row.config.plan else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let start = tollgate_core::time::month_start(now);
+        let mut bills = self
+            .month_bills(tenant, &plan, start, now.saturating_add(1))
+            .await?;
+        if bills.is_empty() {
+            // Nothing plan-funded yet this month (and no seats): an empty bill.
+            let end = tollgate_core::time::next_month_start(start).unwrap_or(u64::MAX);
+            let usage = tollgate_core::PeriodUsage::default();
+            let bill = plan.bill(&usage).map_err(|e| {
+                LedgerError::Overflow(format!("the plan's bill of the month from {start}: {e}"))
+            })?;
+            return Ok(Some(MonthBill {
+                month_start: start,
+                month_end: end,
+                usage,
+                list_price: Credits::ZERO,
+                bill,
+                open: true,
+            }));
+        }
+        Ok(bills.pop())
+    }
+
     /// The bill of each calendar month that `[from, to)` touches and that saw plan-funded
     /// usage (or, with seats, every such month up to now), from the month's postings,
     /// under the plan in force now.
@@ -913,7 +944,7 @@ impl Ledger {
             let Some(end) = next_month_start(m) else {
                 break;
             };
-            let usage = self.store.plan_usage(tenant, m, end).await?;
+            let (usage, list_price) = self.store.plan_usage(tenant, m, end).await?;
             if usage != tollgate_core::PeriodUsage::default() || plan.seats > 0 {
                 let bill = plan.bill(&usage).map_err(|e| {
                     LedgerError::Overflow(format!("the plan's bill of the month from {m}: {e}"))
@@ -922,6 +953,7 @@ impl Ledger {
                     month_start: m,
                     month_end: end,
                     usage,
+                    list_price,
                     bill,
                     open: end > now,
                 });

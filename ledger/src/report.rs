@@ -103,8 +103,11 @@ pub struct MonthBill {
     pub month_start: Timestamp,
     /// End of the month (exclusive).
     pub month_end: Timestamp,
-    /// The plan-funded usage of the whole month so far (list price; request units).
+    /// The plan-funded usage of the whole month so far (metered list price; request
+    /// units).
     pub usage: PeriodUsage,
+    /// All plan-funded credits of the month at list price (metered and per request).
+    pub list_price: Credits,
     /// The bill of that usage under the plan in force now.
     pub bill: PeriodBill,
     /// True while the month is not over: the bill so far.

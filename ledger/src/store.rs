@@ -356,13 +356,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the plan funded in `[from, to)`, as the period's usage counts it: the
     /// plan-funded postings' credits without request units (metered), and their request
-    /// units (so one calendar month's sum is that month's `PeriodUsage`).
+    /// units (so one calendar month's sum is that month's `PeriodUsage`); and all their
+    /// credits (the list price).
     async fn plan_usage(
         &self,
         tenant: &TenantId,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<PeriodUsage, LedgerError>;
+    ) -> Result<(PeriodUsage, Credits), LedgerError>;
 
     /// A task's row.
     async fn task(&self, tenant: &TenantId, task: &str) -> Result<Option<TaskRow>, LedgerError>;

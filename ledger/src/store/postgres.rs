@@ -696,18 +696,19 @@ impl Store for PostgresStore {
         tenant: &TenantId,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<PeriodUsage, LedgerError> {
-        let (metered, units): (i64, i64) =
+    ) -> Result<(PeriodUsage, Credits), LedgerError> {
+        let (metered, units, list): (i64, i64, i64) =
             sqlx::query_as(sqlx::AssertSqlSafe(plan_usage_sql(true)))
                 .bind(tenant.as_str())
                 .bind(i(from, "time")?)
                 .bind(i(to, "time")?)
                 .fetch_one(&self.pool)
                 .await?;
-        Ok(PeriodUsage {
+        let usage = PeriodUsage {
             metered: Credits(u(metered, "plan usage")?),
             request_units_milli: u(units, "plan request units")?,
-        })
+        };
+        Ok((usage, Credits(u(list, "plan usage")?)))
     }
 
     async fn task(&self, tenant: &TenantId, task: &str) -> Result<Option<TaskRow>, LedgerError> {

@@ -317,8 +317,8 @@ pub(super) fn statement_sql(pg: bool) -> String {
 }
 
 /// The plan-usage query: `metered` (credits of plan-funded postings without request
-/// units) and `units` (their request units) of a tenant in `[from, to)`. Binds: tenant,
-/// from, to.
+/// units), `units` (their request units) and `list` (all their credits) of a tenant in
+/// `[from, to)`. Binds: tenant, from, to.
 pub(super) fn plan_usage_sql(pg: bool) -> String {
     let (cast, p1, p2, p3) = if pg {
         ("::BIGINT", "$1", "$2", "$3")
@@ -327,7 +327,7 @@ pub(super) fn plan_usage_sql(pg: bool) -> String {
     };
     format!(
         "SELECT COALESCE(SUM(CASE WHEN request_units_milli = 0 THEN amount ELSE 0 END), 0){cast} AS metered, \
-         COALESCE(SUM(request_units_milli), 0){cast} AS units \
+         COALESCE(SUM(request_units_milli), 0){cast} AS units, COALESCE(SUM(amount), 0){cast} AS list \
          FROM postings WHERE tenant = {p1} AND at >= {p2} AND at < {p3} AND funding = 'plan'"
     )
 }
