@@ -10,6 +10,7 @@ mod authority {
     mod ctl;
     mod hardening;
     mod leases;
+    mod pricing_models;
     mod restart;
     mod security;
     mod session;

@@ -14,6 +14,7 @@ mod authority {
     mod ctl;
     mod hardening;
     mod leases;
+    mod pricing_models;
     mod replicas;
     mod restart;
     mod security;

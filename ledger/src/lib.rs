@@ -84,6 +84,7 @@ pub mod policy;
 pub mod rating;
 pub mod report;
 pub mod store;
+pub mod task;
 pub mod usage;
 
 pub use audit::{
@@ -97,6 +98,9 @@ pub use hold::{Funding, Hold, HoldPart, HoldRequest, HoldStatus};
 pub use ids::{BatchKey, GrantId, HoldId, InvalidTenantId, TenantId, WalletId};
 pub use ledger::{Ledger, SweepReport};
 pub use policy::{AlertCondition, AlertRule, Plan, TenantConfig};
-pub use report::{AlertEvent, Balance, Statement, StatementRow};
+pub use report::{AlertEvent, Balance, MonthBill, Statement, StatementRow};
 pub use store::{SqliteStore, Store, StoreTx};
-pub use usage::{BatchOutcome, OverrunAllowance, Posting, TenantPosting, UsageBatch, UsageRecord};
+pub use task::{TaskClosed, TaskOpened, TaskRow, TaskTerms};
+pub use usage::{
+    BatchOutcome, Name, OverrunAllowance, Posting, TenantPosting, UsageBatch, UsageRecord,
+};
