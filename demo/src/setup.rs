@@ -174,6 +174,7 @@ pub async fn tenant(
                     // Per-request usage past the grants is billed (and capped) at list price.
                     overage_request_price_micro: price_book(tenant).request_price_micro,
                     consumption_floor_micro: 0,
+                    ..Plan::default()
                 }),
             },
             token,
