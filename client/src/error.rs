@@ -202,6 +202,9 @@ pub enum TaskLimit {
     MaxCalls,
     /// It was completed.
     Completed,
+    /// The sidecar closed it (idle for long, or its tenant's policy is gone): open it
+    /// again to go on.
+    Closed,
 }
 
 impl std::fmt::Display for TaskLimit {
@@ -210,6 +213,7 @@ impl std::fmt::Display for TaskLimit {
             TaskLimit::Budget => "budget spent",
             TaskLimit::MaxCalls => "max calls reached",
             TaskLimit::Completed => "completed",
+            TaskLimit::Closed => "closed by the sidecar",
         })
     }
 }

@@ -42,6 +42,8 @@ pub fn pod_config(dir: &std::path::Path, pod: &str, authority: &str) -> Config {
         http: "127.0.0.1:0".parse().expect("a literal address"),
         emergency_allowance: 0,
         lanes: 64,
+        tasks: 64,
+        names: 256,
         tick: Duration::from_millis(5),
         liveness_timeout: Duration::from_secs(1),
         // Scheduler work keeps 10 % of each pool for interactive, background 25 %.
