@@ -359,7 +359,11 @@ async fn run() {
         awu += s.work_units;
     }
     // Completion records are not calls: every acknowledged record is a call or an AWU.
-    assert_eq!(counted + awu, total, "every acknowledged record is in the ledger");
+    assert_eq!(
+        counted + awu,
+        total,
+        "every acknowledged record is in the ledger"
+    );
     println!("  check: statements count {counted} calls and {awu} agentic work units");
     for r in servers {
         r.shutdown().await.unwrap();
