@@ -148,7 +148,7 @@ impl Acc {
 pub fn funding_label(f: Funding) -> String {
     match f {
         Funding::Grant(g) => format!("grant#{}", g.0),
-        Funding::Plan => "plan (list price)".to_string(),
+        Funding::Plan => "plan".to_string(),
         Funding::Overrun => "overrun (not billed)".to_string(),
         Funding::Free => "free".to_string(),
     }
@@ -325,7 +325,7 @@ mod tests {
         assert!(w.by_grant.iter().any(|l| l.key == "overrun (not billed)"
             && l.overrun_micro == 1_300_000
             && l.amount_micro == 0));
-        assert!(w.by_grant.iter().any(|l| l.key == "plan (list price)"));
+        assert!(w.by_grant.iter().any(|l| l.key == "plan"));
         assert_eq!(w.by_instance.len(), 2);
     }
 

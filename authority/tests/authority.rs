@@ -4,6 +4,7 @@
 const BACKEND: authority::common::Backend = authority::common::Backend::Sqlite;
 
 mod authority {
+    mod attribution;
     mod audit_tamper;
     pub mod common;
     mod crash;

@@ -9,6 +9,7 @@
 const BACKEND: authority::common::Backend = authority::common::Backend::Postgres;
 
 mod authority {
+    mod attribution;
     pub mod common;
     mod crash;
     mod ctl;

@@ -376,11 +376,27 @@ impl Sidecar {
     /// Sends a signed batch of these records and waits for its acknowledgement, which
     /// must say accepted.
     pub async fn post(&mut self, seq: u64, records: &[RecordInput<'_>]) -> pb::BatchAck {
+        self.post_seeing(seq, records).await.0
+    }
+
+    /// [`Sidecar::post`], also returning the messages that came before the acknowledgement.
+    pub async fn post_seeing(
+        &mut self,
+        seq: u64,
+        records: &[RecordInput<'_>],
+    ) -> (pb::BatchAck, Vec<session_down::Msg>) {
         let b = self.batch_of(seq, records);
         self.send(session_up::Msg::Batch(b)).await;
-        let ack = self.next_ack().await;
-        assert_eq!(ack.status, pb::AckStatus::Accepted as i32, "{ack:?}");
-        ack
+        let mut seen = Vec::new();
+        loop {
+            match self.next().await {
+                session_down::Msg::Ack(ack) => {
+                    assert_eq!(ack.status, pb::AckStatus::Accepted as i32, "{ack:?}");
+                    return (ack, seen);
+                }
+                m => seen.push(m),
+            }
+        }
     }
 
     /// Leases `micro` of the tenant's wallet (one demand; the grant it brings).

@@ -461,17 +461,26 @@ impl StoreTx for SqliteTx {
         &mut self,
         pairs: &[(TenantId, String)],
     ) -> Result<Vec<TaskRow>, LedgerError> {
+        // Per tenant, the primary key's prefix, then its tasks by IN lists.
+        let mut by_tenant: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for (t, task) in pairs {
+            by_tenant.entry(t.as_str()).or_default().push(task.as_str());
+        }
         let mut out = Vec::new();
-        for chunk in pairs.chunks(ROWS_PER_INSERT / 2) {
-            let groups = vec!["(tenant = ? AND task = ?)"; chunk.len()].join(" OR ");
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT * FROM tasks WHERE {groups}"
-            )));
-            for (t, task) in chunk {
-                q = q.bind(t.as_str()).bind(task.as_str());
-            }
-            for row in q.fetch_all(&mut *self.tx).await? {
-                out.push(task_from(&row)?);
+        for (tenant, tasks) in by_tenant {
+            for chunk in tasks.chunks(ROWS_PER_INSERT) {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(in_list(
+                    "SELECT * FROM tasks WHERE tenant = ? AND task IN ",
+                    chunk.len(),
+                    "",
+                )))
+                .bind(tenant);
+                for task in chunk {
+                    q = q.bind(*task);
+                }
+                for row in q.fetch_all(&mut *self.tx).await? {
+                    out.push(task_from(&row)?);
+                }
             }
         }
         Ok(out)

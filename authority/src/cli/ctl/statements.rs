@@ -179,16 +179,22 @@ pub async fn statement(cmd: StatementArgs, a: &mut Admin, out: &mut String) -> a
         ("source", &s.by_grant),
     ] {
         writeln!(out, "\nby {title}:")?;
-        let label = if title == "feature" {
-            |k: &str| {
+        let label = match title {
+            "feature" => |k: &str| {
                 if k.is_empty() {
                     "(none)".to_string()
                 } else {
                     k.to_string()
                 }
-            }
-        } else {
-            str::to_string
+            },
+            "source" => |k: &str| {
+                if k == "plan" {
+                    "plan (list price)".to_string()
+                } else {
+                    k.to_string()
+                }
+            },
+            _ => str::to_string,
         };
         write_lines(out, title, lines, &cur, label, false)?;
     }
