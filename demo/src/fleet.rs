@@ -659,13 +659,19 @@ mod tests {
             ..AgentStats::default()
         };
         snap.insert("support-bot-1".to_string(), (Tier::Interactive, a(3, 1, 2)));
-        snap.insert("support-bot-12".to_string(), (Tier::Interactive, a(4, 2, 1)));
+        snap.insert(
+            "support-bot-12".to_string(),
+            (Tier::Interactive, a(4, 2, 1)),
+        );
         snap.insert("runaway-loop".to_string(), (Tier::Background, a(5, 0, 0)));
         let by = by_agent(&snap);
         assert_eq!(by.len(), 2);
         let s = &by["support-bot"];
         assert_eq!((s.calls, s.tasks_done, s.outcomes, s.spent), (7, 3, 3, 70));
-        assert_eq!(by["runaway-loop"].calls, 5, "a name without an instance number");
+        assert_eq!(
+            by["runaway-loop"].calls, 5,
+            "a name without an instance number"
+        );
     }
 
     #[test]
@@ -673,7 +679,11 @@ mod tests {
         let p = plan(7);
         assert_eq!(p[6].agent, "runaway-loop");
         assert_eq!(p[6].behaviour, Behaviour::Runaway);
-        assert!(p[..6].iter().any(|s| s.agent == "support-bot" && s.outcomes));
+        assert!(
+            p[..6]
+                .iter()
+                .any(|s| s.agent == "support-bot" && s.outcomes)
+        );
         assert!(p[..6].iter().all(|s| s.name.starts_with(s.agent)));
     }
 
