@@ -3,8 +3,8 @@
 Loop mode (default): ``--threads`` threads share one ``tollgate.Gate`` (TOLLGATE_REGION);
 each reserves a call of the test model, "calls the model" (sleeps ``--pause-ms``) and
 commits a usage below the reservation, until the ``--stop`` file exists; denied calls back
-off ``retry_after`` (at most 50 ms). Every commit is journaled (``OUT.journal``: ``+ MOST``
-before, ``= CHARGE`` after, one ``write`` each) so a killed agent's spending is known to
+off ``retry_after`` (at most 50 ms). Every commit is journaled (``OUT.journal``: ``+ THREAD
+MOST`` before, ``= THREAD CHARGE`` after, one ``write`` each) so a killed agent's spending is known to
 within its last call; a clean exit writes ``OUT.report``.
 
 Hold mode (``--hold N``): reserves N calls, writes their total to ``OUT.held`` and waits
@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--pause-ms", type=int, default=1)
     p.add_argument("--hold", type=int, default=0)
     p.add_argument("--task-budget", type=int, default=0)
+    p.add_argument("--go", default="", help="start the loop once this file exists")
     a = p.parse_args()
     out = Path(a.out)
     gate = tollgate.Gate(tenant=TENANT)
@@ -43,6 +44,8 @@ def main() -> None:
         return
     journal = os.open(out.with_suffix(".journal"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     task = gate.open_task("agent-task", budget=a.task_budget) if a.task_budget else None
+    while a.go and not Path(a.go).exists():
+        time.sleep(0.005)
     totals = []
     threads = [
         threading.Thread(target=loop, args=(gate, model, a, Path(a.stop), journal, task, totals))
@@ -70,6 +73,7 @@ def loop(gate, model, a, stop: Path, journal: int, task, totals: list) -> None:
     calls = spent = denied = 0
     limits: dict = {}
     n = 0
+    me = threading.get_ident()
     while not stop.exists():
         n += 1
         inp = 200 + (n * 37) % 300
@@ -87,9 +91,9 @@ def loop(gate, model, a, stop: Path, journal: int, task, totals: list) -> None:
             time.sleep(0.01)
             continue
         time.sleep(a.pause_ms / 1000)
-        os.write(journal, f"+ {hold.amount}\n".encode())
+        os.write(journal, f"+ {me} {hold.amount}\n".encode())
         charge = hold.commit(input_tokens=inp, output_tokens=50 + (n * 13) % 250)
-        os.write(journal, f"= {charge}\n".encode())
+        os.write(journal, f"= {me} {charge}\n".encode())
         calls += 1
         spent += charge
     totals.append((calls, spent, denied, limits))

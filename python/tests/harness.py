@@ -278,12 +278,15 @@ class Agent:
     """A Python agent process (``agent.py``) on ``region``; see its docs for the modes."""
 
     def __init__(self, region: Path, out: Path, stop: Path, *, tier: str = "interactive",
-                 threads: int = 1, pause_ms: int = 1, hold: int = 0, task_budget: int = 0) -> None:
+                 threads: int = 1, pause_ms: int = 1, hold: int = 0, task_budget: int = 0,
+                 go: Optional[Path] = None) -> None:
         self.out = out
         env = dict(os.environ, TOLLGATE_REGION=str(region))
         args = [sys.executable, str(AGENT), "--out", str(out), "--stop", str(stop),
                 "--tier", tier, "--threads", str(threads), "--pause-ms", str(pause_ms),
                 "--hold", str(hold), "--task-budget", str(task_budget)]
+        if go is not None:
+            args += ["--go", str(go)]
         self.proc = Proc(subprocess.Popen(args, env=env), f"agent {out.name}")
 
     def finish(self, timeout: float = 60.0) -> Report:
@@ -321,22 +324,22 @@ def _parse_report(text: str) -> Report:
 
 
 def _read_journal(out: Path) -> Report:
-    """Each journal line is ``+ AMOUNT`` (a commit about to start, its most) or ``= CHARGE``
-    (confirmed); a trailing ``+`` with no ``=`` was cut by the kill."""
+    """Each journal line is ``+ THREAD MOST`` (a commit about to start, at most MOST) or
+    ``= THREAD CHARGE`` (confirmed); a thread's ``+`` with no ``=`` was cut by the kill."""
     r = Report()
-    open_most: Optional[int] = None
+    open_most: Dict[str, int] = {}
     path = out.with_suffix(".journal")
     if path.exists():
         for line in path.read_text().splitlines():
-            if line.startswith("+ "):
-                open_most = int(line[2:])
-            elif line.startswith("= "):
+            kind, thread, amount = line.split()
+            if kind == "+":
+                open_most[thread] = int(amount)
+            else:
                 r.calls += 1
-                r.spent += int(line[2:])
-                open_most = None
-    if open_most is not None:
-        r.pending += open_most
-        r.pending_calls += 1
+                r.spent += int(amount)
+                open_most.pop(thread, None)
+    r.pending = sum(open_most.values())
+    r.pending_calls = len(open_most)
     return r
 
 
