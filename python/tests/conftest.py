@@ -11,14 +11,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import harness  # noqa: E402
-from harness import CREDIT, Authority, Proc, Sidecar  # noqa: E402
+from harness import CREDIT, Authority, Proc, Sidecar, Upstream  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not harness.BIN.exists():
-        raise pytest.UsageError(
-            f"{harness.BIN} is missing: run `cargo build --bin tollgate` (python/tests/run.sh does)"
-        )
+    for b in (harness.BIN, harness.UPSTREAM_BIN):
+        if not b.exists():
+            raise pytest.UsageError(
+                f"{b} is missing: run `cargo build --bin tollgate --bin llm-upstream` (run.sh does)"
+            )
 
 
 @pytest.fixture
@@ -75,3 +76,11 @@ def _no_region_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests name their region; an inherited TOLLGATE_REGION must not leak in."""
     monkeypatch.delenv("TOLLGATE_REGION", raising=False)
     monkeypatch.delenv("TOLLGATE_AGENT", raising=False)
+
+
+@pytest.fixture
+def upstream(tmp_path: Path, procs: List[Proc]) -> Upstream:
+    """A local server speaking the OpenAI and Anthropic wire formats."""
+    up = Upstream(tmp_path)
+    procs.append(up.proc)
+    return up

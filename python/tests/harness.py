@@ -370,3 +370,31 @@ def wait_until(cond, timeout: float, what: str, every: float = 0.05):
             return v
         assert time.monotonic() < end, f"timed out after {timeout} s waiting for {what}"
         time.sleep(every)
+
+
+UPSTREAM_BIN = Path(os.environ.get("LLM_UPSTREAM_BIN", str(ROOT / "target" / "debug" / "llm-upstream")))
+
+
+class Upstream:
+    """``llm-upstream``: a local server speaking the OpenAI and Anthropic wire formats
+    (streams and usage chunks included), for the real SDKs to talk to."""
+
+    def __init__(self, dir: Path) -> None:
+        port_file = dir / "upstream.port"
+        popen = subprocess.Popen([UPSTREAM_BIN, "--port-file", port_file],
+                                 stdout=subprocess.DEVNULL, stderr=None if VERBOSE else subprocess.DEVNULL)
+        self.proc = Proc(popen, "llm-upstream")
+        port = wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 30,
+                          "llm-upstream to listen")
+        self.url = f"http://127.0.0.1:{port}"
+
+    def requests(self) -> list:
+        import json
+
+        with urllib.request.urlopen(f"{self.url}/_upstream/requests", timeout=5) as r:
+            return json.loads(r.read())
+
+
+def sdk_charge(input_tokens: int, output_tokens: int) -> int:
+    """What the price book charges the SDK models: 0.15 / 0.60 credits per million tokens."""
+    return -(-(input_tokens * 150_000 + output_tokens * 600_000) // 1_000_000)

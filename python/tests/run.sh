@@ -2,7 +2,8 @@
 # The Python suite: builds the `tollgate` wheel through its PEP 517 backend (maturin, the
 # path `pip install ./python` takes, with the dev profile to reuse the workspace's debug
 # build), installs it into a cached venv (.cache/venvs/python, pinned requirements), builds
-# the `tollgate` binary the tests start as authority and sidecars, and runs pytest.
+# the `tollgate` binary the tests start as authority and sidecars and `llm-upstream` (the
+# OpenAI and Anthropic wire formats the real SDKs talk to), and runs pytest.
 # Without python3 it prints `SKIPPED: python`, unless TOLLGATE_TEST_REQUIRE_SERVICES=1 (CI),
 # where that is a failure.
 set -euo pipefail
@@ -23,8 +24,9 @@ venv=$(bash .ci/venv.sh python python/tests/requirements.txt) || {
   exit 1
 }
 
-echo "[python] cargo build --bin tollgate" >&2
+echo "[python] cargo build --bin tollgate --bin llm-upstream" >&2
 cargo build --quiet --bin tollgate
+cargo build --quiet -p llm-upstream --bin llm-upstream
 
 # The PEP 517 backend runs the `maturin` executable: the venv's.
 export PATH="$venv/bin:$PATH"
