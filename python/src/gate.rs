@@ -10,7 +10,7 @@
 //! again (see [`crate::fork`]); names resolved by the parent stay valid (same region).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -21,42 +21,12 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyType};
 use tollgate_client::{REGION_ENV, ReserveError, TenantId};
 
+use crate::attachment::Core;
 use crate::errors;
 use crate::fork;
 use crate::handles::{Model, Task, Tenant};
 use crate::hold::{self, Hold, HoldCell, Knobs, Owners};
 use crate::names;
-
-/// One attachment to the region, in one process.
-pub struct Core {
-    gate: Arc<tollgate_client::Gate>,
-    generation: u64,
-}
-
-impl Core {
-    fn attach(py: Python<'_>, path: &Path) -> PyResult<Core> {
-        let gate = tollgate_client::Gate::attach(path)
-            .map_err(|e| errors::attach(py, &e, &path.display().to_string()))?;
-        Ok(Core {
-            gate: Arc::new(gate),
-            generation: fork::generation(),
-        })
-    }
-
-    pub(crate) fn gate(&self) -> &tollgate_client::Gate {
-        &self.gate
-    }
-}
-
-impl Drop for Core {
-    fn drop(&mut self) {
-        if self.generation != fork::generation() {
-            // A fork child's copy of its parent's gate: dropping it would hand the
-            // parent's lanes back to the sidecar. One reference leaked keeps it alive.
-            std::mem::forget(Arc::clone(&self.gate));
-        }
-    }
-}
 
 static NEXT_GATE: AtomicU64 = AtomicU64::new(1);
 

@@ -17,9 +17,9 @@ use self_cell::self_cell;
 use tollgate_client::{Call, Reservation, ReserveError, TenantId};
 use tollgate_core::{Credits, Initiator, Tier, Usage};
 
+use crate::attachment::Core;
 use crate::errors;
 use crate::fork;
-use crate::gate::Core;
 use crate::handles::TaskShared;
 
 /// What a reservation borrows, owned.

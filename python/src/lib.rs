@@ -18,13 +18,15 @@
 //!   never blocked (`tollgate/_aio.py`).
 //! - Money crosses the boundary as integers of micro-credits.
 //!
-//! Modules: [`gate`] (the `Gate` class, call resolution), [`hold`] (the `Hold` class),
+//! Modules: [`gate`] (the `Gate` class, call resolution), [`attachment`] (one process's
+//! attachment to the region), [`hold`] (the `Hold` class),
 //! [`handles`] (`Tenant`, `Model`, `Task`), [`errors`] (Rust errors to the typed Python
 //! exceptions of `tollgate/errors.py`), [`names`] (tiers, initiators, limits as words),
 //! [`fork`], [`audit`] (a region's balance, for tests and diagnostics).
 
 use pyo3::prelude::*;
 
+pub mod attachment;
 pub mod audit;
 pub mod errors;
 pub mod fork;
