@@ -30,6 +30,7 @@ fn region(path: &std::path::Path) -> Region {
             slots_per_lane: 8,
             ring_capacity: 4096,
             price_book_bytes: 1024,
+            ..RegionConfig::default()
         },
     )
     .expect("create region");

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tollgate_client::{
-    AttachError, Call, CommitError, CreateError, Gate, MAX_LANE_CREDITS, Model, PoolSpec, Region,
-    RegionConfig, ReserveError, SidecarError, Task, TenantId, TenantSpec, UsageRecord,
+    AttachError, Call, CommitError, CreateError, Gate, LocalTask, MAX_LANE_CREDITS, Model,
+    PoolSpec, Region, RegionConfig, ReserveError, SidecarError, TenantId, TenantSpec, UsageRecord,
 };
 use tollgate_core::rating::{ModelPrice, PriceBook, PriceBookError, PriceBookSpec, Pricing};
 use tollgate_core::{Credits, Horizon, LimitKind, Tier, Usage};
@@ -112,6 +112,7 @@ impl Sidecar {
                 slots_per_lane: 8,
                 ring_capacity: RING,
                 price_book_bytes: 4096,
+                ..RegionConfig::default()
             },
         )?;
         let limits = [
@@ -208,7 +209,7 @@ impl Drop for Sidecar {
 }
 
 /// An agent process's handle: an attached gate and the tenant and model resolved once.
-/// Each agent thread opens its own [`Task`] (a task is one agent loop's budget).
+/// Each agent thread opens its own [`LocalTask`] (a task is one agent loop's budget).
 pub struct Agent {
     gate: Gate,
     tenant: TenantId,
@@ -237,35 +238,35 @@ impl Agent {
     }
 
     /// A task whose budget never runs out during a bench.
-    pub fn open_task(&self) -> Task {
-        self.gate.open_task(Credits(u64::MAX / 4))
+    pub fn open_task(&self) -> LocalTask {
+        LocalTask::new(Credits(u64::MAX / 4))
     }
 
     /// The call: model-rated, 4 limits (through the lane), the task, the interactive tier.
     #[inline]
-    pub fn call<'a>(&'a self, task: &'a Task) -> Call<'a> {
+    pub fn call<'a>(&'a self, task: &'a LocalTask) -> Call<'a> {
         Call::model(&self.model)
             .tenant(self.tenant)
             .input_tokens(INPUT_TOKENS)
             .max_output_tokens(MAX_OUTPUT_TOKENS)
             .tier(Tier::Interactive)
-            .task(task)
+            .local_task(task)
     }
 
     /// Reserve, then commit the actual usage: what the bench times.
     #[inline]
-    pub fn reserve_commit(&self, task: &Task) -> Result<Credits, BenchError> {
+    pub fn reserve_commit(&self, task: &LocalTask) -> Result<Credits, BenchError> {
         let hold = self.gate.reserve(&self.call(task))?;
         Ok(hold.commit(USAGE)?)
     }
 
     /// The same with a pre-rated call (no price-book rating on the hot path).
     #[inline]
-    pub fn reserve_commit_fixed(&self, task: &Task) -> Result<Credits, BenchError> {
+    pub fn reserve_commit_fixed(&self, task: &LocalTask) -> Result<Credits, BenchError> {
         let call = Call::fixed(Credits(2_800))
             .tenant(self.tenant)
             .tier(Tier::Interactive)
-            .task(task);
+            .local_task(task);
         let hold = self.gate.reserve(&call)?;
         Ok(hold.commit_credits(Credits(1_802))?)
     }
@@ -274,7 +275,7 @@ impl Agent {
     /// dry and asks the sidecar; `serve` is called between attempts (the sidecar's turn).
     pub fn prime(
         &self,
-        task: &Task,
+        task: &LocalTask,
         mut serve: impl FnMut() -> Result<(), BenchError>,
     ) -> Result<(), BenchError> {
         for _ in 0..1_000 {

@@ -4,7 +4,7 @@
 
 use tollgate_core::Tier;
 
-use crate::codes::{LaneKey, decode_limit, unpack_pools};
+use crate::codes::{LaneKey, decode_limit, pack_lane_pools, unpack_lane_pools, unpack_pools};
 use crate::error::SidecarError;
 use crate::journal::Entry;
 use crate::lane::{CREDIT_MASK, MAX_LANE_CREDITS, STAG_SHIFT, View, credits, stag};
@@ -37,10 +37,32 @@ impl View<'_> {
     /// The pools lane `lane` is carved from: fixed at its first top-up (`L_POOLS`), so a
     /// configuration change cannot mis-attribute credits already carved.
     pub(crate) fn lane_pools(&self, lane: usize) -> Result<Vec<usize>, SidecarError> {
-        let w = self.lw(lane, L_POOLS).load(ACQ);
-        unpack_pools(if w == 0 { u64::MAX } else { w })
-            .map(|p| self.pool_index(p))
-            .collect()
+        if self.lw(lane, L_POOLS).load(ACQ) == 0 {
+            return Ok(Vec::new());
+        }
+        let mut w = [0u64; POOL_LIST_WORDS];
+        for (i, x) in w.iter_mut().enumerate() {
+            *x = self.lw(lane, L_POOLS + i).load(ACQ);
+        }
+        unpack_lane_pools(w).map(|p| self.pool_index(p)).collect()
+    }
+
+    /// Fixes the pools `lane` will be carved from (before its first top-up; not journaled:
+    /// nothing is carved yet). The first word is stored last: a nonzero `L_POOLS` means the
+    /// whole list is there.
+    pub(crate) fn fix_lane_pools(&self, lane: usize, pools: &[usize]) -> Result<(), SidecarError> {
+        for p in pools {
+            self.pool_index(*p)?;
+        }
+        let w = pack_lane_pools(pools).ok_or_else(|| {
+            SidecarError::Config(format!(
+                "a lane is carved from at most {MAX_POOLS_PER_LANE} distinct pools"
+            ))
+        })?;
+        for i in (0..POOL_LIST_WORDS).rev() {
+            self.lw(lane, L_POOLS + i).store(w[i], crate::sync::REL);
+        }
+        Ok(())
     }
 
     /// The pools a lane of this key would be carved from, per the tenant's configuration.
@@ -93,9 +115,8 @@ impl View<'_> {
             return Err(SidecarError::LaneNotInUse(lane));
         };
         if self.lw(lane, L_POOLS).load(ACQ) == 0 {
-            let class = self.class_pools(key)?;
-            // Not journaled: no credit has been carved for this lane yet.
-            self.lw(lane, L_POOLS).store(class, crate::sync::REL);
+            let class: Vec<usize> = unpack_pools(self.class_pools(key)?).collect();
+            self.fix_lane_pools(lane, &class)?;
         }
         let pools = self.lane_pools(lane)?;
         if self.lane_outstanding(lane).saturating_add(amount) > MAX_LANE_CREDITS {

@@ -58,6 +58,14 @@ pub enum AttachError {
         /// What failed.
         source: std::io::Error,
     },
+    /// The agent name (`GateOptions::agent` or `TOLLGATE_AGENT`) cannot be used.
+    #[error("cannot use the agent name {name:?}: {why}")]
+    AgentName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The file could not be opened or mapped.
     #[error("cannot open or map the region: {0}")]
     Io(#[from] std::io::Error),
@@ -114,12 +122,17 @@ pub enum ReserveError {
     /// A limit is out of budget; see [`Denial`] for which and when to retry.
     #[error("{0}")]
     Denied(Denial),
-    /// The call's task has spent its budget: stop the task (the tenant is fine).
-    #[error("task budget exhausted: {needed} needed, {remaining} left; stop or re-budget the task")]
+    /// The call's task is out: its budget is spent, it made its `max_calls` calls, or it
+    /// was completed. Stop the task (the tenant is fine).
+    #[error("task {task:?} is out ({why}): {needed} needed, {remaining} left; stop the task")]
     TaskExhausted {
+        /// The task id ("" for a [`crate::LocalTask`]).
+        task: String,
+        /// Which of the task's limits refused.
+        why: TaskLimit,
         /// What the call needed.
         needed: Credits,
-        /// What the task has left.
+        /// What the task has left in this pod.
         remaining: Credits,
     },
     /// The lane is dry and the call asked not to wait ([`crate::Call::wait`]): the
@@ -156,6 +169,53 @@ pub enum ReserveError {
     /// folder, so it cannot claim a lane.
     #[error("cannot register this process with the sidecar: {0}")]
     Liveness(String),
+    /// An agent or feature name, or a task id, cannot be used.
+    #[error("invalid name {name:?}: {why}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The region's name table is full (every distinct agent and feature name takes an
+    /// entry for the region's life).
+    #[error(
+        "the region's name table is full ({capacity} names): use fewer distinct agent and feature names, or raise the sidecar's --names"
+    )]
+    NameTableFull {
+        /// Names the table holds.
+        capacity: usize,
+    },
+    /// The region's task table is full (tasks open at once in the pod).
+    #[error(
+        "the region's task table is full ({capacity} open tasks): complete tasks, or raise the sidecar's --tasks"
+    )]
+    TaskTableFull {
+        /// Tasks the table holds.
+        capacity: usize,
+    },
+}
+
+/// Which limit of a named task refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TaskLimit {
+    /// Its budget is spent.
+    Budget,
+    /// It made its `max_calls` calls.
+    MaxCalls,
+    /// It was completed.
+    Completed,
+}
+
+impl std::fmt::Display for TaskLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TaskLimit::Budget => "budget spent",
+            TaskLimit::MaxCalls => "max calls reached",
+            TaskLimit::Completed => "completed",
+        })
+    }
 }
 
 /// Why `Reservation::commit` failed.

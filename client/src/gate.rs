@@ -23,27 +23,96 @@ use tollgate_core::{
     Credits, Initiator, LimitKind, ModelRef, PriceBook, RatingError, RatingInput, Tier, Usage,
 };
 
-use crate::codes::{LaneKey, decode_limit};
-use crate::error::{AttachError, CommitError, Denial, ReserveError};
+use crate::codes::{LaneKey, TaskRef, decode_limit, done_mark, pack_names};
+use crate::error::{AttachError, CommitError, Denial, ReserveError, TaskLimit};
 use crate::holder;
 use crate::lane::{
-    MAX_LANE_CREDITS, META_NO_MODEL, Owner, ReserveFail, View, credits, pack_tokens,
+    MAX_LANE_CREDITS, META_NO_MODEL, META_WORK_UNIT, Owner, Request, ReserveFail, View, credits,
+    pack_outcomes, pack_tokens,
 };
 use crate::layout::*;
 use crate::mapping::Mem;
+use crate::names::NameError;
 use crate::region::{find_tenant, open_and_validate};
 use crate::sync::{ACQ, ACQ_REL, AtomicU64, REL, RELAXED, next_id, spin_hint, word};
+use crate::tasks::TaskTerms;
 
 /// Environment variable agents find the region path in.
 pub const REGION_ENV: &str = "TOLLGATE_REGION";
+/// Environment variable naming the agent (when [`GateOptions::agent`] does not).
+pub const AGENT_ENV: &str = "TOLLGATE_AGENT";
+
+/// How a process attaches: its agent name (set once per process; a call may name
+/// another with [`Call::agent`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GateOptions {
+    agent: Option<String>,
+}
+
+impl GateOptions {
+    /// Defaults: the agent is named by `TOLLGATE_AGENT`, else unnamed.
+    pub fn new() -> GateOptions {
+        GateOptions::default()
+    }
+
+    /// The agent's name (at most 64 bytes), e.g. `"support-bot"`; overrides
+    /// `TOLLGATE_AGENT`.
+    pub fn agent(mut self, name: impl Into<String>) -> GateOptions {
+        self.agent = Some(name.into());
+        self
+    }
+
+    /// The name this process's calls are made as: the option, else `env` (the value of
+    /// `TOLLGATE_AGENT`), else "" (unnamed).
+    pub(crate) fn resolve_agent(&self, env: Option<String>) -> String {
+        self.agent.clone().or(env).unwrap_or_default()
+    }
+}
 
 /// Retry hint used when the sidecar has not recorded one (milliseconds).
 const DEFAULT_RETRY_MS: u64 = 10;
 /// Bounds on the slow path whatever the region says (its words are not trusted).
 const MAX_SPIN_ITERS: u64 = 100_000;
 const MAX_WAIT: Duration = Duration::from_millis(10);
-/// Bound on a retry hint read from the region (one minute).
+/// Bound on a refill hint read from the region (one minute).
 const MAX_RETRY_MS: u64 = 60_000;
+/// Bound on a deadline read from the region: a monthly window rolls within 31 days.
+const MAX_DEADLINE_MS: u64 = 32 * 86_400_000;
+/// Widest jitter band of a deadline hint (milliseconds).
+const MAX_DEADLINE_SPREAD_MS: u64 = 5_000;
+
+/// What a denial's retry hint is measured from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hint {
+    /// A refill may come any moment (a lease in flight): retry after about this long.
+    Refill(u64),
+    /// Nothing can be refilled before this much time has passed (a window rolls, a month
+    /// resets, a refusal ends).
+    Until(u64),
+}
+
+/// The retry delay (ms) of a denial of a call of `tier`, with `rand` a random word.
+///
+/// Lower tiers wait longer and spread wider, so a crowd of agents does not retry in step
+/// and interactive work gets the first chance. A refill hint `h` gives tier `t` (0 =
+/// interactive) a delay in `[h·2^t, h·2^t·(1 + (t+1)/2)]`. A deadline `d` is kept as is
+/// (a spent monthly quota says when the month resets): tier `t` retries in
+/// `[d + t·s, d + (t+1)·s]` with `s = clamp(d/20, 1 ms, 5 s)`, so the tiers' bands follow
+/// one another and none retries before the deadline.
+pub(crate) fn retry_delay(hint: Hint, tier: Tier, rand: u64) -> u64 {
+    let t = tier.as_index() as u64;
+    match hint {
+        Hint::Refill(ms) => {
+            let base = ms.clamp(1, MAX_RETRY_MS) << t;
+            base + rand % (base / 2 * (t + 1) + 1)
+        }
+        Hint::Until(ms) => {
+            let d = ms.clamp(1, MAX_DEADLINE_MS);
+            let spread = (d / 20).clamp(1, MAX_DEADLINE_SPREAD_MS);
+            d + t * spread + rand % (spread + 1)
+        }
+    }
+}
 
 /// An agent process's handle on the region. Cheap to share (`&Gate` is `Sync`); one per
 /// process is typical.
@@ -65,8 +134,12 @@ pub(crate) struct GateInner {
     /// The region's holders folder (see [`crate::holder`]): this process's lock file lives
     /// there, and each claim names it.
     holders: PathBuf,
-    /// Lanes given up by exited threads, for reuse by new threads: `(class, lane)`.
-    spare: Mutex<Vec<(usize, usize)>>,
+    /// Lanes given up by exited threads, for reuse by new threads: `(key word, lane)`.
+    spare: Mutex<Vec<(u64, usize)>>,
+    /// The agent name this process's calls are made as unless a call names another: its
+    /// id in the region's name table, and the name.
+    agent: u16,
+    agent_name: String,
     /// The last price book parsed (shared by threads, so each parses it once per change).
     book: Mutex<Option<(u64, Arc<PriceBook>)>>,
     /// Per lane of the region: the owner thread's state of the lanes this process's threads
@@ -183,6 +256,28 @@ impl GateInner {
         }
     }
 
+    /// This process's liveness holder (registered on first use, again after a fork).
+    fn holder(&self) -> Result<holder::HolderId, ReserveError> {
+        holder::holder_for(&self.holders)
+            .map_err(|e| ReserveError::Liveness(format!("{}: {e}", self.holders.display())))
+    }
+
+    /// Interns `name` in the region's name table.
+    fn intern(&self, name: &str) -> Result<u16, ReserveError> {
+        let me = self.holder()?;
+        self.view()
+            .intern(name.as_bytes(), me)
+            .map_err(|e| match e {
+                NameError::TooLong => ReserveError::InvalidName {
+                    name: name.to_owned(),
+                    why: format!("longer than {MAX_NAME} bytes"),
+                },
+                NameError::Full => ReserveError::NameTableFull {
+                    capacity: self.layout.names - 1,
+                },
+            })
+    }
+
     /// The price book for sequence `seq` (parsed once per change, shared), with the
     /// sequence it was read at (later than `seq` if the sidecar published meanwhile).
     fn load_book(&self, seq: u64) -> Result<(u64, Arc<PriceBook>), ReserveError> {
@@ -265,19 +360,45 @@ impl Model {
     }
 }
 
-/// A per-task budget: reservations made with `.task(&task)` debit it too, and are refused
-/// with [`ReserveError::TaskExhausted`] once it is spent (the task is out, not the tenant).
-/// Lives in this process (a task does not outlive its process).
+/// An agent name, resolved once with [`Gate::agent`]: a call made
+/// `.agent(name)` is attributed to it (and limited by its quotas) instead of the process's
+/// own name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct AgentName(u16);
+
+impl AgentName {
+    /// The name's id in the region's name table (0: unnamed).
+    pub fn id(self) -> u16 {
+        self.0
+    }
+}
+
+/// A feature name (what the call is for, e.g. `"summarize"`), resolved once with
+/// [`Gate::feature`]: statements break spend down by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Feature(u16);
+
+impl Feature {
+    /// The name's id in the region's name table (0: none).
+    pub fn id(self) -> u16 {
+        self.0
+    }
+}
+
+/// A process-local budget: reservations made with `.local_task(&task)` debit it too, and
+/// are refused with [`ReserveError::TaskExhausted`] once it is spent. It lives in this
+/// process only and is not reported; a budget shared by processes and pods, reported on
+/// the statement, is a named [`Task`] ([`Gate::open_task`]).
 #[derive(Debug)]
-pub struct Task {
+pub struct LocalTask {
     budget: u64,
     remaining: AtomicU64,
 }
 
-impl Task {
+impl LocalTask {
     /// A task with `budget`.
-    pub fn new(budget: Credits) -> Task {
-        Task {
+    pub fn new(budget: Credits) -> LocalTask {
+        LocalTask {
             budget: budget.0,
             remaining: word(budget.0),
         }
@@ -295,19 +416,7 @@ impl Task {
 
     #[inline]
     fn debit(&self, amount: u64) -> Result<(), u64> {
-        let mut cur = self.remaining.load(RELAXED);
-        loop {
-            if cur < amount {
-                return Err(cur);
-            }
-            match self
-                .remaining
-                .compare_exchange_weak(cur, cur - amount, ACQ_REL, RELAXED)
-            {
-                Ok(_) => return Ok(()),
-                Err(now) => cur = now,
-            }
-        }
+        debit_word(&self.remaining, amount)
     }
 
     #[inline]
@@ -319,19 +428,195 @@ impl Task {
 
     /// Takes up to `amount` (an overrun); never below zero.
     fn debit_saturating(&self, amount: u64) {
-        if amount == 0 {
-            return;
+        debit_saturating_word(&self.remaining, amount);
+    }
+}
+
+#[inline]
+fn debit_word(w: &AtomicU64, amount: u64) -> Result<(), u64> {
+    let mut cur = w.load(RELAXED);
+    loop {
+        if cur < amount {
+            return Err(cur);
         }
-        let mut cur = self.remaining.load(RELAXED);
-        loop {
-            let new = cur.saturating_sub(amount);
-            match self
-                .remaining
-                .compare_exchange_weak(cur, new, ACQ_REL, RELAXED)
-            {
-                Ok(_) => return,
-                Err(now) => cur = now,
+        match w.compare_exchange_weak(cur, cur - amount, ACQ_REL, RELAXED) {
+            Ok(_) => return Ok(()),
+            Err(now) => cur = now,
+        }
+    }
+}
+
+fn debit_saturating_word(w: &AtomicU64, amount: u64) {
+    if amount == 0 {
+        return;
+    }
+    let mut cur = w.load(RELAXED);
+    loop {
+        let new = cur.saturating_sub(amount);
+        match w.compare_exchange_weak(cur, new, ACQ_REL, RELAXED) {
+            Ok(_) => return,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+/// What a named task is opened with: its id (shared by every process and pod of the
+/// tenant that opens the same id), tenant, budget and most calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSpec {
+    id: String,
+    tenant: TenantId,
+    budget: Credits,
+    max_calls: u32,
+    agent: Option<AgentName>,
+}
+
+impl TaskSpec {
+    /// A task named `id` (1 to 128 bytes), for the region's first tenant, with no budget
+    /// and no limit on calls until set.
+    pub fn new(id: impl Into<String>) -> TaskSpec {
+        TaskSpec {
+            id: id.into(),
+            tenant: TenantId(0),
+            budget: Credits::ZERO,
+            max_calls: 0,
+            agent: None,
+        }
+    }
+    /// The tenant whose task it is.
+    pub fn tenant(mut self, tenant: TenantId) -> TaskSpec {
+        self.tenant = tenant;
+        self
+    }
+    /// The task's whole budget (every process and pod working on it share it).
+    pub fn budget(mut self, budget: Credits) -> TaskSpec {
+        self.budget = budget;
+        self
+    }
+    /// Most calls the task may make in all (0: no limit).
+    pub fn max_calls(mut self, n: u32) -> TaskSpec {
+        self.max_calls = n;
+        self
+    }
+    /// The agent its completion ([`Task::complete`], one work unit) is credited to
+    /// (default: the process's agent name).
+    pub fn agent(mut self, agent: AgentName) -> TaskSpec {
+        self.agent = Some(agent);
+        self
+    }
+    /// The task id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A named task, opened with [`Gate::open_task`]: a budget and a call limit shared by
+/// every process of the pod (and every pod) working on the same id, registered with the
+/// sidecar and leased from the authority like any limit. Reservations made with
+/// `.task(&task)` spend it; past it they are refused with [`ReserveError::TaskExhausted`],
+/// which names the task, so the runtime can stop a runaway loop. [`Task::complete`]
+/// records one Agentic Work Unit and refuses later reservations.
+#[derive(Debug)]
+pub struct Task {
+    gate: Arc<GateInner>,
+    id: String,
+    r: TaskRef,
+    tenant: TenantId,
+    agent: u16,
+    budget: u64,
+    max_calls: u32,
+    remaining: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl Task {
+    /// The task id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Its place in the region's task table (what records and lane keys carry).
+    pub fn task_ref(&self) -> TaskRef {
+        self.r
+    }
+
+    /// The budget it was opened with.
+    pub fn budget(&self) -> Credits {
+        Credits(self.budget)
+    }
+
+    /// Most calls it may make (0: no limit).
+    pub fn max_calls(&self) -> u32 {
+        self.max_calls
+    }
+
+    /// What is left of it in this pod, as far as this process knows (reservations in
+    /// flight count as spent until committed).
+    pub fn remaining(&self) -> Credits {
+        Credits(self.remaining.load(ACQ))
+    }
+
+    /// Whether it was completed (by any process of the pod).
+    pub fn is_completed(&self) -> bool {
+        self.gate.view().task_done(self.r) != 0
+    }
+
+    /// Completes the task: one Agentic Work Unit, credited to its agent, goes to the
+    /// statement, and later reservations on the task are refused. Exactly one completion
+    /// per task counts: completing a task already completed (by this or another process
+    /// of the pod) is refused with [`TaskLimit::Completed`].
+    pub fn complete(&self) -> Result<(), ReserveError> {
+        let call = Call {
+            agent: Some(AgentName(self.agent)),
+            work_unit: true,
+            ..Call::fixed(Credits::ZERO).tenant(self.tenant).task(self)
+        };
+        let mut hold = reserve_on(&self.gate, &call)?;
+        let mark = done_mark(hold.lane, hold.generation, hold.slot);
+        if !self.gate.view().mark_task_done(self.r, mark) {
+            hold.cancel();
+            return Err(self.exhausted(TaskLimit::Completed, 0));
+        }
+        // A zero-credit commit: its record is the work unit. Were it refused (the lane
+        // reclaimed under this process), reclaim has written the record, seeing the mark.
+        let _ = hold.finish(Settle::Work);
+        Ok(())
+    }
+
+    fn exhausted(&self, why: TaskLimit, needed: u64) -> ReserveError {
+        ReserveError::TaskExhausted {
+            task: self.id.clone(),
+            why,
+            needed: Credits(needed),
+            remaining: self.remaining(),
+        }
+    }
+
+    /// Takes `amount` and one call for a reservation.
+    #[inline]
+    fn debit(&self, view: &View<'_>, amount: u64) -> Result<(), ReserveError> {
+        if view.task_done(self.r) != 0 {
+            return Err(self.exhausted(TaskLimit::Completed, amount));
+        }
+        if self.max_calls > 0 && self.calls.fetch_add(1, ACQ_REL) >= u64::from(self.max_calls) {
+            self.calls.fetch_sub(1, ACQ_REL);
+            return Err(self.exhausted(TaskLimit::MaxCalls, amount));
+        }
+        debit_word(&self.remaining, amount).map_err(|_| {
+            if self.max_calls > 0 {
+                self.calls.fetch_sub(1, ACQ_REL);
             }
+            self.exhausted(TaskLimit::Budget, amount)
+        })
+    }
+
+    /// Undoes [`Task::debit`] (the lane refused).
+    fn refund(&self, amount: u64) {
+        if amount > 0 {
+            self.remaining.fetch_add(amount, ACQ_REL);
+        }
+        if self.max_calls > 0 {
+            self.calls.fetch_sub(1, ACQ_REL);
         }
     }
 }
@@ -342,7 +627,8 @@ enum Price<'a> {
     Fixed(Credits),
 }
 
-/// One call to reserve for: what it may cost, whose it is, and its priority.
+/// One call to reserve for: what it may cost, whose it is (tenant, agent, feature, task),
+/// and its priority.
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
     price: Price<'a>,
@@ -351,8 +637,15 @@ pub struct Call<'a> {
     initiator: Initiator,
     input_tokens: u64,
     max_output_tokens: Option<u64>,
+    agent: Option<AgentName>,
+    feature: Feature,
     task: Option<&'a Task>,
     wait: bool,
+    local_task: Option<&'a LocalTask>,
+    /// Outcomes the call is for ([`Gate::report_outcomes`]): rated by them, no tokens.
+    outcomes: u32,
+    /// The zero-credit reservation that records a task's completion.
+    work_unit: bool,
 }
 
 impl<'a> Call<'a> {
@@ -361,34 +654,27 @@ impl<'a> Call<'a> {
     pub fn model(model: &'a Model) -> Call<'a> {
         Call {
             price: Price::Model(model),
-            tenant: TenantId(0),
-            tier: Tier::Interactive,
-            initiator: Initiator::Human,
-            input_tokens: 0,
-            max_output_tokens: None,
-            task: None,
-            wait: true,
+            ..Call::fixed(Credits::ZERO)
         }
     }
 
-    /// A call whose maximum cost is already known (pre-rated, or priced per outcome).
+    /// A call whose maximum cost is already known (pre-rated): its records say the cost
+    /// was stated in credits, which the authority charges as stated.
     pub fn fixed(max_cost: Credits) -> Call<'a> {
         Call {
             price: Price::Fixed(max_cost),
-            ..Call::model_placeholder()
-        }
-    }
-
-    fn model_placeholder() -> Call<'a> {
-        Call {
-            price: Price::Fixed(Credits::ZERO),
             tenant: TenantId(0),
             tier: Tier::Interactive,
             initiator: Initiator::Human,
             input_tokens: 0,
             max_output_tokens: None,
+            agent: None,
+            feature: Feature(0),
             task: None,
             wait: true,
+            local_task: None,
+            outcomes: 0,
+            work_unit: false,
         }
     }
 
@@ -417,7 +703,18 @@ impl<'a> Call<'a> {
         self.initiator = initiator;
         self
     }
-    /// The task whose budget the call also spends.
+    /// The agent the call is made as (default: the process's agent name, see
+    /// [`GateOptions::agent`]); its quotas apply.
+    pub fn agent(mut self, agent: AgentName) -> Self {
+        self.agent = Some(agent);
+        self
+    }
+    /// The feature the call is for.
+    pub fn feature(mut self, feature: Feature) -> Self {
+        self.feature = feature;
+        self
+    }
+    /// The named task whose budget the call also spends.
     pub fn task(mut self, task: &'a Task) -> Self {
         self.task = Some(task);
         self
@@ -429,6 +726,11 @@ impl<'a> Call<'a> {
     /// can do the waiting reserve elsewhere.
     pub fn wait(mut self, wait: bool) -> Self {
         self.wait = wait;
+        self
+    }
+    /// A process-local budget the call also spends (see [`LocalTask`]).
+    pub fn local_task(mut self, task: &'a LocalTask) -> Self {
+        self.local_task = Some(task);
         self
     }
 
@@ -452,6 +754,7 @@ pub struct Reservation<'a> {
     model: Option<&'a Model>,
     initiator: Initiator,
     task: Option<&'a Task>,
+    local_task: Option<&'a LocalTask>,
     done: bool,
 }
 
@@ -467,8 +770,11 @@ struct GateLocal {
     gate: Arc<GateInner>,
     /// This thread's token ([`thread_token`]).
     token: u64,
-    /// This thread's lane per class; the owner state is in `gate.owned[lane]`.
+    /// This thread's lane per class for calls made as the process's agent on no task (the
+    /// common case: one index); the owner state is in `gate.owned[lane]`.
     owners: Vec<Option<usize>>,
+    /// This thread's other lanes (another agent name, a task): `(key word, lane)`.
+    extra: Vec<(u64, usize)>,
     book_seq: u64,
     book: Option<Arc<PriceBook>>,
     rng: u64,
@@ -548,6 +854,7 @@ impl Local {
                     gate: inner.clone(),
                     token: self.token,
                     owners: Vec::new(),
+                    extra: Vec::new(),
                     book_seq: 0,
                     book: None,
                     rng: self.token.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
@@ -569,23 +876,23 @@ impl GateLocal {
         let view = gate.view();
         let mut spare = gate.spare.lock().unwrap_or_else(|e| e.into_inner());
         let closed = gate.closed.load(Ordering::Acquire);
-        for (class, lane) in self.owners.iter_mut().enumerate() {
-            if let Some(lane) = lane.take() {
-                let lo = &gate.owned[lane];
-                let mut o = lo.get(lane);
-                // From here a commit on this thread takes the remote path.
-                lo.thread.store(0, RELAXED);
-                if !view.still_owns(&o) {
-                    continue; // reclaimed: not ours to park or hand back
-                }
-                if closed {
-                    gate.hand_back(&mut o);
-                } else {
-                    view.settle_pending(&mut o);
-                    let local = o.local;
-                    view.flush(&mut o, local, &mut |_| true);
-                    spare.push((class, o.lane));
-                }
+        let base = self.owners.iter_mut().filter_map(Option::take);
+        let lanes: Vec<usize> = base.chain(self.extra.drain(..).map(|(_, l)| l)).collect();
+        for lane in lanes {
+            let lo = &gate.owned[lane];
+            let mut o = lo.get(lane);
+            // From here a commit on this thread takes the remote path.
+            lo.thread.store(0, RELAXED);
+            if !view.still_owns(&o) {
+                continue; // reclaimed: not ours to park or hand back
+            }
+            if closed {
+                gate.hand_back(&mut o);
+            } else {
+                view.settle_pending(&mut o);
+                let local = o.local;
+                view.flush(&mut o, local, &mut |_| true);
+                spare.push((view.lw(lane, L_KEY).load(RELAXED), o.lane));
             }
         }
     }
@@ -614,45 +921,68 @@ impl GateLocal {
         x
     }
 
-    /// Forgets this thread's lane for `class` after reclaim took it (its claim word
-    /// changed): the next reserve claims a fresh one.
+    /// Forgets this thread's lane `at` after reclaim took it (its claim word changed): the
+    /// next reserve claims a fresh one.
     #[cold]
-    fn lose(&mut self, class: usize) {
-        if let Some(Some(lane)) = self.owners.get(class).copied() {
+    fn lose(&mut self, at: LaneAt) {
+        let lane = match at {
+            LaneAt::Base(class) => self.owners.get_mut(class).and_then(Option::take),
+            LaneAt::Extra(key) => {
+                let pos = self.extra.iter().position(|(k, _)| *k == key);
+                pos.map(|p| self.extra.swap_remove(p).1)
+            }
+        };
+        if let Some(lane) = lane {
             self.gate.owned[lane].thread.store(0, RELAXED);
-            self.owners[class] = None;
         }
     }
 
-    /// This thread's lane for `class`, claiming one on first use.
+    /// This thread's lane `at`, claiming one for `key` on first use.
     #[inline]
-    fn lane(&mut self, class: usize, key: LaneKey) -> Result<usize, ReserveError> {
-        match self.owners.get(class) {
-            Some(Some(lane)) => Ok(*lane),
-            _ => self.claim(class, key),
+    fn lane(&mut self, at: LaneAt, key: LaneKey) -> Result<usize, ReserveError> {
+        let found = match at {
+            LaneAt::Base(class) => self.owners.get(class).copied().flatten(),
+            LaneAt::Extra(k) => self.extra.iter().find(|(x, _)| *x == k).map(|(_, l)| *l),
+        };
+        match found {
+            Some(lane) => Ok(lane),
+            None => self.claim(at, key),
         }
     }
 
-    /// Claims this thread's lane for `class`. `claim_lane` validates the tenant and the
-    /// class first, so the table only grows to a class the region has (a bad `TenantId`
-    /// gets a typed error, not a huge table).
+    /// Claims this thread's lane `at`. `claim_lane` validates the tenant and the class
+    /// first, so the table only grows to a class the region has (a bad `TenantId` gets a
+    /// typed error, not a huge table).
     #[cold]
     #[inline(never)]
-    fn claim(&mut self, class: usize, key: LaneKey) -> Result<usize, ReserveError> {
-        let o = claim_lane(&self.gate, class, key)?;
+    fn claim(&mut self, at: LaneAt, key: LaneKey) -> Result<usize, ReserveError> {
+        let o = claim_lane(&self.gate, key)?;
         let lo = &self.gate.owned[o.lane];
         lo.put(&o);
         lo.thread.store(self.token, RELAXED);
-        if self.owners.len() <= class {
-            self.owners.resize(class + 1, None);
+        match at {
+            LaneAt::Base(class) => {
+                if self.owners.len() <= class {
+                    self.owners.resize(class + 1, None);
+                }
+                self.owners[class] = Some(o.lane);
+            }
+            LaneAt::Extra(k) => self.extra.push((k, o.lane)),
         }
-        self.owners[class] = Some(o.lane);
         Ok(o.lane)
     }
 }
 
-/// Claims a lane for `class`: a spare one of this process, or a free one in the region.
-fn claim_lane(inner: &GateInner, class: usize, key: LaneKey) -> Result<Owner, ReserveError> {
+/// Where a thread keeps a lane: by class for calls made as the process's agent on no task,
+/// else by the lane key word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LaneAt {
+    Base(usize),
+    Extra(u64),
+}
+
+/// Claims a lane for `key`: a spare one of this process, or a free one in the region.
+fn claim_lane(inner: &GateInner, key: LaneKey) -> Result<Owner, ReserveError> {
     let view = inner.view();
     if usize::from(key.tenant) >= inner.layout.tenants {
         return Err(ReserveError::UnknownTenant(format!("#{}", key.tenant)));
@@ -667,9 +997,10 @@ fn claim_lane(inner: &GateInner, class: usize, key: LaneKey) -> Result<Owner, Re
             initiator: key.initiator,
         });
     }
+    let word = key.encode();
     {
         let mut spare = inner.spare.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(pos) = spare.iter().position(|(c, _)| *c == class) {
+        while let Some(pos) = spare.iter().position(|(k, _)| *k == word) {
             let (_, lane) = spare.swap_remove(pos);
             if let Some(o) = inner.owner_if_ours(lane) {
                 return Ok(o);
@@ -678,24 +1009,43 @@ fn claim_lane(inner: &GateInner, class: usize, key: LaneKey) -> Result<Owner, Re
     }
     // Registered before any claim names it (a fork child, or a process whose holder file
     // was deleted, gets a new holder here).
-    let me = holder::holder_for(&inner.holders)
-        .map_err(|e| ReserveError::Liveness(format!("{}: {e}", inner.holders.display())))?;
+    let me = inner.holder()?;
     (0..inner.layout.lanes)
-        .find_map(|lane| view.claim(lane, me, key.encode()))
+        .find_map(|lane| view.claim(lane, me, word))
         .ok_or(ReserveError::NoFreeLane)
 }
 
 impl Gate {
-    /// Attaches to the region at `path`, validating it (see [`AttachError`]).
+    /// Attaches to the region at `path`, validating it (see [`AttachError`]). The agent is
+    /// named by `TOLLGATE_AGENT` (unnamed if unset); see [`Gate::attach_with`].
     pub fn attach(path: impl AsRef<Path>) -> Result<Gate, AttachError> {
+        Gate::attach_with(path, &GateOptions::new())
+    }
+
+    /// Attaches to the region at `path` with `options` (the agent's name).
+    pub fn attach_with(path: impl AsRef<Path>, options: &GateOptions) -> Result<Gate, AttachError> {
         let (mem, layout) = open_and_validate(path.as_ref())?;
         let holders = holder::holders_dir(path.as_ref());
         // Register now, so a folder the agent cannot use fails at attach, not at a call.
-        holder::create_holders_dir(path.as_ref())
+        let me = holder::create_holders_dir(path.as_ref())
             .and_then(|_| holder::holder_for(&holders))
             .map_err(|source| AttachError::Holders {
                 path: holders.display().to_string(),
                 source,
+            })?;
+        let agent_name = options.resolve_agent(std::env::var(AGENT_ENV).ok());
+        let view = View {
+            w: mem.words(),
+            l: &layout,
+        };
+        let agent = view
+            .intern(agent_name.as_bytes(), me)
+            .map_err(|e| AttachError::AgentName {
+                name: agent_name.clone(),
+                why: match e {
+                    NameError::TooLong => format!("longer than {MAX_NAME} bytes"),
+                    NameError::Full => "the region's name table is full".into(),
+                },
             })?;
         LIVE_MAPPINGS.fetch_add(1, Ordering::Relaxed);
         Ok(Gate {
@@ -706,6 +1056,8 @@ impl Gate {
                 layout,
                 holders,
                 spare: Mutex::new(Vec::new()),
+                agent,
+                agent_name,
                 book: Mutex::new(None),
                 owned: (0..layout.lanes).map(|_| LaneOwner::new()).collect(),
             }),
@@ -743,12 +1095,18 @@ impl Gate {
             .unwrap_or(0)
     }
 
-    /// Attaches to the region named by `TOLLGATE_REGION`.
+    /// Attaches to the region named by `TOLLGATE_REGION`, as the agent named by
+    /// `TOLLGATE_AGENT` (unnamed if unset).
     pub fn from_env() -> Result<Gate, AttachError> {
         let path = std::env::var_os(REGION_ENV).ok_or_else(|| AttachError::NotFound {
             path: format!("${REGION_ENV} (not set)"),
         })?;
         Gate::attach(path)
+    }
+
+    /// The name this process's calls are made as ("" if unnamed).
+    pub fn agent_name(&self) -> &str {
+        &self.inner.agent_name
     }
 
     /// Resolves a tenant name (do it once; it scans the tenant table).
@@ -778,64 +1136,152 @@ impl Gate {
         })
     }
 
-    /// Opens a task with its own budget (see [`Task`]).
-    pub fn open_task(&self, budget: Credits) -> Task {
-        Task::new(budget)
+    /// Resolves an agent name (at most 64 bytes) into a handle for [`Call::agent`]: calls
+    /// made with it are attributed to that agent and limited by its quotas. Do it once per
+    /// name: it interns the name in the region's bounded name table (a full table is
+    /// [`ReserveError::NameTableFull`]).
+    pub fn agent(&self, name: &str) -> Result<AgentName, ReserveError> {
+        self.inner.intern(name).map(AgentName)
+    }
+
+    /// Resolves a feature name (at most 64 bytes) into a handle for [`Call::feature`]
+    /// (interned once, like [`Gate::agent`]).
+    pub fn feature(&self, name: &str) -> Result<Feature, ReserveError> {
+        self.inner.intern(name).map(Feature)
+    }
+
+    /// Opens the named task of `spec`, or joins it if a process of the pod opened it
+    /// already (then its first terms hold). See [`Task`].
+    pub fn open_task(&self, spec: &TaskSpec) -> Result<Task, ReserveError> {
+        let inner = &self.inner;
+        let id = spec.id.as_bytes();
+        if id.is_empty() || id.len() > MAX_TASK_ID {
+            return Err(ReserveError::InvalidName {
+                name: spec.id.clone(),
+                why: format!("a task id has 1 to {MAX_TASK_ID} bytes"),
+            });
+        }
+        if usize::from(spec.tenant.0) >= inner.layout.tenants
+            || inner.view().w[inner.layout.tenant(usize::from(spec.tenant.0)) + T_STATE].load(ACQ)
+                == 0
+        {
+            return Err(ReserveError::UnknownTenant(format!("#{}", spec.tenant.0)));
+        }
+        let terms = TaskTerms {
+            tenant: spec.tenant.0,
+            id,
+            budget: spec.budget.0,
+            max_calls: spec.max_calls,
+        };
+        let me = inner.holder()?;
+        let r = inner
+            .view()
+            .open_task(&terms, me)
+            .ok_or(ReserveError::TaskTableFull {
+                capacity: inner.layout.tasks,
+            })?;
+        Ok(Task {
+            gate: inner.clone(),
+            id: spec.id.clone(),
+            r,
+            tenant: spec.tenant,
+            agent: spec.agent.map_or(inner.agent, |a| a.0),
+            budget: spec.budget.0,
+            max_calls: spec.max_calls,
+            remaining: word(spec.budget.0),
+            calls: word(0),
+        })
+    }
+
+    /// Reports `outcomes` on their own (e.g. a ticket resolved after the call): rated by
+    /// the call's model's per-outcome price (or at a fixed call's cost), reserved and
+    /// committed at once, with the call's tenant, agent, feature and task. Denied like any
+    /// call; returns the charge.
+    pub fn report_outcomes(&self, call: &Call<'_>, outcomes: u32) -> Result<Credits, ReserveError> {
+        let call = Call {
+            outcomes,
+            input_tokens: 0,
+            max_output_tokens: Some(0),
+            ..*call
+        };
+        let hold = self.reserve(&call)?;
+        let usage = Usage {
+            input_tokens: 0,
+            output_tokens: 0,
+        };
+        match hold.commit_with_outcomes(usage, outcomes) {
+            Ok(c) => Ok(c),
+            Err(CommitError::Rating(e)) => Err(ReserveError::Rating(e)),
+            // The lane was reclaimed under this process: nothing was charged.
+            Err(CommitError::Reclaimed) => Err(ReserveError::NoFreeLane),
+        }
     }
 
     /// Reserves credits for `call`: all of its limits (and its task budget) or none.
     #[inline(always)]
     pub fn reserve<'a>(&'a self, call: &Call<'a>) -> Result<Reservation<'a>, ReserveError> {
-        // The thread-local part returns two words in registers (an error, rarely, through
-        // `err`); the handle is built here, in the caller. A large value built in one
-        // function and copied out of another stalls on store forwarding, which cost more
-        // than the rest of the call.
-        let mut err = None;
-        let (lane_slot, amount) = self.reserve_words(call, &mut err);
-        if lane_slot == 0 {
-            return Err(err.unwrap_or(ReserveError::NoFreeLane));
-        }
-        Ok(Reservation {
-            gate: &self.inner,
-            lane: (lane_slot >> 32) as usize,
-            slot: (lane_slot & 0xFFFF) as usize - 1,
-            generation: (lane_slot >> 16) as u16,
-            thread: thread_token(),
-            amount,
-            model: match call.price {
-                Price::Model(m) => Some(m),
-                Price::Fixed(_) => None,
-            },
-            initiator: call.initiator,
-            task: call.task,
-            done: false,
-        })
+        reserve_on(&self.inner, call)
     }
+}
 
-    /// The thread-local part of `reserve`: `(lane << 32 | generation << 16 | slot + 1,
-    /// amount)`, or `(0, 0)` with the error in `err`.
-    #[inline(never)]
-    fn reserve_words(&self, call: &Call<'_>, err: &mut Option<ReserveError>) -> (u64, u64) {
-        let inner: &GateInner = &self.inner;
-        let got = LOCAL.try_with(|cell| {
-            let mut local = cell.borrow_mut();
-            let gl = local.gate(&self.inner);
-            reserve_in(inner, gl, call)
-        });
-        match got {
-            // Lanes and slots are below 2^16 and 64 (validated layout); generations are 15 bits.
-            Ok(Ok((lane, slot, amount))) => {
-                let generation = holder::generation(inner.owned[lane].claim.load(RELAXED));
-                let word =
-                    ((lane as u64) << 32) | (u64::from(generation) << 16) | (slot as u64 + 1);
-                (word, amount)
-            }
-            Ok(Err(e)) => {
-                *err = Some(e);
-                (0, 0)
-            }
-            Err(_) => (0, 0),
+/// `Gate::reserve` on the gate's shared state (also used by `Task::complete`).
+#[inline(always)]
+fn reserve_on<'a>(
+    inner: &'a Arc<GateInner>,
+    call: &Call<'a>,
+) -> Result<Reservation<'a>, ReserveError> {
+    // The thread-local part returns two words in registers (an error, rarely, through
+    // `err`); the handle is built here, in the caller. A large value built in one
+    // function and copied out of another stalls on store forwarding, which cost more
+    // than the rest of the call.
+    let mut err = None;
+    let (lane_slot, amount) = reserve_words(inner, call, &mut err);
+    if lane_slot == 0 {
+        return Err(err.unwrap_or(ReserveError::NoFreeLane));
+    }
+    Ok(Reservation {
+        gate: inner,
+        lane: (lane_slot >> 32) as usize,
+        slot: (lane_slot & 0xFFFF) as usize - 1,
+        generation: (lane_slot >> 16) as u16,
+        thread: thread_token(),
+        amount,
+        model: match call.price {
+            Price::Model(m) => Some(m),
+            Price::Fixed(_) => None,
+        },
+        initiator: call.initiator,
+        task: call.task,
+        local_task: call.local_task,
+        done: false,
+    })
+}
+
+/// The thread-local part of `reserve`: `(lane << 32 | generation << 16 | slot + 1,
+/// amount)`, or `(0, 0)` with the error in `err`.
+#[inline(never)]
+fn reserve_words(
+    inner: &Arc<GateInner>,
+    call: &Call<'_>,
+    err: &mut Option<ReserveError>,
+) -> (u64, u64) {
+    let got = LOCAL.try_with(|cell| {
+        let mut local = cell.borrow_mut();
+        let gl = local.gate(inner);
+        reserve_in(inner, gl, call)
+    });
+    match got {
+        // Lanes and slots are below 2^16 and 64 (validated layout); generations are 15 bits.
+        Ok(Ok((lane, slot, amount))) => {
+            let generation = holder::generation(inner.owned[lane].claim.load(RELAXED));
+            let word = ((lane as u64) << 32) | (u64::from(generation) << 16) | (slot as u64 + 1);
+            (word, amount)
         }
+        Ok(Err(e)) => {
+            *err = Some(e);
+            (0, 0)
+        }
+        Err(_) => (0, 0),
     }
 }
 
@@ -874,7 +1320,8 @@ fn rate_max(gl: &mut GateLocal, call: &Call<'_>) -> Result<(u64, u64), ReserveEr
     match call.price {
         Price::Fixed(c) => Ok((c.0, META_NO_MODEL)),
         Price::Model(m) => {
-            if let Some(f) = &m.fast
+            if call.outcomes == 0
+                && let Some(f) = &m.fast
                 && let Some(out) = call.max_output_tokens
                 && let Some(c) = f.rate(&gl.gate.view(), call.input_tokens, out)
             {
@@ -887,12 +1334,60 @@ fn rate_max(gl: &mut GateLocal, call: &Call<'_>) -> Result<(u64, u64), ReserveEr
                 book.model(&m.name)
                     .ok_or_else(|| RatingError::UnknownModel(m.name.clone()))?
             };
-            let c = match call.max_output_tokens {
-                Some(out) => rate_tokens(book, &r, call.input_tokens, out, call.initiator)?,
-                None => book.rate_max(&r, call.input_tokens, None, call.initiator)?,
+            let c = if call.outcomes > 0 {
+                let input = RatingInput {
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    initiator: call.initiator,
+                    outcomes: u64::from(call.outcomes),
+                };
+                book.rate(&r, &input)?
+            } else {
+                match call.max_output_tokens {
+                    Some(out) => rate_tokens(book, &r, call.input_tokens, out, call.initiator)?,
+                    None => book.rate_max(&r, call.input_tokens, None, call.initiator)?,
+                }
             };
             Ok((c.0, slot_meta(book, &r)))
         }
+    }
+}
+
+/// Takes the call's share of its task and local task (before the lane: they are cheaper
+/// to refuse on); undone by [`refund_tasks`] if the lane refuses.
+#[inline]
+fn debit_tasks(view: &View<'_>, call: &Call<'_>, amount: u64) -> Result<(), ReserveError> {
+    if let Some(t) = call.task
+        && !call.work_unit
+    {
+        t.debit(view, amount)?;
+    }
+    if let Some(t) = call.local_task
+        && let Err(left) = t.debit(amount)
+    {
+        if let Some(t) = call.task
+            && !call.work_unit
+        {
+            t.refund(amount);
+        }
+        return Err(ReserveError::TaskExhausted {
+            task: String::new(),
+            why: TaskLimit::Budget,
+            needed: Credits(amount),
+            remaining: Credits(left),
+        });
+    }
+    Ok(())
+}
+
+fn refund_tasks(call: &Call<'_>, amount: u64) {
+    if let Some(t) = call.task
+        && !call.work_unit
+    {
+        t.refund(amount);
+    }
+    if let Some(t) = call.local_task {
+        t.credit(amount);
     }
 }
 
@@ -907,37 +1402,44 @@ fn reserve_in(
     if amount > MAX_LANE_CREDITS {
         return Err(ReserveError::TooLarge(Credits(amount)));
     }
-    if let Some(t) = call.task {
-        t.debit(amount)
-            .map_err(|left| ReserveError::TaskExhausted {
-                needed: Credits(amount),
-                remaining: Credits(left),
-            })?;
-    }
-    let refund_task = || {
-        if let Some(t) = call.task {
-            t.credit(amount);
-        }
-    };
-    let class = call.class();
+    let view = inner.view();
+    debit_tasks(&view, call, amount)?;
+    let agent = call.agent.map_or(inner.agent, |a| a.0);
+    let task = call.task.map(|t| t.r);
     let key = LaneKey {
         tenant: call.tenant.0,
         tier: call.tier,
         initiator: call.initiator,
+        agent,
+        task: None,
     };
-    let view = inner.view();
-    let tokens = pack_tokens(
-        call.input_tokens,
-        call.max_output_tokens.unwrap_or_default(),
-    );
+    let at = if agent == inner.agent && key.task.is_none() {
+        LaneAt::Base(call.class())
+    } else {
+        LaneAt::Extra(key.encode())
+    };
+    let req = Request {
+        amount,
+        tokens: pack_tokens(
+            call.input_tokens,
+            call.max_output_tokens.unwrap_or_default(),
+        ),
+        meta: if call.work_unit {
+            meta | META_WORK_UNIT
+        } else {
+            meta
+        },
+        names: pack_names(agent, call.feature.0, task),
+        counts_call: false,
+    };
     // Fast path: this thread's lane has the credits (usually in its local credits).
-    let fail = match gl.lane(class, key) {
+    let fail = match gl.lane(at, key) {
         Ok(lane) => {
             let lo = &inner.owned[lane];
             let mut o = lo.get(lane);
             if view.still_owns(&o) {
                 view.settle_pending(&mut o);
-                let r = view.reserve(&mut o, amount, tokens, meta, &mut |_| true);
+                let r = view.reserve(&mut o, &req, &mut |_| true);
                 lo.put(&o);
                 match r {
                     Ok(slot) => return Ok((lane, slot, amount)),
@@ -945,16 +1447,16 @@ fn reserve_in(
                 }
             } else {
                 // Reclaimed under us: never write to it again; claim a fresh lane.
-                gl.lose(class);
+                gl.lose(at);
                 None
             }
         }
         Err(_) => None,
     };
-    match reserve_slow(gl, &view, call, class, key, amount, tokens, meta, fail) {
+    match reserve_slow(gl, &view, call, (at, key), &req, fail) {
         Ok((lane, slot)) => Ok((lane, slot, amount)),
         Err(e) => {
-            refund_task();
+            refund_tasks(call, amount);
             Err(e)
         }
     }
@@ -972,28 +1474,25 @@ enum SlowStep {
 /// time for a top-up and then deny with the limit the sidecar recorded.
 #[cold]
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
 fn reserve_slow(
     gl: &mut GateLocal,
     view: &View<'_>,
     call: &Call<'_>,
-    class: usize,
-    key: LaneKey,
-    amount: u64,
-    tokens: u64,
-    meta: u64,
+    (at, key): (LaneAt, LaneKey),
+    req: &Request,
     mut fail: Option<ReserveFail>,
 ) -> Result<(usize, usize), ReserveError> {
+    let amount = req.amount;
     let mut asked = false;
     let deadline_state = &mut None::<Instant>;
     let mut spins = 0u64;
     loop {
-        let lane = gl.lane(class, key)?;
+        let lane = gl.lane(at, key)?;
         let lo = &gl.gate.owned[lane];
         // The owner state is loaded here and saved before anything else can use it.
         let mut o = lo.get(lane);
         if !view.still_owns(&o) {
-            gl.lose(class);
+            gl.lose(at);
             fail = None;
             continue;
         }
@@ -1001,7 +1500,7 @@ fn reserve_slow(
             Some(f) => SlowStep::Failed(f),
             None => {
                 view.settle_pending(&mut o);
-                match view.reserve(&mut o, amount, tokens, meta, &mut |_| true) {
+                match view.reserve(&mut o, req, &mut |_| true) {
                     Ok(slot) => SlowStep::Reserved(slot),
                     Err(f) => SlowStep::Failed(f),
                 }
@@ -1133,22 +1632,18 @@ fn deny(
     let recorded = view.lw(lane, L_DENY).load(ACQ);
     let limit: Option<LimitKind> = decode_limit(recorded & 0xFFFF_FFFF);
     let hint = match (left_ms, recorded >> 32) {
-        (Some(ms), _) => ms.clamp(1, MAX_RETRY_MS),
-        (None, 0) => DEFAULT_RETRY_MS,
-        (None, ms) => ms.min(MAX_RETRY_MS),
+        (Some(ms), _) => Hint::Until(ms),
+        (None, 0) => Hint::Refill(DEFAULT_RETRY_MS),
+        (None, ms) => Hint::Refill(ms),
     };
-    // Lower tiers wait longer and spread wider, so a crowd does not retry in step and
-    // interactive work gets the first chance at a refill.
-    let tier = call.tier.as_index() as u64;
-    let base = hint << tier;
-    let jitter = gl.next_rand() % (base / 2 * (tier + 1) + 1);
+    let delay = retry_delay(hint, call.tier, gl.next_rand());
     let denials = view.lw(lane, L_DENIALS);
     denials.store(denials.load(RELAXED).wrapping_add(1), REL);
     view.lw(lane, L_LAST_DENY).store(recorded, REL);
     Denial {
         limit,
         horizon: limit.and_then(|l| l.horizon()),
-        retry_after: Duration::from_millis(base + jitter),
+        retry_after: Duration::from_millis(delay),
         tier: call.tier,
         needed: Credits(amount),
     }
@@ -1161,26 +1656,45 @@ impl Reservation<'_> {
     }
 
     /// Commits the call's actual usage, rated with the price book: the rest of the
-    /// reservation goes back; an overrun is charged and counted. Returns the charge.
+    /// reservation goes back; an overrun is charged and counted. Returns the charge. A
+    /// fixed-price call ([`Call::fixed`]) is charged its reserved cost.
     #[inline]
     pub fn commit(mut self, usage: Usage) -> Result<Credits, CommitError> {
-        let tokens = pack_tokens(usage.input_tokens, usage.output_tokens);
-        match self.finish(Settle::Usage(usage), tokens)? {
+        self.commit_usage(usage, 0)
+    }
+
+    /// Commits the call's actual usage and the `outcomes` it produced (e.g. a resolved
+    /// ticket), rated together: a model priced per outcome charges them (and its
+    /// consumption floor is the plan's), one priced per token charges the tokens. The
+    /// outcomes go to the statement either way.
+    #[inline]
+    pub fn commit_with_outcomes(
+        mut self,
+        usage: Usage,
+        outcomes: u32,
+    ) -> Result<Credits, CommitError> {
+        self.commit_usage(usage, outcomes)
+    }
+
+    #[inline]
+    fn commit_usage(&mut self, usage: Usage, outcomes: u32) -> Result<Credits, CommitError> {
+        match self.finish(Settle::Usage(usage, outcomes))? {
             (c, None) => Ok(Credits(c)),
             (_, Some(e)) => Err(CommitError::Rating(e)),
         }
     }
 
-    /// Commits an already-rated actual cost.
+    /// Commits a cost the agent states in credits (it rated the call itself): charged as
+    /// stated, the record says so (`pre_rated`), and the authority bills that amount.
     #[inline]
     pub fn commit_credits(mut self, actual: Credits) -> Result<Credits, CommitError> {
-        self.finish(Settle::Credits(actual.0), 0)?;
+        self.finish(Settle::Credits(actual.0))?;
         Ok(actual)
     }
 
     /// Cancels: everything goes back.
     pub fn cancel(mut self) {
-        let _ = self.finish(Settle::Cancel, 0);
+        let _ = self.finish(Settle::Cancel);
     }
 
     /// The actual cost of `how`. A usage is rated with the model handle's per-token prices
@@ -1190,19 +1704,20 @@ impl Reservation<'_> {
     #[inline]
     fn actual(&self, how: Settle) -> (u64, Option<RatingError>) {
         match how {
-            Settle::Cancel => (0, None),
+            Settle::Cancel | Settle::Work => (0, None),
             Settle::Credits(c) => (c, None),
-            Settle::Usage(usage) => {
+            Settle::Usage(usage, outcomes) => {
                 let Some(m) = self.model else {
                     return (self.amount, None);
                 };
-                if let Some(f) = &m.fast
+                if outcomes == 0
+                    && let Some(f) = &m.fast
                     && let Some(c) =
                         f.rate(&self.gate.view(), usage.input_tokens, usage.output_tokens)
                 {
                     return (c, None);
                 }
-                match rate_actual(self.gate, m, usage, self.initiator) {
+                match rate_actual(self.gate, m, usage, outcomes, self.initiator) {
                     Ok(c) => (c.0, None),
                     Err(e) => (self.amount, Some(e)),
                 }
@@ -1215,16 +1730,21 @@ impl Reservation<'_> {
     /// lookup); on another thread by the remote-commit path. Returns the actual cost and a
     /// rating error, if any.
     #[inline]
-    fn finish(
-        &mut self,
-        how: Settle,
-        tokens: u64,
-    ) -> Result<(u64, Option<RatingError>), CommitError> {
+    fn finish(&mut self, how: Settle) -> Result<(u64, Option<RatingError>), CommitError> {
         if self.done {
             return Ok((0, None));
         }
         self.done = true;
         let cancel = matches!(how, Settle::Cancel);
+        let (tokens, outcomes) = match how {
+            Settle::Usage(u, n) => (
+                pack_tokens(u.input_tokens, u.output_tokens),
+                // A fixed-price call's cost was stated, not rated from the usage.
+                pack_outcomes(n, self.model.is_none()),
+            ),
+            Settle::Credits(_) => (0, pack_outcomes(0, true)),
+            Settle::Work | Settle::Cancel => (0, 0),
+        };
         let (actual, err) = self.actual(how);
         self.task_settle(actual);
         let view = self.gate.view();
@@ -1243,6 +1763,8 @@ impl Reservation<'_> {
                 if !cancel {
                     view.sw(self.lane, self.slot, S_TOKENS)
                         .store(tokens, RELAXED);
+                    view.sw(self.lane, self.slot, S_OUTCOMES)
+                        .store(outcomes, RELAXED);
                 }
                 // `settle` stops only for a test's step hook; ours never does.
                 let _ = view.settle(&mut o, self.slot, actual, cancel, &mut |_| true);
@@ -1256,6 +1778,7 @@ impl Reservation<'_> {
             self.generation,
             actual,
             tokens,
+            outcomes,
             cancel,
         ) {
             return Err(CommitError::Reclaimed);
@@ -1264,15 +1787,20 @@ impl Reservation<'_> {
         Ok((actual, err))
     }
 
-    /// The task's side of the settle: the unused part back, an overrun taken.
+    /// The tasks' side of the settle: the unused part back, an overrun taken.
     #[inline]
     fn task_settle(&self, actual: u64) {
-        if let Some(t) = self.task {
-            let paid = actual.min(self.amount);
+        let paid = actual.min(self.amount);
+        let over = actual - paid;
+        if let Some(t) = self.local_task {
             t.credit(self.amount - paid);
-            if actual > paid {
-                t.debit_saturating(actual - paid);
+            t.debit_saturating(over);
+        }
+        if let Some(t) = self.task {
+            if self.amount > paid {
+                t.remaining.fetch_add(self.amount - paid, ACQ_REL);
             }
+            debit_saturating_word(&t.remaining, over);
         }
     }
 }
@@ -1280,8 +1808,12 @@ impl Reservation<'_> {
 /// How a reservation ends.
 #[derive(Clone, Copy)]
 enum Settle {
-    Usage(Usage),
+    /// Usage and outcomes, rated.
+    Usage(Usage, u32),
+    /// A cost stated in credits.
     Credits(u64),
+    /// A task's completion (zero credits, the record is the work unit).
+    Work,
     Cancel,
 }
 
@@ -1361,9 +1893,11 @@ fn rate_actual(
     inner: &GateInner,
     m: &Model,
     usage: Usage,
+    outcomes: u32,
     initiator: Initiator,
 ) -> Result<Credits, RatingError> {
-    let input = RatingInput::new(usage).with_initiator(initiator);
+    let mut input = RatingInput::new(usage).with_initiator(initiator);
+    input.outcomes = u64::from(outcomes);
     let fast = LOCAL
         .try_with(|cell| {
             let mut local = cell.try_borrow_mut().ok()?;
@@ -1387,7 +1921,7 @@ impl Drop for Reservation<'_> {
     #[inline]
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.finish(Settle::Cancel, 0);
+            let _ = self.finish(Settle::Cancel);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! about an operation a dead owner left half done. See [`crate::protocol`] for the
 //! invariant and why each step is crash-safe.
 
+use crate::codes::{TASK_OPEN, done_mark, task_word, unpack_names};
 use crate::holder;
 use crate::layout::*;
 use crate::sync::{ACQ, ACQ_REL, AtomicU64, REL, RELAXED};
@@ -48,6 +49,10 @@ pub(crate) const SETTLING: u64 = 5;
 /// A thread other than the owner has taken the slot to commit or cancel it and is writing
 /// the actual amount; `COMMITTED` / `CANCELLED` follow. Reclaim treats it as held.
 pub(crate) const FINISHING: u64 = 6;
+/// `RESERVING` for a reservation that also counts one of the lane's calls (`L_CALLS`):
+/// reclaim decides the take from `local` as for `RESERVING`, and undoes the count if the
+/// take did not happen.
+pub(crate) const RESERVING_CALL: u64 = 7;
 
 #[inline]
 pub(crate) fn state(kind: u64, tag: u16) -> u64 {
@@ -69,7 +74,35 @@ const XFER_FLUSH: u64 = 2 << 8;
 
 // Slot/record meta word: [book version low 32 | flags:16 | model:16].
 pub(crate) const META_CANCELLED: u64 = 1 << 16;
+/// The record completes its task: one Agentic Work Unit (written at reserve).
+pub(crate) const META_WORK_UNIT: u64 = 1 << 17;
 pub(crate) const META_NO_MODEL: u64 = 0xFFFF;
+
+// Slot/record outcomes word, written at commit: [flags:32 | outcomes:32].
+/// The cost was stated in credits (`commit_credits`, a fixed-price call), not rated.
+pub(crate) const OUT_PRE_RATED: u64 = 1 << 32;
+
+/// Packs a commit's outcomes and flags into the outcomes word.
+#[inline]
+pub(crate) fn pack_outcomes(outcomes: u32, pre_rated: bool) -> u64 {
+    u64::from(outcomes) | if pre_rated { OUT_PRE_RATED } else { 0 }
+}
+
+/// What one reservation asks for, as the slot records it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Request {
+    /// Credits to hold.
+    pub amount: u64,
+    /// Token counts of the call's maximum (see [`pack_tokens`]).
+    pub tokens: u64,
+    /// Model, flags and book version (see `META_*`).
+    pub meta: u64,
+    /// Agent, feature and task ids (see `codes::pack_names`).
+    pub names: u64,
+    /// The reservation counts as one of the lane's calls, which stop at `L_CALLS_LIMIT`
+    /// (a task with `max_calls`).
+    pub counts_call: bool,
+}
 
 /// Packs a call's token counts into one word (each saturates at `u32::MAX`).
 #[inline]
@@ -100,6 +133,8 @@ pub(crate) enum ReserveFail {
     Dry { have: u64 },
     /// Every slot is in use.
     NoSlot,
+    /// A task lane has made every call the sidecar allowed it (`L_CALLS_LIMIT`).
+    NoCalls,
     /// A modelled crash stopped it.
     Stopped,
 }
@@ -197,23 +232,32 @@ impl<'a> View<'a> {
 
     /// RESERVE, run by the lane's owner thread. If local credits are short, first PULL a
     /// batch from `avail` (one tagged CAS); then TAKE from local credits:
-    /// 1. write amount and `local` (the before-value) into a free slot, then its state
-    ///    `RESERVING` (the intent);
-    /// 2. `local -= amount` (owner-only word: a plain store);
-    /// 3. state `HELD`.
+    /// 1. write amount, `local` and (a counted call) `calls` (the before-values) into a free
+    ///    slot, then its state `RESERVING` (the intent);
+    /// 2. a counted call: `calls += 1` (owner-only word: a plain store);
+    /// 3. `local -= amount` (owner-only word: a plain store);
+    /// 4. state `HELD`.
     #[inline]
     pub(crate) fn reserve(
         &self,
         o: &mut Owner,
-        amount: u64,
-        tokens: u64,
-        meta: u64,
+        r: &Request,
         step: &mut impl FnMut(u32) -> bool,
     ) -> Result<usize, ReserveFail> {
         let h = self.hdr(o.lane);
         if o.free == 0 {
             return Err(ReserveFail::NoSlot);
         }
+        let calls = if r.counts_call {
+            let calls = h[L_CALLS].load(RELAXED);
+            if calls >= h[L_CALLS_LIMIT].load(ACQ) {
+                return Err(ReserveFail::NoCalls);
+            }
+            calls
+        } else {
+            0
+        };
+        let amount = r.amount;
         let flush_req = h[L_FLUSH_REQ].load(RELAXED) != 0;
         if flush_req && o.local > 0 {
             // A revoke wants credits back: return ours to `avail` first.
@@ -230,10 +274,21 @@ impl<'a> View<'a> {
         let sl = self.slot_words(o.lane, slot);
         sl[S_RESERVED].store(amount, RELAXED);
         sl[S_LOCAL_BEFORE].store(o.local, RELAXED);
-        sl[S_TOKENS].store(tokens, RELAXED);
-        sl[S_META].store(meta, RELAXED);
+        sl[S_TOKENS].store(r.tokens, RELAXED);
+        sl[S_META].store(r.meta, RELAXED);
+        sl[S_NAMES].store(r.names, RELAXED);
+        sl[S_OUTCOMES].store(0, RELAXED);
         let generation = holder::generation(o.claim);
-        sl[S_STATE].store(state(RESERVING, generation), REL);
+        if r.counts_call {
+            sl[S_CALLS_BEFORE].store(calls, RELAXED);
+            sl[S_STATE].store(state(RESERVING_CALL, generation), REL);
+            if !step(13) {
+                return Err(ReserveFail::Stopped);
+            }
+            h[L_CALLS].store(calls + 1, REL);
+        } else {
+            sl[S_STATE].store(state(RESERVING, generation), REL);
+        }
         if !step(11) {
             return Err(ReserveFail::Stopped);
         }
@@ -386,6 +441,7 @@ impl<'a> View<'a> {
     /// then flag the slot in the lane's pending mask so the owner settles it. Returns
     /// `false` if the slot does not hold this reservation any more (reclaimed: its state
     /// is not `HELD` under the claim generation `generation` it was made in).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn finish_remote(
         &self,
         lane: usize,
@@ -393,6 +449,7 @@ impl<'a> View<'a> {
         generation: u16,
         actual: u64,
         tokens: u64,
+        outcomes: u64,
         cancel: bool,
     ) -> bool {
         let kind = if cancel { CANCELLED } else { COMMITTED };
@@ -413,6 +470,7 @@ impl<'a> View<'a> {
         self.sw(lane, slot, S_ACTUAL).store(actual, RELAXED);
         if !cancel {
             self.sw(lane, slot, S_TOKENS).store(tokens, RELAXED);
+            self.sw(lane, slot, S_OUTCOMES).store(outcomes, RELAXED);
         }
         st.store(state(kind, generation), REL);
         self.lw(lane, L_PENDING).fetch_or(1 << slot, REL);
@@ -537,8 +595,16 @@ impl<'a> View<'a> {
             let lost_before = sl[S_LOST_BEFORE].load(RELAXED);
             if h[L_RING_HEAD].load(RELAXED) == head_before && h[L_LOST].load(RELAXED) == lost_before
             {
-                let tokens = sl[S_TOKENS].load(RELAXED);
-                self.push_record(lane, head_before, reserved, actual, tokens, meta);
+                let rec = [
+                    reserved,
+                    actual,
+                    sl[S_TOKENS].load(RELAXED),
+                    meta,
+                    head_before.wrapping_add(1),
+                    sl[S_NAMES].load(RELAXED),
+                    sl[S_OUTCOMES].load(RELAXED),
+                ];
+                self.push_record(lane, head_before, &rec);
             }
         }
         if !step(34) {
@@ -557,19 +623,12 @@ impl<'a> View<'a> {
         true
     }
 
-    /// Pushes one usage record (owner, or the sidecar for a dead lane): the record words,
-    /// then the head with Release. A full ring counts the record as lost; its amounts are
-    /// already in `consumed` / `overrun`.
+    /// Pushes one usage record (owner, or the sidecar for a dead lane): the record words
+    /// (`R_RESERVED ..= R_OUTCOMES`, the sequence `head + 1` among them), then the head with
+    /// Release. A full ring counts the record as lost; its amounts are already in
+    /// `consumed` / `overrun`.
     #[inline]
-    fn push_record(
-        &self,
-        lane: usize,
-        head: u64,
-        reserved: u64,
-        actual: u64,
-        tokens: u64,
-        meta: u64,
-    ) {
+    fn push_record(&self, lane: usize, head: u64, words: &[u64; R_OUTCOMES + 1]) {
         let h = self.hdr(lane);
         let tail = h[L_RING_TAIL].load(ACQ);
         if head.wrapping_sub(tail) >= self.l.ring as u64 {
@@ -582,11 +641,9 @@ impl<'a> View<'a> {
         let rec: &[AtomicU64; REC_WORDS] = self.w[b..b + REC_WORDS]
             .try_into()
             .expect("record inside the validated layout");
-        rec[R_RESERVED].store(reserved, RELAXED);
-        rec[R_ACTUAL].store(actual, RELAXED);
-        rec[R_TOKENS].store(tokens, RELAXED);
-        rec[R_META].store(meta, RELAXED);
-        rec[R_SEQ].store(head.wrapping_add(1), RELAXED);
+        for (w, v) in rec.iter().zip(words) {
+            w.store(*v, RELAXED);
+        }
         h[L_RING_HEAD].store(head.wrapping_add(1), REL);
     }
 
@@ -598,7 +655,7 @@ impl<'a> View<'a> {
         let reserved = s(S_RESERVED);
         let local = self.lw(lane, L_LOCAL).load(ACQ);
         match kind(st) {
-            RESERVING if reserved > 0 && local != s(S_LOCAL_BEFORE) => reserved,
+            RESERVING | RESERVING_CALL if reserved > 0 && local != s(S_LOCAL_BEFORE) => reserved,
             HELD | FINISHING | COMMITTED | CANCELLED => reserved,
             SETTLING => {
                 let actual = s(S_ACTUAL);
@@ -633,9 +690,14 @@ impl<'a> View<'a> {
         for slot in 0..self.l.slots {
             let st = self.sw(o.lane, slot, S_STATE).load(ACQ);
             match kind(st) {
-                RESERVING => {
+                RESERVING | RESERVING_CALL => {
                     let before = self.sw(o.lane, slot, S_LOCAL_BEFORE).load(RELAXED);
                     let taken = self.lw(o.lane, L_LOCAL).load(ACQ) != before;
+                    if !taken && kind(st) == RESERVING_CALL {
+                        // The call was counted (or not yet) but never made: uncount it.
+                        let calls = self.sw(o.lane, slot, S_CALLS_BEFORE).load(RELAXED);
+                        self.lw(o.lane, L_CALLS).store(calls, REL);
+                    }
                     let next = if taken { HELD } else { EMPTY };
                     self.sw(o.lane, slot, S_STATE)
                         .store(state(next, tag(st)), REL);
@@ -653,6 +715,9 @@ impl<'a> View<'a> {
         for slot in 0..self.l.slots {
             let st = self.sw(o.lane, slot, S_STATE).load(ACQ);
             let (actual, cancel) = match kind(st) {
+                // A task's completion whose mark names this very reservation: the task
+                // was completed, so its work-unit record is written (see `tasks.rs`).
+                HELD if self.is_marked_work_unit(o.lane, slot, tag(st)) => (0, false),
                 // FINISHING: the committing thread died with the process mid-way.
                 HELD | FINISHING | CANCELLED => (0, true),
                 COMMITTED => (self.sw(o.lane, slot, S_ACTUAL).load(RELAXED), false),
@@ -665,6 +730,24 @@ impl<'a> View<'a> {
         }
         self.lw(o.lane, L_PENDING).store(0, REL);
         Some(settled)
+    }
+}
+
+impl View<'_> {
+    /// Whether held slot `slot` of `lane` (made under claim generation `generation`) is a
+    /// work-unit reservation that won its task's completion mark.
+    fn is_marked_work_unit(&self, lane: usize, slot: usize, generation: u16) -> bool {
+        let meta = self.sw(lane, slot, S_META).load(RELAXED);
+        if meta & META_WORK_UNIT == 0 {
+            return false;
+        }
+        let (_, _, task) = unpack_names(self.sw(lane, slot, S_NAMES).load(RELAXED));
+        let Some(t) = task.filter(|t| usize::from(t.slot) < self.l.tasks) else {
+            return false;
+        };
+        let entry = self.l.task(usize::from(t.slot));
+        self.w[entry + K_STATE].load(ACQ) == task_word(0, t.generation, TASK_OPEN)
+            && self.w[entry + K_DONE].load(ACQ) == done_mark(lane, generation, slot)
     }
 }
 

@@ -1,28 +1,32 @@
 //! Region layout: where every word lives, and validation of a header read from a file.
 //!
 //! The region is an array of 64-bit atomic words (no pointers, no padding games): the
-//! header (one 4 KiB page), then the pools, the tenants, the sidecar journal, the price
-//! book, then the lanes. Offsets are in words from the start of the region. Every record
-//! starts on a 128-byte boundary (a pair of cache lines, so the adjacent-line prefetcher
-//! does not couple neighbours); words one party writes sit apart from words the other
-//! party writes.
+//! header (one 4 KiB page), then the pools, the tenants, the sidecar journal, the name
+//! table, the task table, the price book, then the lanes. Offsets are in words from the
+//! start of the region. Every record starts on a 128-byte boundary (a pair of cache lines,
+//! so the adjacent-line prefetcher does not couple neighbours); words one party writes sit
+//! apart from words the other party writes.
 //!
 //! ```text
 //! word  header (static part, checksummed)           | dynamic part
-//!  0    MAGIC  "TOLLGATE"                            | 16 owner pid
-//!  1    layout VERSION (written last, Release)       | 17 owner start time (clock ticks)
-//!  2    size in bytes                                | 18 owner epoch (bumped by open_owner)
-//!  3    checksum of words 4..16 (FNV-1a)             | 19 sidecar heartbeat (unix ms)
-//!  4..  pools, tenants, lanes, slots per lane,       | 24..28 price book seqlock
-//!       ring capacity, price-book words, offsets     | 32..   slow-path tuning
+//!  0    MAGIC  "TOLLGATE"                            | 24 owner pid
+//!  1    layout VERSION (written last, Release)       | 25 owner start time (clock ticks)
+//!  2    size in bytes                                | 26 owner epoch (bumped by open_owner)
+//!  3    checksum of words 4..20 (FNV-1a)             | 27 sidecar heartbeat (unix ms)
+//!  4..  pools, tenants, lanes, slots per lane,       | 28..31 price book seqlock
+//!       ring capacity, price-book words, names,      | 32..   slow-path tuning
+//!       tasks, offsets                               |
 //! ```
 //!
 //! A pool (16 words): granted, available, carved, consumed, returned, overrun, limit code,
 //! three tier floors, tenant, reclaimed. A tenant (16 words): state, name (48 bytes), and
-//! for each (tier, initiator) the pools a lane of that class is subject to. A lane: a
-//! 32-word header (agent line, sidecar line, report line), `slots_per_lane` reservation
-//! slots of 16 words, and a usage ring of `ring_capacity` 8-word records. See [`crate::protocol`]
-//! for what each word means to the protocol.
+//! for each (tier, initiator) the pools a lane of that class is subject to. A name (16
+//! words): a state word and up to 64 bytes (see `names.rs`). A task (48 words): the
+//! agents' registration (tenant, id, budget, max calls, completion mark) and the sidecar's
+//! status line (see `tasks.rs`). A lane: a 48-word header (agent line, sidecar line,
+//! report line), `slots_per_lane` reservation slots of 16 words, and a usage ring of
+//! `ring_capacity` 8-word records. See [`crate::protocol`] for what each word means to
+//! the protocol.
 
 use crate::error::AttachError;
 use crate::sync::AtomicU64;
@@ -30,7 +34,10 @@ use crate::sync::AtomicU64;
 /// "TOLLGATE" in ASCII, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TOLLGATE");
 /// The layout this crate reads and writes. Bump on any incompatible change.
-pub const LAYOUT_VERSION: u64 = 2; // 2: claim words name holders (liveness locks), not pids
+// 2: claim words name holders (liveness locks), not pids.
+// 3: the name and task tables, lane keys with agent and task, 48-word lane headers, slots
+//    and ring records with names and outcomes, pool lists of 16-bit indices.
+pub const LAYOUT_VERSION: u64 = 3;
 /// Bytes per word.
 pub const WORD: usize = 8;
 /// Words in the header page (smaller under loom, where every word is a modelled atomic).
@@ -55,16 +62,20 @@ pub(crate) const H_LANES_OFF: usize = 12;
 pub(crate) const H_BOOK_OFF: usize = 13;
 pub(crate) const H_LANE_WORDS: usize = 14;
 pub(crate) const H_JOURNAL_OFF: usize = 15;
+pub(crate) const H_NAMES: usize = 16;
+pub(crate) const H_NAMES_OFF: usize = 17;
+pub(crate) const H_TASKS: usize = 18;
+pub(crate) const H_TASKS_OFF: usize = 19;
 pub(crate) const STATIC_START: usize = 4;
-pub(crate) const STATIC_END: usize = 16;
+pub(crate) const STATIC_END: usize = 20;
 // Header: dynamic part.
-pub(crate) const H_OWNER_PID: usize = 16;
-pub(crate) const H_OWNER_START: usize = 17;
-pub(crate) const H_OWNER_EPOCH: usize = 18;
-pub(crate) const H_HEARTBEAT: usize = 19;
-pub(crate) const H_BOOK_SEQ: usize = 24;
-pub(crate) const H_BOOK_LEN: usize = 25;
-pub(crate) const H_BOOK_VERSION: usize = 26;
+pub(crate) const H_OWNER_PID: usize = 24;
+pub(crate) const H_OWNER_START: usize = 25;
+pub(crate) const H_OWNER_EPOCH: usize = 26;
+pub(crate) const H_HEARTBEAT: usize = 27;
+pub(crate) const H_BOOK_SEQ: usize = 28;
+pub(crate) const H_BOOK_LEN: usize = 29;
+pub(crate) const H_BOOK_VERSION: usize = 30;
 pub(crate) const H_SPIN_ITERS: usize = 32;
 pub(crate) const H_WAIT_MICROS: usize = 33;
 
@@ -88,16 +99,43 @@ pub(crate) const T_NAME_LEN: usize = 7;
 pub(crate) const T_CLASS0: usize = 8; // 6 words: tier * 2 + initiator -> packed pool list
 /// Longest tenant name, in bytes.
 pub const MAX_TENANT_NAME: usize = 48;
-/// Most limits (pools) one lane class can be subject to.
+/// Most limits (pools) one lane class of a tenant record can list.
 pub const MAX_LIMITS_PER_LANE: usize = 8;
+/// Most pools one lane can be carved from: its class's pools, its agent's quotas and its
+/// task's budget.
+pub const MAX_POOLS_PER_LANE: usize = 12;
+/// Pools a tenant record's class lists can name (8-bit entries, 0xFF = empty).
+pub const MAX_CLASS_POOL: usize = 254;
 /// Lane classes per tenant: 3 tiers x 2 initiators.
 pub(crate) const CLASSES: usize = 6;
 
 // Sidecar journal.
-pub(crate) const JOURNAL_WORDS: usize = 64;
+pub(crate) const JOURNAL_WORDS: usize = 128;
+
+// Name table entry (see `names.rs`).
+pub(crate) const NAME_WORDS: usize = 16;
+pub(crate) const N_STATE: usize = 0;
+pub(crate) const N_BYTES: usize = 1; // 8 words
+/// Longest agent or feature name, in bytes.
+pub const MAX_NAME: usize = 64;
+
+// Task table entry (see `tasks.rs`). Agent lines (registration, completion mark):
+pub(crate) const TASK_WORDS: usize = 48;
+pub(crate) const K_STATE: usize = 0;
+pub(crate) const K_TENANT: usize = 1;
+pub(crate) const K_LEN: usize = 2;
+pub(crate) const K_BUDGET: usize = 3;
+pub(crate) const K_MAX_CALLS: usize = 4;
+pub(crate) const K_HASH: usize = 5;
+pub(crate) const K_DONE: usize = 6;
+pub(crate) const K_ID: usize = 8; // 16 words
+// Sidecar line.
+pub(crate) const KS_STATUS: usize = 32;
+/// Longest task id, in bytes.
+pub const MAX_TASK_ID: usize = 128;
 
 // Lane header.
-pub(crate) const LANE_HDR_WORDS: usize = 32;
+pub(crate) const LANE_HDR_WORDS: usize = 48;
 // Agent line (written by the owning agent thread; avail shared with the sidecar).
 pub(crate) const L_CLAIM: usize = 0;
 pub(crate) const L_KEY: usize = 1;
@@ -114,6 +152,8 @@ pub(crate) const L_XFER_AMOUNT: usize = 10;
 pub(crate) const L_XFER_LOCAL_BEFORE: usize = 11;
 /// Sidecar-written: "flush your local credits back to `avail`" (a revoke wants them).
 pub(crate) const L_FLUSH_REQ: usize = 12;
+/// Owner-only: reservations made on this lane (a task lane's calls; see `L_CALLS_LIMIT`).
+pub(crate) const L_CALLS: usize = 13;
 // Sidecar line.
 pub(crate) const L_TOPPED_UP: usize = 16;
 pub(crate) const L_REVOKED: usize = 17;
@@ -122,16 +162,22 @@ pub(crate) const L_RING_TAIL: usize = 19;
 pub(crate) const L_DENY: usize = 20;
 pub(crate) const L_HARVEST_CONSUMED: usize = 21;
 pub(crate) const L_HARVEST_OVERRUN: usize = 22;
-pub(crate) const L_POOLS: usize = 23;
-// Report line (agent-written, rarely).
-pub(crate) const L_DEMAND: usize = 24;
-pub(crate) const L_DENIALS: usize = 25;
-pub(crate) const L_LAST_DENY: usize = 26;
-pub(crate) const L_DEMAND_SEEN: usize = 28;
+/// The pools the lane is carved from: three words of four 16-bit pool indices (0xFFFF =
+/// empty); 0 in the first word means "not fixed yet" (fixed at the first top-up).
+pub(crate) const L_POOLS: usize = 23; // 23, 24, 25
+pub(crate) const POOL_LIST_WORDS: usize = 3;
+/// Sidecar-written: the calls a task lane may make in all (its share of the task's
+/// `max_calls`); reservations stop when `L_CALLS` reaches it. Unused on other lanes.
+pub(crate) const L_CALLS_LIMIT: usize = 26;
 /// Sidecar-written: until this unix time (ms), a dry lane is denied at once, without the
 /// bounded wait: the binding limit cannot be refilled before then (a hard cap reached, a
 /// window spent until it rolls, a dry wallet). 0: a refill is plausible, wait for it.
-pub(crate) const L_DENY_UNTIL: usize = 29;
+pub(crate) const L_DENY_UNTIL: usize = 27;
+// Report line (agent-written, rarely).
+pub(crate) const L_DEMAND: usize = 32;
+pub(crate) const L_DENIALS: usize = 33;
+pub(crate) const L_LAST_DENY: usize = 34;
+pub(crate) const L_DEMAND_SEEN: usize = 35;
 
 // Reservation slot.
 pub(crate) const SLOT_WORDS: usize = 16;
@@ -145,6 +191,12 @@ pub(crate) const S_TOKENS: usize = 6;
 pub(crate) const S_META: usize = 7;
 pub(crate) const S_LOCAL_BEFORE: usize = 8;
 pub(crate) const S_LOST_BEFORE: usize = 9;
+/// The call's names: `[agent:16 | feature:16 | task ref:25]` (see `codes::pack_names`).
+pub(crate) const S_NAMES: usize = 10;
+/// Written at commit: `[flags:32 | outcomes:32]` (see `lane::OUT_PRE_RATED`).
+pub(crate) const S_OUTCOMES: usize = 11;
+/// The lane's `L_CALLS` before this reservation counted itself (task lanes).
+pub(crate) const S_CALLS_BEFORE: usize = 12;
 
 // Usage record in a ring.
 pub(crate) const REC_WORDS: usize = 8;
@@ -153,11 +205,14 @@ pub(crate) const R_ACTUAL: usize = 1;
 pub(crate) const R_TOKENS: usize = 2;
 pub(crate) const R_META: usize = 3;
 pub(crate) const R_SEQ: usize = 4;
+pub(crate) const R_NAMES: usize = 5;
+pub(crate) const R_OUTCOMES: usize = 6;
 
 /// Most slots a lane may have (the pending-commit mask is one word).
 pub const MAX_SLOTS: usize = 64;
 /// Hard caps on configured counts, so a corrupt header cannot ask for absurd sizes.
-pub const MAX_POOLS: usize = 255;
+/// Pools: a lane's pool list holds 16-bit indices (0xFFFF = empty).
+pub const MAX_POOLS: usize = 4096;
 /// Most tenants a region can hold.
 pub const MAX_TENANTS: usize = 1024;
 /// Most lanes a region can hold.
@@ -166,6 +221,10 @@ pub const MAX_LANES: usize = 65_536;
 pub const MAX_RING: usize = 1 << 16;
 /// Largest price-book area, in words (8 MiB).
 pub const MAX_BOOK_WORDS: usize = 1 << 20;
+/// Most entries of the name table (ids are 16 bits; id 0 is "unnamed").
+pub const MAX_NAMES: usize = 1 << 16;
+/// Most entries of the task table (a task reference in a lane key has 12 bits).
+pub const MAX_TASKS: usize = 4095;
 
 /// Sizes a sidecar chooses when it creates a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +241,11 @@ pub struct RegionConfig {
     pub ring_capacity: u32,
     /// Bytes reserved for the serialized price book.
     pub price_book_bytes: u32,
+    /// Entries of the name table (agent and feature names, interned once per name), at
+    /// most [`MAX_NAMES`]; entry 0 stands for "unnamed", so at least 2.
+    pub names: u32,
+    /// Tasks open at once in the pod, at most [`MAX_TASKS`] (0: no named tasks).
+    pub tasks: u32,
 }
 
 impl Default for RegionConfig {
@@ -193,6 +257,8 @@ impl Default for RegionConfig {
             slots_per_lane: 32,
             ring_capacity: 256,
             price_book_bytes: 256 * 1024,
+            names: 1024,
+            tasks: 256,
         }
     }
 }
@@ -206,9 +272,13 @@ pub(crate) struct Layout {
     pub slots: usize,
     pub ring: usize,
     pub book_words: usize,
+    pub names: usize,
+    pub tasks: usize,
     pub pools_off: usize,
     pub tenants_off: usize,
     pub journal_off: usize,
+    pub names_off: usize,
+    pub tasks_off: usize,
     pub book_off: usize,
     pub lanes_off: usize,
     pub lane_words: usize,
@@ -244,6 +314,13 @@ impl Layout {
                 "ring_capacity must be a power of two in 1..={MAX_RING}, got {ring}"
             ));
         }
+        let (names, tasks) = (c.names as usize, c.tasks as usize);
+        if !(2..=MAX_NAMES).contains(&names) {
+            return Err(format!("names must be 2..={MAX_NAMES}, got {names}"));
+        }
+        if tasks > MAX_TASKS {
+            return Err(format!("tasks must be at most {MAX_TASKS}, got {tasks}"));
+        }
         if book_words > MAX_BOOK_WORDS {
             return Err(format!(
                 "price_book_bytes must be at most {}, got {}",
@@ -254,7 +331,9 @@ impl Layout {
         let pools_off = HEADER_WORDS;
         let tenants_off = pools_off + pools * POOL_WORDS;
         let journal_off = tenants_off + tenants * TENANT_WORDS;
-        let book_off = journal_off + JOURNAL_WORDS;
+        let names_off = journal_off + JOURNAL_WORDS;
+        let tasks_off = names_off + names * NAME_WORDS;
+        let book_off = tasks_off + tasks * TASK_WORDS;
         let lanes_off = round_unit(book_off + book_words);
         let lane_words = round_unit(LANE_HDR_WORDS + slots * SLOT_WORDS + ring * REC_WORDS);
         let total_words = lanes_off + lanes * lane_words;
@@ -271,9 +350,13 @@ impl Layout {
             slots,
             ring,
             book_words,
+            names,
+            tasks,
             pools_off,
             tenants_off,
             journal_off,
+            names_off,
+            tasks_off,
             book_off,
             lanes_off,
             lane_words,
@@ -297,6 +380,10 @@ impl Layout {
         put(H_BOOK_OFF, self.book_off);
         put(H_LANE_WORDS, self.lane_words);
         put(H_JOURNAL_OFF, self.journal_off);
+        put(H_NAMES, self.names);
+        put(H_NAMES_OFF, self.names_off);
+        put(H_TASKS, self.tasks);
+        put(H_TASKS_OFF, self.tasks_off);
         w
     }
 
@@ -319,6 +406,8 @@ impl Layout {
                 .ok_or(AttachError::Corrupt {
                     what: "price book size",
                 })?,
+            names: small(H_NAMES, "name table size")?,
+            tasks: small(H_TASKS, "task table size")?,
         };
         let layout = Layout::from_config(&config).map_err(|_| AttachError::Corrupt {
             what: "region counts out of range",
@@ -343,6 +432,14 @@ impl Layout {
     #[inline]
     pub(crate) fn tenant(&self, t: usize) -> usize {
         self.tenants_off + t * TENANT_WORDS
+    }
+    #[inline]
+    pub(crate) fn name(&self, n: usize) -> usize {
+        self.names_off + n * NAME_WORDS
+    }
+    #[inline]
+    pub(crate) fn task(&self, t: usize) -> usize {
+        self.tasks_off + t * TASK_WORDS
     }
     #[inline]
     pub(crate) fn lane(&self, l: usize) -> usize {

@@ -29,36 +29,68 @@
 //! static part; then owner pid and start time, owner epoch, heartbeat, the price-book
 //! seqlock and slow-path tuning), the **pools** (16 words each: granted, available,
 //! carved, consumed, returned, overrun, limit, three tier floors), the **tenants** (name
-//! and, per tier and initiator, the list of pools), the sidecar's **journal**, the
-//! **price book** (serialized `tollgate_core::PriceBook`), then the **lanes**: a
-//! 32-word header on 128-byte-aligned lines (agent line: claim = holder + generation, key,
-//! `avail`, consumed, overrun, ring head, lost, pending commits; sidecar line: topped up,
-//! revoked, reclaimed, ring tail, denial reason, harvest marks, pool list; a report line),
-//! reservation slots of 16 words, and a usage ring of 8-word records.
+//! and, per tier and initiator, the list of pools), the sidecar's **journal**, the **name
+//! table** (agent and feature names, interned once each, so records carry 16-bit ids), the
+//! **task table** (named tasks the pod's agents opened, and the sidecar's status of each),
+//! the **price book** (serialized `tollgate_core::PriceBook`), then the **lanes**: a
+//! 48-word header on 128-byte-aligned lines (agent line: claim = holder + generation, key
+//! = tenant, tier, initiator, agent and task, `avail`, consumed, overrun, ring head, lost,
+//! pending commits, calls; sidecar line: topped up, revoked, reclaimed, ring tail, denial
+//! reason, harvest marks, pool list, call limit; a report line), reservation slots of 16
+//! words, and a usage ring of 8-word records (amounts, tokens, model, sequence, names,
+//! outcomes and flags).
 //!
 //! ## Agent API
 //!
 //! ```no_run
-//! use tollgate_client::{Call, Gate};
+//! use tollgate_client::{Call, Gate, GateOptions, TaskSpec};
 //! use tollgate_core::{Credits, Tier, Usage};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let gate = Gate::attach("/var/run/tollgate/region")?;   // or Gate::from_env()
-//! let acme = gate.tenant("acme")?;                        // resolve names once
+//! // The agent's name, once per process: the option, else TOLLGATE_AGENT, else unnamed.
+//! let gate = Gate::attach_with("/var/run/tollgate/region", &GateOptions::new().agent("support-bot"))?;
+//! // (or Gate::from_env(): TOLLGATE_REGION and TOLLGATE_AGENT)
+//! let acme = gate.tenant("acme")?;                  // resolve names once
 //! let gpt = gate.model("gpt-4o")?;
-//! let task = gate.open_task(Credits::from_credits(5).unwrap());
-//! let call = Call::model(&gpt).tenant(acme).input_tokens(1_200).max_output_tokens(800)
-//!     .tier(Tier::Interactive).task(&task);
+//! let summarize = gate.feature("summarize")?;
+//! let task = gate.open_task(&TaskSpec::new("ticket-4711").tenant(acme)
+//!     .budget(Credits::from_credits(5).ok_or("overflow")?).max_calls(50))?;
+//! let call = Call::model(&gpt).tenant(acme).feature(summarize).task(&task)
+//!     .input_tokens(1_200).max_output_tokens(800).tier(Tier::Interactive);
 //! let hold = gate.reserve(&call)?;   // Err(ReserveError::Denied(Denial { limit, horizon, retry_after, .. }))
 //! // ... the LLM call ...
-//! hold.commit(Usage { input_tokens: 1_180, output_tokens: 311 })?;
+//! hold.commit_with_outcomes(Usage { input_tokens: 1_180, output_tokens: 311 }, 1)?;
+//! task.complete()?;                  // one Agentic Work Unit; later reserves on it are refused
 //! # Ok(()) }
 //! ```
+//!
+//! **Attribution.** Every call carries the tenant, the agent's name (the process's, or
+//! another one per call with [`Call::agent`] and a handle from [`Gate::agent`]), a feature
+//! ([`Gate::feature`]), a named task, the tier, the initiator and the model; the sidecar
+//! adds the instance (pod, process, lane) and puts the names into its signed batches.
+//! Names are interned once in the region's bounded name table ([`ReserveError::NameTableFull`]
+//! when it is full) and cost nothing per call. A call's agent name is part of its lane's key,
+//! so an agent's quotas apply to its lanes only, all-or-nothing with the other limits.
+//!
+//! **Outcomes and pre-rated costs.** [`Reservation::commit_with_outcomes`] reports outcomes
+//! (e.g. a resolved ticket) with the call's usage; [`Gate::report_outcomes`] reports them on
+//! their own later, rated by the model's per-outcome price, reserved and committed at once.
+//! [`Reservation::commit_credits`] and fixed-price calls ([`Call::fixed`]) state their cost
+//! in credits: their records say so (`pre_rated`) and the authority bills the amount stated.
+//!
+//! **Tasks.** [`Gate::open_task`] opens a named [`Task`] (or joins the one a process of the
+//! pod opened with the same id and tenant): its budget and `max_calls` bound every call
+//! made `.task(&task)`; past them a reserve is refused with [`ReserveError::TaskExhausted`],
+//! which names the task and which of its limits refused ([`TaskLimit`]), so a runtime can
+//! stop a runaway loop by its id. [`Task::complete`] records one Agentic Work Unit for the
+//! task's agent, exactly once per task in the pod, even if the completing process dies
+//! half-way. A [`LocalTask`] is a budget of this process only (not reported).
 //!
 //! A [`Reservation`] is `Send` (commit it on another thread); dropping it cancels it.
 //! Dropping the [`Gate`] hands its lanes back to the sidecar (settled and flushed; the
 //! sidecar's `reclaim_dead` frees them) and unmaps the region once no thread uses it.
-//! A task that runs out is refused with [`ReserveError::TaskExhausted`] (the task is
-//! out, not the tenant).
+//! Denials say when a retry can succeed: a refill expected soon as a short hint, a limit
+//! that cannot be refilled before a deadline (a window that rolls, a month that resets) as
+//! the time to that deadline; lower tiers wait longer, each within its own jitter band.
 //!
 //! ## Sidecar API
 //!
@@ -67,7 +99,9 @@
 //! `configure_tenant`, `grant` / `give_back` (leases), `top_up` / `revoke` (lanes),
 //! `record_denial`, `demands`, `drain` / `drain_all` (usage records plus the harvest of
 //! totals into pools), `lanes`, `processes`, `reclaim_dead` / `reclaim_lane`, `audit`
-//! (every counter of the equation), `publish_price_book`.
+//! (every counter of the equation), `publish_price_book`, `set_lane_pools` (a lane's
+//! class, agent and task pools), `name` (a name id's string), `tasks` / `task` /
+//! `set_task_status` / `free_task` (the task table).
 //!
 //! ## Performance
 //!
@@ -106,12 +140,14 @@ mod journal;
 mod lane;
 pub mod layout;
 mod mapping;
+mod names;
 mod pricebook;
 mod process;
 pub mod protocol;
 mod reclaim;
 mod ring;
 mod sync;
+mod tasks;
 
 #[cfg(not(loom))]
 pub mod baseline;
@@ -120,14 +156,18 @@ mod gate;
 #[cfg(not(loom))]
 mod region;
 
+#[cfg(all(test, not(loom)))]
+mod attribution_tests;
 #[cfg(all(test, loom))]
 mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
 pub use audit::{Audit, LaneBalance, PoolBalance};
-pub use codes::LaneKey;
-pub use error::{AttachError, CommitError, CreateError, Denial, ReserveError, SidecarError};
+pub use codes::{LaneKey, TaskRef};
+pub use error::{
+    AttachError, CommitError, CreateError, Denial, ReserveError, SidecarError, TaskLimit,
+};
 pub use holder::HolderId;
 pub use journal::JournalRecovery;
 pub use lane::MAX_LANE_CREDITS;
@@ -135,9 +175,13 @@ pub use layout::RegionConfig;
 pub use process::ProcessId;
 pub use reclaim::ReclaimReport;
 pub use ring::{DrainStats, UsageRecord};
+pub use tasks::{TaskEntry, TaskStatus};
 
 #[cfg(not(loom))]
-pub use gate::{Call, Gate, Model, REGION_ENV, Reservation, Task, TenantId};
+pub use gate::{
+    AGENT_ENV, AgentName, Call, Feature, Gate, GateOptions, LocalTask, Model, REGION_ENV,
+    Reservation, Task, TaskSpec, TenantId,
+};
 #[cfg(not(loom))]
 pub use mapping::install_truncation_guard;
 #[cfg(not(loom))]

@@ -37,6 +37,8 @@ impl Fixture {
             slots_per_lane: slots,
             ring_capacity: ring,
             price_book_bytes: 16,
+            names: 2,
+            tasks: 0,
         })
         .unwrap();
         let f = Fixture {
@@ -102,11 +104,21 @@ fn fixture_key() -> LaneKey {
         tenant: 0,
         tier: Tier::Interactive,
         initiator: Initiator::Human,
+        agent: 0,
+        task: None,
     }
 }
 
 fn fake_process() -> HolderId {
     HolderId::new(4242).unwrap()
+}
+
+/// A plain reservation request of `amount`.
+fn req(amount: u64) -> crate::lane::Request {
+    crate::lane::Request {
+        amount,
+        ..Default::default()
+    }
 }
 
 fn go() -> impl FnMut(u32) -> bool {
@@ -148,7 +160,7 @@ fn reserve_races_top_up_model() {
         });
         let v = f.view();
         let mut o = v.owner_for(0);
-        let slot = v.reserve(&mut o, 3, 0, 0, &mut go()).unwrap();
+        let slot = v.reserve(&mut o, &req(3), &mut go()).unwrap();
         assert!(v.settle(&mut o, slot, 1, false, &mut go()));
         sidecar.join().unwrap();
         assert_eq!(lane_credits(&v), 4 + 5 - 1, "no top-up lost");
@@ -177,7 +189,7 @@ mod models {
             });
             let v = f.view();
             let mut o = v.owner_for(0);
-            let got = v.reserve(&mut o, 4, 0, 0, &mut go());
+            let got = v.reserve(&mut o, &req(4), &mut go());
             if let Ok(slot) = got {
                 assert!(v.settle(&mut o, slot, 3, false, &mut go()));
             }
@@ -203,7 +215,7 @@ mod models {
             });
             let v = f.view();
             let mut o = v.owner_for(0);
-            let slot = v.reserve(&mut o, 5, 0, 0, &mut go()).unwrap();
+            let slot = v.reserve(&mut o, &req(5), &mut go()).unwrap();
             assert!(v.settle(&mut o, slot, 0, true, &mut go()));
             let revoked = sidecar.join().unwrap();
             assert_eq!(lane_credits(&v) + revoked, 8);
@@ -218,7 +230,7 @@ mod models {
             let f = Fixture::new(1, 2, 2, 10);
             let v = f.view();
             let mut o = v.owner_for(0);
-            let slot = v.reserve(&mut o, 2, 0, 0, &mut go()).unwrap();
+            let slot = v.reserve(&mut o, &req(2), &mut go()).unwrap();
             let f = Arc::new(f);
             let f2 = f.clone();
             let sidecar = thread::spawn(move || {
@@ -242,14 +254,14 @@ mod models {
             let f = Arc::new(Fixture::new(1, 2, 4, 10));
             let v = f.view();
             let mut o = v.owner_for(0);
-            let slot = v.reserve(&mut o, 4, 0, 0, &mut go()).unwrap();
+            let slot = v.reserve(&mut o, &req(4), &mut go()).unwrap();
             let f2 = f.clone();
             let remote = thread::spawn(move || {
-                assert!(f2.view().finish_remote(0, slot, 1, 3, 0, false));
+                assert!(f2.view().finish_remote(0, slot, 1, 3, 0, 0, false));
             });
             // The owner keeps working while the other thread commits.
             v.settle_pending(&mut o);
-            if let Ok(s2) = v.reserve(&mut o, 2, 0, 0, &mut go()) {
+            if let Ok(s2) = v.reserve(&mut o, &req(2), &mut go()) {
                 assert!(v.settle(&mut o, s2, 2, false, &mut go()));
             }
             remote.join().unwrap();
@@ -269,11 +281,11 @@ mod models {
             let f = Fixture::new(1, 2, 2, 6);
             let v = f.view();
             let mut o = v.owner_for(0);
-            let handed = v.reserve(&mut o, 3, 0, 0, &mut go()).unwrap();
+            let handed = v.reserve(&mut o, &req(3), &mut go()).unwrap();
             let f = Arc::new(f);
             let (f2, f3) = (f.clone(), f.clone());
             let remote = thread::spawn(move || {
-                assert!(f2.view().finish_remote(0, handed, 1, 2, 0, false));
+                assert!(f2.view().finish_remote(0, handed, 1, 2, 0, 0, false));
             });
             let sidecar = thread::spawn(move || {
                 let v = f3.view();
@@ -282,7 +294,7 @@ mod models {
             });
             let v = f.view();
             v.settle_pending(&mut o);
-            if let Ok(slot) = v.reserve(&mut o, 4, 0, 0, &mut go()) {
+            if let Ok(slot) = v.reserve(&mut o, &req(4), &mut go()) {
                 assert!(v.settle(&mut o, slot, 1, false, &mut go()));
             }
             remote.join().unwrap();
@@ -312,7 +324,7 @@ mod models {
                     let v = f2.view();
                     let mut o = v.owner_for(0);
                     let mut step = crash_at(k);
-                    if let Ok(slot) = v.reserve(&mut o, 4, 0, 0, &mut step) {
+                    if let Ok(slot) = v.reserve(&mut o, &req(4), &mut step) {
                         let _ = v.settle(&mut o, slot, 5, false, &mut step); // overrun of 1
                     }
                     !step(u32::MAX) // did it die?
@@ -342,7 +354,7 @@ mod models {
                 let f = Fixture::new(1, 2, 2, 6);
                 let v = f.view();
                 let mut o = v.owner_for(0);
-                let slot = v.reserve(&mut o, 4, 0, 0, &mut go()).unwrap();
+                let slot = v.reserve(&mut o, &req(4), &mut go()).unwrap();
                 let f = Arc::new(f);
                 let f2 = f.clone();
                 let agent = thread::spawn(move || {
@@ -390,7 +402,7 @@ mod models {
                     });
                     let v = f.view();
                     let mut o = v.owner_for(0);
-                    if let Ok(slot) = v.reserve(&mut o, 2, 0, 0, &mut go()) {
+                    if let Ok(slot) = v.reserve(&mut o, &req(2), &mut go()) {
                         assert!(v.settle(&mut o, slot, 1, false, &mut go()));
                     }
                     // A revoke may find the lane empty (the agent pulled everything first).
@@ -412,10 +424,10 @@ mod models {
                 let f = Fixture::new(1, 2, 2, 8);
                 let v = f.view();
                 let mut o = v.owner_for(0);
-                let _held = v.reserve(&mut o, 3, 0, 0, &mut go()).unwrap();
-                let done = v.reserve(&mut o, 2, 0, 0, &mut go()).unwrap();
+                let _held = v.reserve(&mut o, &req(3), &mut go()).unwrap();
+                let done = v.reserve(&mut o, &req(2), &mut go()).unwrap();
                 // Committed by another thread, not yet settled by the (now dead) owner.
-                assert!(v.finish_remote(0, done, 1, 1, 0, false));
+                assert!(v.finish_remote(0, done, 1, 1, 0, 0, false));
                 let f = Arc::new(f);
                 let f2 = f.clone();
                 let first = thread::spawn(move || {
@@ -457,7 +469,7 @@ mod models {
             let f = Fixture::new(1, 1, 2, 6);
             let v = f.view();
             let mut stale = v.owner_for(0);
-            let old = v.reserve(&mut stale, 2, 0, 0, &mut go()).unwrap();
+            let old = v.reserve(&mut stale, &req(2), &mut go()).unwrap();
             let old_generation = holder::generation(stale.claim);
             v.reclaim_lane(0, &|_| true, &mut go()).unwrap();
             v.claim(0, HolderId::new(7).unwrap(), fixture_key().encode())
@@ -468,7 +480,7 @@ mod models {
             let newcomer = thread::spawn(move || {
                 let v = f2.view();
                 let mut o = v.owner_for(0);
-                let slot = v.reserve(&mut o, 3, 0, 0, &mut go()).unwrap();
+                let slot = v.reserve(&mut o, &req(3), &mut go()).unwrap();
                 assert_eq!(slot, old, "the same slot, under a new claim");
                 assert!(v.settle(&mut o, slot, 2, false, &mut go()));
             });
@@ -477,7 +489,7 @@ mod models {
             let may_settle = v.still_owns(&stale) && v.slot_is_held(0, old, old_generation);
             assert!(!may_settle, "a reclaimed lane is never settled into");
             // A stale commit from another of its threads.
-            assert!(!v.finish_remote(0, old, old_generation, 1, 0, false));
+            assert!(!v.finish_remote(0, old, old_generation, 1, 0, 0, false));
             newcomer.join().unwrap();
             assert_eq!(
                 v.lw(0, L_CONSUMED).load(ACQ),
@@ -542,7 +554,7 @@ mod models {
             let v = f.view();
             let mut o = v.owner_for(0);
             for actual in [1, 2, 3] {
-                let slot = v.reserve(&mut o, 5, 0, 0, &mut go()).unwrap();
+                let slot = v.reserve(&mut o, &req(5), &mut go()).unwrap();
                 assert!(v.settle(&mut o, slot, actual, false, &mut go()));
             }
             let mut out: Vec<UsageRecord> = sidecar.join().unwrap();
@@ -588,7 +600,7 @@ mod models {
             let v = f.view();
             let mut o = v.owner_for(0);
             for actual in [1, 2, 3] {
-                let slot = v.reserve(&mut o, 5, 0, 0, &mut go()).unwrap();
+                let slot = v.reserve(&mut o, &req(5), &mut go()).unwrap();
                 assert!(v.settle(&mut o, slot, actual, false, &mut go()));
             }
             let mut out: Vec<UsageRecord> = sidecar.join().unwrap();

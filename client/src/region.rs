@@ -17,7 +17,7 @@ use tollgate_core::{Credits, LimitKind, PriceBook, Tier};
 
 use crate::audit::{Audit, PoolBalance};
 use crate::carve::Revoked;
-use crate::codes::{LaneKey, decode_limit, encode_limit, pack_pools};
+use crate::codes::{LaneKey, TaskRef, decode_limit, encode_limit, pack_pools};
 use crate::error::{AttachError, CreateError, SidecarError};
 use crate::holder::{self, HolderId, Probe};
 use crate::journal::JournalRecovery;
@@ -28,6 +28,7 @@ use crate::process::ProcessId;
 use crate::reclaim::ReclaimReport;
 use crate::ring::{DrainStats, UsageRecord};
 use crate::sync::{ACQ, REL, RELAXED};
+use crate::tasks::{TaskEntry, TaskStatus};
 
 /// Default spins before an agent whose lane ran dry starts sleeping.
 pub const DEFAULT_SPIN_ITERS: u64 = 200;
@@ -344,6 +345,8 @@ impl Region {
             slots_per_lane: l.slots as u32,
             ring_capacity: l.ring as u32,
             price_book_bytes: (l.book_words * WORD) as u32,
+            names: l.names as u32,
+            tasks: l.tasks as u32,
         }
     }
 
@@ -536,6 +539,67 @@ impl Region {
         Ok(())
     }
 
+    /// Fixes the pools `lane` is carved from (its class's, its agent's quotas, its task's
+    /// budget), before its first top-up; a lane whose pools are fixed keeps them (an equal
+    /// list is accepted, another refused). Without it, the first top-up fixes the pools of
+    /// the lane's class in its tenant's record.
+    pub fn set_lane_pools(&self, lane: usize, pools: &[usize]) -> Result<(), SidecarError> {
+        self.check("lane", lane, self.layout.lanes)?;
+        let _g = self.lock();
+        let v = self.view();
+        if v.lw(lane, L_POOLS).load(ACQ) != 0 {
+            let now = v.lane_pools(lane)?;
+            return if now == pools {
+                Ok(())
+            } else {
+                Err(SidecarError::Config(format!(
+                    "lane {lane} is carved from pools {now:?} already"
+                )))
+            };
+        }
+        v.fix_lane_pools(lane, pools)
+    }
+
+    /// The name of name-table id `id` (agent and feature names in records and lane keys):
+    /// `None` for 0 (unnamed) and for anything that is not a published name. Lossily
+    /// decoded: the table is written by agents.
+    pub fn name(&self, id: u16) -> Option<String> {
+        self.view()
+            .name_bytes(id)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// `(entries in use, capacity)` of the name table.
+    pub fn names_used(&self) -> (usize, usize) {
+        self.view().names_used()
+    }
+
+    /// Every open task in the task table.
+    pub fn tasks(&self) -> Vec<TaskEntry> {
+        let v = self.view();
+        (0..self.layout.tasks)
+            .filter_map(|slot| v.task_entry(slot))
+            .collect()
+    }
+
+    /// The open task `t` names, if it still does.
+    pub fn task(&self, t: TaskRef) -> Option<TaskEntry> {
+        self.view()
+            .task_entry(usize::from(t.slot))
+            .filter(|e| e.task == t)
+    }
+
+    /// Records the sidecar's status of task `t` (agents read it when a task lane runs dry).
+    pub fn set_task_status(&self, t: TaskRef, status: TaskStatus) {
+        self.view().set_task_status(t, status);
+    }
+
+    /// Frees task `t`'s entry for reuse (under a new generation). The caller makes sure no
+    /// lane is keyed by it any more.
+    pub fn free_task(&self, t: TaskRef) -> bool {
+        self.view().free_task(t)
+    }
+
     /// Records why `lane` cannot be topped up (the binding limit) and when to retry;
     /// the agent reports it in its next denial.
     pub fn record_denial(
@@ -615,7 +679,12 @@ impl Region {
     pub fn drain_all(&self, out: &mut Vec<UsageRecord>) -> Result<DrainStats, SidecarError> {
         let mut total = DrainStats::default();
         for lane in 0..self.layout.lanes {
-            if self.view().lw(lane, L_TOPPED_UP).load(ACQ) == 0 {
+            let v = self.view();
+            // Never topped up and nothing in its ring (a lane with only zero-credit records,
+            // a task's completion, has some).
+            if v.lw(lane, L_TOPPED_UP).load(ACQ) == 0
+                && v.lw(lane, L_RING_HEAD).load(ACQ) == v.lw(lane, L_RING_TAIL).load(ACQ)
+            {
                 continue;
             }
             let st = self.drain(lane, out)?;
@@ -747,6 +816,10 @@ impl Region {
                 }
             }
         }
+        // Name and task entries whose writer died mid-write.
+        let dead = |h: HolderId| !self.is_alive(h);
+        self.view().free_stuck_names(&dead);
+        self.view().free_stuck_tasks(&dead);
         // Holder files of processes that are gone and hold no lane any more. The claims are
         // read again (reclaim freed some), without probing each holder's lock a second time.
         let v = self.view();

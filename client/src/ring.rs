@@ -10,8 +10,8 @@
 
 use tollgate_core::{Credits, Initiator, Tier};
 
-use crate::codes::LaneKey;
-use crate::lane::{META_CANCELLED, META_NO_MODEL, View};
+use crate::codes::{LaneKey, TaskRef, unpack_names};
+use crate::lane::{META_CANCELLED, META_NO_MODEL, META_WORK_UNIT, OUT_PRE_RATED, View};
 use crate::layout::*;
 use crate::sync::{ACQ, REL, RELAXED};
 
@@ -40,6 +40,18 @@ pub struct UsageRecord {
     pub book_version: u32,
     /// Position in the lane's ring (1-based, per lane): gaps mean lost records.
     pub seq: u64,
+    /// The agent's name id (see `Region::name`; 0: unnamed).
+    pub agent: u16,
+    /// The feature's name id (0: none).
+    pub feature: u16,
+    /// The named task the call spent, if any (see `Region::task_id`).
+    pub task: Option<TaskRef>,
+    /// Outcomes the call reported (e.g. resolved tickets).
+    pub outcomes: u32,
+    /// The cost was stated in credits by the agent, not rated from usage.
+    pub pre_rated: bool,
+    /// The record completes its task (one Agentic Work Unit); it carries no usage.
+    pub work_unit: bool,
 }
 
 /// What one drain of a lane found.
@@ -97,6 +109,8 @@ impl View<'_> {
             let seq = g(R_SEQ);
             let meta = g(R_META);
             let tokens = g(R_TOKENS);
+            let (agent, feature, task) = unpack_names(g(R_NAMES));
+            let outcomes = g(R_OUTCOMES);
             if seq != tail.wrapping_add(1) || meta & META_CANCELLED != 0 {
                 st.skipped += 1;
             } else {
@@ -113,6 +127,12 @@ impl View<'_> {
                     model_index: (model != META_NO_MODEL).then_some(model as u16),
                     book_version: (meta >> 32) as u32,
                     seq,
+                    agent,
+                    feature,
+                    task,
+                    outcomes: outcomes as u32,
+                    pre_rated: outcomes & OUT_PRE_RATED != 0,
+                    work_unit: meta & META_WORK_UNIT != 0,
                 });
                 st.records += 1;
             }

@@ -17,6 +17,8 @@ pub(crate) fn small_config() -> RegionConfig {
         slots_per_lane: 8,
         ring_capacity: 8,
         price_book_bytes: 4096,
+        names: 64,
+        tasks: 8,
     }
 }
 
@@ -57,6 +59,14 @@ pub(crate) fn setup(dir: &tempfile::TempDir, grant: u64) -> (Region, std::path::
     .unwrap();
     r.set_slow_path(10, std::time::Duration::from_micros(10));
     (r, path)
+}
+
+/// A plain reservation request of `amount`.
+pub(crate) fn req(amount: u64) -> crate::lane::Request {
+    crate::lane::Request {
+        amount,
+        ..Default::default()
+    }
 }
 
 fn lane_of(r: &Region, tier: Tier) -> usize {
@@ -169,19 +179,25 @@ fn tier_floor_keeps_budget_for_interactive_work() {
 }
 
 #[test]
-fn task_budget_denies_the_task_not_the_tenant() {
+fn local_task_budget_denies_the_task_not_the_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let (r, path) = setup(&dir, 1000 * C);
     let gate = Gate::attach(&path).unwrap();
     let _ = gate.reserve(&Call::fixed(Credits(C)));
     r.top_up(lane_of(&r, Tier::Interactive), Credits(100 * C))
         .unwrap();
-    let task = gate.open_task(Credits(10 * C));
-    let call = Call::fixed(Credits(4 * C)).task(&task);
+    let task = LocalTask::new(Credits(10 * C));
+    let call = Call::fixed(Credits(4 * C)).local_task(&task);
     let a = gate.reserve(&call).unwrap();
     let b = gate.reserve(&call).unwrap();
     match gate.reserve(&call) {
-        Err(ReserveError::TaskExhausted { needed, remaining }) => {
+        Err(ReserveError::TaskExhausted {
+            needed,
+            remaining,
+            task,
+            why,
+        }) => {
+            assert_eq!((task.as_str(), why), ("", TaskLimit::Budget));
             assert_eq!(needed, Credits(4 * C));
             assert_eq!(remaining, Credits(2 * C));
         }
@@ -647,6 +663,8 @@ fn dead_process_is_reclaimed_exactly_once() {
             tenant: 0,
             tier: Tier::Interactive,
             initiator: Initiator::Human,
+            agent: 0,
+            task: None,
         };
         v.lw(3, L_CLAIM)
             .store(crate::holder::claimed_by(0, ghost), REL);
@@ -659,10 +677,10 @@ fn dead_process_is_reclaimed_exactly_once() {
             !dead
         };
         // Held and never committed: the process "dies" holding it. It pulls all 50.
-        let _held = v.reserve(&mut o, 7 * C, 0, 0, &mut |_| true).unwrap();
+        let _held = v.reserve(&mut o, &req(7 * C), &mut |_| true).unwrap();
         r.top_up(3, Credits(40 * C)).unwrap();
         // 45 > the 43 left locally: this one pulls again, then takes, then settles.
-        if let Ok(slot) = v.reserve(&mut o, 45 * C, 0, 0, &mut step) {
+        if let Ok(slot) = v.reserve(&mut o, &req(45 * C), &mut step) {
             let _ = v.settle(&mut o, slot, 46 * C, false, &mut step);
         }
         assert_eq!(!step(u32::MAX), crash != 0, "crash point {crash} reached");
@@ -818,8 +836,8 @@ fn a_call_that_may_not_wait_asks_and_returns_would_wait() {
     // A long wait, so a reserve that waited would be seen to.
     r.set_slow_path(10, std::time::Duration::from_millis(5));
     let gate = Gate::attach(&path).unwrap();
-    let task = Task::new(Credits(10 * C));
-    let call = Call::fixed(Credits(C)).task(&task).wait(false);
+    let task = LocalTask::new(Credits(10 * C));
+    let call = Call::fixed(Credits(C)).local_task(&task).wait(false);
     let started = std::time::Instant::now();
     assert_eq!(gate.reserve(&call).err(), Some(ReserveError::WouldWait));
     assert!(started.elapsed() < std::time::Duration::from_millis(5));

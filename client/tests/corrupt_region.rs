@@ -30,7 +30,7 @@ const MODEL: &str = "gpt-test";
 const HEADER_BYTES: usize = HEADER_WORDS * WORD;
 /// The magic, version, size, checksum and static layout words: any change to them must be
 /// refused at attach.
-const STATIC_HEADER_BYTES: usize = 16 * WORD;
+const STATIC_HEADER_BYTES: usize = 20 * WORD;
 
 /// A valid region image with real content, and a directory to write damaged copies in.
 struct Fixture {
@@ -50,6 +50,7 @@ fn fixture() -> Fixture {
             slots_per_lane: 4,
             ring_capacity: 4,
             price_book_bytes: 2048,
+            ..RegionConfig::default()
         },
     )
     .expect("create region");
@@ -333,7 +334,7 @@ fn random_bytes_are_foreign() {
 fn scribbled_static_header_is_corrupt() {
     let f = fixture();
     // Size field, checksum and each static layout word in turn.
-    for word in 2..16 {
+    for word in 2..20 {
         let original = u64::from_le_bytes(
             f.image[word * WORD..(word + 1) * WORD]
                 .try_into()
@@ -461,7 +462,7 @@ fn random_damage_never_panics() {
 #[test]
 fn scribbled_dynamic_header_is_survivable() {
     let f = fixture();
-    for word in 16..64 {
+    for word in 20..64 {
         for value in [0, 1 << 40, u64::MAX] {
             let path = f.write(&format!("dyn-{word}-{value}"), &f.with_word(word, value));
             let gate = attach(&path).expect("the static header is intact");

@@ -26,6 +26,7 @@ fn setup(dir: &tempfile::TempDir) -> (Region, std::path::PathBuf) {
             slots_per_lane: 8,
             ring_capacity: 64,
             price_book_bytes: 4096,
+            ..RegionConfig::default()
         },
     )
     .unwrap();

@@ -223,10 +223,10 @@ fn run_agent(region: &Path, seed: u64, overrun: bool) {
     // Tasks outlive the reservations that spend them (some are committed by the sibling);
     // a thread moves to its next task when one is spent.
     let mut rng = Rng::new(seed);
-    let tasks: Vec<Vec<tollgate_client::Task>> = (0..THREADS)
+    let tasks: Vec<Vec<tollgate_client::LocalTask>> = (0..THREADS)
         .map(|_| {
             (0..256)
-                .map(|_| gate.open_task(Credits(rng.range(20, 400) * C)))
+                .map(|_| tollgate_client::LocalTask::new(Credits(rng.range(20, 400) * C)))
                 .collect()
         })
         .collect();
@@ -258,7 +258,7 @@ struct Agent<'g> {
     gate: &'g Gate,
     tenant: tollgate_client::TenantId,
     model: &'g tollgate_client::Model,
-    tasks: &'g [tollgate_client::Task],
+    tasks: &'g [tollgate_client::LocalTask],
     overrun: bool,
 }
 
@@ -307,7 +307,7 @@ impl<'g> Agent<'g> {
             .tenant(tenant)
             .tier(tier);
             if use_task {
-                call = call.task(&tasks[task]);
+                call = call.local_task(&tasks[task]);
             }
             let hold = match gate.reserve(&call) {
                 Ok(h) => h,
@@ -426,6 +426,7 @@ impl Sidecar {
                 slots_per_lane: 16,
                 ring_capacity: 1024,
                 price_book_bytes: 4096,
+                ..RegionConfig::default()
             },
         )
         .expect("create region");

@@ -23,6 +23,7 @@ fn region(path: &Path) -> Region {
             slots_per_lane: 4,
             ring_capacity: 64,
             price_book_bytes: 1024,
+            ..RegionConfig::default()
         },
     )
     .expect("create region");

@@ -392,7 +392,7 @@ fn agent(
     let mut backoff_until: Option<Instant> = None;
     let mut first_reserve = true;
     while !stop.load(Ordering::Relaxed) {
-        let task = gate.open_task(spec.task_budget);
+        let task = tollgate_client::LocalTask::new(spec.task_budget);
         let mut n = 0u32;
         while n < spec.calls_per_task && !stop.load(Ordering::Relaxed) {
             if let Some(t) = backoff_until {
@@ -411,7 +411,7 @@ fn agent(
                 .max_output_tokens(max_out)
                 .tier(spec.tier)
                 .initiator(spec.initiator)
-                .task(&task);
+                .local_task(&task);
             // Only the reserve is timed; recording happens after (and never allocates).
             let t_reserve = Instant::now();
             let reserved = gate.reserve(&call);

@@ -1013,14 +1013,17 @@ impl Core {
             .flat_map(|d| d.records.iter().map(|r| r.as_input(now_ms)))
             .collect();
         for (n, agg) in &names {
-            let Some((tenant, agent, tier, initiator)) = n else {
+            let Some(n) = n else {
                 continue;
             };
+            let (tenant, agent) = (&n.tenant, &n.instance);
             recs.push(RecordInput {
                 tenant,
+                agent: &n.agent_name,
                 agent_instance: agent,
-                tier: Some(crate::convert::tier_to_wire(*tier)),
-                initiator: Some(crate::convert::initiator_to_wire(*initiator)),
+                task: &n.task,
+                tier: Some(crate::convert::tier_to_wire(n.tier)),
+                initiator: Some(crate::convert::initiator_to_wire(n.initiator)),
                 client_rated_micro: agg.amount,
                 calls: u32::try_from(agg.calls).unwrap_or(u32::MAX),
                 aggregate: true,
@@ -1125,7 +1128,7 @@ impl Core {
                 lane,
                 amount,
                 bound = cap,
-                agent = ?self.region.owner.lane_names(lane).map(|n| n.1),
+                agent = ?self.region.owner.lane_names(lane).map(|n| n.instance),
                 "a lane reported more than the sidecar gave it plus the overrun allowance: the excess is not reported (suspected tampering with the region)"
             );
         }

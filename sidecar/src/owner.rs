@@ -40,7 +40,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::Context;
 use tollgate_client::{
     AttachError, LaneInfo, LaneKey, PoolSpec, ReclaimReport, Region, RegionConfig, RegionDamage,
-    SidecarError, TenantSpec, UsageRecord,
+    SidecarError, TaskRef, TenantSpec, UsageRecord,
 };
 use tollgate_core::{Credits, Horizon, Initiator, LimitKind, PriceBook, PriceBookSpec, Tier};
 use tollgate_proto::batch::RecordInput;
@@ -109,8 +109,14 @@ pub struct DrainedRecord {
     pub rec: UsageRecord,
     /// Tenant name.
     pub tenant: String,
-    /// Agent instance name (`<sidecar>/pid<pid>/lane<n>`).
+    /// The agent's name ("" unnamed).
+    pub agent_name: String,
+    /// Agent instance (`<sidecar>/<holder id>/lane<n>`).
     pub agent: String,
+    /// Feature name ("" none).
+    pub feature: String,
+    /// Task id ("" none).
+    pub task: String,
     /// Model name ("" for fixed-price calls).
     pub model: String,
     /// Full price book version.
@@ -125,23 +131,23 @@ impl DrainedRecord {
     pub fn as_input(&self, now_unix_ms: u64) -> RecordInput<'_> {
         RecordInput {
             tenant: &self.tenant,
-            agent: "",
+            agent: &self.agent_name,
             agent_instance: &self.agent,
             model: &self.model,
-            feature: "",
-            task: "",
+            feature: &self.feature,
+            task: &self.task,
             tier: Some(crate::convert::tier_to_wire(self.rec.tier)),
             initiator: Some(crate::convert::initiator_to_wire(self.rec.initiator)),
             input_tokens: self.rec.input_tokens,
             output_tokens: self.rec.output_tokens,
-            outcomes: 0,
+            outcomes: u64::from(self.rec.outcomes),
             price_book_version: self.book_version,
             client_rated_micro: self.rec.actual.0,
             calls: 1,
             aggregate: false,
             at_unix_ms: now_unix_ms,
-            work_units: 0,
-            pre_rated: false,
+            work_units: u32::from(self.rec.work_unit),
+            pre_rated: self.rec.pre_rated,
         }
     }
 }
@@ -165,6 +171,12 @@ pub struct LaneOwner {
     pub initiator: Initiator,
     /// The process that held it.
     pub holder: Holder,
+    /// The agent's name id (0: unnamed).
+    #[serde(default)]
+    pub agent: u16,
+    /// The task its calls spent, if any.
+    #[serde(default)]
+    pub task: Option<TaskRef>,
 }
 
 impl LaneOwner {
@@ -174,8 +186,27 @@ impl LaneOwner {
             tier: key.tier,
             initiator: key.initiator,
             holder: holder_of(lane),
+            agent: key.agent,
+            task: key.task,
         }
     }
+}
+
+/// Names of a lane's aggregate record (usage whose per-call detail was lost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneNames {
+    /// Tenant.
+    pub tenant: String,
+    /// The agent's name.
+    pub agent_name: String,
+    /// The agent instance (`<sidecar>/<holder id>/lane<n>`).
+    pub instance: String,
+    /// The task id ("" none).
+    pub task: String,
+    /// Tier.
+    pub tier: Tier,
+    /// Initiator.
+    pub initiator: Initiator,
 }
 
 /// A past owner of a lane: its records are those up to ring position `through` (records
@@ -296,6 +327,10 @@ pub struct Owner {
     /// Every lane seen in use: its owners (drained and named even after a reclaim).
     lanes: LaneBook,
     lanes_path: PathBuf,
+    /// Names read from the region's name table (a published name never changes).
+    names: BTreeMap<u16, String>,
+    /// Task ids by reference, as first seen (records outlive a task's table entry).
+    task_ids: BTreeMap<TaskRef, String>,
     /// Per lane, in this process's memory only (never the region, which any agent can
     /// write): credits the sidecar gave the lane, net (topped up - revoked - reclaimed).
     given: BTreeMap<usize, u64>,
@@ -411,6 +446,8 @@ impl Owner {
             floors: BTreeMap::new(),
             lanes,
             lanes_path,
+            names: BTreeMap::new(),
+            task_ids: BTreeMap::new(),
             given: BTreeMap::new(),
             ring_depth: BTreeMap::new(),
             carved_from: BTreeMap::new(),
@@ -944,9 +981,9 @@ impl Owner {
         }
     }
 
-    /// Names for a lane's aggregate record: (tenant, agent, tier, initiator), after the owner
-    /// of its oldest records still in the ring (or its current owner).
-    pub fn lane_names(&self, lane: usize) -> Option<(String, String, Tier, Initiator)> {
+    /// Names for a lane's aggregate record, after the owner of its oldest records still in
+    /// the ring (or its current owner).
+    pub fn lane_names(&mut self, lane: usize) -> Option<LaneNames> {
         let o = self
             .lanes
             .handovers
@@ -954,12 +991,48 @@ impl Owner {
             .and_then(|h| h.first())
             .map(|h| h.owner)
             .or_else(|| self.lanes.owners.get(&lane).copied())?;
-        Some((
-            self.tenants.get(o.tenant as usize)?.clone(),
-            self.agent_name(lane, o.holder),
-            o.tier,
-            o.initiator,
-        ))
+        Some(LaneNames {
+            tenant: self.tenants.get(o.tenant as usize)?.clone(),
+            agent_name: self.name_of(o.agent),
+            instance: self.agent_name(lane, o.holder),
+            task: o.task.map(|t| self.task_id(t)).unwrap_or_default(),
+            tier: o.tier,
+            initiator: o.initiator,
+        })
+    }
+
+    /// An agent or feature name by its id in the region's name table ("" for 0 or an
+    /// entry that is not a name: the table is written by agents).
+    pub fn name_of(&mut self, id: u16) -> String {
+        if id == 0 {
+            return String::new();
+        }
+        if let Some(n) = self.names.get(&id) {
+            return n.clone();
+        }
+        // A published name never changes, so it is read once.
+        match self.region.name(id) {
+            Some(n) => {
+                self.names.insert(id, n.clone());
+                n
+            }
+            None => String::new(),
+        }
+    }
+
+    /// A task's id: from the region while it is open there, else as the sidecar last saw
+    /// it ("" if it never did).
+    pub fn task_id(&mut self, t: TaskRef) -> String {
+        if let Some(id) = self.task_ids.get(&t) {
+            return id.clone();
+        }
+        match self.region.task(t) {
+            Some(e) => {
+                self.task_ids.insert(t, e.id.clone());
+                e.id
+            }
+            None => String::new(),
+        }
     }
 
     /// The agent instance a lane's records are posted under: pod, agent process (its
@@ -979,7 +1052,7 @@ impl Owner {
             .or_else(|| self.lanes.owners.get(&lane).copied())
     }
 
-    fn resolve(&self, mut rec: UsageRecord) -> DrainedRecord {
+    fn resolve(&mut self, mut rec: UsageRecord) -> DrainedRecord {
         // The record's names come from who wrote it, not from the lane's key now (a lane
         // drained after its reclaim has no key, or a new owner's).
         let owner = self.owner_of(rec.lane, rec.seq);
@@ -1006,9 +1079,10 @@ impl Owner {
                 .unwrap_or_default(),
             _ => String::new(),
         };
-        // What the authority will charge for it: it re-rates by tokens when it knows the
-        // model, so the sidecar's bound uses the larger of that and the agent's own rating.
-        let rated = match (book, model.is_empty()) {
+        // What the authority will charge for it: it re-rates usage by tokens and outcomes
+        // when it knows the model, so the sidecar's bound uses the larger of that and the
+        // agent's own rating; a pre-rated record is charged as stated.
+        let rated = match (book, model.is_empty() || rec.pre_rated) {
             (Some((_, b)), false) => b
                 .rate_by_name(
                     &model,
@@ -1016,15 +1090,19 @@ impl Owner {
                         input_tokens: rec.input_tokens,
                         output_tokens: rec.output_tokens,
                         initiator: rec.initiator,
-                        outcomes: 0,
+                        outcomes: u64::from(rec.outcomes),
                     },
                 )
                 .map_or(u64::MAX, |c| c.0),
             _ => 0,
         };
+        let book_version = book.map_or(u64::from(rec.book_version), |(v, _)| *v);
         DrainedRecord {
+            agent_name: self.name_of(rec.agent),
+            feature: self.name_of(rec.feature),
+            task: rec.task.map(|t| self.task_id(t)).unwrap_or_default(),
             agent: self.agent_name(rec.lane, owner.map_or(0, |o| o.holder)),
-            book_version: book.map_or(u64::from(rec.book_version), |(v, _)| *v),
+            book_version,
             charge_bound: rated.max(rec.actual.0),
             tenant,
             model,

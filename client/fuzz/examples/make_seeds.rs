@@ -79,6 +79,8 @@ fn main() {
         slots_per_lane: 1,
         ring_capacity: 1,
         price_book_bytes: 256,
+        names: 8,
+        tasks: 2,
     };
     let fixture = RegionConfig {
         pools: 3,
@@ -87,6 +89,8 @@ fn main() {
         slots_per_lane: 2,
         ring_capacity: 4,
         price_book_bytes: 512,
+        names: 8,
+        tasks: 2,
     };
     let seeds = [
         // Flags 7: stamp magic, version, size and checksum (a no-op on a valid file).

@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use libfuzzer_sys::fuzz_target;
 use tollgate_client::layout::{LAYOUT_VERSION, MAGIC, WORD};
-use tollgate_client::{Call, Gate, Region, TenantId};
+use tollgate_client::{Call, Gate, Region, TaskSpec, TenantId};
 use tollgate_core::{Credits, Tier, Usage};
 
 const C: u64 = 1_000_000;
-/// Checksummed static header words: `[4, 16)`, the checksum itself at word 3.
+/// Checksummed static header words: `[4, 20)`, the checksum itself at word 3.
 const STATIC_START: usize = 4;
-const STATIC_END: usize = 16;
+const STATIC_END: usize = 20;
 
 /// A fresh file for each input. Rewriting one path in place would truncate a file that a
 /// previous input's mapping may still cover (a thread's lane table is dropped after
@@ -90,6 +90,12 @@ fn agent(gate: &Gate) {
                 Some(TenantId(1)),
             ];
             let model = gate.model("gpt-test").ok();
+            // The name and task tables come from the file too.
+            let agent = gate.agent("fuzz-agent").ok();
+            let feature = gate.feature("fuzz-feature").unwrap_or_default();
+            let task = gate
+                .open_task(&TaskSpec::new("fuzz-task").budget(Credits(10 * C)).max_calls(3))
+                .ok();
             for tenant in tenants.into_iter().flatten() {
                 for tier in [Tier::Interactive, Tier::Background] {
                     let call = Call::fixed(Credits(C)).tenant(tenant).tier(tier);
@@ -99,6 +105,16 @@ fn agent(gate: &Gate) {
                     if let Ok(h) = gate.reserve(&call) {
                         h.cancel();
                     }
+                    let mut named = call.feature(feature);
+                    if let Some(a) = agent {
+                        named = named.agent(a);
+                    }
+                    if let Some(t) = &task {
+                        named = named.task(t);
+                    }
+                    if let Ok(h) = gate.reserve(&named) {
+                        let _ = h.commit_with_outcomes(Usage::new(10, 10), 2);
+                    }
                     if let Some(m) = &model {
                         let call = Call::model(m).tenant(tenant).tier(tier).input_tokens(100);
                         if let Ok(h) = gate.reserve(&call) {
@@ -106,6 +122,9 @@ fn agent(gate: &Gate) {
                         }
                     }
                 }
+            }
+            if let Some(t) = &task {
+                let _ = t.complete();
             }
         });
         thread.join().expect("the agent thread does not panic");
@@ -130,6 +149,12 @@ fn owner(region: &Region) {
     }
     let _ = region.reclaim_dead();
     let _ = region.processes();
+    for id in 0..64 {
+        let _ = region.name(id);
+    }
+    for t in region.tasks() {
+        let _ = region.task(t.task);
+    }
     let _ = region.demands();
     for info in region.lanes().into_iter().take(8) {
         let _ = region.top_up(info.lane, Credits(C));
