@@ -19,8 +19,13 @@ pub struct Core {
 }
 
 impl Core {
-    pub(crate) fn attach(py: Python<'_>, path: &Path) -> PyResult<Core> {
-        let gate = tollgate_client::Gate::attach(path)
+    /// Attaches as `agent` (else `TOLLGATE_AGENT`, else unnamed).
+    pub(crate) fn attach(py: Python<'_>, path: &Path, agent: Option<&str>) -> PyResult<Core> {
+        let mut options = tollgate_client::GateOptions::new();
+        if let Some(a) = agent {
+            options = options.agent(a);
+        }
+        let gate = tollgate_client::Gate::attach_with(path, &options)
             .map_err(|e| errors::attach(py, &e, &path.display().to_string()))?;
         Ok(Core {
             gate: Arc::new(gate),

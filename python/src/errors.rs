@@ -8,7 +8,7 @@ use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
-use tollgate_client::{AttachError, CommitError, ReserveError};
+use tollgate_client::{AttachError, CommitError, ReserveError, TaskLimit};
 
 const MODULE: &str = "tollgate.errors";
 
@@ -53,6 +53,7 @@ pub fn attach(py: Python<'_>, e: &AttachError, path: &str) -> PyErr {
         AttachError::Truncated { .. } => "truncated",
         AttachError::Corrupt { .. } => "corrupt",
         AttachError::Holders { .. } => "holders",
+        AttachError::AgentName { .. } => "agent_name",
         _ => "io",
     };
     raise(
@@ -64,9 +65,8 @@ pub fn attach(py: Python<'_>, e: &AttachError, path: &str) -> PyErr {
     )
 }
 
-/// `Denied`, `TaskExhausted` (naming `task`, the call's task id) or `ReserveError` with a
-/// reason word.
-pub fn reserve(py: Python<'_>, e: &ReserveError, task: Option<&str>) -> PyErr {
+/// `Denied`, `TaskExhausted` (naming the task) or `ReserveError` with a reason word.
+pub fn reserve(py: Python<'_>, e: &ReserveError) -> PyErr {
     match e {
         ReserveError::Denied(d) => raise(
             py,
@@ -81,21 +81,23 @@ pub fn reserve(py: Python<'_>, e: &ReserveError, task: Option<&str>) -> PyErr {
                 ("needed", obj(py, d.needed.0)),
             ],
         ),
-        ReserveError::TaskExhausted { needed, remaining } => {
-            let task = task.unwrap_or("");
-            raise(
-                py,
-                &TASK_EXHAUSTED,
-                "TaskExhausted",
-                format!("task {task:?}: {e}"),
-                &[
-                    ("task", obj(py, task)),
-                    ("why", obj(py, "budget")),
-                    ("needed", obj(py, needed.0)),
-                    ("remaining", obj(py, remaining.0)),
-                ],
-            )
-        }
+        ReserveError::TaskExhausted {
+            task,
+            why,
+            needed,
+            remaining,
+        } => raise(
+            py,
+            &TASK_EXHAUSTED,
+            "TaskExhausted",
+            format!("task {task:?}: {e}"),
+            &[
+                ("task", obj(py, task.as_str())),
+                ("why", obj(py, task_limit(*why))),
+                ("needed", obj(py, needed.0)),
+                ("remaining", obj(py, remaining.0)),
+            ],
+        ),
         other => {
             let reason = match other {
                 ReserveError::UnknownTenant(_) => "unknown_tenant",
@@ -110,6 +112,9 @@ pub fn reserve(py: Python<'_>, e: &ReserveError, task: Option<&str>) -> PyErr {
                 ReserveError::PriceBook(_) => "price_book",
                 ReserveError::Liveness(_) => "liveness",
                 ReserveError::WouldWait => "would_wait",
+                ReserveError::InvalidName { .. } => "invalid_name",
+                ReserveError::NameTableFull { .. } => "name_table_full",
+                ReserveError::TaskTableFull { .. } => "task_table_full",
                 _ => "error",
             };
             raise(
@@ -120,6 +125,15 @@ pub fn reserve(py: Python<'_>, e: &ReserveError, task: Option<&str>) -> PyErr {
                 &[("reason", obj(py, reason))],
             )
         }
+    }
+}
+
+fn task_limit(why: TaskLimit) -> &'static str {
+    match why {
+        TaskLimit::Budget => "budget",
+        TaskLimit::MaxCalls => "max_calls",
+        TaskLimit::Completed => "completed",
+        _ => "other",
     }
 }
 

@@ -19,12 +19,13 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyType};
-use tollgate_client::{REGION_ENV, ReserveError, TenantId};
+use tollgate_client::{AgentName, Feature, REGION_ENV, ReserveError, TaskSpec, TenantId};
+use tollgate_core::Credits;
 
 use crate::attachment::Core;
 use crate::errors;
 use crate::fork;
-use crate::handles::{Model, Task, Tenant};
+use crate::handles::{Model, Name, NameId, Task, Tenant};
 use crate::hold::{self, Hold, HoldCell, Knobs, Owners};
 use crate::names;
 
@@ -40,7 +41,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 ///
 /// `Gate()` attaches to the region named by `TOLLGATE_REGION`; `Gate(path)` to `path`.
 /// `tenant=` sets the tenant of calls that name none (default: the region's first).
-/// `max_wait=` (seconds, default 0.05) is how long a call on a dry lane waits for the
+/// `max_wait=` (seconds, default 0.25) is how long a call on a dry lane waits for the
 /// sidecar's top-up before `Denied` (a thread's first call finds its lane dry); a limit the
 /// sidecar knows is spent is denied at once. The GIL is released while waiting.
 #[pyclass(module = "tollgate._native", frozen)]
@@ -52,10 +53,14 @@ pub struct Gate {
     /// The attachment of a fork child (the generation's own), made at its first call.
     child: Mutex<Option<Arc<Core>>>,
     tenant: TenantId,
+    /// The agent name it attached with (again in a fork child).
+    agent: Option<String>,
     /// How long a dry lane may wait for the sidecar's top-up.
     max_wait: Duration,
     tenants: Mutex<HashMap<String, TenantId>>,
     models: Mutex<HashMap<String, Arc<tollgate_client::Model>>>,
+    agents: Mutex<HashMap<String, AgentName>>,
+    features: Mutex<HashMap<String, Feature>>,
 }
 
 impl Gate {
@@ -77,7 +82,7 @@ impl Gate {
         {
             return Ok(c.clone());
         }
-        let c = Arc::new(Core::attach(py, &self.path)?);
+        let c = Arc::new(Core::attach(py, &self.path, self.agent.as_deref())?);
         // An earlier generation's attachment is leaked by its drop.
         *child = Some(c.clone());
         Ok(c)
@@ -91,7 +96,7 @@ impl Gate {
             .core(py)?
             .gate()
             .tenant(name)
-            .map_err(|e| errors::reserve(py, &e, None))?;
+            .map_err(|e| errors::reserve(py, &e))?;
         lock(&self.tenants).insert(name.to_owned(), id);
         Ok(id)
     }
@@ -104,10 +109,64 @@ impl Gate {
             self.core(py)?
                 .gate()
                 .model(name)
-                .map_err(|e| errors::reserve(py, &e, None))?,
+                .map_err(|e| errors::reserve(py, &e))?,
         );
         lock(&self.models).insert(name.to_owned(), m.clone());
         Ok(m)
+    }
+
+    fn resolve_name(&self, py: Python<'_>, name: &str, agent: bool) -> PyResult<NameId> {
+        if agent {
+            if let Some(a) = lock(&self.agents).get(name) {
+                return Ok(NameId::Agent(*a));
+            }
+        } else if let Some(f) = lock(&self.features).get(name) {
+            return Ok(NameId::Feature(*f));
+        }
+        let core = self.core(py)?;
+        let id = if agent {
+            core.gate().agent(name).map(NameId::Agent)
+        } else {
+            core.gate().feature(name).map(NameId::Feature)
+        }
+        .map_err(|e| errors::reserve(py, &e))?;
+        match id {
+            NameId::Agent(a) => {
+                lock(&self.agents).insert(name.to_owned(), a);
+            }
+            NameId::Feature(f) => {
+                lock(&self.features).insert(name.to_owned(), f);
+            }
+        }
+        Ok(id)
+    }
+
+    /// An agent or feature given as a name or a `Name` of this gate.
+    fn name_of(
+        &self,
+        py: Python<'_>,
+        n: Option<&Bound<'_, PyAny>>,
+        agent: bool,
+    ) -> PyResult<Option<NameId>> {
+        let Some(n) = n else {
+            return Ok(None);
+        };
+        let what = if agent { "agent" } else { "feature" };
+        if let Ok(h) = n.cast::<Name>() {
+            let h = h.get();
+            if h.gate != self.id || matches!(h.id, NameId::Agent(_)) != agent {
+                return Err(PyValueError::new_err(format!(
+                    "{what}= takes a name or a handle from this gate's {what}()"
+                )));
+            }
+            return Ok(Some(h.id));
+        }
+        match n.cast::<PyString>() {
+            Ok(s) => self.resolve_name(py, s.to_str()?, agent).map(Some),
+            Err(_) => Err(PyTypeError::new_err(format!(
+                "{what}= takes a name (str) or a handle from {what}()"
+            ))),
+        }
     }
 
     /// A tenant given as a name or a `Tenant` of this gate.
@@ -162,6 +221,8 @@ impl Gate {
         initiator: &str,
         tenant: Option<&Bound<'_, PyAny>>,
         task: Option<&Bound<'_, Task>>,
+        agent: Option<&Bound<'_, PyAny>>,
+        feature: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(Owners, Knobs)> {
         let (model, cost) = match (model, cost) {
             (Some(m), None) => (Some(self.model_of(py, m)?), 0),
@@ -184,11 +245,22 @@ impl Gate {
             initiator: names::initiator(initiator)?,
             input_tokens,
             max_output_tokens,
+            agent: match self.name_of(py, agent, true)? {
+                Some(NameId::Agent(a)) => Some(a),
+                _ => None,
+            },
+            feature: match self.name_of(py, feature, false)? {
+                Some(NameId::Feature(f)) => Some(f),
+                _ => None,
+            },
         };
         let owners = Owners {
             core: self.core(py)?,
             model,
-            task: task.map(|t| t.get().inner.clone()),
+            task: match task {
+                Some(t) => Some(t.get().shared(py)?),
+                None => None,
+            },
         };
         Ok((owners, knobs))
     }
@@ -205,7 +277,7 @@ fn first_try(py: Python<'_>, owners: Owners, knobs: &Knobs) -> First {
     match hold::reserve(owners, knobs, false) {
         Ok(cell) => First::Held(cell),
         Err((o, ReserveError::WouldWait)) => First::MustWait(o),
-        Err((o, e)) => First::Failed(errors::reserve(py, &e, o.task_id())),
+        Err((_, e)) => First::Failed(errors::reserve(py, &e)),
     }
 }
 
@@ -218,7 +290,7 @@ fn wait_and_reserve(
 ) -> PyResult<Hold> {
     match py.detach(move || waiting_reserve(owners, &knobs, max_wait)) {
         Ok(cell) => Ok(Hold::new(cell)),
-        Err((o, e)) => Err(errors::reserve(py, &e, o.task_id())),
+        Err((_, e)) => Err(errors::reserve(py, &e)),
     }
 }
 
@@ -271,9 +343,10 @@ impl Pending {
     }
 }
 
-/// Default of `max_wait`, in seconds: a few sidecar ticks, so a lane's first top-up (a
-/// thread's first call) is waited for rather than denied.
-const DEFAULT_MAX_WAIT: f64 = 0.05;
+/// Default of `max_wait`, in seconds: several idle sidecar ticks and a lease round trip to
+/// the authority, so a lane's first top-up (a thread's first call) is waited for rather
+/// than denied; short next to an LLM call.
+const DEFAULT_MAX_WAIT: f64 = 0.25;
 
 /// `max_wait` seconds as a duration: 0 to 60.
 fn max_wait_of(seconds: f64) -> PyResult<Duration> {
@@ -302,10 +375,11 @@ fn path_from_env(py: Python<'_>) -> PyResult<PathBuf> {
 #[pymethods]
 impl Gate {
     #[new]
-    #[pyo3(signature = (path=None, *, tenant=None, max_wait=DEFAULT_MAX_WAIT))]
+    #[pyo3(signature = (path=None, *, agent=None, tenant=None, max_wait=DEFAULT_MAX_WAIT))]
     fn new(
         py: Python<'_>,
         path: Option<PathBuf>,
+        agent: Option<String>,
         tenant: Option<&str>,
         max_wait: f64,
     ) -> PyResult<Gate> {
@@ -314,16 +388,19 @@ impl Gate {
             Some(p) => p,
             None => path_from_env(py)?,
         };
-        let core = Core::attach(py, &path)?;
+        let core = Core::attach(py, &path, agent.as_deref())?;
         let mut gate = Gate {
             id: NEXT_GATE.fetch_add(1, Ordering::Relaxed),
             path,
             core: Arc::new(core),
             child: Mutex::new(None),
             tenant: TenantId(0),
+            agent,
             max_wait,
             tenants: Mutex::new(HashMap::new()),
             models: Mutex::new(HashMap::new()),
+            agents: Mutex::new(HashMap::new()),
+            features: Mutex::new(HashMap::new()),
         };
         if let Some(name) = tenant {
             gate.tenant = gate.resolve_tenant(py, name)?;
@@ -333,27 +410,49 @@ impl Gate {
 
     /// Attaches to the region at `path` (see the class docs for the options).
     #[classmethod]
-    #[pyo3(signature = (path, *, tenant=None, max_wait=DEFAULT_MAX_WAIT))]
+    #[pyo3(signature = (path, *, agent=None, tenant=None, max_wait=DEFAULT_MAX_WAIT))]
     fn attach(
         _cls: &Bound<'_, PyType>,
         py: Python<'_>,
         path: PathBuf,
+        agent: Option<String>,
         tenant: Option<&str>,
         max_wait: f64,
     ) -> PyResult<Gate> {
-        Gate::new(py, Some(path), tenant, max_wait)
+        Gate::new(py, Some(path), agent, tenant, max_wait)
     }
 
     /// Attaches to the region named by `TOLLGATE_REGION`.
     #[classmethod]
-    #[pyo3(signature = (*, tenant=None, max_wait=DEFAULT_MAX_WAIT))]
+    #[pyo3(signature = (*, agent=None, tenant=None, max_wait=DEFAULT_MAX_WAIT))]
     fn from_env(
         _cls: &Bound<'_, PyType>,
         py: Python<'_>,
+        agent: Option<String>,
         tenant: Option<&str>,
         max_wait: f64,
     ) -> PyResult<Gate> {
-        Gate::new(py, None, tenant, max_wait)
+        Gate::new(py, None, agent, tenant, max_wait)
+    }
+
+    /// The name this process's calls are made as ("" if unnamed): `agent=`, else
+    /// `TOLLGATE_AGENT`.
+    #[getter]
+    fn agent_name(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.core(py)?.gate().agent_name().to_owned())
+    }
+
+    /// Resolves an agent name (once; calls may also pass the name): calls made with it are
+    /// attributed to that agent and limited by its quotas.
+    fn agent(&self, py: Python<'_>, name: &str) -> PyResult<Name> {
+        let id = self.resolve_name(py, name, true)?;
+        Ok(Name::new(id, self.id, name.to_owned()))
+    }
+
+    /// Resolves a feature name (once; calls may also pass the name).
+    fn feature(&self, py: Python<'_>, name: &str) -> PyResult<Name> {
+        let id = self.resolve_name(py, name, false)?;
+        Ok(Name::new(id, self.id, name.to_owned()))
     }
 
     /// The region's path.
@@ -375,11 +474,80 @@ impl Gate {
         })
     }
 
-    /// Opens a task `task_id` with `budget` micro-credits: calls made with `task=` spend
-    /// it too, and are refused with `TaskExhausted` once it is spent.
-    #[pyo3(signature = (task_id, *, budget))]
-    fn open_task(&self, task_id: String, budget: u64) -> Task {
-        Task::open(task_id, budget)
+    /// Opens the task `task_id` with `budget` micro-credits and at most `max_calls` calls
+    /// (0: no limit), or joins it if a process of the pod opened it already (its first
+    /// terms hold). Calls made with `task=` spend it and are refused with `TaskExhausted`
+    /// past it; `agent=` is who its completion (a work unit) is credited to.
+    #[pyo3(signature = (task_id, *, budget, max_calls=0, tenant=None, agent=None))]
+    fn open_task(
+        &self,
+        py: Python<'_>,
+        task_id: String,
+        budget: u64,
+        max_calls: u32,
+        tenant: Option<&Bound<'_, PyAny>>,
+        agent: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Task> {
+        let mut spec = TaskSpec::new(task_id)
+            .tenant(self.tenant_of(py, tenant)?)
+            .budget(Credits(budget))
+            .max_calls(max_calls);
+        if let Some(NameId::Agent(a)) = self.name_of(py, agent, true)? {
+            spec = spec.agent(a);
+        }
+        let core = self.core(py)?;
+        let task = py
+            .detach(move || core.gate().open_task(&spec))
+            .map_err(|e| errors::reserve(py, &e))?;
+        Ok(Task::new(task))
+    }
+
+    /// Reports `outcomes` on their own (e.g. a ticket resolved after its calls): rated by
+    /// the model's per-outcome price (or at `cost`), reserved and committed at once with
+    /// the call fields given; denied like any call. Returns the charge in micro-credits.
+    #[pyo3(signature = (model=None, *, outcomes, cost=None, tier="interactive",
+        initiator="human", tenant=None, task=None, agent=None, feature=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn report_outcomes(
+        &self,
+        py: Python<'_>,
+        model: Option<&Bound<'_, PyAny>>,
+        outcomes: u32,
+        cost: Option<u64>,
+        tier: &str,
+        initiator: &str,
+        tenant: Option<&Bound<'_, PyAny>>,
+        task: Option<&Bound<'_, Task>>,
+        agent: Option<&Bound<'_, PyAny>>,
+        feature: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let (owners, knobs) = self.resolve(
+            py, model, 0, None, cost, tier, initiator, tenant, task, agent, feature,
+        )?;
+        let report = |o: &Owners, wait: bool| {
+            o.core
+                .gate()
+                .report_outcomes(&knobs.call(o, wait), outcomes)
+        };
+        let charged = match report(&owners, false) {
+            Err(ReserveError::WouldWait) => {
+                let max_wait = self.max_wait;
+                py.detach(|| {
+                    let deadline = Instant::now() + max_wait;
+                    loop {
+                        match report(&owners, false) {
+                            Err(ReserveError::WouldWait) if Instant::now() < deadline => {
+                                std::thread::sleep(POLL)
+                            }
+                            Err(ReserveError::WouldWait) => return report(&owners, true),
+                            done => return done,
+                        }
+                    }
+                })
+            }
+            done => done,
+        };
+        charged.map(|c| c.0).map_err(|e| errors::reserve(py, &e))
     }
 
     /// Reserves credits for one call, against all of its limits (and its task) at once,
@@ -391,7 +559,7 @@ impl Gate {
     /// or `ReserveError`. Never holds the GIL while it waits for the sidecar (a dry lane:
     /// at most the gate's `max_wait`).
     #[pyo3(signature = (model=None, *, input_tokens=0, max_output_tokens=None, cost=None,
-        tier="interactive", initiator="human", tenant=None, task=None))]
+        tier="interactive", initiator="human", tenant=None, task=None, agent=None, feature=None))]
     #[allow(clippy::too_many_arguments)]
     fn reserve(
         &self,
@@ -404,6 +572,8 @@ impl Gate {
         initiator: &str,
         tenant: Option<&Bound<'_, PyAny>>,
         task: Option<&Bound<'_, Task>>,
+        agent: Option<&Bound<'_, PyAny>>,
+        feature: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Hold> {
         let (owners, knobs) = self.resolve(
             py,
@@ -415,6 +585,8 @@ impl Gate {
             initiator,
             tenant,
             task,
+            agent,
+            feature,
         )?;
         match first_try(py, owners, &knobs) {
             First::Held(cell) => Ok(Hold::new(cell)),
@@ -427,7 +599,7 @@ impl Gate {
     /// gives the `Hold`. Never blocks the event loop: a dry lane's bounded wait runs on
     /// the loop's default executor.
     #[pyo3(signature = (model=None, *, input_tokens=0, max_output_tokens=None, cost=None,
-        tier="interactive", initiator="human", tenant=None, task=None))]
+        tier="interactive", initiator="human", tenant=None, task=None, agent=None, feature=None))]
     #[allow(clippy::too_many_arguments)]
     fn reserve_async<'py>(
         &self,
@@ -440,6 +612,8 @@ impl Gate {
         initiator: &str,
         tenant: Option<&Bound<'py, PyAny>>,
         task: Option<&Bound<'py, Task>>,
+        agent: Option<&Bound<'py, PyAny>>,
+        feature: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let reserving = RESERVING.import(py, "tollgate._aio", "Reserving")?;
         let resolved = self.resolve(
@@ -452,6 +626,8 @@ impl Gate {
             initiator,
             tenant,
             task,
+            agent,
+            feature,
         );
         let (owners, knobs) = match resolved {
             Ok(r) => r,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyAny;
 use self_cell::self_cell;
-use tollgate_client::{Call, Reservation, ReserveError, TenantId};
+use tollgate_client::{AgentName, Call, Feature, Reservation, ReserveError, TenantId};
 use tollgate_core::{Credits, Initiator, Tier, Usage};
 
 use crate::attachment::Core;
@@ -29,13 +29,6 @@ pub struct Owners {
     pub(crate) task: Option<Arc<TaskShared>>,
 }
 
-impl Owners {
-    /// The id of the call's task, for `TaskExhausted`.
-    pub(crate) fn task_id(&self) -> Option<&str> {
-        self.task.as_ref().map(|t| t.id.as_str())
-    }
-}
-
 /// The rest of a call: plain values.
 #[derive(Clone, Copy)]
 pub struct Knobs {
@@ -46,11 +39,13 @@ pub struct Knobs {
     pub(crate) initiator: Initiator,
     pub(crate) input_tokens: u64,
     pub(crate) max_output_tokens: Option<u64>,
+    pub(crate) agent: Option<AgentName>,
+    pub(crate) feature: Option<Feature>,
 }
 
 impl Knobs {
     /// The client call for `o`, waiting for a top-up or not.
-    fn call<'a>(&self, o: &'a Owners, wait: bool) -> Call<'a> {
+    pub(crate) fn call<'a>(&self, o: &'a Owners, wait: bool) -> Call<'a> {
         let call = match &o.model {
             Some(m) => Call::model(m),
             None => Call::fixed(Credits(self.cost)),
@@ -62,6 +57,14 @@ impl Knobs {
         .wait(wait);
         let call = match self.max_output_tokens {
             Some(n) => call.max_output_tokens(n),
+            None => call,
+        };
+        let call = match self.agent {
+            Some(a) => call.agent(a),
+            None => call,
+        };
+        let call = match self.feature {
+            Some(f) => call.feature(f),
             None => call,
         };
         match &o.task {
@@ -95,7 +98,7 @@ pub fn reserve(
 
 /// How a hold ends.
 enum Settle {
-    Usage(Usage),
+    Usage(Usage, u32),
     Credits(u64),
     Cancel,
 }
@@ -139,7 +142,8 @@ impl Hold {
         let cancel = matches!(how, Settle::Cancel);
         let done = cell.with_dependent_mut(|_, slot| {
             slot.take().map(|r| match how {
-                Settle::Usage(u) => r.commit(u),
+                Settle::Usage(u, 0) => r.commit(u),
+                Settle::Usage(u, outcomes) => r.commit_with_outcomes(u, outcomes),
                 Settle::Credits(c) => r.commit_credits(Credits(c)),
                 Settle::Cancel => {
                     r.cancel();
@@ -197,18 +201,28 @@ impl Hold {
         self.charged
     }
 
-    /// Commits the call's actual usage, rated by the price book: the rest of the hold goes
-    /// back (a call that cost more than it held is charged the overrun). Returns the
-    /// charge in micro-credits. Raises `CommitError` (`rating`: the full hold was charged;
-    /// `reclaimed`: nothing was) or `HoldClosed`.
-    #[pyo3(signature = (input_tokens=0, output_tokens=0))]
-    fn commit(&mut self, py: Python<'_>, input_tokens: u64, output_tokens: u64) -> PyResult<u64> {
+    /// Commits the call's actual usage (and the `outcomes` it produced, e.g. a resolved
+    /// ticket), rated by the price book: the rest of the hold goes back (a call that cost
+    /// more than it held is charged the overrun). Returns the charge in micro-credits.
+    /// Raises `CommitError` (`rating`: the full hold was charged; `reclaimed`: nothing
+    /// was) or `HoldClosed`.
+    #[pyo3(signature = (input_tokens=0, output_tokens=0, outcomes=0))]
+    fn commit(
+        &mut self,
+        py: Python<'_>,
+        input_tokens: u64,
+        output_tokens: u64,
+        outcomes: u32,
+    ) -> PyResult<u64> {
         self.settle(
             py,
-            Settle::Usage(Usage {
-                input_tokens,
-                output_tokens,
-            }),
+            Settle::Usage(
+                Usage {
+                    input_tokens,
+                    output_tokens,
+                },
+                outcomes,
+            ),
         )
     }
 

@@ -44,9 +44,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Tenant>()?;
     m.add_class::<handles::Model>()?;
     m.add_class::<handles::Task>()?;
+    m.add_class::<handles::Name>()?;
     m.add_function(wrap_pyfunction!(audit::_region_audit, m)?)?;
     m.add_function(wrap_pyfunction!(fork::_fork_generation, m)?)?;
     m.add("REGION_ENV", tollgate_client::REGION_ENV)?;
+    m.add("AGENT_ENV", tollgate_client::AGENT_ENV)?;
     m.add(
         "MICROS_PER_CREDIT",
         tollgate_core::credits::MICROS_PER_CREDIT,

@@ -50,7 +50,11 @@ max_output_tokens = 4096
 pricing = {{ kind = "per_token", input_per_million = 150000, output_per_million = 600000 }}
 """
     for m in SDK_MODELS
-)
+) + """
+[[models]]
+name = "resolved-ticket"
+pricing = { kind = "per_outcome", price_per_outcome = 990000 }
+"""
 
 
 def micro(text: str) -> int:
@@ -114,6 +118,11 @@ class Statement:
     calls: int
     #: "by grant" lines: key -> micro-credits ("plan" is overage).
     by_grant: Dict[str, int] = field(default_factory=dict)
+    #: "by agent", "by feature", "by model" lines: key -> (micro-credits, calls).
+    by_agent: Dict[str, tuple] = field(default_factory=dict)
+    by_feature: Dict[str, tuple] = field(default_factory=dict)
+    by_model: Dict[str, tuple] = field(default_factory=dict)
+    text: str = ""
 
 
 class Authority:
@@ -185,12 +194,16 @@ class Authority:
         m = re.search(r"statement of \S+: ([\d.]+) credits over (\d+) calls", text)
         if not m:
             raise RuntimeError(f"unexpected statement: {text}")
-        st = Statement(total=micro(m.group(1)), calls=int(m.group(2)))
-        section = text.split("by grant:", 1)[1].strip().splitlines()[1:]
-        for line in section:
-            parts = line.split()
-            if len(parts) >= 3:
-                st.by_grant[parts[0]] = st.by_grant.get(parts[0], 0) + micro(parts[1])
+        st = Statement(total=micro(m.group(1)), calls=int(m.group(2)), text=text)
+        for name in ("grant", "agent", "feature", "model"):
+            body = text.split(f"by {name}:", 1)[1].split("\nby ", 1)[0]
+            for line in body.strip().splitlines()[1:]:
+                parts = line.split()
+                if len(parts) >= 3:
+                    if name == "grant":
+                        st.by_grant[parts[0]] = st.by_grant.get(parts[0], 0) + micro(parts[1])
+                    else:
+                        getattr(st, f"by_{name}")[parts[0]] = (micro(parts[1]), int(parts[2]))
         return st
 
     def stop(self) -> bool:

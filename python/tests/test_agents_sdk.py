@@ -40,6 +40,7 @@ def test_every_model_call_of_a_run_is_reserved_and_committed(pod, upstream) -> N
             result = await Runner.run(agent, "word " * 200, hooks=hooks)
         assert result.final_output
         assert hooks.task.id == "ticket-1" and hooks.task.remaining < hooks.task.budget
+        assert hooks.task.completed, "the run's final output completes its task (a work unit)"
         # Another run, another task: its budget is too small for one call, so the run stops
         # before anything is sent.
         sent = len(upstream.requests())

@@ -143,7 +143,7 @@ def test_a_task_budget_stops_the_task_not_the_tenant(pod) -> None:
     _, sc = pod
     gate = tollgate.Gate(sc.region, tenant=TENANT)
     task = gate.open_task("ticket-4711", budget=1_000)
-    assert (task.id, task.budget, task.remaining) == ("ticket-4711", 1_000, 1_000)
+    assert (task.id, task.budget, task.remaining, task.completed) == ("ticket-4711", 1_000, 1_000, False)
     holds = [gate.reserve(MODEL, input_tokens=100, max_output_tokens=200, task=task) for _ in range(3)]
     assert task.remaining == 100
     with pytest.raises(tollgate.TaskExhausted) as e:
@@ -159,3 +159,31 @@ def test_a_task_budget_stops_the_task_not_the_tenant(pod) -> None:
     assert task.remaining == 100 + 200 + 300
     holds[2].commit(input_tokens=100, output_tokens=500)  # an overrun comes off the task too
     assert task.remaining == 100 + 200 + 300 - 300
+
+
+def test_a_task_limits_its_calls_and_completes_once(pod) -> None:
+    _, sc = pod
+    gate = tollgate.Gate(sc.region, tenant=TENANT)
+    task = gate.open_task("ticket-9", budget=tollgate.credits(1), max_calls=2)
+    assert task.max_calls == 2
+    for _ in range(2):
+        gate.reserve(MODEL, input_tokens=1, max_output_tokens=1, task=task).commit(1, 1)
+    with pytest.raises(tollgate.TaskExhausted) as e:
+        gate.reserve(MODEL, input_tokens=1, max_output_tokens=1, task=task)
+    assert (e.value.task, e.value.why) == ("ticket-9", "max_calls")
+    # Another gate opening the same id joins it (the client counts a task's budget and
+    # calls per process for now; the sidecar's leasing of tasks comes with issue 10).
+    joined = tollgate.Gate(sc.region, tenant=TENANT).open_task("ticket-9", budget=5)
+    assert joined.id == "ticket-9"
+    other = gate.open_task("ticket-10", budget=tollgate.credits(1))
+    other.complete()
+    assert other.completed
+    with pytest.raises(tollgate.TaskExhausted) as e:
+        other.complete()
+    assert e.value.why == "completed"
+    with pytest.raises(tollgate.TaskExhausted) as e:
+        gate.reserve(MODEL, input_tokens=1, max_output_tokens=1, task=other)
+    assert e.value.why == "completed"
+    with pytest.raises(tollgate.ReserveError) as e:
+        gate.open_task("", budget=1)
+    assert e.value.reason == "invalid_name"

@@ -4,8 +4,8 @@ The answer comes from shared memory that the pod's Tollgate sidecar maintains, t
 same lock-free fast path as Rust agents (``tollgate-client``), in well under a microsecond.
 
 >>> import tollgate
->>> gate = tollgate.Gate()                      # the region named by TOLLGATE_REGION
->>> with gate.reserve(model="gpt-4o", tenant="acme",
+>>> gate = tollgate.Gate(agent="support-bot")   # the region named by TOLLGATE_REGION
+>>> with gate.reserve(model="gpt-4o", tenant="acme", feature="summarize",
 ...                   input_tokens=1200, max_output_tokens=800) as hold:
 ...     reply = call_the_model()                # raises Denied before, if over a limit
 ...     hold.commit(input_tokens=1180, output_tokens=311)
@@ -26,11 +26,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Union
 
 from ._native import (
+    AGENT_ENV,
     MICROS_PER_CREDIT,
     REGION_ENV,
     Gate,
     Hold,
     Model,
+    Name,
     Task,
     Tenant,
 )
@@ -45,11 +47,13 @@ from .errors import (
 )
 
 __all__ = [
+    "AGENT_ENV",
     "MICROS_PER_CREDIT",
     "REGION_ENV",
     "Gate",
     "Hold",
     "Model",
+    "Name",
     "Task",
     "Tenant",
     "credits",

@@ -24,26 +24,34 @@ class Guard:
 
     def __init__(self, gate: Gate, *, tenant: Union[str, Tenant, None] = None,
                  tier: str = "interactive", initiator: str = "human",
-                 task: Optional[Task] = None,
+                 task: Optional[Task] = None, agent: Any = None, feature: Any = None,
                  count_tokens: Optional[tokens.Counter] = None) -> None:
         self.gate = gate
         self.tenant = tenant
         self.tier = tier
         self.initiator = initiator
         self.task = task
+        self.agent = agent
+        self.feature = feature
         self.count: tokens.Counter = count_tokens or tokens.count_text
 
     def _kw(self, model: Union[str, Model], input_tokens: int,
-            max_output_tokens: Optional[int]) -> dict:
-        return dict(model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
-                    tier=self.tier, initiator=self.initiator, tenant=self.tenant, task=self.task)
+            max_output_tokens: Optional[int], **over: Any) -> dict:
+        kw = dict(model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
+                  tier=self.tier, initiator=self.initiator, tenant=self.tenant, task=self.task,
+                  agent=self.agent, feature=self.feature)
+        kw.update(over)
+        return kw
 
-    def reserve(self, model: str, input_tokens: int, max_output_tokens: Optional[int]) -> Hold:
-        return self.gate.reserve(**self._kw(model, input_tokens, max_output_tokens))
+    def reserve(self, model: str, input_tokens: int, max_output_tokens: Optional[int],
+                **over: Any) -> Hold:
+        """Reserves with the guard's fields (``over`` replaces some: task, agent...)."""
+        return self.gate.reserve(**self._kw(model, input_tokens, max_output_tokens, **over))
 
     async def reserve_async(self, model: str, input_tokens: int,
-                            max_output_tokens: Optional[int]) -> Hold:
-        return await self.gate.reserve_async(**self._kw(model, input_tokens, max_output_tokens))
+                            max_output_tokens: Optional[int], **over: Any) -> Hold:
+        return await self.gate.reserve_async(**self._kw(model, input_tokens, max_output_tokens,
+                                                        **over))
 
 
 def commit(hold: Hold, input_tokens: int, output_tokens: int) -> None:

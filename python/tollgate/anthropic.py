@@ -160,14 +160,14 @@ def _stream(guard: Guard, original: Any) -> Any:
 
 
 def wrap(client: Any, gate: Any, *, tenant: Any = None, tier: str = "interactive",
-         initiator: str = "human", task: Any = None,
+         initiator: str = "human", task: Any = None, agent: Any = None, feature: Any = None,
          count_tokens: Optional[tokens.Counter] = None) -> Any:
     """Puts every message of ``client`` (``anthropic.Anthropic`` or ``AsyncAnthropic``) on
     ``gate``, with these call fields; returns ``client``."""
     import anthropic
 
     guard = Guard(gate, tenant=tenant, tier=tier, initiator=initiator, task=task,
-                  count_tokens=count_tokens)
+                  agent=agent, feature=feature, count_tokens=count_tokens)
     messages = client.messages
     asynchronous = isinstance(client, anthropic.AsyncAnthropic)
     messages.create = (_async_create if asynchronous else _sync_create)(guard, messages.create)

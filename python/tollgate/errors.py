@@ -37,7 +37,7 @@ class AttachError(TollgateError):
     is still creating it: retry), ``foreign_magic`` (not a region: check the path),
     ``version_mismatch`` (client and sidecar versions differ), ``truncated``, ``corrupt``
     (restart the sidecar), ``holders`` (the agent cannot write the region's folder),
-    ``io``.
+    ``agent_name`` (the agent name, ``agent=`` or ``TOLLGATE_AGENT``, is unusable), ``io``.
     """
 
     path: Optional[str]
@@ -52,7 +52,8 @@ class ReserveError(TollgateError):
 
     Other reasons: ``unknown_tenant``, ``unknown_model``, ``no_class`` (the tenant has no
     limits for this tier and initiator), ``no_free_lane``, ``too_many_outstanding``,
-    ``rating``, ``too_large``, ``price_book``, ``liveness``.
+    ``rating``, ``too_large``, ``price_book``, ``liveness``, ``invalid_name`` (an agent or
+    feature name or task id), ``name_table_full``, ``task_table_full``.
     """
 
 

@@ -10,7 +10,9 @@ before it is sent and commits the usage the model reports, with the run as the t
 
 Each top-level run (a chain, an agent, or a lone model call) is a task: with ``budget``
 (micro-credits) every run gets its own task of that budget, named by the run id, and its
-model calls spend it (``TaskExhausted`` once spent). The handler raises (``raise_error``),
+model calls spend it (``TaskExhausted`` once spent); a run that ends without an error
+completes it (one Agentic Work Unit). Calls are attributed to ``agent=`` (else the
+process's agent name) and ``feature=``. The handler raises (``raise_error``),
 so a ``Denied`` stops the model call before it is sent. The hold is sized from the
 invocation's model name and ``max_tokens`` / ``max_completion_tokens`` and the prompt's
 tokens (:mod:`tollgate.tokens`); it is committed with the message's ``usage_metadata``
@@ -43,16 +45,17 @@ class TollgateCallbackHandler(BaseCallbackHandler):
 
     raise_error = True
 
-    def __init__(self, gate: Gate, *, budget: Optional[int] = None, tenant: Any = None,
-                 tier: str = "interactive", initiator: str = "human",
-                 model: Optional[str] = None,
+    def __init__(self, gate: Gate, *, budget: Optional[int] = None, max_calls: int = 0,
+                 tenant: Any = None, tier: str = "interactive", initiator: str = "human",
+                 agent: Any = None, feature: Any = None, model: Optional[str] = None,
                  count_tokens: Optional[tokens.Counter] = None) -> None:
         super().__init__()
         self.gate = gate
         self.budget = budget
+        self.max_calls = max_calls
         self.model = model
-        self._guard = Guard(gate, tenant=tenant, tier=tier, initiator=initiator,
-                            count_tokens=count_tokens)
+        self._guard = Guard(gate, tenant=tenant, tier=tier, initiator=initiator, agent=agent,
+                            feature=feature, count_tokens=count_tokens)
         self._lock = threading.Lock()
         self._parents: Dict[UUID, Optional[UUID]] = {}
         self._tasks: Dict[UUID, Task] = {}
@@ -75,23 +78,28 @@ class TollgateCallbackHandler(BaseCallbackHandler):
         root = self._root(run_id, None)
         with self._lock:
             if root not in self._tasks:
-                self._tasks[root] = self.gate.open_task(str(root), budget=self.budget)
+                self._tasks[root] = self.gate.open_task(
+                    str(root), budget=self.budget, max_calls=self.max_calls,
+                    tenant=self._guard.tenant, agent=self._guard.agent)
             return self._tasks[root]
 
     def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID,
                        parent_run_id: Optional[UUID] = None, **kwargs: Any) -> None:
         self._root(run_id, parent_run_id)
 
-    def _end_run(self, run_id: UUID) -> None:
+    def _end_run(self, run_id: UUID, ok: bool) -> None:
         with self._lock:
+            task = None
             if self._parents.pop(run_id, None) is None:
-                self._tasks.pop(run_id, None)
+                task = self._tasks.pop(run_id, None)
+        if ok and task is not None and not task.completed:
+            task.complete()
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end_run(run_id)
+        self._end_run(run_id, True)
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end_run(run_id)
+        self._end_run(run_id, False)
 
     # -- model calls ----------------------------------------------------------------------
     def _reserve(self, run_id: UUID, parent: Optional[UUID], texts: List[str],
@@ -106,10 +114,8 @@ class TollgateCallbackHandler(BaseCallbackHandler):
                 or metadata.get("ls_max_tokens"))
         self._root(run_id, parent)
         estimate = sum(self._guard.count(model, t) for t in texts)
-        hold = self.gate.reserve(model, input_tokens=estimate,
-                                 max_output_tokens=most if isinstance(most, int) else None,
-                                 tier=self._guard.tier, initiator=self._guard.initiator,
-                                 tenant=self._guard.tenant, task=self.task_of(run_id))
+        hold = self._guard.reserve(model, estimate, most if isinstance(most, int) else None,
+                                   task=self.task_of(run_id))
         with self._lock:
             self._holds[run_id] = hold
             self._estimates[run_id] = (model, estimate)
@@ -125,7 +131,8 @@ class TollgateCallbackHandler(BaseCallbackHandler):
 
     def _take(self, run_id: UUID) -> Optional[tuple]:
         with self._lock:
-            self._parents.pop(run_id, None)
+            if self._parents.pop(run_id, None) is None:
+                self._tasks.pop(run_id, None)  # a lone model call was its own run
             hold = self._holds.pop(run_id, None)
             est = self._estimates.pop(run_id, None)
         return (hold, est) if hold is not None else None

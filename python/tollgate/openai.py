@@ -106,14 +106,14 @@ def _async(guard: Guard, original: Any) -> Any:
 
 
 def wrap(client: Any, gate: Any, *, tenant: Any = None, tier: str = "interactive",
-         initiator: str = "human", task: Any = None,
+         initiator: str = "human", task: Any = None, agent: Any = None, feature: Any = None,
          count_tokens: Optional[tokens.Counter] = None) -> Any:
     """Puts every chat completion of ``client`` (``openai.OpenAI`` or ``AsyncOpenAI``) on
     ``gate``, with these call fields; returns ``client``."""
     import openai
 
     guard = Guard(gate, tenant=tenant, tier=tier, initiator=initiator, task=task,
-                  count_tokens=count_tokens)
+                  agent=agent, feature=feature, count_tokens=count_tokens)
     completions = client.chat.completions
     make = _async if isinstance(client, openai.AsyncOpenAI) else _sync
     completions.create = make(guard, completions.create)
