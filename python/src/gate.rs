@@ -553,7 +553,10 @@ impl Gate {
     /// Reserves credits for one call, against all of its limits (and its task) at once,
     /// and returns the `Hold`. A model call is rated by the price book at its maximum
     /// (`input_tokens` plus `max_output_tokens`, or the book's maximum); a pre-rated call
-    /// gives `cost` in micro-credits instead of `model`.
+    /// gives `cost` in micro-credits instead of `model`. The call is attributed to `tenant`
+    /// (default: the gate's), `agent` (default: the gate's agent name), `feature` and
+    /// `task`, at `tier` (`interactive`, `scheduler`, `background`) and `initiator`
+    /// (`human`, `agent`).
     ///
     /// Raises `Denied` (a limit is out: back off `retry_after` seconds), `TaskExhausted`,
     /// or `ReserveError`. Never holds the GIL while it waits for the sidecar (a dry lane:
