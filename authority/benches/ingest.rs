@@ -12,7 +12,13 @@
 //! (authority servers on that one database, each with its own pool; sidecar i talks to
 //! server i mod replicas; default 1; more than 1 needs PostgreSQL), TOLLGATE_BENCH_TENANTS
 //! (sidecar i sends usage of tenant `t<i mod tenants>`; default 1: every batch locks the
-//! same wallet row).
+//! same wallet row), TOLLGATE_BENCH_PLAIN (1: records without attribution, as before it
+//! reached the ledger: no agent name, no task, no completions).
+//!
+//! Records carry the attribution fields, dictionary-coded in the batch: each sidecar has
+//! 16 lanes (instances) of 4 agent names, 3 models and 4 features; each lane works on a
+//! task for 100 of its calls, then writes the task's completion record (an Agentic Work
+//! Unit) and moves to the next; every tenth call reports an outcome.
 //!
 //! Clients and server share this machine's cores, as a sidecar fleet on loopback would.
 
@@ -57,24 +63,52 @@ fn batches(
     n: usize,
     size: usize,
 ) -> Vec<pb::UsageBatch> {
-    let agents: Vec<String> = (0..16).map(|i| format!("{sid}-agent-{i}")).collect();
+    let plain = std::env::var("TOLLGATE_BENCH_PLAIN").as_deref() == Ok("1");
+    let names = ["support-bot", "billing-bot", "triage-bot", "research-bot"];
+    let instances: Vec<String> = (0..16).map(|i| format!("{sid}/pid{i}/lane0")).collect();
     let models = ["gpt-small", "gpt-large", "claude-mid"];
     let features = ["chat", "search", "summarize", "triage"];
+    let mut calls = [0u64; 16];
     (1..=n as u64)
         .map(|seq| {
             let mut b = BatchBuilder::new(seq, 1_800_000_000_000);
             for i in 0..size {
-                b.push(&RecordInput {
+                let lane = i % instances.len();
+                calls[lane] += 1;
+                let task = format!("{sid}-{lane}-{}", calls[lane] / 100);
+                let done = calls[lane] % 100 == 99;
+                let (agent, task) = if plain {
+                    ("", "")
+                } else {
+                    (names[lane % names.len()], task.as_str())
+                };
+                let call = RecordInput {
                     tenant,
-                    agent_instance: &agents[i % agents.len()],
+                    agent,
+                    agent_instance: &instances[lane],
                     model: models[i % models.len()],
                     feature: features[i % features.len()],
+                    task,
                     input_tokens: 500 + (i as u64 % 100),
                     output_tokens: 200,
+                    outcomes: u64::from(!plain && i % 10 == 0),
                     client_rated_micro: 900,
                     calls: 1,
                     at_unix_ms: 1_800_000_000_000,
                     ..Default::default()
+                };
+                // The task's completion record carries no usage of its own.
+                b.push(&if done && !plain {
+                    RecordInput {
+                        work_units: 1,
+                        input_tokens: 0,
+                        output_tokens: 0,
+                        outcomes: 0,
+                        client_rated_micro: 0,
+                        ..call
+                    }
+                } else {
+                    call
                 });
             }
             let mut batch = b.finish();
@@ -289,6 +323,14 @@ async fn run() {
         "  sidecars {sidecars}, tenants {}, batch {size} records, {per} batches each, window {window} in flight per sidecar",
         tenants.len()
     );
+    println!(
+        "  records: {}",
+        if std::env::var("TOLLGATE_BENCH_PLAIN").as_deref() == Ok("1") {
+            "plain (instance, model, feature)"
+        } else {
+            "attributed (agent name, instance, model, feature, task; outcomes; a completion record per 100 calls of a lane)"
+        }
+    );
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "  load average before / after (other work on the machine): {} / {}",
@@ -300,9 +342,9 @@ async fn run() {
         elapsed.as_secs_f64()
     );
     println!("  throughput: {:.0} records/s", rate);
-    let mut counted = 0;
+    let (mut counted, mut awu) = (0, 0);
     for tenant in &tenants {
-        counted += a
+        let s = a
             .get_statement(req(
                 pb::GetStatementRequest {
                     tenant: tenant.clone(),
@@ -312,11 +354,17 @@ async fn run() {
             ))
             .await
             .unwrap()
-            .into_inner()
-            .calls;
+            .into_inner();
+        counted += s.calls;
+        awu += s.work_units;
     }
-    assert_eq!(counted, total, "every acknowledged record is in the ledger");
-    println!("  check: statements count {counted} records");
+    // Completion records are not calls: every acknowledged record is a call or an AWU.
+    assert_eq!(
+        counted + awu,
+        total,
+        "every acknowledged record is in the ledger"
+    );
+    println!("  check: statements count {counted} calls and {awu} agentic work units");
     for r in servers {
         r.shutdown().await.unwrap();
     }

@@ -2,12 +2,11 @@
 //! statements and the audit chain. Every change that sidecars enforce (cap, quota, price
 //! book) is pushed to the tenant's live sessions before the call returns.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tollgate_core::{Credits, PriceBook as CorePriceBook};
 use tollgate_ledger::{
-    AlertCondition, AlertRule as LedgerAlertRule, DeductionKey, DeductionOrder, Funding, GrantKind,
+    AlertCondition, AlertRule as LedgerAlertRule, DeductionKey, DeductionOrder, GrantKind,
     GrantSpec, ResetPeriod, TenantConfig, TenantId,
 };
 use tollgate_proto::v1::admin_service_server::AdminService;
@@ -20,6 +19,7 @@ pub use crate::policy_push::{
     policy_view, price_book_view, push_policy, quota_rule_for, sync_policies_from_store,
 };
 use crate::policy_push::{push_ceilings, stored_policy, update_policy, view_of, wallet_room};
+use crate::reports;
 use crate::state::{State, ledger_status, now_ms, store_status as store_err, tenant_id as tid};
 
 /// The service.
@@ -57,6 +57,12 @@ impl AdminSvc {
         let t = tid("tenant", tenant)?;
         self.reader(req, tenant)?;
         Ok(Some(vec![t]))
+    }
+
+    /// The seats of the tenant's plan (0 without a plan).
+    async fn seats(&self, t: &TenantId) -> Result<u64, Status> {
+        let cfg = self.state.ledger.config(t).await.map_err(ledger_status)?;
+        Ok(cfg.plan.map_or(0, |p| p.seats))
     }
 
     fn reader<T>(&self, req: &Request<T>, tenant: &str) -> Result<Principal, Status> {
@@ -411,6 +417,10 @@ impl AdminService for AdminSvc {
             consumption_floor: Credits(p.consumption_floor_micro),
             hard_cap: (p.hard_cap_micro > 0 && !p.hard_cap_shadow)
                 .then_some(Credits(p.hard_cap_micro)),
+            seats: p.seats,
+            seat_price: Credits(p.seat_price_micro),
+            included_credits_per_seat: Credits(p.included_micro_per_seat),
+            included_requests_per_seat: p.included_requests_per_seat,
         };
         plan.validate().map_err(|e| invalid("plan", e))?;
         self.state
@@ -469,6 +479,10 @@ impl AdminService for AdminSvc {
             included_requests: plan.included_requests,
             overage_request_price_micro: plan.overage_request_price.micros(),
             consumption_floor_micro: plan.consumption_floor.micros(),
+            seats: plan.seats,
+            seat_price_micro: plan.seat_price.micros(),
+            included_micro_per_seat: plan.included_credits_per_seat.micros(),
+            included_requests_per_seat: plan.included_requests_per_seat,
         }))
     }
 
@@ -713,6 +727,73 @@ impl AdminService for AdminSvc {
         }))
     }
 
+    async fn set_credit_pack(
+        &self,
+        req: Request<pb::SetCreditPackRequest>,
+    ) -> Result<Response<pb::CreditPack>, Status> {
+        self.admin(&req, "SetCreditPack")?;
+        let wire = req
+            .into_inner()
+            .pack
+            .ok_or_else(|| invalid("pack", "is missing"))?;
+        let t = tid("pack.tenant", &wire.tenant)?;
+        let pack = reports::pack_from_wire(&wire).map_err(|e| invalid("pack", e))?;
+        self.state
+            .ledger
+            .set_credit_pack(&t, pack)
+            .await
+            .map_err(ledger_status)?;
+        Ok(Response::new(match pack {
+            Some(p) => reports::pack_to_wire(t.as_str(), &p),
+            None => pb::CreditPack {
+                tenant: t.to_string(),
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn buy_credits(
+        &self,
+        req: Request<pb::BuyCreditsRequest>,
+    ) -> Result<Response<pb::Grant>, Status> {
+        self.admin(&req, "BuyCredits")?;
+        let r = req.into_inner();
+        let t = tid("tenant", &r.tenant)?;
+        if r.packs == 0 {
+            return Err(invalid("packs", "must be above 0"));
+        }
+        let pack = self
+            .state
+            .ledger
+            .config(&t)
+            .await
+            .map_err(ledger_status)?
+            .credit_pack
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "tenant {t} has no credit pack: set one with `tollgate ctl pack set`"
+                ))
+            })?;
+        let amount = pack
+            .credits
+            .checked_mul(u64::from(r.packs))
+            .ok_or_else(|| invalid("packs", "too many: the credits overflow"))?;
+        let mut spec = GrantSpec::new(GrantKind::Purchased, amount);
+        if r.expires_unix_ms > 0 {
+            spec = spec.expires_at(r.expires_unix_ms / 1000);
+        }
+        if !r.reference.is_empty() {
+            spec = spec.reference(r.reference.clone());
+        }
+        let g = self
+            .state
+            .ledger
+            .grant(&t, spec)
+            .await
+            .map_err(ledger_status)?;
+        Ok(Response::new(grant_to_wire(&g)))
+    }
+
     async fn get_balance(
         &self,
         req: Request<pb::GetBalanceRequest>,
@@ -721,21 +802,17 @@ impl AdminService for AdminSvc {
         let t = tid("tenant", &tenant)?;
         self.reader(&req, &tenant)?;
         let b = self.state.ledger.balance(&t).await.map_err(ledger_status)?;
-        Ok(Response::new(pb::Balance {
-            tenant,
-            available_micro: b.spendable.micros(),
-            held_micro: b.held.saturating_add(b.plan_held).micros(),
-            consumed_micro: b.consumed.saturating_add(b.plan_consumed).micros(),
-            granted_micro: b.granted.micros(),
-            expired_micro: b.expired.micros(),
-            period_spent_micro: b.period_spent.micros(),
-            hard_cap_micro: b.hard_cap.map_or(0, |c| c.micros()),
-            burn_1h_per_hour_micro: b.burn_rate_1h.micros(),
-            burn_24h_per_hour_micro: b.burn_rate_24h.micros(),
-            projected_depletion_unix_ms: b.projected_depletion_at.map_or(0, secs_to_ms),
-            grants: b.grants.iter().map(grant_to_wire).collect(),
-            as_of_unix_ms: secs_to_ms(b.at),
-        }))
+        let month = self
+            .state
+            .ledger
+            .month_bill(&t)
+            .await
+            .map_err(ledger_status)?;
+        let seats = self.seats(&t).await?;
+        let mut out = reports::balance(&b, month.as_ref(), seats);
+        out.tenant = tenant;
+        out.grants = b.grants.iter().map(grant_to_wire).collect();
+        Ok(Response::new(out))
     }
 
     async fn get_statement(
@@ -761,52 +838,44 @@ impl AdminService for AdminSvc {
             .statement(&t, from, to)
             .await
             .map_err(ledger_status)?;
-        let mut by_agent: BTreeMap<String, pb::StatementLine> = BTreeMap::new();
-        let mut by_model: BTreeMap<String, pb::StatementLine> = BTreeMap::new();
-        let mut by_feature: BTreeMap<String, pb::StatementLine> = BTreeMap::new();
-        let mut by_grant: BTreeMap<String, pb::StatementLine> = BTreeMap::new();
-        let mut total = 0u64;
-        let mut calls = 0u64;
-        for row in &s.rows {
-            let funding = match row.funding {
-                Funding::Grant(g) => format!("grant#{}", g.0),
-                Funding::Plan => "plan".to_string(),
-                Funding::Overrun => "overrun (not billed)".to_string(),
-            };
-            let billed = !matches!(row.funding, Funding::Overrun);
-            for (map, key) in [
-                (&mut by_agent, row.agent.clone()),
-                (&mut by_model, row.model.clone()),
-                (&mut by_feature, row.feature.clone()),
-                (&mut by_grant, funding),
-            ] {
-                let line = map.entry(key.clone()).or_insert_with(|| pb::StatementLine {
-                    key,
-                    ..Default::default()
-                });
-                if billed {
-                    line.amount_micro = line.amount_micro.saturating_add(row.amount.micros());
-                }
-                line.calls = line.calls.saturating_add(row.records);
-                line.input_tokens = line.input_tokens.saturating_add(row.input_tokens);
-                line.output_tokens = line.output_tokens.saturating_add(row.output_tokens);
-            }
-            if billed {
-                total = total.saturating_add(row.amount.micros());
-            }
-            calls = calls.saturating_add(row.records);
-        }
-        Ok(Response::new(pb::Statement {
-            tenant: r.tenant,
-            from_unix_ms: r.from_unix_ms,
-            to_unix_ms: r.to_unix_ms,
-            total_micro: total,
-            calls,
-            by_agent: by_agent.into_values().collect(),
-            by_model: by_model.into_values().collect(),
-            by_feature: by_feature.into_values().collect(),
-            by_grant: by_grant.into_values().collect(),
+        let seats = self.seats(&t).await?;
+        let mut out = reports::statement(&s, r.from_unix_ms, r.to_unix_ms, seats);
+        out.tenant = r.tenant;
+        Ok(Response::new(out))
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let r = req.get_ref().clone();
+        let t = tid("tenant", &r.tenant)?;
+        self.reader(&req, &r.tenant)?;
+        let limit = match r.limit {
+            0 => 100,
+            n => n.min(10_000),
+        };
+        let tasks = self
+            .state
+            .ledger
+            .tasks(&t, limit)
+            .await
+            .map_err(ledger_status)?;
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: tasks.iter().map(reports::task_info).collect(),
         }))
+    }
+
+    async fn recent_denials(
+        &self,
+        req: Request<pb::RecentDenialsRequest>,
+    ) -> Result<Response<pb::RecentDenialsResponse>, Status> {
+        let r = req.get_ref().clone();
+        tid("tenant", &r.tenant)?;
+        self.reader(&req, &r.tenant)?;
+        Ok(Response::new(
+            crate::denials::recent(&self.state, &r.tenant, r.since_unix_ms).await?,
+        ))
     }
 
     async fn export_audit(

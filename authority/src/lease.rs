@@ -10,6 +10,16 @@
 //! claims are one row updated conditionally (`policy_store::PolicyStore::claim_window`).
 //! A window lease that expires stays claimed (spent or not) until its window ends.
 //!
+//! **Tasks.** A task's budget (its terms, from its first registration, in the ledger) is
+//! leased like a window that never ends: one claims row per task (rule `task:<id>`,
+//! window start 0), claimed up to the budget and never past it, and less what posted
+//! usage spent beyond the claims (overruns). A task closed by posted usage (completed,
+//! `max_calls` calls posted, its budget spent) leases nothing more: demands are refused
+//! with `TASK_SPENT`, and sidecars holding its leases are told to shrink them to zero.
+//! Unspent credits a sidecar returns go back to the task; a lease whose sidecar never
+//! returns it stays claimed, so the task can lose at most that sidecar's outstanding
+//! leases of it and never spends past its budget.
+//!
 //! **Fair share (Doorman's proportional share).** Each sidecar reports per limit what it
 //! holds and what more it wants (sized by the sidecar from its recent burn). A sidecar's
 //! *want* is `held + desired`. Capacity is what is leased out now plus what could still be
@@ -64,6 +74,11 @@ pub enum Backing {
         rule_id: String,
         /// Start of the window it was granted in (unix ms).
         window_start_ms: u64,
+    },
+    /// A claim on a task's budget.
+    Task {
+        /// The task id.
+        task: String,
     },
     /// A limit with no rule (unbounded): nothing to back.
     Unbounded,

@@ -60,6 +60,8 @@ pub async fn grant_for(state: &Arc<State>, sid: &str, limit: &LimitKey, tx: &Dow
     };
     let granted = if limit.is_wallet() {
         take_from_wallet(state, sid, limit, &ask, now, tx).await
+    } else if limit.scope == tollgate_proto::v1::Scope::Task as i32 {
+        take_from_task(state, limit, &ask, now, tx).await
     } else {
         take_from_quota(state, limit, &ask, now, tx).await
     };
@@ -247,6 +249,100 @@ async fn take_from_quota(
         backing: Backing::Window {
             rule_id: rule.id.clone(),
             window_start_ms: ws,
+        },
+    })
+}
+
+/// The claims row of a task's budget (a window that never ends).
+pub fn task_claim_rule(task: &str) -> String {
+    format!("task:{task}")
+}
+
+/// A lease on a task's budget: the fair share of what the task has left (its budget
+/// less what is claimed, or less what posted usage spent if that is more), claimed in
+/// the store; nothing for a task that was never registered or is closed (completed,
+/// `max_calls` reached, budget spent), which the sidecar is told with `TASK_SPENT`.
+async fn take_from_task(
+    state: &State,
+    limit: &LimitKey,
+    ask: &Ask,
+    now: u64,
+    tx: &DownTx,
+) -> Option<Taken> {
+    let tenant = limit.tenant.as_str();
+    let tid = TenantId::new(tenant).ok()?;
+    let spent_refusal = |why: &str| {
+        tracing::debug!(tenant, task = limit.task, why, "task lease refused");
+        refuse(
+            state,
+            tx,
+            limit,
+            LeaseRefusalReason::TaskSpent,
+            now + ttl_ms(state),
+        );
+    };
+    let row = match state.ledger.task(&tid, &limit.task).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(tenant, task = limit.task, error = %e, "reading a task failed");
+            return None;
+        }
+    };
+    let Some((row, terms)) = row.and_then(|r| r.terms.map(|t| (r, t))) else {
+        tracing::warn!(
+            tenant,
+            task = limit.task,
+            "demand on a task never registered (TaskOpen)"
+        );
+        spent_refusal("not registered");
+        return None;
+    };
+    if row.closed().is_some() {
+        spent_refusal("closed");
+        return None;
+    }
+    let rule = task_claim_rule(&limit.task);
+    let claimed = match state.policy.window_claimed(tenant, &rule, 0).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(tenant, task = limit.task, error = %e, "reading a task claim failed");
+            return None;
+        }
+    };
+    let budget = terms.budget.micros();
+    let free = budget.saturating_sub(claimed.max(row.spent.micros()));
+    if free == 0 {
+        spent_refusal("budget claimed");
+        return None;
+    }
+    let g = ask.share(free, state.lease_cfg.max_lease_micro).min(free);
+    if g == 0 {
+        return None;
+    }
+    // Clamped on the row under its lock: the claims of every replica stay within the
+    // budget.
+    let g = match state
+        .policy
+        .claim_window(tenant, &rule, (0, u64::MAX), g, budget)
+        .await
+    {
+        Ok(0) => {
+            spent_refusal("budget claimed");
+            return None;
+        }
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(tenant, task = limit.task, error = %e, "claiming a task's budget failed");
+            return None;
+        }
+    };
+    let serial = state.lease_table().next_serial();
+    Some(Taken {
+        lease_id: format!("k/{tenant}/{serial}"),
+        amount: g,
+        expires_ms: now + ttl_ms(state),
+        backing: Backing::Task {
+            task: limit.task.clone(),
         },
     })
 }

@@ -8,8 +8,11 @@
 //! - the **sidecar service**: `Register`, then one bidirectional `Session` per sidecar
 //!   carrying demand, signed usage batches and lease returns up, and lease grants,
 //!   revocations, policy and price-book pushes and durable acknowledgements down;
-//! - the **admin service**: tenants, grants, price books, plans, quotas, alert rules,
-//!   balance, statements, audit export and verification.
+//! - the **admin service**: tenants, grants, credit packs, price books, plans (with
+//!   seats), quotas, alert rules, balance and statements (by agent, task, instance, model,
+//!   feature and source, in credits and the tenant's currency, with AWUs, outcomes,
+//!   overruns and the plan's bill), tasks, reported denials, audit export and
+//!   verification.
 //!
 //! The money rules live in `tollgate-ledger`; this crate adds the network, the
 //! credentials, the lease allocation ([`lease`]), the policy push ([`sessions`]), the alert
@@ -31,7 +34,9 @@
 //! (policy views and pushes), [`leasing`] (granting, closing and settling leases),
 //! [`sidecar_svc`], [`admin_svc`], [`tasks`] (background loops), [`server`] (wiring and
 //! `start`; it only starts things), [`keys`], [`shadow`] (what shadow-mode limits would
-//! have done).
+//! have done), [`reports`] (balances and statements on the wire), [`denials`] (reported
+//! denials, for dashboards), [`task_budget`] (task registrations, and closing a task's
+//! leases when posted usage closes it).
 //!
 //! Imports point one way: `server` -> services and `tasks` -> `leasing` -> `policy_push`
 //! -> `state` -> the leaf modules (`metrics`, `lease`, `sessions`, `policy_store`, ...).
@@ -42,6 +47,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod convert;
+pub mod denials;
 pub mod http;
 pub mod ingest;
 pub mod keylock;
@@ -51,10 +57,12 @@ pub mod leasing;
 pub mod metrics;
 pub mod policy_push;
 pub mod policy_store;
+pub mod reports;
 pub mod server;
 pub mod sessions;
 pub mod shadow;
 pub mod sidecar_svc;
 pub mod state;
+pub mod task_budget;
 pub mod tasks;
 pub mod webhook;

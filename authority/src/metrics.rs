@@ -58,6 +58,21 @@ pub struct Metrics {
     pub suspected_tampering: Counter,
     /// Micro-credits of such usage (rated, not charged).
     pub suspected_tampering_micro: Counter,
+    /// Records the authority could not rate (unknown model, overflow), charged by the
+    /// ledger's unrateable-record rule: a price book to fix.
+    pub unrated_records: Counter,
+    /// Micro-credits charged for them.
+    pub unrated_micro: Counter,
+    /// Records charged as their sender stated (pre-rated, or aggregates of lost detail).
+    pub pre_rated_records: Counter,
+    /// Agentic Work Units counted (tasks completed).
+    pub work_units: Counter,
+    /// Task registrations by result (`created`, `same`, `conflict`, `invalid`).
+    pub task_opens: Family<ResultLabel, Counter>,
+    /// Tasks closed by posted usage, by reason (`completed`, `max_calls`, `budget`).
+    pub tasks_closed: Family<ResultLabel, Counter>,
+    /// Calls sidecars reported denied to their agents.
+    pub denials_reported: Counter,
     /// Shadow-mode limits: what they would have done ([`crate::shadow`]).
     pub shadow: ShadowMetrics,
 }
@@ -90,6 +105,13 @@ impl Metrics {
             lease_refusals: Family::default(),
             suspected_tampering: Counter::default(),
             suspected_tampering_micro: Counter::default(),
+            unrated_records: Counter::default(),
+            unrated_micro: Counter::default(),
+            pre_rated_records: Counter::default(),
+            work_units: Counter::default(),
+            task_opens: Family::default(),
+            tasks_closed: Family::default(),
+            denials_reported: Counter::default(),
             shadow: ShadowMetrics::default(),
             registry: Registry::default(),
         };
@@ -167,6 +189,41 @@ impl Metrics {
             "suspected_tampering_micro",
             "Micro-credits reported past a sidecar's holds beyond the overrun allowance (not charged)",
             m.suspected_tampering_micro.clone(),
+        );
+        registry.register(
+            "unrated_records",
+            "Usage records the price book could not rate (unknown model, overflow), charged by the unrateable-record rule",
+            m.unrated_records.clone(),
+        );
+        registry.register(
+            "unrated_micro",
+            "Micro-credits charged for usage records the price book could not rate",
+            m.unrated_micro.clone(),
+        );
+        registry.register(
+            "pre_rated_records",
+            "Usage records charged as their sender stated (pre-rated calls, aggregates of lost detail)",
+            m.pre_rated_records.clone(),
+        );
+        registry.register(
+            "work_units",
+            "Agentic Work Units counted (tasks completed)",
+            m.work_units.clone(),
+        );
+        registry.register(
+            "task_opens",
+            "Task registrations by result (created, same, conflict, invalid)",
+            m.task_opens.clone(),
+        );
+        registry.register(
+            "tasks_closed",
+            "Tasks closed by posted usage, by reason (completed, max_calls, budget)",
+            m.tasks_closed.clone(),
+        );
+        registry.register(
+            "denials_reported",
+            "Calls sidecars reported denied to their agents",
+            m.denials_reported.clone(),
         );
         registry.register(
             "relearn_deferred",

@@ -1,6 +1,7 @@
 //! What the authority keeps beside the ledger: per-tenant quota rules, tier floors and
 //! defaults (pushed to sidecars as `TenantPolicy`), alert rules' webhook URLs, tenant
-//! display names, each sidecar's durable-batch hint, and the window-quota claims. Small
+//! display names, each sidecar's durable-batch hint, the window-quota and task-budget
+//! claims, and the denials sidecars report (per minute, for the dashboards). Small
 //! tables (`tollgate_authority_*`) in the ledger's database, made by the ledger's versioned
 //! migrations (SQLite: 3 and 4, applied at open; PostgreSQL: 2 and 4, `tollgate authority
 //! migrate`).
@@ -381,6 +382,60 @@ impl PolicyStore {
         Ok(())
     }
 
+    /// Adds denied calls a sidecar reported: `(limit key, encoded LimitKey, tier, count)`
+    /// per binding limit and tier, counted in the minute starting at `minute_ms`.
+    pub async fn record_denials(
+        &self,
+        tenant: &str,
+        minute_ms: u64,
+        denials: &[DenialCount],
+    ) -> Result<(), PolicyStoreError> {
+        let sql = "INSERT INTO tollgate_authority_denials (tenant, limit_key, limit_pb, tier, minute_ms, count) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, limit_key, tier, minute_ms) \
+             DO UPDATE SET count = tollgate_authority_denials.count + excluded.count";
+        for (key, pb, tier, count) in denials {
+            exec_db!(self, sql, |q| |p| sqlx::query(q)
+                .bind(tenant)
+                .bind(key.as_str())
+                .bind(pb.as_slice())
+                .bind(*tier)
+                .bind(clamp(minute_ms))
+                .bind(clamp(*count))
+                .execute(p))?;
+        }
+        Ok(())
+    }
+
+    /// Denials of a tenant in minutes starting at or after `since_ms`: `(minute, limit
+    /// key, encoded LimitKey, tier, count)`, oldest first.
+    pub async fn recent_denials(
+        &self,
+        tenant: &str,
+        since_ms: u64,
+    ) -> Result<Vec<DenialRow>, PolicyStoreError> {
+        let sql = "SELECT minute_ms, limit_key, limit_pb, tier, count FROM tollgate_authority_denials \
+             WHERE tenant = $1 AND minute_ms >= $2 ORDER BY minute_ms, limit_key, tier LIMIT 100000";
+        let rows: Vec<(i64, String, Vec<u8>, i32, i64)> = on_db!(self, sql, |q| |p| {
+            sqlx::query_as(q)
+                .bind(tenant)
+                .bind(clamp(since_ms))
+                .fetch_all(p)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(m, k, pb, t, c)| (unclamp(m), k, pb, t, unclamp(c)))
+            .collect())
+    }
+
+    /// Forgets denials counted in minutes before `before_ms`; returns how many rows.
+    pub async fn prune_denials(&self, before_ms: u64) -> Result<u64, PolicyStoreError> {
+        let sql = "DELETE FROM tollgate_authority_denials WHERE minute_ms < $1";
+        let r = exec_db!(self, sql, |q| |p| sqlx::query(q)
+            .bind(clamp(before_ms))
+            .execute(p))?;
+        Ok(r)
+    }
+
     /// The durable-batch hint of a sidecar (0 if none).
     pub async fn durable_hint(&self, sidecar: &str) -> Result<u64, PolicyStoreError> {
         let sql = "SELECT durable_seq FROM tollgate_authority_sidecars WHERE sidecar_id = $1";
@@ -483,6 +538,12 @@ impl PolicyStore {
         Ok(r)
     }
 }
+
+/// A denial count as stored: (minute start ms, limit key, encoded `LimitKey`, tier, count).
+pub type DenialRow = (u64, String, Vec<u8>, i32, u64);
+
+/// A denial count to add: (limit key, encoded `LimitKey`, tier, count).
+pub type DenialCount = (String, Vec<u8>, i32, u64);
 
 /// A `tollgate_authority_webhooks` row as claimed: (delivery, url, body, secret, attempts).
 type WebhookRow = (String, String, Vec<u8>, Vec<u8>, i32);
@@ -638,7 +699,7 @@ mod tests {
                 .fetch_all(pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         let p = s.policy("acme").await.unwrap().unwrap();
         assert_eq!((p.default_max_output_tokens, p.version), (2, 0));
         assert_eq!(
@@ -663,7 +724,7 @@ mod tests {
         );
         // And the ledger opens the same file.
         let ledger = tollgate_ledger::SqliteStore::open_url(&url).await.unwrap();
-        assert_eq!(ledger.applied_migrations().await.unwrap(), [1, 2, 3, 4]);
+        assert_eq!(ledger.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5]);
     }
 
     async fn sqlite() -> (tempfile::TempDir, PolicyStore) {

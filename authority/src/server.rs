@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tollgate_ledger::store::postgres::{PostgresStore, redact_url};
-use tollgate_ledger::{AuditSigner, Ledger, SqliteStore, Store, SystemClock};
+use tollgate_ledger::{AuditSigner, Clock, Ledger, SqliteStore, Store, SystemClock};
 use tollgate_proto::v1::admin_service_server::AdminServiceServer;
 use tollgate_proto::v1::sidecar_service_server::SidecarServiceServer;
 use tonic::service::interceptor::InterceptedService;
@@ -172,11 +172,20 @@ pub async fn migrate_store(url: &str) -> Result<Vec<i64>, ServeError> {
 
 /// Starts the authority: opens the store, binds the listeners, spawns the loops.
 pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
+    start_with_clock(opts, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with the ledger reading time from `clock` (tests move it across billing
+/// periods: monthly resets, annual pools; leases and sessions keep the system clock).
+pub async fn start_with_clock(
+    opts: ServeOptions,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, ServeError> {
     let signer = AuditSigner::from_seed_hex(opts.signer_seed_hex.trim())
         .map_err(|e| ServeError::Key(e.to_string()))?;
     let (store, policy) = open_stores(&opts.store, true).await?;
     let ledger = Arc::new(
-        Ledger::new(store, Arc::new(SystemClock), signer)
+        Ledger::new(store, clock, signer)
             .with_batch_retention(opts.config.batch_retention_secs())
             .with_overrun_allowance(opts.config.leases.overrun_allowance()),
     );

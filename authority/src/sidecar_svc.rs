@@ -13,7 +13,9 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tollgate_core::Credits;
-use tollgate_ledger::{BatchKey, BatchOutcome, LedgerError, TenantId, UsageBatch, UsageRecord};
+use tollgate_ledger::{
+    BatchKey, BatchOutcome, LedgerError, Name, TenantId, UsageBatch, UsageRecord,
+};
 use tollgate_proto::v1::sidecar_service_server::SidecarService;
 use tollgate_proto::v1::{
     AckStatus, BatchAck, DemandReport, Heartbeat, Lease, LeaseReturn, LimitKey, RegisterRequest,
@@ -292,9 +294,7 @@ async fn run_session(
                 handle_return(&state, &sid, r, durable.load(Ordering::Acquire)).await;
             }
             Some(session_up::Msg::TaskOpen(t)) => {
-                // Task budgets are not leased by this authority yet: demands on a task
-                // limit are refused as undefined, so a sidecar never spends on one.
-                tracing::debug!(sidecar = sid, task = t.task, "task registration ignored");
+                crate::task_budget::open(&state, &sid, &reg, t).await;
             }
             Some(session_up::Msg::Heartbeat(_)) => {
                 send_now(
@@ -349,6 +349,8 @@ async fn ack_loop(
                     durable.fetch_max(seq, Ordering::AcqRel);
                     if !o.duplicate {
                         note_suspect(&state, &sid, seq, &o);
+                        note_rating(&state, &sid, seq, &o);
+                        crate::task_budget::closed(&state, &o).await;
                     }
                     {
                         let mut dirty = state
@@ -462,15 +464,22 @@ pub fn prepare_batch(
             format!("signature: does not verify with the key sidecar {sid:?} registered")
         })?;
     let digest = hex::encode(digest);
-    // Resolve each dictionary entry once.
+    // Resolve each dictionary entry once: the records share one copy of each name.
     let mut tenant_of: Vec<Option<TenantId>> = vec![None; b.dictionary.len()];
-    let dict = |i: u32, rec: usize, field: &str| -> Result<&str, String> {
-        b.string(i).ok_or_else(|| {
-            format!(
+    let mut names: Vec<Option<Name>> = vec![None; b.dictionary.len()];
+    let mut name = |i: u32, rec: usize, field: &str| -> Result<Name, String> {
+        match names.get(i as usize) {
+            Some(Some(n)) => Ok(n.clone()),
+            Some(None) => {
+                let n: Name = b.dictionary[i as usize].as_str().into();
+                names[i as usize] = Some(n.clone());
+                Ok(n)
+            }
+            None => Err(format!(
                 "records[{rec}].{field}: index {i} is outside the dictionary ({} entries)",
                 b.dictionary.len()
-            )
-        })
+            )),
+        }
     };
     let mut records = Vec::with_capacity(b.records.len());
     for (i, r) in b.records.iter().enumerate() {
@@ -478,7 +487,13 @@ pub fn prepare_batch(
         let tenant = match tenant_of.get(ti) {
             Some(Some(t)) => t.clone(),
             _ => {
-                let name = dict(r.tenant, i, "tenant")?;
+                let name = b.string(r.tenant).ok_or_else(|| {
+                    format!(
+                        "records[{i}].tenant: index {} is outside the dictionary ({} entries)",
+                        r.tenant,
+                        b.dictionary.len()
+                    )
+                })?;
                 if !reg.tenants.iter().any(|t| t == name) {
                     return Err(format!(
                         "records[{i}].tenant: this sidecar is not registered for tenant {name:?} (permission denied)"
@@ -491,9 +506,11 @@ pub fn prepare_batch(
         };
         records.push(UsageRecord {
             tenant,
-            agent: dict(r.agent_instance, i, "agent_instance")?.to_string(),
-            model: dict(r.model, i, "model")?.to_string(),
-            feature: dict(r.feature, i, "feature")?.to_string(),
+            agent: name(r.agent, i, "agent")?,
+            agent_instance: name(r.agent_instance, i, "agent_instance")?,
+            model: name(r.model, i, "model")?,
+            feature: name(r.feature, i, "feature")?,
+            task: name(r.task, i, "task")?,
             tier: convert::tier(r.tier).map_err(|e| format!("records[{i}].tier: {e}"))?,
             initiator: convert::initiator(r.initiator)
                 .map_err(|e| format!("records[{i}].initiator: {e}"))?,
@@ -504,6 +521,9 @@ pub fn prepare_batch(
             client_amount: Credits(r.client_rated_micro),
             at: r.at_unix_ms / 1000,
             calls: u64::from(r.calls.max(1)),
+            work_units: u64::from(r.work_units),
+            pre_rated: r.pre_rated,
+            aggregate: r.aggregate,
         });
     }
     Ok(UsageBatch {
@@ -629,12 +649,15 @@ async fn relearned(
             window_start_ms: ws.parse::<u64>().ok()?,
         },
         ["u", t, _] if *t == limit.tenant => Backing::Unbounded,
+        ["k", t, _] if *t == limit.tenant && !limit.task.is_empty() => Backing::Task {
+            task: limit.task.clone(),
+        },
         _ => return None,
     };
     let amount = granted.amount_micro;
     let returned = match backing {
-        // Window accounting counts what was granted, spent or not.
-        Backing::Window { .. } => 0,
+        // Window and task accounting counts what was granted, spent or not.
+        Backing::Window { .. } | Backing::Task { .. } => 0,
         _ => amount.saturating_sub(remaining.min(amount)),
     };
     Some(LeaseState {
@@ -668,6 +691,9 @@ pub fn undefined_limit(limit: &LimitKey) -> Option<String> {
         return Some(format!("tier {} is not defined", limit.tier));
     };
     let has_task = !limit.task.is_empty();
+    if has_task && !tollgate_ledger::task::valid_task_id(&limit.task) {
+        return Some("a task id is 1 to 128 bytes without control characters".into());
+    }
     match scope {
         Scope::Tenant if !limit.agent.is_empty() || tier != Tier::Unspecified || has_task => {
             Some("a tenant limit names no agent, tier or task".into())
@@ -678,8 +704,10 @@ pub fn undefined_limit(limit: &LimitKey) -> Option<String> {
         Scope::Tier if tier == Tier::Unspecified || !limit.agent.is_empty() || has_task => {
             Some("a tier limit names its tier and no agent or task".into())
         }
-        // Task budgets are not leased yet.
-        Scope::Task => Some("task limits are not leased by this authority".into()),
+        Scope::Task if !has_task || !limit.agent.is_empty() || tier != Tier::Unspecified => {
+            Some("a task limit names its task and no agent or tier".into())
+        }
+        Scope::Task if window != Window::None => Some("a task's budget has no window".into()),
         Scope::Agent | Scope::Tier if window == Window::None => {
             Some("only the tenant's wallet has no window".into())
         }
@@ -731,6 +759,12 @@ async fn handle_demand(
         );
         limits.push(limit);
     }
+    if !d.denials.is_empty()
+        && let Err(e) = crate::denials::record(state, &reg.tenants, &d.denials).await
+    {
+        // Counts for dashboards: never a reason to fail the session.
+        tracing::warn!(sidecar = sid, error = %e, "recording reported denials failed");
+    }
     if state.relearning(now) {
         state.metrics.relearn_deferred.inc();
         return Ok(());
@@ -767,6 +801,12 @@ async fn handle_return(state: &State, sid: &str, r: LeaseReturn, durable: u64) {
             Backing::Hold { hold_id } => Some(Release::Hold {
                 tenant: l.limit.tenant.clone(),
                 hold_id: *hold_id,
+                amount: handed_back,
+            }),
+            Backing::Task { task } => Some(Release::Window {
+                tenant: l.limit.tenant.clone(),
+                rule: crate::leasing::task_claim_rule(task),
+                window_start_ms: 0,
                 amount: handed_back,
             }),
             Backing::Unbounded => None,
@@ -840,6 +880,31 @@ enum Release {
         hold_id: u64,
         amount: u64,
     },
+}
+
+/// Records the book could not rate, and those charged as stated: counted, and the
+/// unrateable ones logged (their price book needs fixing). Work units counted.
+fn note_rating(state: &State, sid: &str, seq: u64, o: &BatchOutcome) {
+    for t in &o.tenants {
+        state.metrics.pre_rated_records.inc_by(t.pre_rated_records);
+        state.metrics.work_units.inc_by(t.work_units);
+        if t.unrated_records == 0 {
+            continue;
+        }
+        state.metrics.unrated_records.inc_by(t.unrated_records);
+        state
+            .metrics
+            .unrated_micro
+            .inc_by(t.unrated_amount.micros());
+        tracing::warn!(
+            sidecar = sid,
+            seq,
+            tenant = t.tenant.as_str(),
+            records = t.unrated_records,
+            charged_micro = t.unrated_amount.micros(),
+            "usage the price book cannot rate (unknown model or overflow): charged at the book's dearest model and at least the client's amount; fix the price book"
+        );
+    }
 }
 
 /// Usage past a sidecar's holds beyond the overrun allowance (the ledger did not charge

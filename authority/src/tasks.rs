@@ -1,5 +1,5 @@
-//! The background tasks: lease settlement, the ledger's sweep and policy sync every
-//! second; alert evaluation, webhook delivery and shadow measurement every second; and,
+//! The background tasks: lease settlement, the ledger's sweep, policy sync and the
+//! pruning of ended windows and old denial counts every second; alert evaluation, webhook delivery and shadow measurement every second; and,
 //! once, serving the demand deferred during the relearn window.
 
 use std::sync::Arc;
@@ -36,6 +36,10 @@ pub fn spawn_loops(state: Arc<State>, shutdown: watch::Receiver<bool>) {
             }
             if let Err(e) = s.policy.prune_windows(now_ms()).await {
                 tracing::warn!(error = %e, "pruning ended quota windows failed");
+            }
+            let day_ago = now_ms().saturating_sub(crate::denials::KEEP_MS);
+            if let Err(e) = s.policy.prune_denials(day_ago).await {
+                tracing::warn!(error = %e, "pruning old denial counts failed");
             }
         }
     });

@@ -4,12 +4,14 @@
 const BACKEND: authority::common::Backend = authority::common::Backend::Sqlite;
 
 mod authority {
+    mod attribution;
     mod audit_tamper;
     pub mod common;
     mod crash;
     mod ctl;
     mod hardening;
     mod leases;
+    mod pricing_models;
     mod restart;
     mod security;
     mod session;

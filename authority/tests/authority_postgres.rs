@@ -9,11 +9,13 @@
 const BACKEND: authority::common::Backend = authority::common::Backend::Postgres;
 
 mod authority {
+    mod attribution;
     pub mod common;
     mod crash;
     mod ctl;
     mod hardening;
     mod leases;
+    mod pricing_models;
     mod replicas;
     mod restart;
     mod security;

@@ -222,53 +222,140 @@ fn a_commit_on_another_thread_carries_outcomes() {
     assert_eq!((recs[0].outcomes, recs[0].pre_rated), (5, false));
 }
 
+/// The test's sidecar for task lanes: a lane of task `t` is carved from the class's
+/// pools 0-3 and the task's pool 4, gets one call at a time while `max_calls` allow, and
+/// `credits` when its pools can pay.
+fn serve_task_lanes(r: &Region, t: TaskRef, max_calls: u64, credits: u64) {
+    for (lane, _) in r.demands() {
+        let info = r.lanes().into_iter().find(|l| l.lane == lane).unwrap();
+        if info.key.and_then(|k| k.task) != Some(t) {
+            r.top_up(lane, Credits(credits)).unwrap();
+            continue;
+        }
+        r.set_lane_pools(lane, &[0, 1, 2, 3, 4]).unwrap();
+        let (made, given) = r.lane_calls(lane).unwrap();
+        if made == given && r.task_calls(t).given < max_calls {
+            r.give_calls(lane, t, 1).unwrap();
+        }
+        let _ = r.top_up(lane, Credits(credits));
+    }
+}
+
+/// Reserves on a task, serving its lanes between tries.
+fn reserve_task<'a>(
+    r: &Region,
+    gate: &'a Gate,
+    t: TaskRef,
+    call: &Call<'a>,
+) -> Result<Reservation<'a>, ReserveError> {
+    for _ in 0..4 {
+        match gate.reserve(call) {
+            Err(ReserveError::Denied(_)) => serve_task_lanes(r, t, 3, 5 * C),
+            other => return other,
+        }
+    }
+    gate.reserve(call)
+}
+
 #[test]
 fn a_named_task_is_shared_limited_and_completed_once() {
     let dir = tempfile::tempdir().unwrap();
     let (r, gate) = ready(&dir);
     let acme = gate.tenant("acme").unwrap();
     let spec = TaskSpec::new("ticket-4711")
+        .wait(Duration::ZERO)
         .tenant(acme)
         .budget(Credits(10 * C))
         .max_calls(3);
     let task = gate.open_task(&spec).unwrap();
     assert_eq!(task.id(), "ticket-4711");
-    // Another process of the pod opening the same id joins the same task.
+    let t = task.task_ref();
+    // Another process of the pod opening the same id joins the same task, with its terms.
     let other = Gate::attach(r.path()).unwrap();
     let joined = other
-        .open_task(&TaskSpec::new("ticket-4711").tenant(acme))
+        .open_task(
+            &TaskSpec::new("ticket-4711")
+                .wait(Duration::ZERO)
+                .tenant(acme),
+        )
         .unwrap();
-    assert_eq!(joined.task_ref(), task.task_ref());
-    assert_ne!(
-        gate.open_task(&TaskSpec::new("ticket-9"))
-            .unwrap()
-            .task_ref(),
-        task.task_ref()
-    );
+    assert_eq!(joined.task_ref(), t);
+    assert_eq!((joined.budget(), joined.max_calls()), (Credits(10 * C), 3));
+    assert!(matches!(
+        gate.open_task(&TaskSpec::new("ticket-9").wait(Duration::ZERO)),
+        Err(ReserveError::InvalidName { .. })
+    ));
     let entries = r.tasks();
-    let e = entries.iter().find(|e| e.task == task.task_ref()).unwrap();
+    let e = entries.iter().find(|e| e.task == t).unwrap();
     assert_eq!(
         (e.id.as_str(), e.budget, e.max_calls),
         ("ticket-4711", 10 * C, 3)
     );
-    let call = Call::fixed(Credits(4 * C)).tenant(acme).task(&task);
-    reserve_fed(&r, &gate, &call)
+    assert_eq!(e.status, TaskStatus::New);
+    // The sidecar registers it: its budget is leased into pool 4.
+    r.configure_pool(
+        4,
+        &PoolSpec {
+            limit: LimitKind::Task,
+            floors: [Credits::ZERO; 3],
+        },
+    )
+    .unwrap();
+    r.grant(4, Credits(6 * C)).unwrap();
+    r.set_task_pool(t, 4).unwrap();
+    r.set_task_status(t, TaskStatus::Open);
+    assert_eq!(task.remaining(), Credits(6 * C));
+    // Calls on the task are made on a lane of their own, carved from the task's pool too.
+    let call = Call::fixed(Credits(2 * C)).tenant(acme).task(&task);
+    reserve_task(&r, &gate, t, &call)
+        .unwrap()
         .commit_credits(Credits(C))
         .unwrap();
-    reserve_fed(&r, &gate, &call)
+    let task_lane = r
+        .lanes()
+        .into_iter()
+        .find(|l| l.key.and_then(|k| k.task) == Some(t))
+        .unwrap();
+    assert_eq!(
+        r.audit()
+            .lanes
+            .iter()
+            .find(|l| l.lane == task_lane.lane)
+            .unwrap()
+            .pools,
+        vec![0, 1, 2, 3, 4]
+    );
+    reserve_task(&r, &gate, t, &call)
+        .unwrap()
         .commit_credits(Credits(C))
         .unwrap();
-    match gate.reserve(&Call::fixed(Credits(9 * C)).task(&task)) {
+    // The lane has 3 credits and one call left; the task's pool has 1 credit: 4 is more
+    // than the task can pay, and the sidecar, refused more of it, says it is spent.
+    match reserve_task(&r, &gate, t, &Call::fixed(Credits(4 * C)).task(&task)) {
+        Err(ReserveError::Denied(d)) => assert_eq!(d.limit, Some(LimitKind::Task)),
+        other => panic!("expected the task's pool to bind, got {other:?}"),
+    }
+    r.set_task_status(t, TaskStatus::Spent);
+    match gate.reserve(&Call::fixed(Credits(4 * C)).task(&task)) {
         Err(ReserveError::TaskExhausted { task: id, why, .. }) => {
             assert_eq!((id.as_str(), why), ("ticket-4711", TaskLimit::Budget));
         }
         other => panic!("expected the budget to refuse, got {other:?}"),
     }
-    reserve_fed(&r, &gate, &call).cancel();
+    r.set_task_status(t, TaskStatus::Open);
+    // The third and last call; a fourth is refused once the sidecar has no call to give.
+    reserve_task(&r, &gate, t, &call).unwrap().cancel();
+    match reserve_task(&r, &gate, t, &call) {
+        Err(ReserveError::Denied(_)) => {}
+        other => panic!("no call left on the lane, got {other:?}"),
+    }
+    assert_eq!(r.task_calls(t).made(), 3);
+    r.set_task_status(t, TaskStatus::OutOfCalls);
     match gate.reserve(&call) {
         Err(ReserveError::TaskExhausted { why, .. }) => assert_eq!(why, TaskLimit::MaxCalls),
         other => panic!("expected max calls to refuse, got {other:?}"),
     }
+    assert!(r.task_calls(t).balanced());
     task.complete().unwrap();
     assert!(task.is_completed() && joined.is_completed());
     match joined.complete() {
@@ -282,19 +369,23 @@ fn a_named_task_is_shared_limited_and_completed_once() {
     let recs = drain(&r);
     let work: Vec<_> = recs.iter().filter(|x| x.work_unit).collect();
     assert_eq!(work.len(), 1, "one work unit: {recs:?}");
-    assert_eq!(work[0].task, Some(task.task_ref()));
+    assert_eq!(work[0].task, Some(t));
     assert_eq!(work[0].actual, Credits::ZERO);
     assert_eq!(r.name(work[0].agent).as_deref(), Some("support-bot"));
-    assert!(
-        recs.iter()
-            .filter(|x| !x.work_unit)
-            .all(|x| x.task == Some(task.task_ref()))
-    );
-    assert!(
-        r.tasks()
-            .iter()
-            .any(|e| e.task == task.task_ref() && e.completed)
-    );
+    assert!(recs.iter().all(|x| x.task == Some(t)));
+    assert!(r.tasks().iter().any(|e| e.task == t && e.completed));
+    // The completing thread handed its lanes of the task back: the sidecar frees them, then
+    // the entry (a lane of `joined`'s process was never claimed).
+    assert!(!r.free_task(t), "a lane is still keyed by the task");
+    r.reclaim_dead().unwrap();
+    let calls = r.task_calls(t);
+    assert!(calls.balanced(), "{calls:?}");
+    assert_eq!(calls.made(), 3);
+    assert!(r.free_task(t));
+    match gate.reserve(&call) {
+        Err(ReserveError::TaskExhausted { why, .. }) => assert_eq!(why, TaskLimit::Closed),
+        other => panic!("a freed task refuses calls, got {other:?}"),
+    }
     r.audit().check().unwrap();
 }
 
@@ -311,8 +402,9 @@ fn a_completion_cut_short_by_death_is_recorded_by_reclaim() {
         let dir = tempfile::tempdir().unwrap();
         let (r, path) = setup(&dir, 100 * C);
         let gate = Gate::attach(&path).unwrap();
+        let _ = &r;
         let task = gate
-            .open_task(&TaskSpec::new("t").budget(Credits(C)))
+            .open_task(&TaskSpec::new("t").wait(Duration::ZERO).budget(Credits(C)))
             .unwrap();
         let (mem, layout) = crate::region::open_and_validate(&path).unwrap();
         let v = View {
@@ -402,10 +494,10 @@ fn retry_hints_keep_deadlines_and_spread_by_tier() {
             assert_eq!(d.horizon, Some(tollgate_core::Horizon::Month));
             let ms = d.retry_after.as_millis() as u64;
             let t = tier.as_index() as u64;
-            // The deadline read back (coarse clock: up to a tick behind, so the time left
-            // can read a few ms long), then the band.
+            // The deadline read back (time passes; the coarse clock runs up to a tick
+            // behind), then the tier's band.
             let lo = month - 1_000 + t * 5_000;
-            let hi = month + (t + 1) * 5_000 + 10;
+            let hi = month + 50 + (t + 1) * 5_000;
             assert!((lo..=hi).contains(&ms), "{tier}: {ms}");
             seen.insert(ms);
         }
@@ -449,7 +541,7 @@ fn scribbled_name_and_task_tables_are_survivable() {
         }
         let _ = r.tasks();
         let _ = gate.feature("ok");
-        let _ = gate.open_task(&TaskSpec::new("t"));
+        let _ = gate.open_task(&TaskSpec::new("t").wait(Duration::ZERO));
         r.reclaim_dead().unwrap();
     }
     let _ = id;

@@ -206,6 +206,9 @@ pub enum TaskLimit {
     MaxCalls,
     /// It was completed.
     Completed,
+    /// The sidecar closed it (idle for long, or its tenant's policy is gone): open it
+    /// again to go on.
+    Closed,
 }
 
 impl std::fmt::Display for TaskLimit {
@@ -214,6 +217,7 @@ impl std::fmt::Display for TaskLimit {
             TaskLimit::Budget => "budget spent",
             TaskLimit::MaxCalls => "max calls reached",
             TaskLimit::Completed => "completed",
+            TaskLimit::Closed => "closed by the sidecar",
         })
     }
 }

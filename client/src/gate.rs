@@ -35,7 +35,7 @@ use crate::mapping::Mem;
 use crate::names::NameError;
 use crate::region::{find_tenant, open_and_validate};
 use crate::sync::{ACQ, ACQ_REL, AtomicU64, REL, RELAXED, next_id, spin_hint, word};
-use crate::tasks::TaskTerms;
+use crate::tasks::{OpenError, TaskStatus, TaskTerms};
 
 /// Environment variable agents find the region path in.
 pub const REGION_ENV: &str = "TOLLGATE_REGION";
@@ -469,7 +469,11 @@ pub struct TaskSpec {
     budget: Credits,
     max_calls: u32,
     agent: Option<AgentName>,
+    wait: Duration,
 }
+
+/// How long [`Gate::open_task`] waits by default for the sidecar to register a new task.
+pub const TASK_OPEN_WAIT: Duration = Duration::from_secs(2);
 
 impl TaskSpec {
     /// A task named `id` (1 to 128 bytes), for the region's first tenant, with no budget
@@ -481,6 +485,7 @@ impl TaskSpec {
             budget: Credits::ZERO,
             max_calls: 0,
             agent: None,
+            wait: TASK_OPEN_WAIT,
         }
     }
     /// The tenant whose task it is.
@@ -504,6 +509,13 @@ impl TaskSpec {
         self.agent = Some(agent);
         self
     }
+    /// How long [`Gate::open_task`] waits, at most, for the sidecar to register the task
+    /// and lease its first budget, so its first call finds budget (default 2 s; zero: do
+    /// not wait).
+    pub fn wait(mut self, wait: Duration) -> TaskSpec {
+        self.wait = wait;
+        self
+    }
     /// The task id.
     pub fn id(&self) -> &str {
         &self.id
@@ -516,6 +528,11 @@ impl TaskSpec {
 /// `.task(&task)` spend it; past it they are refused with [`ReserveError::TaskExhausted`],
 /// which names the task, so the runtime can stop a runaway loop. [`Task::complete`]
 /// records one Agentic Work Unit and refuses later reservations.
+///
+/// A call on a task is made on a lane of its own (per thread, agent and task), carved from
+/// the task's budget together with every other limit of the call, so the budget is exact
+/// under crashes like every other limit. Its calls are counted on the lane against a share
+/// of `max_calls` the sidecar gives it.
 #[derive(Debug)]
 pub struct Task {
     gate: Arc<GateInner>,
@@ -525,8 +542,6 @@ pub struct Task {
     agent: u16,
     budget: u64,
     max_calls: u32,
-    remaining: AtomicU64,
-    calls: AtomicU64,
 }
 
 impl Task {
@@ -540,7 +555,7 @@ impl Task {
         self.r
     }
 
-    /// The budget it was opened with.
+    /// Its budget (the terms of its first opening in the pod).
     pub fn budget(&self) -> Credits {
         Credits(self.budget)
     }
@@ -550,10 +565,16 @@ impl Task {
         self.max_calls
     }
 
-    /// What is left of it in this pod, as far as this process knows (reservations in
-    /// flight count as spent until committed).
+    /// What the pod holds of its budget now: leased to the pod and not yet spent
+    /// (reservations in flight count as spent until committed). What other pods hold is
+    /// not counted.
     pub fn remaining(&self) -> Credits {
-        Credits(self.remaining.load(ACQ))
+        Credits(self.gate.view().task_remaining(self.r))
+    }
+
+    /// The sidecar's view of the task (registered, spent, out of calls, closed).
+    pub fn status(&self) -> TaskStatus {
+        self.gate.view().task_status(self.r)
     }
 
     /// Whether it was completed (by any process of the pod).
@@ -564,7 +585,8 @@ impl Task {
     /// Completes the task: one Agentic Work Unit, credited to its agent, goes to the
     /// statement, and later reservations on the task are refused. Exactly one completion
     /// per task counts: completing a task already completed (by this or another process
-    /// of the pod) is refused with [`TaskLimit::Completed`].
+    /// of the pod) is refused with [`TaskLimit::Completed`]. This thread's lanes of the
+    /// task go back to the sidecar.
     pub fn complete(&self) -> Result<(), ReserveError> {
         let call = Call {
             agent: Some(AgentName(self.agent)),
@@ -573,14 +595,32 @@ impl Task {
         };
         let mut hold = reserve_on(&self.gate, &call)?;
         let mark = done_mark(hold.lane, hold.generation, hold.slot);
-        if !self.gate.view().mark_task_done(self.r, mark) {
+        let won = self.gate.view().mark_task_done(self.r, mark);
+        if won {
+            // A zero-credit commit: its record is the work unit. Were it refused (the
+            // lane reclaimed under this process), reclaim has written the record, seeing
+            // the mark.
+            let _ = hold.finish(Settle::Work);
+        } else {
             hold.cancel();
-            return Err(self.exhausted(TaskLimit::Completed, 0));
         }
-        // A zero-credit commit: its record is the work unit. Were it refused (the lane
-        // reclaimed under this process), reclaim has written the record, seeing the mark.
-        let _ = hold.finish(Settle::Work);
-        Ok(())
+        self.release_lanes();
+        if won {
+            Ok(())
+        } else {
+            Err(self.exhausted(TaskLimit::Completed, 0))
+        }
+    }
+
+    /// Hands this thread's lanes of the task back to the sidecar.
+    fn release_lanes(&self) {
+        let _ = LOCAL.try_with(|cell| {
+            if let Ok(mut local) = cell.try_borrow_mut()
+                && let Some(gl) = local.gates.iter_mut().find(|g| g.id == self.gate.id)
+            {
+                gl.release_where(|k| k.task == Some(self.r));
+            }
+        });
     }
 
     fn exhausted(&self, why: TaskLimit, needed: u64) -> ReserveError {
@@ -592,32 +632,36 @@ impl Task {
         }
     }
 
-    /// Takes `amount` and one call for a reservation.
+    /// Refuses a call on a task that is over (completed, or closed by the sidecar).
     #[inline]
-    fn debit(&self, view: &View<'_>, amount: u64) -> Result<(), ReserveError> {
+    fn check_open(&self, view: &View<'_>, amount: u64) -> Result<(), ReserveError> {
+        if !view.task_is(self.r) {
+            return Err(self.exhausted(TaskLimit::Closed, amount));
+        }
         if view.task_done(self.r) != 0 {
             return Err(self.exhausted(TaskLimit::Completed, amount));
         }
-        if self.max_calls > 0 && self.calls.fetch_add(1, ACQ_REL) >= u64::from(self.max_calls) {
-            self.calls.fetch_sub(1, ACQ_REL);
-            return Err(self.exhausted(TaskLimit::MaxCalls, amount));
-        }
-        debit_word(&self.remaining, amount).map_err(|_| {
-            if self.max_calls > 0 {
-                self.calls.fetch_sub(1, ACQ_REL);
-            }
-            self.exhausted(TaskLimit::Budget, amount)
-        })
+        Ok(())
     }
 
-    /// Undoes [`Task::debit`] (the lane refused).
-    fn refund(&self, amount: u64) {
-        if amount > 0 {
-            self.remaining.fetch_add(amount, ACQ_REL);
+    /// Why the task refuses more, if the sidecar says it does: its budget is spent, its
+    /// calls are all made, or it was closed.
+    fn refusal(&self, view: &View<'_>) -> Option<TaskLimit> {
+        match view.task_status(self.r) {
+            TaskStatus::Spent => Some(TaskLimit::Budget),
+            TaskStatus::OutOfCalls => Some(TaskLimit::MaxCalls),
+            TaskStatus::Closed if view.task_done(self.r) != 0 => Some(TaskLimit::Completed),
+            TaskStatus::Closed => Some(TaskLimit::Closed),
+            TaskStatus::New | TaskStatus::Pending | TaskStatus::Open => None,
         }
-        if self.max_calls > 0 {
-            self.calls.fetch_sub(1, ACQ_REL);
-        }
+    }
+}
+
+impl Drop for Task {
+    /// This thread's lanes of the task go back to the sidecar (other threads' at their
+    /// next claim of a lane, or when they exit).
+    fn drop(&mut self) {
+        self.release_lanes();
     }
 }
 
@@ -753,7 +797,6 @@ pub struct Reservation<'a> {
     amount: u64,
     model: Option<&'a Model>,
     initiator: Initiator,
-    task: Option<&'a Task>,
     local_task: Option<&'a LocalTask>,
     done: bool,
 }
@@ -897,6 +940,28 @@ impl GateLocal {
         }
     }
 
+    /// Hands back to the sidecar this thread's lanes whose key matches `which` (a task's
+    /// lanes when it is done with).
+    fn release_where(&mut self, which: impl Fn(LaneKey) -> bool) {
+        let gate = self.gate.clone();
+        let view = gate.view();
+        let mut i = 0;
+        while i < self.extra.len() {
+            let (word, lane) = self.extra[i];
+            if !LaneKey::decode(word).is_some_and(&which) {
+                i += 1;
+                continue;
+            }
+            self.extra.swap_remove(i);
+            let lo = &gate.owned[lane];
+            let mut o = lo.get(lane);
+            lo.thread.store(0, RELAXED);
+            if view.still_owns(&o) {
+                gate.hand_back(&mut o);
+            }
+        }
+    }
+
     /// The current price book (reloaded when the sidecar published a new one).
     #[inline]
     fn book(&mut self) -> Result<&PriceBook, ReserveError> {
@@ -956,6 +1021,15 @@ impl GateLocal {
     #[cold]
     #[inline(never)]
     fn claim(&mut self, at: LaneAt, key: LaneKey) -> Result<usize, ReserveError> {
+        if matches!(at, LaneAt::Extra(_)) {
+            // Lanes of tasks that are over go back before this thread takes another.
+            let gate = self.gate.clone();
+            let view = gate.view();
+            self.release_where(|k| {
+                k.task
+                    .is_some_and(|t| !view.task_is(t) || view.task_done(t) != 0)
+            });
+        }
         let o = claim_lane(&self.gate, key)?;
         let lo = &self.gate.owned[o.lane];
         lo.put(&o);
@@ -1151,7 +1225,8 @@ impl Gate {
     }
 
     /// Opens the named task of `spec`, or joins it if a process of the pod opened it
-    /// already (then its first terms hold). See [`Task`].
+    /// already (then its first terms hold), then waits up to [`TaskSpec::wait`] for the
+    /// sidecar to register it and lease its first budget. See [`Task`].
     pub fn open_task(&self, spec: &TaskSpec) -> Result<Task, ReserveError> {
         let inner = &self.inner;
         let id = spec.id.as_bytes();
@@ -1174,22 +1249,42 @@ impl Gate {
             max_calls: spec.max_calls,
         };
         let me = inner.holder()?;
-        let r = inner
-            .view()
-            .open_task(&terms, me)
-            .ok_or(ReserveError::TaskTableFull {
-                capacity: inner.layout.tasks,
-            })?;
+        let r = match inner.view().open_task(&terms, me) {
+            Ok(r) => r,
+            Err(OpenError::Full) => {
+                return Err(ReserveError::TaskTableFull {
+                    capacity: inner.layout.tasks,
+                });
+            }
+            Err(OpenError::NoBudget) => {
+                return Err(ReserveError::InvalidName {
+                    name: spec.id.clone(),
+                    why: "a task is opened with a budget (TaskSpec::budget); without one it \
+                          can only join a task a process of the pod has open"
+                        .into(),
+                });
+            }
+        };
+        // A task a process of the pod opened first keeps its terms.
+        let (budget, max_calls) = inner.view().task_terms(r);
+        // A new task is registered by the sidecar, which leases its budget from the
+        // authority: wait for that (bounded), so the first call finds budget.
+        let end = Instant::now() + spec.wait.min(Duration::from_secs(60));
+        while matches!(
+            inner.view().task_status(r),
+            TaskStatus::New | TaskStatus::Pending
+        ) && Instant::now() < end
+        {
+            std::thread::sleep(Duration::from_micros(500));
+        }
         Ok(Task {
             gate: inner.clone(),
             id: spec.id.clone(),
             r,
             tenant: spec.tenant,
             agent: spec.agent.map_or(inner.agent, |a| a.0),
-            budget: spec.budget.0,
-            max_calls: spec.max_calls,
-            remaining: word(spec.budget.0),
-            calls: word(0),
+            budget,
+            max_calls,
         })
     }
 
@@ -1251,7 +1346,6 @@ fn reserve_on<'a>(
             Price::Fixed(_) => None,
         },
         initiator: call.initiator,
-        task: call.task,
         local_task: call.local_task,
         done: false,
     })
@@ -1353,23 +1447,19 @@ fn rate_max(gl: &mut GateLocal, call: &Call<'_>) -> Result<(u64, u64), ReserveEr
     }
 }
 
-/// Takes the call's share of its task and local task (before the lane: they are cheaper
-/// to refuse on); undone by [`refund_tasks`] if the lane refuses.
+/// Refuses a call whose named task is over, then takes the call's share of its local
+/// task (before the lane: it is cheaper to refuse there); undone by [`refund_tasks`] if the
+/// lane refuses.
 #[inline]
 fn debit_tasks(view: &View<'_>, call: &Call<'_>, amount: u64) -> Result<(), ReserveError> {
     if let Some(t) = call.task
         && !call.work_unit
     {
-        t.debit(view, amount)?;
+        t.check_open(view, amount)?;
     }
     if let Some(t) = call.local_task
         && let Err(left) = t.debit(amount)
     {
-        if let Some(t) = call.task
-            && !call.work_unit
-        {
-            t.refund(amount);
-        }
         return Err(ReserveError::TaskExhausted {
             task: String::new(),
             why: TaskLimit::Budget,
@@ -1381,11 +1471,6 @@ fn debit_tasks(view: &View<'_>, call: &Call<'_>, amount: u64) -> Result<(), Rese
 }
 
 fn refund_tasks(call: &Call<'_>, amount: u64) {
-    if let Some(t) = call.task
-        && !call.work_unit
-    {
-        t.refund(amount);
-    }
     if let Some(t) = call.local_task {
         t.credit(amount);
     }
@@ -1411,7 +1496,7 @@ fn reserve_in(
         tier: call.tier,
         initiator: call.initiator,
         agent,
-        task: None,
+        task,
     };
     let at = if agent == inner.agent && key.task.is_none() {
         LaneAt::Base(call.class())
@@ -1430,7 +1515,7 @@ fn reserve_in(
             meta
         },
         names: pack_names(agent, call.feature.0, task),
-        counts_call: false,
+        counts_call: call.task.is_some_and(|t| t.max_calls > 0) && !call.work_unit,
     };
     // Fast path: this thread's lane has the credits (usually in its local credits).
     let fail = match gl.lane(at, key) {
@@ -1517,6 +1602,11 @@ fn reserve_slow(
             }
             // Only a test's step hook stops an operation; ours never does.
             SlowStep::Failed(ReserveFail::Stopped) => SlowStep::Deny(ReserveError::NoFreeLane),
+            // A task the sidecar says is over: refused now, naming it.
+            SlowStep::Failed(f) => match task_over(call, view, amount) {
+                Some(e) => SlowStep::Deny(e),
+                None => SlowStep::Failed(f),
+            },
             other => other,
         };
         lo.put(&o);
@@ -1545,7 +1635,11 @@ fn reserve_slow(
                 if !call.wait {
                     return Err(ReserveError::WouldWait);
                 }
-                if !wait_for_credits(view, lane, amount, &mut spins, deadline_state) {
+                let calls = matches!(step, SlowStep::Failed(ReserveFail::NoCalls));
+                if !wait_for_credits(view, lane, amount, calls, &mut spins, deadline_state) {
+                    if let Some(e) = task_over(call, view, amount) {
+                        return Err(e);
+                    }
                     return Err(ReserveError::Denied(deny(
                         gl, view, lane, call, amount, None,
                     )));
@@ -1555,20 +1649,34 @@ fn reserve_slow(
     }
 }
 
-/// Spins, then sleeps in short steps, until `lane` has `amount` or the wait is over.
-/// Returns `true` when it is worth trying again.
+/// The refusal of a call whose task the sidecar says is over (spent, out of calls, closed).
+fn task_over(call: &Call<'_>, view: &View<'_>, amount: u64) -> Option<ReserveError> {
+    let t = call.task?;
+    t.refusal(view).map(|why| t.exhausted(why, amount))
+}
+
+/// Spins, then sleeps in short steps, until `lane` has `amount` (or, with `calls`, a call
+/// to make) or the wait is over. Returns `true` when it is worth trying again.
 fn wait_for_credits(
     view: &View<'_>,
     lane: usize,
     amount: u64,
+    calls: bool,
     spins: &mut u64,
     deadline: &mut Option<Instant>,
 ) -> bool {
     let max_spins = view.w[H_SPIN_ITERS].load(RELAXED).min(MAX_SPIN_ITERS);
     let avail = view.lw(lane, L_AVAIL);
+    let ready = || {
+        if calls {
+            view.lw(lane, L_CALLS_LIMIT).load(ACQ) > view.lw(lane, L_CALLS).load(RELAXED)
+        } else {
+            credits(avail.load(ACQ)) >= amount
+        }
+    };
     while *spins < max_spins {
         *spins += 1;
-        if credits(avail.load(ACQ)) >= amount {
+        if ready() {
             return true;
         }
         spin_hint();
@@ -1578,10 +1686,10 @@ fn wait_for_credits(
     loop {
         let now = Instant::now();
         if now >= end {
-            return credits(avail.load(ACQ)) >= amount;
+            return ready();
         }
         std::thread::sleep((end - now).min(Duration::from_micros(50)));
-        if credits(avail.load(ACQ)) >= amount {
+        if ready() {
             return true;
         }
     }
@@ -1629,6 +1737,8 @@ fn deny(
     amount: u64,
     left_ms: Option<u64>,
 ) -> Denial {
+    // The sidecar may have marked the limit final while this call waited for a top-up.
+    let left_ms = left_ms.or_else(|| denied_until(view, lane));
     let recorded = view.lw(lane, L_DENY).load(ACQ);
     let limit: Option<LimitKind> = decode_limit(recorded & 0xFFFF_FFFF);
     let hint = match (left_ms, recorded >> 32) {
@@ -1787,20 +1897,14 @@ impl Reservation<'_> {
         Ok((actual, err))
     }
 
-    /// The tasks' side of the settle: the unused part back, an overrun taken.
+    /// The local task's side of the settle: the unused part back, an overrun taken. (A
+    /// named task's budget is in the lane's pools: settled with the lane.)
     #[inline]
     fn task_settle(&self, actual: u64) {
-        let paid = actual.min(self.amount);
-        let over = actual - paid;
         if let Some(t) = self.local_task {
+            let paid = actual.min(self.amount);
             t.credit(self.amount - paid);
-            t.debit_saturating(over);
-        }
-        if let Some(t) = self.task {
-            if self.amount > paid {
-                t.remaining.fetch_add(self.amount - paid, ACQ_REL);
-            }
-            debit_saturating_word(&t.remaining, over);
+            t.debit_saturating(actual - paid);
         }
     }
 }

@@ -131,6 +131,13 @@ pub(crate) const K_DONE: usize = 6;
 pub(crate) const K_ID: usize = 8; // 16 words
 // Sidecar line.
 pub(crate) const KS_STATUS: usize = 32;
+/// The pool the task's budget is leased into, + 1 (0: none yet).
+pub(crate) const KS_POOL: usize = 33;
+/// Calls given to the task's lanes (`L_CALLS_LIMIT`), net of the unused calls of lanes
+/// reclaimed since: at most the task's `max_calls`.
+pub(crate) const KS_CALLS_GIVEN: usize = 34;
+/// Calls made by lanes of the task that were reclaimed (their `L_CALLS` at reclaim).
+pub(crate) const KS_CALLS_DONE: usize = 35;
 /// Longest task id, in bytes.
 pub const MAX_TASK_ID: usize = 128;
 

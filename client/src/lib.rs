@@ -159,6 +159,8 @@ mod region;
 #[cfg(all(test, not(loom)))]
 mod attribution_tests;
 #[cfg(all(test, loom))]
+mod loom_attr;
+#[cfg(all(test, loom))]
 mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
@@ -175,12 +177,12 @@ pub use layout::RegionConfig;
 pub use process::ProcessId;
 pub use reclaim::ReclaimReport;
 pub use ring::{DrainStats, UsageRecord};
-pub use tasks::{TaskEntry, TaskStatus};
+pub use tasks::{TaskCalls, TaskEntry, TaskStatus};
 
 #[cfg(not(loom))]
 pub use gate::{
     AGENT_ENV, AgentName, Call, Feature, Gate, GateOptions, LocalTask, Model, REGION_ENV,
-    Reservation, Task, TaskSpec, TenantId,
+    Reservation, TASK_OPEN_WAIT, Task, TaskSpec, TenantId,
 };
 #[cfg(not(loom))]
 pub use mapping::install_truncation_guard;

@@ -19,9 +19,10 @@
 //! entry naming its holder; nobody ever uses its bytes. The sidecar frees such entries
 //! once the holder is dead ([`View::free_stuck_names`]), the same liveness rule as for
 //! lanes. Two processes interning one name concurrently get one id, unless one of them
-//! dies mid-write: then the other makes a second entry with the same bytes, which resolves
-//! to the same string. Nothing else is possible, so no interleaving loses or confuses a
-//! name (`loom_tests`: `loom_names_*`).
+//! dies or stalls mid-write longer than the other waits: then the other makes a second
+//! entry with the same bytes, which resolves to the same string (it costs an entry, not a
+//! label). Nothing else is possible, so no interleaving loses or confuses a name
+//! (`loom_attr`: `loom_names_*`, `loom_a_name_writer_*`).
 //!
 //! **Hostile input.** Any process that maps the region can write any word of the table.
 //! The sidecar reads an entry only through [`View::name_bytes`]: bounded by the entry's

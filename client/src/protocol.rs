@@ -13,6 +13,16 @@
 //!
 //! (`granted = available + held + consumed + returned` of the design, with `carved` the
 //! pool's "held", and overruns, which are charged past reservations, on both sides.)
+//! A named task's budget is a pool like any other (its lanes are carved from it with the
+//! rest of their limits), so these equations cover it. Its calls obey, for every task `t`:
+//!
+//! ```text
+//! tasks: given(t) = done(t) + sum over live lanes l of t of limit(l) <= max_calls(t)
+//!        calls(l) <= limit(l)            (calls made by lane l, given to lane l)
+//! ```
+//!
+//! and the pod writes at most one work-unit record per task (exactly one once it is
+//! completed).
 //! `held(l)` is the sum of the lane's reservation slots and `local(l)` the owner's local
 //! credits, each with a half-done operation decided from its words exactly as reclaim
 //! decides it (below). `consumed(l)` counts the part of each actual cost the reservation
@@ -61,14 +71,32 @@
 //! 3. `local := before + batch`. 4. clear the intent.
 //!
 //! **reserve** = take from `local` (after a pull if needed): no read-modify-write.
-//! 1. write amount and `local` (before) into a free slot; state := `RESERVING`.
-//!    Crash here: `local == before`: not taken; reclaim frees the slot.
-//! 2. `local := before - amount`. Crash here: `local != before`: taken; the slot holds
-//!    `amount`, which reclaim returns.
-//! 3. state := `HELD`. The reservation exists.
+//! 1. write amount, `local` (before), the call's names and, for a counted call (a task
+//!    lane with `max_calls`), `calls` (before) into a free slot; state := `RESERVING` (or
+//!    `RESERVING_CALL`). Crash here: `local == before`: not taken; reclaim frees the slot
+//!    (and restores `calls` from its before-value).
+//! 2. a counted call: `calls := before + 1` (refused before step 1 if `calls` has reached
+//!    the lane's `L_CALLS_LIMIT`). Crash here: still not taken; reclaim uncounts it.
+//! 3. `local := before - amount`. Crash here: `local != before`: taken; the slot holds
+//!    `amount`, which reclaim returns; the call stays counted (a reservation taken is a
+//!    call made, committed or not).
+//! 4. state := `HELD`. The reservation exists.
 //!
-//! The task budget is debited (one CAS) before and refunded if the lane refuses; it is
-//! process-local (a task dies with its process), so it is not part of the equation.
+//! A [`crate::LocalTask`] budget is debited (one CAS) before and refunded if the lane
+//! refuses; it is process-local, so it is not part of the equation.
+//!
+//! **calls** (sidecar; `tasks.rs`): `give_calls` raises a task lane's `L_CALLS_LIMIT` and
+//! the task's `given` together (journaled absolute stores), never past `max_calls`; only
+//! the sidecar writes both, and the owner only reads the limit, so a raise racing a
+//! reserve is seen or not, never half. Reclaim of a task lane (after its slots are
+//! decided, so `calls` is final) books `given -= limit - calls`, `done += calls` and zeroes
+//! the lane's two words in one journaled update: the unused calls go back exactly once.
+//!
+//! **complete** (a task's completion; `tasks.rs`): reserve a zero-credit slot flagged as a
+//! work unit; CAS the task's completion word from 0 to a mark naming (lane, claim
+//! generation, slot); the winner commits the slot (its record is the work unit), a loser
+//! cancels. Crash after the CAS: reclaim finds the held slot named by the mark and settles
+//! it as a commit, so the record is written exactly once.
 //!
 //! Slot states carry the **generation** of the claim they were made under, and the
 //! reservation remembers it.
@@ -171,6 +199,12 @@
 //! reused) never settles into it, from its owner thread or another; and two processes
 //! racing to claim a lane that the sidecar is reclaiming get it once, with a fresh
 //! generation.
+//! `src/loom_attr.rs` models the attribution protocols: two processes interning one name
+//! (each id names what it asked for), a name writer killed mid-write and cleaned up by the
+//! sidecar, two processes opening one task, two processes completing one task (exactly one
+//! work unit, also when the winner dies before its commit), and a counted call on a task
+//! lane racing a `give_calls` with a crash at every step followed by reclaim (the task's
+//! calls balance, a call counts iff its reservation was taken, unused calls go back).
 //! `--cfg tollgate_broken` replaces the pull's CAS on `avail` with a load and a store;
 //! the model behind `loom_reserve_races_top_up` must then fail with its "no top-up lost"
 //! assertion, which `loom_broken_variant_is_caught` (run by `.ci/loom.sh`) checks.

@@ -97,6 +97,12 @@ impl View<'_> {
             }
             self.harvest(lane, step)?;
         }
+        // A task lane's unused calls go back to its task, its calls made are booked.
+        if let Some(t) =
+            crate::codes::LaneKey::decode(self.lw(lane, L_KEY).load(ACQ)).and_then(|k| k.task)
+        {
+            self.reclaim_calls(lane, t, step)?;
+        }
         if !step(103) {
             return Ok(ReclaimReport {
                 lane,

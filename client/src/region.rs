@@ -28,7 +28,7 @@ use crate::process::ProcessId;
 use crate::reclaim::ReclaimReport;
 use crate::ring::{DrainStats, UsageRecord};
 use crate::sync::{ACQ, REL, RELAXED};
-use crate::tasks::{TaskEntry, TaskStatus};
+use crate::tasks::{TaskCalls, TaskEntry, TaskStatus};
 
 /// Default spins before an agent whose lane ran dry starts sleeping.
 pub const DEFAULT_SPIN_ITERS: u64 = 200;
@@ -535,7 +535,11 @@ impl Region {
     /// top-up again.
     pub fn clear_denial(&self, lane: usize) -> Result<(), SidecarError> {
         self.check("lane", lane, self.layout.lanes)?;
-        self.view().lw(lane, L_DENY_UNTIL).store(0, REL);
+        let v = self.view();
+        v.lw(lane, L_DENY_UNTIL).store(0, REL);
+        // The limit stays named; its time to the deadline is no hint for a refill.
+        let recorded = v.lw(lane, L_DENY).load(ACQ);
+        v.lw(lane, L_DENY).store(recorded & 0xFFFF_FFFF, REL);
         Ok(())
     }
 
@@ -594,10 +598,46 @@ impl Region {
         self.view().set_task_status(t, status);
     }
 
-    /// Frees task `t`'s entry for reuse (under a new generation). The caller makes sure no
-    /// lane is keyed by it any more.
+    /// Frees task `t`'s entry for reuse (under a new generation). Refused (`false`) while a
+    /// lane is keyed by it.
     pub fn free_task(&self, t: TaskRef) -> bool {
-        self.view().free_task(t)
+        let _g = self.lock();
+        let v = self.view();
+        let keyed = (0..self.layout.lanes).any(|lane| {
+            LaneKey::decode(v.lw(lane, L_KEY).load(ACQ)).and_then(|k| k.task) == Some(t)
+        });
+        !keyed && v.free_task(t)
+    }
+
+    /// Records the pool task `t`'s budget is leased into (agents read what it holds).
+    pub fn set_task_pool(&self, t: TaskRef, pool: usize) -> Result<(), SidecarError> {
+        self.check("pool", pool, self.layout.pools)?;
+        self.view().set_task_pool(t, pool);
+        Ok(())
+    }
+
+    /// Gives `lane`, a lane of task `t`, `n` more calls (its share of the task's
+    /// `max_calls`); agents' reservations on the lane stop when they have made them all.
+    pub fn give_calls(&self, lane: usize, t: TaskRef, n: u64) -> Result<(), SidecarError> {
+        self.check("lane", lane, self.layout.lanes)?;
+        let _g = self.lock();
+        self.view().give_calls(lane, t, n)
+    }
+
+    /// `(made, given to lanes)` of a lane's calls (a task lane's).
+    pub fn lane_calls(&self, lane: usize) -> Result<(u64, u64), SidecarError> {
+        self.check("lane", lane, self.layout.lanes)?;
+        let v = self.view();
+        Ok((
+            v.lw(lane, L_CALLS).load(ACQ),
+            v.lw(lane, L_CALLS_LIMIT).load(ACQ),
+        ))
+    }
+
+    /// Task `t`'s calls: given to lanes, made, and their balance.
+    pub fn task_calls(&self, t: TaskRef) -> TaskCalls {
+        let _g = self.lock();
+        self.view().task_calls(t)
     }
 
     /// Records why `lane` cannot be topped up (the binding limit) and when to retry;

@@ -47,7 +47,7 @@ const WRITE_WAIT_SPINS: u32 = if cfg!(loom) { 2 } else { 20_000 };
 pub enum TaskStatus {
     /// Not seen by the sidecar yet.
     New = 0,
-    /// Registered with the authority; its budget is leased into its pool.
+    /// Leased from the authority into its pool: calls on it are served.
     Open = 1,
     /// Its budget is spent (the authority refused it more).
     Spent = 2,
@@ -55,6 +55,8 @@ pub enum TaskStatus {
     OutOfCalls = 3,
     /// Completed, or closed by the sidecar.
     Closed = 4,
+    /// Registered with the authority, waiting for its first lease.
+    Pending = 5,
 }
 
 impl TaskStatus {
@@ -64,9 +66,19 @@ impl TaskStatus {
             2 => TaskStatus::Spent,
             3 => TaskStatus::OutOfCalls,
             4 => TaskStatus::Closed,
+            5 => TaskStatus::Pending,
             _ => TaskStatus::New,
         }
     }
+}
+
+/// Why a task could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// Every entry is taken.
+    Full,
+    /// No open task of that id, and no budget to open one with.
+    NoBudget,
 }
 
 /// What an agent asks for when it opens a task.
@@ -95,6 +107,8 @@ pub struct TaskEntry {
     pub completed: bool,
     /// What the sidecar last wrote for it.
     pub status: TaskStatus,
+    /// Calls given to its lanes, net of the unused calls of reclaimed lanes.
+    pub calls_given: u64,
 }
 
 fn task_hash(tenant: u16, id: &[u8]) -> u64 {
@@ -121,13 +135,18 @@ impl View<'_> {
     }
 
     /// Opens the task of `terms` for agent process `me`: the entry of the same tenant and
-    /// id if one is open (with the terms it was opened with), else a new one. `None` when
-    /// every entry is taken.
-    pub(crate) fn open_task(&self, terms: &TaskTerms<'_>, me: HolderId) -> Option<TaskRef> {
+    /// id if one is open (with the terms it was opened with), else a new one (if `terms`
+    /// has a budget).
+    pub(crate) fn open_task(
+        &self,
+        terms: &TaskTerms<'_>,
+        me: HolderId,
+    ) -> Result<TaskRef, OpenError> {
         let n = self.l.tasks;
         if n == 0 || terms.id.is_empty() || terms.id.len() > MAX_TASK_ID {
-            return None;
+            return Err(OpenError::Full);
         }
+        let mut free_seen = false;
         let h = task_hash(terms.tenant, terms.id);
         let start = (h % n as u64) as usize;
         for i in 0..n {
@@ -137,6 +156,10 @@ impl View<'_> {
             loop {
                 let cur = st.load(ACQ);
                 match kind(cur) {
+                    FREE if cur >> HOLDER_SHIFT == 0 && terms.budget == 0 => {
+                        free_seen = true;
+                        break; // joining only: look on for an open entry of the id
+                    }
                     FREE if cur >> HOLDER_SHIFT == 0 => {
                         let next = (gen_of(cur) + 1) & crate::codes::TASK_GEN_MASK;
                         let claim = word(me.get(), next, WRITING);
@@ -145,13 +168,13 @@ impl View<'_> {
                         }
                         self.write_terms(slot, terms, h);
                         st.store(word(0, next, OPEN), REL);
-                        return Some(TaskRef {
+                        return Ok(TaskRef {
                             slot: slot as u16,
                             generation: next,
                         });
                     }
                     OPEN if self.task_matches(slot, terms.tenant, terms.id, h) => {
-                        return Some(TaskRef {
+                        return Ok(TaskRef {
                             slot: slot as u16,
                             generation: gen_of(cur),
                         });
@@ -164,7 +187,11 @@ impl View<'_> {
                 }
             }
         }
-        None
+        Err(if free_seen {
+            OpenError::NoBudget
+        } else {
+            OpenError::Full
+        })
     }
 
     fn write_terms(&self, slot: usize, t: &TaskTerms<'_>, h: u64) {
@@ -193,6 +220,45 @@ impl View<'_> {
                 let b = self.kw(slot, K_ID + i).load(RELAXED).to_le_bytes();
                 b[..chunk.len()] == *chunk
             })
+    }
+
+    /// `(budget, max_calls)` task `t` was opened with (zeros for a stale reference).
+    pub(crate) fn task_terms(&self, t: TaskRef) -> (u64, u32) {
+        if !self.task_is(t) {
+            return (0, 0);
+        }
+        let slot = usize::from(t.slot);
+        let calls = self.kw(slot, K_MAX_CALLS).load(RELAXED);
+        (
+            self.kw(slot, K_BUDGET).load(RELAXED),
+            u32::try_from(calls).unwrap_or(u32::MAX),
+        )
+    }
+
+    /// The pool the sidecar leases `t`'s budget into, if it registered `t`.
+    pub(crate) fn task_pool(&self, t: TaskRef) -> Option<usize> {
+        if self.task_status(t) == TaskStatus::New {
+            return None;
+        }
+        let p = self.kw(usize::from(t.slot), KS_POOL).load(ACQ);
+        (p != 0 && (p as usize) <= self.l.pools).then(|| p as usize - 1)
+    }
+
+    /// What the pod holds of `t`'s budget: its pool's uncarved and carved credits.
+    pub(crate) fn task_remaining(&self, t: TaskRef) -> u64 {
+        self.task_pool(t).map_or(0, |p| {
+            self.pw(p, P_AVAILABLE)
+                .load(ACQ)
+                .saturating_add(self.pw(p, P_CARVED).load(ACQ))
+        })
+    }
+
+    /// Records the pool `t`'s budget is leased into (sidecar, before its status says so).
+    pub(crate) fn set_task_pool(&self, t: TaskRef, pool: usize) {
+        if self.task_is(t) {
+            self.kw(usize::from(t.slot), KS_POOL)
+                .store(pool as u64 + 1, REL);
+        }
     }
 
     /// The completion mark of task `t` (0: not completed; also 0 for a stale reference).
@@ -264,6 +330,7 @@ impl View<'_> {
             max_calls: u32::try_from(self.kw(slot, K_MAX_CALLS).load(RELAXED)).unwrap_or(u32::MAX),
             completed: self.kw(slot, K_DONE).load(ACQ) != 0,
             status: self.task_status(t),
+            calls_given: self.kw(slot, KS_CALLS_GIVEN).load(ACQ),
         })
     }
 
@@ -299,5 +366,130 @@ impl View<'_> {
             }
         }
         freed
+    }
+}
+
+/// A task's calls as the sidecar accounts them (see [`View::give_calls`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskCalls {
+    /// Given to lanes, net of the unused calls of reclaimed lanes (at most `max_calls`).
+    pub given: u64,
+    /// Made by lanes since reclaimed.
+    pub done: u64,
+    /// Made by live lanes (their `L_CALLS`).
+    pub live_used: u64,
+    /// Given to live lanes (their `L_CALLS_LIMIT`).
+    pub live_given: u64,
+}
+
+impl TaskCalls {
+    /// `given = live_given + done`, and no live lane made more calls than it was given.
+    pub fn balanced(&self) -> bool {
+        self.live_given.checked_add(self.done) == Some(self.given)
+            && self.live_used <= self.live_given
+    }
+
+    /// Calls made so far in the pod.
+    pub fn made(&self) -> u64 {
+        self.done.saturating_add(self.live_used)
+    }
+}
+
+impl View<'_> {
+    /// CALLS: gives lane `lane` of task `t` `n` more calls (sidecar; journaled: the lane's
+    /// `L_CALLS_LIMIT` and the task's `KS_CALLS_GIVEN` move together).
+    pub(crate) fn give_calls(
+        &self,
+        lane: usize,
+        t: TaskRef,
+        n: u64,
+    ) -> Result<(), crate::error::SidecarError> {
+        use crate::error::SidecarError;
+        if !self.task_is(t) {
+            return Err(SidecarError::Config(format!("task {t:?} is not open")));
+        }
+        let slot = usize::from(t.slot);
+        let limit = self.lw(lane, L_CALLS_LIMIT).load(ACQ);
+        let given = self.kw(slot, KS_CALLS_GIVEN).load(ACQ);
+        let e = crate::journal::Entry {
+            rmw: None,
+            stores: vec![
+                (
+                    self.l.lane(lane) + L_CALLS_LIMIT,
+                    limit
+                        .checked_add(n)
+                        .ok_or(SidecarError::Overflow("lane calls"))?,
+                ),
+                (
+                    self.l.task(slot) + KS_CALLS_GIVEN,
+                    given
+                        .checked_add(n)
+                        .ok_or(SidecarError::Overflow("task calls"))?,
+                ),
+            ],
+        };
+        self.journal_begin(&e)?;
+        self.journal_finish(&e, &mut |_| true);
+        Ok(())
+    }
+
+    /// RECLAIM-CALLS: a reclaimed lane of task `t` gives its unused calls back and its calls
+    /// made are booked as done (sidecar, journaled; safe to re-run: a second run finds no
+    /// unused calls and books nothing).
+    pub(crate) fn reclaim_calls(
+        &self,
+        lane: usize,
+        t: TaskRef,
+        step: &mut impl FnMut(u32) -> bool,
+    ) -> Result<(), crate::error::SidecarError> {
+        let limit = self.lw(lane, L_CALLS_LIMIT).load(ACQ);
+        let used = self.lw(lane, L_CALLS).load(ACQ).min(limit);
+        if limit == 0 || !self.task_is(t) {
+            return Ok(());
+        }
+        let slot = usize::from(t.slot);
+        let given = self.kw(slot, KS_CALLS_GIVEN).load(ACQ);
+        let done = self.kw(slot, KS_CALLS_DONE).load(ACQ);
+        let e = crate::journal::Entry {
+            rmw: None,
+            stores: vec![
+                (self.l.lane(lane) + L_CALLS_LIMIT, 0),
+                (self.l.lane(lane) + L_CALLS, 0),
+                (
+                    self.l.task(slot) + KS_CALLS_GIVEN,
+                    given.saturating_sub(limit - used),
+                ),
+                (self.l.task(slot) + KS_CALLS_DONE, done.saturating_add(used)),
+            ],
+        };
+        self.journal_begin(&e)?;
+        if !step(105) {
+            return Ok(());
+        }
+        self.journal_finish(&e, step);
+        Ok(())
+    }
+
+    /// Task `t`'s calls: the task's counters and its live lanes' (sidecar, audit).
+    pub(crate) fn task_calls(&self, t: TaskRef) -> TaskCalls {
+        if !self.task_is(t) {
+            return TaskCalls::default();
+        }
+        let slot = usize::from(t.slot);
+        let mut c = TaskCalls {
+            given: self.kw(slot, KS_CALLS_GIVEN).load(ACQ),
+            done: self.kw(slot, KS_CALLS_DONE).load(ACQ),
+            ..TaskCalls::default()
+        };
+        for lane in 0..self.l.lanes {
+            let key = crate::codes::LaneKey::decode(self.lw(lane, L_KEY).load(ACQ));
+            if key.and_then(|k| k.task) == Some(t) {
+                c.live_used = c.live_used.saturating_add(self.lw(lane, L_CALLS).load(ACQ));
+                c.live_given = c
+                    .live_given
+                    .saturating_add(self.lw(lane, L_CALLS_LIMIT).load(ACQ));
+            }
+        }
+        c
     }
 }

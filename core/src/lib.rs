@@ -30,9 +30,16 @@
 //!   calls the agent starts on its own can be free ([`Initiator::Agent`]).
 //! - **Per outcome** (a resolved ticket): outcomes times a price; the calls are free.
 //!
-//! Included allowances, the consumption floor and the hard cap are plan-level:
+//! A usage record may stand for several calls ([`PriceBook::rate_record`]): per request
+//! each call is a request, per action each call that used a token is at least one action.
+//! A book must rate ordinary usage (a billion tokens, a million outcomes or calls in one
+//! record) without overflow ([`PriceBook::check_ordinary_usage`]); the authority refuses
+//! books that do not.
+//!
+//! Included allowances, seats, the consumption floor and the hard cap are plan-level:
 //! [`Plan::bill`] splits a period's usage into included and overage (e.g. 300 included
-//! premium requests, then each costs $0.04) and applies the floor and the cap.
+//! premium requests per seat, then each costs $0.04), applies the floor and the cap, and
+//! adds the seats' fees.
 //!
 //! ## The fast rating API
 //! Resolve a model name once (binary search), keep the [`ModelRef`], then rate each call

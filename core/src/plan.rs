@@ -2,21 +2,30 @@
 //!
 //! A [`Plan`] has an included allowance (credits of metered usage, and/or weighted
 //! requests), an overage price for requests past the allowance, an optional consumption
-//! floor and an optional hard cap. [`Plan::bill`] splits one period's [`PeriodUsage`] into
+//! floor, an optional hard cap, and optionally **seats**: a fee per seat each period
+//! (the commitment: it is billed whatever the usage) that brings allowances per seat
+//! (Salesforce's $125 per user per month; Copilot Business's $19 per user with 300
+//! premium requests each). [`Plan::bill`] splits one period's [`PeriodUsage`] into
 //! included and overage and computes the charge:
 //!
 //! 1. metered credits (per-token, per-action, per-outcome charges at list price):
-//!    the first `included_credits` are included, the rest is overage at list price;
+//!    the first `included_credits + seats * included_credits_per_seat` are included,
+//!    the rest is overage at list price;
 //! 2. weighted requests (per-request pricing, in milli-requests; free agent-initiated
-//!    calls count none): the first `included_requests` are included, each one past it
-//!    costs `overage_request_price` (× its model multiplier), rounded up once per period;
-//! 3. **consumption floor**: the minimum charge for the period. All usage charges
+//!    calls count none): the first `included_requests + seats *
+//!    included_requests_per_seat` are included, each one past it costs
+//!    `overage_request_price` (× its model multiplier), rounded up once per period;
+//! 3. **consumption floor**: the minimum usage charge for the period. All usage charges
 //!    (metered overage, request overage, outcomes) count toward it; if they total less,
-//!    the difference is billed as a floor top-up, so `charge = max(usage, floor)`.
+//!    the difference is billed as a floor top-up, so `usage part = max(usage, floor)`.
 //!    E.g. a $500 floor with $0.99 per resolved ticket: 300 tickets ($297) bill $500,
 //!    700 tickets ($693) bill $693;
-//! 4. **hard cap**: the charge never exceeds it; anything above is reported as
-//!    `over_cap` (enforcement keeps it at zero; a non-zero value means overruns).
+//! 4. **hard cap**: the usage part never exceeds it; anything above is reported as
+//!    `over_cap` (enforcement keeps it at zero; a non-zero value means overruns);
+//! 5. **seat fees**: `seats * seat_price`, added to the usage part, so
+//!    `charge = seat_fees + min(max(usage, floor), cap)`. The cap limits spend on usage,
+//!    not the seats bought (a cap below the seat fees would refuse every call while
+//!    billing them).
 
 use serde::{Deserialize, Serialize};
 
@@ -39,9 +48,30 @@ pub struct Plan {
     /// Minimum charge per period; usage charges count toward it. Zero = no floor.
     #[serde(default)]
     pub consumption_floor: Credits,
-    /// Maximum charge per period (a first-class limit, never exceeded); `None` = no cap.
+    /// Maximum usage charge per period (a first-class limit, never exceeded; seat fees
+    /// come on top); `None` = no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hard_cap: Option<Credits>,
+    /// Seats bought (users licensed). Zero: no seat terms.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub seats: u64,
+    /// Fee per seat each period (the commitment, billed whatever the usage).
+    #[serde(default, skip_serializing_if = "credits_zero")]
+    pub seat_price: Credits,
+    /// Metered credits each seat brings into the period's allowance.
+    #[serde(default, skip_serializing_if = "credits_zero")]
+    pub included_credits_per_seat: Credits,
+    /// Requests (at 1×) each seat brings into the period's allowance (e.g. 300).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub included_requests_per_seat: u64,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+fn credits_zero(c: &Credits) -> bool {
+    c.is_zero()
 }
 
 /// What a tenant used in one billing period, accumulated from rated calls.
@@ -79,6 +109,9 @@ pub struct PeriodBill {
     pub included_credits: Credits,
     /// Metered credits past the allowance (billed at list price).
     pub overage_credits: Credits,
+    /// The seat fees of the period (`seats * seat_price`), billed whatever the usage.
+    #[serde(default)]
+    pub seat_fees: Credits,
     /// Milli-requests covered by the included requests.
     pub included_requests_milli: u64,
     /// Milli-requests past the included requests.
@@ -89,7 +122,7 @@ pub struct PeriodBill {
     pub usage_charge: Credits,
     /// Added to reach the consumption floor (`floor - usage_charge`, or zero).
     pub floor_top_up: Credits,
-    /// What the period costs: `min(max(usage_charge, floor), hard_cap)`.
+    /// What the period costs: `seat_fees + min(max(usage_charge, floor), hard_cap)`.
     pub charge: Credits,
     /// Charge above the hard cap that was not billed (zero when the cap was enforced).
     pub over_cap: Credits,
@@ -115,26 +148,56 @@ pub enum PlanError {
 }
 
 impl Plan {
-    /// Checks the plan is coherent (floor not above cap).
+    /// Checks the plan is coherent: floor not above cap, seat terms that fit in `u64`.
     pub fn validate(&self) -> Result<(), PlanError> {
-        match self.hard_cap {
-            Some(cap) if self.consumption_floor > cap => Err(PlanError::FloorAboveCap {
+        if let Some(cap) = self.hard_cap
+            && self.consumption_floor > cap
+        {
+            return Err(PlanError::FloorAboveCap {
                 floor: self.consumption_floor,
                 cap,
-            }),
-            _ => Ok(()),
+            });
         }
+        self.credit_allowance()?;
+        self.request_allowance()?
+            .checked_mul(PER_MILLE)
+            .ok_or(PlanError::Overflow)?;
+        self.seat_fees()?;
+        Ok(())
+    }
+
+    /// Metered credits included each period: the plan's own plus every seat's.
+    pub fn credit_allowance(&self) -> Result<Credits, PlanError> {
+        self.included_credits_per_seat
+            .checked_mul(self.seats)
+            .and_then(|s| s.checked_add(self.included_credits))
+            .ok_or(PlanError::Overflow)
+    }
+
+    /// Requests (at 1×) included each period: the plan's own plus every seat's.
+    pub fn request_allowance(&self) -> Result<u64, PlanError> {
+        self.included_requests_per_seat
+            .checked_mul(self.seats)
+            .and_then(|s| s.checked_add(self.included_requests))
+            .ok_or(PlanError::Overflow)
+    }
+
+    /// The period's seat fees: `seats * seat_price`.
+    pub fn seat_fees(&self) -> Result<Credits, PlanError> {
+        self.seat_price
+            .checked_mul(self.seats)
+            .ok_or(PlanError::Overflow)
     }
 
     /// Splits a period's usage into included and overage and computes its charge (see
     /// the module docs for the rules).
     pub fn bill(&self, usage: &PeriodUsage) -> Result<PeriodBill, PlanError> {
         self.validate()?;
-        let included_credits = usage.metered.min(self.included_credits);
+        let included_credits = usage.metered.min(self.credit_allowance()?);
         let overage_credits = usage.metered.saturating_sub(included_credits);
 
         let allowance_milli = self
-            .included_requests
+            .request_allowance()?
             .checked_mul(PER_MILLE)
             .ok_or(PlanError::Overflow)?;
         let included_requests_milli = usage.request_units_milli.min(allowance_milli);
@@ -150,8 +213,13 @@ impl Plan {
             .ok_or(PlanError::Overflow)?;
         let floor_top_up = self.consumption_floor.saturating_sub(usage_charge);
         let floored = usage_charge.max(self.consumption_floor);
-        let charge = self.hard_cap.map_or(floored, |cap| floored.min(cap));
+        let usage_part = self.hard_cap.map_or(floored, |cap| floored.min(cap));
+        let seat_fees = self.seat_fees()?;
+        let charge = usage_part
+            .checked_add(seat_fees)
+            .ok_or(PlanError::Overflow)?;
         Ok(PeriodBill {
+            seat_fees,
             included_credits,
             overage_credits,
             included_requests_milli,
@@ -160,7 +228,7 @@ impl Plan {
             usage_charge,
             floor_top_up,
             charge,
-            over_cap: floored.saturating_sub(charge),
+            over_cap: floored.saturating_sub(usage_part),
         })
     }
 

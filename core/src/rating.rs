@@ -13,7 +13,8 @@ use crate::tier::Initiator;
 mod price_book;
 
 pub use price_book::{
-    Charge, ModelPrice, PER_MILLE, PriceBook, PriceBookError, PriceBookSpec, Pricing, action_count,
+    Charge, ModelPrice, ORDINARY_MAX_CALLS, ORDINARY_MAX_OUTCOMES, ORDINARY_MAX_TOKENS, PER_MILLE,
+    PriceBook, PriceBookError, PriceBookSpec, Pricing, action_count,
 };
 
 /// Tokens a call consumed (or, for a reservation, may consume).

@@ -279,6 +279,7 @@ proptest! {
             overage_request_price: Credits(price),
             consumption_floor: Credits(floor),
             hard_cap: cap.map(Credits),
+            ..Plan::default()
         };
         let usage = PeriodUsage { metered, request_units_milli: units };
         match plan.bill(&usage) {
@@ -290,6 +291,7 @@ proptest! {
                     prop_assert!(b.charge <= Credits(cap));
                 }
                 prop_assert_eq!(b.charge.checked_add(b.over_cap), Some(b.usage_charge.max(Credits(floor))));
+                prop_assert_eq!(b.seat_fees, Credits::ZERO);
             }
             Err(_) => {
                 // Only an incoherent plan or an unrepresentable charge may fail.
@@ -298,6 +300,28 @@ proptest! {
                 let req = (over_r * u128::from(price)).div_ceil(1_000);
                 prop_assert!(cap.is_some_and(|c| c < floor) || over_c + req > u128::from(u64::MAX));
             }
+        }
+    }
+
+    #[test]
+    fn seat_fees_come_on_top_of_the_usage_part(metered in credits(), units in 0u64..100_000_000, seats in 0u64..10_000, seat_price in 0u64..1_000_000_000, per_seat in 0u64..1_000, cap in prop::option::of(0u64..10_000_000_000_000)) {
+        let plan = Plan {
+            overage_request_price: Credits(40_000),
+            hard_cap: cap.map(Credits),
+            seats,
+            seat_price: Credits(seat_price),
+            included_requests_per_seat: per_seat,
+            ..Plan::default()
+        };
+        let no_seats = Plan { seats: 0, included_requests: seats * per_seat, ..plan };
+        let usage = PeriodUsage { metered, request_units_milli: units };
+        let (b, n) = (plan.bill(&usage).unwrap(), no_seats.bill(&usage).unwrap());
+        // Seats are their fee plus an allowance the same as included requests.
+        prop_assert_eq!(b.seat_fees, Credits(seats * seat_price));
+        prop_assert_eq!(b.charge, n.charge.checked_add(b.seat_fees).unwrap());
+        prop_assert_eq!(b.included_requests_milli, n.included_requests_milli);
+        if let Some(cap) = cap {
+            prop_assert!(b.charge.saturating_sub(b.seat_fees) <= Credits(cap));
         }
     }
 }

@@ -1,10 +1,16 @@
 //! The simulated agent fleet: threads that reserve before every (simulated) LLM call and
 //! commit what it actually used, through `tollgate-client`, like a real agent runtime.
 //!
-//! Agents are spread over the two pods, the three tiers and several models; each works in
-//! tasks with their own budgets, and one of them is a runaway loop whose task budget stops
-//! it. Every outcome is counted per agent, tier and reason, so the demo can show denials by
-//! reason and tier and reconcile the fleet's spend with the authority's statement.
+//! Agents are spread over the two pods, the three tiers and several models, and are named
+//! (`support-bot`, `report-writer`, `indexer`: several instances each, attributed to the
+//! name). Each works in named tasks (`support-bot-3/t12`) with a budget and a call limit,
+//! registered with the sidecar and leased from the authority; a finished task is completed
+//! (one Agentic Work Unit). Support agents report outcomes: a resolved ticket with the
+//! call that resolved it, or later on its own, priced per resolution. The last agent is a
+//! runaway loop on one task, `ticket-4711`, stopped by that task's budget: the refusal names
+//! the task. Every outcome is counted per agent, tier and reason, so the demo can show
+//! denials by reason and tier and reconcile the fleet's spend with the authority's
+//! statement.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,8 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tollgate_client::{Call, Gate, ReserveError};
+use tollgate_client::{Call, Gate, ReserveError, TaskSpec};
 use tollgate_core::{Credits, Initiator, Tier, Usage};
+
+/// The runaway loop's task.
+pub const RUNAWAY_TASK: &str = "ticket-4711";
+/// The per-outcome model support agents report resolutions with.
+pub const RESOLUTION_MODEL: &str = "resolution";
 
 /// What an agent does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +39,14 @@ pub enum Behaviour {
 /// One simulated agent.
 #[derive(Debug, Clone)]
 pub struct AgentSpec {
-    /// Display name.
+    /// Display name (the agent and its instance number).
     pub name: String,
+    /// The agent's name, as its calls carry it (every instance shares it).
+    pub agent: &'static str,
+    /// What its calls are for.
+    pub feature: &'static str,
+    /// It reports outcomes (resolved tickets).
+    pub outcomes: bool,
     /// Which pod (0 or 1).
     pub pod: usize,
     /// Priority tier.
@@ -57,14 +74,19 @@ pub fn plan(n: usize) -> Vec<AgentSpec> {
         "code-actions",
         "premium-requests",
     ];
-    let roles: [(&str, Tier, Initiator); 3] = [
-        ("support-chat", Tier::Interactive, Initiator::Human),
-        ("nightly-report", Tier::Scheduler, Initiator::Agent),
-        ("indexer", Tier::Background, Initiator::Agent),
+    let roles: [(&str, &str, Tier, Initiator); 3] = [
+        ("support-bot", "answer", Tier::Interactive, Initiator::Human),
+        (
+            "report-writer",
+            "nightly-report",
+            Tier::Scheduler,
+            Initiator::Agent,
+        ),
+        ("indexer", "embed", Tier::Background, Initiator::Agent),
     ];
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let (role, tier, initiator) = roles[i % 3];
+        let (role, feature, tier, initiator) = roles[i % 3];
         let model = models[(i / 3 + i) % models.len()];
         let runaway = i == n - 1;
         out.push(AgentSpec {
@@ -73,15 +95,19 @@ pub fn plan(n: usize) -> Vec<AgentSpec> {
             } else {
                 format!("{role}-{}", i / 3 + 1)
             },
+            agent: if runaway { "runaway-loop" } else { role },
+            feature: if runaway { "triage" } else { feature },
+            outcomes: !runaway && i % 3 == 0,
             pod: i % 2,
             tier: if runaway { Tier::Background } else { tier },
             initiator,
             model: if runaway { "frontier-large" } else { model },
-            // Normal tasks fit their calls; the runaway loop's budget stops it after a few.
+            // Normal tasks fit their calls (and a support task its resolution); the runaway
+            // loop's budget stops it after a few.
             task_budget: if runaway {
                 Credits::from_micros(400_000)
             } else {
-                Credits::from_micros(1_000_000)
+                Credits::from_micros(2_500_000)
             },
             calls_per_task: if runaway {
                 u32::MAX
@@ -110,10 +136,14 @@ pub struct AgentStats {
     pub spent: u64,
     /// Denials by reason.
     pub denials: BTreeMap<String, u64>,
-    /// Tasks stopped by their budget.
+    /// Tasks stopped by their budget or call limit.
     pub tasks_stopped: u64,
-    /// Tasks completed.
+    /// Tasks completed: one Agentic Work Unit each.
     pub tasks_done: u64,
+    /// Outcomes reported (resolved tickets).
+    pub outcomes: u64,
+    /// The task refusal that stopped the agent, if one did (the runaway loop): its id and why.
+    pub stopped_by: Option<String>,
     /// Other errors (first one kept).
     pub errors: u64,
     /// First error text.
@@ -290,13 +320,35 @@ impl FleetStats {
     }
 }
 
+/// The agents' counters summed by agent name (the instances of one name together), from a
+/// snapshot keyed by display name.
+pub fn by_agent(snapshot: &BTreeMap<String, (Tier, AgentStats)>) -> BTreeMap<String, AgentStats> {
+    let mut out: BTreeMap<String, AgentStats> = BTreeMap::new();
+    for (name, (_, a)) in snapshot {
+        // Display names are the agent's name and an instance number: `support-bot-3`.
+        let agent = match name.rsplit_once('-') {
+            Some((base, n)) if n.chars().all(|c| c.is_ascii_digit()) => base,
+            _ => name.as_str(),
+        };
+        let e = out.entry(agent.to_string()).or_default();
+        e.calls += a.calls;
+        e.free_calls += a.free_calls;
+        e.spent += a.spent;
+        e.tasks_stopped += a.tasks_stopped;
+        e.tasks_done += a.tasks_done;
+        e.outcomes += a.outcomes;
+        e.errors += a.errors;
+    }
+    out
+}
+
 fn reason(e: &ReserveError) -> String {
     match e {
         ReserveError::Denied(d) => match d.limit {
             Some(l) => tollgate_sidecar::owner::reason_label(l),
             None => "allowance".into(),
         },
-        ReserveError::TaskExhausted { .. } => "task_budget".into(),
+        ReserveError::TaskExhausted { why, .. } => format!("task_{why:?}").to_lowercase(),
         other => format!("error: {other}"),
     }
 }
@@ -384,16 +436,50 @@ fn agent(
             a.first_error.get_or_insert(e);
         })
     };
-    let (t, model) = match (gate.tenant(&tenant), gate.model(spec.model)) {
-        (Ok(t), Ok(m)) => (t, m),
-        (Err(e), _) | (_, Err(e)) => return err(stats, e.to_string()),
+    let names = (
+        gate.tenant(&tenant),
+        gate.model(spec.model),
+        gate.agent(spec.agent),
+        gate.feature(spec.feature),
+    );
+    let (t, model, me, feature) = match names {
+        (Ok(t), Ok(m), Ok(a), Ok(f)) => (t, m, a, f),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+            return err(stats, e.to_string());
+        }
+    };
+    let resolution = if spec.outcomes {
+        gate.model(RESOLUTION_MODEL).ok()
+    } else {
+        None
     };
     stats.update(&spec.name, spec.tier, |_| {});
     let mut backoff_until: Option<Instant> = None;
-    let mut first_reserve = true;
+    let mut task_n = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        let task = tollgate_client::LocalTask::new(spec.task_budget);
+        task_n += 1;
+        let (id, max_calls) = match spec.behaviour {
+            Behaviour::Runaway => (RUNAWAY_TASK.to_string(), 0),
+            // Its calls, and a resolution reported on its own.
+            Behaviour::Normal => (format!("{}/t{task_n}", spec.name), spec.calls_per_task + 1),
+        };
+        let open = TaskSpec::new(id)
+            .tenant(t)
+            .budget(spec.task_budget)
+            .max_calls(max_calls)
+            .agent(me);
+        let task = match gate.open_task(&open) {
+            Ok(task) => task,
+            Err(e) => {
+                err(stats, e.to_string());
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
         let mut n = 0u32;
+        // The first reserve on a task claims a lane of its own and waits for its first
+        // allowance: timed apart from the steady state.
+        let mut first_on_lane = true;
         while n < spec.calls_per_task && !stop.load(Ordering::Relaxed) {
             if let Some(t) = backoff_until {
                 let now = Instant::now();
@@ -407,28 +493,33 @@ fn agent(
             let max_out = 800;
             let call = Call::model(&model)
                 .tenant(t)
+                .agent(me)
+                .feature(feature)
                 .input_tokens(input)
                 .max_output_tokens(max_out)
                 .tier(spec.tier)
                 .initiator(spec.initiator)
-                .local_task(&task);
+                .task(&task);
             // Only the reserve is timed; recording happens after (and never allocates).
             let t_reserve = Instant::now();
             let reserved = gate.reserve(&call);
             let took = t_reserve.elapsed().as_nanos() as u64;
-            let outcome = match (reserved.is_ok(), first_reserve) {
+            let outcome = match (reserved.is_ok(), first_on_lane) {
                 (true, true) => Outcome::FirstGranted,
                 (true, false) => Outcome::Granted,
                 (false, _) => Outcome::Denied,
             };
-            first_reserve = false;
             lat.hist[outcome.index()].saturating_record(took.saturating_sub(lat.overhead));
             match reserved {
                 Ok(hold) => {
+                    first_on_lane = false;
                     std::thread::sleep(spec.latency);
                     let out = rng.range(50, max_out);
-                    match hold.commit(Usage::new(input, out)) {
+                    // A support call resolves the ticket now and then, with its answer.
+                    let resolved = u32::from(spec.outcomes && rng.range(0, 9) < 2);
+                    match hold.commit_with_outcomes(Usage::new(input, out), resolved) {
                         Ok(c) => stats.update(&spec.name, spec.tier, |a| {
+                            a.outcomes += u64::from(resolved);
                             if c.0 == 0 {
                                 a.free_calls += 1;
                             } else {
@@ -440,13 +531,23 @@ fn agent(
                     }
                     n += 1;
                 }
-                Err(e @ ReserveError::TaskExhausted { .. }) => {
+                Err(ReserveError::TaskExhausted { task, why, .. }) => {
+                    let e = ReserveError::TaskExhausted {
+                        task: task.clone(),
+                        why,
+                        needed: Credits::ZERO,
+                        remaining: Credits::ZERO,
+                    };
                     stats.update(&spec.name, spec.tier, |a| {
                         *a.denials.entry(reason(&e)).or_insert(0) += 1;
                         a.tasks_stopped += 1;
+                        if spec.behaviour == Behaviour::Runaway {
+                            a.stopped_by = Some(format!("task {task} ({why})"));
+                        }
                     });
                     if spec.behaviour == Behaviour::Runaway {
-                        // The runtime stops the runaway loop: the task is out, not the tenant.
+                        // The runtime stops the runaway loop by its task's id: the task is
+                        // out, not the tenant.
                         return;
                     }
                     break;
@@ -465,8 +566,36 @@ fn agent(
                 }
             }
         }
-        if n >= spec.calls_per_task {
-            stats.update(&spec.name, spec.tier, |a| a.tasks_done += 1);
+        if n < spec.calls_per_task {
+            continue; // stopped, or out of budget: not completed
+        }
+        // A ticket resolved after the work, reported on its own at the per-outcome price.
+        if let Some(res) = &resolution
+            && task_n.is_multiple_of(3)
+        {
+            let report = Call::model(res)
+                .tenant(t)
+                .agent(me)
+                .feature(feature)
+                .tier(spec.tier)
+                .initiator(spec.initiator)
+                .task(&task);
+            match gate.report_outcomes(&report, 1) {
+                Ok(c) => stats.update(&spec.name, spec.tier, |a| {
+                    a.outcomes += 1;
+                    a.calls += 1;
+                    a.spent += c.0;
+                }),
+                Err(e @ (ReserveError::Denied(_) | ReserveError::TaskExhausted { .. })) => stats
+                    .update(&spec.name, spec.tier, |a| {
+                        *a.denials.entry(reason(&e)).or_insert(0) += 1
+                    }),
+                Err(e) => err(stats, e.to_string()),
+            }
+        }
+        match task.complete() {
+            Ok(()) => stats.update(&spec.name, spec.tier, |a| a.tasks_done += 1),
+            Err(e) => err(stats, e.to_string()),
         }
     }
 }
@@ -517,6 +646,35 @@ mod tests {
             "granted: p50 400 ns, p99 500 ns, p99.9 500 ns, max 500 ns over 3 calls"
         );
         assert!(d.to_string().starts_with("denied:  p50 "), "{d}");
+    }
+
+    #[test]
+    fn instances_are_summed_by_agent_name() {
+        let mut snap = BTreeMap::new();
+        let a = |calls, done, outcomes| AgentStats {
+            calls,
+            tasks_done: done,
+            outcomes,
+            spent: calls * 10,
+            ..AgentStats::default()
+        };
+        snap.insert("support-bot-1".to_string(), (Tier::Interactive, a(3, 1, 2)));
+        snap.insert("support-bot-12".to_string(), (Tier::Interactive, a(4, 2, 1)));
+        snap.insert("runaway-loop".to_string(), (Tier::Background, a(5, 0, 0)));
+        let by = by_agent(&snap);
+        assert_eq!(by.len(), 2);
+        let s = &by["support-bot"];
+        assert_eq!((s.calls, s.tasks_done, s.outcomes, s.spent), (7, 3, 3, 70));
+        assert_eq!(by["runaway-loop"].calls, 5, "a name without an instance number");
+    }
+
+    #[test]
+    fn the_plan_names_agents_and_gives_the_runaway_loop_its_task() {
+        let p = plan(7);
+        assert_eq!(p[6].agent, "runaway-loop");
+        assert_eq!(p[6].behaviour, Behaviour::Runaway);
+        assert!(p[..6].iter().any(|s| s.agent == "support-bot" && s.outcomes));
+        assert!(p[..6].iter().all(|s| s.name.starts_with(s.agent)));
     }
 
     #[test]

@@ -41,7 +41,11 @@ pub fn pod_config(dir: &std::path::Path, pod: &str, authority: &str) -> Config {
         tenants: vec![TENANT.to_string()],
         http: "127.0.0.1:0".parse().expect("a literal address"),
         emergency_allowance: 0,
-        lanes: 64,
+        // Every agent thread has a lane per task it works on: finished tasks' lanes wait
+        // for the next reclaim pass before they are free again.
+        lanes: 512,
+        tasks: 256,
+        names: 256,
         tick: Duration::from_millis(5),
         liveness_timeout: Duration::from_secs(1),
         // Scheduler work keeps 10 % of each pool for interactive, background 25 %.
@@ -218,12 +222,34 @@ pub async fn run(args: Script) -> anyhow::Result<()> {
             d
         );
     }
-    if let Some((_, a)) = snapshot.get("runaway-loop") {
+    println!("  by agent (every instance of a name together; an AWU is a completed task):");
+    for (agent, a) in fleet::by_agent(&snapshot) {
+        let per_awu = a
+            .spent
+            .checked_div(a.tasks_done)
+            .map_or_else(|| "-".to_string(), |c| format!("{} cr", cr(c)));
         println!(
-            "  runaway-loop: stopped by its task budget after {} calls ({} cr); the tenant was not affected",
+            "    {agent:<14} {:>6} calls {:>9} cr  {:>4} outcomes  {:>4} AWUs  {per_awu:>10} per AWU  {:>3} tasks stopped",
             a.calls,
-            cr(a.spent)
+            cr(a.spent),
+            a.outcomes,
+            a.tasks_done,
+            a.tasks_stopped
         );
+    }
+    if let Some((_, a)) = snapshot.get("runaway-loop") {
+        match &a.stopped_by {
+            Some(by) => println!(
+                "  runaway-loop: stopped by {by} after {} calls ({} cr); the tenant was not affected",
+                a.calls,
+                cr(a.spent)
+            ),
+            None => println!(
+                "  runaway-loop: still running when the fleet stopped ({} calls, {} cr)",
+                a.calls,
+                cr(a.spent)
+            ),
+        }
     }
     let errors: u64 = snapshot.values().map(|(_, a)| a.errors).sum();
     if errors > 0 {

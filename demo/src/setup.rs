@@ -52,7 +52,8 @@ impl Budget {
     }
 }
 
-/// The models the fleet uses and their prices (per-token, per-action and per-request).
+/// The models the fleet uses and their prices (per-token, per-action, per-request and per
+/// outcome).
 pub fn price_book(tenant: &str) -> v1::PriceBook {
     use v1::model_price::Pricing;
     let tokens = |model: &str, input: u64, output: u64, max_out: u64| v1::ModelPrice {
@@ -78,6 +79,14 @@ pub fn price_book(tenant: &str) -> v1::PriceBook {
                     per_action_micro: 20_000,
                 })),
                 max_output_tokens: 2_000,
+            },
+            // A resolved ticket, $0.99 of credits each (outcome pricing, as Intercom's).
+            v1::ModelPrice {
+                model: crate::fleet::RESOLUTION_MODEL.into(),
+                pricing: Some(Pricing::Outcome(v1::OutcomePrice {
+                    per_outcome_micro: 990_000,
+                })),
+                max_output_tokens: 0,
             },
             v1::ModelPrice {
                 model: "premium-requests".into(),
@@ -174,6 +183,7 @@ pub async fn tenant(
                     // Per-request usage past the grants is billed (and capped) at list price.
                     overage_request_price_micro: price_book(tenant).request_price_micro,
                     consumption_floor_micro: 0,
+                    ..Plan::default()
                 }),
             },
             token,

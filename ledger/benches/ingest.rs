@@ -50,7 +50,7 @@ fn records(tenants: &[TenantId]) -> Vec<UsageRecord> {
     (0..RECORDS)
         .map(|i| UsageRecord {
             tenant: tenants[i % TENANTS].clone(),
-            agent: format!("agent-{}", i % 20),
+            agent: format!("agent-{}", i % 20).into(),
             model: models[i % 3].into(),
             feature: if i % 2 == 0 { "chat" } else { "search" }.into(),
             tier: Tier::Interactive,
@@ -62,6 +62,11 @@ fn records(tenants: &[TenantId]) -> Vec<UsageRecord> {
             client_amount: Credits::from_micros(1000),
             at: 1_768_435_200,
             calls: 1,
+            agent_instance: "".into(),
+            task: "".into(),
+            work_units: 0,
+            pre_rated: false,
+            aggregate: false,
         })
         .collect()
 }

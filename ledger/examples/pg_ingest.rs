@@ -35,7 +35,7 @@ fn batch(t: &TenantId, sidecar: &str, seq: u64, n: u64, now: u64) -> UsageBatch 
     let records = (0..n)
         .map(|i| UsageRecord {
             tenant: t.clone(),
-            agent: format!("agent-{}", i % 4),
+            agent: format!("agent-{}", i % 4).into(),
             model: "gpt".into(),
             feature: "chat".into(),
             tier: Tier::Interactive,
@@ -47,6 +47,11 @@ fn batch(t: &TenantId, sidecar: &str, seq: u64, n: u64, now: u64) -> UsageBatch 
             client_amount: Credits::from_micros(10),
             at: now,
             calls: 1,
+            agent_instance: "".into(),
+            task: "".into(),
+            work_units: 0,
+            pre_rated: false,
+            aggregate: false,
         })
         .collect();
     UsageBatch {

@@ -95,14 +95,24 @@ pub enum HoldEnd {
 }
 
 /// Credits of one usage posting, as the audit record lists them.
+///
+/// Records written before attribution reached the ledger have no `agent_instance`: their
+/// `agent` is the instance. The attribution fields are left out when empty or zero, so
+/// the bodies stay short.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditPosting {
-    /// Agent instance.
+    /// The agent's name ("" = unnamed).
     pub agent: String,
+    /// The agent instance.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent_instance: String,
     /// Model.
     pub model: String,
     /// Feature.
     pub feature: String,
+    /// Task.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task: String,
     /// Hold drawn from, if any.
     pub hold: Option<HoldId>,
     /// Source.
@@ -111,6 +121,16 @@ pub struct AuditPosting {
     pub amount: Credits,
     /// Records.
     pub records: u64,
+    /// Outcomes.
+    #[serde(default, skip_serializing_if = "u64_is_zero")]
+    pub outcomes: u64,
+    /// Agentic Work Units.
+    #[serde(default, skip_serializing_if = "u64_is_zero")]
+    pub work_units: u64,
+}
+
+fn u64_is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// What happened: the body of an audit record.
@@ -200,6 +220,16 @@ pub enum AuditEvent {
         /// allowance, not charged. Absent when zero, so older records encode as before.
         #[serde(default, skip_serializing_if = "credits_are_zero")]
         suspect: Credits,
+        /// Records the authority could not rate (unknown model, overflow), charged by the
+        /// unrateable-record rule. Absent when zero.
+        #[serde(default, skip_serializing_if = "u64_is_zero")]
+        unrated_records: u64,
+        /// What those records were charged. Absent when zero.
+        #[serde(default, skip_serializing_if = "credits_are_zero")]
+        unrated_amount: Credits,
+        /// Records charged as their sender stated (pre-rated or aggregate). Absent when zero.
+        #[serde(default, skip_serializing_if = "u64_is_zero")]
+        pre_rated_records: u64,
         /// Batch digest as sent, if known.
         digest: Option<String>,
         /// Totals after.

@@ -30,7 +30,8 @@ use crate::ids::{BatchKey, GrantId, HoldId};
 use crate::policy::{AlertCondition, TenantConfig};
 use crate::report::AlertEvent;
 use crate::store::{AlertRuleState, Changes, WalletRow};
-use crate::usage::{OverrunAllowance, Posting, TenantPosting};
+use crate::task::TaskRow;
+use crate::usage::{Name, OverrunAllowance, Posting, TenantPosting};
 
 /// Largest single grant or adjustment: one billion credits. Keeps every total far from
 /// `u64` overflow even after thousands of resets.
@@ -48,19 +49,25 @@ pub struct Ctx<'a> {
     pub signer: &'a AuditSigner,
 }
 
-/// Usage of one (agent, model, feature) group of a batch, already rated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Usage of one (agent, instance, model, feature, task) group of a batch, already rated.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageGroup {
+    /// The agent's name.
+    pub agent: Name,
     /// Agent instance.
-    pub agent: String,
+    pub agent_instance: Name,
     /// Model.
-    pub model: String,
+    pub model: Name,
     /// Feature.
-    pub feature: String,
+    pub feature: Name,
+    /// Task ("" = none).
+    pub task: Name,
     /// Rated credits.
     pub amount: Credits,
-    /// Records.
+    /// Calls (completion records not counted).
     pub records: u64,
+    /// Agentic Work Units reported (before de-duplication per task).
+    pub work_units: u64,
     /// Prompt tokens.
     pub input_tokens: u64,
     /// Completion tokens.
@@ -70,6 +77,26 @@ pub struct UsageGroup {
     /// Request units (milli-requests) of per-request-priced records; 0 for metered
     /// groups (a group is one model, so one pricing kind).
     pub request_units_milli: u64,
+}
+
+impl Default for UsageGroup {
+    fn default() -> UsageGroup {
+        let empty = Name::from("");
+        UsageGroup {
+            agent: empty.clone(),
+            agent_instance: empty.clone(),
+            model: empty.clone(),
+            feature: empty.clone(),
+            task: empty,
+            amount: Credits::ZERO,
+            records: 0,
+            work_units: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            outcomes: 0,
+            request_units_milli: 0,
+        }
+    }
 }
 
 /// Room left under a plan's hard cap.
@@ -114,6 +141,9 @@ pub struct WalletTx {
     audit: Vec<crate::audit::AuditRecord>,
     postings: Vec<Posting>,
     spend: BTreeMap<Timestamp, Credits>,
+    /// Tasks the usage posted names, by id (loaded, or new), and which changed.
+    tasks: BTreeMap<String, TaskRow>,
+    changed_tasks: BTreeSet<String>,
 }
 
 /// One source's payment of (part of) a usage group, before it becomes a posting.
@@ -121,9 +151,14 @@ struct Draw {
     hold: Option<HoldId>,
     funding: Funding,
     amount: Credits,
+    /// Request units (milli) these credits stand for (plan draws: what the period took).
+    units: u64,
     before: Credits,
     after: Credits,
 }
+
+/// One part of a hold drawn: (source, credits, request units, balance before, after).
+type HoldDraw = (Funding, Credits, u64, Credits, Credits);
 
 /// What a batch's summary says each source paid so far, in micro-credits.
 #[derive(Debug, Clone, Copy)]
@@ -197,7 +232,30 @@ impl WalletTx {
             audit: Vec::new(),
             postings: Vec::new(),
             spend: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            changed_tasks: BTreeSet::new(),
         }
+    }
+
+    /// Add task rows loaded in the transaction (for usage that names them).
+    pub fn add_loaded_tasks(&mut self, rows: impl IntoIterator<Item = TaskRow>) {
+        for r in rows {
+            self.tasks.entry(r.task.clone()).or_insert(r);
+        }
+    }
+
+    /// A loaded task row, if any.
+    pub fn task(&self, task: &str) -> Option<&TaskRow> {
+        self.tasks.get(task)
+    }
+
+    /// The task's row to change (created if it was never seen), marked changed.
+    pub fn task_mut(&mut self, task: &str, now: Timestamp) -> &mut TaskRow {
+        self.changed_tasks.insert(task.to_owned());
+        let tenant = self.row.tenant.clone();
+        self.tasks
+            .entry(task.to_owned())
+            .or_insert_with(|| TaskRow::new(tenant, task.to_owned(), now))
     }
 
     /// A new wallet (to be inserted).
@@ -244,6 +302,11 @@ impl WalletTx {
         }
         changes.postings.extend(self.postings);
         changes.audit.extend(self.audit);
+        for id in &self.changed_tasks {
+            if let Some(t) = self.tasks.get(id) {
+                changes.tasks.push(t.clone());
+            }
+        }
         for (minute, c) in self.spend {
             changes.spend_buckets.push((tenant.clone(), minute, c));
         }
@@ -343,11 +406,16 @@ impl WalletTx {
             return PlanRoom::default();
         };
         let head = cap.saturating_sub(bill.usage_charge);
+        // `bill` succeeded, so the allowances fit.
         let metered = plan
-            .included_credits
+            .credit_allowance()
+            .unwrap_or(Credits::ZERO)
             .saturating_sub(usage.metered)
             .saturating_add(head);
-        let included_milli = plan.included_requests.saturating_mul(PER_MILLE);
+        let included_milli = plan
+            .request_allowance()
+            .unwrap_or(0)
+            .saturating_mul(PER_MILLE);
         let extra_milli = if plan.overage_request_price.is_zero() {
             u64::MAX
         } else {
@@ -365,12 +433,13 @@ impl WalletTx {
 
     /// Fund up to `credits` of usage from the plan, within its room; `units` is the
     /// request units (milli) those credits stand for (0 for metered usage). Returns the
-    /// credits taken and records them in the period's usage. `reserved` is room set
-    /// aside for open holds' plan parts that this draw must leave alone (zero for a draw
-    /// from a hold's own plan part, which was reserved for it).
-    fn plan_take(&mut self, credits: Credits, units: u64, reserved: Credits) -> Credits {
+    /// credits taken and the request units the period's usage took with them (recorded
+    /// in the period's usage). `reserved` is room set aside for open holds' plan parts
+    /// that this draw must leave alone (zero for a draw from a hold's own plan part,
+    /// which was reserved for it).
+    fn plan_take(&mut self, credits: Credits, units: u64, reserved: Credits) -> (Credits, u64) {
         if self.row.config.plan.is_none() || credits.is_zero() {
-            return Credits::ZERO;
+            return (Credits::ZERO, 0);
         }
         let mut room = self.plan_room();
         if !reserved.is_zero() {
@@ -394,7 +463,7 @@ impl WalletTx {
         if units == 0 {
             let x = credits.min(room.metered);
             usage.metered = usage.metered.saturating_add(x);
-            x
+            (x, 0)
         } else {
             let k = units.min(room.request_milli);
             let x = if k == units {
@@ -403,8 +472,12 @@ impl WalletTx {
                 let v = u128::from(credits.micros()) * u128::from(k) / u128::from(units);
                 Credits(u64::try_from(v).unwrap_or(0))
             };
+            if x.is_zero() {
+                // Nothing funded: the period's usage takes no request units either.
+                return (Credits::ZERO, 0);
+            }
             usage.request_units_milli = usage.request_units_milli.saturating_add(k);
-            x
+            (x, k)
         }
     }
 
@@ -799,16 +872,11 @@ impl WalletTx {
         Ok(hold)
     }
 
-    /// Draw up to `want` from one open hold's parts; returns (funding, amount, balance
-    /// before, balance after) per part drawn. `units` is the request units (milli) that
-    /// `want` stands for (0 for metered usage): plan-funded parts are still limited by the
-    /// plan's room under its cap at the moment of the draw.
-    fn draw_hold(
-        &mut self,
-        idx: usize,
-        want: Credits,
-        units: u64,
-    ) -> Vec<(Funding, Credits, Credits, Credits)> {
+    /// Draw up to `want` from one open hold's parts; returns (funding, amount, request
+    /// units, balance before, balance after) per part drawn. `units` is the request units
+    /// (milli) that `want` stands for (0 for metered usage): plan-funded parts are still
+    /// limited by the plan's room under its cap at the moment of the draw.
+    fn draw_hold(&mut self, idx: usize, want: Credits, units: u64) -> Vec<HoldDraw> {
         let mut out = Vec::new();
         let mut left = want;
         for p in 0..self.holds[idx].parts.len() {
@@ -820,7 +888,7 @@ impl WalletTx {
             if x.is_zero() {
                 continue;
             }
-            let (before, after) = match part.funding {
+            let (before, after, k) = match part.funding {
                 Funding::Grant(gid) => {
                     let Some(g) = self.grant_mut(gid) else {
                         continue;
@@ -831,10 +899,11 @@ impl WalletTx {
                     let after = g.remaining();
                     take(&mut self.row.totals.held, x);
                     put(&mut self.row.totals.consumed, x);
-                    (before, after)
+                    (before, after, units_for(units, want, x))
                 }
                 _ => {
-                    x = self.plan_take(x, units_for(units, want, x), Credits::ZERO);
+                    let k;
+                    (x, k) = self.plan_take(x, units_for(units, want, x), Credits::ZERO);
                     if x.is_zero() {
                         continue;
                     }
@@ -843,6 +912,7 @@ impl WalletTx {
                     (
                         self.row.period_spent,
                         self.row.period_spent.saturating_add(x),
+                        k,
                     )
                 }
             };
@@ -851,7 +921,7 @@ impl WalletTx {
             put(&mut h.parts[p].drawn, x);
             put(&mut h.drawn, x);
             left = left.saturating_sub(x);
-            out.push((part.funding, x, before, after));
+            out.push((part.funding, x, k, before, after));
         }
         let id = self.holds[idx].id;
         self.changed_holds.insert(id);
@@ -987,7 +1057,7 @@ impl WalletTx {
             let tenant = self.row.tenant.clone();
             let owner = h.owner.clone();
             let mut drawn = self.draw_hold(idx, consume, 0);
-            for &(_, amount, _, _) in &drawn {
+            for &(_, amount, _, _, _) in &drawn {
                 put(&mut consumed_now, amount);
                 self.add_spend(ctx.now, amount);
             }
@@ -997,22 +1067,26 @@ impl WalletTx {
             if !short.is_zero() {
                 put(&mut self.row.totals.overrun, short);
                 let spent = self.row.period_spent;
-                drawn.push((Funding::Overrun, short, spent, spent));
+                drawn.push((Funding::Overrun, short, 0, spent, spent));
             }
-            for (funding, amount, before, after) in drawn {
+            for (funding, amount, units, before, after) in drawn {
                 self.postings.push(Posting {
                     tenant: tenant.clone(),
                     batch: None,
                     hold: Some(id),
-                    agent: owner.clone(),
+                    agent: String::new(),
+                    agent_instance: owner.clone(),
                     model: String::new(),
                     feature: "hold_post".into(),
+                    task: String::new(),
                     funding,
                     amount,
                     records: 0,
                     input_tokens: 0,
                     output_tokens: 0,
                     outcomes: 0,
+                    work_units: 0,
+                    request_units_milli: units,
                     balance_before: before,
                     balance_after: after,
                     at: ctx.now,
@@ -1086,7 +1160,7 @@ impl WalletTx {
             }
             let hid = self.holds[i].id;
             let units = units_for(g.request_units_milli, g.amount, left);
-            for (funding, x, before, after) in self.draw_hold(i, left, units) {
+            for (funding, x, k, before, after) in self.draw_hold(i, left, units) {
                 left = left.saturating_sub(x);
                 put(&mut summary.from_holds, x);
                 self.add_spend(ctx.now, x);
@@ -1094,6 +1168,7 @@ impl WalletTx {
                     hold: Some(hid),
                     funding,
                     amount: x,
+                    units: k,
                     before,
                     after,
                 });
@@ -1106,6 +1181,7 @@ impl WalletTx {
     fn usage_from_grants(
         &mut self,
         ctx: Ctx<'_>,
+        g: &UsageGroup,
         order: &[GrantId],
         mut left: Credits,
         summary: &mut TenantPosting,
@@ -1122,6 +1198,7 @@ impl WalletTx {
             if x.is_zero() {
                 continue;
             }
+            let units = units_for(g.request_units_milli, g.amount, x);
             let before = gr.remaining();
             take(&mut gr.available, x);
             put(&mut gr.consumed, x);
@@ -1136,6 +1213,7 @@ impl WalletTx {
                 hold: None,
                 funding: Funding::Grant(gid),
                 amount: x,
+                units,
                 before,
                 after,
             });
@@ -1159,7 +1237,7 @@ impl WalletTx {
         }
         let units = units_for(g.request_units_milli, g.amount, left);
         let reserved = self.row.totals.plan_held;
-        let x = self.plan_take(left, units, reserved);
+        let (x, k) = self.plan_take(left, units, reserved);
         if x.is_zero() {
             return left;
         }
@@ -1172,6 +1250,7 @@ impl WalletTx {
             hold: None,
             funding: Funding::Plan,
             amount: x,
+            units: k,
             before,
             after: self.row.period_spent,
         });
@@ -1179,7 +1258,13 @@ impl WalletTx {
     }
 
     /// Step 4: what nothing paid is overrun: recorded, reported, never billed.
-    fn usage_overrun(&mut self, left: Credits, summary: &mut TenantPosting, draws: &mut Vec<Draw>) {
+    fn usage_overrun(
+        &mut self,
+        g: &UsageGroup,
+        left: Credits,
+        summary: &mut TenantPosting,
+        draws: &mut Vec<Draw>,
+    ) {
         if left.is_zero() {
             return;
         }
@@ -1190,53 +1275,135 @@ impl WalletTx {
             hold: None,
             funding: Funding::Overrun,
             amount: left,
+            units: units_for(g.request_units_milli, g.amount, left),
             before: spent,
             after: spent,
         });
     }
 
     /// One posting (and audit entry) per draw of a group; the group's counts go on its
-    /// first posting.
+    /// first posting. A group nothing was charged for (free calls, a completion record,
+    /// or usage that was all suspect) gets one [`Funding::Free`] posting of amount 0
+    /// carrying its counts, so statements count every call.
     fn emit_postings(
         &mut self,
         ctx: Ctx<'_>,
         key: &BatchKey,
         g: &UsageGroup,
-        draws: Vec<Draw>,
+        mut draws: Vec<Draw>,
         audit: &mut Vec<AuditPosting>,
     ) {
+        if draws.is_empty() {
+            draws.push(Draw {
+                hold: None,
+                funding: Funding::Free,
+                amount: Credits::ZERO,
+                units: g.request_units_milli,
+                before: self.row.period_spent,
+                after: self.row.period_spent,
+            });
+        }
         for (n, d) in draws.into_iter().enumerate() {
-            let (records, it, ot, oc) = if n == 0 {
-                (g.records, g.input_tokens, g.output_tokens, g.outcomes)
+            let (records, it, ot, oc, wu) = if n == 0 {
+                (
+                    g.records,
+                    g.input_tokens,
+                    g.output_tokens,
+                    g.outcomes,
+                    g.work_units,
+                )
             } else {
-                (0, 0, 0, 0)
+                (0, 0, 0, 0, 0)
             };
             self.postings.push(Posting {
                 tenant: self.row.tenant.clone(),
                 batch: Some(key.clone()),
                 hold: d.hold,
-                agent: g.agent.clone(),
-                model: g.model.clone(),
-                feature: g.feature.clone(),
+                agent: g.agent.to_string(),
+                agent_instance: g.agent_instance.to_string(),
+                model: g.model.to_string(),
+                feature: g.feature.to_string(),
+                task: g.task.to_string(),
                 funding: d.funding,
                 amount: d.amount,
                 records,
                 input_tokens: it,
                 output_tokens: ot,
                 outcomes: oc,
+                work_units: wu,
+                request_units_milli: d.units,
                 balance_before: d.before,
                 balance_after: d.after,
                 at: ctx.now,
             });
             audit.push(AuditPosting {
-                agent: g.agent.clone(),
-                model: g.model.clone(),
-                feature: g.feature.clone(),
+                agent: g.agent.to_string(),
+                agent_instance: g.agent_instance.to_string(),
+                model: g.model.to_string(),
+                feature: g.feature.to_string(),
+                task: g.task.to_string(),
                 hold: d.hold,
                 funding: d.funding,
                 amount: d.amount,
                 records,
+                outcomes: oc,
+                work_units: wu,
             });
+        }
+    }
+
+    /// Counts each group's work units once per task: a task already completed (or
+    /// completed by an earlier group of this batch) counts none again. Completion
+    /// records without a task count as reported.
+    fn count_work_units(
+        &mut self,
+        ctx: Ctx<'_>,
+        groups: &mut [UsageGroup],
+        summary: &mut TenantPosting,
+    ) {
+        for g in groups.iter_mut().filter(|g| g.work_units > 0) {
+            if g.task.is_empty() {
+                summary.work_units = summary.work_units.saturating_add(g.work_units);
+                continue;
+            }
+            let row = self.task_mut(&g.task, ctx.now);
+            if row.completed_at.is_some() {
+                summary.repeated_completions =
+                    summary.repeated_completions.saturating_add(g.work_units);
+                g.work_units = 0;
+            } else {
+                row.completed_at = Some(ctx.now);
+                summary.repeated_completions = summary
+                    .repeated_completions
+                    .saturating_add(g.work_units - 1);
+                g.work_units = 1;
+                summary.work_units = summary.work_units.saturating_add(1);
+            }
+        }
+    }
+
+    /// Adds each group's spend, calls and work units to its task's row; a task this batch
+    /// closed (completed, or brought to its `max_calls` or budget) is listed in
+    /// `summary.tasks_closed`. Call after [`WalletTx::count_work_units`] (completion is
+    /// already set there; `was_open` says which tasks were open before this batch).
+    fn post_task_usage(
+        &mut self,
+        ctx: Ctx<'_>,
+        groups: &[UsageGroup],
+        was_open: &BTreeSet<String>,
+        summary: &mut TenantPosting,
+    ) {
+        for g in groups.iter().filter(|g| !g.task.is_empty()) {
+            let row = self.task_mut(&g.task, ctx.now);
+            put(&mut row.spent, g.amount);
+            row.calls = row.calls.saturating_add(g.records);
+            row.work_units = row.work_units.saturating_add(g.work_units);
+            row.last_at = ctx.now;
+        }
+        for task in was_open {
+            if self.tasks.get(task).is_some_and(|r| r.closed().is_some()) {
+                summary.tasks_closed.push(task.clone());
+            }
         }
     }
 
@@ -1287,16 +1454,25 @@ impl WalletTx {
 
     /// Post rated usage of one batch for this tenant: from the sender's open holds
     /// first, then grants in deduction order, then the plan (within its room under the
-    /// hard cap); what is left is overrun (recorded, never billed).
+    /// hard cap); what is left is overrun (recorded, never billed). The tasks the groups
+    /// name get their spend, calls and (once per task) work units; load their rows first
+    /// ([`WalletTx::add_loaded_tasks`]), or they are taken as new.
     pub fn post_usage(
         &mut self,
         ctx: Ctx<'_>,
         key: &BatchKey,
-        groups: &[UsageGroup],
+        groups: &mut [UsageGroup],
         summary: &mut TenantPosting,
         digest: Option<&str>,
         allowance: Option<OverrunAllowance>,
     ) {
+        let was_open: BTreeSet<String> = groups
+            .iter()
+            .filter(|g| !g.task.is_empty())
+            .filter(|g| self.task(&g.task).is_none_or(|r| r.closed().is_none()))
+            .map(|g| g.task.to_string())
+            .collect();
+        self.count_work_units(ctx, groups, summary);
         let hold_idx = self.sender_holds(&key.sidecar_id);
         // What may still be charged past the sender's holds in this batch.
         let mut past_holds_left = allowance.map(|a| {
@@ -1309,17 +1485,18 @@ impl WalletTx {
         let totals_before = self.totals();
         let (summary_before, rated) = (Paid::of(summary), sum(groups.iter().map(|g| g.amount)));
         let mut audit_postings = Vec::new();
-        for g in groups {
+        for g in groups.iter() {
             let mut draws = Vec::new();
             let mut left = g.amount;
             left = self.usage_from_holds(ctx, g, &hold_idx, left, summary, &mut draws);
             left = past_holds(&mut past_holds_left, left, summary);
-            left = self.usage_from_grants(ctx, &order, left, summary, &mut draws);
+            left = self.usage_from_grants(ctx, g, &order, left, summary, &mut draws);
             left = self.usage_from_plan(ctx, g, left, summary, &mut draws);
-            self.usage_overrun(left, summary, &mut draws);
+            self.usage_overrun(g, left, summary, &mut draws);
             self.emit_postings(ctx, key, g, draws, &mut audit_postings);
         }
         self.check_usage_conserved(&totals_before, &summary_before, summary, rated);
+        self.post_task_usage(ctx, groups, &was_open, summary);
         self.row_changed = true;
         let after = self.totals();
         self.record(
@@ -1332,6 +1509,9 @@ impl WalletTx {
                 postings: audit_postings,
                 overrun: summary.overrun,
                 suspect: summary.suspect,
+                unrated_records: summary.unrated_records,
+                unrated_amount: summary.unrated_amount,
+                pre_rated_records: summary.pre_rated_records,
                 digest: digest.map(str::to_owned),
                 after,
             },

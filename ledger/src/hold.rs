@@ -29,6 +29,11 @@ pub enum Funding {
     /// Overrun: usage that no hold, no grant and no room under the plan's cap could pay.
     /// Recorded and reported, never billed, never moves credits (see the crate docs).
     Overrun,
+    /// Nothing to pay: calls that cost nothing (an agent-initiated call a per-request
+    /// price makes free, a call on a per-outcome model, a task's completion record). Their
+    /// posting carries the counts (calls, tokens, outcomes, work units) with amount 0, so
+    /// statements count every call.
+    Free,
 }
 
 impl Funding {
@@ -38,6 +43,7 @@ impl Funding {
             Funding::Grant(g) => ("grant", Some(g.0)),
             Funding::Plan => ("plan", None),
             Funding::Overrun => ("overrun", None),
+            Funding::Free => ("free", None),
         }
     }
 
@@ -47,6 +53,7 @@ impl Funding {
             ("grant", Some(g)) => Some(Funding::Grant(crate::ids::GrantId(g))),
             ("plan", _) => Some(Funding::Plan),
             ("overrun", _) => Some(Funding::Overrun),
+            ("free", _) => Some(Funding::Free),
             _ => None,
         }
     }

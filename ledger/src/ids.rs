@@ -1,6 +1,7 @@
 //! Identifiers: tenants, grants, holds, and the (sidecar, sequence) key of a usage batch.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,9 +20,11 @@ pub struct InvalidTenantId(pub String);
 ///
 /// Non-empty, at most [`MAX_TENANT_ID_LEN`] bytes of `[A-Za-z0-9._:-]`, so it is safe in
 /// file names, URLs, log lines and export headers without escaping.
+///
+/// Cloning is cheap (a shared string): a batch's records share their tenant's id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct TenantId(String);
+pub struct TenantId(Arc<str>);
 
 impl TenantId {
     /// Validate and wrap a tenant id.
@@ -33,7 +36,7 @@ impl TenantId {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
         if ok {
-            Ok(TenantId(id))
+            Ok(TenantId(id.into()))
         } else {
             Err(InvalidTenantId(id))
         }
@@ -54,7 +57,7 @@ impl TryFrom<String> for TenantId {
 
 impl From<TenantId> for String {
     fn from(t: TenantId) -> String {
-        t.0
+        t.0.to_string()
     }
 }
 

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::VerifyingKey;
-use tollgate_core::{Credits, PriceBook};
+use tollgate_core::{CreditPack, Credits, PriceBook};
 
 use crate::audit::{
     self, AuditRecord, AuditSigner, ChainHead, ExportLine, HoldEnd, VerifyError, VerifyReport,
@@ -24,9 +24,13 @@ use crate::hold::{Funding, Hold, HoldRequest, HoldStatus};
 use crate::ids::{GrantId, HoldId, TenantId};
 use crate::policy::{AlertRule, Plan, TenantConfig};
 use crate::rating;
-use crate::report::{AlertEvent, Balance, Statement};
+use crate::report::{AlertEvent, Balance, MonthBill, Statement};
 use crate::store::{BatchRow, Changes, HoldSelect, PriceBookRow, Store, StoreTx, WalletRow};
+use crate::task::{TaskOpened, TaskRow, TaskTerms, valid_task_id};
 use crate::usage::{BatchOutcome, OverrunAllowance, UsageBatch};
+
+/// Most calendar months one statement bills (a range of 50 years).
+const MAX_STATEMENT_MONTHS: usize = 600;
 
 /// Audit records read per query when exporting.
 const EXPORT_PAGE: u32 = 10_000;
@@ -264,13 +268,32 @@ impl Ledger {
             .await
     }
 
+    /// Set (or remove) the price of a tenant's credits in its currency (a credit pack,
+    /// e.g. 100,000 credits for $500): balances and statements then show money beside
+    /// credits, and credits can be bought in packs.
+    pub async fn set_credit_pack(
+        &self,
+        tenant: &TenantId,
+        pack: Option<CreditPack>,
+    ) -> Result<(), LedgerError> {
+        if let Some(p) = &pack {
+            CreditPack::new(p.credits, p.price, p.currency)
+                .map_err(|e| LedgerError::InvalidInput(format!("credit pack: {e}")))?;
+        }
+        self.update_config(tenant, |c| c.credit_pack = pack).await
+    }
+
     /// Install a price book version for a tenant. Versions only go up: a book whose
-    /// version is not above the one in force is refused.
+    /// version is not above the one in force is refused, and so is a book whose prices
+    /// overflow on ordinary usage ([`PriceBook::check_ordinary_usage`]): it could not
+    /// rate real calls.
     pub async fn set_price_book(
         &self,
         tenant: &TenantId,
         book: &PriceBook,
     ) -> Result<(), LedgerError> {
+        book.check_ordinary_usage()
+            .map_err(|e| LedgerError::InvalidInput(format!("price book: {e}")))?;
         let json = serde_json::to_string(book)
             .map_err(|e| LedgerError::InvalidInput(format!("price book: {e}")))?;
         let now = self.clock.now();
@@ -659,6 +682,28 @@ impl Ledger {
                 w.add_loaded_holds(vec![h]);
             }
         }
+        // The tasks the new batches name (their rows are changed under the wallet locks).
+        let task_pairs: Vec<(TenantId, String)> = rated_batches
+            .iter()
+            .flatten()
+            .flat_map(|rated| {
+                rated.iter().flat_map(|(t, (_, groups))| {
+                    groups
+                        .iter()
+                        .filter(|g| !g.task.is_empty())
+                        .map(move |g| (t.clone(), g.task.to_string()))
+                })
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !task_pairs.is_empty() {
+            for row in tx.tasks_of(&task_pairs).await? {
+                if let Some(w) = wallets.get_mut(&row.tenant) {
+                    w.add_loaded_tasks([row]);
+                }
+            }
+        }
         for w in wallets.values_mut() {
             w.catch_up(ctx);
         }
@@ -669,14 +714,14 @@ impl Ledger {
                 continue;
             }
             let mut tenants_out = Vec::with_capacity(rated.len());
-            for (t, (mut summary, groups)) in rated {
+            for (t, (mut summary, mut groups)) in rated {
                 let w = wallets
                     .get_mut(&t)
                     .ok_or_else(|| LedgerError::UnknownTenant(t.clone()))?;
                 w.post_usage(
                     ctx,
                     &b.key,
-                    &groups,
+                    &mut groups,
                     &mut summary,
                     b.digest.as_deref(),
                     self.overrun_allowance,
@@ -782,6 +827,7 @@ impl Ledger {
             burn_rate_1h: b1,
             burn_rate_24h: b24,
             projected_depletion_at: w.projected_depletion(now, b1),
+            credit_pack: w.row.config.credit_pack,
             grants: w.grants,
         })
     }
@@ -822,12 +868,16 @@ impl Ledger {
                 "statement range [{from}, {to}) ends before it starts"
             )));
         }
-        self.wallet_row(tenant).await?;
+        let config = self.wallet_row(tenant).await?.config;
         let rows = self.store.statement(tenant, from, to).await?;
         let sum = |f: fn(Funding) -> bool| {
             rows.iter()
                 .filter(|r| f(r.funding))
                 .fold(Credits::ZERO, |a, r| a.saturating_add(r.amount))
+        };
+        let plan_bills = match &config.plan {
+            Some(plan) => self.month_bills(tenant, plan, from, to).await?,
+            None => Vec::new(),
         };
         Ok(Statement {
             tenant: tenant.clone(),
@@ -836,7 +886,152 @@ impl Ledger {
             plan_funded: sum(|f| f == Funding::Plan),
             overrun: sum(|f| f == Funding::Overrun),
             rows,
+            plan_bills,
+            credit_pack: config.credit_pack,
         })
+    }
+
+    /// The current month's bill under the tenant's plan (as a statement shows it), if the
+    /// tenant has a plan.
+    pub async fn month_bill(&self, tenant: &TenantId) -> Result<Option<MonthBill>, LedgerError> {
+        let row = self.wallet_row(tenant).await?;
+        let Some(plan) = row.config.plan else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let start = tollgate_core::time::month_start(now);
+        let mut bills = self
+            .month_bills(tenant, &plan, start, now.saturating_add(1))
+            .await?;
+        if bills.is_empty() {
+            // Nothing plan-funded yet this month (and no seats): an empty bill.
+            let end = tollgate_core::time::next_month_start(start).unwrap_or(u64::MAX);
+            let usage = tollgate_core::PeriodUsage::default();
+            let bill = plan.bill(&usage).map_err(|e| {
+                LedgerError::Overflow(format!("the plan's bill of the month from {start}: {e}"))
+            })?;
+            return Ok(Some(MonthBill {
+                month_start: start,
+                month_end: end,
+                usage,
+                list_price: Credits::ZERO,
+                bill,
+                open: true,
+            }));
+        }
+        Ok(bills.pop())
+    }
+
+    /// The bill of each calendar month that `[from, to)` touches and that saw plan-funded
+    /// usage (or, with seats, every such month up to now), from the month's postings,
+    /// under the plan in force now.
+    async fn month_bills(
+        &self,
+        tenant: &TenantId,
+        plan: &crate::policy::Plan,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<MonthBill>, LedgerError> {
+        use tollgate_core::time::{month_start, next_month_start};
+        let now = self.clock.now();
+        let created = self.wallet_row(tenant).await?.created_at;
+        // Nothing is billed before the wallet existed or after now.
+        let first = month_start(from.max(created));
+        let last = to.min(now.saturating_add(1));
+        let mut out = Vec::new();
+        let mut m = first;
+        while m < last && out.len() < MAX_STATEMENT_MONTHS {
+            let Some(end) = next_month_start(m) else {
+                break;
+            };
+            let (usage, list_price) = self.store.plan_usage(tenant, m, end).await?;
+            if usage != tollgate_core::PeriodUsage::default() || plan.seats > 0 {
+                let bill = plan.bill(&usage).map_err(|e| {
+                    LedgerError::Overflow(format!("the plan's bill of the month from {m}: {e}"))
+                })?;
+                out.push(MonthBill {
+                    month_start: m,
+                    month_end: end,
+                    usage,
+                    list_price,
+                    bill,
+                    open: end > now,
+                });
+            }
+            m = end;
+        }
+        Ok(out)
+    }
+
+    // ----- tasks -----
+
+    /// Register a task with its terms. The first registration of a (tenant, task) sets
+    /// them; a later one with the same terms changes nothing ([`TaskOpened::Same`]), one
+    /// with other terms changes nothing either and is counted as a conflict on the task
+    /// ([`TaskOpened::Conflict`]).
+    pub async fn open_task(
+        &self,
+        tenant: &TenantId,
+        task: &str,
+        terms: TaskTerms,
+    ) -> Result<TaskOpened, LedgerError> {
+        if !valid_task_id(task) {
+            return Err(LedgerError::InvalidInput(format!(
+                "task id must be 1 to {} bytes without control characters",
+                crate::task::MAX_TASK_ID_LEN
+            )));
+        }
+        if terms.budget.is_zero() || terms.budget > crate::engine::MAX_GRANT {
+            return Err(LedgerError::InvalidInput(format!(
+                "task {task:?}: budget {} must be above 0 and at most {} credits",
+                terms.budget,
+                crate::engine::MAX_GRANT
+            )));
+        }
+        if terms.max_calls == Some(0) {
+            return Err(LedgerError::InvalidInput(format!(
+                "task {task:?}: max_calls of 0 allows nothing: give None for no limit"
+            )));
+        }
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let mut w = load_wallet(tx.as_mut(), tenant, None).await?;
+        let pair = [(tenant.clone(), task.to_owned())];
+        w.add_loaded_tasks(tx.tasks_of(&pair).await?);
+        let row = w.task_mut(task, now);
+        row.last_at = now;
+        let out = match row.terms {
+            None => {
+                row.terms = Some(terms);
+                row.opened_at = Some(now);
+                TaskOpened::Created
+            }
+            Some(t) if t == terms => TaskOpened::Same,
+            Some(kept) => {
+                row.conflicts = row.conflicts.saturating_add(1);
+                TaskOpened::Conflict { kept }
+            }
+        };
+        let mut changes = Changes::default();
+        w.into_changes(&mut changes);
+        tx.write(&changes).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// A task's row (terms and what was posted against it), if it was registered or named
+    /// by usage.
+    pub async fn task(
+        &self,
+        tenant: &TenantId,
+        task: &str,
+    ) -> Result<Option<TaskRow>, LedgerError> {
+        self.store.task(tenant, task).await
+    }
+
+    /// A tenant's tasks, most recently active first, up to `limit`.
+    pub async fn tasks(&self, tenant: &TenantId, limit: u32) -> Result<Vec<TaskRow>, LedgerError> {
+        self.store.tasks(tenant, limit).await
     }
 
     /// Evaluate a tenant's alert rules now; alerts that fire are recorded in its audit

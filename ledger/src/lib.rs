@@ -23,6 +23,19 @@
 //! 5. **Every movement is audited.** Grant, hold, post, void, expire, reset, adjustment,
 //!    usage posting and alert each append one signed record to the tenant's hash chain in
 //!    the same transaction ([`audit`]).
+//! 6. **Attribution is kept.** Every posting names the agent (its name and instance), the
+//!    model, the feature and the task it paid for, with its calls, tokens, outcomes,
+//!    Agentic Work Units and request units; so does the posting's audit record. A task's
+//!    counters ([`task`]) move with its postings in the same transaction, and a task
+//!    counts one work unit, once.
+//!
+//! ## What a record is charged
+//! The tenant's book rates it; a record of N calls is N requests under a per-request
+//! price; records the book cannot rate, pre-rated records and sidecars' aggregates have
+//! their documented rules in [`rating`] (never simply the client's word for an unknown
+//! model). A book that overflows on ordinary usage is refused at
+//! [`Ledger::set_price_book`]. Calls that cost nothing still get a posting
+//! ([`Funding::Free`]), so statements count every call.
 //!
 //! ## The overrun rule
 //! Agents spend from leases (holds), sized so the actual cost normally fits. An overrun
@@ -39,9 +52,17 @@
 //! (`plan_consumed`); what the tenant pays for them is `Plan::bill` of the month's
 //! `PeriodUsage` (included credits and requests first, then overage, the floor, the cap).
 //!
+//! ## Statements and money
+//! A [`Statement`] lists spend by agent, instance, model, feature, task and source;
+//! with a plan, each calendar month's bill as the plan bills it (seats, allowances,
+//! overage, floor, cap: [`MonthBill`]), recomputed from the month's plan-funded postings.
+//! A tenant's credit pack ([`TenantConfig::credit_pack`]) prices its credits in its
+//! currency; the authority shows money beside credits with it.
+//!
 //! ## Throughput
 //! A batch's records are re-rated one by one (core's integer rating, the model resolved
-//! once per group) and aggregated per (tenant, agent, model, feature); posting then
+//! once per group) and aggregated per (tenant, agent, instance, model, feature, task); the
+//! names are shared strings per batch ([`Name`]), so grouping copies none; posting then
 //! writes a handful of rows per tenant (postings per paying source, one batch row, one
 //! audit record) with multi-row statements, and [`Ledger::post_batches`] commits several
 //! batches in one durable transaction. `benches/ingest.rs` measures it; results are in
@@ -63,7 +84,7 @@
 //! ## Map
 //! - [`ledger`]: the [`Ledger`] service (the operations the authority calls).
 //! - [`engine`]: the rules, as pure transitions of one locked wallet.
-//! - [`grant`], [`hold`], [`usage`], [`policy`], [`report`]: the types.
+//! - [`grant`], [`hold`], [`usage`], [`policy`], [`report`], [`task`]: the types.
 //! - [`rating`]: re-rating and aggregating batches with core's price book.
 //! - [`audit`]: the chain, its export and the offline [`audit::verify`].
 //! - [`store`]: the [`Store`] trait; [`store::sqlite`] the embedded implementation.
@@ -84,6 +105,7 @@ pub mod policy;
 pub mod rating;
 pub mod report;
 pub mod store;
+pub mod task;
 pub mod usage;
 
 pub use audit::{
@@ -97,6 +119,9 @@ pub use hold::{Funding, Hold, HoldPart, HoldRequest, HoldStatus};
 pub use ids::{BatchKey, GrantId, HoldId, InvalidTenantId, TenantId, WalletId};
 pub use ledger::{Ledger, SweepReport};
 pub use policy::{AlertCondition, AlertRule, Plan, TenantConfig};
-pub use report::{AlertEvent, Balance, Statement, StatementRow};
+pub use report::{AlertEvent, Balance, MonthBill, Statement, StatementRow};
 pub use store::{SqliteStore, Store, StoreTx};
-pub use usage::{BatchOutcome, OverrunAllowance, Posting, TenantPosting, UsageBatch, UsageRecord};
+pub use task::{TaskClosed, TaskOpened, TaskRow, TaskTerms};
+pub use usage::{
+    BatchOutcome, Name, OverrunAllowance, Posting, TenantPosting, UsageBatch, UsageRecord,
+};

@@ -10,6 +10,7 @@
 //! is overrun.
 
 use serde::{Deserialize, Serialize};
+use tollgate_core::CreditPack;
 pub use tollgate_core::Plan;
 
 use crate::grant::DeductionOrder;
@@ -51,4 +52,9 @@ pub struct TenantConfig {
     pub plan: Option<Plan>,
     /// Alert rules.
     pub alert_rules: Vec<AlertRule>,
+    /// The price of the tenant's credits in its currency (e.g. 100,000 credits for
+    /// $500), for balances and statements in money and for buying credit packs. `None`:
+    /// credits only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_pack: Option<CreditPack>,
 }

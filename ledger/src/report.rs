@@ -2,7 +2,7 @@
 //! rows and alert events.
 
 use serde::{Deserialize, Serialize};
-use tollgate_core::{Credits, PeriodBill, PeriodUsage};
+use tollgate_core::{CreditPack, Credits, PeriodBill, PeriodUsage};
 
 use crate::clock::Timestamp;
 use crate::grant::Grant;
@@ -58,22 +58,29 @@ pub struct Balance {
     pub projected_depletion_at: Option<Timestamp>,
     /// The grants (open ones, and closed ones that still hold credits).
     pub grants: Vec<Grant>,
+    /// The tenant's credit pack (the price of credits in its currency), if set.
+    pub credit_pack: Option<CreditPack>,
 }
 
-/// One line of a statement: spend of one (agent, model, feature) paid by one source.
+/// One line of a statement: spend of one (agent, instance, model, feature, task) paid by
+/// one source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatementRow {
-    /// Agent instance.
+    /// The agent's name ("" = unnamed).
     pub agent: String,
+    /// Agent instance.
+    pub agent_instance: String,
     /// Model.
     pub model: String,
     /// Feature.
     pub feature: String,
-    /// Who paid (grant, plan, overrun).
+    /// Task ("" = none).
+    pub task: String,
+    /// Who paid (grant, plan, overrun, nothing).
     pub funding: Funding,
     /// Credits.
     pub amount: Credits,
-    /// Records.
+    /// Calls.
     pub records: u64,
     /// Prompt tokens.
     pub input_tokens: u64,
@@ -81,6 +88,30 @@ pub struct StatementRow {
     pub output_tokens: u64,
     /// Outcomes.
     pub outcomes: u64,
+    /// Agentic Work Units.
+    pub work_units: u64,
+    /// Weighted requests (milli-requests) under per-request prices.
+    pub request_units_milli: u64,
+}
+
+/// One calendar month's bill under the tenant's plan, as far as the statement's range
+/// reaches into it: what the plan actually bills (seats, overage, floor, cap), not the
+/// list price of the plan-funded usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonthBill {
+    /// Start of the month (UTC).
+    pub month_start: Timestamp,
+    /// End of the month (exclusive).
+    pub month_end: Timestamp,
+    /// The plan-funded usage of the whole month so far (metered list price; request
+    /// units).
+    pub usage: PeriodUsage,
+    /// All plan-funded credits of the month at list price (metered and per request).
+    pub list_price: Credits,
+    /// The bill of that usage under the plan in force now.
+    pub bill: PeriodBill,
+    /// True while the month is not over: the bill so far.
+    pub open: bool,
 }
 
 /// A statement over `[from, to)`.
@@ -92,12 +123,16 @@ pub struct Statement {
     pub from: Timestamp,
     /// End (exclusive).
     pub to: Timestamp,
-    /// Rows, ordered by agent, model, feature, funding.
+    /// Rows, ordered by agent, instance, model, feature, task, funding.
     pub rows: Vec<StatementRow>,
     /// Plan-funded credits in the rows (list price).
     pub plan_funded: Credits,
     /// Overrun credits in the rows (never billed).
     pub overrun: Credits,
+    /// With a plan: the bill of each calendar month the range touches (whole months).
+    pub plan_bills: Vec<MonthBill>,
+    /// The tenant's credit pack (the price of credits in its currency), if set.
+    pub credit_pack: Option<CreditPack>,
 }
 
 /// An alert that fired; recorded in the audit chain. Delivery is the authority's job.

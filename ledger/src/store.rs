@@ -28,6 +28,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tollgate_core::{Credits, PeriodUsage};
 
+use crate::task::TaskRow;
+
 use crate::audit::{AuditRecord, ChainHead, WalletTotals};
 use crate::clock::Timestamp;
 use crate::error::LedgerError;
@@ -158,6 +160,8 @@ pub struct Changes {
     pub spend_buckets: Vec<(TenantId, Timestamp, Credits)>,
     /// Price book versions stored.
     pub price_books: Vec<PriceBookRow>,
+    /// Task rows inserted or replaced (their tenant's wallet is locked).
+    pub tasks: Vec<TaskRow>,
 }
 
 impl Changes {
@@ -172,6 +176,7 @@ impl Changes {
             && self.audit.is_empty()
             && self.spend_buckets.is_empty()
             && self.price_books.is_empty()
+            && self.tasks.is_empty()
     }
 }
 
@@ -254,6 +259,11 @@ pub trait StoreTx: Send {
         version: u64,
     ) -> Result<Option<PriceBookRow>, LedgerError>;
 
+    /// The stored rows of these (tenant, task) pairs (those that exist, any order). Call
+    /// after locking the tenants' wallets.
+    async fn tasks_of(&mut self, pairs: &[(TenantId, String)])
+    -> Result<Vec<TaskRow>, LedgerError>;
+
     /// Write the changes (in this transaction).
     async fn write(&mut self, changes: &Changes) -> Result<(), LedgerError>;
 
@@ -323,7 +333,8 @@ pub trait Store: Send + Sync + 'static {
         since: Timestamp,
     ) -> Result<Credits, LedgerError>;
 
-    /// Posting rows of `[from, to)`, aggregated by agent, model, feature and funding.
+    /// Posting rows of `[from, to)`, aggregated by agent, instance, model, feature, task
+    /// and funding.
     async fn statement(
         &self,
         tenant: &TenantId,
@@ -342,6 +353,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// A posted batch's outcome.
     async fn batch(&self, key: &BatchKey) -> Result<Option<BatchOutcome>, LedgerError>;
+
+    /// What the plan funded in `[from, to)`, as the period's usage counts it: the
+    /// plan-funded postings' credits without request units (metered), and their request
+    /// units (so one calendar month's sum is that month's `PeriodUsage`); and all their
+    /// credits (the list price).
+    async fn plan_usage(
+        &self,
+        tenant: &TenantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<(PeriodUsage, Credits), LedgerError>;
+
+    /// A task's row.
+    async fn task(&self, tenant: &TenantId, task: &str) -> Result<Option<TaskRow>, LedgerError>;
+
+    /// A tenant's tasks, most recently active first, up to `limit`.
+    async fn tasks(&self, tenant: &TenantId, limit: u32) -> Result<Vec<TaskRow>, LedgerError>;
 
     /// Audit records of a tenant with `seq >= from_seq`, in order, up to `limit`.
     async fn audit_records(

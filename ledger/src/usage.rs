@@ -1,6 +1,8 @@
 //! Usage: the records sidecars send, the batch that carries them, what posting a batch
 //! did, and the posting rows it wrote.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use tollgate_core::{Credits, Initiator, Tier};
 
@@ -8,17 +10,29 @@ use crate::clock::Timestamp;
 use crate::hold::Funding;
 use crate::ids::{BatchKey, HoldId, TenantId};
 
+/// A name a record carries (agent, instance, model, feature, task): shared, so the
+/// records of a batch point at one copy of each dictionary entry instead of each holding
+/// its own.
+pub type Name = Arc<str>;
+
 /// One call's usage, as the sidecar reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRecord {
     /// Tenant billed.
     pub tenant: TenantId,
-    /// Agent instance that made the call (pod/process identity).
-    pub agent: String,
+    /// The agent's name, as the agent set it ("" = unnamed): what statements and per-agent
+    /// quotas group by.
+    pub agent: Name,
+    /// The instance detail the name does not give: `<sidecar>/<process>/lane<n>`.
+    #[serde(default = "empty_name")]
+    pub agent_instance: Name,
     /// Model name as in the price book.
-    pub model: String,
-    /// Product feature the call served (free text, for statements).
-    pub feature: String,
+    pub model: Name,
+    /// Product feature the call served ("" = none).
+    pub feature: Name,
+    /// The task the call worked on ("" = none).
+    #[serde(default = "empty_name")]
+    pub task: Name,
     /// Priority tier.
     pub tier: Tier,
     /// Who started the call.
@@ -37,9 +51,26 @@ pub struct UsageRecord {
     pub at: Timestamp,
     /// Calls this record stands for: 1, or more for an aggregate record whose per-call
     /// detail was lost (a sidecar's full ring); 0 is read as 1. Postings and statements
-    /// count calls, so an aggregate is not undercounted.
+    /// count calls, so an aggregate is not undercounted; a per-request price charges
+    /// every one of them.
     #[serde(default = "one_call")]
     pub calls: u64,
+    /// Agentic Work Units: 1 on the record an agent writes when it completes the task
+    /// named by `task` (counted once per task; such a record is not a call).
+    #[serde(default)]
+    pub work_units: u64,
+    /// The agent stated the cost in credits (a fixed-price call, `commit_credits`): there
+    /// is no usage to re-rate (see the rule in [`crate::rating`]).
+    #[serde(default)]
+    pub pre_rated: bool,
+    /// The sidecar lost the calls' detail and reports their exact amount as one record:
+    /// charged as stated, like a pre-rated record.
+    #[serde(default)]
+    pub aggregate: bool,
+}
+
+fn empty_name() -> Name {
+    Name::from("")
 }
 
 fn one_call() -> u64 {
@@ -50,6 +81,25 @@ impl UsageRecord {
     /// Calls this record stands for (at least 1).
     pub fn call_count(&self) -> u64 {
         self.calls.max(1)
+    }
+
+    /// True for a task's completion record that carries no usage of its own: it counts a
+    /// work unit, not a call.
+    pub fn is_completion_only(&self) -> bool {
+        self.work_units > 0
+            && self.input_tokens == 0
+            && self.output_tokens == 0
+            && self.outcomes == 0
+            && self.client_amount.is_zero()
+    }
+
+    /// Calls this record counts in statements and against a task's `max_calls`.
+    pub fn counted_calls(&self) -> u64 {
+        if self.is_completion_only() {
+            0
+        } else {
+            self.call_count()
+        }
     }
 }
 
@@ -87,9 +137,27 @@ pub struct TenantPosting {
     /// (the authority should push its book to the sender).
     #[serde(default)]
     pub stale_book_records: u64,
-    /// Records the authority could not rate (model missing from the book, or no book):
-    /// charged at the client's amount, counted here so the price book can be fixed.
+    /// Records the authority could not rate (a model missing from the book, no book, or
+    /// a charge that overflows): charged by the unrateable-record rule of
+    /// [`crate::rating`], counted here (and in the audit record) so the book can be fixed.
     pub unrated_records: u64,
+    /// What those records were charged.
+    #[serde(default)]
+    pub unrated_amount: Credits,
+    /// Records whose cost the agent stated (pre-rated, or a sidecar's aggregate of calls
+    /// whose detail was lost): charged as stated (see [`crate::rating`]).
+    #[serde(default)]
+    pub pre_rated_records: u64,
+    /// Agentic Work Units counted (completions of tasks not completed before).
+    #[serde(default)]
+    pub work_units: u64,
+    /// Completion records of tasks already completed: no work unit counted.
+    #[serde(default)]
+    pub repeated_completions: u64,
+    /// Tasks this batch closed (completed, or brought to their `max_calls` or budget):
+    /// the authority stops leasing them.
+    #[serde(default)]
+    pub tasks_closed: Vec<String>,
     /// Paid from the sidecar's open holds.
     pub from_holds: Credits,
     /// Paid from grants directly (no hold left).
@@ -174,9 +242,9 @@ impl BatchOutcome {
     }
 }
 
-/// One posting row: credits of one (agent, model, feature) group of a batch paid by one
-/// source. Records of a batch are aggregated into these rows, so a batch of thousands of
-/// records writes a handful of rows.
+/// One posting row: credits of one (agent, instance, model, feature, task) group of a
+/// batch paid by one source. Records of a batch are aggregated into these rows, so a
+/// batch of thousands of records writes a handful of rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Posting {
     /// Tenant.
@@ -185,18 +253,22 @@ pub struct Posting {
     pub batch: Option<BatchKey>,
     /// Hold it drew from, if any.
     pub hold: Option<HoldId>,
-    /// Agent instance.
+    /// The agent's name ("" = unnamed).
     pub agent: String,
+    /// The agent instance (for a hold posted by amount: the holder).
+    pub agent_instance: String,
     /// Model.
     pub model: String,
     /// Feature.
     pub feature: String,
+    /// Task ("" = none).
+    pub task: String,
     /// Who paid.
     pub funding: Funding,
     /// Credits.
     pub amount: Credits,
     /// Calls aggregated into this row (an aggregate record counts the calls it stands
-    /// for; a record split across sources counts in each).
+    /// for; a group split across sources counts on its first row only).
     pub records: u64,
     /// Prompt tokens of those records.
     pub input_tokens: u64,
@@ -204,6 +276,12 @@ pub struct Posting {
     pub output_tokens: u64,
     /// Outcomes of those records.
     pub outcomes: u64,
+    /// Agentic Work Units of those records.
+    pub work_units: u64,
+    /// Weighted requests (milli-requests) this row's credits stand for under a
+    /// per-request price. On a plan-funded row: exactly what it added to the period's
+    /// plan usage, so a period's bill can be recomputed from its postings.
+    pub request_units_milli: u64,
     /// Balance before and after. For a grant: the grant's `available + held`. For
     /// the plan and overrun: the wallet's list-price spend in the current period.
     pub balance_before: Credits,

@@ -304,7 +304,7 @@ async fn run(ops: Vec<Op>) {
                     .enumerate()
                     .map(|(i, a)| {
                         let mut r = record(&t, "m", 1, 1, amt(*a));
-                        r.agent = format!("agent-{}", i % 2);
+                        r.agent = format!("agent-{}", i % 2).into();
                         r
                     })
                     .collect();

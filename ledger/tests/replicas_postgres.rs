@@ -161,9 +161,9 @@ fn usage(rng: &mut Rng, tenants: &[TenantId], w: usize) -> Vec<UsageRecord> {
     (0..1 + rng.below(4))
         .map(|_| UsageRecord {
             tenant: tenants[rng.below(tenants.len() as u64) as usize].clone(),
-            agent: format!("agent-{}", rng.below(3)),
+            agent: format!("agent-{}", rng.below(3)).into(),
             model: "m".into(),
-            feature: format!("f{w}"),
+            feature: format!("f{w}").into(),
             tier: Tier::Interactive,
             initiator: Initiator::Human,
             input_tokens: rng.below(1000),
@@ -174,6 +174,11 @@ fn usage(rng: &mut Rng, tenants: &[TenantId], w: usize) -> Vec<UsageRecord> {
             client_amount: Credits::from_micros(1 + rng.below(3_000_000)),
             at: T0,
             calls: 1,
+            agent_instance: "".into(),
+            task: "".into(),
+            work_units: 0,
+            pre_rated: false,
+            aggregate: false,
         })
         .collect()
 }

@@ -233,6 +233,11 @@ fn record(t: &TenantId, model: &str, input: u64, output: u64, client: Credits) -
         client_amount: client,
         at: T0,
         calls: 1,
+        agent_instance: "".into(),
+        task: "".into(),
+        work_units: 0,
+        pre_rated: false,
+        aggregate: false,
     }
 }
 
@@ -267,7 +272,7 @@ async fn migrations_are_versioned_idempotent_and_race_safe() {
             // Three instances start at once on an empty schema: one applies, all succeed.
             let (a, b, c) = tokio::join!(db.store(), db.store(), db.store());
             for s in [&a, &b, &c] {
-                assert_eq!(s.applied_migrations().await.unwrap(), vec![1, 2, 3, 4]);
+                assert_eq!(s.applied_migrations().await.unwrap(), vec![1, 2, 3, 4, 5]);
             }
             assert_eq!(
                 a.migrate().await.unwrap(),
@@ -291,7 +296,7 @@ async fn migrations_are_versioned_idempotent_and_race_safe() {
                 .fetch_one(a.pool())
                 .await
                 .unwrap();
-            assert_eq!(n, 4);
+            assert_eq!(n, 5);
             // A database migrated by a newer release is refused with a clear message.
             sqlx::query("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
                 .execute(a.pool())
@@ -457,14 +462,18 @@ fn sample(t: &TenantId) -> Changes {
         batch: Some(key.clone()),
         hold: Some(HoldId(1)),
         agent: "a".into(),
+        agent_instance: "pod-1/pid7/lane0".into(),
         model: "m".into(),
         feature: "f".into(),
+        task: "ticket-1".into(),
         funding: Funding::Grant(GrantId(1)),
         amount: credits(1),
         records: 3,
         input_tokens: 10,
         output_tokens: 20,
         outcomes: 1,
+        work_units: 1,
+        request_units_milli: 2_000,
         balance_before: credits(71),
         balance_after: credits(70),
         at: T0,

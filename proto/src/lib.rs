@@ -62,11 +62,19 @@
 //! - A model's `max_output_tokens` of 0 means the book's `default_max_output_tokens`.
 //!
 //! ## Admin service ([`v1::admin_service_client::AdminServiceClient`])
-//! Tenants; wallets and grants; price books; plans (included allowance, overage price, hard
-//! cap); quota rules (per minute / hour / month, per tenant, agent instance or tier, shadow
-//! mode); alert rules; balance with burn rate and projected depletion; statements by agent,
-//! model, feature and grant; audit export and verification. Needs the admin token, except
-//! reads of a tenant's own balance, statement and audit export with a tenant-scoped token.
+//! Tenants; wallets and grants; credit packs (the price of credits in the tenant's
+//! currency) and buying them; price books; plans (included allowance, seats, overage price,
+//! floor, hard cap); quota rules (per minute / hour / month, per tenant, agent by name or
+//! tier, shadow mode); alert rules; balance with burn rate and projected depletion;
+//! statements by agent, task, instance, model, feature and source with AWUs, outcomes,
+//! overruns, money and the plan's bill; tasks; reported denials; audit export and
+//! verification. Needs the admin token, except reads of a tenant's own balance,
+//! statement, tasks, denials and audit export with a tenant-scoped token.
+//!
+//! Tasks: a sidecar registers a task its agents opened with `SessionUp.TaskOpen` (the
+//! first registration's terms hold), then leases its budget as `LimitKey{scope: TASK}`
+//! like any limit; once posted usage closes the task (completed, `max_calls`, budget) its
+//! leases are revoked and demands are refused with `TASK_SPENT`.
 //!
 //! [protox]: https://docs.rs/protox
 #![forbid(unsafe_code)]

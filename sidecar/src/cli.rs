@@ -73,6 +73,16 @@ pub struct SidecarArgs {
     #[arg(long, env = "TOLLGATE_LANES", default_value_t = 128)]
     pub lanes: u32,
 
+    /// Named tasks the pod's agents can have open at once (the region's task table; each
+    /// takes a pool while open).
+    #[arg(long, env = "TOLLGATE_TASKS", default_value_t = 256)]
+    pub tasks: u32,
+
+    /// Distinct agent and feature names the region can hold (its name table; a name is
+    /// interned once and kept for the region's life).
+    #[arg(long, env = "TOLLGATE_NAMES", default_value_t = 1024)]
+    pub names: u32,
+
     /// Control loop period in milliseconds (top-ups, drains); the loop slows down when idle.
     #[arg(long, env = "TOLLGATE_TICK_MS", default_value_t = 10)]
     pub tick_ms: u64,
@@ -149,6 +159,18 @@ impl SidecarArgs {
         if self.lanes == 0 {
             bail!("--lanes must be at least 1");
         }
+        if self.tasks > tollgate_client::layout::MAX_TASKS as u32 {
+            bail!(
+                "--tasks must be at most {}",
+                tollgate_client::layout::MAX_TASKS
+            );
+        }
+        if self.names < 2 || self.names as usize > tollgate_client::layout::MAX_NAMES {
+            bail!(
+                "--names must be between 2 and {}",
+                tollgate_client::layout::MAX_NAMES
+            );
+        }
         if self.tick_ms == 0 || self.tick_ms > 10_000 {
             bail!("--tick-ms must be between 1 and 10000");
         }
@@ -170,6 +192,8 @@ impl SidecarArgs {
             emergency_allowance: parse_credits(&self.emergency_allowance)
                 .context("--emergency-allowance")?,
             lanes: self.lanes,
+            tasks: self.tasks,
+            names: self.names,
             tick: Duration::from_millis(self.tick_ms),
             liveness_timeout: Duration::from_millis(self.liveness_timeout_ms),
             tier_floor_permille: parse_floors(&self.tier_floors)?,

@@ -63,6 +63,10 @@ pub struct Config {
     pub emergency_allowance: u64,
     /// Lanes in the region.
     pub lanes: u32,
+    /// Named tasks open at once in the pod (the region's task table).
+    pub tasks: u32,
+    /// Distinct agent and feature names the region can hold (its name table).
+    pub names: u32,
     /// Control loop period.
     pub tick: Duration,
     /// Dead-process reclaim timeout.

@@ -30,7 +30,7 @@ use crate::lease::{LaneAction, LanePolicy, LeasePolicy, PoolView};
 use crate::leasebook::{LeaseBook, Return};
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
-use crate::owner::{Owner, Refused};
+use crate::owner::{Owner, PoolHints, Refused};
 use crate::reconcile::{self, Cursor, LaneLedger};
 use crate::session::Event;
 use crate::state::SidecarState;
@@ -40,6 +40,9 @@ pub const DEMAND_RETRY: Duration = Duration::from_millis(500);
 
 /// How often the rings are drained into a batch.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(50);
+
+/// How often denial counts are reported when no demand carries them.
+pub const DENIALS_EVERY: Duration = Duration::from_secs(1);
 
 fn now_unix_ms() -> u64 {
     SystemTime::now()
@@ -66,6 +69,9 @@ struct LimitRt {
     /// The authority's last `LeaseRefusal` for this limit, while it stands: nothing of it is
     /// free until then, so lanes it leaves dry deny at once. A grant ends it.
     refused: Option<Refused>,
+    /// How long its last lease was granted for (a refusal without a time of its own lasts
+    /// about that long).
+    lease_ttl: Duration,
 }
 
 /// Runtime data of one lane.
@@ -91,6 +97,7 @@ pub struct Core {
     usage: Reporting,
     saved: Saved,
     rules: Rules,
+    tasks: tasks::TaskBook,
 }
 
 /// The region, its pools' limits and its lanes.
@@ -265,6 +272,7 @@ impl Core {
                 lane_policy: LanePolicy::default(),
                 last_demand: now - Duration::from_secs(60),
             },
+            tasks: tasks::TaskBook::default(),
             cfg,
         };
         // Limits the region already has (a sidecar restart) come back with their pools.
@@ -401,6 +409,8 @@ impl Core {
         for b in r.price_books {
             self.apply_price_book(&b);
         }
+        // The tasks' terms before any demand on their limits.
+        self.resend_task_opens();
         // Replay everything not acknowledged, in order.
         self.replay_outbox();
         if self.usage.unacked.is_empty() {
@@ -474,15 +484,18 @@ impl Core {
         let Some(l) = self.region.limits.get_mut(&canonical) else {
             return;
         };
-        let kind = match v1::LeaseRefusalReason::try_from(r.reason) {
+        let reason = v1::LeaseRefusalReason::try_from(r.reason);
+        let kind = match reason {
             Ok(v1::LeaseRefusalReason::HardCap) => LimitKind::HardCap,
             Ok(v1::LeaseRefusalReason::WalletDry) => LimitKind::TenantWallet,
+            Ok(v1::LeaseRefusalReason::TaskSpent) => LimitKind::Task,
             _ => crate::owner::limit_kind(&key).unwrap_or(LimitKind::TenantWallet),
         };
-        // A refusal that is already over, or claims more than a day, is not believed
-        // beyond that: a grant, a policy change or the next demand's answer settle it.
+        // Believed up to the limit's window end (a spent monthly quota: the month's end),
+        // or a day for an unwindowed limit; a grant, a policy change or the next demand's
+        // answer lift it before (see `crate::hint`).
         let now = now_unix_ms();
-        let until = r.retry_unix_ms.min(now.saturating_add(86_400_000));
+        let until = crate::hint::refusal_until(kind, r.retry_unix_ms, now, l.lease_ttl);
         // The demand stays in flight: asked again when it is forgotten (two seconds), not
         // at every tick.
         l.refused = (until > now).then_some(Refused {
@@ -490,6 +503,9 @@ impl Core {
             until_unix_ms: until,
         });
         tracing::debug!(limit = %canonical, ?kind, until, "lease refused: nothing of the limit is free");
+        if kind == LimitKind::Task && self.tasks.serves(&canonical) {
+            self.on_task_refused(&canonical);
+        }
     }
 
     fn on_grant(&mut self, lease: v1::Lease) {
@@ -528,6 +544,7 @@ impl Core {
         l.in_flight = 0;
         l.asked_at = None;
         l.refused = None;
+        l.lease_ttl = Duration::from_millis(lease.expires_unix_ms.saturating_sub(now));
         self.saved
             .state
             .leases
@@ -541,6 +558,9 @@ impl Core {
             );
         self.saved.state_dirty = true;
         tracing::debug!(limit = %canonical, amount = lease.amount_micro, "lease granted");
+        if self.tasks.serves(&canonical) {
+            self.on_task_grant(&canonical);
+        }
     }
 
     fn on_revocation(&mut self, r: v1::Revocation) {
@@ -649,13 +669,19 @@ impl Core {
                         }
                     }
                 }
-                // A raised cap or quota may free what was refused: ask again at once.
+                // A raised cap or quota may free what was refused: ask again at once. The
+                // same version pushed again (a new session) changes nothing.
+                let newer = self
+                    .rules
+                    .policies
+                    .get(&p.tenant)
+                    .is_none_or(|old| old.version < p.version);
                 let mut lift = Vec::new();
                 for l in self
                     .region
                     .limits
                     .values_mut()
-                    .filter(|l| l.key.tenant == p.tenant)
+                    .filter(|l| newer && l.key.tenant == p.tenant)
                 {
                     if l.refused.take().is_some() {
                         lift.push(l.pool);
@@ -831,6 +857,7 @@ impl Core {
         }
         self.harvest();
         self.expire();
+        self.tasks_pass();
         self.retire_pass();
         self.lanes_pass();
         self.demand();
@@ -1208,14 +1235,35 @@ impl Core {
         let degraded = !self.link.conn.is_connected();
         self.region.owner.refresh();
         let wall_ms = now_unix_ms();
-        let refused: BTreeMap<usize, Refused> = self
-            .region
-            .limits
-            .values()
-            .filter_map(|l| Some((l.pool, l.refused?)))
-            .filter(|(_, r)| r.until_unix_ms > wall_ms)
-            .collect();
-        for lane in self.region.owner.live_lanes() {
+        let hints = PoolHints {
+            refused: self
+                .region
+                .limits
+                .values()
+                .filter_map(|l| Some((l.pool, l.refused?)))
+                .filter(|(_, r)| r.until_unix_ms > wall_ms)
+                .collect(),
+            demand_left: self
+                .region
+                .limits
+                .values()
+                .filter_map(|l| {
+                    let asked = l.asked_at?;
+                    Some((l.pool, DEMAND_RETRY.saturating_sub(asked.elapsed())))
+                })
+                .collect(),
+        };
+        let live = self.region.owner.live_lanes();
+        let mut lanes_per_task: BTreeMap<tollgate_client::TaskRef, u64> = BTreeMap::new();
+        for t in live.iter().filter_map(|l| l.task) {
+            *lanes_per_task.entry(t).or_insert(0) += 1;
+        }
+        for lane in live {
+            if let Some(t) = lane.task
+                && !self.shutting_down
+            {
+                self.feed_calls(&lane, lanes_per_task.get(&t).copied().unwrap_or(1));
+            }
             let rt = self
                 .region
                 .lanes
@@ -1242,7 +1290,7 @@ impl Core {
                 }
                 LaneAction::Revoke(_) => {}
                 LaneAction::TopUp(want) => {
-                    let give = self.region.owner.carvable(lane.lane, want, &refused);
+                    let give = self.region.owner.carvable(lane.lane, want, &hints);
                     let give = if give == 0 && degraded {
                         self.emergency_for(lane.lane, want)
                     } else {
@@ -1287,7 +1335,7 @@ impl Core {
             }
             tracing::warn!(limit = %l.key.canonical(), amount = got, left = l.emergency.left(), "spending the emergency allowance (authority unreachable)");
         }
-        self.region.owner.carvable(lane, can, &BTreeMap::new())
+        self.region.owner.carvable(lane, can, &PoolHints::default())
     }
 
     fn demand(&mut self) {
@@ -1342,13 +1390,18 @@ impl Core {
                 });
             }
         }
-        if !demands.is_empty() {
+        // Denials ride along with the demands, or go on their own at most once a second.
+        let report_denials =
+            !demands.is_empty() || now.duration_since(self.rules.last_demand) >= DENIALS_EVERY;
+        let denials = if report_denials {
+            self.region.owner.take_denials()
+        } else {
+            Vec::new()
+        };
+        if !demands.is_empty() || !denials.is_empty() {
             self.rules.last_demand = now;
             self.link.up_queue.push_back(SessionUp {
-                msg: Some(session_up::Msg::Demand(DemandReport {
-                    demands,
-                    denials: Vec::new(),
-                })),
+                msg: Some(session_up::Msg::Demand(DemandReport { demands, denials })),
             });
         }
     }
@@ -1396,6 +1449,8 @@ impl Core {
         }
         self.metrics.ring_depth.set(ring_depth as i64);
         self.region.owner.export_denials(&self.metrics);
+        let (names, _) = self.region.owner.region().names_used();
+        self.metrics.names_used.set(names as i64);
         self.health.set_has_budget(any_budget);
     }
 
@@ -1508,6 +1563,7 @@ impl LimitRt {
             last_consumed: consumed,
             retiring: false,
             refused: None,
+            lease_ttl: crate::hint::DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -1526,5 +1582,6 @@ fn take_back(owner: &mut Owner, pool: usize, amount: u64) -> u64 {
     owner.give_back(pool, amount)
 }
 
+mod tasks;
 #[cfg(test)]
 mod tests;

@@ -110,6 +110,7 @@ pub mod config;
 pub mod convert;
 pub mod core;
 pub mod degraded;
+pub mod hint;
 pub mod http;
 pub mod key;
 pub mod lease;

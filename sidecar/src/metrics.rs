@@ -62,6 +62,12 @@ pub struct Metrics {
     pub processes_reclaimed: Counter,
     /// Credits given back by reclaiming dead processes' holds.
     pub reclaimed_credits: Counter,
+    /// Named tasks registered with the authority.
+    pub tasks_opened: Counter,
+    /// Named tasks open in the region's task table.
+    pub tasks_open: Gauge,
+    /// Entries of the region's name table in use (agent and feature names).
+    pub names_used: Gauge,
     /// Emergency allowance drawn during the current outage, per limit.
     pub emergency_drawn: Family<LimitLabels, Gauge>,
     /// Pushed policies the region could not take (the previous one stayed in force).
@@ -158,6 +164,21 @@ impl Metrics {
             "processes_reclaimed",
             "Dead agent processes reclaimed",
             self.processes_reclaimed.clone(),
+        );
+        r.register(
+            "tasks_opened",
+            "Named tasks registered with the authority",
+            self.tasks_opened.clone(),
+        );
+        r.register(
+            "tasks_open",
+            "Named tasks open in the region",
+            self.tasks_open.clone(),
+        );
+        r.register(
+            "names_used",
+            "Entries of the region's name table in use (agent and feature names)",
+            self.names_used.clone(),
         );
         r.register(
             "reclaimed_micro_credits",

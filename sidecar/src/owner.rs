@@ -40,7 +40,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::Context;
 use tollgate_client::{
     AttachError, LaneInfo, LaneKey, PoolSpec, ReclaimReport, Region, RegionConfig, RegionDamage,
-    SidecarError, TaskRef, TenantSpec, UsageRecord,
+    SidecarError, TaskRef, TaskStatus, TenantSpec, UsageRecord,
 };
 use tollgate_core::{Credits, Horizon, Initiator, LimitKind, PriceBook, PriceBookSpec, Tier};
 use tollgate_proto::batch::RecordInput;
@@ -82,6 +82,8 @@ pub struct LiveLane {
     pub asked: u64,
     /// Its tier.
     pub tier: Tier,
+    /// The named task its calls spend, if any.
+    pub task: Option<TaskRef>,
 }
 
 /// What draining one lane found.
@@ -288,6 +290,11 @@ struct PoolEntry {
 }
 
 impl PoolEntry {
+    /// A task's budget (registered by agents, not by a policy).
+    fn is_task(&self) -> bool {
+        self.scope == v1::Scope::Task as i32
+    }
+
     fn new(pool: usize, key: &LimitKey) -> PoolEntry {
         PoolEntry {
             pool,
@@ -331,6 +338,10 @@ pub struct Owner {
     names: BTreeMap<u16, String>,
     /// Task ids by reference, as first seen (records outlive a task's table entry).
     task_ids: BTreeMap<TaskRef, String>,
+    /// Per lane: the limit that bound its last denial the sidecar recorded.
+    binding: BTreeMap<usize, LimitKey>,
+    /// Denials since the last report to the authority, by binding limit and tier.
+    denial_counts: BTreeMap<(String, i32), v1::DenialCount>,
     /// Per lane, in this process's memory only (never the region, which any agent can
     /// write): credits the sidecar gave the lane, net (topped up - revoked - reclaimed).
     given: BTreeMap<usize, u64>,
@@ -358,6 +369,21 @@ fn horizon_of(window: i32) -> Option<Horizon> {
     }
 }
 
+/// What the control loop knows of each pool's refills, for denials' retry hints.
+#[derive(Debug, Clone, Default)]
+pub struct PoolHints {
+    /// Pools the authority refused to refill, until when.
+    pub refused: BTreeMap<usize, Refused>,
+    /// Pools with a lease request in flight: how long until it is answered or asked again.
+    pub demand_left: BTreeMap<usize, Duration>,
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Nothing of a limit can be leased before `until_unix_ms` (the authority's lease
 /// refusal); `kind` is what binds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,7 +403,12 @@ pub fn limit_kind(key: &LimitKey) -> Option<LimitKind> {
             crate::convert::tier_from_wire(key.tier)?,
             horizon_of(key.window)?,
         )),
-        // Per-agent and per-task limits need lanes of their own: not in the region yet.
+        // An agent's quota binds the lanes of that agent (a lane's key names its agent).
+        v1::Scope::Agent if !key.agent.is_empty() => {
+            Some(LimitKind::Agent(horizon_of(key.window)?))
+        }
+        // A task's budget binds the lanes of that task.
+        v1::Scope::Task if !key.task.is_empty() => Some(LimitKind::Task),
         v1::Scope::Agent | v1::Scope::Task => None,
     }
 }
@@ -448,6 +479,8 @@ impl Owner {
             lanes_path,
             names: BTreeMap::new(),
             task_ids: BTreeMap::new(),
+            binding: BTreeMap::new(),
+            denial_counts: BTreeMap::new(),
             given: BTreeMap::new(),
             ring_depth: BTreeMap::new(),
             carved_from: BTreeMap::new(),
@@ -522,9 +555,16 @@ impl Owner {
 
     /// The pool indices of tenant `t`'s share: the region's pools split evenly by tenant.
     fn share(&self, t: usize) -> Range<usize> {
-        let n = self.region.config().pools as usize;
+        let n = class_pool_count(self.tenants.len()).min(self.region.config().pools as usize);
         let per = n / self.tenants.len().max(1);
         (t * per)..((t + 1) * per).min(n)
+    }
+
+    /// The pools of agents' quotas and tasks' budgets: past the class pools, shared by
+    /// every tenant (their indices never appear in a tenant record).
+    fn extra(&self) -> Range<usize> {
+        let n = self.region.config().pools as usize;
+        class_pool_count(self.tenants.len()).min(n)..n
     }
 
     fn used_pools(&self) -> BTreeSet<usize> {
@@ -552,7 +592,11 @@ impl Owner {
             let c = k.canonical();
             self.map.pools.contains_key(&c) || self.map.retiring.contains_key(&c)
         };
-        let needed = limits.iter().filter(|k| !mapped(k)).count();
+        // Class limits take pools of the tenant's share; agents' quotas, of the range past
+        // the class pools.
+        let is_class = |k: &LimitKey| limit_kind(k).is_some_and(is_class_kind);
+        let needed = limits.iter().filter(|k| !mapped(k) && is_class(k)).count();
+        let needed_extra = limits.iter().filter(|k| !mapped(k) && !is_class(k)).count();
         let used = self.used_pools();
         let share = self.share(t_index);
         let mut free = share.clone().filter(|x| !used.contains(x));
@@ -563,6 +607,17 @@ impl Owner {
                 needed,
                 free: free_count,
                 share: share.len(),
+            });
+        }
+        let extra = self.extra();
+        let mut free_extra = extra.clone().filter(|x| !used.contains(x));
+        let free_extra_count = free_extra.clone().count();
+        if needed_extra > free_extra_count {
+            return Err(ConfigureError::NoFreePool {
+                tenant: p.tenant.clone(),
+                needed: needed_extra,
+                free: free_extra_count,
+                share: extra.len(),
             });
         }
         // Decide every pool first; change nothing until the region took the configuration.
@@ -580,12 +635,22 @@ impl Owner {
             {
                 Some(e) => e.pool,
                 // Checked above: there are enough.
-                None => free.next().ok_or_else(|| ConfigureError::NoFreePool {
-                    tenant: p.tenant.clone(),
-                    needed,
-                    free: free_count,
-                    share: share.len(),
-                })?,
+                None if is_class_kind(kind) => {
+                    free.next().ok_or_else(|| ConfigureError::NoFreePool {
+                        tenant: p.tenant.clone(),
+                        needed,
+                        free: free_count,
+                        share: share.len(),
+                    })?
+                }
+                None => free_extra
+                    .next()
+                    .ok_or_else(|| ConfigureError::NoFreePool {
+                        tenant: p.tenant.clone(),
+                        needed: needed_extra,
+                        free: free_extra_count,
+                        share: extra.len(),
+                    })?,
             };
             plan.push((canonical, key, kind, pool));
         }
@@ -631,6 +696,58 @@ impl Owner {
         Ok(out)
     }
 
+    /// The pool a task's budget (`key`, a task scope limit) is leased into: the one it had
+    /// (after a restart, or if it was being retired), else a free one past the class pools.
+    pub fn register_task(&mut self, key: &LimitKey) -> Result<usize, ConfigureError> {
+        let canonical = key.canonical();
+        if let Some(e) = self.map.pools.get(&canonical) {
+            return Ok(e.pool);
+        }
+        let pool = match self.map.retiring.remove(&canonical) {
+            Some(e) => e.pool,
+            None => {
+                let used = self.used_pools();
+                let extra = self.extra();
+                let free = extra.clone().find(|p| !used.contains(p));
+                free.ok_or_else(|| ConfigureError::NoFreePool {
+                    tenant: key.tenant.clone(),
+                    needed: 1,
+                    free: 0,
+                    share: extra.len(),
+                })?
+            }
+        };
+        self.region
+            .configure_pool(
+                pool,
+                &PoolSpec {
+                    limit: LimitKind::Task,
+                    floors: [Credits::ZERO; Tier::COUNT],
+                },
+            )
+            .map_err(|source| ConfigureError::Region {
+                what: format!("the pool of {canonical}"),
+                source,
+            })?;
+        self.map.pools.insert(canonical, PoolEntry::new(pool, key));
+        self.save_map().map_err(ConfigureError::Save)?;
+        Ok(pool)
+    }
+
+    /// Stops serving a task's budget: its pool is retired like a deleted limit's (its
+    /// credits go back, lanes carved from it are revoked, it is freed once no lane lists
+    /// it). Returns whether it was served.
+    pub fn retire_task(&mut self, canonical: &str) -> bool {
+        let Some(e) = self.map.pools.remove(canonical) else {
+            return false;
+        };
+        self.map.retiring.insert(canonical.to_string(), e);
+        if let Err(e) = self.save_map() {
+            tracing::error!(error = %e, "cannot save pools.json");
+        }
+        true
+    }
+
     /// Retires the limits of `p`'s tenant that `p` no longer has (see the module docs):
     /// new lanes are no longer carved from them, whether or not the rest of `p` can be
     /// applied, so their pools free up for what `p` needs. Returns their canonical keys.
@@ -640,7 +757,7 @@ impl Owner {
             .map
             .pools
             .iter()
-            .filter(|(c, e)| e.tenant == p.tenant && !keep.contains(c.as_str()))
+            .filter(|(c, e)| e.tenant == p.tenant && !e.is_task() && !keep.contains(c.as_str()))
             .map(|(c, _)| c.clone())
             .collect();
         for c in &gone {
@@ -1129,13 +1246,16 @@ impl Owner {
                     wants_more: l.demand.0 > 0,
                     asked: l.demand.0,
                     tier: key.tier,
+                    task: key.task,
                 })
             })
             .collect()
     }
 
     /// Pools a lane is carved from (as the region says, once it was first topped up) or
-    /// would be (per its tenant's configuration).
+    /// would be: its class's (per its tenant's configuration), its agent's quotas, and its
+    /// task's budget. A lane of a task the sidecar has no pool for is carved from nothing
+    /// (it is not topped up before the task is registered, nor after it is closed).
     pub fn lane_pools(&self, lane: usize) -> Vec<usize> {
         if let Some(p) = self.carved_from.get(&lane) {
             return p.clone();
@@ -1149,18 +1269,37 @@ impl Owner {
         let Some(tenant) = self.tenants.get(key.tenant as usize) else {
             return Vec::new();
         };
-        self.map
-            .pools
-            .values()
-            .filter(|e| &e.tenant == tenant)
-            .filter(|e| match limit_kind(&e.key()) {
-                Some(LimitKind::TierWindow(t, _)) => t == key.tier,
-                Some(_) => true,
-                None => false,
-            })
-            .map(|e| e.pool)
-            .take(tollgate_client::layout::MAX_LIMITS_PER_LANE)
-            .collect()
+        let task_id = match key.task {
+            None => None,
+            Some(t) => match self.region.task(t) {
+                Some(e) if e.status != TaskStatus::Closed => Some(e.id),
+                _ => return Vec::new(),
+            },
+        };
+        let agent = self.region.name(key.agent).unwrap_or_default();
+        let mut pools: Vec<usize> = Vec::new();
+        let mut task_pool = None;
+        for e in self.map.pools.values().filter(|e| &e.tenant == tenant) {
+            match limit_kind(&e.key()) {
+                Some(LimitKind::TierWindow(t, _)) if t != key.tier => {}
+                Some(LimitKind::Agent(_)) if e.agent != agent => {}
+                Some(LimitKind::Task) if task_id.as_deref() == Some(e.task.as_str()) => {
+                    task_pool = Some(e.pool);
+                }
+                Some(LimitKind::Task) => {}
+                Some(_) => pools.push(e.pool),
+                None => {}
+            }
+        }
+        if task_id.is_some() {
+            match task_pool {
+                // The task's budget first: it is never left out of a full list.
+                Some(p) => pools.insert(0, p),
+                None => return Vec::new(),
+            }
+        }
+        pools.truncate(tollgate_client::layout::MAX_POOLS_PER_LANE);
+        pools
     }
 
     fn is_retiring(&self, pool: usize) -> bool {
@@ -1169,22 +1308,37 @@ impl Owner {
 
     /// How much of `want` every pool of `lane` can pay now (above the lane tier's floor);
     /// pools of deleted limits limit nothing. When it is nothing, the binding limit is
-    /// recorded in the lane for the agent's denial; when a pool that pays nothing is one
-    /// the authority refused to refill (`refused`), the lane is denied at once until then.
-    pub fn carvable(&mut self, lane: usize, want: u64, refused: &BTreeMap<usize, Refused>) -> u64 {
+    /// recorded in the lane for the agent's denial, with a retry hint for its kind (see
+    /// [`crate::hint`]); when a pool that pays nothing is one the authority refused to
+    /// refill (`hints.refused`), the lane is denied at once until then. A lane of a task
+    /// that is closed (or not registered) is given nothing.
+    pub fn carvable(&mut self, lane: usize, want: u64, hints: &PoolHints) -> u64 {
+        let Some(info) = self.lanes_in_use().into_iter().find(|l| l.lane == lane) else {
+            return 0;
+        };
+        let Some(key) = info.key else { return 0 };
+        let now_ms = now_unix_ms();
+        if let Some(t) = key.task
+            && self
+                .region
+                .task(t)
+                .is_none_or(|e| e.status == TaskStatus::Closed)
+        {
+            let until = UNIX_EPOCH + Duration::from_millis(now_ms) + crate::hint::MAX_REFUSAL;
+            let _ = self
+                .region
+                .record_denial_until(lane, LimitKind::Task, until);
+            return 0;
+        }
         let pools: Vec<usize> = self
             .lane_pools(lane)
             .into_iter()
             .filter(|p| !self.is_retiring(*p))
             .collect();
-        let Some(info) = self.lanes_in_use().into_iter().find(|l| l.lane == lane) else {
-            return 0;
-        };
-        let Some(key) = info.key else { return 0 };
         let mut give = want;
         let mut binding: Option<(usize, u64)> = None;
         // A dry pool no refill is coming for: it decides the denial.
-        let mut final_dry: Option<(Refused, u64)> = None;
+        let mut final_dry: Option<(usize, Refused, u64)> = None;
         for p in &pools {
             let Ok(b) = self.region.pool(*p) else {
                 return 0;
@@ -1197,16 +1351,16 @@ impl Owner {
             }
             if can == 0
                 && final_dry.is_none()
-                && let Some(r) = refused.get(p)
+                && let Some(r) = hints.refused.get(p)
             {
-                final_dry = Some((*r, floor));
+                final_dry = Some((*p, *r, floor));
             }
         }
         if pools.is_empty() {
             return 0;
         }
         if give == 0
-            && let Some((r, floor)) = final_dry
+            && let Some((p, r, floor)) = final_dry
         {
             let limit = if floor > 0 {
                 LimitKind::TierFloor(key.tier)
@@ -1215,6 +1369,7 @@ impl Owner {
             };
             let until = UNIX_EPOCH + Duration::from_millis(r.until_unix_ms);
             let _ = self.region.record_denial_until(lane, limit, until);
+            self.note_binding(lane, p);
         } else if give == 0
             && let Some((p, floor)) = binding
         {
@@ -1223,11 +1378,26 @@ impl Owner {
             } else {
                 self.kind_of(p).unwrap_or(LimitKind::TenantWallet)
             };
-            let _ = self
-                .region
-                .record_denial(lane, limit, Duration::from_millis(50));
+            let left = hints.demand_left.get(&p).copied();
+            let hint = crate::hint::soft_hint(limit, now_ms, left);
+            let _ = self.region.record_denial(lane, limit, hint);
+            self.note_binding(lane, p);
         }
         give
+    }
+
+    /// Remembers which limit (by pool) bound `lane` last, for the denial counts.
+    fn note_binding(&mut self, lane: usize, pool: usize) {
+        let key = self
+            .map
+            .pools
+            .values()
+            .chain(self.map.retiring.values())
+            .find(|e| e.pool == pool)
+            .map(PoolEntry::key);
+        if let Some(k) = key {
+            self.binding.insert(lane, k);
+        }
     }
 
     /// Lanes carved from any of `pools` wait for a refill again instead of being denied at
@@ -1284,6 +1454,15 @@ impl Owner {
             if self.is_retiring(p) {
                 self.region.grant(p, Credits(amount))?;
             }
+        }
+        if !self.carved_from.contains_key(&lane) {
+            // The lane's first top-up: fix its pools (class, agent, task) in the region.
+            let pools = self.lane_pools(lane);
+            if pools.is_empty() {
+                anyhow::bail!("lane {lane} has no pool to be carved from");
+            }
+            self.region.set_lane_pools(lane, &pools)?;
+            self.carved_from.insert(lane, pools);
         }
         #[cfg(debug_assertions)]
         let before = self.carve_books(lane);
@@ -1393,25 +1572,65 @@ impl Owner {
         self.ring_depth.values().copied().collect()
     }
 
-    /// Moves agents' denial counters into the metrics (by the limit they named and tier).
+    /// Moves agents' denial counters into the metrics (by the limit they named and tier),
+    /// and into the counts reported to the authority (by the limit that bound them, see
+    /// [`Owner::take_denials`]).
     pub fn export_denials(&mut self, m: &Metrics) {
         for l in self.lanes_in_use() {
             let seen = self.denials_seen.entry(l.lane).or_insert(0);
             if l.denials > *seen {
-                let tier = l.key.map_or("unknown", |k| k.tier.as_str());
+                let n = l.denials - *seen;
+                *seen = l.denials;
+                let tier = l.key.map_or(Tier::Background, |k| k.tier);
                 let reason = l.last_denial.map_or("allowance".to_string(), reason_label);
                 m.denials
                     .get_or_create(&DenialLabels {
                         reason,
-                        tier: tier.to_string(),
+                        tier: tier.as_str().to_string(),
                     })
-                    .inc_by(l.denials - *seen);
-                *seen = l.denials;
+                    .inc_by(n);
+                // The limit the sidecar recorded for the lane, if the agent's denial named one.
+                let limit = self
+                    .binding
+                    .get(&l.lane)
+                    .filter(|_| l.last_denial.is_some())
+                    .cloned();
+                let wire_tier = crate::convert::tier_to_wire(tier) as i32;
+                let at = (
+                    limit.as_ref().map(LimitKey::canonical).unwrap_or_default(),
+                    wire_tier,
+                );
+                let c = self.denial_counts.entry(at).or_insert(v1::DenialCount {
+                    limit,
+                    tier: wire_tier,
+                    count: 0,
+                });
+                c.count = c.count.saturating_add(n);
             } else if l.denials < *seen {
                 *seen = l.denials; // a lane reused by a new agent
             }
             m.ring_overflow.get();
         }
+    }
+
+    /// The denials counted since the last call, by binding limit and tier (for the next
+    /// `DemandReport`).
+    pub fn take_denials(&mut self) -> Vec<v1::DenialCount> {
+        std::mem::take(&mut self.denial_counts)
+            .into_values()
+            .collect()
+    }
+
+    /// Tasks some lane in use is keyed by.
+    pub fn task_lanes(&self) -> Vec<TaskRef> {
+        let mut out: Vec<TaskRef> = self
+            .lanes_in_use()
+            .into_iter()
+            .filter_map(|l| l.key?.task)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 }
 
@@ -1437,7 +1656,8 @@ fn enforced_limits(p: &TenantPolicy) -> Vec<LimitKey> {
     let mut limits = vec![LimitKey::wallet(p.tenant.clone())];
     for q in &p.quotas {
         let Some(k) = &q.limit else { continue };
-        if q.shadow || k.tenant != p.tenant || limit_kind(k).is_none() {
+        // A task's budget comes with the task (`TaskOpen`), never with a policy.
+        if q.shadow || k.tenant != p.tenant || limit_kind(k).is_none_or(|l| l == LimitKind::Task) {
             continue;
         }
         if !limits.iter().any(|l| l.canonical() == k.canonical()) {
@@ -1449,6 +1669,9 @@ fn enforced_limits(p: &TenantPolicy) -> Vec<LimitKey> {
 
 /// Adds `pool` to the lane classes it applies to (a tier's window binds that tier only).
 fn add_to_classes(classes: &mut [[Vec<usize>; 2]; Tier::COUNT], kind: LimitKind, pool: usize) {
+    if !is_class_kind(kind) {
+        return; // an agent's or a task's pool: listed per lane (`Owner::lane_pools`)
+    }
     for tier in Tier::ALL {
         let applies = match kind {
             LimitKind::TierWindow(t, _) => t == tier,
@@ -1462,6 +1685,12 @@ fn add_to_classes(classes: &mut [[Vec<usize>; 2]; Tier::COUNT], kind: LimitKind,
             }
         }
     }
+}
+
+/// Limits every lane of a class is subject to (not an agent's quota or a task's budget,
+/// which bind only the lanes of that agent or task).
+fn is_class_kind(kind: LimitKind) -> bool {
+    !matches!(kind, LimitKind::Agent(_) | LimitKind::Task)
 }
 
 /// Writes `value` as JSON to a temporary name and renames it into place.
@@ -1514,19 +1743,35 @@ fn mend_holders(dir: &Path) {
     }
 }
 
+/// Pools of the tenants' class limits (the wallet, tenant and tier windows): the first
+/// ones, the only ones a tenant record's class lists can name.
+fn class_pool_count(tenants: usize) -> usize {
+    (tenants * 8).clamp(8, tollgate_client::layout::MAX_CLASS_POOL)
+}
+
+/// Pools of the region: the class pools, then a range for agents' quotas (16 per tenant)
+/// and one per task that can be open.
+fn region_pools(cfg: &Config) -> u32 {
+    let n = cfg.tenants.len();
+    let all = class_pool_count(n) + 16 * n + cfg.tasks as usize;
+    all.min(tollgate_client::layout::MAX_POOLS) as u32
+}
+
 fn create(cfg: &Config) -> anyhow::Result<Region> {
     let tenants = cfg.tenants.len() as u32;
     let config = RegionConfig {
-        pools: (tenants * 8).clamp(8, 255),
+        pools: region_pools(cfg),
         tenants,
         lanes: cfg.lanes,
         // About two seconds of a busy lane's calls: a sidecar restart rarely fills a ring
         // (and when one does, the amounts are still reported, see `reconcile`).
         ring_capacity: 1024,
+        names: cfg.names,
+        tasks: cfg.tasks,
         ..RegionConfig::default()
     };
     let r = Region::create(&cfg.region, config)
         .with_context(|| format!("creating the region {}", cfg.region.display()))?;
-    tracing::info!(path = %cfg.region.display(), lanes = cfg.lanes, "region created");
+    tracing::info!(path = %cfg.region.display(), lanes = cfg.lanes, tasks = cfg.tasks, names = cfg.names, "region created");
     Ok(r)
 }

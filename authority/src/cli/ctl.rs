@@ -5,8 +5,10 @@
 //! unix seconds.
 //!
 //! One module per command group, each with its clap subcommand and the code that runs it:
-//! [`tenants`], [`grants`], [`price_book`], [`plans`], [`quotas`], [`alerts`],
-//! [`statements`] (balance and statement), [`audit`] (verify, also offline, and export).
+//! [`tenants`], [`grants`], [`price_book`], [`plans`], [`pack`] (credit packs: the price
+//! of credits in the tenant's currency), [`quotas`], [`alerts`], [`statements`] (balance
+//! and statement), [`tasks`] (tasks and reported denials), [`audit`] (verify, also
+//! offline, and export).
 //! [`connect`] makes the admin client (the `--authority` URL is checked there);
 //! [`units`] parses and prints credits and dates and builds the text tables. This module
 //! holds the global flags and the dispatcher, [`execute`].
@@ -15,10 +17,12 @@ pub mod alerts;
 pub mod audit;
 pub mod connect;
 pub mod grants;
+pub mod pack;
 pub mod plans;
 pub mod price_book;
 pub mod quotas;
 pub mod statements;
+pub mod tasks;
 pub mod tenants;
 pub mod units;
 
@@ -31,10 +35,12 @@ pub use alerts::AlertCmd;
 pub use audit::{AuditCmd, verify_file};
 pub use connect::Admin;
 pub use grants::{GrantCmd, KindArg, ResetArg};
+pub use pack::PackCmd;
 pub use plans::PlanCmd;
 pub use price_book::PriceBookCmd;
 pub use quotas::{QuotaCmd, TierArg, WindowArg};
 pub use statements::{BalanceArgs, StatementArgs};
+pub use tasks::{DenialsArgs, TaskCmd};
 pub use tenants::{OrderArg, TenantCmd};
 pub use units::parse_time;
 
@@ -44,12 +50,18 @@ Examples:
   tollgate ctl tenant create acme --name \"Acme Corp\"
   tollgate ctl grant add acme --kind trial --amount 100 --expires 2027-01-01
   tollgate ctl grant add acme --kind purchased --amount 5000 --label invoice-42
+  tollgate ctl pack set acme --credits 100000 --price 500 --currency USD
+  tollgate ctl grant buy acme --packs 2 --reference invoice-43
   tollgate ctl price-book set acme --file prices.toml
   tollgate ctl plan set acme --included 1000 --hard-cap 8000
+  tollgate ctl plan set acme --seats 10 --seat-price 19 --included-requests-per-seat 300 --overage-request-price 0.04
   tollgate ctl quota set acme per-minute --window minute --max 50
+  tollgate ctl quota set acme bot-hourly --window hour --max 200 --agent support-bot
   tollgate ctl alert set acme eighty --percent 80 --webhook https://hooks.example/tollgate
   tollgate ctl balance acme
   tollgate ctl statement acme --from 2026-11-01
+  tollgate ctl task list acme
+  tollgate ctl denials acme
   tollgate ctl audit verify --tenant acme
   tollgate ctl audit export --tenant acme --out acme-audit.jsonl
   tollgate ctl audit verify --file acme-audit.jsonl --public-key <hex>
@@ -106,9 +118,12 @@ pub enum CtlCommand {
     /// Set or show a tenant's price book (versioned; pushed to sidecars).
     #[command(subcommand, name = "price-book")]
     PriceBook(PriceBookCmd),
-    /// Set or show a tenant's plan: included allowance, overage price, hard cap.
+    /// Set or show a tenant's plan: included allowance, seats, overage price, floor, hard cap.
     #[command(subcommand)]
     Plan(PlanCmd),
+    /// Set or clear the price of a tenant's credits in its currency (a credit pack).
+    #[command(subcommand)]
+    Pack(PackCmd),
     /// Set, delete or list quotas (per minute, hour or month; tenant, agent or tier).
     #[command(subcommand)]
     Quota(QuotaCmd),
@@ -117,8 +132,13 @@ pub enum CtlCommand {
     Alert(AlertCmd),
     /// Show a tenant's balance, burn rate and projected depletion.
     Balance(BalanceArgs),
-    /// Show a tenant's spend by agent, model, feature and grant.
+    /// Show a tenant's spend by agent, task, instance, model, feature and source.
     Statement(StatementArgs),
+    /// List a tenant's tasks: budget, calls, spend, work units, whether closed.
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// Show the calls sidecars reported denied, by limit and tier.
+    Denials(DenialsArgs),
     /// Verify or export the signed audit chain.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -144,10 +164,13 @@ pub async fn execute(args: CtlArgs) -> anyhow::Result<String> {
         CtlCommand::Grant(cmd) => grants::run(cmd, &mut a, &mut out).await?,
         CtlCommand::PriceBook(cmd) => price_book::run(cmd, &mut a, &mut out).await?,
         CtlCommand::Plan(cmd) => plans::run(cmd, &mut a, &mut out).await?,
+        CtlCommand::Pack(cmd) => pack::run(cmd, &mut a, &mut out).await?,
         CtlCommand::Quota(cmd) => quotas::run(cmd, &mut a, &mut out).await?,
         CtlCommand::Alert(cmd) => alerts::run(cmd, &mut a, &mut out).await?,
         CtlCommand::Balance(cmd) => statements::balance(cmd, args.raw, &mut a, &mut out).await?,
         CtlCommand::Statement(cmd) => statements::statement(cmd, &mut a, &mut out).await?,
+        CtlCommand::Task(cmd) => tasks::run(cmd, &mut a, &mut out).await?,
+        CtlCommand::Denials(cmd) => tasks::denials(cmd, &mut a, &mut out).await?,
         CtlCommand::Audit(cmd) => audit::run(cmd, &mut a, &mut out).await?,
     }
     Ok(printable(&out))
@@ -220,13 +243,17 @@ mod tests {
             "tenant list: ",
             "grant: ",
             "grant add: tenant --kind --amount --priority --starts --expires --reset --label",
+            "grant buy: tenant --packs --reference --expires",
             "grant list: tenant",
             "price-book: ",
             "price-book set: tenant --file",
             "price-book get: tenant",
             "plan: ",
-            "plan set: tenant --included --included-requests --overage-request-price --floor --hard-cap --shadow-cap",
+            "plan set: tenant --included --included-requests --overage-request-price --floor --hard-cap --shadow-cap --seats --seat-price --included-per-seat --included-requests-per-seat",
             "plan get: tenant",
+            "pack: ",
+            "pack set: tenant --credits --price --currency",
+            "pack clear: tenant",
             "quota: ",
             "quota set: tenant id --window --max --agent --tier --shadow",
             "quota delete: tenant id",
@@ -238,6 +265,9 @@ mod tests {
             "alert delete: tenant id",
             "balance: tenant",
             "statement: tenant --from --to",
+            "task: ",
+            "task list: tenant --limit",
+            "denials: tenant --since",
             "audit: ",
             "audit verify: --tenant --file --public-key",
             "audit export: --tenant --out",
@@ -266,7 +296,7 @@ mod tests {
             .render_help()
             .to_string();
         assert!(
-            statement.starts_with("Show a tenant's spend by agent"),
+            statement.starts_with("Show a tenant's spend by agent, task"),
             "{statement}"
         );
     }

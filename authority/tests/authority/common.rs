@@ -122,6 +122,19 @@ pub fn options(dir: &Path, relearn_secs: u64) -> ServeOptions {
     }
 }
 
+/// A harness whose ledger reads time from `clock` (to cross billing periods).
+pub async fn start_harness_with_clock(clock: tollgate_ledger::ManualClock) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let running = tollgate_authority::server::start_with_clock(
+        options(dir.path(), 0),
+        std::sync::Arc::new(clock),
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}", running.grpc_addr);
+    Harness { running, dir, url }
+}
+
 pub async fn start_harness() -> Harness {
     if let Ok(f) = std::env::var("TOLLGATE_TEST_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -329,7 +342,12 @@ impl Sidecar {
         for i in 0..n {
             b.push(&RecordInput {
                 tenant,
-                agent_instance: if i % 2 == 0 { "agent-a" } else { "agent-b" },
+                agent: if i % 2 == 0 { "agent-a" } else { "agent-b" },
+                agent_instance: if i % 2 == 0 {
+                    "pod/1/lane0"
+                } else {
+                    "pod/2/lane0"
+                },
                 model: MODEL,
                 feature: "chat",
                 input_tokens: 100,
@@ -342,6 +360,60 @@ impl Sidecar {
         let mut batch = b.finish();
         self.sign(&mut batch);
         batch
+    }
+
+    /// A signed batch of these records.
+    pub fn batch_of(&self, seq: u64, records: &[RecordInput<'_>]) -> pb::UsageBatch {
+        let mut b = BatchBuilder::new(seq, 1);
+        for r in records {
+            b.push(r);
+        }
+        let mut batch = b.finish();
+        self.sign(&mut batch);
+        batch
+    }
+
+    /// Sends a signed batch of these records and waits for its acknowledgement, which
+    /// must say accepted.
+    pub async fn post(&mut self, seq: u64, records: &[RecordInput<'_>]) -> pb::BatchAck {
+        self.post_seeing(seq, records).await.0
+    }
+
+    /// [`Sidecar::post`], also returning the messages that came before the acknowledgement.
+    pub async fn post_seeing(
+        &mut self,
+        seq: u64,
+        records: &[RecordInput<'_>],
+    ) -> (pb::BatchAck, Vec<session_down::Msg>) {
+        let b = self.batch_of(seq, records);
+        self.send(session_up::Msg::Batch(b)).await;
+        let mut seen = Vec::new();
+        loop {
+            match self.next().await {
+                session_down::Msg::Ack(ack) => {
+                    assert_eq!(ack.status, pb::AckStatus::Accepted as i32, "{ack:?}");
+                    return (ack, seen);
+                }
+                m => seen.push(m),
+            }
+        }
+    }
+
+    /// Leases `micro` of the tenant's wallet (one demand; the grant it brings).
+    pub async fn lease_wallet(&mut self, tenant: &str, micro: u64) -> pb::Lease {
+        self.demand(pb::LimitKey::wallet(tenant), micro, 0).await;
+        self.next_grant().await
+    }
+
+    /// A round trip: everything sent before it was handled when this returns.
+    pub async fn sync(&mut self) {
+        self.send(session_up::Msg::Heartbeat(pb::Heartbeat { unix_ms: 0 }))
+            .await;
+        self.next_matching(|m| match m {
+            session_down::Msg::Heartbeat(_) => Some(()),
+            _ => None,
+        })
+        .await;
     }
 
     pub fn sign(&self, batch: &mut pb::UsageBatch) {
@@ -458,4 +530,147 @@ impl Sidecar {
         })
         .await
     }
+}
+
+/// One call's record, for [`Sidecar::post`]: `tenant`'s call on `model`, of an agent named
+/// `agent` (instance `pod/<agent>/lane0`), `input` tokens in, the client's amount `client`.
+pub fn call<'a>(
+    tenant: &'a str,
+    agent: &'a str,
+    model: &'a str,
+    input: u64,
+    client: u64,
+) -> RecordInput<'a> {
+    RecordInput {
+        tenant,
+        agent,
+        agent_instance: "pod/1/lane0",
+        model,
+        input_tokens: input,
+        client_rated_micro: client,
+        calls: 1,
+        at_unix_ms: 1_800_000_000_000,
+        ..Default::default()
+    }
+}
+
+/// An admin client with the admin token on every call.
+pub struct AdminClient(pub AdminServiceClient<Channel>);
+
+impl AdminClient {
+    pub async fn connect(url: &str) -> AdminClient {
+        AdminClient(admin(url).await)
+    }
+
+    pub async fn tenant(&mut self, tenant: &str) {
+        self.0
+            .create_tenant(req(
+                pb::CreateTenantRequest {
+                    tenant: tenant.into(),
+                    ..Default::default()
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap();
+    }
+
+    pub async fn book(
+        &mut self,
+        tenant: &str,
+        request_price_micro: u64,
+        models: Vec<pb::ModelPrice>,
+    ) {
+        self.0
+            .set_price_book(req(
+                pb::SetPriceBookRequest {
+                    price_book: Some(pb::PriceBook {
+                        tenant: tenant.into(),
+                        models,
+                        request_price_micro,
+                        default_max_output_tokens: 1000,
+                        ..Default::default()
+                    }),
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap();
+    }
+
+    pub async fn grant(&mut self, g: pb::Grant) -> pb::Grant {
+        self.0
+            .add_grant(req(pb::AddGrantRequest { grant: Some(g) }, Some(ADMIN)))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn plan(&mut self, p: pb::Plan) {
+        self.0
+            .set_plan(req(pb::SetPlanRequest { plan: Some(p) }, Some(ADMIN)))
+            .await
+            .unwrap();
+    }
+
+    pub async fn pack(&mut self, tenant: &str, credits: u64, price_micro: u64, currency: &str) {
+        self.0
+            .set_credit_pack(req(
+                pb::SetCreditPackRequest {
+                    pack: Some(pb::CreditPack {
+                        tenant: tenant.into(),
+                        credits_micro: credits * 1_000_000,
+                        price_micro,
+                        currency: currency.into(),
+                    }),
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap();
+    }
+
+    pub async fn statement(&mut self, tenant: &str) -> pb::Statement {
+        self.0
+            .get_statement(req(
+                pb::GetStatementRequest {
+                    tenant: tenant.into(),
+                    ..Default::default()
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn balance(&mut self, tenant: &str) -> pb::Balance {
+        self.0
+            .get_balance(req(
+                pb::GetBalanceRequest {
+                    tenant: tenant.into(),
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+/// A model's price entry.
+pub fn model(name: &str, pricing: pb::model_price::Pricing) -> pb::ModelPrice {
+    pb::ModelPrice {
+        model: name.into(),
+        pricing: Some(pricing),
+        max_output_tokens: 0,
+    }
+}
+
+/// The line of `key` in a statement breakdown.
+pub fn line<'a>(lines: &'a [pb::StatementLine], key: &str) -> &'a pb::StatementLine {
+    lines
+        .iter()
+        .find(|l| l.key == key)
+        .unwrap_or_else(|| panic!("no line {key:?} in {lines:?}"))
 }

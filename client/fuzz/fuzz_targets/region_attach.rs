@@ -94,7 +94,12 @@ fn agent(gate: &Gate) {
             let agent = gate.agent("fuzz-agent").ok();
             let feature = gate.feature("fuzz-feature").unwrap_or_default();
             let task = gate
-                .open_task(&TaskSpec::new("fuzz-task").budget(Credits(10 * C)).max_calls(3))
+                .open_task(
+                    &TaskSpec::new("fuzz-task")
+                        .budget(Credits(10 * C))
+                        .max_calls(3)
+                        .wait(std::time::Duration::ZERO),
+                )
                 .ok();
             for tenant in tenants.into_iter().flatten() {
                 for tier in [Tier::Interactive, Tier::Background] {

@@ -202,3 +202,85 @@ fn incoherent_plans_and_overflow_are_errors() {
     };
     assert_eq!(plan.bill(&usage), Err(PlanError::Overflow));
 }
+
+#[test]
+fn seats_bill_their_fee_and_bring_allowances_per_seat() {
+    // Copilot Business: $19 per user per month with 300 premium requests each, then $0.04
+    // each. One credit is one dollar here.
+    let usd = CreditPack::new(
+        Credits::ONE,
+        Money::from_units(1).unwrap(),
+        CurrencyCode::USD,
+    )
+    .unwrap();
+    let credits = |s: &str| usd.price_in_credits(dollars(s)).unwrap();
+    let plan = Plan {
+        seats: 10,
+        seat_price: credits("19"),
+        included_requests_per_seat: 300,
+        overage_request_price: credits("0.04"),
+        ..Plan::default()
+    };
+    assert_eq!(plan.request_allowance(), Ok(3_000));
+    // Nothing used: the seats are billed all the same (the commitment).
+    let bill = plan.bill(&PeriodUsage::default()).unwrap();
+    assert_eq!(bill.seat_fees, credits("190"));
+    assert_eq!(bill.charge, credits("190"));
+    // 3,500 requests: 500 past the seats' 3,000 at $0.04 = $20, on top of the seats.
+    let usage = PeriodUsage {
+        metered: Credits::ZERO,
+        request_units_milli: 3_500_000,
+    };
+    let bill = plan.bill(&usage).unwrap();
+    assert_eq!(bill.included_requests_milli, 3_000_000);
+    assert_eq!(bill.request_overage_charge, credits("20"));
+    assert_eq!(bill.charge, credits("210"));
+    assert_eq!(usd.money_for(bill.charge).unwrap(), dollars("210"));
+
+    // Salesforce-style: $125 per user per month, each seat bringing 25,000 credits of
+    // metered usage; a consumption floor and a cap govern the usage part only.
+    let plan = Plan {
+        seats: 4,
+        seat_price: Credits::from_credits(125).unwrap(),
+        included_credits_per_seat: Credits::from_credits(25_000).unwrap(),
+        consumption_floor: Credits::from_credits(50).unwrap(),
+        hard_cap: Some(Credits::from_credits(1_000).unwrap()),
+        ..Plan::default()
+    };
+    let usage = |c: u64| PeriodUsage {
+        metered: Credits::from_credits(c).unwrap(),
+        request_units_milli: 0,
+    };
+    // Within the seats' 100,000 credits: the seats plus the floor.
+    let bill = plan.bill(&usage(100_000)).unwrap();
+    assert_eq!(
+        bill.included_credits,
+        Credits::from_credits(100_000).unwrap()
+    );
+    assert_eq!(bill.charge, Credits::from_credits(500 + 50).unwrap());
+    // 100,300: 300 of overage (over the floor), plus the seats.
+    let bill = plan.bill(&usage(100_300)).unwrap();
+    assert_eq!(bill.charge, Credits::from_credits(500 + 300).unwrap());
+    // The cap bounds the usage part; the seats stay billed.
+    let bill = plan.bill(&usage(200_000)).unwrap();
+    assert_eq!(bill.charge, Credits::from_credits(500 + 1_000).unwrap());
+    assert_eq!(bill.over_cap, Credits::from_credits(99_000).unwrap());
+    assert_eq!(
+        plan.headroom(&usage(100_300)).unwrap(),
+        Some(Credits::from_credits(700).unwrap())
+    );
+
+    // Seat terms that overflow are refused.
+    let absurd = Plan {
+        seats: u64::MAX,
+        seat_price: Credits::from_credits(2).unwrap(),
+        ..Plan::default()
+    };
+    assert_eq!(absurd.validate(), Err(PlanError::Overflow));
+    let absurd = Plan {
+        seats: 3,
+        included_requests_per_seat: u64::MAX / 2,
+        ..Plan::default()
+    };
+    assert_eq!(absurd.validate(), Err(PlanError::Overflow));
+}

@@ -11,6 +11,15 @@ use crate::tier::Initiator;
 /// Per-mille base: a multiplier of `1000` is 1×.
 pub const PER_MILLE: u64 = 1_000;
 
+/// Ordinary usage, which every price of an accepted book must rate without overflow
+/// ([`PriceBook::check_ordinary_usage`]): one record of this many input tokens and as many
+/// output tokens (a billion each, far past any context window)...
+pub const ORDINARY_MAX_TOKENS: u64 = 1_000_000_000;
+/// ...with this many outcomes...
+pub const ORDINARY_MAX_OUTCOMES: u64 = 1_000_000;
+/// ...standing for this many calls (an aggregate record).
+pub const ORDINARY_MAX_CALLS: u64 = 1_000_000;
+
 /// How one model (or billable feature) is priced. All prices are [`Credits`]
 /// (micro-credits); every charge is rounded **up** to the next micro-credit, once per call.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,7 +71,7 @@ impl Pricing {
         request_price: Credits,
         input: &RatingInput,
     ) -> Result<Credits, RatingError> {
-        rate_pricing(self, request_price, input)
+        rate_pricing(self, request_price, input, 1)
     }
 }
 
@@ -112,6 +121,12 @@ pub enum PriceBookError {
     /// More models than a `ModelRef` can index.
     #[error("price book has {0} models: at most {max} are supported", max = u32::MAX)]
     TooManyModels(usize),
+    /// A price so large that ordinary usage overflows `u64` micro-credits: calls on it
+    /// could not be rated (see [`PriceBook::check_ordinary_usage`]).
+    #[error(
+        "model {0:?}: ordinary usage (a record of {ORDINARY_MAX_TOKENS} input and output tokens, {ORDINARY_MAX_OUTCOMES} outcomes, {ORDINARY_MAX_CALLS} calls) overflows u64 micro-credits: lower its price"
+    )]
+    OverflowsOnOrdinaryUsage(String),
 }
 
 /// A validated, versioned price book: model names to [`Pricing`], and the rating engine.
@@ -257,7 +272,7 @@ impl PriceBook {
     #[inline]
     pub fn rate(&self, model: &ModelRef, input: &RatingInput) -> Result<Credits, RatingError> {
         let entry = self.entry(model)?;
-        rate_pricing(&entry.pricing, self.request_price, input)
+        rate_pricing(&entry.pricing, self.request_price, input, 1)
     }
 
     /// The most a call may cost, for sizing its reservation: `input_tokens` in and
@@ -282,7 +297,7 @@ impl PriceBook {
             initiator,
             outcomes: 0,
         };
-        rate_pricing(&entry.pricing, self.request_price, &input)
+        rate_pricing(&entry.pricing, self.request_price, &input, 1)
     }
 
     /// Rates by model name (resolves the name each time: for the authority's re-rating,
@@ -301,29 +316,94 @@ impl PriceBook {
         model: &ModelRef,
         input: &RatingInput,
     ) -> Result<Charge, RatingError> {
-        let entry = self.entry(model)?;
-        let credits = rate_pricing(&entry.pricing, self.request_price, input)?;
-        let mut charge = Charge {
-            credits,
-            ..Charge::default()
-        };
-        match entry.pricing {
-            Pricing::PerToken { .. } => {}
-            Pricing::PerAction {
-                tokens_per_action, ..
-            } => charge.actions = action_count(input, tokens_per_action)?,
-            Pricing::PerRequest {
-                multiplier_per_mille,
-                agent_initiated_free,
-            } => {
-                if !(agent_initiated_free && input.initiator == Initiator::Agent) {
-                    charge.request_units_milli = u64::from(multiplier_per_mille);
-                }
-            }
-            Pricing::PerOutcome { .. } => charge.outcomes = input.outcomes,
-        }
-        Ok(charge)
+        self.rate_record(model, input, 1)
     }
+
+    /// The charge of a usage record that stands for `calls` calls (0 is read as 1), its
+    /// token and outcome counts being the calls' totals: per request, every call is a
+    /// request (`calls` times the price and the request units); per action, at least one
+    /// action per call that used a token; per token and per outcome, the totals. With
+    /// one call it is [`PriceBook::rate_detailed`].
+    pub fn rate_record(
+        &self,
+        model: &ModelRef,
+        input: &RatingInput,
+        calls: u64,
+    ) -> Result<Charge, RatingError> {
+        let entry = self.entry(model)?;
+        charge_of(&entry.pricing, self.request_price, input, calls.max(1))
+    }
+
+    /// The most `input` (standing for `calls` calls) could cost under any model of this
+    /// book: the rule for a record naming a model the book does not price (see the
+    /// ledger's unrateable-record rule). `Ok(None)` for a book without models; an
+    /// overflow under any model is [`RatingError::Overflow`].
+    pub fn rate_dearest(
+        &self,
+        input: &RatingInput,
+        calls: u64,
+    ) -> Result<Option<Charge>, RatingError> {
+        let mut dearest: Option<Charge> = None;
+        for m in &self.models {
+            let c = charge_of(&m.pricing, self.request_price, input, calls.max(1))?;
+            if dearest.is_none_or(|d| c.credits > d.credits) {
+                dearest = Some(c);
+            }
+        }
+        Ok(dearest)
+    }
+
+    /// Refuses prices so large that ordinary usage (a record of [`ORDINARY_MAX_TOKENS`]
+    /// input and output tokens, [`ORDINARY_MAX_OUTCOMES`] outcomes, standing for
+    /// [`ORDINARY_MAX_CALLS`] calls, by a human) overflows `u64` micro-credits: such a book
+    /// could not rate real calls, so it is refused when it is installed rather than
+    /// discovered at posting time. Rating is monotone in every count, so smaller usage
+    /// never overflows either.
+    pub fn check_ordinary_usage(&self) -> Result<(), PriceBookError> {
+        let input = RatingInput {
+            input_tokens: ORDINARY_MAX_TOKENS,
+            output_tokens: ORDINARY_MAX_TOKENS,
+            initiator: Initiator::Human,
+            outcomes: ORDINARY_MAX_OUTCOMES,
+        };
+        for m in &self.models {
+            charge_of(&m.pricing, self.request_price, &input, ORDINARY_MAX_CALLS)
+                .map_err(|_| PriceBookError::OverflowsOnOrdinaryUsage(m.name.clone()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A charge with its parts under one pricing (see [`PriceBook::rate_record`]).
+fn charge_of(
+    pricing: &Pricing,
+    request_price: Credits,
+    input: &RatingInput,
+    calls: u64,
+) -> Result<Charge, RatingError> {
+    let credits = rate_pricing(pricing, request_price, input, calls)?;
+    let mut charge = Charge {
+        credits,
+        ..Charge::default()
+    };
+    match *pricing {
+        Pricing::PerToken { .. } => {}
+        Pricing::PerAction {
+            tokens_per_action, ..
+        } => charge.actions = actions_of_calls(input, tokens_per_action, calls)?,
+        Pricing::PerRequest {
+            multiplier_per_mille,
+            agent_initiated_free,
+        } => {
+            if !(agent_initiated_free && input.initiator == Initiator::Agent) {
+                charge.request_units_milli = u64::from(multiplier_per_mille)
+                    .checked_mul(calls)
+                    .ok_or(RatingError::Overflow)?;
+            }
+        }
+        Pricing::PerOutcome { .. } => charge.outcomes = input.outcomes,
+    }
+    Ok(charge)
 }
 
 /// Actions a call uses: `ceil((input + output) / tokens_per_action)`.
@@ -339,12 +419,14 @@ pub fn action_count(
     Ok(tokens.div_ceil(tokens_per_action.get()))
 }
 
-/// The rating arithmetic for one pricing kind.
+/// The rating arithmetic for one pricing kind, for a record standing for `calls` calls
+/// (at least 1) whose token and outcome counts are the totals of those calls.
 #[inline]
 fn rate_pricing(
     pricing: &Pricing,
     request_price: Credits,
     input: &RatingInput,
+    calls: u64,
 ) -> Result<Credits, RatingError> {
     match *pricing {
         Pricing::PerToken {
@@ -361,7 +443,7 @@ fn rate_pricing(
             tokens_per_action,
             price_per_action,
         } => price_per_action
-            .checked_mul(action_count(input, tokens_per_action)?)
+            .checked_mul(actions_of_calls(input, tokens_per_action, calls)?)
             .ok_or(RatingError::Overflow),
         Pricing::PerRequest {
             multiplier_per_mille,
@@ -370,13 +452,30 @@ fn rate_pricing(
             if agent_initiated_free && input.initiator == Initiator::Agent {
                 return Ok(Credits::ZERO);
             }
-            let scaled = u128::from(request_price.micros()) * u128::from(multiplier_per_mille);
+            // < 2^64 * 2^32 * 2^64: fits u128 only with the calls checked.
+            let scaled = (u128::from(request_price.micros()) * u128::from(multiplier_per_mille))
+                .checked_mul(u128::from(calls.max(1)))
+                .ok_or(RatingError::Overflow)?;
             ceil_div_to_credits(scaled, u128::from(PER_MILLE))
         }
         Pricing::PerOutcome { price_per_outcome } => price_per_outcome
             .checked_mul(input.outcomes)
             .ok_or(RatingError::Overflow),
     }
+}
+
+/// Actions of a record standing for `calls` calls: `ceil(tokens / tokens_per_action)`,
+/// but at least one per call that used a token (`min(calls, tokens)`), since a call is
+/// never less than one action. With one call it is exactly [`action_count`].
+#[inline]
+fn actions_of_calls(
+    input: &RatingInput,
+    tokens_per_action: NonZeroU64,
+    calls: u64,
+) -> Result<u64, RatingError> {
+    let by_tokens = action_count(input, tokens_per_action)?;
+    let tokens = input.input_tokens.saturating_add(input.output_tokens);
+    Ok(by_tokens.max(calls.max(1).min(tokens)))
 }
 
 /// `ceil(numerator / denominator)` as credits; `denominator` is a non-zero constant.

@@ -298,3 +298,140 @@ fn overflow_is_an_error_not_a_panic() {
         Err(RatingError::Overflow)
     );
 }
+
+#[test]
+fn a_record_of_n_calls_is_n_requests_and_at_least_one_action_per_call() {
+    let book = book();
+    let premium = book.model("premium-10x").unwrap();
+    let one = book.rate_detailed(&premium, &tokens(10)).unwrap();
+    // 40,000 micro at 10x: 0.4 credits a request; 25 calls are 25 requests.
+    let many = book.rate_record(&premium, &tokens(10), 25).unwrap();
+    assert_eq!(one.credits, Credits(400_000));
+    assert_eq!(many.credits, Credits(10_000_000));
+    assert_eq!(many.request_units_milli, 250_000);
+    // 0 calls is one call.
+    assert_eq!(book.rate_record(&premium, &tokens(10), 0).unwrap(), one);
+    // Free agent-initiated calls stay free however many.
+    let mini = book.model("mini-0.33x").unwrap();
+    let agent = tokens(10).with_initiator(Initiator::Agent);
+    assert_eq!(
+        book.rate_record(&mini, &agent, 1_000).unwrap(),
+        Charge::default()
+    );
+    // Per action: 3 calls of 12,000 tokens together are 4 actions by tokens, but 5 calls
+    // of 2 tokens each are 5 actions (a call is at least one), and 5 calls of 0 tokens 0.
+    let action = book.model("action").unwrap();
+    assert_eq!(
+        book.rate_record(&action, &tokens(36_000), 3)
+            .unwrap()
+            .actions,
+        4
+    );
+    assert_eq!(
+        book.rate_record(&action, &tokens(10), 5).unwrap().credits,
+        c(100)
+    );
+    assert_eq!(
+        book.rate_record(&action, &tokens(0), 5).unwrap().credits,
+        c(0)
+    );
+    // Per token: the totals.
+    let gpt = book.model("gpt-4o").unwrap();
+    assert_eq!(
+        book.rate_record(&gpt, &tokens(1_000_000), 7)
+            .unwrap()
+            .credits,
+        "2.5".parse().unwrap()
+    );
+    // Calls so many that the request charge overflows: an error, not a wrap.
+    assert_eq!(
+        book.rate_record(&premium, &tokens(1), u64::MAX),
+        Err(RatingError::Overflow)
+    );
+}
+
+#[test]
+fn dearest_rating_takes_the_most_any_model_would_charge() {
+    let book = book();
+    // 30,000 tokens: gpt-4o 0.075, action 60 credits, premium 0.4: the action model.
+    let d = book.rate_dearest(&tokens(30_000), 1).unwrap().unwrap();
+    assert_eq!(d.credits, c(60));
+    assert_eq!(d.actions, 3);
+    // 10 tokens: one action (20 credits) is still the dearest.
+    assert_eq!(
+        book.rate_dearest(&tokens(10), 1).unwrap().unwrap().credits,
+        c(20)
+    );
+    let empty = PriceBook::new(PriceBookSpec::default()).unwrap();
+    assert_eq!(empty.rate_dearest(&tokens(10), 1), Ok(None));
+    assert_eq!(
+        book.rate_dearest(&tokens(u64::MAX), 1),
+        Err(RatingError::Overflow)
+    );
+}
+
+#[test]
+fn books_whose_prices_overflow_on_ordinary_usage_are_refused() {
+    assert_eq!(book().check_ordinary_usage(), Ok(()));
+    let with = |name: &str, pricing: Pricing, request_price: Credits| {
+        PriceBook::new(PriceBookSpec {
+            version: 1,
+            request_price,
+            default_max_output_tokens: 1,
+            models: vec![ModelPrice {
+                name: name.into(),
+                pricing,
+                max_output_tokens: None,
+            }],
+        })
+        .unwrap()
+    };
+    // 20 million credits per million tokens: a billion tokens is 2e10 credits, fine...
+    let ok = with(
+        "dear",
+        Pricing::PerToken {
+            input_per_million: c(20_000_000),
+            output_per_million: c(20_000_000),
+        },
+        Credits::ZERO,
+    );
+    assert_eq!(ok.check_ordinary_usage(), Ok(()));
+    // ...but u64::MAX micro per million tokens overflows on a few million tokens.
+    let absurd = with(
+        "absurd",
+        Pricing::PerToken {
+            input_per_million: Credits::MAX,
+            output_per_million: Credits::ZERO,
+        },
+        Credits::ZERO,
+    );
+    let e = absurd.check_ordinary_usage().unwrap_err();
+    assert_eq!(e, PriceBookError::OverflowsOnOrdinaryUsage("absurd".into()));
+    assert!(e.to_string().contains("\"absurd\""), "{e}");
+    let actions = with(
+        "act",
+        Pricing::PerAction {
+            tokens_per_action: NonZeroU64::new(1).unwrap(),
+            price_per_action: c(100_000_000),
+        },
+        Credits::ZERO,
+    );
+    assert!(actions.check_ordinary_usage().is_err());
+    let outcome = with(
+        "resolution",
+        Pricing::PerOutcome {
+            price_per_outcome: Credits(u64::MAX / 1_000),
+        },
+        Credits::ZERO,
+    );
+    assert!(outcome.check_ordinary_usage().is_err());
+    let requests = with(
+        "premium",
+        Pricing::PerRequest {
+            multiplier_per_mille: 1_000,
+            agent_initiated_free: false,
+        },
+        Credits(u64::MAX / 1_000),
+    );
+    assert!(requests.check_ordinary_usage().is_err());
+}

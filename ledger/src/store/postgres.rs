@@ -42,7 +42,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
-use tollgate_core::Credits;
+use tollgate_core::{Credits, PeriodUsage};
 
 use super::rows::*;
 use super::{Changes, HoldSelect, PriceBookRow, Store, StoreTx, WalletRow};
@@ -53,6 +53,7 @@ use crate::grant::Grant;
 use crate::hold::Hold;
 use crate::ids::{BatchKey, GrantId, HoldId, TenantId};
 use crate::report::StatementRow;
+use crate::task::TaskRow;
 use crate::usage::{BatchOutcome, Posting};
 
 pub use self::migrate::MIGRATIONS;
@@ -460,7 +461,28 @@ impl StoreTx for PostgresTx {
         write::audit(conn, &ch.audit).await?;
         write::spend(conn, &ch.spend_buckets).await?;
         write::price_books(conn, &ch.price_books).await?;
+        write::tasks(conn, &ch.tasks).await?;
         Ok(())
+    }
+
+    async fn tasks_of(
+        &mut self,
+        pairs: &[(TenantId, String)],
+    ) -> Result<Vec<TaskRow>, LedgerError> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenants: Vec<&str> = pairs.iter().map(|(t, _)| t.as_str()).collect();
+        let tasks: Vec<&str> = pairs.iter().map(|(_, k)| k.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT t.* FROM tasks t JOIN UNNEST($1::text[], $2::text[]) AS k(tenant, task) \
+             ON t.tenant = k.tenant AND t.task = k.task",
+        )
+        .bind(tenants)
+        .bind(tasks)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(task_from).collect()
     }
 
     async fn commit(self: Box<Self>) -> Result<(), LedgerError> {
@@ -621,18 +643,12 @@ impl Store for PostgresStore {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<StatementRow>, LedgerError> {
-        let rows = sqlx::query(
-            "SELECT agent, model, feature, funding, grant_id, SUM(amount)::BIGINT AS amount, SUM(records)::BIGINT AS records, \
-             SUM(input_tokens)::BIGINT AS input_tokens, SUM(output_tokens)::BIGINT AS output_tokens, SUM(outcomes)::BIGINT AS outcomes \
-             FROM postings WHERE tenant = $1 AND at >= $2 AND at < $3 \
-             GROUP BY agent, model, feature, funding, grant_id \
-             ORDER BY agent, model, feature, funding, grant_id NULLS FIRST",
-        )
-        .bind(tenant.as_str())
-        .bind(i(from, "time")?)
-        .bind(i(to, "time")?)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(statement_sql(true)))
+            .bind(tenant.as_str())
+            .bind(i(from, "time")?)
+            .bind(i(to, "time")?)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(statement_row_from).collect()
     }
 
@@ -673,6 +689,46 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(BatchOutcome::if_pruned(key, mark))
+    }
+
+    async fn plan_usage(
+        &self,
+        tenant: &TenantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<(PeriodUsage, Credits), LedgerError> {
+        let (metered, units, list): (i64, i64, i64) =
+            sqlx::query_as(sqlx::AssertSqlSafe(plan_usage_sql(true)))
+                .bind(tenant.as_str())
+                .bind(i(from, "time")?)
+                .bind(i(to, "time")?)
+                .fetch_one(&self.pool)
+                .await?;
+        let usage = PeriodUsage {
+            metered: Credits(u(metered, "plan usage")?),
+            request_units_milli: u(units, "plan request units")?,
+        };
+        Ok((usage, Credits(u(list, "plan usage")?)))
+    }
+
+    async fn task(&self, tenant: &TenantId, task: &str) -> Result<Option<TaskRow>, LedgerError> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE tenant = $1 AND task = $2")
+            .bind(tenant.as_str())
+            .bind(task)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(task_from).transpose()
+    }
+
+    async fn tasks(&self, tenant: &TenantId, limit: u32) -> Result<Vec<TaskRow>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE tenant = $1 ORDER BY last_at DESC, task LIMIT $2",
+        )
+        .bind(tenant.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(task_from).collect()
     }
 
     async fn audit_records(

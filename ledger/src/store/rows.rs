@@ -18,6 +18,7 @@ use crate::hold::{Funding, Hold, HoldStatus};
 use crate::ids::{BatchKey, GrantId, HoldId, TenantId};
 use crate::report::StatementRow;
 use crate::store::{AlertRuleState, PriceBookRow, WalletRow};
+use crate::task::{TaskRow, TaskTerms};
 use crate::usage::Posting;
 
 /// `u64` to `BIGINT`.
@@ -244,14 +245,18 @@ pub(super) fn posting_from(row: &impl Columns) -> Result<Posting, LedgerError> {
         },
         hold: get_opt_u(row, "hold_id")?.map(HoldId),
         agent: get_s(row, "agent")?,
+        agent_instance: get_s(row, "agent_instance")?,
         model: get_s(row, "model")?,
         feature: get_s(row, "feature")?,
+        task: get_s(row, "task")?,
         funding: funding_from(&funding, get_opt_u(row, "grant_id")?)?,
         amount: get_c(row, "amount")?,
         records: get_u(row, "records")?,
         input_tokens: get_u(row, "input_tokens")?,
         output_tokens: get_u(row, "output_tokens")?,
         outcomes: get_u(row, "outcomes")?,
+        work_units: get_u(row, "work_units")?,
+        request_units_milli: get_u(row, "request_units_milli")?,
         balance_before: get_c(row, "balance_before")?,
         balance_after: get_c(row, "balance_after")?,
         at: get_u(row, "at")?,
@@ -262,16 +267,129 @@ pub(super) fn statement_row_from(r: &impl Columns) -> Result<StatementRow, Ledge
     let funding = get_s(r, "funding")?;
     Ok(StatementRow {
         agent: get_s(r, "agent")?,
+        agent_instance: get_s(r, "agent_instance")?,
         model: get_s(r, "model")?,
         feature: get_s(r, "feature")?,
+        task: get_s(r, "task")?,
         funding: funding_from(&funding, get_opt_u(r, "grant_id")?)?,
         amount: get_c(r, "amount")?,
         records: get_u(r, "records")?,
         input_tokens: get_u(r, "input_tokens")?,
         output_tokens: get_u(r, "output_tokens")?,
         outcomes: get_u(r, "outcomes")?,
+        work_units: get_u(r, "work_units")?,
+        request_units_milli: get_u(r, "request_units_milli")?,
     })
 }
+
+/// The statement's aggregate query over `postings`; `pg` for PostgreSQL's placeholders,
+/// its `NUMERIC` sums cast back and its NULL ordering. Binds: tenant, from, to.
+pub(super) fn statement_sql(pg: bool) -> String {
+    let sum = |c: &str| {
+        if pg {
+            format!("SUM({c})::BIGINT AS {c}")
+        } else {
+            format!("SUM({c}) AS {c}")
+        }
+    };
+    let sums = [
+        "amount",
+        "records",
+        "input_tokens",
+        "output_tokens",
+        "outcomes",
+        "work_units",
+        "request_units_milli",
+    ]
+    .map(sum)
+    .join(", ");
+    let (p1, p2, p3, nulls) = if pg {
+        ("$1", "$2", "$3", " NULLS FIRST")
+    } else {
+        ("?", "?", "?", "")
+    };
+    format!(
+        "SELECT agent, agent_instance, model, feature, task, funding, grant_id, {sums} \
+         FROM postings WHERE tenant = {p1} AND at >= {p2} AND at < {p3} \
+         GROUP BY agent, agent_instance, model, feature, task, funding, grant_id \
+         ORDER BY agent, agent_instance, model, feature, task, funding, grant_id{nulls}"
+    )
+}
+
+/// The plan-usage query: `metered` (credits of plan-funded postings without request
+/// units), `units` (their request units) and `list` (all their credits) of a tenant in
+/// `[from, to)`. Binds: tenant, from, to.
+pub(super) fn plan_usage_sql(pg: bool) -> String {
+    let (cast, p1, p2, p3) = if pg {
+        ("::BIGINT", "$1", "$2", "$3")
+    } else {
+        ("", "?", "?", "?")
+    };
+    format!(
+        "SELECT COALESCE(SUM(CASE WHEN request_units_milli = 0 THEN amount ELSE 0 END), 0){cast} AS metered, \
+         COALESCE(SUM(request_units_milli), 0){cast} AS units, COALESCE(SUM(amount), 0){cast} AS list \
+         FROM postings WHERE tenant = {p1} AND at >= {p2} AND at < {p3} AND funding = 'plan'"
+    )
+}
+
+pub(super) fn task_from(row: &impl Columns) -> Result<TaskRow, LedgerError> {
+    let budget = get_opt_u(row, "budget")?;
+    Ok(TaskRow {
+        tenant: tenant_of(row)?,
+        task: get_s(row, "task")?,
+        terms: budget
+            .map(|b| -> Result<TaskTerms, LedgerError> {
+                Ok(TaskTerms {
+                    budget: Credits(b),
+                    max_calls: get_opt_u(row, "max_calls")?,
+                })
+            })
+            .transpose()?,
+        opened_at: get_opt_u(row, "opened_at")?,
+        first_at: get_u(row, "first_at")?,
+        last_at: get_u(row, "last_at")?,
+        spent: get_c(row, "spent")?,
+        calls: get_u(row, "calls")?,
+        work_units: get_u(row, "work_units")?,
+        completed_at: get_opt_u(row, "completed_at")?,
+        conflicts: get_u(row, "conflicts")?,
+    })
+}
+
+/// A task row's values in the column order of the stores' `tasks` upserts:
+/// (budget, max_calls, opened_at, first_at, last_at, spent, calls, work_units,
+/// completed_at, conflicts).
+pub(super) fn task_values(t: &TaskRow) -> Result<[Option<i64>; 10], LedgerError> {
+    Ok([
+        t.terms.map(|x| c(x.budget, "task budget")).transpose()?,
+        t.terms
+            .and_then(|x| x.max_calls)
+            .map(|m| i(m, "task max calls"))
+            .transpose()?,
+        oi(t.opened_at, "time")?,
+        Some(i(t.first_at, "time")?),
+        Some(i(t.last_at, "time")?),
+        Some(c(t.spent, "task spent")?),
+        Some(i(t.calls, "task calls")?),
+        Some(i(t.work_units, "task work units")?),
+        oi(t.completed_at, "time")?,
+        Some(i(t.conflicts, "task conflicts")?),
+    ])
+}
+
+/// The `tasks` columns after `tenant, task`, in the order of [`task_values`].
+pub(super) const TASK_COLS: [&str; 10] = [
+    "budget",
+    "max_calls",
+    "opened_at",
+    "first_at",
+    "last_at",
+    "spent",
+    "calls",
+    "work_units",
+    "completed_at",
+    "conflicts",
+];
 
 pub(super) fn price_book_from(row: &impl Columns) -> Result<PriceBookRow, LedgerError> {
     Ok(PriceBookRow {

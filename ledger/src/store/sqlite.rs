@@ -20,7 +20,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
-use tollgate_core::Credits;
+use tollgate_core::{Credits, PeriodUsage};
 
 use super::rows::*;
 use super::{Changes, HoldSelect, PriceBookRow, Store, StoreTx, WalletRow};
@@ -31,6 +31,7 @@ use crate::grant::Grant;
 use crate::hold::Hold;
 use crate::ids::{BatchKey, GrantId, HoldId, TenantId};
 use crate::report::StatementRow;
+use crate::task::TaskRow;
 use crate::usage::{BatchOutcome, Posting};
 
 /// Embedded migrations: (version, name, SQL), in version order.
@@ -55,9 +56,14 @@ pub const MIGRATIONS: &[crate::store::migrate::Migration] = &[
         "authority",
         include_str!("../../migrations/sqlite/0004_authority.sql"),
     ),
+    (
+        5,
+        "attribution",
+        include_str!("../../migrations/sqlite/0005_attribution.sql"),
+    ),
 ];
 
-/// Rows per multi-row INSERT: 19 columns x 500 rows stays far below SQLite's limit of
+/// Rows per multi-row INSERT: 21 columns x 500 rows stays far below SQLite's limit of
 /// 32,766 bound parameters, and one statement per chunk instead of per row is what lets
 /// a batch post in a handful of statements.
 const ROWS_PER_INSERT: usize = 500;
@@ -447,7 +453,37 @@ impl StoreTx for SqliteTx {
         write::audit(conn, &ch.audit).await?;
         write::spend(conn, &ch.spend_buckets).await?;
         write::price_books(conn, &ch.price_books).await?;
+        write::tasks(conn, &ch.tasks).await?;
         Ok(())
+    }
+
+    async fn tasks_of(
+        &mut self,
+        pairs: &[(TenantId, String)],
+    ) -> Result<Vec<TaskRow>, LedgerError> {
+        // Per tenant, the primary key's prefix, then its tasks by IN lists.
+        let mut by_tenant: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for (t, task) in pairs {
+            by_tenant.entry(t.as_str()).or_default().push(task.as_str());
+        }
+        let mut out = Vec::new();
+        for (tenant, tasks) in by_tenant {
+            for chunk in tasks.chunks(ROWS_PER_INSERT) {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(in_list(
+                    "SELECT * FROM tasks WHERE tenant = ? AND task IN ",
+                    chunk.len(),
+                    "",
+                )))
+                .bind(tenant);
+                for task in chunk {
+                    q = q.bind(*task);
+                }
+                for row in q.fetch_all(&mut *self.tx).await? {
+                    out.push(task_from(&row)?);
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn commit(self: Box<Self>) -> Result<(), LedgerError> {
@@ -594,17 +630,12 @@ impl Store for SqliteStore {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<StatementRow>, LedgerError> {
-        let rows = sqlx::query(
-            "SELECT agent, model, feature, funding, grant_id, SUM(amount) AS amount, SUM(records) AS records, \
-             SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(outcomes) AS outcomes \
-             FROM postings WHERE tenant = ? AND at >= ? AND at < ? \
-             GROUP BY agent, model, feature, funding, grant_id ORDER BY agent, model, feature, funding, grant_id",
-        )
-        .bind(tenant.as_str())
-        .bind(i(from, "time")?)
-        .bind(i(to, "time")?)
-        .fetch_all(&self.reader)
-        .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(statement_sql(false)))
+            .bind(tenant.as_str())
+            .bind(i(from, "time")?)
+            .bind(i(to, "time")?)
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(statement_row_from).collect()
     }
 
@@ -645,6 +676,45 @@ impl Store for SqliteStore {
         .fetch_optional(&self.reader)
         .await?;
         Ok(BatchOutcome::if_pruned(key, mark))
+    }
+
+    async fn plan_usage(
+        &self,
+        tenant: &TenantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<(PeriodUsage, Credits), LedgerError> {
+        let (metered, units, list): (i64, i64, i64) =
+            sqlx::query_as(sqlx::AssertSqlSafe(plan_usage_sql(false)))
+                .bind(tenant.as_str())
+                .bind(i(from, "time")?)
+                .bind(i(to, "time")?)
+                .fetch_one(&self.reader)
+                .await?;
+        let usage = PeriodUsage {
+            metered: Credits(u(metered, "plan usage")?),
+            request_units_milli: u(units, "plan request units")?,
+        };
+        Ok((usage, Credits(u(list, "plan usage")?)))
+    }
+
+    async fn task(&self, tenant: &TenantId, task: &str) -> Result<Option<TaskRow>, LedgerError> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE tenant = ? AND task = ?")
+            .bind(tenant.as_str())
+            .bind(task)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(task_from).transpose()
+    }
+
+    async fn tasks(&self, tenant: &TenantId, limit: u32) -> Result<Vec<TaskRow>, LedgerError> {
+        let rows =
+            sqlx::query("SELECT * FROM tasks WHERE tenant = ? ORDER BY last_at DESC, task LIMIT ?")
+                .bind(tenant.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter().map(task_from).collect()
     }
 
     async fn audit_records(

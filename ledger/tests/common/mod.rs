@@ -75,6 +75,11 @@ pub fn record(t: &TenantId, model: &str, input: u64, output: u64, client: Credit
         client_amount: client,
         at: T0,
         calls: 1,
+        agent_instance: "".into(),
+        task: "".into(),
+        work_units: 0,
+        pre_rated: false,
+        aggregate: false,
     }
 }
 

@@ -95,6 +95,11 @@ pub fn rec(t: &TenantId, agent: &str, amount: Credits) -> UsageRecord {
         client_amount: amount,
         at: T0,
         calls: 1,
+        agent_instance: "".into(),
+        task: "".into(),
+        work_units: 0,
+        pre_rated: false,
+        aggregate: false,
     }
 }
 
@@ -916,7 +921,7 @@ pub async fn bad_input_is_refused_with_a_reason(open: Opener) {
         .unwrap_err();
     assert!(matches!(e, LedgerError::InsufficientFunds { .. }), "{e}");
     let mut r = rec(&t, "a", c(1));
-    r.model = "x".repeat(1000);
+    r.model = "x".repeat(1000).into();
     let e = h
         .ledger
         .post_batch(&batch("sc", 1, vec![r]))
@@ -928,6 +933,89 @@ pub async fn bad_input_is_refused_with_a_reason(open: Opener) {
     // Nothing above changed the wallet.
     let bal = h.ledger.balance(&t).await.unwrap();
     assert_eq!(bal.available, c(10));
+}
+
+/// Attribution and tasks round-trip through the store: postings keep the agent's name,
+/// its instance, the task, work units and request units; task rows keep their terms and
+/// counters, also when a replica (another store handle) reads them; a month's plan usage
+/// is summed from the plan-funded postings.
+pub async fn attribution_and_tasks_are_stored(open: Opener) {
+    use tollgate_ledger::{TaskOpened, TaskTerms};
+    let h = H::new(open).await;
+    let t = tenant("acme");
+    h.ledger
+        .create_tenant(
+            &t,
+            TenantConfig {
+                plan: Some(Plan::default()),
+                ..TenantConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let terms = TaskTerms {
+        budget: c(5),
+        max_calls: Some(10),
+    };
+    assert_eq!(
+        h.ledger.open_task(&t, "ticket-1", terms).await.unwrap(),
+        TaskOpened::Created
+    );
+    let mut r = rec(&t, "support-bot", c(2));
+    r.agent_instance = "pod-1/7/lane0".into();
+    r.task = "ticket-1".into();
+    r.feature = "triage".into();
+    let done = UsageRecord {
+        work_units: 1,
+        client_amount: Credits::ZERO,
+        input_tokens: 0,
+        output_tokens: 0,
+        ..r.clone()
+    };
+    h.ledger
+        .post_batch(&batch("pod-1", 1, vec![r.clone(), r, done]))
+        .await
+        .unwrap();
+    let replica = h.replica().await;
+    let row = replica.task(&t, "ticket-1").await.unwrap().unwrap();
+    assert_eq!(row.terms, Some(terms));
+    assert_eq!((row.spent, row.calls, row.work_units), (c(4), 2, 1));
+    assert_eq!(row.completed_at, Some(T0));
+    assert_eq!(replica.tasks(&t, 5).await.unwrap().len(), 1);
+    // A conflicting registration through the replica is counted there.
+    let other = TaskTerms {
+        budget: c(6),
+        max_calls: None,
+    };
+    assert_eq!(
+        replica.open_task(&t, "ticket-1", other).await.unwrap(),
+        TaskOpened::Conflict { kept: terms }
+    );
+    assert_eq!(
+        h.ledger
+            .task(&t, "ticket-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .conflicts,
+        1
+    );
+    let s = h.ledger.statement(&t, 0, T0 + 1).await.unwrap();
+    let paid: Vec<_> = s.rows.iter().filter(|r| r.records > 0).collect();
+    assert_eq!(paid.len(), 1);
+    assert_eq!(paid[0].agent, "support-bot");
+    assert_eq!(paid[0].agent_instance, "pod-1/7/lane0");
+    assert_eq!(
+        (paid[0].task.as_str(), paid[0].feature.as_str()),
+        ("ticket-1", "triage")
+    );
+    assert_eq!(s.rows.iter().map(|r| r.work_units).sum::<u64>(), 1);
+    // No grants: the plan funded it all; the month's usage sums from the postings.
+    assert_eq!(s.plan_funded, c(4));
+    assert_eq!(s.plan_bills.len(), 1);
+    assert_eq!(s.plan_bills[0].usage.metered, c(4));
+    let bal = h.ledger.balance(&t).await.unwrap();
+    assert_eq!(bal.period_usage, s.plan_bills[0].usage);
 }
 
 /// Expand one `#[tokio::test]` per case for a store. `$fresh` is an async fn returning
@@ -956,6 +1044,7 @@ macro_rules! store_suite {
             a_post_cut_by_a_lowered_cap_records_the_rest_as_overrun,
             multi_tenant_batches_stay_apart,
             bad_input_is_refused_with_a_reason,
+            attribution_and_tasks_are_stored,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {

@@ -32,6 +32,8 @@ fn config(dir: &Path, tenants: &[&str]) -> Config {
         http: "127.0.0.1:0".parse().expect("addr"),
         emergency_allowance: 0,
         lanes: 8,
+        tasks: 64,
+        names: 256,
         tick: Duration::from_millis(5),
         liveness_timeout: Duration::from_secs(1),
         tier_floor_permille: [0, 0, 0],

@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+mod proxy;
+#[allow(unused_imports)]
+pub use proxy::*;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -210,11 +214,25 @@ impl Authority {
             http: "127.0.0.1:0".parse().expect("addr"),
             emergency_allowance: 0,
             lanes: 8,
+            tasks: 64,
+            names: 256,
             tick: Duration::from_millis(5),
             liveness_timeout: Duration::from_secs(1),
             tier_floor_permille: [0, 0, 0],
             lane_overrun_allowance: 1_000_000,
         }
+    }
+
+    /// Sets (or replaces) a quota rule; the authority pushes the tenant's policy to its
+    /// sidecars.
+    pub fn set_quota(&mut self, rule: v1::QuotaRule) -> v1::TenantPolicy {
+        self.rt
+            .block_on(
+                self.admin
+                    .set_quota(authed(v1::SetQuotaRequest { rule: Some(rule) })),
+            )
+            .expect("set quota")
+            .into_inner()
     }
 
     pub fn shutdown(self) {

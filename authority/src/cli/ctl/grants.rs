@@ -1,4 +1,4 @@
-//! `ctl grant`: add credits to a wallet, list its grants.
+//! `ctl grant`: add credits to a wallet, buy credit packs, list its grants.
 
 use std::fmt::Write;
 
@@ -82,6 +82,21 @@ pub enum GrantCmd {
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// Buy credit packs at the tenant's pack price (`ctl pack set`): a purchased grant of
+    /// whole packs.
+    Buy {
+        /// Tenant id.
+        tenant: String,
+        /// Packs bought.
+        #[arg(long)]
+        packs: u32,
+        /// Reference (an invoice number): buying again with the same reference grants once.
+        #[arg(long, default_value = "")]
+        reference: String,
+        /// First day no longer usable. Default: never.
+        #[arg(long)]
+        expires: Option<String>,
+    },
     /// List a tenant's grants (with what is left of each).
     List {
         /// Tenant id.
@@ -125,6 +140,35 @@ pub async fn run(cmd: GrantCmd, a: &mut Admin, out: &mut String) -> anyhow::Resu
             writeln!(
                 out,
                 "granted {} credits to {} (grant #{})",
+                show(g.amount_micro),
+                g.tenant,
+                g.grant_id
+            )?;
+        }
+        GrantCmd::Buy {
+            tenant,
+            packs,
+            reference,
+            expires,
+        } => {
+            let expires_unix_ms = expires
+                .map(|s| parse_time("--expires", &s))
+                .transpose()?
+                .unwrap_or(0);
+            let g = a
+                .client
+                .buy_credits(a.req(pb::BuyCreditsRequest {
+                    tenant,
+                    packs,
+                    reference,
+                    expires_unix_ms,
+                }))
+                .await
+                .map_err(status)?
+                .into_inner();
+            writeln!(
+                out,
+                "bought {packs} pack(s): {} credits granted to {} (grant #{})",
                 show(g.amount_micro),
                 g.tenant,
                 g.grant_id

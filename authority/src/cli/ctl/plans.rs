@@ -1,4 +1,4 @@
-//! `ctl plan`: a tenant's included allowance, overage price, floor and hard cap.
+//! `ctl plan`: a tenant's included allowance, overage price, floor, hard cap and seats.
 
 use std::fmt::Write;
 
@@ -27,13 +27,26 @@ pub enum PlanCmd {
         /// Minimum charge per month, credits.
         #[arg(long, default_value = "0")]
         floor: String,
-        /// Hard cap on the monthly charge, credits (0 = none).
+        /// Hard cap on the monthly usage charge, credits (0 = none; seat fees come on top).
         #[arg(long, default_value = "0")]
         hard_cap: String,
         /// Evaluate and report the cap without enforcing it (metrics
         /// tollgate_authority_shadow_*{rule="hard_cap"} on the authority's /metrics).
         #[arg(long)]
         shadow_cap: bool,
+        /// Seats (users licensed): each month bills seats x --seat-price whatever the
+        /// usage, and each seat adds its allowance.
+        #[arg(long, default_value_t = 0)]
+        seats: u64,
+        /// Monthly fee per seat, credits.
+        #[arg(long, default_value = "0")]
+        seat_price: String,
+        /// Metered credits each seat includes per month.
+        #[arg(long, default_value = "0")]
+        included_per_seat: String,
+        /// Requests (at 1x) each seat includes per month (e.g. 300 premium requests).
+        #[arg(long, default_value_t = 0)]
+        included_requests_per_seat: u64,
     },
     /// Show a tenant's plan.
     Get {
@@ -53,6 +66,10 @@ pub async fn run(cmd: PlanCmd, a: &mut Admin, out: &mut String) -> anyhow::Resul
             floor,
             hard_cap,
             shadow_cap,
+            seats,
+            seat_price,
+            included_per_seat,
+            included_requests_per_seat,
         } => {
             let p = pb::Plan {
                 tenant,
@@ -65,6 +82,10 @@ pub async fn run(cmd: PlanCmd, a: &mut Admin, out: &mut String) -> anyhow::Resul
                     &overage_request_price,
                 )?,
                 consumption_floor_micro: credits("--floor", &floor)?,
+                seats,
+                seat_price_micro: credits("--seat-price", &seat_price)?,
+                included_micro_per_seat: credits("--included-per-seat", &included_per_seat)?,
+                included_requests_per_seat,
             };
             let p = a
                 .client
@@ -103,9 +124,19 @@ pub async fn run(cmd: PlanCmd, a: &mut Admin, out: &mut String) -> anyhow::Resul
             writeln!(
                 out,
                 "hard cap            {}{}",
-                show(p.hard_cap_micro),
+                show_cap(p.hard_cap_micro),
                 shadow_mark(p.hard_cap_shadow)
             )?;
+            if p.seats > 0 {
+                writeln!(out, "seats               {}", p.seats)?;
+                writeln!(out, "fee per seat        {}", show(p.seat_price_micro))?;
+                writeln!(
+                    out,
+                    "included per seat   {} credits, {} requests",
+                    show(p.included_micro_per_seat),
+                    p.included_requests_per_seat
+                )?;
+            }
         }
     }
     Ok(())

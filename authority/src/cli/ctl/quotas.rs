@@ -65,7 +65,8 @@ pub enum QuotaCmd {
         /// Most credits per window.
         #[arg(long)]
         max: String,
-        /// Limit one agent instance instead of the whole tenant.
+        /// Limit one agent, by the name its processes set (`TOLLGATE_AGENT`): every
+        /// instance of it in every pod together, instead of the whole tenant.
         #[arg(long, conflicts_with = "tier")]
         agent: Option<String>,
         /// Limit one tier instead of the whole tenant.

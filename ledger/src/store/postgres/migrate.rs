@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[crate::store::migrate::Migration] = &[
         "sidecar_trust",
         include_str!("../../../migrations/postgres/0004_sidecar_trust.sql"),
     ),
+    (
+        5,
+        "attribution",
+        include_str!("../../../migrations/postgres/0005_attribution.sql"),
+    ),
 ];
 
 /// Apply every pending migration to the schema the pool's connections use (their

@@ -17,8 +17,9 @@ use crate::grant::ResetPeriod;
 use crate::hold::Funding;
 use crate::hold::Hold;
 use crate::ids::TenantId;
-use crate::store::rows::{c, i, oi, to_json};
+use crate::store::rows::{TASK_COLS, c, i, oi, task_values, to_json};
 use crate::store::{BatchRow, PriceBookRow, WalletRow};
+use crate::task::TaskRow;
 use crate::usage::Posting;
 
 /// Wallet columns after `tenant`, in table order.
@@ -320,13 +321,15 @@ pub(super) async fn postings(conn: &mut PgConnection, ps: &[Posting]) -> Result<
     let mut seq = Vec::with_capacity(n);
     let mut hold = Vec::with_capacity(n);
     let mut agent = Vec::with_capacity(n);
+    let mut instance = Vec::with_capacity(n);
     let mut model = Vec::with_capacity(n);
     let mut feature = Vec::with_capacity(n);
+    let mut task = Vec::with_capacity(n);
     let mut funding = Vec::with_capacity(n);
     let mut grant = Vec::with_capacity(n);
-    // at, amount, records, input_tokens, output_tokens, outcomes, balance_before,
-    // balance_after
-    let mut ints: [Vec<i64>; 8] = std::array::from_fn(|_| Vec::with_capacity(n));
+    // at, amount, records, input_tokens, output_tokens, outcomes, work_units,
+    // request_units_milli, balance_before, balance_after
+    let mut ints: [Vec<i64>; 10] = std::array::from_fn(|_| Vec::with_capacity(n));
     for p in ps {
         let (fk, gid) = Funding::to_parts(p.funding);
         tenant.push(p.tenant.as_str());
@@ -334,8 +337,10 @@ pub(super) async fn postings(conn: &mut PgConnection, ps: &[Posting]) -> Result<
         seq.push(p.batch.as_ref().map(|b| i(b.seq, "seq")).transpose()?);
         hold.push(p.hold.map(|h| i(h.0, "hold id")).transpose()?);
         agent.push(p.agent.as_str());
+        instance.push(p.agent_instance.as_str());
         model.push(p.model.as_str());
         feature.push(p.feature.as_str());
+        task.push(p.task.as_str());
         funding.push(fk);
         grant.push(oi(gid, "grant id")?);
         let v = [
@@ -345,6 +350,8 @@ pub(super) async fn postings(conn: &mut PgConnection, ps: &[Posting]) -> Result<
             i(p.input_tokens, "tokens")?,
             i(p.output_tokens, "tokens")?,
             i(p.outcomes, "outcomes")?,
+            i(p.work_units, "work units")?,
+            i(p.request_units_milli, "request units")?,
             c(p.balance_before, "balance")?,
             c(p.balance_after, "balance")?,
         ];
@@ -352,17 +359,32 @@ pub(super) async fn postings(conn: &mut PgConnection, ps: &[Posting]) -> Result<
             col.push(x);
         }
     }
-    let [at, amount, records, input, output, outcomes, before, after] = ints;
+    let [
+        at,
+        amount,
+        records,
+        input,
+        output,
+        outcomes,
+        work_units,
+        units,
+        before,
+        after,
+    ] = ints;
     // WITH ORDINALITY + ORDER BY: identities are assigned in the order given.
     sqlx::query(
-        "INSERT INTO postings (tenant, at, batch_sidecar, batch_seq, hold_id, agent, model, feature, funding, grant_id, \
-         amount, records, input_tokens, output_tokens, outcomes, balance_before, balance_after) \
-         SELECT tenant, at, batch_sidecar, batch_seq, hold_id, agent, model, feature, funding, grant_id, \
-         amount, records, input_tokens, output_tokens, outcomes, balance_before, balance_after \
+        "INSERT INTO postings (tenant, at, batch_sidecar, batch_seq, hold_id, agent, agent_instance, model, feature, task, \
+         funding, grant_id, amount, records, input_tokens, output_tokens, outcomes, work_units, request_units_milli, \
+         balance_before, balance_after) \
+         SELECT tenant, at, batch_sidecar, batch_seq, hold_id, agent, agent_instance, model, feature, task, \
+         funding, grant_id, amount, records, input_tokens, output_tokens, outcomes, work_units, request_units_milli, \
+         balance_before, balance_after \
          FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::text[], $7::text[], $8::text[], \
-         $9::text[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[]) \
-         WITH ORDINALITY AS v(tenant, at, batch_sidecar, batch_seq, hold_id, agent, model, feature, funding, grant_id, \
-         amount, records, input_tokens, output_tokens, outcomes, balance_before, balance_after, ord) ORDER BY ord",
+         $9::text[], $10::text[], $11::text[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[], \
+         $18::int8[], $19::int8[], $20::int8[], $21::int8[]) \
+         WITH ORDINALITY AS v(tenant, at, batch_sidecar, batch_seq, hold_id, agent, agent_instance, model, feature, task, \
+         funding, grant_id, amount, records, input_tokens, output_tokens, outcomes, work_units, request_units_milli, \
+         balance_before, balance_after, ord) ORDER BY ord",
     )
     .bind(tenant)
     .bind(at)
@@ -370,8 +392,10 @@ pub(super) async fn postings(conn: &mut PgConnection, ps: &[Posting]) -> Result<
     .bind(seq)
     .bind(hold)
     .bind(agent)
+    .bind(instance)
     .bind(model)
     .bind(feature)
+    .bind(task)
     .bind(funding)
     .bind(grant)
     .bind(amount)
@@ -379,6 +403,8 @@ pub(super) async fn postings(conn: &mut PgConnection, ps: &[Posting]) -> Result<
     .bind(input)
     .bind(output)
     .bind(outcomes)
+    .bind(work_units)
+    .bind(units)
     .bind(before)
     .bind(after)
     .execute(&mut *conn)
@@ -554,5 +580,48 @@ pub(super) async fn price_books(
     .execute(&mut *conn)
     .await
     .map_err(|e| write_error(e, "writing price_books"))?;
+    Ok(())
+}
+
+/// Task rows, inserted or replaced whole (the engine computed them under the wallet
+/// locks), in one statement.
+pub(super) async fn tasks(conn: &mut PgConnection, ts: &[TaskRow]) -> Result<(), LedgerError> {
+    if ts.is_empty() {
+        return Ok(());
+    }
+    let mut tenant = Vec::with_capacity(ts.len());
+    let mut task = Vec::with_capacity(ts.len());
+    let mut cols: [Vec<Option<i64>>; TASK_COLS.len()] =
+        std::array::from_fn(|_| Vec::with_capacity(ts.len()));
+    for t in ts {
+        tenant.push(t.tenant.as_str());
+        task.push(t.task.as_str());
+        for (col, v) in cols.iter_mut().zip(task_values(t)?) {
+            col.push(v);
+        }
+    }
+    let names = TASK_COLS.join(", ");
+    let arrays: Vec<String> = (0..TASK_COLS.len())
+        .map(|k| format!("${}::int8[]", k + 3))
+        .collect();
+    let set: Vec<String> = TASK_COLS
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO tasks (tenant, task, {names}) SELECT * FROM UNNEST($1::text[], $2::text[], {}) \
+         ON CONFLICT (tenant, task) DO UPDATE SET {}",
+        arrays.join(", "),
+        set.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(task);
+    for col in cols {
+        q = q.bind(col);
+    }
+    q.execute(&mut *conn)
+        .await
+        .map_err(|e| write_error(e, "writing tasks"))?;
     Ok(())
 }

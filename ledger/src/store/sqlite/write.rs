@@ -13,8 +13,9 @@ use crate::error::LedgerError;
 use crate::grant::{Grant, ResetPeriod};
 use crate::hold::Hold;
 use crate::ids::TenantId;
-use crate::store::rows::{c, i, to_json};
+use crate::store::rows::{TASK_COLS, c, i, task_values, to_json};
 use crate::store::{BatchRow, PriceBookRow, WalletRow};
+use crate::task::TaskRow;
 use crate::usage::Posting;
 
 /// New wallet rows, one insert each (a wallet is created alone).
@@ -110,8 +111,8 @@ pub(super) async fn holds(tx: &mut SqliteConnection, hs: &[Hold]) -> Result<(), 
 pub(super) async fn postings(tx: &mut SqliteConnection, ps: &[Posting]) -> Result<(), LedgerError> {
     for chunk in ps.chunks(ROWS_PER_INSERT) {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
-            "INSERT INTO postings (tenant, at, batch_sidecar, batch_seq, hold_id, agent, model, feature, funding, grant_id, amount, records, input_tokens, output_tokens, outcomes, balance_before, balance_after) VALUES ",
-            17,
+            "INSERT INTO postings (tenant, at, batch_sidecar, batch_seq, hold_id, agent, agent_instance, model, feature, task, funding, grant_id, amount, records, input_tokens, output_tokens, outcomes, work_units, request_units_milli, balance_before, balance_after) VALUES ",
+            21,
             chunk.len(),
             "",
         )));
@@ -124,8 +125,10 @@ pub(super) async fn postings(tx: &mut SqliteConnection, ps: &[Posting]) -> Resul
                 .bind(p.batch.as_ref().map(|b| i(b.seq, "seq")).transpose()?)
                 .bind(p.hold.map(|h| i(h.0, "hold id")).transpose()?)
                 .bind(p.agent.as_str())
+                .bind(p.agent_instance.as_str())
                 .bind(p.model.as_str())
                 .bind(p.feature.as_str())
+                .bind(p.task.as_str())
                 .bind(fk)
                 .bind(gid.map(|g| i(g, "grant id")).transpose()?)
                 .bind(c(p.amount, "amount")?)
@@ -133,6 +136,8 @@ pub(super) async fn postings(tx: &mut SqliteConnection, ps: &[Posting]) -> Resul
                 .bind(i(p.input_tokens, "tokens")?)
                 .bind(i(p.output_tokens, "tokens")?)
                 .bind(i(p.outcomes, "outcomes")?)
+                .bind(i(p.work_units, "work units")?)
+                .bind(i(p.request_units_milli, "request units")?)
                 .bind(c(p.balance_before, "balance")?)
                 .bind(c(p.balance_after, "balance")?);
         }
@@ -209,6 +214,39 @@ pub(super) async fn spend(
                 .bind(t.as_str())
                 .bind(i(*minute, "time")?)
                 .bind(c(*amount, "amount")?);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Task rows, inserted or replaced whole (the engine computed them under the wallet
+/// lock).
+pub(super) async fn tasks(tx: &mut SqliteConnection, ts: &[TaskRow]) -> Result<(), LedgerError> {
+    let set: Vec<String> = TASK_COLS
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let suffix = format!(
+        " ON CONFLICT (tenant, task) DO UPDATE SET {}",
+        set.join(", ")
+    );
+    let prefix = format!(
+        "INSERT INTO tasks (tenant, task, {}) VALUES ",
+        TASK_COLS.join(", ")
+    );
+    for chunk in ts.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(multi_row(
+            &prefix,
+            2 + TASK_COLS.len(),
+            chunk.len(),
+            &suffix,
+        )));
+        for t in chunk {
+            q = q.bind(t.tenant.as_str()).bind(t.task.as_str());
+            for v in task_values(t)? {
+                q = q.bind(v);
+            }
         }
         q.execute(&mut *tx).await?;
     }
