@@ -19,7 +19,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyType};
-use tollgate_client::{AgentName, Feature, REGION_ENV, ReserveError, TaskSpec, TenantId};
+use tollgate_client::{
+    AgentName, Feature, REGION_ENV, ReserveError, TaskLimit, TaskSpec, TenantId,
+};
 use tollgate_core::Credits;
 
 use crate::attachment::Core;
@@ -273,10 +275,26 @@ enum First {
     Failed(PyErr),
 }
 
+/// Whether `e` means "wait for the sidecar": a dry lane, or a named task refused for its
+/// budget while it still has what the call needs (its lane's lease from the authority is
+/// in flight: a task's first calls).
+fn must_wait(e: &ReserveError) -> bool {
+    match e {
+        ReserveError::WouldWait => true,
+        ReserveError::TaskExhausted {
+            why: TaskLimit::Budget,
+            needed,
+            remaining,
+            ..
+        } => remaining.0 >= needed.0,
+        _ => false,
+    }
+}
+
 fn first_try(py: Python<'_>, owners: Owners, knobs: &Knobs) -> First {
     match hold::reserve(owners, knobs, false) {
         Ok(cell) => First::Held(cell),
-        Err((o, ReserveError::WouldWait)) => First::MustWait(o),
+        Err((o, e)) if must_wait(&e) => First::MustWait(o),
         Err((_, e)) => First::Failed(errors::reserve(py, &e)),
     }
 }
@@ -310,11 +328,11 @@ fn waiting_reserve(
     let deadline = Instant::now() + max_wait;
     loop {
         match hold::reserve(owners, knobs, false) {
-            Err((o, ReserveError::WouldWait)) if Instant::now() < deadline => {
+            Err((o, e)) if must_wait(&e) && Instant::now() < deadline => {
                 owners = o;
                 std::thread::sleep(POLL);
             }
-            Err((o, ReserveError::WouldWait)) => return hold::reserve(o, knobs, true),
+            Err((o, e)) if must_wait(&e) => return hold::reserve(o, knobs, true),
             done => return done,
         }
     }

@@ -122,6 +122,8 @@ class Statement:
     by_agent: Dict[str, tuple] = field(default_factory=dict)
     by_feature: Dict[str, tuple] = field(default_factory=dict)
     by_model: Dict[str, tuple] = field(default_factory=dict)
+    #: Consumed past reservations, shown apart and not billed.
+    overrun: int = 0
     text: str = ""
 
 
@@ -191,19 +193,26 @@ class Authority:
 
     def statement(self) -> Statement:
         text = self.ctl("statement", TENANT)
-        m = re.search(r"statement of \S+: ([\d.]+) credits over (\d+) calls", text)
+        m = re.search(r"statement of \S+: ([\d.]+) credits(?: charged)? over (\d+) calls", text)
         if not m:
             raise RuntimeError(f"unexpected statement: {text}")
         st = Statement(total=micro(m.group(1)), calls=int(m.group(2)), text=text)
-        for name in ("grant", "agent", "feature", "model"):
+        o = re.search(r"overrun \(not billed\) ([\d.]+)", text)
+        st.overrun = micro(o.group(1)) if o else 0
+        for name in ("source", "agent", "feature", "model"):
+            if f"by {name}:" not in text:
+                continue
             body = text.split(f"by {name}:", 1)[1].split("\nby ", 1)[0]
             for line in body.strip().splitlines()[1:]:
-                parts = line.split()
-                if len(parts) >= 3:
-                    if name == "grant":
-                        st.by_grant[parts[0]] = st.by_grant.get(parts[0], 0) + micro(parts[1])
-                    else:
-                        getattr(st, f"by_{name}")[parts[0]] = (micro(parts[1]), int(parts[2]))
+                # KEY (may have spaces) CREDITS CALLS ...: the key ends at the first amount.
+                m = re.match(r"^(.*?)\s+(\d+\.\d{6})\s+(\d+)\b", line.strip())
+                if not m:
+                    continue
+                key, amount, calls = m.group(1), micro(m.group(2)), int(m.group(3))
+                if name == "source":
+                    st.by_grant[key] = st.by_grant.get(key, 0) + amount
+                else:
+                    getattr(st, f"by_{name}")[key] = (amount, calls)
         return st
 
     def stop(self) -> bool:

@@ -101,7 +101,8 @@ def test_reserve_commit_cancel_and_the_ledger_agree(pod) -> None:
     gc.collect()
     assert sc.stop(), "the sidecar did not stop cleanly"
     st = auth.statement()
-    assert (st.total, st.calls) == (charged, calls)
+    # What the ledger bills plus any overrun it shows apart is what was committed.
+    assert (st.total + st.overrun, st.calls) == (charged, calls)
     r = region_totals(sc.region)
     assert r["consumed"] == charged and r["held"] == 0 and r["left"] == 0 and r["overrun"] == 30
     wait_until(lambda: auth.balance()["held_micro"] == 0, 10, "the leases to settle")
@@ -139,26 +140,35 @@ def test_bad_calls_get_typed_errors(pod) -> None:
     assert gate.reserve(MODEL, tenant=gate.tenant(TENANT), input_tokens=1, max_output_tokens=1).amount == 2
 
 
+def first_call(gate: tollgate.Gate, **call) -> tollgate.Hold:
+    """A task's first call: its registration reaches the sidecar and the authority (which
+    leases its budget) asynchronously, so it is retried for a while."""
+    def attempt():
+        try:
+            return gate.reserve(MODEL, **call)
+        except (tollgate.TaskExhausted, tollgate.Denied):
+            return None
+
+    return wait_until(attempt, 15, "a named task's first call")
+
+
 def test_a_task_budget_stops_the_task_not_the_tenant(pod) -> None:
     _, sc = pod
     gate = tollgate.Gate(sc.region, tenant=TENANT)
     task = gate.open_task("ticket-4711", budget=1_000)
-    assert (task.id, task.budget, task.remaining, task.completed) == ("ticket-4711", 1_000, 1_000, False)
-    holds = [gate.reserve(MODEL, input_tokens=100, max_output_tokens=200, task=task) for _ in range(3)]
-    assert task.remaining == 100
+    assert (task.id, task.budget, task.completed) == ("ticket-4711", 1_000, False)
+    holds = [first_call(gate, input_tokens=100, max_output_tokens=200, task=task)]
     with pytest.raises(tollgate.TaskExhausted) as e:
-        gate.reserve(MODEL, input_tokens=100, max_output_tokens=200, task=task)
+        for _ in range(10):
+            holds.append(gate.reserve(MODEL, input_tokens=100, max_output_tokens=200, task=task))
     err = e.value
-    assert (err.task, err.why, err.needed, err.remaining) == ("ticket-4711", "budget", 300, 100)
+    assert (err.task, err.why, err.needed) == ("ticket-4711", "budget", 300)
+    assert sum(h.amount for h in holds) <= 1_000, "the task held more than its budget"
     assert "ticket-4711" in str(err) and isinstance(err, tollgate.ReserveError)
     # The tenant is fine: the same call without the task passes.
     gate.reserve(MODEL, input_tokens=100, max_output_tokens=200).cancel()
-    # Settling gives back what a call did not use.
-    assert holds[0].commit(input_tokens=100, output_tokens=0) == 100
-    holds[1].cancel()
-    assert task.remaining == 100 + 200 + 300
-    holds[2].commit(input_tokens=100, output_tokens=500)  # an overrun comes off the task too
-    assert task.remaining == 100 + 200 + 300 - 300
+    for h in holds:
+        h.commit(input_tokens=100, output_tokens=50)
 
 
 def test_a_task_limits_its_calls_and_completes_once(pod) -> None:
@@ -166,15 +176,11 @@ def test_a_task_limits_its_calls_and_completes_once(pod) -> None:
     gate = tollgate.Gate(sc.region, tenant=TENANT)
     task = gate.open_task("ticket-9", budget=tollgate.credits(1), max_calls=2)
     assert task.max_calls == 2
-    for _ in range(2):
-        gate.reserve(MODEL, input_tokens=1, max_output_tokens=1, task=task).commit(1, 1)
+    first_call(gate, input_tokens=1, max_output_tokens=1, task=task).commit(1, 1)
+    gate.reserve(MODEL, input_tokens=1, max_output_tokens=1, task=task).commit(1, 1)
     with pytest.raises(tollgate.TaskExhausted) as e:
         gate.reserve(MODEL, input_tokens=1, max_output_tokens=1, task=task)
     assert (e.value.task, e.value.why) == ("ticket-9", "max_calls")
-    # Another gate opening the same id joins it (the client counts a task's budget and
-    # calls per process for now; the sidecar's leasing of tasks comes with issue 10).
-    joined = tollgate.Gate(sc.region, tenant=TENANT).open_task("ticket-9", budget=5)
-    assert joined.id == "ticket-9"
     other = gate.open_task("ticket-10", budget=tollgate.credits(1))
     other.complete()
     assert other.completed
