@@ -8,6 +8,7 @@
 //! ([`crate::usage::Name`]), so grouping copies none.
 //!
 //! ## What a record is charged
+//! 0. **A task's completion record** (work units, no usage, no model) costs nothing.
 //! 1. **Rated** (the normal case): the book prices the record's model; the charge is
 //!    [`PriceBook::rate_record`] of its usage, whatever the client said. A record that
 //!    stands for `calls` calls is `calls` requests under a per-request price.
@@ -173,6 +174,11 @@ pub fn charge_record(
         initiator: r.initiator,
         outcomes: r.outcomes,
     };
+    // A task's completion record counts a work unit and carries no usage (the sidecar
+    // names no model for it): nothing to rate, nothing to charge.
+    if r.is_completion_only() {
+        return (Credits::ZERO, 0, How::Rated);
+    }
     let calls = r.call_count();
     let rated = match (book, model) {
         (Some(b), Some(m)) => Some(b.rate_record(m, &input, calls)),

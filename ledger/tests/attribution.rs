@@ -201,6 +201,38 @@ async fn postings_statements_and_the_audit_carry_names_tasks_and_work_units() {
     assert!(out.tenants[0].tasks_closed.is_empty());
 }
 
+/// The sidecar sends a task's completion with no model: it is not an unrateable record
+/// (charged at the dearest model, here a 0.04-credit request), it costs nothing.
+#[tokio::test]
+async fn a_completion_record_without_a_model_costs_nothing() {
+    let e = env().await;
+    let per_request = Pricing::PerRequest {
+        multiplier_per_mille: 1_000,
+        agent_initiated_free: false,
+    };
+    let b = book(
+        vec![("m", tokens_1_2()), ("premium", per_request)],
+        Credits(40_000),
+    );
+    let t = funded(&e, "acme", &b, 100).await;
+    let out = e
+        .ledger
+        .post_batch(&batch(
+            "pod-a",
+            1,
+            vec![UsageRecord {
+                model: "".into(),
+                ..completion(&t, "support-bot", "ticket-9")
+            }],
+        ))
+        .await
+        .unwrap();
+    let p = &out.tenants[0];
+    assert_eq!(p.rated, Credits::ZERO, "a work unit is not a request");
+    assert_eq!(p.work_units, 1);
+    assert_eq!(p.unrated_records, 0);
+}
+
 #[tokio::test]
 async fn a_tasks_first_registration_sets_its_terms_and_posted_usage_closes_it() {
     let e = env().await;
