@@ -329,14 +329,19 @@ fn a_named_task_is_shared_limited_and_completed_once() {
         .unwrap()
         .commit_credits(Credits(C))
         .unwrap();
-    // The lane has 3 credits and one call left; the task's pool has 1 credit: 4 is more
+    // The lane has 3 credits and one call left; the task's pool has 1 credit: 5 is more
     // than the task can pay, and the sidecar, refused more of it, says it is spent.
-    match reserve_task(&r, &gate, t, &Call::fixed(Credits(4 * C)).task(&task)) {
+    match reserve_task(&r, &gate, t, &Call::fixed(Credits(5 * C)).task(&task)) {
         Err(ReserveError::Denied(d)) => assert_eq!(d.limit, Some(LimitKind::Task)),
         other => panic!("expected the task's pool to bind, got {other:?}"),
     }
     r.set_task_status(t, TaskStatus::Spent);
-    match gate.reserve(&Call::fixed(Credits(4 * C)).task(&task)) {
+    assert_eq!(
+        task.remaining(),
+        Credits(4 * C),
+        "the lane's 3 and the pool's 1"
+    );
+    match gate.reserve(&Call::fixed(Credits(5 * C)).task(&task)) {
         Err(ReserveError::TaskExhausted { task: id, why, .. }) => {
             assert_eq!((id.as_str(), why), ("ticket-4711", TaskLimit::Budget));
         }

@@ -644,10 +644,13 @@ impl Task {
         Ok(())
     }
 
-    /// Why the task refuses more, if the sidecar says it does: its budget is spent, its
-    /// calls are all made, or it was closed.
-    fn refusal(&self, view: &View<'_>) -> Option<TaskLimit> {
+    /// Why the task refuses a call of `amount`, if the sidecar says it does: its budget is
+    /// spent (the authority has no more of it, and what the pod still holds of it cannot
+    /// pay the call: held in this pod, it can still pay calls it covers), its calls are
+    /// all made, or it was closed.
+    fn refusal(&self, view: &View<'_>, amount: u64) -> Option<TaskLimit> {
         match view.task_status(self.r) {
+            TaskStatus::Spent if view.task_remaining(self.r) >= amount.max(1) => None,
             TaskStatus::Spent => Some(TaskLimit::Budget),
             TaskStatus::OutOfCalls => Some(TaskLimit::MaxCalls),
             TaskStatus::Closed if view.task_done(self.r) != 0 => Some(TaskLimit::Completed),
@@ -1652,7 +1655,7 @@ fn reserve_slow(
 /// The refusal of a call whose task the sidecar says is over (spent, out of calls, closed).
 fn task_over(call: &Call<'_>, view: &View<'_>, amount: u64) -> Option<ReserveError> {
     let t = call.task?;
-    t.refusal(view).map(|why| t.exhausted(why, amount))
+    t.refusal(view, amount).map(|why| t.exhausted(why, amount))
 }
 
 /// Spins, then sleeps in short steps, until `lane` has `amount` (or, with `calls`, a call

@@ -244,13 +244,24 @@ impl View<'_> {
         (p != 0 && (p as usize) <= self.l.pools).then(|| p as usize - 1)
     }
 
-    /// What the pod holds of `t`'s budget: its pool's uncarved and carved credits.
+    /// What the pod holds of `t`'s budget that can still pay calls: its pool's uncarved
+    /// credits and what its live lanes have not reserved (shared and local credits).
+    /// Reserved and committed-but-unharvested credits are not counted: they pay nothing
+    /// more. A scan of the lanes: for the slow path only.
     pub(crate) fn task_remaining(&self, t: TaskRef) -> u64 {
-        self.task_pool(t).map_or(0, |p| {
-            self.pw(p, P_AVAILABLE)
-                .load(ACQ)
-                .saturating_add(self.pw(p, P_CARVED).load(ACQ))
-        })
+        let Some(p) = self.task_pool(t) else {
+            return 0;
+        };
+        let mut left = self.pw(p, P_AVAILABLE).load(ACQ);
+        for lane in 0..self.l.lanes {
+            let key = crate::codes::LaneKey::decode(self.lw(lane, L_KEY).load(ACQ));
+            if key.and_then(|k| k.task) == Some(t) {
+                let unreserved = crate::lane::credits(self.lw(lane, L_AVAIL).load(ACQ))
+                    .saturating_add(self.lw(lane, L_LOCAL).load(ACQ));
+                left = left.saturating_add(unreserved);
+            }
+        }
+        left
     }
 
     /// Records the pool `t`'s budget is leased into (sidecar, before its status says so).

@@ -154,6 +154,11 @@ impl DrainedRecord {
     }
 }
 
+/// A lane of a task is carved at most 1/`TASK_LANE_SHARE` of what the task's pool has
+/// left (or what it asked for, if more), so one lane never takes a small task's whole
+/// budget from the others.
+pub const TASK_LANE_SHARE: u64 = 4;
+
 /// Who holds a lane, as records name it: the agent process's holder id (its liveness
 /// lock file's name), the same in every PID namespace of the pod.
 pub type Holder = u64;
@@ -1306,7 +1311,8 @@ impl Owner {
         self.map.retiring.values().any(|e| e.pool == pool)
     }
 
-    /// How much of `want` every pool of `lane` can pay now (above the lane tier's floor);
+    /// How much of `want` every pool of `lane` can pay now (a task's pool: a
+    /// [`TASK_LANE_SHARE`] share of what it has left, or what the lane asked for) (above the lane tier's floor);
     /// pools of deleted limits limit nothing. When it is nothing, the binding limit is
     /// recorded in the lane for the agent's denial, with a retry hint for its kind (see
     /// [`crate::hint`]); when a pool that pays nothing is one the authority refused to
@@ -1344,12 +1350,24 @@ impl Owner {
                 return 0;
             };
             let floor = self.floor_of(*p, key.tier);
-            let can = b.available.saturating_sub(floor);
+            let mut can = b.available.saturating_sub(floor);
+            let task_pool = self.kind_of(*p) == Some(LimitKind::Task);
+            if task_pool {
+                // A task's budget is often small and shared by several lanes (threads,
+                // processes): one lane gets a share of what is left, at least what it asked
+                // for, never the whole budget while other lanes of the task may need it.
+                can = can.min((can / TASK_LANE_SHARE).max(info.demand.0));
+            }
             if can < give {
                 give = can;
                 binding = Some((*p, floor));
             }
+            // A task whose credits sit in other lanes of this pod is not out: those lanes
+            // give them back (spent, or revoked when idle), so no denial at once.
+            let own = info.available.0.saturating_add(info.held.0);
+            let elsewhere = task_pool && b.carved > own;
             if can == 0
+                && !elsewhere
                 && final_dry.is_none()
                 && let Some(r) = hints.refused.get(p)
             {

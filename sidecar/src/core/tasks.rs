@@ -246,24 +246,9 @@ impl Core {
     /// The authority refused a task's limit more (`TASK_SPENT`: its budget, its calls, or
     /// its completion in another pod): its entries say spent, or out of calls when this
     /// pod has given every call `max_calls` allows.
-    /// While this pod still holds unspent leases of the task, the refusal only means no
-    /// more is coming (this pod may hold the whole budget): the task is not out yet, and
-    /// the next refusal, once the leases are spent, marks it.
+    /// "Spent" means no more is coming: what this pod still holds of the task pays the
+    /// calls it covers (the client checks the task's remaining credits against the call).
     pub(super) fn on_task_refused(&mut self, canonical: &str) {
-        let held = self
-            .saved
-            .state
-            .leases
-            .get(canonical)
-            .map_or(0, |b| b.remaining());
-        if held > 0 {
-            tracing::debug!(
-                task = canonical,
-                held,
-                "task refused more while it holds leases"
-            );
-            return;
-        }
         let given = self.task_calls_given(canonical);
         let refs: Vec<(TaskRef, u32)> = self
             .tasks
