@@ -689,7 +689,8 @@ pub struct Call<'a> {
     task: Option<&'a Task>,
     wait: bool,
     local_task: Option<&'a LocalTask>,
-    /// Outcomes the call is for ([`Gate::report_outcomes`]): rated by them, no tokens.
+    /// Outcomes the call may produce ([`Call::outcomes`], [`Gate::report_outcomes`]): its
+    /// reservation covers them.
     outcomes: u32,
     /// The zero-credit reservation that records a task's completion.
     work_unit: bool,
@@ -766,6 +767,15 @@ impl<'a> Call<'a> {
         self.task = Some(task);
         self
     }
+    /// The call may produce up to `n` outcomes (e.g. a resolved ticket) that its commit
+    /// reports ([`Reservation::commit_with_outcomes`]): the reservation covers them as well
+    /// as the tokens. Outcomes committed beyond what was reserved are an overrun, bounded
+    /// like any (the sidecar drops what a lane reports past its allowance).
+    pub fn outcomes(mut self, n: u32) -> Self {
+        self.outcomes = n;
+        self
+    }
+
     /// Whether a dry lane may wait (a bounded time) for the sidecar's top-up (default
     /// yes). With `false` the reserve never blocks: where it would wait, it asks the
     /// sidecar for the top-up and returns [`ReserveError::WouldWait`] (not a denial), so
@@ -1432,13 +1442,15 @@ fn rate_max(gl: &mut GateLocal, call: &Call<'_>) -> Result<(u64, u64), ReserveEr
                     .ok_or_else(|| RatingError::UnknownModel(m.name.clone()))?
             };
             let c = if call.outcomes > 0 {
-                let input = RatingInput {
-                    input_tokens: 0,
-                    output_tokens: 0,
-                    initiator: call.initiator,
-                    outcomes: u64::from(call.outcomes),
-                };
-                book.rate(&r, &input)?
+                // Tokens and outcomes together: the most the call can cost whichever way
+                // its model is priced.
+                book.rate_max_with_outcomes(
+                    &r,
+                    call.input_tokens,
+                    call.max_output_tokens,
+                    call.initiator,
+                    u64::from(call.outcomes),
+                )?
             } else {
                 match call.max_output_tokens {
                     Some(out) => rate_tokens(book, &r, call.input_tokens, out, call.initiator)?,

@@ -4,6 +4,7 @@
 //!
 //! Set `E2E_VERBOSE=1` to see the components' logs.
 
+mod pricing;
 mod support;
 
 use std::path::Path;

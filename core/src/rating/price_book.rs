@@ -287,6 +287,19 @@ impl PriceBook {
         max_output_tokens: Option<u64>,
         initiator: Initiator,
     ) -> Result<Credits, RatingError> {
+        self.rate_max_with_outcomes(model, input_tokens, max_output_tokens, initiator, 0)
+    }
+
+    /// [`PriceBook::rate_max`] for a call that may also produce up to `outcomes` outcomes
+    /// (a model priced per outcome charges them; one priced per token, the tokens).
+    pub fn rate_max_with_outcomes(
+        &self,
+        model: &ModelRef,
+        input_tokens: u64,
+        max_output_tokens: Option<u64>,
+        initiator: Initiator,
+        outcomes: u64,
+    ) -> Result<Credits, RatingError> {
         let entry = self.entry(model)?;
         let output_tokens = max_output_tokens
             .or(entry.max_output_tokens)
@@ -295,7 +308,7 @@ impl PriceBook {
             input_tokens,
             output_tokens,
             initiator,
-            outcomes: 0,
+            outcomes,
         };
         rate_pricing(&entry.pricing, self.request_price, &input, 1)
     }
