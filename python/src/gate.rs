@@ -255,6 +255,7 @@ impl Gate {
                 Some(NameId::Feature(f)) => Some(f),
                 _ => None,
             },
+            outcomes: 0,
         };
         let owners = Owners {
             core: self.core(py)?,
@@ -574,13 +575,16 @@ impl Gate {
     /// gives `cost` in micro-credits instead of `model`. The call is attributed to `tenant`
     /// (default: the gate's), `agent` (default: the gate's agent name), `feature` and
     /// `task`, at `tier` (`interactive`, `scheduler`, `background`) and `initiator`
-    /// (`human`, `agent`).
+    /// (`human`, `agent`). A call that may produce `outcomes` (a resolved ticket, committed
+    /// with `hold.commit(..., outcomes=n)`) reserves for them too; outcomes committed past
+    /// what was reserved are an overrun.
     ///
     /// Raises `Denied` (a limit is out: back off `retry_after` seconds), `TaskExhausted`,
     /// or `ReserveError`. Never holds the GIL while it waits for the sidecar (a dry lane:
     /// at most the gate's `max_wait`).
     #[pyo3(signature = (model=None, *, input_tokens=0, max_output_tokens=None, cost=None,
-        tier="interactive", initiator="human", tenant=None, task=None, agent=None, feature=None))]
+        tier="interactive", initiator="human", tenant=None, task=None, agent=None, feature=None,
+        outcomes=0))]
     #[allow(clippy::too_many_arguments)]
     fn reserve(
         &self,
@@ -595,8 +599,9 @@ impl Gate {
         task: Option<&Bound<'_, Task>>,
         agent: Option<&Bound<'_, PyAny>>,
         feature: Option<&Bound<'_, PyAny>>,
+        outcomes: u32,
     ) -> PyResult<Hold> {
-        let (owners, knobs) = self.resolve(
+        let (owners, mut knobs) = self.resolve(
             py,
             model,
             input_tokens,
@@ -609,6 +614,7 @@ impl Gate {
             agent,
             feature,
         )?;
+        knobs.outcomes = outcomes;
         match first_try(py, owners, &knobs) {
             First::Held(cell) => Ok(Hold::new(cell)),
             First::MustWait(owners) => wait_and_reserve(py, owners, knobs, self.max_wait),
@@ -620,7 +626,8 @@ impl Gate {
     /// gives the `Hold`. Never blocks the event loop: a dry lane's bounded wait runs on
     /// the loop's default executor.
     #[pyo3(signature = (model=None, *, input_tokens=0, max_output_tokens=None, cost=None,
-        tier="interactive", initiator="human", tenant=None, task=None, agent=None, feature=None))]
+        tier="interactive", initiator="human", tenant=None, task=None, agent=None, feature=None,
+        outcomes=0))]
     #[allow(clippy::too_many_arguments)]
     fn reserve_async<'py>(
         &self,
@@ -635,6 +642,7 @@ impl Gate {
         task: Option<&Bound<'py, Task>>,
         agent: Option<&Bound<'py, PyAny>>,
         feature: Option<&Bound<'py, PyAny>>,
+        outcomes: u32,
     ) -> PyResult<Bound<'py, PyAny>> {
         let reserving = RESERVING.import(py, "tollgate._aio", "Reserving")?;
         let resolved = self.resolve(
@@ -651,7 +659,7 @@ impl Gate {
             feature,
         );
         let (owners, knobs) = match resolved {
-            Ok(r) => r,
+            Ok((owners, knobs)) => (owners, Knobs { outcomes, ..knobs }),
             Err(e) => return reserving.call_method1("failed", (e.into_value(py),)),
         };
         match first_try(py, owners, &knobs) {

@@ -41,6 +41,8 @@ pub struct Knobs {
     pub(crate) max_output_tokens: Option<u64>,
     pub(crate) agent: Option<AgentName>,
     pub(crate) feature: Option<Feature>,
+    /// Outcomes the call may produce (its reservation covers them).
+    pub(crate) outcomes: u32,
 }
 
 impl Knobs {
@@ -54,6 +56,7 @@ impl Knobs {
         .tier(self.tier)
         .initiator(self.initiator)
         .input_tokens(self.input_tokens)
+        .outcomes(self.outcomes)
         .wait(wait);
         let call = match self.max_output_tokens {
             Some(n) => call.max_output_tokens(n),

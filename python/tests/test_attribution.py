@@ -31,6 +31,10 @@ def test_agents_features_and_outcomes_reach_the_statement(pod, monkeypatch: pyte
     # ...and on their own, rated by the per-outcome model.
     assert gate.report_outcomes("resolved-ticket", outcomes=2, feature="summarize") == 2 * 990_000
     spent["support-bot"] += 2 * 990_000
+    # ...and in the call that produced them, whose reservation covers them.
+    hold = gate.reserve("resolved-ticket", outcomes=1)
+    assert hold.amount == 990_000
+    spent["support-bot"] += hold.commit(outcomes=1)
     with pytest.raises(tollgate.ReserveError) as e:
         gate.reserve(MODEL, input_tokens=1, agent="x" * 100)
     assert e.value.reason == "invalid_name"
@@ -41,7 +45,7 @@ def test_agents_features_and_outcomes_reach_the_statement(pod, monkeypatch: pyte
     gc.collect()
     assert sc.stop()
     st = auth.statement()
-    assert st.calls == 6 and st.total == sum(spent.values())
+    assert st.calls == 7 and st.total == sum(spent.values())
     # Each agent name has lanes of its own, so the statement's agent lines split the spend
     # exactly as the agents did (they name the instance until the ledger side of the
     # attribution issue prints the agent's name there).

@@ -142,6 +142,7 @@ class Gate:
         task: Optional[Task] = None,
         agent: Union[str, Name, None] = None,
         feature: Union[str, Name, None] = None,
+        outcomes: int = 0,
     ) -> Hold:
         """Reserves credits for one call; raises Denied, TaskExhausted or ReserveError."""
     def reserve_async(
@@ -157,6 +158,7 @@ class Gate:
         task: Optional[Task] = None,
         agent: Union[str, Name, None] = None,
         feature: Union[str, Name, None] = None,
+        outcomes: int = 0,
     ) -> Reserving:
         """``await`` it for the Hold (or ``async with`` it); never blocks the loop."""
     def _thread_lanes(self) -> int: ...
