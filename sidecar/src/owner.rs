@@ -159,6 +159,9 @@ impl DrainedRecord {
 /// budget from the others.
 pub const TASK_LANE_SHARE: u64 = 4;
 
+/// How long a freed task entry's id is still known to name its late records.
+pub const TASK_ID_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Who holds a lane, as records name it: the agent process's holder id (its liveness
 /// lock file's name), the same in every PID namespace of the pod.
 pub type Holder = u64;
@@ -341,8 +344,12 @@ pub struct Owner {
     lanes_path: PathBuf,
     /// Names read from the region's name table (a published name never changes).
     names: BTreeMap<u16, String>,
-    /// Task ids by reference, as first seen (records outlive a task's table entry).
+    /// Task ids by reference, from the task's registration (records outlive a task's
+    /// table entry: a completed task's entry may be freed before its last records are
+    /// drained). Forgotten [`TASK_ID_GRACE`] after the entry is freed.
     task_ids: BTreeMap<TaskRef, String>,
+    /// Entries freed, oldest first: their ids are forgotten after [`TASK_ID_GRACE`].
+    freed_tasks: std::collections::VecDeque<(std::time::Instant, TaskRef)>,
     /// Per lane: the limit that bound its last denial the sidecar recorded.
     binding: BTreeMap<usize, LimitKey>,
     /// Denials since the last report to the authority, by binding limit and tier.
@@ -484,6 +491,7 @@ impl Owner {
             lanes_path,
             names: BTreeMap::new(),
             task_ids: BTreeMap::new(),
+            freed_tasks: std::collections::VecDeque::new(),
             binding: BTreeMap::new(),
             denial_counts: BTreeMap::new(),
             given: BTreeMap::new(),
@@ -1139,6 +1147,27 @@ impl Owner {
                 n
             }
             None => String::new(),
+        }
+    }
+
+    /// Remembers task `t`'s id (at its registration), so records drained after its
+    /// entry is freed still name it.
+    pub fn remember_task_id(&mut self, t: TaskRef, id: &str) {
+        self.task_ids.insert(t, id.to_owned());
+    }
+
+    /// Task `t`'s entry was freed: its id is kept [`TASK_ID_GRACE`] longer (its lanes'
+    /// last records are drained within a pass or two), then forgotten, so the map stays
+    /// as small as the open tasks.
+    pub fn task_entry_freed(&mut self, t: TaskRef) {
+        let now = std::time::Instant::now();
+        self.freed_tasks.push_back((now, t));
+        while let Some(&(at, old)) = self.freed_tasks.front() {
+            if now.duration_since(at) < TASK_ID_GRACE {
+                break;
+            }
+            self.freed_tasks.pop_front();
+            self.task_ids.remove(&old);
         }
     }
 

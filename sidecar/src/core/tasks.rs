@@ -100,6 +100,7 @@ impl Core {
             .collect();
         for r in closing {
             if self.region.owner.region().free_task(r) {
+                self.region.owner.task_entry_freed(r);
                 tracing::debug!(task = ?r, "task entry freed");
             }
         }
@@ -125,6 +126,7 @@ impl Core {
         }
         let key = LimitKey::task(tenant.as_str(), e.id.as_str());
         let canonical = key.canonical();
+        self.region.owner.remember_task_id(e.task, &e.id);
         let pool = match self.region.owner.register_task(&key) {
             Ok(p) => p,
             Err(err) => {
