@@ -72,7 +72,9 @@
 //! so an agent's quotas apply to its lanes only, all-or-nothing with the other limits.
 //!
 //! **Outcomes and pre-rated costs.** [`Reservation::commit_with_outcomes`] reports outcomes
-//! (e.g. a resolved ticket) with the call's usage; [`Gate::report_outcomes`] reports them on
+//! (e.g. a resolved ticket) with the call's usage, on a call reserved for them
+//! ([`Call::outcomes`]: outcomes past the reservation are an overrun, bounded like any);
+//! [`Gate::report_outcomes`] reports them on
 //! their own later, rated by the model's per-outcome price, reserved and committed at once.
 //! [`Reservation::commit_credits`] and fixed-price calls ([`Call::fixed`]) state their cost
 //! in credits: their records say so (`pre_rated`) and the authority bills the amount stated.
