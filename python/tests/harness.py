@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("TOLLGATE_BIN", str(ROOT / "target" / "debug" / "tollgate")))
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")))
+BIN = Path(os.environ.get("TOLLGATE_BIN", str(TARGET / "debug" / "tollgate")))
 AGENT = Path(__file__).with_name("agent.py")
 ADMIN = "py-suite-admin-token"
 TENANT = "acme"
@@ -394,7 +395,7 @@ def wait_until(cond, timeout: float, what: str, every: float = 0.05):
         time.sleep(every)
 
 
-UPSTREAM_BIN = Path(os.environ.get("LLM_UPSTREAM_BIN", str(ROOT / "target" / "debug" / "llm-upstream")))
+UPSTREAM_BIN = Path(os.environ.get("LLM_UPSTREAM_BIN", str(TARGET / "debug" / "llm-upstream")))
 
 
 class Upstream:
