@@ -21,15 +21,20 @@ def test_threads_share_one_gate_and_the_ledger_gets_every_call(pod) -> None:
     per_thread = 200
     totals = []
     errors = []
-    handoff: "queue.Queue[tollgate.Hold]" = queue.Queue()
+    handoff: "queue.Queue[tuple[tollgate.Hold, threading.Semaphore]]" = queue.Queue()
 
     def agent(i: int) -> None:
+        # A lane has a bounded number of reservation slots: at most 4 of this thread's
+        # holds wait in the committer's queue (under load the committer lags behind).
+        in_flight = threading.Semaphore(4)
         try:
             spent = 0
             for n in range(per_thread):
+                if n % 10 == 0:
+                    in_flight.acquire()
                 hold = gate.reserve(model, input_tokens=10 + i, max_output_tokens=50)
                 if n % 10 == 0:
-                    handoff.put(hold)  # settled by the committer thread
+                    handoff.put((hold, in_flight))  # settled by the committer thread
                     continue
                 spent += hold.commit(input_tokens=10 + i, output_tokens=n % 50)
             # One lane per thread, whatever the other threads do.
@@ -42,10 +47,12 @@ def test_threads_share_one_gate_and_the_ledger_gets_every_call(pod) -> None:
 
     def committer() -> None:
         while True:
-            hold = handoff.get()
-            if hold is None:
+            item = handoff.get()
+            if item is None:
                 return
+            hold, in_flight = item
             remote.append(hold.commit(input_tokens=1, output_tokens=1))
+            in_flight.release()
 
     c = threading.Thread(target=committer)
     c.start()
