@@ -17,6 +17,10 @@ def test_a_tier_quota_denies_background_calls_with_its_limit(pod) -> None:
     # Background calls may spend 0.002 credits a minute; interactive ones are not limited.
     auth.ctl("quota", "set", TENANT, "bg-per-minute", "--window", "minute", "--max", "0.002",
              "--tier", "background")
+    # A new limit binds the lanes carved after it reaches the pod: wait for the push (the
+    # sidecar's metrics list the limit once it serves it).
+    wait_until(lambda: f'limit="{TENANT}/tier/background/minute"' in sc.metrics(), 20,
+               "the sidecar to serve the new quota")
     gate = tollgate.Gate(sc.region, tenant=TENANT)
     spent = 0
 
