@@ -10,12 +10,12 @@ use tollgate_authority::config::{Config as AuthorityConfig, LeaseConfig, Sidecar
 use tollgate_authority::server::{Running as Authority, ServeOptions};
 use tollgate_proto::v1::admin_service_client::AdminServiceClient;
 use tollgate_proto::v1::{
-    GetBalanceRequest, GetStatementRequest, ListGrantsRequest, VerifyAuditRequest,
+    GetBalanceRequest, GetStatementRequest, ListGrantsRequest, StatementLine, VerifyAuditRequest,
 };
 use tonic::transport::Channel;
 
 use crate::local::LocalSource;
-use crate::setup::{self, Budget, TENANT, cr};
+use crate::setup::{self, Budget, TENANT, cr, money};
 
 /// A balance reading for the progress line.
 #[derive(Debug, Clone)]
@@ -195,14 +195,15 @@ impl Backend {
         }
     }
 
-    /// Prints the statement and the checks; `fleet_spent`/`fleet_calls` is what the agents
-    /// committed, to reconcile with what was posted.
-    pub async fn finish(&self, fleet_spent: u64, fleet_calls: u64) -> anyhow::Result<String> {
+    /// Prints the statement and the checks; `fleet` is what the agents committed, to
+    /// reconcile with what was posted.
+    pub async fn finish(&self, fleet: FleetTotals) -> anyhow::Result<String> {
+        let (fleet_spent, fleet_calls) = (fleet.spent, fleet.paid_calls);
         let mut out = String::new();
         match self {
             Backend::Real { admin, .. } => {
                 let mut admin = admin.clone();
-                real_report(&mut admin, &mut out, fleet_spent, fleet_calls).await?;
+                real_report(&mut admin, &mut out, fleet).await?;
             }
             Backend::Local { source, budget, .. } => {
                 let t = source.totals();
@@ -290,11 +291,24 @@ fn authed<T>(msg: T) -> tonic::Request<T> {
     r
 }
 
+/// What the fleet's agents committed, as they counted it.
+#[derive(Debug, Clone, Copy)]
+pub struct FleetTotals {
+    /// Credits committed (micro-credits).
+    pub spent: u64,
+    /// Calls that cost something.
+    pub paid_calls: u64,
+    /// Committed calls that cost nothing (agent-initiated calls on free request prices).
+    pub free_calls: u64,
+}
+
+/// Tasks listed by name in the statement: the most expensive ones (and the runaway's).
+const TASKS_SHOWN: usize = 5;
+
 async fn real_report(
     admin: &mut AdminServiceClient<Channel>,
     out: &mut String,
-    fleet_spent: u64,
-    fleet_calls: u64,
+    fleet: FleetTotals,
 ) -> anyhow::Result<()> {
     let grants = admin
         .list_grants(authed(ListGrantsRequest {
@@ -325,11 +339,27 @@ async fn real_report(
         }))
         .await?
         .into_inner();
+    let cur = s.currency.clone();
+    // Credits, with the tenant's currency beside them when it buys credits in packs.
+    let amount = |credits: u64, money_micro: u64| -> String {
+        if cur.is_empty() {
+            format!("{:>10} cr", cr(credits))
+        } else {
+            format!("{:>10} cr {:>12}", cr(credits), money(money_micro, &cur))
+        }
+    };
     writeln!(
         out,
         "\n== Statement for {TENANT} (from the authority's ledger) =="
     )?;
-    writeln!(out, "  total {} cr in {} calls", cr(s.total_micro), s.calls)?;
+    writeln!(
+        out,
+        "  total {} in {} calls; {} outcomes, {} agentic work units (completed tasks)",
+        amount(s.total_micro, s.total_money_micro).trim(),
+        s.calls,
+        s.outcomes,
+        s.work_units
+    )?;
     writeln!(
         out,
         "  by grant (deduction order: trial, then purchased, then plan overage):"
@@ -337,30 +367,67 @@ async fn real_report(
     for l in &s.by_grant {
         writeln!(
             out,
-            "    {:<34} {:>7} calls {:>10} cr",
+            "    {:<34} {:>7} calls {}",
             label(&l.key),
             l.calls,
-            cr(l.amount_micro)
+            amount(l.amount_micro, l.amount_money_micro)
         )?;
     }
     writeln!(out, "  by model:")?;
-    for l in &s.by_model {
+    for l in s.by_model.iter().filter(|l| !l.key.is_empty()) {
         writeln!(
             out,
-            "    {:<34} {:>7} calls {:>10} cr",
+            "    {:<34} {:>7} calls {}",
             l.key,
             l.calls,
-            cr(l.amount_micro)
+            amount(l.amount_micro, l.amount_money_micro)
         )?;
     }
-    writeln!(out, "  by agent (pod/process/lane):")?;
+    writeln!(
+        out,
+        "  by agent (its name; pods, processes and lanes are the instance detail):"
+    )?;
     for l in &s.by_agent {
+        let per_awu = if l.work_units > 0 {
+            format!("{} cr per AWU", cr(l.credits_per_work_unit_micro))
+        } else {
+            "no AWU".to_string()
+        };
         writeln!(
             out,
-            "    {:<34} {:>7} calls {:>10} cr",
+            "    {:<20} {:>7} calls {} {:>5} outcomes {:>5} AWUs  {per_awu}",
+            if l.key.is_empty() {
+                "(unnamed)"
+            } else {
+                &l.key
+            },
+            l.calls,
+            amount(l.amount_micro, l.amount_money_micro),
+            l.outcomes,
+            l.work_units
+        )?;
+    }
+    let mut tasks: Vec<&StatementLine> = s.by_task.iter().filter(|l| !l.key.is_empty()).collect();
+    tasks.sort_by(|a, b| b.amount_micro.cmp(&a.amount_micro).then(a.key.cmp(&b.key)));
+    writeln!(
+        out,
+        "  by task ({} tasks; the {TASKS_SHOWN} most expensive, and the runaway loop's):",
+        tasks.len()
+    )?;
+    let runaway = crate::fleet::RUNAWAY_TASK;
+    for l in tasks
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| *i < TASKS_SHOWN || l.key == runaway)
+        .map(|(_, l)| l)
+    {
+        writeln!(
+            out,
+            "    {:<20} {:>7} calls {}  {}",
             l.key,
             l.calls,
-            cr(l.amount_micro)
+            amount(l.amount_micro, l.amount_money_micro),
+            l.agents
         )?;
     }
     writeln!(
@@ -370,11 +437,14 @@ async fn real_report(
         cr(b.consumed_micro),
         cr(b.held_micro)
     )?;
-    let calls_ok = s.calls == fleet_calls && s.total_micro == fleet_spent;
+    // The ledger counts the free calls too (a task's completion record is no call).
+    let calls_ok = s.calls == fleet.paid_calls + fleet.free_calls && s.total_micro == fleet.spent;
     writeln!(
         out,
-        "  reconciliation: agents committed {} cr in {fleet_calls} paid calls; the ledger posted {} cr in {} calls: {}",
-        cr(fleet_spent),
+        "  reconciliation: agents committed {} cr in {} paid and {} free calls; the ledger posted {} cr in {} calls: {}",
+        cr(fleet.spent),
+        fleet.paid_calls,
+        fleet.free_calls,
         cr(s.total_micro),
         s.calls,
         if calls_ok {

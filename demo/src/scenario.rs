@@ -44,7 +44,9 @@ pub fn pod_config(dir: &std::path::Path, pod: &str, authority: &str) -> Config {
         // Every agent thread has a lane per task it works on: finished tasks' lanes wait
         // for the next reclaim pass before they are free again.
         lanes: 512,
-        tasks: 256,
+        // Tasks stopped by their budget or calls are not completed: their entries stay
+        // until the sidecar closes them idle (5 minutes), so a run opens a few thousand.
+        tasks: tollgate_client::layout::MAX_TASKS as u32,
         names: 256,
         tick: Duration::from_millis(5),
         liveness_timeout: Duration::from_secs(1),
@@ -291,7 +293,13 @@ pub async fn run(args: Script) -> anyhow::Result<()> {
     }
 
     let t_report = Instant::now();
-    let report = backend.finish(spent, calls).await?;
+    let report = backend
+        .finish(crate::backend::FleetTotals {
+            spent,
+            paid_calls: calls,
+            free_calls: free,
+        })
+        .await?;
     tracing::info!(took = ?t_report.elapsed(), "statement and audit check");
     println!("{report}");
     println!("demo finished in {:.1}s", started.elapsed().as_secs_f32());

@@ -4,8 +4,8 @@
 
 use tollgate_proto::v1::admin_service_client::AdminServiceClient;
 use tollgate_proto::v1::{
-    self, AddGrantRequest, CreateTenantRequest, Grant, GrantKind, Plan, ResetPeriod,
-    SetPlanRequest, SetPriceBookRequest, SetQuotaRequest,
+    self, AddGrantRequest, CreateTenantRequest, CreditPack, Grant, GrantKind, Plan, ResetPeriod,
+    SetCreditPackRequest, SetPlanRequest, SetPriceBookRequest, SetQuotaRequest,
 };
 use tonic::transport::Channel;
 
@@ -189,7 +189,35 @@ pub async fn tenant(
             token,
         )?)
         .await?;
+    // Credits are bought in packs (Agentforce's price: 100,000 credits for $500), so the
+    // statement shows dollars beside credits.
+    admin
+        .set_credit_pack(authed(
+            SetCreditPackRequest {
+                pack: Some(CreditPack {
+                    tenant: tenant.into(),
+                    credits_micro: PACK_CREDITS * 1_000_000,
+                    price_micro: PACK_PRICE_MICRO,
+                    currency: PACK_CURRENCY.into(),
+                }),
+            },
+            token,
+        )?)
+        .await?;
     Ok(())
+}
+
+/// The demo tenant's credit pack: 100,000 credits for 500 US dollars.
+pub const PACK_CREDITS: u64 = 100_000;
+/// The pack's price in micro-units of its currency.
+pub const PACK_PRICE_MICRO: u64 = 500_000_000;
+/// The pack's currency.
+pub const PACK_CURRENCY: &str = "USD";
+
+/// Micro-units of a currency as `USD 0.60` (rounded to the cent, half up).
+pub fn money(micro: u64, currency: &str) -> String {
+    let cents = micro.div_ceil(5_000) / 2;
+    format!("{currency} {}.{:02}", cents / 100, cents % 100)
 }
 
 /// A per-minute quota on the tenant (optional scenario knob).

@@ -801,3 +801,42 @@ fn bad_input_gets_one_error_line_and_exit_1() {
         );
     }
 }
+
+/// `tollgate demo` as a newcomer runs it: its statement, from the authority's ledger, names
+/// the agents by name, shows the runaway loop's task by id, outcomes and work units, and
+/// money beside credits; every call is reconciled.
+#[test]
+fn the_demo_statement_names_agents_tasks_outcomes_and_money() {
+    let out = std::process::Command::new(bin())
+        .args(["demo", "--duration", "6s", "--agents", "6"])
+        .output()
+        .expect("run tollgate demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let statement = text
+        .split("== Statement for acme")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no statement in:\n{text}"));
+    for want in [
+        "by agent (its name",
+        "support-bot",
+        "runaway-loop",
+        "ticket-4711",
+        "agentic work units",
+        "outcomes",
+        "USD ",
+        "every call posted once, to the micro-credit",
+        "audit chain verified",
+    ] {
+        assert!(
+            statement.contains(want),
+            "{want:?} missing from:\n{statement}"
+        );
+    }
+    // Agents are named, not pod/process/lane instances.
+    assert!(!statement.contains("/lane"), "{statement}");
+}
