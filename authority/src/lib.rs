@@ -16,7 +16,8 @@
 //!
 //! The money rules live in `tollgate-ledger`; this crate adds the network, the
 //! credentials, the lease allocation ([`lease`]), the policy push ([`sessions`]), the alert
-//! webhooks ([`webhook`]), health and metrics ([`http`], [`metrics`]) and the CLI ([`cli`]).
+//! webhooks ([`webhook`]), health, metrics and the HTTP/JSON admin API with its OpenAPI
+//! document ([`http`], [`http_api`], [`metrics`]) and the CLI ([`cli`]).
 //!
 //! **What a sidecar is trusted with.** A sidecar id belongs to the credential that first
 //! registered it; a batch key re-sent with other content is refused; held leases reported
@@ -49,6 +50,7 @@ pub mod config;
 pub mod convert;
 pub mod denials;
 pub mod http;
+pub mod http_api;
 pub mod ingest;
 pub mod keylock;
 pub mod keys;

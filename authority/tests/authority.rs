@@ -10,6 +10,7 @@ mod authority {
     mod crash;
     mod ctl;
     mod hardening;
+    mod http_api;
     mod leases;
     mod pricing_models;
     mod restart;
