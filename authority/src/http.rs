@@ -1,6 +1,7 @@
 //! The authority's plain HTTP endpoint (default `:7071`): `/healthz`, Prometheus
 //! `/metrics`, and with the shared state the HTTP/JSON admin API (`POST /v1/admin/<Method>`)
-//! and its OpenAPI document (`/openapi.json`, see [`crate::http_api`]).
+//! and its OpenAPI document (`/openapi.json`, see [`crate::http_api`]), and the finance
+//! dashboard (`/ui`, see [`crate::ui`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +32,9 @@ pub fn router(metrics_state: Arc<Metrics>, state: Option<Arc<Shared>>) -> Router
         .route("/metrics", get(metrics))
         .with_state(metrics_state);
     match state {
-        Some(s) => base.merge(crate::http_api::Api::new(s).router()),
+        Some(s) => base
+            .merge(crate::http_api::Api::new(s).router())
+            .merge(crate::ui::router()),
         None => base,
     }
 }

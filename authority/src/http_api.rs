@@ -60,8 +60,9 @@ use crate::state::State;
 
 /// The admin service's full protobuf name.
 pub const ADMIN_SERVICE: &str = "tollgate.v1.AdminService";
-/// Largest request body accepted (as the gRPC admin service's largest message).
-pub const MAX_BODY_BYTES: usize = crate::server::ADMIN_MAX_MESSAGE_BYTES;
+/// Largest request body accepted (as the gRPC admin service's largest message,
+/// `server::ADMIN_MAX_MESSAGE_BYTES`; not imported from there: `server` imports this).
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The HTTP status for a gRPC status code (the usual google.rpc mapping).
 pub fn http_status(code: Code) -> StatusCode {
@@ -198,6 +199,7 @@ admin_rpcs! {
     "RecentDenials" => recent_denials,
     "ExportAudit" => export_audit,
     "VerifyAudit" => verify_audit,
+    "Estimate" => estimate,
 }
 
 /// What the API's handlers share.

@@ -12,12 +12,13 @@
 //!   seats), quotas, alert rules, balance and statements (by agent, task, instance, model,
 //!   feature and source, in credits and the tenant's currency, with AWUs, outcomes,
 //!   overruns and the plan's bill), tasks, reported denials, audit export and
-//!   verification.
+//!   verification, and estimates (a workload rated and run through the wallet in memory,
+//!   `tollgate_ledger::estimate`).
 //!
 //! The money rules live in `tollgate-ledger`; this crate adds the network, the
 //! credentials, the lease allocation ([`lease`]), the policy push ([`sessions`]), the alert
-//! webhooks ([`webhook`]), health, metrics and the HTTP/JSON admin API with its OpenAPI
-//! document ([`http`], [`http_api`], [`metrics`]) and the CLI ([`cli`]).
+//! webhooks ([`webhook`]), health, metrics, the HTTP/JSON admin API with its OpenAPI
+//! document and the finance dashboard ([`http`], [`http_api`], [`ui`], [`metrics`]) and the CLI ([`cli`]).
 //!
 //! **What a sidecar is trusted with.** A sidecar id belongs to the credential that first
 //! registered it; a batch key re-sent with other content is refused; held leases reported
@@ -67,4 +68,5 @@ pub mod sidecar_svc;
 pub mod state;
 pub mod task_budget;
 pub mod tasks;
+pub mod ui;
 pub mod webhook;

@@ -9,6 +9,7 @@ mod authority {
     pub mod common;
     mod crash;
     mod ctl;
+    mod estimate;
     mod hardening;
     mod http_api;
     mod leases;
