@@ -8,6 +8,7 @@ const TOKEN_KEY = 'tollgate.token';
 const TENANT_KEY = 'tollgate.tenant';
 const POLL_MS = 1000;
 const AUDIT_EVERY = 10; // polls between audit verifications (a whole-chain check)
+const TOP_LINES = 12; // lines per spend table
 
 let token = sessionStorage.getItem(TOKEN_KEY) || '';
 let tenant = sessionStorage.getItem(TENANT_KEY) || '';
@@ -193,14 +194,28 @@ function renderStatement(s) {
   const perAwu = s.work_units ? credits(Math.floor(s.total_micro / s.work_units)) : '–';
   setText('per-awu', perAwu);
   const key = (k) => k || '(unnamed)';
-  fill('by-agent', s.by_agent.map((l) => [key(l.key), credits(l.amount_micro), String(l.calls), String(l.work_units)]), [1, 2, 3]);
-  fill('by-model', s.by_model.map((l) => [key(l.key), credits(l.amount_micro), String(l.calls), l.input_tokens + ' / ' + l.output_tokens]), [1, 2, 3]);
-  fill('by-feature', s.by_feature.map((l) => [key(l.key), credits(l.amount_micro), String(l.calls)]), [1, 2]);
-  fill('by-task', s.by_task.map((l) => [key(l.key), credits(l.amount_micro), String(l.calls), String(l.work_units)]), [1, 2, 3]);
+  // The largest lines first, at most TOP_LINES per table (the rest summed in one line).
+  const top = (lines, row) => {
+    const sorted = [...lines].sort((a, b) => b.amount_micro - a.amount_micro);
+    const rows = sorted.slice(0, TOP_LINES).map(row);
+    const rest = sorted.slice(TOP_LINES);
+    if (rest.length) {
+      const sum = rest.reduce((a, l) => a + Number(l.amount_micro), 0);
+      const calls = rest.reduce((a, l) => a + Number(l.calls), 0);
+      const r = [rest.length + ' more', credits(sum), String(calls)];
+      while (r.length < rows[0].length) r.push('');
+      rows.push(r);
+    }
+    return rows;
+  };
+  fill('by-agent', top(s.by_agent, (l) => [key(l.key), credits(l.amount_micro), String(l.calls), String(l.work_units)]), [1, 2, 3]);
+  fill('by-model', top(s.by_model, (l) => [key(l.key), credits(l.amount_micro), String(l.calls), l.input_tokens + ' / ' + l.output_tokens]), [1, 2, 3]);
+  fill('by-feature', top(s.by_feature, (l) => [key(l.key), credits(l.amount_micro), String(l.calls)]), [1, 2]);
+  fill('by-task', top(s.by_task, (l) => [key(l.key), credits(l.amount_micro), String(l.calls), String(l.work_units)]), [1, 2, 3]);
 }
 
 function renderDenials(d) {
-  fill('denials', (d.totals || []).map((x) => [
+  fill('denials', (d.totals || []).slice(0, 20).map((x) => [
     x.limit_key || '(lane ran dry)', enumName(x.tier, 'TIER_'), String(x.count), when(x.last_minute_unix_ms),
   ]), [2]);
 }
