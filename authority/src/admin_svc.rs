@@ -1009,4 +1009,44 @@ impl AdminService for AdminSvc {
             .credit_pack;
         Ok(Response::new(reports::estimate(&e, &r, pack.as_ref())))
     }
+
+    async fn what_if(
+        &self,
+        req: Request<pb::WhatIfRequest>,
+    ) -> Result<Response<pb::WhatIfResponse>, Status> {
+        let r = req.get_ref().clone();
+        let t = tid("tenant", &r.tenant)?;
+        self.reader(&req, &r.tenant)?;
+        let mut wire = r
+            .price_book
+            .clone()
+            .ok_or_else(|| invalid("price_book", "is missing"))?;
+        wire.tenant = r.tenant.clone();
+        wire.version = 1;
+        let spec = convert::price_book_spec(&wire)?;
+        let book = CorePriceBook::new(spec).map_err(|e| invalid("price_book", e))?;
+        let from = r.from_unix_ms / 1000;
+        let to = if r.to_unix_ms == 0 {
+            u64::MAX / 2
+        } else {
+            r.to_unix_ms.div_ceil(1000)
+        };
+        if to < from {
+            return Err(invalid("to_unix_ms", "ends before from_unix_ms"));
+        }
+        let lines = self
+            .state
+            .ledger
+            .what_if(&t, from, to, &book)
+            .await
+            .map_err(ledger_status)?;
+        let pack = self
+            .state
+            .ledger
+            .config(&t)
+            .await
+            .map_err(ledger_status)?
+            .credit_pack;
+        Ok(Response::new(reports::what_if(&r, &lines, pack.as_ref())))
+    }
 }

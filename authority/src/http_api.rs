@@ -200,6 +200,7 @@ admin_rpcs! {
     "ExportAudit" => export_audit,
     "VerifyAudit" => verify_audit,
     "Estimate" => estimate,
+    "WhatIf" => what_if,
 }
 
 /// What the API's handlers share.

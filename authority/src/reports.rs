@@ -322,6 +322,45 @@ pub fn estimate(
     }
 }
 
+/// A what-if replay on the wire.
+pub fn what_if(
+    req: &pb::WhatIfRequest,
+    lines: &[tollgate_ledger::estimate::ReplayLine],
+    pack: Option<&CreditPack>,
+) -> pb::WhatIfResponse {
+    let sum = |f: fn(&tollgate_ledger::estimate::ReplayLine) -> Credits| {
+        lines
+            .iter()
+            .fold(Credits::ZERO, |a, l| a.saturating_add(f(l)))
+    };
+    let (recorded, replayed) = (sum(|l| l.recorded), sum(|l| l.replayed));
+    pb::WhatIfResponse {
+        tenant: req.tenant.clone(),
+        from_unix_ms: req.from_unix_ms,
+        to_unix_ms: req.to_unix_ms,
+        lines: lines
+            .iter()
+            .map(|l| pb::WhatIfLine {
+                agent: l.agent.clone(),
+                model: l.model.clone(),
+                feature: l.feature.clone(),
+                calls: l.calls,
+                input_tokens: l.input_tokens,
+                output_tokens: l.output_tokens,
+                outcomes: l.outcomes,
+                recorded_micro: l.recorded.micros(),
+                replayed_micro: l.replayed.micros(),
+                priced: l.priced,
+            })
+            .collect(),
+        recorded_micro: recorded.micros(),
+        replayed_micro: replayed.micros(),
+        currency: pack.map(|p| p.currency.to_string()).unwrap_or_default(),
+        recorded_money_micro: money(pack, recorded),
+        replayed_money_micro: money(pack, replayed),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

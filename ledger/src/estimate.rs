@@ -394,3 +394,107 @@ pub(crate) fn simulate(
         runway_days,
     }
 }
+
+// ---- What-if ------------------------------------------------------------------------------
+
+/// One (agent, model, feature) line of a what-if replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayLine {
+    /// Agent name.
+    pub agent: String,
+    /// Model.
+    pub model: String,
+    /// Feature.
+    pub feature: String,
+    /// Calls, tokens and outcomes recorded in the period.
+    pub calls: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Outcomes.
+    pub outcomes: u64,
+    /// What the usage was rated when posted (charged, plan-funded and overrun alike).
+    pub recorded: Credits,
+    /// What the other book rates it.
+    pub replayed: Credits,
+    /// False when the other book does not price the model (rated at its dearest model).
+    pub priced: bool,
+}
+
+/// A past period's recorded usage rated under another price book, line by line (see
+/// [`crate::Ledger::what_if`]).
+///
+/// The ledger keeps usage per posted group, not per call, so each line is rated from its
+/// recorded totals as an aggregate record of `calls` calls ([`charge_record`], the
+/// posting rule for such records): exact for per-request and per-outcome prices, within
+/// one micro-credit per call for per-token prices (the totals are rounded once, not per
+/// call), and at least one action per call for per-action prices. Calls are taken as
+/// human-initiated (the statement does not keep the initiator), so a book that makes
+/// agent-initiated calls free is not credited for them.
+pub fn replay(
+    tenant: &TenantId,
+    rows: &[crate::report::StatementRow],
+    book: &PriceBook,
+) -> Vec<ReplayLine> {
+    let mut lines: Vec<ReplayLine> = Vec::new();
+    for r in rows {
+        let i = match lines
+            .iter()
+            .position(|l| l.agent == r.agent && l.model == r.model && l.feature == r.feature)
+        {
+            Some(i) => i,
+            None => {
+                lines.push(ReplayLine {
+                    agent: r.agent.clone(),
+                    model: r.model.clone(),
+                    feature: r.feature.clone(),
+                    calls: 0,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    outcomes: 0,
+                    recorded: Credits::ZERO,
+                    replayed: Credits::ZERO,
+                    priced: true,
+                });
+                lines.len() - 1
+            }
+        };
+        let l = &mut lines[i];
+        l.calls = l.calls.saturating_add(r.records);
+        l.input_tokens = l.input_tokens.saturating_add(r.input_tokens);
+        l.output_tokens = l.output_tokens.saturating_add(r.output_tokens);
+        l.outcomes = l.outcomes.saturating_add(r.outcomes);
+        l.recorded = l.recorded.saturating_add(r.amount);
+    }
+    for l in &mut lines {
+        if l.calls == 0 && l.input_tokens == 0 && l.output_tokens == 0 && l.outcomes == 0 {
+            continue;
+        }
+        let model = book.model(&l.model);
+        let record = UsageRecord {
+            tenant: tenant.clone(),
+            agent: Arc::from(l.agent.as_str()),
+            agent_instance: Arc::from(""),
+            model: Arc::from(l.model.as_str()),
+            feature: Arc::from(l.feature.as_str()),
+            task: Arc::from(""),
+            tier: Tier::Interactive,
+            initiator: Initiator::Human,
+            input_tokens: l.input_tokens,
+            output_tokens: l.output_tokens,
+            outcomes: l.outcomes,
+            price_book_version: book.version(),
+            client_amount: Credits::ZERO,
+            at: 0,
+            calls: l.calls.max(1),
+            work_units: 0,
+            pre_rated: false,
+            aggregate: false,
+        };
+        let (c, _, how) = charge_record(Some(book), model.as_ref(), &record);
+        l.replayed = c;
+        l.priced = how == How::Rated;
+    }
+    lines
+}

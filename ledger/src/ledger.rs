@@ -881,6 +881,20 @@ impl Ledger {
         ))
     }
 
+    /// The usage recorded in `[from, to)` rated under `book` instead, line by line per
+    /// agent, model and feature, beside what it was rated when posted
+    /// ([`crate::estimate::replay`]). Reads only.
+    pub async fn what_if(
+        &self,
+        tenant: &TenantId,
+        from: Timestamp,
+        to: Timestamp,
+        book: &PriceBook,
+    ) -> Result<Vec<crate::estimate::ReplayLine>, LedgerError> {
+        let s = self.statement(tenant, from, to).await?;
+        Ok(crate::estimate::replay(tenant, &s.rows, book))
+    }
+
     /// Spend in `[from, to)` by agent, model, feature and funding source.
     pub async fn statement(
         &self,

@@ -35,7 +35,7 @@ use clap::{Args, Subcommand};
 pub use alerts::AlertCmd;
 pub use audit::{AuditCmd, verify_file};
 pub use connect::Admin;
-pub use estimate::EstimateArgs;
+pub use estimate::{EstimateArgs, WhatIfArgs};
 pub use grants::{GrantCmd, KindArg, ResetArg};
 pub use pack::PackCmd;
 pub use plans::PlanCmd;
@@ -65,6 +65,7 @@ Examples:
   tollgate ctl task list acme
   tollgate ctl denials acme
   tollgate ctl estimate acme --line gpt-4o:2000:1200:300 --days 30
+  tollgate ctl what-if acme --price-book new-prices.toml --from 2026-11-01
   tollgate ctl audit verify --tenant acme
   tollgate ctl audit export --tenant acme --out acme-audit.jsonl
   tollgate ctl audit verify --file acme-audit.jsonl --public-key <hex>
@@ -149,6 +150,9 @@ pub enum CtlCommand {
     /// Estimate what a workload would cost: credits, money, which grants pay, the plan,
     /// when a limit would stop it, the runway.
     Estimate(EstimateArgs),
+    /// Rate a past period's recorded usage under another price book, line by line.
+    #[command(name = "what-if")]
+    WhatIf(WhatIfArgs),
 }
 
 /// Runs a ctl command and returns what it prints. Errors say what went wrong.
@@ -180,6 +184,7 @@ pub async fn execute(args: CtlArgs) -> anyhow::Result<String> {
         CtlCommand::Denials(cmd) => tasks::denials(cmd, &mut a, &mut out).await?,
         CtlCommand::Audit(cmd) => audit::run(cmd, &mut a, &mut out).await?,
         CtlCommand::Estimate(cmd) => estimate::run(cmd, &mut a, &mut out).await?,
+        CtlCommand::WhatIf(cmd) => estimate::what_if(cmd, &mut a, &mut out).await?,
     }
     Ok(printable(&out))
 }
@@ -280,6 +285,7 @@ mod tests {
             "audit verify: --tenant --file --public-key",
             "audit export: --tenant --out",
             "estimate: tenant --line --days --total --agent-initiated --agent --feature",
+            "what-if: tenant --price-book --from --to",
         ];
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         assert_eq!(lines, expected);

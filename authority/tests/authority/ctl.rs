@@ -304,3 +304,40 @@ async fn ctl_estimate_prints_the_answer() {
         .unwrap_err();
     assert!(e.to_string().contains("MODEL:CALLS"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_what_if_prints_the_difference_line_by_line() {
+    if skip_without_store("ctl_what_if_prints_the_difference_line_by_line") {
+        return;
+    }
+    let h = start_harness().await;
+    let u = h.url.as_str();
+    // m1: 1 micro-credit per input token.
+    setup_tenant(u, "acme", 100).await;
+    let mut sc = Sidecar::connect(u, "pod-1", SC_ACME, &["acme"]).await;
+    sc.post(1, &[call("acme", "bot", MODEL, 2000, 2000)]).await;
+    let book = h.dir.path().join("dearer.toml");
+    std::fs::write(
+        &book,
+        r#"
+version = 0
+default_max_output_tokens = 1024
+[[models]]
+name = "m1"
+pricing = { kind = "per_token", input_per_million = 5000000, output_per_million = 0 }
+"#,
+    )
+    .unwrap();
+    let out = ctl(
+        u,
+        &["what-if", "acme", "--price-book", book.to_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    // 2,000 input tokens: 0.002 credits recorded, 0.01 under 5 per token: +0.008.
+    assert!(out.contains("bot"), "{out}");
+    assert!(
+        out.contains("total: recorded 0.002000, other book 0.010000, difference +0.008000"),
+        "{out}"
+    );
+}

@@ -207,3 +207,133 @@ async fn estimates_are_scoped_and_validated() {
     let e = estimate(&h.url, workload("acme", 1), ADMIN).await.unwrap();
     assert_eq!((e.price_book_version, e.lines[0].priced), (0, false));
 }
+
+#[tokio::test]
+async fn what_if_replays_recorded_usage_under_another_book_line_by_line() {
+    let h = start_harness().await;
+    // m1: 1 micro-credit per input token, 2 per output token.
+    setup_tenant(&h.url, "acme", 100).await;
+    let mut sc = Sidecar::connect(&h.url, "pod-1", SC_ACME, &["acme"]).await;
+    let writer = tollgate_proto::batch::RecordInput {
+        output_tokens: 250,
+        feature: "reports",
+        ..call("acme", "writer", MODEL, 500, 1_000)
+    };
+    sc.post(
+        1,
+        &[
+            call("acme", "bot", MODEL, 1000, 1000),
+            call("acme", "bot", MODEL, 1000, 1000),
+            call("acme", "bot", MODEL, 1000, 1000),
+            writer,
+        ],
+    )
+    .await;
+    let other = pb::PriceBook {
+        models: vec![model(
+            MODEL,
+            Pricing::Tokens(pb::TokenPrice {
+                input_per_mtok_micro: 3 * C,
+                output_per_mtok_micro: 4 * C,
+            }),
+        )],
+        default_max_output_tokens: 1000,
+        ..Default::default()
+    };
+    let w = admin(&h.url)
+        .await
+        .what_if(req(
+            pb::WhatIfRequest {
+                tenant: "acme".into(),
+                price_book: Some(other.clone()),
+                ..Default::default()
+            },
+            Some(READER_ACME),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lines: Vec<(&str, &str, u64, u64, u64, bool)> = w
+        .lines
+        .iter()
+        .map(|l| {
+            (
+                l.agent.as_str(),
+                l.feature.as_str(),
+                l.calls,
+                l.recorded_micro,
+                l.replayed_micro,
+                l.priced,
+            )
+        })
+        .collect();
+    lines.sort();
+    // bot: 3 calls of 1,000 input tokens: 3,000 recorded, 9,000 under 3 per token.
+    // writer: 500 in, 250 out: 500 + 500 recorded, 1,500 + 1,000 replayed.
+    assert_eq!(
+        lines,
+        vec![
+            ("bot", "", 3, 3_000, 9_000, true),
+            ("writer", "reports", 1, 1_000, 2_500, true)
+        ]
+    );
+    assert_eq!((w.recorded_micro, w.replayed_micro), (4_000, 11_500));
+    // Nothing was installed: the tenant's book is the one it had.
+    let book = admin(&h.url)
+        .await
+        .get_price_book(req(
+            pb::GetPriceBookRequest {
+                tenant: "acme".into(),
+                version: 0,
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(book.version, 1);
+
+    // A book without the model: rated at its dearest model, and said so.
+    let mut missing = other;
+    missing.models[0].model = "other".into();
+    let w = admin(&h.url)
+        .await
+        .what_if(req(
+            pb::WhatIfRequest {
+                tenant: "acme".into(),
+                price_book: Some(missing),
+                ..Default::default()
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(w.lines.iter().all(|l| !l.priced));
+    assert_eq!(w.replayed_micro, 11_500);
+    // Scoped like every read; a missing book is invalid.
+    let e = admin(&h.url)
+        .await
+        .what_if(req(
+            pb::WhatIfRequest {
+                tenant: "acme".into(),
+                ..Default::default()
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = admin(&h.url)
+        .await
+        .what_if(req(
+            pb::WhatIfRequest {
+                tenant: "globex".into(),
+                ..Default::default()
+            },
+            Some(READER_ACME),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+}

@@ -218,6 +218,110 @@ pub async fn run(cmd: EstimateArgs, a: &mut Admin, out: &mut String) -> anyhow::
     Ok(())
 }
 
+/// `ctl what-if` arguments.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Example:
+  tollgate ctl what-if acme --price-book new-prices.toml --from 2026-11-01 --to 2026-12-01
+
+Rates the usage recorded in the period under the other book (not installed) and prints, per
+agent, model and feature, what it was rated and what the other book would rate it, and the
+difference. Rated from each line's recorded totals: exact for per-request and per-outcome
+prices, within one micro-credit per call for per-token prices.")]
+pub struct WhatIfArgs {
+    /// Tenant id.
+    pub tenant: String,
+    /// The other price book (.toml or .json, as for `price-book set`).
+    #[arg(long, value_name = "FILE")]
+    pub price_book: std::path::PathBuf,
+    /// Start (inclusive): YYYY-MM-DD or unix seconds. Default: the beginning.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End (exclusive): YYYY-MM-DD or unix seconds. Default: now.
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+/// A signed difference of two micro-credit amounts, in credits.
+fn diff(new: u64, old: u64) -> String {
+    if new >= old {
+        format!("+{}", show(new - old))
+    } else {
+        format!("-{}", show(old - new))
+    }
+}
+
+/// Asks for the what-if and prints it line by line.
+pub async fn what_if(cmd: WhatIfArgs, a: &mut Admin, out: &mut String) -> anyhow::Result<()> {
+    let spec = super::price_book::read_spec(&cmd.price_book)?;
+    let book = tollgate_proto::convert::price_book_to_wire(&cmd.tenant, &spec, 0);
+    let from_unix_ms = cmd
+        .from
+        .map(|s| super::units::parse_time("--from", &s))
+        .transpose()?
+        .unwrap_or(0);
+    let to_unix_ms = cmd
+        .to
+        .map(|s| super::units::parse_time("--to", &s))
+        .transpose()?
+        .unwrap_or(0);
+    let w = a
+        .client
+        .what_if(a.req(pb::WhatIfRequest {
+            tenant: cmd.tenant,
+            from_unix_ms,
+            to_unix_ms,
+            price_book: Some(book),
+        }))
+        .await
+        .map_err(status)?
+        .into_inner();
+    writeln!(
+        out,
+        "what-if for {}: recorded usage under the other price book",
+        w.tenant
+    )?;
+    let mut t = table(
+        &[
+            "agent",
+            "model",
+            "feature",
+            "calls",
+            "recorded",
+            "other book",
+            "difference",
+        ],
+        &[3, 4, 5, 6],
+    );
+    for l in &w.lines {
+        let model = if l.priced {
+            l.model.clone()
+        } else {
+            format!("{} (not in the other book: its dearest price)", l.model)
+        };
+        t.add_row(vec![
+            l.agent.clone(),
+            model,
+            l.feature.clone(),
+            l.calls.to_string(),
+            show(l.recorded_micro),
+            show(l.replayed_micro),
+            diff(l.replayed_micro, l.recorded_micro),
+        ]);
+    }
+    put_table(out, &t);
+    writeln!(
+        out,
+        "total: recorded {}{}, other book {}{}, difference {}",
+        show(w.recorded_micro),
+        in_currency(&w.currency, w.recorded_money_micro),
+        show(w.replayed_micro),
+        in_currency(&w.currency, w.replayed_money_micro),
+        diff(w.replayed_micro, w.recorded_micro)
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
