@@ -12,13 +12,16 @@
 //!   seats), quotas, alert rules, balance and statements (by agent, task, instance, model,
 //!   feature and source, in credits and the tenant's currency, with AWUs, outcomes,
 //!   overruns and the plan's bill), tasks, reported denials, audit export and
-//!   verification, and estimates (a workload rated and run through the wallet in memory,
-//!   `tollgate_ledger::estimate`).
+//!   verification, estimates (a workload rated and run through the wallet in memory) and
+//!   what-ifs (a past period's usage under another price book), both in
+//!   `tollgate_ledger::estimate`. Every admin RPC is also served as HTTP/JSON
+//!   (`POST /v1/admin/<Method>` on the HTTP port, OpenAPI 3.1 at `/openapi.json`).
 //!
 //! The money rules live in `tollgate-ledger`; this crate adds the network, the
 //! credentials, the lease allocation ([`lease`]), the policy push ([`sessions`]), the alert
 //! webhooks ([`webhook`]), health, metrics, the HTTP/JSON admin API with its OpenAPI
-//! document and the finance dashboard ([`http`], [`http_api`], [`ui`], [`metrics`]) and the CLI ([`cli`]).
+//! document and the finance dashboard ([`http`], [`http_api`], [`ui`], [`metrics`]) and
+//! the CLI ([`cli`]).
 //!
 //! **What a sidecar is trusted with.** A sidecar id belongs to the credential that first
 //! registered it; a batch key re-sent with other content is refused; held leases reported

@@ -41,7 +41,10 @@ use crate::usage::UsageRecord;
 /// Most days an estimate covers.
 pub const MAX_ESTIMATE_DAYS: u32 = 3_660;
 /// Most lines in a workload.
-pub const MAX_ESTIMATE_LINES: usize = 1_000;
+pub const MAX_ESTIMATE_LINES: usize = 100;
+/// Most lines times days: the simulation posts (and signs, in memory) one day at a time,
+/// so this bounds what one request may cost the authority (a year of 100 lines).
+pub const MAX_ESTIMATE_LINE_DAYS: u64 = 36_600;
 /// Most calls (or outcomes, or tokens per call) one line may state.
 pub const MAX_LINE_COUNT: u64 = 1_000_000_000_000;
 
@@ -91,6 +94,14 @@ impl Workload {
             return bad(format!(
                 "{} lines: 1 to {MAX_ESTIMATE_LINES}",
                 self.lines.len()
+            ));
+        }
+        let line_days = self.lines.len() as u64 * u64::from(self.days);
+        if line_days > MAX_ESTIMATE_LINE_DAYS {
+            return bad(format!(
+                "{} lines over {} days: at most {MAX_ESTIMATE_LINE_DAYS} lines times days",
+                self.lines.len(),
+                self.days
             ));
         }
         for (i, l) in self.lines.iter().enumerate() {

@@ -337,3 +337,35 @@ async fn what_if_replays_recorded_usage_under_another_book_line_by_line() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
 }
+
+/// The largest estimate allowed (100 lines for 366 days) is answered; one more day is
+/// refused.
+#[tokio::test]
+async fn the_largest_estimate_is_answered_and_a_larger_one_refused() {
+    let h = start_harness_with_clock(ManualClock::new(T0)).await;
+    let mut a = AdminClient::connect(&h.url).await;
+    a.tenant("acme").await;
+    book(&mut a, "acme").await;
+    a.grant(pb::Grant {
+        tenant: "acme".into(),
+        kind: pb::GrantKind::Purchased as i32,
+        amount_micro: 1_000_000 * C,
+        ..Default::default()
+    })
+    .await;
+    let mut w = workload("acme", 366);
+    let line = w.lines[0].clone();
+    w.lines = (0..100)
+        .map(|i| pb::WorkloadLine {
+            agent: format!("agent-{i}"),
+            ..line.clone()
+        })
+        .collect();
+    let e = estimate(&h.url, w.clone(), ADMIN).await.unwrap();
+    // 100 lines of 6 credits a day for 366 days.
+    assert_eq!(e.credits_micro, 100 * 6 * 366 * C);
+    assert_eq!(e.grants[0].amount_micro, 100 * 6 * 366 * C);
+    w.days = 367;
+    let err = estimate(&h.url, w, ADMIN).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
