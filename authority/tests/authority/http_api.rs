@@ -193,3 +193,51 @@ async fn admin_calls_over_http_share_tokens_and_scoping_with_grpc() {
     assert_eq!(s, 200);
     assert_eq!(b["tenants"].as_array().unwrap().len(), 2);
 }
+
+/// The dashboard's cap form is `POST /v1/admin/SetPlan`: a cap lowered over HTTP is pushed
+/// to the tenant's live sidecars at once (policy and a revocation with the new ceiling), and
+/// the next lease is refused at the hard cap.
+#[tokio::test]
+async fn a_cap_lowered_over_http_is_pushed_and_refuses_the_next_lease() {
+    const C: u64 = 1_000_000;
+    let h = start_harness().await;
+    let http = Http::new(&h);
+    setup_tenant(&h.url, "acme", 0).await;
+    let plan = |cap: u64| json!({"plan": {"tenant": "acme", "hard_cap_micro": cap}});
+    let (s, _) = http.call("SetPlan", Some(ADMIN), plan(10 * C)).await;
+    assert_eq!(s, 200);
+    let mut sc = Sidecar::connect(&h.url, "pod-1", SC_ACME, &["acme"]).await;
+    let lease = sc.lease_wallet("acme", 3 * C).await;
+    assert!(lease.amount_micro > 0);
+
+    let (s, b) = http.call("SetPlan", Some(ADMIN), plan(C)).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["hard_cap_micro"], C);
+    let p = sc
+        .next_matching(|m| match m {
+            pb::session_down::Msg::Policy(p) => p.policy,
+            _ => None,
+        })
+        .await;
+    assert_eq!(p.hard_cap_micro, C);
+    let r = sc
+        .next_matching(|m| match m {
+            pb::session_down::Msg::Revocation(r) => Some(r),
+            _ => None,
+        })
+        .await;
+    assert!(r.ceiling_micro <= C, "{r:?}");
+    // What is held already fills the new cap: the next ask is refused at the cap.
+    sc.demand(pb::LimitKey::wallet("acme"), 2 * C, lease.amount_micro)
+        .await;
+    let refusal = sc
+        .next_matching(|m| match m {
+            pb::session_down::Msg::Refusal(r) => Some(r),
+            _ => None,
+        })
+        .await;
+    assert_eq!(refusal.reason, pb::LeaseRefusalReason::HardCap as i32);
+    // A reader cannot move the cap.
+    let (s, b) = http.call("SetPlan", Some(READER_ACME), plan(100 * C)).await;
+    assert_error(s, &b, 403, "permission_denied");
+}
