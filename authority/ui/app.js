@@ -9,6 +9,9 @@ const TENANT_KEY = 'tollgate.tenant';
 const POLL_MS = 1000;
 const AUDIT_EVERY = 10; // polls between audit verifications (a whole-chain check)
 const TOP_LINES = 12; // lines per spend table
+const DAILY_EVERY = 5; // polls between refreshes of the per-day chart (14 statements)
+const DAYS = 14;
+const DAY_MS = 86400000;
 
 let token = sessionStorage.getItem(TOKEN_KEY) || '';
 let tenant = sessionStorage.getItem(TENANT_KEY) || '';
@@ -157,6 +160,7 @@ async function poll() {
     plan = pl instanceof Error ? null : pl;
     setText('cap-current', bal.hard_cap_micro ? credits(bal.hard_cap_micro) : 'none');
     if (!(alerts instanceof Error)) renderAlerts(alerts);
+    if (ticks % DAILY_EVERY === 0) refreshDaily(t);
     if (ticks % AUDIT_EVERY === 0) {
       soft(api('VerifyAudit', { tenant: t })).then((v) => { if (t === tenant) renderAudit(v); });
     }
@@ -238,6 +242,41 @@ function renderAudit(v) {
   $('audit').className = 'big ' + (v.ok ? 'ok' : 'error');
   setText('audit', v.ok ? 'verified' : 'BROKEN');
   setText('audit-note', v.ok ? v.records_checked + ' records checked' : 'record ' + v.bad_seq + ': ' + v.problem);
+}
+
+// Credits charged on each of the last DAYS UTC days (today last), one statement each.
+async function refreshDaily(t) {
+  const today = Math.floor(Date.now() / DAY_MS) * DAY_MS;
+  const starts = Array.from({ length: DAYS }, (_, i) => today - (DAYS - 1 - i) * DAY_MS);
+  try {
+    const sts = await Promise.all(starts.map((from) =>
+      api('GetStatement', { tenant: t, from_unix_ms: from, to_unix_ms: from + DAY_MS })));
+    if (t !== tenant) return;
+    drawDaily(starts, sts.map((x) => Number(x.total_micro)));
+  } catch (_) { /* the next refresh tries again */ }
+}
+
+function drawDaily(starts, totals) {
+  const c = $('daily');
+  // For tests and screen readers: the figures drawn.
+  c.dataset.totals = totals.join(',');
+  c.setAttribute('aria-label', 'credits charged per day: ' + totals.map(credits).join(', '));
+  const w = c.clientWidth || c.width;
+  c.width = w;
+  const h = c.height;
+  const ctx = c.getContext('2d');
+  ctx.clearRect(0, 0, w, h);
+  const max = Math.max(...totals, 1);
+  const bw = w / totals.length;
+  ctx.font = '10px system-ui, sans-serif';
+  totals.forEach((v, i) => {
+    const bh = (v / max) * (h - 34);
+    ctx.fillStyle = '#2f6fde';
+    ctx.fillRect(i * bw + 3, h - 16 - bh, bw - 6, bh);
+    ctx.fillStyle = '#5b6470';
+    ctx.fillText(new Date(starts[i]).toISOString().slice(5, 10), i * bw + 3, h - 4);
+  });
+  ctx.fillText('max ' + credits(max) + ' credits / day', 4, 10);
 }
 
 function drawChart() {

@@ -48,6 +48,9 @@ def test_the_dashboard_follows_a_running_fleet(page):  # noqa: F811
         expect(page.locator("#by-task tbody tr").first).to_be_visible()
         expect(page.locator("#denials tbody tr").first).to_be_visible(timeout=WAIT_MS)
         expect(page.locator("#audit")).to_have_text("verified", timeout=WAIT_MS)
+        # The per-day chart has today's spend (the last of its 14 days).
+        expect(page.locator("#daily")).to_have_attribute(
+            "data-totals", re.compile(r"^(\d+,){13}[1-9]\d*$"), timeout=WAIT_MS)
 
         # After the run the authority keeps serving: the page agrees with its statement.
         for _ in range(1200):
