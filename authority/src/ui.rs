@@ -6,10 +6,10 @@
 //!
 //! It shows, per tenant and refreshed every second: the balance by grant, burn rates,
 //! projected depletion, this month's spend and hard cap (with a form to change the cap),
-//! spend per day (14 days) and consumption since the page opened, spend by agent, model,
-//! feature and task with work units, alert
-//! rules, recent denials by limit and tier, whether the audit chain verifies (every ten
-//! seconds: it checks the whole chain), and an estimate form.
+//! spend per day (the last 14 days, every 5 s) and consumption since the page opened,
+//! spend by agent, model, feature and task with work units, alert rules, recent denials by
+//! limit and tier, whether the audit chain verifies (every ten seconds: it checks the whole
+//! chain), and an estimate form.
 
 use axum::Router;
 use axum::http::header;
