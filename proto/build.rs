@@ -1,5 +1,6 @@
 //! Compiles `proto/tollgate/v1/*.proto` with protox (pure Rust, no system protoc) into a
-//! FileDescriptorSet and hands it to tonic-prost-build for the Rust code.
+//! FileDescriptorSet and hands it to tonic-prost-build for the Rust code; the encoded set is
+//! also written to `OUT_DIR` (exported as `FILE_DESCRIPTOR_SET`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -10,7 +11,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
-    let fds = protox::compile(files, ["proto"])?;
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(files)?;
+    // The encoded descriptors (with comments) are exported as `FILE_DESCRIPTOR_SET`: the
+    // authority's HTTP/JSON API maps JSON to messages and writes its OpenAPI document
+    // from them, so neither can drift from the .proto files.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("tollgate_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+    let fds = compiler.file_descriptor_set();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -966,4 +966,87 @@ impl AdminService for AdminSvc {
             },
         }))
     }
+
+    async fn estimate(
+        &self,
+        req: Request<pb::EstimateRequest>,
+    ) -> Result<Response<pb::EstimateResponse>, Status> {
+        let r = req.get_ref().clone();
+        let t = tid("tenant", &r.tenant)?;
+        self.reader(&req, &r.tenant)?;
+        let mut lines = Vec::with_capacity(r.lines.len());
+        for (i, l) in r.lines.iter().enumerate() {
+            let initiator = tollgate_proto::convert::call_initiator(l.initiator)
+                .map_err(|e| invalid(&format!("lines[{i}].initiator"), e.to_string()))?;
+            lines.push(tollgate_ledger::estimate::WorkloadLine {
+                model: l.model.clone(),
+                agent: l.agent.clone(),
+                feature: l.feature.clone(),
+                calls: l.calls,
+                input_tokens_per_call: l.input_tokens_per_call,
+                output_tokens_per_call: l.output_tokens_per_call,
+                outcomes: l.outcomes,
+                initiator,
+            });
+        }
+        let workload = tollgate_ledger::estimate::Workload {
+            lines,
+            per_day: r.per_day,
+            days: r.days,
+        };
+        let e = self
+            .state
+            .ledger
+            .estimate(&t, &workload)
+            .await
+            .map_err(ledger_status)?;
+        let pack = self
+            .state
+            .ledger
+            .config(&t)
+            .await
+            .map_err(ledger_status)?
+            .credit_pack;
+        Ok(Response::new(reports::estimate(&e, &r, pack.as_ref())))
+    }
+
+    async fn what_if(
+        &self,
+        req: Request<pb::WhatIfRequest>,
+    ) -> Result<Response<pb::WhatIfResponse>, Status> {
+        let r = req.get_ref().clone();
+        let t = tid("tenant", &r.tenant)?;
+        self.reader(&req, &r.tenant)?;
+        let mut wire = r
+            .price_book
+            .clone()
+            .ok_or_else(|| invalid("price_book", "is missing"))?;
+        wire.tenant = r.tenant.clone();
+        wire.version = 1;
+        let spec = convert::price_book_spec(&wire)?;
+        let book = CorePriceBook::new(spec).map_err(|e| invalid("price_book", e))?;
+        let from = r.from_unix_ms / 1000;
+        let to = if r.to_unix_ms == 0 {
+            u64::MAX / 2
+        } else {
+            r.to_unix_ms.div_ceil(1000)
+        };
+        if to < from {
+            return Err(invalid("to_unix_ms", "ends before from_unix_ms"));
+        }
+        let lines = self
+            .state
+            .ledger
+            .what_if(&t, from, to, &book)
+            .await
+            .map_err(ledger_status)?;
+        let pack = self
+            .state
+            .ledger
+            .config(&t)
+            .await
+            .map_err(ledger_status)?
+            .credit_pack;
+        Ok(Response::new(reports::what_if(&r, &lines, pack.as_ref())))
+    }
 }

@@ -12,11 +12,16 @@
 //!   seats), quotas, alert rules, balance and statements (by agent, task, instance, model,
 //!   feature and source, in credits and the tenant's currency, with AWUs, outcomes,
 //!   overruns and the plan's bill), tasks, reported denials, audit export and
-//!   verification.
+//!   verification, estimates (a workload rated and run through the wallet in memory) and
+//!   what-ifs (a past period's usage under another price book), both in
+//!   `tollgate_ledger::estimate`. Every admin RPC is also served as HTTP/JSON
+//!   (`POST /v1/admin/<Method>` on the HTTP port, OpenAPI 3.1 at `/openapi.json`).
 //!
 //! The money rules live in `tollgate-ledger`; this crate adds the network, the
 //! credentials, the lease allocation ([`lease`]), the policy push ([`sessions`]), the alert
-//! webhooks ([`webhook`]), health and metrics ([`http`], [`metrics`]) and the CLI ([`cli`]).
+//! webhooks ([`webhook`]), health, metrics, the HTTP/JSON admin API with its OpenAPI
+//! document and the finance dashboard ([`http`], [`http_api`], [`ui`], [`metrics`]) and
+//! the CLI ([`cli`]).
 //!
 //! **What a sidecar is trusted with.** A sidecar id belongs to the credential that first
 //! registered it; a batch key re-sent with other content is refused; held leases reported
@@ -49,6 +54,7 @@ pub mod config;
 pub mod convert;
 pub mod denials;
 pub mod http;
+pub mod http_api;
 pub mod ingest;
 pub mod keylock;
 pub mod keys;
@@ -65,4 +71,5 @@ pub mod sidecar_svc;
 pub mod state;
 pub mod task_budget;
 pub mod tasks;
+pub mod ui;
 pub mod webhook;

@@ -256,6 +256,111 @@ pub fn task_info(t: &TaskRow) -> pb::TaskInfo {
     }
 }
 
+/// An estimate on the wire (`req` gives the lines as asked).
+pub fn estimate(
+    e: &tollgate_ledger::estimate::Estimate,
+    req: &pb::EstimateRequest,
+    pack: Option<&CreditPack>,
+) -> pb::EstimateResponse {
+    use tollgate_core::LimitKind;
+    let lines = e
+        .lines
+        .iter()
+        .zip(&req.lines)
+        .map(|(l, asked)| pb::LineEstimate {
+            line: Some(asked.clone()),
+            calls: l.calls,
+            credits_micro: l.credits.micros(),
+            per_call_micro: l.per_call.micros(),
+            request_units_milli: l.request_units_milli,
+            priced: l.priced,
+            money_micro: money(pack, l.credits),
+        })
+        .collect();
+    let grants = e
+        .grants
+        .iter()
+        .map(|g| pb::GrantDraw {
+            grant_id: g.grant.0.to_string(),
+            kind: match g.kind {
+                tollgate_ledger::GrantKind::Trial => pb::GrantKind::Trial,
+                tollgate_ledger::GrantKind::Promotional => pb::GrantKind::Promotional,
+                tollgate_ledger::GrantKind::Purchased => pb::GrantKind::Purchased,
+                tollgate_ledger::GrantKind::RecurringAllowance => pb::GrantKind::Recurring,
+            } as i32,
+            label: g.reference.clone().unwrap_or_default(),
+            amount_micro: g.amount.micros(),
+            remaining_after_micro: g.remaining_after.micros(),
+        })
+        .collect();
+    let unbounded = e.spendable == Credits::MAX;
+    pb::EstimateResponse {
+        tenant: e.tenant.to_string(),
+        as_of_unix_ms: e.at.saturating_mul(1000),
+        price_book_version: e.price_book_version,
+        lines,
+        credits_micro: e.total.micros(),
+        credits_per_day_micro: e.total.micros() / u64::from(req.days.max(1)),
+        currency: pack.map(|p| p.currency.to_string()).unwrap_or_default(),
+        money_micro: money(pack, e.total),
+        grants,
+        plan_funded_micro: e.plan_funded.micros(),
+        unfunded_micro: e.unfunded.micros(),
+        hits_limit: e.limit_hit.is_some(),
+        limit_day: e.limit_hit.map_or(0, |h| h.day),
+        limit_unix_ms: e.limit_hit.map_or(0, |h| h.at.saturating_mul(1000)),
+        limit: match e.limit_hit.map(|h| h.limit) {
+            Some(LimitKind::HardCap) => "hard_cap".into(),
+            Some(_) => "balance".into(),
+            None => String::new(),
+        },
+        spendable_micro: if unbounded { 0 } else { e.spendable.micros() },
+        spendable_unbounded: unbounded,
+        burn_last_24h_micro: e.burn_last_24h.micros(),
+        runway_days: e.runway_days.unwrap_or(0),
+        runway_unbounded: e.runway_days.is_none(),
+    }
+}
+
+/// A what-if replay on the wire.
+pub fn what_if(
+    req: &pb::WhatIfRequest,
+    lines: &[tollgate_ledger::estimate::ReplayLine],
+    pack: Option<&CreditPack>,
+) -> pb::WhatIfResponse {
+    let sum = |f: fn(&tollgate_ledger::estimate::ReplayLine) -> Credits| {
+        lines
+            .iter()
+            .fold(Credits::ZERO, |a, l| a.saturating_add(f(l)))
+    };
+    let (recorded, replayed) = (sum(|l| l.recorded), sum(|l| l.replayed));
+    pb::WhatIfResponse {
+        tenant: req.tenant.clone(),
+        from_unix_ms: req.from_unix_ms,
+        to_unix_ms: req.to_unix_ms,
+        lines: lines
+            .iter()
+            .map(|l| pb::WhatIfLine {
+                agent: l.agent.clone(),
+                model: l.model.clone(),
+                feature: l.feature.clone(),
+                calls: l.calls,
+                input_tokens: l.input_tokens,
+                output_tokens: l.output_tokens,
+                outcomes: l.outcomes,
+                recorded_micro: l.recorded.micros(),
+                replayed_micro: l.replayed.micros(),
+                priced: l.priced,
+            })
+            .collect(),
+        recorded_micro: recorded.micros(),
+        replayed_micro: replayed.micros(),
+        currency: pack.map(|p| p.currency.to_string()).unwrap_or_default(),
+        recorded_money_micro: money(pack, recorded),
+        replayed_money_micro: money(pack, replayed),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

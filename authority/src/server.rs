@@ -42,7 +42,7 @@ pub struct ServeOptions {
     pub store: String,
     /// gRPC listen address.
     pub listen: SocketAddr,
-    /// HTTP (health, metrics) listen address; None = no HTTP endpoint.
+    /// HTTP (health, metrics, the HTTP/JSON admin API) listen address; None = no HTTP endpoint.
     pub http: Option<SocketAddr>,
     /// Configuration.
     pub config: Config,
@@ -229,11 +229,12 @@ pub async fn start_with_clock(
     let http_addr = match opts.http {
         Some(addr) => {
             let mut rx = shutdown_rx.clone();
-            let (a, _task) = crate::http::serve(addr, metrics.clone(), async move {
-                let _ = rx.wait_for(|v| *v).await;
-            })
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
+            let (a, _task) =
+                crate::http::serve(addr, metrics.clone(), Some(state.clone()), async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?;
             Some(a)
         }
         None => None,

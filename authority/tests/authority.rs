@@ -9,7 +9,9 @@ mod authority {
     pub mod common;
     mod crash;
     mod ctl;
+    mod estimate;
     mod hardening;
+    mod http_api;
     mod leases;
     mod pricing_models;
     mod restart;

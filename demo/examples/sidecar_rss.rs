@@ -158,7 +158,7 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("tollgate-rss-").tempdir()?;
     // Ten times the fleet's burn: the cap is never reached, the load lasts the whole phase.
     let budget = Budget::for_expected_burn(10 * 1_400_000 * agents as u64 * load.as_secs().max(1));
-    let backend = rt.block_on(Backend::start(dir.path(), budget))?;
+    let backend = rt.block_on(Backend::start(dir.path(), budget, "127.0.0.1:0".parse()?))?;
     let region_dir: PathBuf = dir.path().join("pod-a");
     std::fs::create_dir_all(&region_dir)?;
     let region = region_dir.join("region");

@@ -1,8 +1,10 @@
-//! What the sidecars talk to: the real authority on the embedded store when it can be
-//! started in this build, else the simulated in-memory lease source ([`crate::local`]),
-//! said plainly in the output.
+//! What the sidecars talk to: the real authority on the embedded store, in-process on
+//! loopback, with its HTTP port (the admin API and the dashboard at `/ui`). There is no
+//! fallback: if the authority cannot start, the demo says why and fails.
 
 use std::fmt::Write;
+
+use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -14,7 +16,6 @@ use tollgate_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::local::LocalSource;
 use crate::setup::{self, Budget, TENANT, cr, money};
 
 /// A balance reading for the progress line.
@@ -29,29 +30,18 @@ pub struct BalanceView {
 /// The demo's admin token (the authority runs on loopback in a temporary folder).
 pub const ADMIN_TOKEN: &str = "demo-admin-token";
 
-/// The lease source the demo runs against.
+/// The authority the demo runs against: the real one on the embedded SQLite store,
+/// in-process on loopback.
 #[derive(Debug)]
-pub enum Backend {
-    /// The real authority on the embedded SQLite store, in-process on loopback.
-    Real {
-        /// The running authority.
-        authority: Box<Authority>,
-        /// An admin client.
-        admin: AdminServiceClient<Channel>,
-        /// Where the store lives.
-        store: String,
-        /// The tenant's budget.
-        budget: Budget,
-    },
-    /// The simulated in-memory lease source.
-    Local {
-        /// The source.
-        source: LocalSource,
-        /// Where it listens.
-        addr: SocketAddr,
-        /// The tenant's budget.
-        budget: Budget,
-    },
+pub struct Backend {
+    /// The running authority.
+    authority: Box<Authority>,
+    /// An admin client.
+    admin: AdminServiceClient<Channel>,
+    /// Where the store lives.
+    store: String,
+    /// The tenant's budget.
+    budget: Budget,
 }
 
 fn phase(posted: u64, budget: &Budget) -> String {
@@ -67,23 +57,30 @@ fn phase(posted: u64, budget: &Budget) -> String {
 }
 
 impl Backend {
-    /// Starts the real authority in-process on loopback; if it cannot start, the simulated
-    /// lease source (and says why).
-    pub async fn start(dir: &Path, budget: Budget) -> anyhow::Result<Backend> {
-        match Self::start_real(dir, budget).await {
-            Ok(b) => Ok(b),
-            Err(e) => {
+    /// Starts the real authority in-process, its gRPC port on loopback and its HTTP port
+    /// (admin API, dashboard) on `http`; if that port is taken, on a free one. An
+    /// authority that cannot start is an error that says why: there is no fallback.
+    pub async fn start(dir: &Path, budget: Budget, http: SocketAddr) -> anyhow::Result<Backend> {
+        match Self::start_real(dir, budget, http).await {
+            Err(e) if http.port() != 0 && port_in_use(&e) => {
                 println!(
-                    "the authority could not start ({e:#}); falling back to a SIMULATED lease source"
+                    "port {} is in use: the dashboard takes a free port",
+                    http.port()
                 );
-                Self::start_local(budget).await
+                let mut any = http;
+                any.set_port(0);
+                Self::start_real(dir, budget, any).await
             }
+            r => r,
         }
+        .context("the authority could not start")
     }
 
-    async fn start_real(dir: &Path, budget: Budget) -> anyhow::Result<Backend> {
+    async fn start_real(dir: &Path, budget: Budget, http: SocketAddr) -> anyhow::Result<Backend> {
         let key_path = dir.join("authority.key");
         tollgate_authority::keys::generate(&key_path, true)?;
+        // A retry (the HTTP port was taken) starts over on a fresh store.
+        let _ = std::fs::remove_file(dir.join("authority.db"));
         let seed = std::fs::read_to_string(&key_path)?;
         let config = AuthorityConfig {
             admin_token: Some(ADMIN_TOKEN.into()),
@@ -108,7 +105,7 @@ impl Backend {
         let authority = tollgate_authority::server::start(ServeOptions {
             store: store.clone(),
             listen: "127.0.0.1:0".parse()?,
-            http: None,
+            http: Some(http),
             config,
             signer_seed_hex: seed.trim().to_string(),
         })
@@ -119,7 +116,7 @@ impl Backend {
                 .await?;
         let mut admin = AdminServiceClient::new(ch);
         setup::tenant(&mut admin, ADMIN_TOKEN, TENANT, budget, now_ms()).await?;
-        Ok(Backend::Real {
+        Ok(Backend {
             authority: Box::new(authority),
             admin,
             store,
@@ -127,153 +124,74 @@ impl Backend {
         })
     }
 
-    async fn start_local(budget: Budget) -> anyhow::Result<Backend> {
-        let source = LocalSource::new(TENANT, budget.hard_cap, setup::price_book(TENANT));
-        let addr = source.serve().await?;
-        Ok(Backend::Local {
-            source,
-            addr,
-            budget,
-        })
-    }
-
     /// One line saying what runs.
     pub fn describe(&self) -> String {
-        match self {
-            Backend::Real {
-                authority, store, ..
-            } => format!(
-                "authority: gRPC on {} , embedded store {store}",
-                authority.grpc_addr
-            ),
-            Backend::Local { addr, .. } => format!(
-                "authority: SIMULATED in-memory lease source on {addr} (the real authority is not available in this build: \
-                 no ledger, no grant order, no audit chain; money is tracked in memory only)"
-            ),
-        }
+        format!(
+            "authority: gRPC on {} , embedded store {}",
+            self.authority.grpc_addr, self.store
+        )
     }
 
     /// The URL sidecars connect to.
     pub fn url(&self) -> String {
-        match self {
-            Backend::Real { authority, .. } => format!("http://{}", authority.grpc_addr),
-            Backend::Local { addr, .. } => format!("http://{addr}"),
-        }
+        format!("http://{}", self.authority.grpc_addr)
+    }
+
+    /// The dashboard's URL (sign in with [`ADMIN_TOKEN`]).
+    pub fn dashboard_url(&self) -> Option<String> {
+        self.authority.http_addr.map(|a| format!("http://{a}/ui"))
+    }
+
+    /// Serves until Ctrl-C (`--keep`): the sidecars and the fleet have stopped; the
+    /// authority, its API and its dashboard stay up.
+    pub async fn keep_serving(self) -> anyhow::Result<()> {
+        tokio::signal::ctrl_c().await?;
+        self.authority.shutdown().await?;
+        Ok(())
     }
 
     /// The tenant's balance now.
     pub async fn balance(&self) -> BalanceView {
-        match self {
-            Backend::Real { admin, budget, .. } => {
-                let mut admin = admin.clone();
-                match admin
-                    .get_balance(authed(GetBalanceRequest {
-                        tenant: TENANT.into(),
-                    }))
-                    .await
-                {
-                    Ok(b) => {
-                        let b = b.into_inner();
-                        BalanceView {
-                            spendable: b.available_micro,
-                            phase: phase(b.consumed_micro, budget),
-                        }
-                    }
-                    Err(e) => BalanceView {
-                        spendable: 0,
-                        phase: format!("balance unavailable: {}", e.message()),
-                    },
-                }
-            }
-            Backend::Local { source, budget, .. } => {
-                let t = source.totals();
+        let mut admin = self.admin.clone();
+        match admin
+            .get_balance(authed(GetBalanceRequest {
+                tenant: TENANT.into(),
+            }))
+            .await
+        {
+            Ok(b) => {
+                let b = b.into_inner();
                 BalanceView {
-                    spendable: source.left(),
-                    phase: phase(t.posted, budget),
+                    spendable: b.available_micro,
+                    phase: phase(b.consumed_micro, &self.budget),
                 }
             }
+            Err(e) => BalanceView {
+                spendable: 0,
+                phase: format!("balance unavailable: {}", e.message()),
+            },
         }
     }
 
     /// Prints the statement and the checks; `fleet` is what the agents committed, to
     /// reconcile with what was posted.
     pub async fn finish(&self, fleet: FleetTotals) -> anyhow::Result<String> {
-        let (fleet_spent, fleet_calls) = (fleet.spent, fleet.paid_calls);
         let mut out = String::new();
-        match self {
-            Backend::Real { admin, .. } => {
-                let mut admin = admin.clone();
-                real_report(&mut admin, &mut out, fleet).await?;
-            }
-            Backend::Local { source, budget, .. } => {
-                let t = source.totals();
-                writeln!(
-                    out,
-                    "\n== Statement for {TENANT} (SIMULATED lease source) =="
-                )?;
-                writeln!(
-                    out,
-                    "  posted {} cr in {} calls ({} batches, {} re-sent duplicates ignored)",
-                    cr(t.posted),
-                    t.records,
-                    t.batches,
-                    t.duplicates
-                )?;
-                let trial = t.posted.min(budget.trial);
-                let purchased = t.posted.saturating_sub(budget.trial).min(budget.purchased);
-                let overage = t.posted.saturating_sub(budget.trial + budget.purchased);
-                writeln!(
-                    out,
-                    "  by grant (simulated order): trial {} cr, purchased {} cr, overage {} cr (cap {} cr)",
-                    cr(trial),
-                    cr(purchased),
-                    cr(overage),
-                    cr(budget.hard_cap)
-                )?;
-                writeln!(out, "  by model:")?;
-                for (m, (amt, calls)) in &t.by_model {
-                    writeln!(out, "    {m:<18} {calls:>7} calls {:>10} cr", cr(*amt))?;
-                }
-                writeln!(out, "  by agent (pod/process/lane):")?;
-                for (a, (amt, calls)) in &t.by_agent {
-                    writeln!(out, "    {a:<28} {calls:>7} calls {:>10} cr", cr(*amt))?;
-                }
-                let ok = t.posted == fleet_spent && t.records == fleet_calls;
-                writeln!(
-                    out,
-                    "  reconciliation: agents committed {} cr in {fleet_calls} calls; posted {} cr in {} calls: {}",
-                    cr(fleet_spent),
-                    cr(t.posted),
-                    t.records,
-                    if ok { "exact" } else { "MISMATCH" }
-                )?;
-                writeln!(
-                    out,
-                    "  cap respected: {}",
-                    if t.posted <= budget.hard_cap {
-                        "yes"
-                    } else {
-                        "NO"
-                    }
-                )?;
-                writeln!(
-                    out,
-                    "  leases outstanding after shutdown: {} cr",
-                    cr(t.leased_out)
-                )?;
-                writeln!(
-                    out,
-                    "  audit chain: not available (simulated lease source has none)"
-                )?;
-                if !ok {
-                    anyhow::bail!(
-                        "{out}\nthe posted usage does not match what the agents committed"
-                    );
-                }
-            }
-        }
+        let mut admin = self.admin.clone();
+        real_report(&mut admin, &mut out, fleet).await?;
         Ok(out)
     }
+}
+
+/// True if `e` is a listener that could not bind because its port is taken.
+fn port_in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<tollgate_authority::server::ServeError>(),
+            Some(tollgate_authority::server::ServeError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse
+        )
+    })
 }
 
 fn now_ms() -> u64 {

@@ -8,9 +8,11 @@ use std::time::Duration;
 /// region folders (two pods) and a fleet of agent threads (interactive, scheduler and
 /// background agents over several models, with per-task budgets and one runaway loop). The
 /// tenant's trial credits pay first, then its purchased credits, then overage up to the
-/// plan's hard cap. Prints live progress (balance, burn rate, projected depletion, denials
-/// by reason and tier), then the tenant's statement and the audit chain check. Nothing to
-/// install; everything lives in a temporary folder that is removed at the end.
+/// plan's hard cap. Prints the dashboard's URL (the authority's `/ui`, live), live progress
+/// (balance, burn rate, projected depletion, denials by reason and tier), then the tenant's
+/// statement and the audit chain check; with `--keep` the authority and its dashboard keep
+/// serving until Ctrl-C. If the authority cannot start, the demo says why and fails. Nothing
+/// to install; everything lives in a temporary folder that is removed at the end.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
     /// How long the fleet runs (e.g. `20s`, `1m`); the whole demo takes a few seconds more.
@@ -25,6 +27,16 @@ pub struct DemoArgs {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub every: u64,
+
+    /// The authority's HTTP address: its admin API and the dashboard (`/ui`). If the port
+    /// is taken, a free one is used (the URL is printed).
+    #[arg(long, default_value = "127.0.0.1:7071")]
+    pub http: std::net::SocketAddr,
+
+    /// After the run, keep the authority and its dashboard serving until Ctrl-C, so the
+    /// numbers can be looked at.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -46,6 +58,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         duration: args.duration,
         agents: args.agents,
         every: args.every,
+        http: args.http,
+        keep: args.keep,
     }))
 }
 
@@ -70,5 +84,9 @@ mod tests {
         assert!(T::try_parse_from(["x", "--duration", "1s"]).is_err());
         assert!(T::try_parse_from(["x", "--duration", "soon"]).is_err());
         assert!(T::try_parse_from(["x", "--agents", "2"]).is_err());
+        assert_eq!(t.a.http, "127.0.0.1:7071".parse().unwrap());
+        assert!(!t.a.keep);
+        let t = T::try_parse_from(["x", "--http", "127.0.0.1:9000", "--keep"]).unwrap();
+        assert_eq!((t.a.http.port(), t.a.keep), (9000, true));
     }
 }

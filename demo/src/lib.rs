@@ -9,6 +9,5 @@
 pub mod backend;
 pub mod cli;
 pub mod fleet;
-pub mod local;
 pub mod scenario;
 pub mod setup;

@@ -22,6 +22,10 @@ pub struct Script {
     pub agents: u32,
     /// Seconds between progress lines.
     pub every: u64,
+    /// The authority's HTTP address (admin API and dashboard).
+    pub http: std::net::SocketAddr,
+    /// Keep the authority and its dashboard serving after the run, until Ctrl-C.
+    pub keep: bool,
 }
 
 /// Rough burn of one simulated agent, micro-credits per second (sizes the budget so every
@@ -106,12 +110,18 @@ pub async fn run(args: Script) -> anyhow::Result<()> {
         cr(budget.hard_cap)
     );
 
-    let backend = crate::backend::Backend::start(dir.path(), budget).await?;
+    let backend = crate::backend::Backend::start(dir.path(), budget, args.http).await?;
     println!(
         "{} (up in {:.1}s)",
         backend.describe(),
         started.elapsed().as_secs_f32()
     );
+    if let Some(url) = backend.dashboard_url() {
+        println!(
+            "dashboard: {url} (sign in with the token {})",
+            crate::backend::ADMIN_TOKEN
+        );
+    }
 
     let mut pods = Vec::new();
     for pod in ["pod-a", "pod-b"] {
@@ -293,6 +303,7 @@ pub async fn run(args: Script) -> anyhow::Result<()> {
     }
 
     let t_report = Instant::now();
+    // The ledger counts every call, free ones too (each gets a posting of 0).
     let report = backend
         .finish(crate::backend::FleetTotals {
             spent,
@@ -303,6 +314,15 @@ pub async fn run(args: Script) -> anyhow::Result<()> {
     tracing::info!(took = ?t_report.elapsed(), "statement and audit check");
     println!("{report}");
     println!("demo finished in {:.1}s", started.elapsed().as_secs_f32());
+    if args.keep {
+        if let Some(url) = backend.dashboard_url() {
+            println!(
+                "--keep: the authority keeps serving; dashboard {url} (token {}); Ctrl-C to stop",
+                crate::backend::ADMIN_TOKEN
+            );
+        }
+        backend.keep_serving().await?;
+    }
     Ok(())
 }
 

@@ -856,6 +856,45 @@ impl Ledger {
         Ok(w)
     }
 
+    /// What `workload` would cost the tenant and how its wallet would pay, from now on
+    /// (see [`crate::estimate`]): read without a lock, computed in memory, never written.
+    pub async fn estimate(
+        &self,
+        tenant: &TenantId,
+        workload: &crate::estimate::Workload,
+    ) -> Result<crate::estimate::Estimate, LedgerError> {
+        workload.validate()?;
+        let now = self.clock.now();
+        let w = self.view_as_of(tenant, now).await?;
+        let book = self.price_book(tenant).await?;
+        let burn = self
+            .store
+            .spend_since(tenant, now.saturating_sub(86_400))
+            .await?;
+        Ok(crate::estimate::simulate(
+            w,
+            &self.signer,
+            book,
+            workload,
+            now,
+            burn,
+        ))
+    }
+
+    /// The usage recorded in `[from, to)` rated under `book` instead, line by line per
+    /// agent, model and feature, beside what it was rated when posted
+    /// ([`crate::estimate::replay`]). Reads only.
+    pub async fn what_if(
+        &self,
+        tenant: &TenantId,
+        from: Timestamp,
+        to: Timestamp,
+        book: &PriceBook,
+    ) -> Result<Vec<crate::estimate::ReplayLine>, LedgerError> {
+        let s = self.statement(tenant, from, to).await?;
+        Ok(crate::estimate::replay(tenant, &s.rows, book))
+    }
+
     /// Spend in `[from, to)` by agent, model, feature and funding source.
     pub async fn statement(
         &self,

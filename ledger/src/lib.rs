@@ -37,6 +37,11 @@
 //! [`Ledger::set_price_book`]. Calls that cost nothing still get a posting
 //! ([`Funding::Free`]), so statements count every call.
 //!
+//! ## Estimates
+//! [`Ledger::estimate`] answers "how much will this cost?" with the same code: a
+//! described workload is charged by [`rating::charge_record`] and posted day by day on an
+//! in-memory copy of the tenant's wallet that is never written ([`estimate`]).
+//!
 //! ## The overrun rule
 //! Agents spend from leases (holds), sized so the actual cost normally fits. An overrun
 //! (a call that cost more than reserved) is still **posted, counted and reported**:
@@ -97,6 +102,7 @@ pub mod audit;
 pub mod clock;
 pub mod engine;
 pub mod error;
+pub mod estimate;
 pub mod grant;
 pub mod hold;
 pub mod ids;

@@ -208,7 +208,8 @@ pub fn charge_record(
     (credits, 0, How::Unrated)
 }
 
-fn summary_for(tenant: &TenantId) -> TenantPosting {
+/// An empty posting summary for `tenant`.
+pub(crate) fn summary_for(tenant: &TenantId) -> TenantPosting {
     TenantPosting {
         tenant: tenant.clone(),
         records: 0,

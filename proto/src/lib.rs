@@ -85,6 +85,12 @@ pub mod v1 {
     tonic::include_proto!("tollgate.v1");
 }
 
+/// The encoded `google.protobuf.FileDescriptorSet` of `tollgate.v1` (with the .proto
+/// files' comments): for reflection, e.g. the authority's HTTP/JSON mapping and its
+/// OpenAPI document.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tollgate_descriptor.bin"));
+
 pub mod batch;
 pub mod convert;
 pub mod limit;

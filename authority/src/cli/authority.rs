@@ -95,7 +95,9 @@ pub struct ServeArgs {
     /// gRPC listen address (sidecar and admin services).
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = "0.0.0.0:7070")]
     pub listen: SocketAddr,
-    /// HTTP listen address for /healthz and /metrics (`off` to disable).
+    /// HTTP listen address for /healthz, /metrics, the HTTP/JSON admin API
+    /// (`POST /v1/admin/<Method>`, `/openapi.json`) and the dashboard (`off` to disable).
+    /// Plain HTTP: with [tls] configured the admin API is served only on a loopback address.
     #[arg(long, env = "TOLLGATE_HTTP", default_value = "0.0.0.0:7071")]
     pub http: String,
     /// Config file (TOML): [[sidecars]] credentials scoped to tenants, admin_token,

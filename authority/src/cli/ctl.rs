@@ -8,7 +8,7 @@
 //! [`tenants`], [`grants`], [`price_book`], [`plans`], [`pack`] (credit packs: the price
 //! of credits in the tenant's currency), [`quotas`], [`alerts`], [`statements`] (balance
 //! and statement), [`tasks`] (tasks and reported denials), [`audit`] (verify, also
-//! offline, and export).
+//! offline, and export), [`estimate`] (what a workload would cost).
 //! [`connect`] makes the admin client (the `--authority` URL is checked there);
 //! [`units`] parses and prints credits and dates and builds the text tables. This module
 //! holds the global flags and the dispatcher, [`execute`].
@@ -16,6 +16,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod connect;
+pub mod estimate;
 pub mod grants;
 pub mod pack;
 pub mod plans;
@@ -34,6 +35,7 @@ use clap::{Args, Subcommand};
 pub use alerts::AlertCmd;
 pub use audit::{AuditCmd, verify_file};
 pub use connect::Admin;
+pub use estimate::{EstimateArgs, WhatIfArgs};
 pub use grants::{GrantCmd, KindArg, ResetArg};
 pub use pack::PackCmd;
 pub use plans::PlanCmd;
@@ -62,6 +64,8 @@ Examples:
   tollgate ctl statement acme --from 2026-11-01
   tollgate ctl task list acme
   tollgate ctl denials acme
+  tollgate ctl estimate acme --line gpt-4o:2000:1200:300 --days 30
+  tollgate ctl what-if acme --price-book new-prices.toml --from 2026-11-01
   tollgate ctl audit verify --tenant acme
   tollgate ctl audit export --tenant acme --out acme-audit.jsonl
   tollgate ctl audit verify --file acme-audit.jsonl --public-key <hex>
@@ -75,7 +79,8 @@ Amounts are credits (up to 6 decimals); dates are YYYY-MM-DD (UTC) or unix secon
     long_about = "Administer Tollgate through the authority's admin service: create tenants, \
 grant credits, set price books, plans (hard caps) and quotas (pushed to every sidecar at once), \
 alert rules with webhooks, read balances with burn rate and projected depletion, statements, \
-and export or verify the signed audit chain (also offline, from an exported file).",
+and export or verify the signed audit chain (also offline, from an exported file); \
+estimate what a workload would cost.",
     after_help = AFTER_HELP
 )]
 pub struct CtlArgs {
@@ -142,6 +147,12 @@ pub enum CtlCommand {
     /// Verify or export the signed audit chain.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Estimate what a workload would cost: credits, money, which grants pay, the plan,
+    /// when a limit would stop it, the runway.
+    Estimate(EstimateArgs),
+    /// Rate a past period's recorded usage under another price book, line by line.
+    #[command(name = "what-if")]
+    WhatIf(WhatIfArgs),
 }
 
 /// Runs a ctl command and returns what it prints. Errors say what went wrong.
@@ -172,6 +183,8 @@ pub async fn execute(args: CtlArgs) -> anyhow::Result<String> {
         CtlCommand::Task(cmd) => tasks::run(cmd, &mut a, &mut out).await?,
         CtlCommand::Denials(cmd) => tasks::denials(cmd, &mut a, &mut out).await?,
         CtlCommand::Audit(cmd) => audit::run(cmd, &mut a, &mut out).await?,
+        CtlCommand::Estimate(cmd) => estimate::run(cmd, &mut a, &mut out).await?,
+        CtlCommand::WhatIf(cmd) => estimate::what_if(cmd, &mut a, &mut out).await?,
     }
     Ok(printable(&out))
 }
@@ -271,6 +284,8 @@ mod tests {
             "audit: ",
             "audit verify: --tenant --file --public-key",
             "audit export: --tenant --out",
+            "estimate: tenant --line --days --total --agent-initiated --agent --feature",
+            "what-if: tenant --price-book --from --to",
         ];
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         assert_eq!(lines, expected);

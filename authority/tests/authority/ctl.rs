@@ -256,3 +256,88 @@ pricing = { kind = "per_action", tokens_per_action = 10000, price_per_action = 2
     );
     h.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_estimate_prints_the_answer() {
+    if skip_without_store("ctl_estimate_prints_the_answer") {
+        return;
+    }
+    // `--help` documents every flag and the line format.
+    let help = match Cli::try_parse_from(["ctl", "estimate", "--help"]) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("--help parses as an error that prints the help"),
+    };
+    for want in [
+        "--line",
+        "MODEL:CALLS:IN:OUT[:OUTCOMES]",
+        "--days",
+        "--total",
+        "--agent-initiated",
+        "Examples:",
+    ] {
+        assert!(help.contains(want), "{want} missing from:\n{help}");
+    }
+    let h = start_harness().await;
+    let u = h.url.as_str();
+    setup_tenant(u, "acme", 100).await;
+    // m1: 1 micro-credit per input token, 2 per output token: 1000 + 2 * 500 = 2000 a call.
+    let out = ctl(
+        u,
+        &[
+            "estimate",
+            "acme",
+            "--line",
+            "m1:1000:1000:500",
+            "--days",
+            "10",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("over 10 day(s), calls a day"), "{out}");
+    // 1,000 calls a day for 10 days at 0.002 credits: 20 credits.
+    assert!(out.contains("total                20"), "{out}");
+    assert!(out.contains("no limit within 10 day(s)"), "{out}");
+    assert!(out.contains("runway               50 day(s)"), "{out}");
+    let e = ctl(u, &["estimate", "acme", "--line", "m1:1"])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("MODEL:CALLS"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_what_if_prints_the_difference_line_by_line() {
+    if skip_without_store("ctl_what_if_prints_the_difference_line_by_line") {
+        return;
+    }
+    let h = start_harness().await;
+    let u = h.url.as_str();
+    // m1: 1 micro-credit per input token.
+    setup_tenant(u, "acme", 100).await;
+    let mut sc = Sidecar::connect(u, "pod-1", SC_ACME, &["acme"]).await;
+    sc.post(1, &[call("acme", "bot", MODEL, 2000, 2000)]).await;
+    let book = h.dir.path().join("dearer.toml");
+    std::fs::write(
+        &book,
+        r#"
+version = 0
+default_max_output_tokens = 1024
+[[models]]
+name = "m1"
+pricing = { kind = "per_token", input_per_million = 5000000, output_per_million = 0 }
+"#,
+    )
+    .unwrap();
+    let out = ctl(
+        u,
+        &["what-if", "acme", "--price-book", book.to_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    // 2,000 input tokens: 0.002 credits recorded, 0.01 under 5 per token: +0.008.
+    assert!(out.contains("bot"), "{out}");
+    assert!(
+        out.contains("total: recorded 0.002000, other book 0.010000, difference +0.008000"),
+        "{out}"
+    );
+}

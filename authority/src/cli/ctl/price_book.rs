@@ -65,7 +65,7 @@ pub async fn run(cmd: PriceBookCmd, a: &mut Admin, out: &mut String) -> anyhow::
 }
 
 /// A price book file: JSON if it ends in `.json`, TOML otherwise.
-fn read_spec(file: &PathBuf) -> anyhow::Result<PriceBookSpec> {
+pub(super) fn read_spec(file: &PathBuf) -> anyhow::Result<PriceBookSpec> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     if file.extension().is_some_and(|e| e == "json") {
