@@ -62,10 +62,15 @@ pub struct GatewayArgs {
     /// How often the sidecar's metrics are read.
     #[arg(long, default_value_t = 500)]
     pub metrics_interval_ms: u64,
+    /// How long a call may wait for the sidecar to top up a dry lane (a new tenant, tier
+    /// or agent name's first call, a refill in flight) before it is refused.
+    #[arg(long, default_value_t = 2000)]
+    pub reserve_wait_ms: u64,
     /// How long to wait at start for the sidecar to create the region.
     #[arg(long, default_value_t = 60)]
     pub attach_timeout_secs: u64,
-    /// Tokio worker threads (each reserves on lanes of its own).
+    /// Worker threads, each serving its own listener on the port (each reserves on lanes of
+    /// its own: a call stays on one thread from reserve to commit).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
     /// Log filter (a level like `info`, or directives like `tollgate_gateway=debug,warn`).
@@ -76,7 +81,9 @@ pub struct GatewayArgs {
     pub log_format: LogFormat,
 }
 
-/// Runs the gateway until SIGTERM or Ctrl-C.
+/// Runs the gateway until SIGTERM or Ctrl-C: `--threads` workers, each a single-threaded
+/// runtime with its own listener on the same port (`SO_REUSEPORT`), so each call stays on
+/// one thread from reserve to commit (see [`Gateway`]).
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .with_context(|| format!("bad log filter {:?}", args.log))?;
@@ -88,15 +95,76 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().try_init(),
     };
     let cfg = Config::load(&args.config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::from(args.threads))
+    let gate = attach(&args)?;
+    let budgets = Arc::new(Budgets::default());
+    let gw = Gateway::new(
+        gate,
+        cfg,
+        budgets.clone(),
+        Duration::from_millis(args.reserve_wait_ms),
+    )?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    let mut addr = args.listen;
+    for i in 0..args.threads {
+        let gw = gw.worker()?;
+        let stop = stop_rx.clone();
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("gateway-{i}"))
+                .spawn(move || worker(gw, addr, stop, bound_tx))
+                .context("cannot start a worker thread")?,
+        );
+        // The first worker binds the address asked for (maybe port 0); the others the
+        // port it got.
+        addr = bound_rx
+            .recv()
+            .context("a worker exited before listening")??;
+    }
+    println!("tollgate gateway listening on http://{addr}");
+    tracing::info!(%addr, region = %args.region.display(), threads = args.threads, "gateway serving");
+    if let Some(path) = &args.port_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, addr.port().to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("cannot write the port file {}", path.display()))?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    rt.block_on(serve(args, cfg))
+    rt.block_on(async {
+        if !args.sidecar_metrics.is_empty() {
+            let http = gw.http().clone();
+            let url = args.sidecar_metrics.clone();
+            let every = Duration::from_millis(args.metrics_interval_ms.max(10));
+            tokio::spawn(async move {
+                loop {
+                    match http.get(&url).send().await {
+                        Ok(r) => match r.text().await {
+                            Ok(t) => budgets.update(&t),
+                            Err(e) => tracing::debug!(error = %e, "sidecar metrics unreadable"),
+                        },
+                        Err(e) => tracing::debug!(error = %e, "sidecar metrics unreachable"),
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+        shutdown().await;
+    });
+    let _ = stop_tx.send(true);
+    for w in workers {
+        match w.join() {
+            Ok(r) => r?,
+            Err(_) => anyhow::bail!("a worker thread panicked"),
+        }
+    }
+    Ok(())
 }
 
-async fn attach(args: &GatewayArgs) -> anyhow::Result<Gate> {
+fn attach(args: &GatewayArgs) -> anyhow::Result<Gate> {
     let deadline = Instant::now() + Duration::from_secs(args.attach_timeout_secs);
     let opts = GateOptions::new().agent(args.agent.clone());
     loop {
@@ -106,50 +174,56 @@ async fn attach(args: &GatewayArgs) -> anyhow::Result<Gate> {
                 if Instant::now() < deadline =>
             {
                 tracing::debug!(error = %e, "waiting for the region");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => return Err(e).context("cannot attach to the region"),
         }
     }
 }
 
-async fn serve(args: GatewayArgs, cfg: Config) -> anyhow::Result<()> {
-    let gate = attach(&args).await?;
-    let budgets = Arc::new(Budgets::default());
-    let gw = Arc::new(Gateway::new(gate, cfg, budgets.clone())?);
-    if !args.sidecar_metrics.is_empty() {
-        let http = gw.http().clone();
-        let url = args.sidecar_metrics.clone();
-        let every = Duration::from_millis(args.metrics_interval_ms.max(10));
-        tokio::spawn(async move {
-            loop {
-                match http.get(&url).send().await {
-                    Ok(r) => match r.text().await {
-                        Ok(t) => budgets.update(&t),
-                        Err(e) => tracing::debug!(error = %e, "sidecar metrics unreadable"),
-                    },
-                    Err(e) => tracing::debug!(error = %e, "sidecar metrics unreachable"),
-                }
-                tokio::time::sleep(every).await;
+/// One worker: a single-threaded runtime serving its own listener until `stop`; in-flight
+/// calls finish (and commit) before it returns.
+fn worker(
+    gw: Gateway,
+    addr: SocketAddr,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    bound: std::sync::mpsc::Sender<anyhow::Result<SocketAddr>>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    rt.block_on(async move {
+        let listener = match listen(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                let _ = bound.send(Err(e));
+                anyhow::bail!(msg);
             }
-        });
-    }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot bind {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, region = %args.region.display(), "gateway serving");
-    println!("tollgate gateway listening on http://{addr}");
-    if let Some(path) = &args.port_file {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, addr.port().to_string())
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .with_context(|| format!("cannot write the port file {}", path.display()))?;
-    }
-    axum::serve(listener, gw.router())
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("the server failed")
+        };
+        let _ = bound.send(listener.local_addr().map_err(Into::into));
+        axum::serve(listener, Arc::new(gw).router())
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .context("the server failed")
+    })
+}
+
+fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("cannot bind {addr}"))?;
+    Ok(socket.listen(1024)?)
 }
 
 async fn shutdown() {

@@ -47,13 +47,30 @@ struct Resolved {
     models: HashMap<String, &'static Model>,
 }
 
-/// The gateway's shared state.
+/// One worker thread's gateway: the state all workers share, and an HTTP client of its
+/// own (a client's pooled connections belong to the runtime that made them).
+///
+/// Each worker runs a single-threaded runtime, so a call is reserved, forwarded and
+/// committed on one thread: a commit on the reserving thread is recorded at once, while a
+/// commit from another thread waits for the owner thread's next reserve (see the client's
+/// `protocol` docs), which an idle worker might not make for a long time.
 pub struct Gateway {
     gate: &'static Gate,
-    cfg: Config,
+    cfg: Arc<Config>,
     http: reqwest::Client,
-    resolved: Mutex<Resolved>,
+    resolved: Arc<Mutex<Resolved>>,
     budgets: Arc<Budgets>,
+    reserve_wait: Duration,
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    // reqwest is built without a bundled crypto provider; use ring, as the authority
+    // does. Installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
 }
 
 /// The call's handles.
@@ -152,20 +169,32 @@ fn copyable(name: &HeaderName) -> bool {
 
 impl Gateway {
     /// A gateway over `gate` (leaked: reservations outlive any one request) with `cfg`.
-    pub fn new(gate: Gate, cfg: Config, budgets: Arc<Budgets>) -> anyhow::Result<Gateway> {
-        // reqwest is built without a bundled crypto provider; use ring, as the authority
-        // does. Installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+    pub fn new(
+        gate: Gate,
+        cfg: Config,
+        budgets: Arc<Budgets>,
+        reserve_wait: Duration,
+    ) -> anyhow::Result<Gateway> {
         Ok(Gateway {
             gate: Box::leak(Box::new(gate)),
-            cfg,
-            http,
-            resolved: Mutex::new(Resolved::default()),
+            cfg: Arc::new(cfg),
+            http: http_client()?,
+            resolved: Arc::new(Mutex::new(Resolved::default())),
             budgets,
+            reserve_wait,
+        })
+    }
+
+    /// The gateway of another worker thread: the same gate, config and handles, its own
+    /// HTTP client (call it on that thread).
+    pub fn worker(&self) -> anyhow::Result<Gateway> {
+        Ok(Gateway {
+            gate: self.gate,
+            cfg: self.cfg.clone(),
+            http: http_client()?,
+            resolved: self.resolved.clone(),
+            budgets: self.budgets.clone(),
+            reserve_wait: self.reserve_wait,
         })
     }
 
@@ -241,9 +270,11 @@ impl Gateway {
         })
     }
 
-    /// One reserve for `max` output tokens: first without blocking; when the lane waits for
-    /// the sidecar's top-up, a short async sleep, then the region's bounded wait (at most
-    /// 10 ms, `block_in_place` so the worker's other tasks move on meanwhile).
+    /// One reserve for `max` output tokens. It never blocks a worker for long: a dry lane
+    /// (the sidecar asked for a top-up, e.g. the first call of a new tenant, tier or agent
+    /// name) is retried after short async sleeps (1, 2, 4 ... 32 ms) for up to
+    /// `reserve_wait`, then once with the region's own bounded wait (at most 10 ms, on the
+    /// worker thread), which names the limit if it refuses.
     async fn reserve_once(
         &self,
         h: Handles,
@@ -268,16 +299,20 @@ impl Gateway {
             }
             c
         };
-        match gate.reserve(&call(false)) {
-            Err(ReserveError::WouldWait) => {}
-            other => return other,
+        let deadline = tokio::time::Instant::now() + self.reserve_wait;
+        let mut nap = Duration::from_millis(1);
+        loop {
+            match gate.reserve(&call(false)) {
+                Err(ReserveError::WouldWait) => {}
+                other => return other,
+            }
+            if tokio::time::Instant::now() + nap > deadline {
+                break;
+            }
+            tokio::time::sleep(nap).await;
+            nap = (nap * 2).min(Duration::from_millis(32));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        match gate.reserve(&call(false)) {
-            Err(ReserveError::WouldWait) => {}
-            other => return other,
-        }
-        tokio::task::block_in_place(|| gate.reserve(&call(true)))
+        gate.reserve(&call(true))
     }
 
     /// Reserves for the request, clamping its maximum if the key allows: halves it until
