@@ -203,8 +203,8 @@ fn worker(
             }
         };
         let _ = bound.send(listener.local_addr().map_err(Into::into));
-        axum::serve(listener, Arc::new(gw).router())
-            .with_graceful_shutdown(async move {
+        Arc::new(gw)
+            .serve(listener, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await

@@ -203,6 +203,25 @@ impl Gateway {
         &self.http
     }
 
+    /// Serves the routes on `listener` until `stop` resolves; in-flight calls finish (and
+    /// commit) first. Connections are `TCP_NODELAY`: streamed events go out as they come
+    /// (with Nagle's algorithm a small event waits for the client's delayed ACK, ~40 ms).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(stop)
+            .await
+    }
+
     /// The routes.
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
