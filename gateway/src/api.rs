@@ -14,6 +14,10 @@ pub enum Api {
     Chat,
     /// Anthropic `POST /v1/messages`.
     Messages,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
+    /// OpenAI `POST /v1/embeddings` (input only, never streamed).
+    Embeddings,
 }
 
 /// Which provider's formats (errors, auth headers) an endpoint speaks.
@@ -31,13 +35,15 @@ impl Api {
         match self {
             Api::Chat => "/v1/chat/completions",
             Api::Messages => "/v1/messages",
+            Api::Responses => "/v1/responses",
+            Api::Embeddings => "/v1/embeddings",
         }
     }
 
     /// The provider format.
     pub fn dialect(self) -> Dialect {
         match self {
-            Api::Chat => Dialect::OpenAi,
+            Api::Chat | Api::Responses | Api::Embeddings => Dialect::OpenAi,
             Api::Messages => Dialect::Anthropic,
         }
     }
@@ -50,6 +56,9 @@ impl Api {
                 .and_then(Value::as_u64)
                 .or_else(|| body.get("max_tokens").and_then(Value::as_u64)),
             Api::Messages => body.get("max_tokens").and_then(Value::as_u64),
+            Api::Responses => body.get("max_output_tokens").and_then(Value::as_u64),
+            // Embeddings produce no output tokens.
+            Api::Embeddings => Some(0),
         }
     }
 
@@ -71,6 +80,10 @@ impl Api {
             Api::Messages => {
                 obj.insert("max_tokens".into(), n.into());
             }
+            Api::Responses => {
+                obj.insert("max_output_tokens".into(), n.into());
+            }
+            Api::Embeddings => {}
         }
     }
 
@@ -85,6 +98,16 @@ impl Api {
             Api::Messages => Some(Usage::new(
                 anthropic_input(u)?,
                 u.get("output_tokens")?.as_u64()?,
+            )),
+            Api::Responses => Some(Usage::new(
+                u.get("input_tokens")?.as_u64()?,
+                u.get("output_tokens")?.as_u64()?,
+            )),
+            Api::Embeddings => Some(Usage::new(
+                u.get("prompt_tokens")
+                    .or_else(|| u.get("total_tokens"))?
+                    .as_u64()?,
+                0,
             )),
         }
     }
@@ -139,6 +162,12 @@ pub struct Meter {
     chat_head: Option<(Value, Value, Value)>,
     /// Messages: the open content block.
     block: Option<u64>,
+    /// Responses: the response object as last announced, the output item's id, the text
+    /// forwarded and the next sequence number (for the events that end a cut stream).
+    response: Option<Value>,
+    item_id: Value,
+    text: String,
+    next_seq: u64,
     /// The request's estimated input tokens (what a cut stream reports as its input when
     /// the provider reported none).
     input_estimate: u64,
@@ -160,6 +189,10 @@ impl Meter {
             cut: false,
             chat_head: None,
             block: None,
+            response: None,
+            item_id: Value::Null,
+            text: String::new(),
+            next_seq: 0,
             input_estimate,
         }
     }
@@ -193,6 +226,9 @@ impl Meter {
         match self.api {
             Api::Chat => self.on_chat(ev),
             Api::Messages => self.on_message(ev),
+            Api::Responses => self.on_response(ev),
+            // Not streamed; forwarded as is.
+            Api::Embeddings => Step::Forward,
         }
     }
 
@@ -303,6 +339,100 @@ impl Meter {
         Step::Forward
     }
 
+    fn on_response(&mut self, ev: &Event) -> Step {
+        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+            return Step::Forward;
+        };
+        // The events that end a cut stream follow the last one forwarded.
+        let seq = v.get("sequence_number").and_then(Value::as_u64);
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or(ev.name.as_str());
+        match kind {
+            "response.created" | "response.in_progress" => {
+                self.response = v.get("response").cloned();
+            }
+            "response.output_text.delta" => {
+                let delta = v.get("delta").and_then(Value::as_str).unwrap_or("");
+                if !self.admit(delta.len()) {
+                    self.cut = true;
+                    return Step::Cut(self.response_cut());
+                }
+                self.text.push_str(delta);
+                if let Some(id) = v.get("item_id") {
+                    self.item_id = id.clone();
+                }
+            }
+            "response.function_call_arguments.delta" | "response.reasoning_summary_text.delta" => {
+                let delta = v.get("delta").and_then(Value::as_str).unwrap_or("");
+                if !self.admit(delta.len()) {
+                    self.cut = true;
+                    return Step::Cut(self.response_cut());
+                }
+            }
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                if let Some(u) = v.get("response").and_then(|r| Api::Responses.usage(r)) {
+                    self.final_usage = Some(u);
+                }
+                self.finished = true;
+            }
+            "error" => self.errored = true,
+            _ => {}
+        }
+        if let Some(n) = seq {
+            self.next_seq = n + 1;
+        }
+        Step::Forward
+    }
+
+    /// The events that close the output item and end the response as incomplete at
+    /// `max_output_tokens`, as the provider ends one cut at its maximum.
+    fn response_cut(&mut self) -> Vec<Bytes> {
+        let mut seq = self.next_seq;
+        let mut ev = |name: &str, mut data: Value| {
+            data["type"] = Value::from(name);
+            data["sequence_number"] = Value::from(seq);
+            seq += 1;
+            sse::named(name, &data)
+        };
+        let text = self.text.clone();
+        let part = json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+        let item = json!({"id": self.item_id, "type": "message", "status": "incomplete",
+                          "role": "assistant", "content": [part.clone()]});
+        let usage = self.usage_to_commit();
+        let mut response = self.response.clone().unwrap_or_else(|| json!({}));
+        response["status"] = json!("incomplete");
+        response["incomplete_details"] = json!({"reason": "max_output_tokens"});
+        response["output"] = json!([item.clone()]);
+        response["usage"] = json!({
+            "input_tokens": usage.input_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": usage.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": usage.input_tokens.saturating_add(usage.output_tokens),
+        });
+        let out = vec![
+            ev(
+                "response.output_text.done",
+                json!({"item_id": self.item_id, "output_index": 0, "content_index": 0,
+                       "text": text, "logprobs": []}),
+            ),
+            ev(
+                "response.content_part.done",
+                json!({"item_id": self.item_id, "output_index": 0, "content_index": 0,
+                       "part": part}),
+            ),
+            ev(
+                "response.output_item.done",
+                json!({"output_index": 0, "item": item}),
+            ),
+            ev("response.incomplete", json!({"response": response})),
+        ];
+        self.next_seq = seq;
+        out
+    }
+
     fn message_cut(&self) -> Vec<Bytes> {
         let mut out = Vec::new();
         if let Some(i) = self.block {
@@ -399,6 +529,11 @@ mod tests {
             "cache_read_input_tokens": 10, "cache_creation_input_tokens": null}});
         assert_eq!(Api::Messages.usage(&msg), Some(Usage::new(13, 5)));
         assert_eq!(Api::Chat.usage(&json!({})), None);
+        let resp = json!({"usage": {"input_tokens": 2, "output_tokens": 3}});
+        assert_eq!(Api::Responses.usage(&resp), Some(Usage::new(2, 3)));
+        let emb = json!({"usage": {"prompt_tokens": 5, "total_tokens": 5}});
+        assert_eq!(Api::Embeddings.usage(&emb), Some(Usage::new(5, 0)));
+        assert_eq!(Api::Embeddings.max_tokens(&json!({})), Some(0));
     }
 
     #[test]
@@ -432,6 +567,45 @@ mod tests {
         assert_eq!(u.on_event(&usage[1]), Step::Forward);
         assert!(u.finished);
         assert_eq!(u.usage_to_commit(), Usage::new(3, 1));
+    }
+
+    #[test]
+    fn responses_stream_cut_ends_incomplete() {
+        let text = concat!(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\"}}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"msg_1\",\"delta\":\"the\"}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":2,\"item_id\":\"msg_1\",\"delta\":\" of\"}\n\n",
+        );
+        let evs = events(text);
+        let mut m = Meter::new(Api::Responses, 1, false, 7);
+        assert_eq!(m.on_event(&evs[0]), Step::Forward);
+        assert_eq!(m.on_event(&evs[1]), Step::Forward);
+        let Step::Cut(end) = m.on_event(&evs[2]) else {
+            panic!("the second token passes a one-token reservation")
+        };
+        let last = Splitter::default().push(&end.concat()).unwrap();
+        let names: Vec<&str> = last.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.incomplete"
+            ]
+        );
+        let fin: Value = serde_json::from_str(&last[3].data).unwrap();
+        assert_eq!(
+            fin["sequence_number"], 5,
+            "numbered on from the last one forwarded"
+        );
+        assert_eq!(fin["response"]["id"], "resp_1");
+        assert_eq!(fin["response"]["output"][0]["content"][0]["text"], "the");
+        assert_eq!(
+            fin["response"]["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
+        assert_eq!(m.usage_to_commit(), Usage::new(7, 1));
     }
 
     #[test]

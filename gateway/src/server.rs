@@ -227,6 +227,8 @@ impl Gateway {
         Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/messages", post(messages))
+            .route("/v1/responses", post(responses))
+            .route("/v1/embeddings", post(embeddings))
             .route("/healthz", get(|| async { "ok\n" }))
             .with_state(self)
             .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
@@ -414,7 +416,8 @@ impl Gateway {
                 &format!("model {model:?} is not served by this gateway"),
             );
         };
-        let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let stream =
+            api != Api::Embeddings && req.get("stream").and_then(Value::as_bool).unwrap_or(false);
         let requested = api.max_tokens(&req);
         let max = requested.unwrap_or(self.cfg.default_max_output_tokens);
         let input = estimate::input_tokens(&req);
@@ -689,23 +692,27 @@ impl Forward {
                         break;
                     }
                 };
+                // The events of one upstream read go to the client in one write.
+                let mut out = bytes::BytesMut::new();
+                let mut cut = false;
                 for ev in events {
                     match meter.on_event(&ev) {
-                        Step::Forward => {
-                            if tx.send(Ok(ev.raw)).await.is_err() {
-                                break 'pump;
-                            }
-                        }
+                        Step::Forward => out.extend_from_slice(&ev.raw),
                         Step::Skip => {}
                         Step::Cut(tail) => {
                             for b in tail {
-                                if tx.send(Ok(b)).await.is_err() {
-                                    break;
-                                }
+                                out.extend_from_slice(&b);
                             }
-                            break 'pump;
+                            cut = true;
+                            break;
                         }
                     }
+                }
+                if !out.is_empty() && tx.send(Ok(out.freeze())).await.is_err() {
+                    break 'pump;
+                }
+                if cut {
+                    break 'pump;
                 }
             }
             // Dropping the upstream response closes its connection: a provider stops
@@ -755,4 +762,12 @@ async fn chat(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -
 
 async fn messages(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
     gw.handle(Api::Messages, headers, body).await
+}
+
+async fn responses(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+    gw.handle(Api::Responses, headers, body).await
+}
+
+async fn embeddings(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+    gw.handle(Api::Embeddings, headers, body).await
 }

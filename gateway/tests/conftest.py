@@ -183,18 +183,33 @@ class Stack:
                  f'base_url = "{upstream_url}"', f'api_key_file = "{keyfile}"']
         for key, (tenant, extra) in KEYS.items():
             lines += ["[[keys]]", f'key = "{key}"', f'tenant = "{tenant}"', extra]
-        config = os.path.join(self.dir, "gateway.toml")
-        with open(config, "w") as f:
+        self.gateway_config = os.path.join(self.dir, "gateway.toml")
+        with open(self.gateway_config, "w") as f:
             f.write("\n".join(lines) + "\n")
-        port_file = os.path.join(self.dir, "gateway.port")
-        p = Process([self.bin, "gateway", "--config", config, "--region", self.region,
-                     "--listen", "127.0.0.1:0", "--port-file", port_file,
+        p, self.gateway = self.spawn_gateway("gateway")
+        self.procs.append(p)
+
+    def spawn_gateway(self, name):
+        """Another `tollgate gateway` on the same region and config: (Process, URL)."""
+        port_file = os.path.join(self.dir, f"{name}.port")
+        p = Process([self.bin, "gateway", "--config", self.gateway_config,
+                     "--region", self.region, "--listen", "127.0.0.1:0",
+                     "--port-file", port_file,
                      "--sidecar-metrics", f"http://127.0.0.1:{self.sidecar_http}/metrics",
                      "--metrics-interval-ms", "100", "--log", "info"],
-                    os.path.join(self.dir, "gateway.log"))
-        self.procs.append(p)
+                    os.path.join(self.dir, f"{name}.log"))
         port = wait_for_file(port_file, p.proc, "tollgate gateway")
-        self.gateway = f"http://127.0.0.1:{port}"
+        return p, f"http://127.0.0.1:{port}"
+
+    def metric(self, name):
+        """A sidecar metric's value (0 if absent)."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.sidecar_http}/metrics",
+                                    timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    return int(float(line.rsplit(" ", 1)[1]))
+        return 0
 
     def statement(self, tenant):
         """(total micro-credits, calls) of the tenant's statement."""

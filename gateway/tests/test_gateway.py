@@ -202,3 +202,92 @@ def test_clamping_pays_what_is_left(gw):
     m = raw.parse()
     assert m.usage.output_tokens == 5
     assert charged(gw, "tight", before, 1) == m.usage.input_tokens + 5
+
+
+def test_responses_and_embeddings_are_charged_the_reported_usage(gw):
+    before = gw.statement("acme")
+    c = oa(gw)
+    r = c.responses.create(model=MODEL, input="hello you", max_output_tokens=3)
+    assert (r.output_text, r.status) == ("the of and", "completed")
+    used = r.usage.input_tokens + r.usage.output_tokens
+    with c.responses.stream(model=MODEL, input="hi", max_output_tokens=4) as s:
+        final = s.get_final_response()
+    assert final.output_text == "the of and to"
+    used += final.usage.input_tokens + final.usage.output_tokens
+    # The SDK asks for base64 and decodes it after parsing (see test_upstream_sdk.py).
+    e = openai.OpenAI(base_url=gw.gateway + "/v1", api_key="gk-agent", max_retries=0
+                      ).embeddings.create(model=MODEL, input=["a b", "c d e"])
+    assert len(e.data) == 2
+    used += e.usage.prompt_tokens
+    assert charged(gw, "acme", before, 3) == used
+
+
+def test_a_responses_stream_past_its_reservation_ends_incomplete(gw):
+    before = gw.statement("acme")
+    raw = oa(gw).responses.with_raw_response.create(
+        model=MODEL, input="one two three", max_output_tokens=10, stream=True,
+        extra_headers={"x-upstream-output-tokens": "50", "x-upstream-ignore-max": "true"})
+    reserved = int(raw.headers["tollgate-credits-reserved"].replace(".", ""))
+    events = list(raw.parse())
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    last = events[-1]
+    assert last.type == "response.incomplete"
+    assert last.response.incomplete_details.reason == "max_output_tokens"
+    assert len(last.response.output[0].content[0].text.split()) == 10
+    assert charged(gw, "acme", before, 1) == reserved
+
+
+def test_a_burst_against_a_nearly_spent_budget_never_overspends(gw):
+    import concurrent.futures as cf
+    # "tight" holds 5000 micro-credits; 24 concurrent calls of ~420 each ask for twice that.
+    body = {"model": MODEL, "messages": MSGS, "max_tokens": 400}
+    def call(_):
+        return post(gw.gateway + "/v1/chat/completions", body,
+                    {"authorization": "Bearer gk-tight", "x-upstream-output-tokens": "400"}
+                    ).status_code
+    before = gw.statement("tight")
+    with cf.ThreadPoolExecutor(24) as ex:
+        codes = list(ex.map(call, range(24)))
+    assert set(codes) <= {200, 429}, codes
+    assert 429 in codes
+    ok = codes.count(200)
+    def settled():
+        total, n = gw.statement("tight")
+        return (total, n) if n >= before[1] + ok else None
+    total, _ = wait_until(settled, 30, "the burst on the statement")
+    time.sleep(0.3)
+    total, _ = gw.statement("tight")
+    assert total <= 5000, f"{ok} calls charged {total} of a 5000 grant"
+
+
+def test_kill_9_mid_stream_returns_the_reservation_once(gw):
+    import os
+    import signal
+    p, url = gw.spawn_gateway("gateway-killed")
+    try:
+        before = gw.statement("acme")
+        reclaimed = gw.metric("tollgate_sidecar_processes_reclaimed_total")
+        req = urllib.request.Request(
+            url + "/v1/chat/completions", method="POST",
+            data=json.dumps({"model": MODEL, "messages": MSGS, "max_tokens": 50,
+                             "stream": True}).encode(),
+            headers={"authorization": "Bearer gk-human", "content-type": "application/json",
+                     "x-upstream-stall-after": "2"})
+        resp = urllib.request.urlopen(req, timeout=10)
+        assert resp.headers["tollgate-credits-reserved"]
+        seen = 0
+        while seen < 2:
+            line = resp.readline().decode()
+            if '"content":"' in line and '"content":""' not in line:
+                seen += 1
+        # The gateway dies holding the call's reservation (the stream is stalled).
+        os.kill(p.proc.pid, signal.SIGKILL)
+        p.proc.wait()
+        resp.close()
+        wait_until(lambda: gw.metric("tollgate_sidecar_processes_reclaimed_total") > reclaimed,
+                   30, "the sidecar reclaiming the dead gateway's holds")
+        # Nothing was committed for it: the next call is the only one on the statement.
+        r = oa(gw).chat.completions.create(model=MODEL, messages=MSGS, max_tokens=2)
+        assert charged(gw, "acme", before, 1) == r.usage.prompt_tokens + r.usage.completion_tokens
+    finally:
+        p.stop()
