@@ -336,22 +336,30 @@ impl Gateway {
         gate.reserve(&call(true))
     }
 
-    /// Reserves for the request, clamping its maximum if the key allows: halves it until
-    /// the budget pays, down to the key's minimum. Returns the maximum reserved for.
+    /// Reserves for the request (`choices` outputs of up to `max` tokens each), clamping its
+    /// maximum if the key allows: halves it until the budget pays, down to the key's
+    /// minimum. Returns the maximum per choice reserved for.
     async fn reserve(
         &self,
         h: Handles,
         p: &KeyPolicy,
         input: u64,
         max: u64,
+        choices: u64,
     ) -> Result<(Reservation<'static>, u64), ReserveError> {
-        match self.reserve_once(h, p, input, max).await {
+        match self
+            .reserve_once(h, p, input, max.saturating_mul(choices))
+            .await
+        {
             Ok(r) => Ok((r, max)),
             Err(ReserveError::Denied(first)) if p.clamp && max > p.clamp_min_tokens => {
                 let mut m = max;
                 loop {
                     m = (m / 2).max(p.clamp_min_tokens);
-                    match self.reserve_once(h, p, input, m).await {
+                    match self
+                        .reserve_once(h, p, input, m.saturating_mul(choices))
+                        .await
+                    {
                         Ok(r) => return Ok((r, m)),
                         Err(ReserveError::Denied(_)) if m > p.clamp_min_tokens => {}
                         Err(ReserveError::Denied(_)) => return Err(ReserveError::Denied(first)),
@@ -420,12 +428,26 @@ impl Gateway {
             api != Api::Embeddings && req.get("stream").and_then(Value::as_bool).unwrap_or(false);
         let requested = api.max_tokens(&req);
         let max = requested.unwrap_or(self.cfg.default_max_output_tokens);
+        // Chat's `n` asks for n choices, each up to the maximum: all are paid for.
+        let choices = match (api, req.get("n")) {
+            (Api::Chat, Some(n)) if !n.is_null() => match n.as_u64() {
+                Some(n @ 1..=128) => n,
+                _ => {
+                    return fail(
+                        d,
+                        StatusCode::BAD_REQUEST,
+                        "n must be an integer from 1 to 128",
+                    );
+                }
+            },
+            _ => 1,
+        };
         let input = estimate::input_tokens(&req);
         let handles = match self.handles(&policy, &model) {
             Ok(h) => h,
             Err(e) => return self.reserve_failed(d, &policy, e),
         };
-        let (hold, granted) = match self.reserve(handles, &policy, input, max).await {
+        let (hold, granted) = match self.reserve(handles, &policy, input, max, choices).await {
             Ok(x) => x,
             Err(e) => return self.reserve_failed(d, &policy, e),
         };
@@ -463,7 +485,7 @@ impl Gateway {
             headers,
             body: Bytes::from(req.to_string()),
             input,
-            max: granted,
+            max: granted.saturating_mul(choices),
             caller_usage,
             hold,
             tenant: policy.tenant.clone(),
