@@ -80,14 +80,15 @@ CREDIT = 1_000_000
 #: 1 credit per million tokens in and out: a call of n tokens costs n micro-credits, so a
 #: statement's total is the sum of the usage the upstream reported.
 MODEL = "unit-model"
-TENANTS = ("acme", "tight")
+TENANTS = ("acme", "tight", "clampy")
 UPSTREAM_KEY = "up-secret"
 KEYS = {
     # key: (tenant, extra TOML lines)
     "gk-agent": ("acme", 'agent = "support-bot"\nfeature = "tickets"\ninitiator = "agent"'),
     "gk-human": ("acme", ""),
     "gk-tight": ("tight", 'tier = "background"'),
-    "gk-tight-clamp": ("tight", 'tier = "background"\nclamp = true\nclamp_min_tokens = 16'),
+    # The only key of its tenant: no other call holds that tenant's budget in a lane.
+    "gk-clamp": ("clampy", 'tier = "background"\nclamp = true\nclamp_min_tokens = 16'),
 }
 PRICE_BOOK = f"""\
 version = 0
@@ -233,6 +234,7 @@ def stack(workdir):
         s.start_authority()
         s.setup_tenant("acme", 1000 * CREDIT)
         s.setup_tenant("tight", 5000)
+        s.setup_tenant("clampy", 5000)
         s.start_sidecar()
         up, url = start_upstream(workdir, "upstream-keyed", "--api-key", UPSTREAM_KEY)
         s.procs.append(up)
