@@ -29,10 +29,13 @@ impl Wallet {
     }
 }
 
-/// The latest reading, shared by the poller and the request handlers.
+/// The latest reading, shared by the pollers and the request handlers.
 #[derive(Debug, Default)]
 pub struct Budgets {
     wallets: RwLock<HashMap<String, Wallet>>,
+    /// Per tenant: when the authority projects its balance to run out (unix ms), as last
+    /// read (the degrade rule's input); absent or 0: not projected.
+    depletion: RwLock<HashMap<String, u64>>,
 }
 
 impl Budgets {
@@ -43,6 +46,34 @@ impl Budgets {
             .unwrap_or_else(|e| e.into_inner())
             .get(tenant)
             .copied()
+    }
+
+    /// Records the authority's projected depletion of `tenant` (unix ms, 0: none).
+    pub fn set_depletion(&self, tenant: &str, at_unix_ms: u64) {
+        self.depletion
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant.to_owned(), at_unix_ms);
+    }
+
+    /// Seconds until the projected depletion of `tenant` if it is projected within
+    /// `horizon_secs` of `now_unix_ms`.
+    pub fn depletes_within(
+        &self,
+        tenant: &str,
+        horizon_secs: u64,
+        now_unix_ms: u64,
+    ) -> Option<u64> {
+        let at = *self
+            .depletion
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)?;
+        if at == 0 {
+            return None;
+        }
+        let left = at.saturating_sub(now_unix_ms) / 1000;
+        (left <= horizon_secs).then_some(left)
     }
 
     /// Replaces the reading with what `metrics` (Prometheus text) says.
@@ -114,5 +145,18 @@ mod tests {
         );
         assert_eq!(w.secs_to_depletion(), Some(7));
         assert_eq!(Wallet::default().secs_to_depletion(), None);
+    }
+
+    #[test]
+    fn depletion_within_the_horizon() {
+        let b = Budgets::default();
+        assert_eq!(b.depletes_within("acme", 60, 1_000_000), None);
+        b.set_depletion("acme", 1_030_000);
+        assert_eq!(b.depletes_within("acme", 60, 1_000_000), Some(30));
+        assert_eq!(b.depletes_within("acme", 10, 1_000_000), None);
+        // Already past: within any horizon.
+        assert_eq!(b.depletes_within("acme", 1, 2_000_000), Some(0));
+        b.set_depletion("acme", 0);
+        assert_eq!(b.depletes_within("acme", 60, 1_000_000), None);
     }
 }

@@ -152,6 +152,17 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
                 }
             });
         }
+        if let Some(d) = gw.degrade().cloned() {
+            let tenants: std::collections::BTreeSet<String> = gw
+                .config()
+                .keys
+                .values()
+                .filter(|k| d.tiers.contains(&k.tier))
+                .map(|k| k.tenant.clone())
+                .collect();
+            let budgets = gw.budgets().clone();
+            tokio::spawn(crate::degrade::poll(d, tenants, budgets));
+        }
         shutdown().await;
     });
     let _ = stop_tx.send(true);

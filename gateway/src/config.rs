@@ -19,6 +19,18 @@
 //! initiator = "agent"                     # human | agent
 //! clamp = true                            # lower max_tokens to what the budget pays
 //! clamp_min_tokens = 64                   # ... but never below this
+//!
+//! # Degrade before the wall (optional): when the authority projects a tenant's balance to
+//! # run out within horizon_secs (at its last hour's burn), calls of these tiers are routed
+//! # to the cheaper model named for theirs, or refused (429) when none is named.
+//! [degrade]
+//! authority = "http://tollgate-authority.tollgate:7070"
+//! token_file = "/var/run/secrets/tollgate-gateway/read-token"   # a tenant read token
+//! horizon_secs = 3600
+//! poll_secs = 10
+//! tiers = ["background", "scheduler"]     # never interactive
+//! [degrade.route]
+//! "gpt-4o" = "gpt-4o-mini"
 //! ```
 //!
 //! Every problem is a [`ConfigError`] naming the field; nothing is read lazily, so a bad
@@ -93,6 +105,9 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+    /// The `[degrade]` table is inconsistent.
+    #[error("[degrade]: {0}")]
+    Degrade(String),
     /// `default_max_output_tokens` is zero.
     #[error("default_max_output_tokens must be at least 1")]
     ZeroDefault,
@@ -107,6 +122,24 @@ struct RawConfig {
     upstreams: Vec<RawUpstream>,
     #[serde(default)]
     keys: Vec<RawKey>,
+    #[serde(default)]
+    degrade: Option<RawDegrade>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDegrade {
+    authority: String,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    token_env: Option<String>,
+    horizon_secs: u64,
+    #[serde(default)]
+    poll_secs: Option<u64>,
+    tiers: Vec<Tier>,
+    #[serde(default)]
+    route: HashMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +218,37 @@ pub struct KeyPolicy {
     pub clamp_min_tokens: u64,
 }
 
+/// Degrading lower tiers before the wall.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Degrade {
+    /// The authority's gRPC URL (its admin API answers the projected depletion).
+    pub authority: String,
+    /// The bearer token for it (a tenant read token suffices).
+    pub token: Option<String>,
+    /// Degrade when depletion is projected within this many seconds.
+    pub horizon_secs: u64,
+    /// How often the projection is read.
+    pub poll_secs: u64,
+    /// The tiers degraded (never interactive).
+    pub tiers: Vec<Tier>,
+    /// The cheaper model a degraded call of a model goes to; a model not named is refused.
+    pub route: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Degrade {
+    // The token is a secret: never in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Degrade")
+            .field("authority", &self.authority)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("horizon_secs", &self.horizon_secs)
+            .field("poll_secs", &self.poll_secs)
+            .field("tiers", &self.tiers)
+            .field("route", &self.route)
+            .finish()
+    }
+}
+
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -198,6 +262,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Policy by gateway key.
     pub keys: HashMap<String, KeyPolicy>,
+    /// The degrade rule, if configured.
+    pub degrade: Option<Degrade>,
 }
 
 impl Config {
@@ -307,12 +373,51 @@ impl Config {
                 return Err(ConfigError::DuplicateKey { index });
             }
         }
+        let degrade = match raw.degrade {
+            None => None,
+            Some(d) => {
+                let bad = |problem: String| Err(ConfigError::Degrade(problem));
+                if !(d.authority.starts_with("http://") || d.authority.starts_with("https://")) {
+                    return bad(format!(
+                        "authority {:?} must be an http(s) URL",
+                        d.authority
+                    ));
+                }
+                if d.horizon_secs == 0 {
+                    return bad("horizon_secs must be at least 1".into());
+                }
+                if d.tiers.is_empty() {
+                    return bad("tiers names no tier".into());
+                }
+                if d.tiers.contains(&Tier::Interactive) {
+                    return bad("interactive calls keep going: leave it out of tiers".into());
+                }
+                if d.poll_secs == Some(0) {
+                    return bad("poll_secs must be at least 1".into());
+                }
+                for (from, to) in &d.route {
+                    if from == to || to.is_empty() {
+                        return bad(format!("route {from:?} -> {to:?} goes nowhere"));
+                    }
+                }
+                let token = secret("degrade", None, d.token_file.as_deref(), d.token_env, env)?;
+                Some(Degrade {
+                    authority: d.authority,
+                    token,
+                    horizon_secs: d.horizon_secs,
+                    poll_secs: d.poll_secs.unwrap_or(10),
+                    tiers: d.tiers,
+                    route: d.route,
+                })
+            }
+        };
         Ok(Config {
             default_max_output_tokens,
             models,
             fallback,
             upstreams,
             keys,
+            degrade,
         })
     }
 
@@ -468,6 +573,34 @@ tenant = "acme"
         assert!(matches!(e, ConfigError::ZeroDefault), "{e:?}");
         let e = Config::parse("[[keys]]\ntenant = \"a\"", &no_env).unwrap_err();
         assert!(matches!(e, ConfigError::Secret { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn the_degrade_rule_parses_and_never_degrades_interactive_calls() {
+        let key = "[[keys]]\nkey = \"k\"\ntenant = \"a\"\n";
+        let ok = format!(
+            "{key}[degrade]\nauthority = \"http://auth:7070\"\ntoken_env = \"T\"\n\
+             horizon_secs = 60\ntiers = [\"background\"]\n[degrade.route]\n\"big\" = \"small\"\n"
+        );
+        let env = |n: &str| (n == "T").then(|| "tok".to_owned());
+        let d = Config::parse(&ok, &env).unwrap().degrade.unwrap();
+        assert_eq!((d.horizon_secs, d.poll_secs), (60, 10));
+        assert_eq!(d.route["big"], "small");
+        assert_eq!(d.token.as_deref(), Some("tok"));
+        assert!(
+            !format!("{d:?}").contains("tok\""),
+            "the token is not logged"
+        );
+        for bad in [
+            ok.replace("[\"background\"]", "[\"interactive\", \"background\"]"),
+            ok.replace("[\"background\"]", "[]"),
+            ok.replace("horizon_secs = 60", "horizon_secs = 0"),
+            ok.replace("http://auth:7070", "auth:7070"),
+            ok.replace("\"small\"", "\"big\""),
+        ] {
+            let e = Config::parse(&bad, &env).unwrap_err();
+            assert!(matches!(e, ConfigError::Degrade(_)), "{bad}: {e:?}");
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod api;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod degrade;
 pub mod estimate;
 pub mod server;
 pub mod sse;

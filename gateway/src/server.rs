@@ -35,6 +35,8 @@ pub const CLAMPED: &str = "tollgate-clamped-max-tokens";
 pub const REQUESTED: &str = "tollgate-requested-max-tokens";
 /// Response header: the tenant's remaining credits (the pod's lease, see [`crate::budget`]).
 pub const REMAINING: &str = "tollgate-credits-remaining";
+/// Response header: the call was degraded (`MODEL -> CHEAPER`, or `refused`).
+pub const DEGRADED: &str = "tollgate-degraded";
 /// Response header: the credits reserved for the call.
 pub const RESERVED: &str = "tollgate-credits-reserved";
 
@@ -196,6 +198,21 @@ impl Gateway {
             budgets: self.budgets.clone(),
             reserve_wait: self.reserve_wait,
         })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The degrade rule, if configured.
+    pub fn degrade(&self) -> Option<&crate::config::Degrade> {
+        self.cfg.degrade.as_ref()
+    }
+
+    /// The budget readings shared with the pollers.
+    pub fn budgets(&self) -> &Arc<Budgets> {
+        &self.budgets
     }
 
     /// The HTTP client (also used to poll the sidecar's metrics).
@@ -414,9 +431,43 @@ impl Gateway {
                 );
             }
         };
-        let Some(model) = req.get("model").and_then(Value::as_str).map(str::to_owned) else {
+        let Some(mut model) = req.get("model").and_then(Value::as_str).map(str::to_owned) else {
             return fail(d, StatusCode::BAD_REQUEST, "model is required");
         };
+        // Degrade before the wall: a lower tier's call while the tenant's balance is
+        // projected to run out soon goes to a cheaper model, or is refused.
+        let mut degraded = None;
+        if let Some(rule) = &self.cfg.degrade
+            && rule.tiers.contains(&policy.tier)
+            && let Some(left) =
+                self.budgets
+                    .depletes_within(&policy.tenant, rule.horizon_secs, now_unix_ms())
+        {
+            match rule.route.get(&model) {
+                Some(cheaper) => {
+                    degraded = Some(format!("{model} -> {cheaper}"));
+                    model = cheaper.clone();
+                    req["model"] = Value::from(model.clone());
+                }
+                None => {
+                    let msg = format!(
+                        "tollgate: tenant {} is projected to run out of credits within {left} s at its recent burn; {} calls are refused until then",
+                        policy.tenant, policy.tier
+                    );
+                    let mut r = fail(d, StatusCode::TOO_MANY_REQUESTS, &msg);
+                    let secs = rule.poll_secs.max(1);
+                    let h = r.headers_mut();
+                    h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    if let Ok(v) =
+                        HeaderValue::from_str(&format!("\"projected-depletion\";r=0;t={secs}"))
+                    {
+                        h.insert("ratelimit", v);
+                    }
+                    h.insert(DEGRADED, HeaderValue::from_static("refused"));
+                    return r;
+                }
+            }
+        }
         let Some(upstream) = self.cfg.upstream(&model).cloned() else {
             return fail(
                 d,
@@ -452,6 +503,11 @@ impl Gateway {
             Err(e) => return self.reserve_failed(d, &policy, e),
         };
         let mut extra = HeaderMap::new();
+        if let Some(route) = degraded
+            && let Ok(v) = HeaderValue::from_str(&route)
+        {
+            extra.insert(DEGRADED, v);
+        }
         if requested != Some(granted) {
             // Absent, the provider's own default could exceed what was reserved.
             api.set_max_tokens(&mut req, granted);
@@ -583,6 +639,13 @@ struct Forward {
     hold: Reservation<'static>,
     tenant: String,
     extra: HeaderMap,
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn commit(hold: Reservation<'static>, usage: Usage) {

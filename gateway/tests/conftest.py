@@ -80,7 +80,9 @@ CREDIT = 1_000_000
 #: 1 credit per million tokens in and out: a call of n tokens costs n micro-credits, so a
 #: statement's total is the sum of the usage the upstream reported.
 MODEL = "unit-model"
-TENANTS = ("acme", "tight", "clampy")
+TENANTS = ("acme", "tight", "clampy", "burny")
+#: The degrade rule routes background calls of MODEL here when depletion is projected.
+CHEAP = "cheap-model"
 UPSTREAM_KEY = "up-secret"
 KEYS = {
     # key: (tenant, extra TOML lines)
@@ -89,6 +91,8 @@ KEYS = {
     "gk-tight": ("tight", 'tier = "background"'),
     # The only key of its tenant: no other call holds that tenant's budget in a lane.
     "gk-clamp": ("clampy", 'tier = "background"\nclamp = true\nclamp_min_tokens = 16'),
+    "gk-burny": ("burny", ""),
+    "gk-burny-bg": ("burny", 'tier = "background"'),
 }
 PRICE_BOOK = f"""\
 version = 0
@@ -96,6 +100,11 @@ default_max_output_tokens = 1000
 
 [[models]]
 name = "{MODEL}"
+max_output_tokens = 100000
+pricing = {{ kind = "per_token", input_per_million = {CREDIT}, output_per_million = {CREDIT} }}
+
+[[models]]
+name = "cheap-model"
 max_output_tokens = 100000
 pricing = {{ kind = "per_token", input_per_million = {CREDIT}, output_per_million = {CREDIT} }}
 """
@@ -184,6 +193,12 @@ class Stack:
                  f'base_url = "{upstream_url}"', f'api_key_file = "{keyfile}"']
         for key, (tenant, extra) in KEYS.items():
             lines += ["[[keys]]", f'key = "{key}"', f'tenant = "{tenant}"', extra]
+        token = os.path.join(self.dir, "admin.token")
+        with open(token, "w") as f:
+            f.write(ADMIN)
+        lines += ["[degrade]", f'authority = "{self.authority}"', f'token_file = "{token}"',
+                  "horizon_secs = 36000", "poll_secs = 1", 'tiers = ["background"]',
+                  "[degrade.route]", f'"{MODEL}" = "{CHEAP}"']
         self.gateway_config = os.path.join(self.dir, "gateway.toml")
         with open(self.gateway_config, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -197,7 +212,10 @@ class Stack:
                      "--region", self.region, "--listen", "127.0.0.1:0",
                      "--port-file", port_file,
                      "--sidecar-metrics", f"http://127.0.0.1:{self.sidecar_http}/metrics",
-                     "--metrics-interval-ms", "100", "--log", "info"],
+                     "--metrics-interval-ms", "100", "--log", "info",
+                     # One worker: one lane per key class, so what the pod holds of a small
+                     # budget is never stranded in another worker's lane (docs/gateway.md).
+                     "--threads", "1"],
                     os.path.join(self.dir, f"{name}.log"))
         port = wait_for_file(port_file, p.proc, "tollgate gateway")
         return p, f"http://127.0.0.1:{port}"
@@ -235,6 +253,7 @@ def stack(workdir):
         s.setup_tenant("acme", 1000 * CREDIT)
         s.setup_tenant("tight", 5000)
         s.setup_tenant("clampy", 5000)
+        s.setup_tenant("burny", 100000)
         s.start_sidecar()
         up, url = start_upstream(workdir, "upstream-keyed", "--api-key", UPSTREAM_KEY)
         s.procs.append(up)

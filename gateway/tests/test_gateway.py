@@ -288,3 +288,44 @@ def test_kill_9_mid_stream_returns_the_reservation_once(gw):
         assert charged(gw, "acme", before, 1) == r.usage.prompt_tokens + r.usage.completion_tokens
     finally:
         p.stop()
+
+
+def test_lower_tiers_degrade_before_the_wall(gw):
+    from conftest import CHEAP
+    body = {"model": MODEL, "messages": MSGS, "max_tokens": 2}
+    bg = {"authorization": "Bearer gk-burny-bg"}
+    r = post(gw.gateway + "/v1/chat/completions", body, bg)
+    assert r.status_code == 200 and "tollgate-degraded" not in r.headers
+    # Spend 10000 of the 100000: at that burn the authority projects the rest gone within
+    # 9 hours, inside the gateway's 10 h horizon (and plenty is left for every lane).
+    # Spent by the background key itself, so the budget the pod holds for it sits in its
+    # own lanes. (A call may wait for the pod's lease to grow: retried on 429.)
+    for _ in range(10):
+        def spent():
+            a = post(gw.gateway + "/v1/chat/completions",
+                     {"model": MODEL, "messages": MSGS, "max_tokens": 1000},
+                     dict(bg, **{"x-upstream-output-tokens": "1000"}))
+            assert a.status_code in (200, 429), a.body
+            return a.status_code == 200
+        wait_until(spent, 20, "an interactive call of 1000 tokens")
+    def routed():
+        r = post(gw.gateway + "/v1/chat/completions", body, bg)
+        assert r.status_code == 200, r.body
+        return r if r.headers.get("tollgate-degraded") else None
+    r = wait_until(routed, 30, "background calls routed to the cheaper model")
+    assert r.headers["tollgate-degraded"] == f"{MODEL} -> {CHEAP}"
+    assert r.json()["model"] == CHEAP
+    # A model with no cheaper route is refused for the background tier ...
+    other = post(gw.gateway + "/v1/chat/completions", dict(body, model="no-route-model"), bg)
+    assert other.status_code == 429 and other.headers["tollgate-degraded"] == "refused"
+    assert "projected to run out" in other.json()["error"]["message"]
+    assert int(other.headers["retry-after"]) >= 1
+    # ... while interactive calls are left alone: not routed, not refused by the rule. (The
+    # budget itself may still refuse one for a while: what the pod holds of it can sit in
+    # the background key's lanes until the sidecar takes it back.)
+    i = post(gw.gateway + "/v1/chat/completions", body, {"authorization": "Bearer gk-burny"})
+    assert "tollgate-degraded" not in i.headers, i.body
+    if i.status_code == 200:
+        assert i.json()["model"] == MODEL
+    else:
+        assert i.status_code == 429 and "projected" not in i.json()["error"]["message"]
