@@ -1,8 +1,8 @@
 //! # tollgate-gateway: zero-code enforcement over HTTP
 //!
 //! `tollgate gateway` runs in the pod beside the sidecar, attaches to the pod's region
-//! like any agent, and speaks OpenAI's `POST /v1/chat/completions` and Anthropic's
-//! `POST /v1/messages`, streamed (SSE) and not. An agent in any language gets pre-call
+//! like any agent, and speaks OpenAI's `POST /v1/chat/completions`, `/v1/responses` and
+//! `/v1/embeddings` and Anthropic's `POST /v1/messages`, streamed (SSE) and not. An agent in any language gets pre-call
 //! enforcement by changing its base URL and using a gateway key as its API key.
 //!
 //! For every call it:
@@ -19,6 +19,11 @@
 //!    chunk if the caller did not ask for it), Anthropic's `message_start` and
 //!    `message_delta`. A stream whose output reaches what the reservation covers is ended
 //!    by the gateway with the events the SDKs expect at a length stop.
+//!
+//! With a `[degrade]` rule ([`degrade`]), calls of lower tiers are routed to a cheaper
+//! model, or refused, while the authority projects the tenant's balance to run out within
+//! a horizon. Each worker thread is a single-threaded runtime, so a call is reserved and
+//! committed on one thread ([`server::Gateway`]).
 //!
 //! Without a final usage (client gone, upstream failed, stream cut) it commits the input
 //! the provider reported (else the estimate) and the whole reserved output: the provider
