@@ -244,8 +244,10 @@ impl Meter {
             self.errored = true;
             return Step::Forward;
         }
-        if let (Some(id), Some(created), Some(model)) =
-            (v.get("id"), v.get("created"), v.get("model"))
+        // Every chunk repeats them: kept once.
+        if self.chat_head.is_none()
+            && let (Some(id), Some(created), Some(model)) =
+                (v.get("id"), v.get("created"), v.get("model"))
         {
             self.chat_head = Some((id.clone(), created.clone(), model.clone()));
         }
