@@ -1,4 +1,4 @@
-//! `tollgate`: one binary for every role (demo, authority, sidecar, injector, ctl).
+//! `tollgate`: one binary for every role (demo, authority, sidecar, gateway, injector, ctl).
 //! This file only parses the command line and hands over to the crate that does the work.
 
 use clap::{Parser, Subcommand};
@@ -30,6 +30,9 @@ enum Command {
     Ctl(tollgate_authority::cli::CtlArgs),
     /// Run the per-pod sidecar that owns the shared-memory region and leases budget.
     Sidecar(tollgate_sidecar::cli::SidecarArgs),
+    /// Run the OpenAI- and Anthropic-compatible HTTP gateway in the pod: every call is
+    /// reserved in the region before it is forwarded and committed with the reported usage.
+    Gateway(tollgate_gateway::cli::GatewayArgs),
     /// Run the Kubernetes mutating admission webhook that injects the sidecar.
     Injector(tollgate_injector::cli::InjectorArgs),
 }
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Authority(args) => tollgate_authority::cli::run_authority(args),
         Command::Ctl(args) => tollgate_authority::cli::run_ctl(args),
         Command::Sidecar(args) => tollgate_sidecar::cli::run(args),
+        Command::Gateway(args) => tollgate_gateway::cli::run(args),
         Command::Injector(args) => tollgate_injector::cli::run(args),
     };
     match result {

@@ -24,7 +24,9 @@ if [ "$rc" = 3 ]; then skip "no usable python3 (venv, ensurepip)"; fi
 [ "$rc" = 0 ] || exit "$rc"
 
 cargo build --quiet -p llm-upstream --bin llm-upstream
+cargo build --quiet -p tollgate --bin tollgate
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 export LLM_UPSTREAM_BIN="$target/debug/llm-upstream"
+export TOLLGATE_BIN="$target/debug/tollgate"
 
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider gateway/tests "$@"

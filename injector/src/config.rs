@@ -164,6 +164,8 @@ impl InjectorArgs {
             run_as_user: self.sidecar_uid,
             lanes: None,
             emergency_allowance: None,
+            gateway_config: None,
+            gateway_secret: None,
         };
         for (key, flag, value) in [
             ("image", "--sidecar-image", &self.sidecar_image),

@@ -20,7 +20,13 @@
 //!   processes, so the pod needs no `shareProcessNamespace`. The injector never sets it and
 //!   leaves a pod's own setting as it is;
 //! - the status annotation, so the pod is never injected twice, and the label
-//!   `tollgate.dev/sidecar: injected`, so a PodMonitor can scrape the sidecars.
+//!   `tollgate.dev/sidecar: injected`, so a PodMonitor can scrape the sidecars;
+//! - with `config.tollgate.dev/gateway-config: <ConfigMap>`: `tollgate gateway` as the
+//!   second init container (native sidecar, started after the sidecar, probed on its
+//!   `/healthz`), its configuration mounted from the ConfigMap's `gateway.toml` (and the
+//!   Secret of `gateway-secret`, if named), attached to the same region; every app container
+//!   gets `OPENAI_BASE_URL` and `ANTHROPIC_BASE_URL` pointing at it on localhost (a value the
+//!   container sets itself is kept, with a warning).
 
 use serde_json::{Map, Value, json};
 
@@ -105,10 +111,8 @@ pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, Inje
         for (i, c) in list.into_iter().flatten().enumerate() {
             let name = name_of(c)
                 .ok_or_else(|| InjectError::Malformed(format!("spec.{field}[{i}] has no name")))?;
-            if name == SIDECAR_NAME {
-                return Err(InjectError::Conflict(format!(
-                    "a container named {SIDECAR_NAME:?}"
-                )));
+            if name == SIDECAR_NAME || (settings.gateway_config.is_some() && name == GATEWAY_NAME) {
+                return Err(InjectError::Conflict(format!("a container named {name:?}")));
             }
         }
     }
@@ -122,19 +126,28 @@ pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, Inje
             .and_then(Value::as_array)
             .into_iter()
             .flatten();
-        if ports
-            .filter_map(|p| p.get("containerPort"))
-            .any(|p| p.as_u64() == Some(u64::from(SIDECAR_HTTP_PORT)))
-        {
-            return Err(InjectError::Conflict(format!(
-                "container {:?} declaring port {SIDECAR_HTTP_PORT}, the sidecar's HTTP port",
-                name_of(c).unwrap_or("?")
-            )));
+        for p in ports.filter_map(|p| p.get("containerPort")) {
+            if p.as_u64() == Some(u64::from(SIDECAR_HTTP_PORT)) {
+                return Err(InjectError::Conflict(format!(
+                    "container {:?} declaring port {SIDECAR_HTTP_PORT}, the sidecar's HTTP port",
+                    name_of(c).unwrap_or("?")
+                )));
+            }
+            if settings.gateway_config.is_some() && p.as_u64() == Some(u64::from(GATEWAY_PORT)) {
+                return Err(InjectError::Conflict(format!(
+                    "container {:?} declaring port {GATEWAY_PORT}, the gateway's port",
+                    name_of(c).unwrap_or("?")
+                )));
+            }
         }
     }
     for v in volumes.into_iter().flatten() {
         if let Some(name) = name_of(v)
-            && (name == REGION_VOLUME || name == TOKEN_VOLUME || name == STATE_VOLUME)
+            && (name == REGION_VOLUME
+                || name == TOKEN_VOLUME
+                || name == STATE_VOLUME
+                || (settings.gateway_config.is_some()
+                    && (name == GATEWAY_CONFIG_VOLUME || name == GATEWAY_SECRET_VOLUME)))
         {
             return Err(InjectError::Conflict(format!("a volume named {name:?}")));
         }
@@ -186,6 +199,21 @@ pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, Inje
             },
         }));
     }
+    if let Some(cm) = &settings.gateway_config {
+        new_volumes.push(json!({
+            "name": GATEWAY_CONFIG_VOLUME,
+            "configMap": {
+                "name": cm,
+                "items": [{ "key": GATEWAY_CONFIG_KEY, "path": GATEWAY_CONFIG_KEY }],
+            },
+        }));
+        if let Some(secret) = &settings.gateway_secret {
+            new_volumes.push(json!({
+                "name": GATEWAY_SECRET_VOLUME,
+                "secret": { "secretName": secret, "defaultMode": 0o440 },
+            }));
+        }
+    }
     match volumes {
         None => patch.push(add("/spec/volumes", Value::Array(new_volumes))),
         Some(_) => patch.extend(new_volumes.into_iter().map(|v| add("/spec/volumes/-", v))),
@@ -194,13 +222,29 @@ pub fn inject(pod: &Value, settings: &SidecarSettings) -> Result<Injection, Inje
     // The sidecar goes first among the init containers, so the region is ready for every
     // container after it.
     let sidecar = sidecar_container(settings);
+    let gateway = settings
+        .gateway_config
+        .as_ref()
+        .map(|_| gateway_container(settings));
     match init_containers {
-        None => patch.push(add("/spec/initContainers", json!([sidecar]))),
-        Some(_) => patch.push(add("/spec/initContainers/0", sidecar)),
+        None => patch.push(add(
+            "/spec/initContainers",
+            Value::Array(std::iter::once(sidecar).chain(gateway).collect()),
+        )),
+        Some(_) => {
+            patch.push(add("/spec/initContainers/0", sidecar));
+            // After the sidecar: the region exists before the gateway attaches.
+            if let Some(g) = gateway {
+                patch.push(add("/spec/initContainers/1", g));
+            }
+        }
     }
 
     // Every app container: the region's mount and TOLLGATE_REGION.
     share_region(containers, &mut patch, &mut warnings)?;
+    if settings.gateway_config.is_some() {
+        point_at_gateway(containers, &mut patch, &mut warnings)?;
+    }
 
     // fsGroup, so the app containers share the region's group.
     match spec.get("securityContext") {
@@ -312,6 +356,109 @@ fn share_region(
         }
     }
     Ok(())
+}
+
+/// Sets `OPENAI_BASE_URL` and `ANTHROPIC_BASE_URL` to the gateway in every app container
+/// (after [`share_region`], so each has an `env` list), keeping a value the container sets.
+fn point_at_gateway(
+    containers: &[Value],
+    patch: &mut Vec<Value>,
+    warnings: &mut Vec<String>,
+) -> Result<(), InjectError> {
+    let urls = [
+        (
+            "OPENAI_BASE_URL",
+            format!("http://127.0.0.1:{GATEWAY_PORT}/v1"),
+        ),
+        (
+            "ANTHROPIC_BASE_URL",
+            format!("http://127.0.0.1:{GATEWAY_PORT}"),
+        ),
+    ];
+    for (i, c) in containers.iter().enumerate() {
+        let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+        let env = c.get("env").and_then(Value::as_array);
+        for (var, url) in &urls {
+            match env.and_then(|e| e.iter().find(|e| name_of(e) == Some(var))) {
+                Some(e) if e.get("value").and_then(Value::as_str) != Some(url.as_str()) => {
+                    warnings.push(format!(
+                        "container {name:?} sets {var} itself; it was kept, so its calls do not go through the Tollgate gateway"
+                    ));
+                }
+                Some(_) => {}
+                None => patch.push(add(
+                    format!("/spec/containers/{i}/env/-"),
+                    json!({ "name": var, "value": url }),
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The gateway container: `tollgate gateway` on [`GATEWAY_PORT`], attached to the region,
+/// reading the sidecar's metrics for its budget headers.
+pub fn gateway_container(s: &SidecarSettings) -> Value {
+    let mut mounts = vec![
+        json!({ "name": REGION_VOLUME, "mountPath": REGION_DIR }),
+        json!({ "name": GATEWAY_CONFIG_VOLUME, "mountPath": GATEWAY_CONFIG_DIR, "readOnly": true }),
+    ];
+    if s.gateway_secret.is_some() {
+        mounts.push(
+            json!({ "name": GATEWAY_SECRET_VOLUME, "mountPath": GATEWAY_SECRET_DIR, "readOnly": true }),
+        );
+    }
+    let log_format = match s.log_format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    let probe = |period: u32, failures: u32| {
+        json!({
+            "httpGet": { "path": "/healthz", "port": GATEWAY_PORT, "scheme": "HTTP" },
+            "periodSeconds": period,
+            "timeoutSeconds": 1,
+            "failureThreshold": failures,
+        })
+    };
+    json!({
+        "name": GATEWAY_NAME,
+        "image": s.image,
+        "imagePullPolicy": s.image_pull_policy.as_str(),
+        "command": [GATEWAY_COMMAND, "gateway"],
+        "args": [
+            "--config", format!("{GATEWAY_CONFIG_DIR}/{GATEWAY_CONFIG_KEY}"),
+            // The pod's network namespace: the kubelet probes the pod IP; the gateway keys,
+            // not the address, keep other pods out.
+            "--listen", format!("0.0.0.0:{GATEWAY_PORT}"),
+            "--sidecar-metrics", format!("http://127.0.0.1:{SIDECAR_HTTP_PORT}/metrics"),
+            "--log-format", log_format,
+        ],
+        "restartPolicy": "Always",
+        "env": [
+            { "name": "TOLLGATE_REGION", "value": REGION_PATH },
+            { "name": "TOLLGATE_LOG", "value": s.log_level.as_str() },
+        ],
+        "ports": [{ "name": "tollgate-gw", "containerPort": GATEWAY_PORT, "protocol": "TCP" }],
+        "startupProbe": probe(1, 120),
+        "readinessProbe": probe(5, 3),
+        "livenessProbe": probe(10, 3),
+        "resources": {
+            "requests": { "cpu": s.cpu_request.as_str(), "memory": s.memory_request.as_str() },
+            "limits": { "cpu": s.cpu_limit.as_str(), "memory": s.memory_limit.as_str() },
+        },
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": s.run_as_user,
+            "runAsGroup": s.run_as_user,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "privileged": false,
+            "capabilities": { "drop": ["ALL"] },
+            "seccompProfile": { "type": "RuntimeDefault" },
+        },
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    })
 }
 
 /// The sidecar container: the image's lean [`SIDECAR_COMMAND`], which takes the same flags

@@ -40,3 +40,21 @@ pub const TOKEN_DIR: &str = "/var/run/secrets/tollgate";
 pub const TOKEN_KEY: &str = "token";
 /// The sidecar's HTTP port (`/healthz`, `/readyz`, `/metrics`).
 pub const SIDECAR_HTTP_PORT: u16 = 7072;
+
+/// Name of the gateway's init container (native sidecar), injected when the pod names a
+/// gateway configuration (`config.tollgate.dev/gateway-config`).
+pub const GATEWAY_NAME: &str = "tollgate-gateway";
+/// The gateway's executable in the `tollgate` image (`tollgate gateway`).
+pub const GATEWAY_COMMAND: &str = "/usr/local/bin/tollgate";
+/// The gateway's port: app containers reach it on localhost.
+pub const GATEWAY_PORT: u16 = 8787;
+/// Name of the volume holding the gateway's configuration (a ConfigMap).
+pub const GATEWAY_CONFIG_VOLUME: &str = "tollgate-gateway-config";
+/// Where the gateway's configuration is mounted; its file is [`GATEWAY_CONFIG_KEY`] there.
+pub const GATEWAY_CONFIG_DIR: &str = "/etc/tollgate-gateway";
+/// The key of the gateway's TOML in its ConfigMap, and the file name under [`GATEWAY_CONFIG_DIR`].
+pub const GATEWAY_CONFIG_KEY: &str = "gateway.toml";
+/// Name of the volume holding the gateway's secrets (upstream API keys, gateway keys).
+pub const GATEWAY_SECRET_VOLUME: &str = "tollgate-gateway-secrets";
+/// Where the gateway's secrets are mounted (its configuration names files there).
+pub const GATEWAY_SECRET_DIR: &str = "/var/run/secrets/tollgate-gateway";

@@ -40,6 +40,13 @@ pub struct SidecarSettings {
     /// (`TOLLGATE_EMERGENCY_ALLOWANCE`, decimal credits); `None` keeps the sidecar's default
     /// (0: fail closed).
     pub emergency_allowance: Option<String>,
+    /// A ConfigMap in the pod's namespace whose key `gateway.toml` configures `tollgate
+    /// gateway`: when set, the gateway is injected beside the sidecar and the app containers
+    /// get `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL` pointing at it.
+    pub gateway_config: Option<String>,
+    /// A Secret mounted in the gateway at `/var/run/secrets/tollgate-gateway` (the upstreams'
+    /// API keys and the gateway keys its configuration names as files).
+    pub gateway_secret: Option<String>,
 }
 
 /// A value that is not acceptable, with the reason.
@@ -77,6 +84,8 @@ pub const KEYS: &[&str] = &[
     "token-secret",
     "lanes",
     "emergency-allowance",
+    "gateway-config",
+    "gateway-secret",
 ];
 
 impl SidecarSettings {
@@ -138,6 +147,18 @@ impl SidecarSettings {
                     v => Some(parse_credits(v).map_err(invalid)?),
                 }
             }
+            "gateway-config" => {
+                self.gateway_config = match value.trim() {
+                    "" => None,
+                    v => Some(parse_secret_name(v).map_err(invalid)?),
+                }
+            }
+            "gateway-secret" => {
+                self.gateway_secret = match value.trim() {
+                    "" => None,
+                    v => Some(parse_secret_name(v).map_err(invalid)?),
+                }
+            }
             _ => {
                 return Err(SettingsError::UnknownKey {
                     annotation: source_name.to_owned(),
@@ -169,6 +190,12 @@ impl SidecarSettings {
                  tmpfs and counts against the sidecar's memory; raise {CONFIG_PREFIX}memory-limit \
                  or lower {CONFIG_PREFIX}region-size",
                 self.region_size, self.memory_limit
+            )));
+        }
+        if self.gateway_secret.is_some() && self.gateway_config.is_none() {
+            return Err(SettingsError::Inconsistent(format!(
+                "{CONFIG_PREFIX}gateway-secret needs {CONFIG_PREFIX}gateway-config: the gateway is \
+                 injected only with its configuration"
             )));
         }
         if self.region_size.nanos() == 0 {

@@ -903,3 +903,116 @@ fn a_read_only_region_mount_is_made_read_write_with_a_warning() {
         out.warnings()
     );
 }
+
+#[test]
+fn a_gateway_config_injects_the_gateway_and_points_the_apps_at_it() {
+    let mut pod = agent_pod(json!({
+        "tollgate.dev/inject": "true",
+        "config.tollgate.dev/gateway-config": "agent-gateway",
+        "config.tollgate.dev/gateway-secret": "agent-gateway-keys",
+    }));
+    // The second container routes its calls elsewhere on purpose: kept, with a warning.
+    pod["spec"]["containers"][1]["env"] =
+        json!([{ "name": "OPENAI_BASE_URL", "value": "https://proxy.example.com/v1" }]);
+    let out = send(&injector(), &review(pod));
+    assert!(out.allowed(), "{}", out.message());
+    let pod = out.pod();
+    let inits = pod["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(inits[0]["name"], SIDECAR_NAME);
+    let gw = &inits[1];
+    assert_eq!(
+        gw["name"], GATEWAY_NAME,
+        "the gateway starts after the sidecar"
+    );
+    assert_eq!(inits[2]["name"], "migrate");
+    assert_eq!(gw["restartPolicy"], "Always");
+    assert_eq!(gw["command"], json!(["/usr/local/bin/tollgate", "gateway"]));
+    let args: Vec<&str> = gw["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--config", "/etc/tollgate-gateway/gateway.toml"])
+    );
+    assert!(args.windows(2).any(|w| w == ["--listen", "0.0.0.0:8787"]));
+    assert_eq!(
+        env_value(gw, "TOLLGATE_REGION").as_deref(),
+        Some("/var/run/tollgate/region")
+    );
+    assert_eq!(gw["startupProbe"]["httpGet"]["port"], 8787);
+    let mounts: Vec<&str> = gw["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            "tollgate-region",
+            "tollgate-gateway-config",
+            "tollgate-gateway-secrets"
+        ]
+    );
+    let volumes = pod["spec"]["volumes"].as_array().unwrap();
+    let cm = volumes
+        .iter()
+        .find(|v| v["name"] == "tollgate-gateway-config")
+        .unwrap();
+    assert_eq!(cm["configMap"]["name"], "agent-gateway");
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "agent-gateway-keys")
+    );
+    let agent = &pod["spec"]["containers"][0];
+    assert_eq!(
+        env_value(agent, "OPENAI_BASE_URL").as_deref(),
+        Some("http://127.0.0.1:8787/v1")
+    );
+    assert_eq!(
+        env_value(agent, "ANTHROPIC_BASE_URL").as_deref(),
+        Some("http://127.0.0.1:8787")
+    );
+    let tools = &pod["spec"]["containers"][1];
+    assert_eq!(
+        env_value(tools, "OPENAI_BASE_URL").as_deref(),
+        Some("https://proxy.example.com/v1")
+    );
+    assert_eq!(
+        env_value(tools, "ANTHROPIC_BASE_URL").as_deref(),
+        Some("http://127.0.0.1:8787")
+    );
+    let warnings = out.warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains("OPENAI_BASE_URL")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn without_a_gateway_config_no_gateway_and_a_lone_secret_is_refused() {
+    let out = send(&injector(), &review(opted_in()));
+    let pod = out.pod();
+    assert_eq!(pod["spec"]["initContainers"].as_array().unwrap().len(), 2);
+    assert!(env_value(&pod["spec"]["containers"][0], "OPENAI_BASE_URL").is_none());
+    let lone = agent_pod(json!({
+        "tollgate.dev/inject": "true",
+        "config.tollgate.dev/gateway-secret": "keys",
+    }));
+    let out = send(&injector(), &review(lone));
+    assert!(!out.allowed());
+    assert!(
+        out.message().contains("gateway-config"),
+        "{}",
+        out.message()
+    );
+    let bad = agent_pod(json!({
+        "tollgate.dev/inject": "true",
+        "config.tollgate.dev/gateway-config": "Not_A_Name",
+    }));
+    assert!(!send(&injector(), &review(bad)).allowed());
+}
