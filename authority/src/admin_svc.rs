@@ -822,16 +822,7 @@ impl AdminService for AdminSvc {
         let r = req.get_ref().clone();
         let t = tid("tenant", &r.tenant)?;
         self.reader(&req, &r.tenant)?;
-        let from = r.from_unix_ms / 1000;
-        // The end is exclusive and in seconds: round up so usage in the last second counts.
-        let to = if r.to_unix_ms == 0 {
-            u64::MAX / 2
-        } else {
-            r.to_unix_ms.div_ceil(1000)
-        };
-        if to < from {
-            return Err(invalid("to_unix_ms", "ends before from_unix_ms"));
-        }
+        let (from, to) = period_secs(r.from_unix_ms, r.to_unix_ms)?;
         let s = self
             .state
             .ledger
@@ -1025,15 +1016,7 @@ impl AdminService for AdminSvc {
         wire.version = 1;
         let spec = convert::price_book_spec(&wire)?;
         let book = CorePriceBook::new(spec).map_err(|e| invalid("price_book", e))?;
-        let from = r.from_unix_ms / 1000;
-        let to = if r.to_unix_ms == 0 {
-            u64::MAX / 2
-        } else {
-            r.to_unix_ms.div_ceil(1000)
-        };
-        if to < from {
-            return Err(invalid("to_unix_ms", "ends before from_unix_ms"));
-        }
+        let (from, to) = period_secs(r.from_unix_ms, r.to_unix_ms)?;
         let lines = self
             .state
             .ledger
@@ -1049,4 +1032,19 @@ impl AdminService for AdminSvc {
             .credit_pack;
         Ok(Response::new(reports::what_if(&r, &lines, pack.as_ref())))
     }
+}
+
+/// A period given in unix ms (`to` 0: open-ended) as `[from, to)` in seconds: the end is
+/// rounded up so usage in the last second counts.
+fn period_secs(from_unix_ms: u64, to_unix_ms: u64) -> Result<(u64, u64), Status> {
+    let from = from_unix_ms / 1000;
+    let to = if to_unix_ms == 0 {
+        u64::MAX / 2
+    } else {
+        to_unix_ms.div_ceil(1000)
+    };
+    if to < from {
+        return Err(invalid("to_unix_ms", "ends before from_unix_ms"));
+    }
+    Ok((from, to))
 }

@@ -398,6 +398,28 @@ fn point_at_gateway(
 
 /// The gateway container: `tollgate gateway` on [`GATEWAY_PORT`], attached to the region,
 /// reading the sidecar's metrics for its budget headers.
+/// The resources of an injected container (sidecar or gateway).
+fn resources(s: &SidecarSettings) -> Value {
+    json!({
+        "requests": { "cpu": s.cpu_request.as_str(), "memory": s.memory_request.as_str() },
+        "limits": { "cpu": s.cpu_limit.as_str(), "memory": s.memory_limit.as_str() },
+    })
+}
+
+/// The security context of an injected container: non-root, read-only, no privilege.
+fn locked_down(s: &SidecarSettings) -> Value {
+    json!({
+        "runAsNonRoot": true,
+        "runAsUser": s.run_as_user,
+        "runAsGroup": s.run_as_user,
+        "readOnlyRootFilesystem": true,
+        "allowPrivilegeEscalation": false,
+        "privileged": false,
+        "capabilities": { "drop": ["ALL"] },
+        "seccompProfile": { "type": "RuntimeDefault" },
+    })
+}
+
 pub fn gateway_container(s: &SidecarSettings) -> Value {
     let mut mounts = vec![
         json!({ "name": REGION_VOLUME, "mountPath": REGION_DIR }),
@@ -442,20 +464,8 @@ pub fn gateway_container(s: &SidecarSettings) -> Value {
         "startupProbe": probe(1, 120),
         "readinessProbe": probe(5, 3),
         "livenessProbe": probe(10, 3),
-        "resources": {
-            "requests": { "cpu": s.cpu_request.as_str(), "memory": s.memory_request.as_str() },
-            "limits": { "cpu": s.cpu_limit.as_str(), "memory": s.memory_limit.as_str() },
-        },
-        "securityContext": {
-            "runAsNonRoot": true,
-            "runAsUser": s.run_as_user,
-            "runAsGroup": s.run_as_user,
-            "readOnlyRootFilesystem": true,
-            "allowPrivilegeEscalation": false,
-            "privileged": false,
-            "capabilities": { "drop": ["ALL"] },
-            "seccompProfile": { "type": "RuntimeDefault" },
-        },
+        "resources": resources(s),
+        "securityContext": locked_down(s),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     })
@@ -517,20 +527,8 @@ pub fn sidecar_container(s: &SidecarSettings) -> Value {
         "startupProbe": probe("/readyz", 1, 120),
         "readinessProbe": probe("/readyz", 5, 3),
         "livenessProbe": probe("/healthz", 10, 3),
-        "resources": {
-            "requests": { "cpu": s.cpu_request.as_str(), "memory": s.memory_request.as_str() },
-            "limits": { "cpu": s.cpu_limit.as_str(), "memory": s.memory_limit.as_str() },
-        },
-        "securityContext": {
-            "runAsNonRoot": true,
-            "runAsUser": s.run_as_user,
-            "runAsGroup": s.run_as_user,
-            "readOnlyRootFilesystem": true,
-            "allowPrivilegeEscalation": false,
-            "privileged": false,
-            "capabilities": { "drop": ["ALL"] },
-            "seccompProfile": { "type": "RuntimeDefault" },
-        },
+        "resources": resources(s),
+        "securityContext": locked_down(s),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     })

@@ -22,15 +22,6 @@ use crate::support::*;
 
 const C: u64 = CREDIT;
 
-fn authed<T>(m: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(m);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {ADMIN}").parse().expect("header"),
-    );
-    r
-}
-
 /// The tenant, its price book, and optionally a plan, a credit pack (bought `packs` times;
 /// 0: it only prices credits in a currency), or a grant: the setup a finance team would
 /// make with `tollgate ctl`. Grants pay before the plan: a plan's included allowance, floor
@@ -128,20 +119,27 @@ fn agent(sc: &Sidecar, name: &str) -> Gate {
     Gate::attach_with(&sc.region, &GateOptions::new().agent(name)).expect("attach")
 }
 
-/// Reserves, retrying while the pod's first lease (or a task's registration) is on its
-/// way: a liveness guard of 20 s, not a timing assertion.
-fn reserve<'a>(gate: &'a Gate, call: &Call<'a>) -> tollgate_client::Reservation<'a> {
+/// `f` until it is not refused, while the pod's first lease (or a larger one, or a task's
+/// registration) is on its way: a liveness guard of 20 s, not a timing assertion.
+fn retrying<T>(what: &str, mut f: impl FnMut() -> Result<T, ReserveError>) -> T {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
-        match gate.reserve(call) {
-            Ok(h) => return h,
+        match f() {
+            Ok(v) => return v,
             Err(e @ (ReserveError::Denied(_) | ReserveError::WouldWait)) => {
-                assert!(Instant::now() < end, "still refused after 20 s: {e}");
+                assert!(
+                    Instant::now() < end,
+                    "{what}: still refused after 20 s: {e}"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => panic!("reserve: {e}"),
+            Err(e) => panic!("{what}: {e}"),
         }
     }
+}
+
+fn reserve<'a>(gate: &'a Gate, call: &Call<'a>) -> tollgate_client::Reservation<'a> {
+    retrying("reserve", || gate.reserve(call))
 }
 
 /// Stops the sidecars (every record posted) and reads the statement and balance.
@@ -421,19 +419,9 @@ fn intercom_resolutions_through_agent_sidecar_and_authority() {
     );
 }
 
-/// Reports one outcome of `call` later, retrying while the pod's lease grows to pay it.
+/// Reports one outcome of `call` later (retrying while the pod's lease grows to pay it).
 fn report_outcome(gate: &Gate, call: &Call<'_>) -> u64 {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        match gate.report_outcomes(call, 1) {
-            Ok(c) => return c.0,
-            Err(e @ (ReserveError::Denied(_) | ReserveError::WouldWait)) => {
-                assert!(Instant::now() < end, "still refused after 20 s: {e}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("report outcomes: {e}"),
-        }
-    }
+    retrying("report outcomes", || gate.report_outcomes(call, 1)).0
 }
 
 fn wait_for_calls(

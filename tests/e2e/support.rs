@@ -439,7 +439,8 @@ pub fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-fn authed<T>(m: T) -> tonic::Request<T> {
+/// `m` with the admin token.
+pub fn authed<T>(m: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(m);
     r.metadata_mut().insert(
         "authorization",
