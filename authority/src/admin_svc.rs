@@ -65,6 +65,12 @@ impl AdminSvc {
         Ok(cfg.plan.map_or(0, |p| p.seats))
     }
 
+    /// The tenant's credit pack, if it prices its credits in a currency.
+    async fn credit_pack(&self, t: &TenantId) -> Result<Option<tollgate_core::CreditPack>, Status> {
+        let cfg = self.state.ledger.config(t).await.map_err(ledger_status)?;
+        Ok(cfg.credit_pack)
+    }
+
     fn reader<T>(&self, req: &Request<T>, tenant: &str) -> Result<Principal, Status> {
         let p = self.state.auth.authenticate(req.metadata())?;
         p.check_tenant(tenant)?;
@@ -991,13 +997,7 @@ impl AdminService for AdminSvc {
             .estimate(&t, &workload)
             .await
             .map_err(ledger_status)?;
-        let pack = self
-            .state
-            .ledger
-            .config(&t)
-            .await
-            .map_err(ledger_status)?
-            .credit_pack;
+        let pack = self.credit_pack(&t).await?;
         Ok(Response::new(reports::estimate(&e, &r, pack.as_ref())))
     }
 
@@ -1023,13 +1023,7 @@ impl AdminService for AdminSvc {
             .what_if(&t, from, to, &book)
             .await
             .map_err(ledger_status)?;
-        let pack = self
-            .state
-            .ledger
-            .config(&t)
-            .await
-            .map_err(ledger_status)?
-            .credit_pack;
+        let pack = self.credit_pack(&t).await?;
         Ok(Response::new(reports::what_if(&r, &lines, pack.as_ref())))
     }
 }

@@ -34,6 +34,17 @@ struct Setup {
     grant: Option<pb::Grant>,
 }
 
+/// Agentforce's action pricing: up to 10,000 tokens are one 20-credit action.
+fn agentforce() -> pb::ModelPrice {
+    model(
+        "agentforce",
+        Pricing::Actions(pb::ActionPrice {
+            tokens_per_action: 10_000,
+            per_action_micro: 20 * C,
+        }),
+    )
+}
+
 fn model(name: &str, pricing: Pricing) -> pb::ModelPrice {
     pb::ModelPrice {
         model: name.into(),
@@ -192,13 +203,7 @@ fn agentforce_actions_through_agent_sidecar_and_authority() {
         dir.path(),
         Setup {
             request_price_micro: 0,
-            models: vec![model(
-                "agentforce",
-                Pricing::Actions(pb::ActionPrice {
-                    tokens_per_action: 10_000,
-                    per_action_micro: 20 * C,
-                }),
-            )],
+            models: vec![agentforce()],
             plan: None,
             pack: Some((100_000, 500 * C, "USD", 1)),
             grant: None,
@@ -453,13 +458,7 @@ fn seats_plus_consumption_through_agent_sidecar_and_authority() {
         dir.path(),
         Setup {
             request_price_micro: 0,
-            models: vec![model(
-                "agentforce",
-                Pricing::Actions(pb::ActionPrice {
-                    tokens_per_action: 10_000,
-                    per_action_micro: 20 * C,
-                }),
-            )],
+            models: vec![agentforce()],
             plan: Some(pb::Plan {
                 tenant: TENANT.into(),
                 seats: 4,
