@@ -183,6 +183,9 @@ function renderBalance(b) {
   setText('depletion', b.projected_depletion_unix_ms ? when(b.projected_depletion_unix_ms) : 'not projected');
   setText('depletion-note', b.projected_depletion_unix_ms ? 'at the last hour\'s burn' : 'nothing burning, or no limit');
   setText('period-spent', credits(b.period_spent_micro));
+  // Usage a pod served past what it held (e.g. what its lanes held when a cap was lowered):
+  // recorded, shown apart, never billed.
+  setText('overrun', credits(b.overrun_micro));
   fill('grants', (b.grants || []).map((g) => [
     g.grant_id, enumName(g.kind, 'GRANT_KIND_'), g.label,
     credits(g.amount_micro), credits(g.remaining_micro),

@@ -3,6 +3,7 @@ loopback ports with a temporary SQLite store, for the dashboard and API tests.""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -11,6 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 ADMIN = "ui-test-admin-token"
 READER_ACME = "ui-test-reader-acme"
@@ -90,3 +92,37 @@ def authority():
     proc.wait(timeout=30)
     log.close()
     tmp.cleanup()
+
+
+
+# ---- The browser: real headless Chromium (Debian's), driven by Playwright. ----
+CHROMIUM = os.environ.get("TOLLGATE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# Generous: the page polls every second; this bounds a wait, it times nothing.
+WAIT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1366, "height": 900})
+    pg = ctx.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    ctx.close()
+    assert not errors, errors
+
+
+def sign_in(page, authority, token, tenant=""):
+    page.goto(authority.base + "/ui")
+    page.fill("#token", token)
+    page.fill("#login-tenant", tenant)
+    page.click("#login")
+    expect(page.locator("#app")).to_be_visible(timeout=WAIT_MS)

@@ -3,7 +3,9 @@
 # Chromium (Debian's `chromium`, installed with apt-get when missing; Playwright drives it,
 # no browser download) and schemathesis against /openapi.json (bounded), both against a real
 # authority (the `tollgate` binary's authority role on free loopback ports, temporary SQLite
-# store). Tools come from a cached venv (.cache/venvs/ui, pinned requirements).
+# store); for an agent's spend, a real sidecar and `tollgate gateway` in front of
+# `llm-upstream`, called over HTTP. Tools come from a cached venv (.cache/venvs/ui, pinned
+# requirements).
 # Without python3 or chromium it prints `SKIPPED: ui`, unless TOLLGATE_TEST_REQUIRE_SERVICES=1
 # (CI), where that is a failure.
 set -euo pipefail
@@ -41,10 +43,12 @@ venv=$(bash .ci/venv.sh ui authority/ui/tests/requirements.txt) || {
   exit 1
 }
 
-echo "[ui] cargo build --bin tollgate" >&2
-cargo build --quiet --bin tollgate
+echo "[ui] cargo build --bin tollgate --bin llm-upstream" >&2
+cargo build --quiet -p tollgate --bin tollgate
+cargo build --quiet -p llm-upstream --bin llm-upstream
 target="${CARGO_TARGET_DIR:-$root/target}"
 export TOLLGATE_BIN="$target/debug/tollgate"
+export LLM_UPSTREAM_BIN="$target/debug/llm-upstream"
 
 echo "[ui] pytest (chromium: $chromium)" >&2
 cd authority/ui/tests

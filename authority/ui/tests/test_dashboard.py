@@ -2,36 +2,12 @@
 Playwright), against a real authority: what a finance user sees."""
 
 import os
-import shutil
 
-import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from conftest import ADMIN, READER_ACME
+from conftest import ADMIN, READER_ACME, WAIT_MS, sign_in
 
 C = 1_000_000
-CHROMIUM = os.environ.get("TOLLGATE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-# Generous: the page polls every second; this bounds a wait, it times nothing.
-WAIT_MS = 15_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1366, "height": 900})
-    pg = ctx.new_page()
-    errors = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    ctx.close()
-    assert not errors, errors
 
 
 def book(authority, tenant):
@@ -39,14 +15,6 @@ def book(authority, tenant):
     authority.ok("SetPriceBook", {"price_book": {"tenant": tenant, "models": [
         {"model": "m1", "tokens": {"input_per_mtok_micro": 2 * C, "output_per_mtok_micro": 8 * C}},
     ]}})
-
-
-def sign_in(page, authority, token, tenant=""):
-    page.goto(authority.base + "/ui")
-    page.fill("#token", token)
-    page.fill("#login-tenant", tenant)
-    page.click("#login")
-    expect(page.locator("#app")).to_be_visible(timeout=WAIT_MS)
 
 
 def test_balance_grant_cap_and_estimate(authority, page):

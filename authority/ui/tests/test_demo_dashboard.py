@@ -11,12 +11,12 @@ import time
 
 from playwright.sync_api import expect
 
-from test_dashboard import WAIT_MS, browser, page  # noqa: F401 (fixtures)
+from conftest import WAIT_MS
 
 DEMO_TOKEN = "demo-admin-token"
 
 
-def test_the_dashboard_follows_a_running_fleet(page):  # noqa: F811
+def test_the_dashboard_follows_a_running_fleet(page):
     log = tempfile.NamedTemporaryFile("w+", prefix="tollgate-demo-", suffix=".log")
     proc = subprocess.Popen(
         [os.environ["TOLLGATE_BIN"], "demo", "--duration", "8s", "--agents", "6",
