@@ -246,12 +246,15 @@ impl Core {
     }
 
     /// The authority refused a task's limit more (`TASK_SPENT`: its budget, its calls, or
-    /// its completion in another pod): its entries say spent, or out of calls when this
-    /// pod has given every call `max_calls` allows.
-    /// "Spent" means no more is coming: what this pod still holds of the task pays the
-    /// calls it covers (the client checks the task's remaining credits against the call).
+    /// its completion in another pod): its entries say out of calls when this pod has
+    /// *made* every call `max_calls` allows, else spent. "Spent" means no more is coming:
+    /// what this pod still holds of the task (credits, and calls given to its lanes) pays
+    /// the calls it covers (the client checks the task's remaining credits against the
+    /// call; a lane out of calls asks for more and [`Core::feed_calls`] says when there
+    /// are none). Calls given but not made are not the end of the task: marking it out of
+    /// calls then stopped tasks with calls left on their lanes.
     pub(super) fn on_task_refused(&mut self, canonical: &str) {
-        let given = self.task_calls_given(canonical);
+        let made = self.task_calls_made(canonical);
         let refs: Vec<(TaskRef, u32)> = self
             .tasks
             .of(canonical)
@@ -259,13 +262,23 @@ impl Core {
             .map(|(r, t)| (*r, t.max_calls))
             .collect();
         for (r, max_calls) in refs {
-            let status = if max_calls > 0 && given >= u64::from(max_calls) {
+            let status = if max_calls > 0 && made >= u64::from(max_calls) {
                 TaskStatus::OutOfCalls
             } else {
                 TaskStatus::Spent
             };
             self.region.owner.region().set_task_status(r, status);
         }
+    }
+
+    /// Calls made by the lanes of the task whose limit is `canonical` (live and reclaimed),
+    /// over its entries.
+    fn task_calls_made(&self, canonical: &str) -> u64 {
+        let region = self.region.owner.region();
+        self.tasks
+            .of(canonical)
+            .map(|(r, _)| region.task_calls(*r).made())
+            .fold(0, u64::saturating_add)
     }
 
     /// Calls given to the lanes of the task whose limit is `canonical`, over its entries.
