@@ -57,13 +57,24 @@ class Conn:
         if self.w is not None:
             self.w.close()
 
+    reconnects = 0
+
     async def request(self, raw):
-        """Send `raw` (a whole request), read the whole response; returns (status, body)."""
+        """Send `raw` (a whole request), read the whole response; returns (status, body).
+        A connection the server closed while idle is reopened once (counted in
+        `Conn.reconnects`), as any keep-alive client does."""
         self.w.write(raw)
         r = self.r
         status_line = await r.readline()
         if not status_line:
-            raise ConnectionError("connection closed by the server")
+            Conn.reconnects += 1
+            self.close()
+            await self.open()
+            self.w.write(raw)
+            r = self.r
+            status_line = await r.readline()
+            if not status_line:
+                raise ConnectionError("connection closed by the server")
         status = int(status_line.split(b" ", 2)[1])
         length, chunked, close = None, False, False
         while True:
@@ -235,7 +246,8 @@ async def measure(paths, args, stream, out):
         out(f"{name:<10} {us(p50):>9} {us(p90):>9} {us(p99):>9} {us(p999):>9} {us(mean):>9} | "
             f"{added} | {rps:>8.0f}")
     out("(times in us; +p50/+p99/+mean: the path's percentile minus direct's; req/s: "
-        "completed requests per second of the throughput phase)")
+        "completed requests per second of the throughput phase; "
+        f"idle connections reopened so far: {Conn.reconnects})")
     return rows
 
 
@@ -397,7 +409,9 @@ def start_all(args, d, procs):
         json.dump({"version": 1, "disable_existing_loggers": False,
                    "loggers": {"uvicorn.access": {"level": "WARNING"}}}, f)
     ll = Proc([args.litellm, "--config", lconf, "--host", "127.0.0.1", "--port", str(ll_port),
-               "--num_workers", "1", "--log_config", logconf], os.path.join(d, "litellm.log"),
+               "--num_workers", "1", "--log_config", logconf,
+               # Uvicorn closes idle keep-alive connections after 5 s, shorter than a round.
+               "--keepalive_timeout", "300"], os.path.join(d, "litellm.log"),
               env=env)
     procs.append(ll)
     wait_http(ll_port, "/health/liveliness", ll, "litellm")
