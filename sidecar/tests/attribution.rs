@@ -398,7 +398,7 @@ fn a_task_is_registered_and_its_calls_wait_for_its_budget() {
 /// authority for more of the task, and the next one is refused for its calls. (This run
 /// does not force the authority's refusal while calls are given but unmade, the case
 /// `Core::on_task_refused` now marks spent rather than out of calls; the demo showed it:
-/// 511 tasks of 805 stopped early before the fix, 24 of 790 after.)
+/// 512 tasks of 805 stopped early before the fix, 25 of 805 after.)
 #[test]
 fn a_task_refused_more_budget_still_makes_every_call_it_was_given() {
     let dir = tempfile::tempdir().expect("tempdir");
