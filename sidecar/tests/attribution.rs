@@ -10,7 +10,8 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tollgate_client::{
-    Call, Gate, GateOptions, Reservation, ReserveError, TaskLimit, TaskSpec, TaskStatus,
+    Call, Gate, GateOptions, Reservation, ReserveError, Task, TaskLimit, TaskSpec, TaskStatus,
+    TenantId,
 };
 use tollgate_core::{Credits, Horizon, LimitKind, Tier, Usage};
 use tollgate_proto::v1::{self, LimitKey, Window, session_up};
@@ -38,6 +39,19 @@ fn reserve<'a>(gate: &'a Gate, call: &Call<'a>) -> Reservation<'a> {
             Err(e) => panic!("reserve: {e}"),
         }
     }
+}
+
+/// Opens task `id` with `budget` (micro-credits) and `max_calls`, waiting up to 500 ms for
+/// the sidecar to register it.
+fn open_task(gate: &Gate, t: TenantId, id: &str, budget: u64, max_calls: u32) -> Task {
+    gate.open_task(
+        &TaskSpec::new(id)
+            .tenant(t)
+            .budget(Credits(budget))
+            .max_calls(max_calls)
+            .wait(Duration::from_millis(500)),
+    )
+    .expect("task")
 }
 
 /// A sidecar for `auth` behind a recording relay.
@@ -346,15 +360,7 @@ fn a_task_is_registered_and_its_calls_wait_for_its_budget() {
     let (sc, region, seen) = sidecar(&auth, dir.path());
     let gate = Gate::attach(&region).expect("attach");
     let t = gate.tenant(TENANT).expect("tenant");
-    let task = gate
-        .open_task(
-            &TaskSpec::new("loop-1")
-                .tenant(t)
-                .budget(Credits(C))
-                .max_calls(5)
-                .wait(Duration::from_millis(500)),
-        )
-        .expect("task");
+    let task = open_task(&gate, t, "loop-1", C, 5);
     assert_ne!(task.status(), TaskStatus::New, "the sidecar registered it");
     let key = LimitKey::task(TENANT, "loop-1").canonical();
     wait_for("the task's terms and demand at the authority", || {
@@ -406,15 +412,7 @@ fn a_task_refused_more_budget_still_makes_every_call_it_was_given() {
     let (sc, region, seen) = sidecar(&auth, dir.path());
     let gate = Gate::attach(&region).expect("attach");
     let t = gate.tenant(TENANT).expect("tenant");
-    let task = gate
-        .open_task(
-            &TaskSpec::new("refused-1")
-                .tenant(t)
-                .budget(Credits(10 * C))
-                .max_calls(6)
-                .wait(Duration::from_millis(500)),
-        )
-        .expect("task");
+    let task = open_task(&gate, t, "refused-1", 10 * C, 6);
     let key = LimitKey::task(TENANT, "refused-1").canonical();
     let call = Call::fixed(Credits(C / 10)).tenant(t).task(&task);
     for n in 0..6 {
