@@ -1,5 +1,5 @@
-//! Denials sidecars report (`DemandReport.denials`): counted per tenant, binding limit,
-//! tier and minute in the store (so every replica's sessions add to one count), kept
+//! Denials sidecars report (`DemandReport.denials`): counted per tenant, binding limit
+//! (the empty key: the lane ran dry before a limit was named), tier and minute in the store (so every replica's sessions add to one count), kept
 //! for [`KEEP_MS`], and read back for dashboards by `RecentDenials`. A denial spends
 //! nothing; these counts are for people, never for a money decision.
 
@@ -34,20 +34,20 @@ pub async fn record(
     let mut by_tenant: BTreeMap<&str, Vec<DenialCount>> = BTreeMap::new();
     let mut counted = 0u64;
     for d in denials.iter().take(MAX_PER_REPORT) {
-        let Some(limit) = &d.limit else {
-            // The lane ran dry before a limit was named: no tenant to count it for.
-            continue;
+        // A lane that ran dry before a limit was named is counted for its tenant under the
+        // empty key (no tenant from an older sidecar: not counted).
+        let (tenant, key, limit_pb) = match &d.limit {
+            Some(limit) => (&limit.tenant, limit.canonical(), limit.encode_to_vec()),
+            None => (&d.tenant, String::new(), Vec::new()),
         };
-        if d.count == 0 || !tenants.contains(&limit.tenant) {
+        if d.count == 0 || tenant.is_empty() || !tenants.contains(tenant) {
             continue;
         }
         counted = counted.saturating_add(d.count);
-        by_tenant.entry(&limit.tenant).or_default().push((
-            limit.canonical(),
-            limit.encode_to_vec(),
-            d.tier,
-            d.count,
-        ));
+        by_tenant
+            .entry(tenant)
+            .or_default()
+            .push((key, limit_pb, d.tier, d.count));
     }
     for (tenant, rows) in by_tenant {
         state
@@ -82,7 +82,10 @@ pub async fn recent(
         let t = totals
             .entry((key.clone(), tier))
             .or_insert_with(|| pb::DenialTotal {
-                limit: pb::LimitKey::decode(limit_pb.as_slice()).ok(),
+                // The empty key: denials that named no limit.
+                limit: (!limit_pb.is_empty())
+                    .then(|| pb::LimitKey::decode(limit_pb.as_slice()).ok())
+                    .flatten(),
                 limit_key: key.clone(),
                 tier,
                 ..Default::default()

@@ -1643,14 +1643,23 @@ impl Owner {
                     .filter(|_| l.last_denial.is_some())
                     .cloned();
                 let wire_tier = crate::convert::tier_to_wire(tier) as i32;
+                let tenant = l
+                    .key
+                    .and_then(|k| self.tenants.get(usize::from(k.tenant)))
+                    .cloned()
+                    .unwrap_or_default();
+                // Denials that name no limit are counted per tenant (the lane ran dry).
                 let at = (
-                    limit.as_ref().map(LimitKey::canonical).unwrap_or_default(),
+                    limit
+                        .as_ref()
+                        .map_or_else(|| format!("{tenant}/"), LimitKey::canonical),
                     wire_tier,
                 );
                 let c = self.denial_counts.entry(at).or_insert(v1::DenialCount {
                     limit,
                     tier: wire_tier,
                     count: 0,
+                    tenant,
                 });
                 c.count = c.count.saturating_add(n);
             } else if l.denials < *seen {

@@ -431,17 +431,34 @@ async fn reported_denials_are_counted_per_limit_and_tier() {
                     limit: Some(agent.clone()),
                     tier: pb::Tier::Background as i32,
                     count: n,
+                    tenant: "acme".into(),
                 },
                 pb::DenialCount {
                     limit: Some(pb::LimitKey::wallet("acme")),
                     tier: pb::Tier::Interactive as i32,
                     count: 1,
+                    tenant: "acme".into(),
                 },
-                // No limit named: counted for no tenant.
+                // No limit named (the lane ran dry): counted for the lane's tenant...
+                pb::DenialCount {
+                    limit: None,
+                    tier: pb::Tier::Scheduler as i32,
+                    count: 4,
+                    tenant: "acme".into(),
+                },
+                // ...not without one (an older sidecar), nor for a tenant the sidecar
+                // does not serve.
                 pb::DenialCount {
                     limit: None,
                     tier: pb::Tier::Interactive as i32,
                     count: 5,
+                    tenant: String::new(),
+                },
+                pb::DenialCount {
+                    limit: None,
+                    tier: pb::Tier::Interactive as i32,
+                    count: 6,
+                    tenant: "globex".into(),
                 },
             ],
         })
@@ -462,15 +479,25 @@ async fn reported_denials_are_counted_per_limit_and_tier() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.totals.len(), 2);
+    assert_eq!(r.totals.len(), 3, "{:?}", r.totals);
     assert_eq!(r.totals[0].limit_key, "acme/agent/support-bot/hour");
     assert_eq!(r.totals[0].limit, Some(agent));
     assert_eq!(
         (r.totals[0].tier, r.totals[0].count),
         (pb::Tier::Background as i32, 10)
     );
+    // The lane-ran-dry denials: the empty key, no limit.
     assert_eq!(
-        (r.totals[1].limit_key.as_str(), r.totals[1].count),
+        (
+            r.totals[1].limit_key.as_str(),
+            r.totals[1].limit.as_ref(),
+            r.totals[1].count
+        ),
+        ("", None, 8)
+    );
+    assert_eq!(r.totals[1].tier, pb::Tier::Scheduler as i32);
+    assert_eq!(
+        (r.totals[2].limit_key.as_str(), r.totals[2].count),
         ("acme/wallet", 2)
     );
     assert!(!r.minutes.is_empty());
@@ -479,7 +506,7 @@ async fn reported_denials_are_counted_per_limit_and_tier() {
             .state
             .metrics
             .encode()
-            .contains("tollgate_authority_denials_reported_total 12")
+            .contains("tollgate_authority_denials_reported_total 20")
     );
     let out = ctl(&h.url, &["denials", "acme"]).await;
     assert!(

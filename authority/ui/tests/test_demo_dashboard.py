@@ -1,6 +1,6 @@
 """The dashboard on live traffic: `tollgate demo --keep` (the real authority, two sidecars
 and an agent fleet) in headless Chromium: burn and a projected depletion date appear as the
-fleet spends, spend by agent/model/task fill in, the audit chain
+fleet spends, spend by agent/model/task and denials by limit and tier fill in, the audit chain
 verifies, and the numbers agree with the authority's statement."""
 
 import os
@@ -46,9 +46,9 @@ def test_the_dashboard_follows_a_running_fleet(page):
         expect(page.locator("#by-agent tbody")).to_contain_text("support-bot", timeout=WAIT_MS)
         expect(page.locator("#by-model tbody tr").first).to_be_visible()
         expect(page.locator("#by-task tbody tr").first).to_be_visible()
-        # (Denials by limit are not asserted here: a short demo under load may deny only
-        # while a lane waits for a refill, before a limit is named, and the authority counts
-        # only denials that name one. test_dashboard.py denies a call by a lowered cap.)
+        # Denials fill in: by the limit that bound them, or "(lane ran dry)" for calls denied
+        # while a lane waited for a refill before any limit was named.
+        expect(page.locator("#denials tbody tr").first).to_be_visible(timeout=WAIT_MS)
         expect(page.locator("#audit")).to_have_text("verified", timeout=WAIT_MS)
         # The per-day chart has today's spend (the last of its 14 days).
         expect(page.locator("#daily")).to_have_attribute(
