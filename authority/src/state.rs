@@ -20,11 +20,10 @@ use crate::policy_store::{PolicyStore, PolicyStoreError};
 use crate::sessions::Sessions;
 use crate::webhook::WebhookSender;
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (simulated when a simulation drives this thread: see
+/// `tollgate_core::clock`).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    tollgate_core::clock::unix_ms()
 }
 
 /// Maps a ledger error to a gRPC status that says what to do.

@@ -89,6 +89,7 @@
 #![warn(missing_docs)]
 
 pub mod alert;
+pub mod clock;
 pub mod credits;
 pub mod grant;
 pub mod money;

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::mpsc;
@@ -45,10 +45,7 @@ pub const DRAIN_EVERY: Duration = Duration::from_millis(50);
 pub const DENIALS_EVERY: Duration = Duration::from_secs(1);
 
 fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    tollgate_core::clock::unix_ms()
 }
 
 /// Runtime data of one limit (one pool).
@@ -226,7 +223,7 @@ impl Core {
                 "resuming unsent usage batches from the outbox"
             );
         }
-        let now = Instant::now();
+        let now = tollgate_core::clock::now();
         let mut core = Core {
             metrics,
             health,
@@ -418,7 +415,7 @@ impl Core {
                 l.emergency.reconciled();
             }
         }
-        self.rules.last_demand = Instant::now() - Duration::from_secs(60);
+        self.rules.last_demand = tollgate_core::clock::now() - Duration::from_secs(60);
         self.flush_up();
     }
 
@@ -807,7 +804,7 @@ impl Core {
             let is_batch = matches!(m.msg, Some(session_up::Msg::Batch(_)));
             match up.try_send(m) {
                 Ok(()) => {
-                    self.link.last_up = Instant::now();
+                    self.link.last_up = tollgate_core::clock::now();
                     if is_batch {
                         self.metrics.batches_sent.inc();
                     }
@@ -839,7 +836,7 @@ impl Core {
             self.health.tick();
             return;
         }
-        let now = Instant::now();
+        let now = tollgate_core::clock::now();
         self.region.owner.heartbeat(now_unix_ms());
         // While shutting down, reclaim at every tick: agents that exited must give their
         // allowances back before the leases are returned.
@@ -972,7 +969,7 @@ impl Core {
         match self.saved.state.save(&self.saved.state_path) {
             Ok(()) => {
                 self.saved.state_dirty = false;
-                self.saved.last_state_save = Instant::now();
+                self.saved.last_state_save = tollgate_core::clock::now();
             }
             Err(e) => tracing::error!(error = %e, "cannot save the lease state"),
         }
@@ -1004,7 +1001,7 @@ impl Core {
             d.records.retain(|r| r.rec.seq >= next_seq);
         }
         let releases: Vec<_> = drains.iter().map(|d| (d.lane, d.upto)).collect();
-        let now = Instant::now();
+        let now = tollgate_core::clock::now();
         let now_ms = now_unix_ms();
         // Work on copies: the ledgers advance only once the batch is in the outbox.
         let mut next = Advance::default();
@@ -1168,14 +1165,14 @@ impl Core {
                 .region
                 .lanes
                 .entry(lane.lane)
-                .or_insert_with(|| LaneRt::new(lane.consumed, Instant::now()));
+                .or_insert_with(|| LaneRt::new(lane.consumed, tollgate_core::clock::now()));
             let delta = lane.consumed.saturating_sub(rt.last_consumed);
             if delta > 0 || lane.wants_more {
-                self.region.last_activity = Instant::now();
+                self.region.last_activity = tollgate_core::clock::now();
             }
             if delta > 0 {
                 rt.burn.record(secs, delta);
-                rt.last_active = Instant::now();
+                rt.last_active = tollgate_core::clock::now();
                 rt.last_consumed = lane.consumed;
             }
         }
@@ -1231,7 +1228,7 @@ impl Core {
 
     fn lanes_pass(&mut self) {
         let secs = self.mono_secs();
-        let now = Instant::now();
+        let now = tollgate_core::clock::now();
         let degraded = !self.link.conn.is_connected();
         self.region.owner.refresh();
         let wall_ms = now_unix_ms();
@@ -1343,7 +1340,7 @@ impl Core {
             return;
         }
         let secs = self.mono_secs();
-        let now = Instant::now();
+        let now = tollgate_core::clock::now();
         let mut demands = Vec::new();
         for (canonical, l) in self.region.limits.iter_mut().filter(|(_, l)| !l.retiring) {
             // An unanswered demand is forgotten after two seconds and asked again.

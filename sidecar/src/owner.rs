@@ -391,9 +391,7 @@ pub struct PoolHints {
 }
 
 fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    tollgate_core::clock::unix_ms()
 }
 
 /// Nothing of a limit can be leased before `until_unix_ms` (the authority's lease
@@ -1160,7 +1158,7 @@ impl Owner {
     /// last records are drained within a pass or two), then forgotten, so the map stays
     /// as small as the open tasks.
     pub fn task_entry_freed(&mut self, t: TaskRef) {
-        let now = std::time::Instant::now();
+        let now = tollgate_core::clock::now();
         self.freed_tasks.push_back((now, t));
         while let Some(&(at, old)) = self.freed_tasks.front() {
             if now.duration_since(at) < TASK_ID_GRACE {

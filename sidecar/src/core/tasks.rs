@@ -72,7 +72,7 @@ impl Core {
             return;
         }
         let keyed: Vec<TaskRef> = self.region.owner.task_lanes();
-        let now = Instant::now();
+        let now = tollgate_core::clock::now();
         for e in &entries {
             if keyed.contains(&e.task)
                 && let Some(t) = self.tasks.entries.get_mut(&e.task)
@@ -174,7 +174,7 @@ impl Core {
                 key: key.clone(),
                 budget: e.budget,
                 max_calls: e.max_calls,
-                last_lane: Instant::now(),
+                last_lane: tollgate_core::clock::now(),
                 closing: e.completed,
             },
         );
