@@ -214,6 +214,10 @@ pub(crate) const R_META: usize = 3;
 pub(crate) const R_SEQ: usize = 4;
 pub(crate) const R_NAMES: usize = 5;
 pub(crate) const R_OUTCOMES: usize = 6;
+/// The lane's `consumed` before the record's commit: written only by the owner's commit
+/// settle ([`crate::lane::View::commit_owned`]), whose intent the record is; the drain
+/// ignores it.
+pub(crate) const R_CONS_BEFORE: usize = 7;
 
 /// Most slots a lane may have (the pending-commit mask is one word).
 pub const MAX_SLOTS: usize = 64;
