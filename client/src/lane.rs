@@ -53,9 +53,10 @@ pub(crate) const FINISHING: u64 = 6;
 /// reclaim decides the take from `local` as for `RESERVING`, and undoes the count if the
 /// take did not happen.
 pub(crate) const RESERVING_CALL: u64 = 7;
-/// The owner's commit settle ([`View::commit_owned`]) has written its usage record, unpublished,
-/// at the ring position whose low 32 bits sit in the state word's top half: the record is
-/// the settle's intent (see [`rec_state`]).
+/// The owner's commit settle ([`View::commit_owned`]) has written its usage record,
+/// unpublished, at the ring position whose low 32 bits sit in the state word's top half:
+/// the record is the settle's intent (see [`rec_state`]). The generation tag bits are 0,
+/// as for `SETTLING`: the slot is past the point where a stale commit could claim it.
 pub(crate) const SETTLING_REC: u64 = 8;
 const REC_HEAD_SHIFT: u32 = 32;
 
@@ -659,8 +660,8 @@ impl<'a> View<'a> {
     }
 
     /// What a `SETTLING_REC` slot still has to do, each effect decided by its own word:
-    /// `(paid not yet in consumed, record not yet published, refund not yet in local)`, as
-    /// amounts (0: done or nothing to do) and the record's position.
+    /// `(paid not yet in consumed, refund not yet in local, record not yet published, the
+    /// record's ring position)`; an amount of 0 means done or nothing to do.
     fn rec_pending(&self, lane: usize, slot: usize, st: u64) -> Option<(u64, u64, bool, u64)> {
         let (at, published) = self.rec_at(lane, st)?;
         let rec = self.record_words(lane, at);
