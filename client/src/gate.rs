@@ -1885,14 +1885,22 @@ impl Reservation<'_> {
                 {
                     return Err(CommitError::Reclaimed);
                 }
-                if !cancel {
-                    view.sw(self.lane, self.slot, S_TOKENS)
-                        .store(tokens, RELAXED);
-                    view.sw(self.lane, self.slot, S_OUTCOMES)
-                        .store(outcomes, RELAXED);
+                // A commit within the reservation with room in the ring: the record is the
+                // settle's intent. Anything else (a cancel, an overrun, a full ring): the
+                // slot holds the intent. Neither stops but for a test's step hook.
+                let fast = !cancel
+                    && view
+                        .commit_owned(&mut o, self.slot, actual, tokens, outcomes, &mut |_| true)
+                        .is_some();
+                if !fast {
+                    if !cancel {
+                        view.sw(self.lane, self.slot, S_TOKENS)
+                            .store(tokens, RELAXED);
+                        view.sw(self.lane, self.slot, S_OUTCOMES)
+                            .store(outcomes, RELAXED);
+                    }
+                    let _ = view.settle(&mut o, self.slot, actual, cancel, &mut |_| true);
                 }
-                // `settle` stops only for a test's step hook; ours never does.
-                let _ = view.settle(&mut o, self.slot, actual, cancel, &mut |_| true);
                 lo.put(&o);
                 return Ok((actual, err));
             }

@@ -53,6 +53,18 @@ pub(crate) const FINISHING: u64 = 6;
 /// reclaim decides the take from `local` as for `RESERVING`, and undoes the count if the
 /// take did not happen.
 pub(crate) const RESERVING_CALL: u64 = 7;
+/// The owner's commit settle ([`View::commit_owned`]) has written its usage record,
+/// unpublished, at the ring position whose low 32 bits sit in the state word's top half:
+/// the record is the settle's intent (see [`rec_state`]). The generation tag bits are 0,
+/// as for `SETTLING`: the slot is past the point where a stale commit could claim it.
+pub(crate) const SETTLING_REC: u64 = 8;
+const REC_HEAD_SHIFT: u32 = 32;
+
+/// The `SETTLING_REC` state word for a record written at ring position `head`.
+#[inline]
+pub(crate) fn rec_state(head: u64) -> u64 {
+    SETTLING_REC | (u64::from(head as u32) << REC_HEAD_SHIFT)
+}
 
 #[inline]
 pub(crate) fn state(kind: u64, tag: u16) -> u64 {
@@ -178,6 +190,16 @@ impl<'a> View<'a> {
         self.w[b..b + SLOT_WORDS]
             .try_into()
             .expect("slot inside the validated layout")
+    }
+
+    /// Ring record `i` of `lane` as a fixed-size array.
+    #[inline]
+    fn record_words(&self, lane: usize, i: u64) -> &'a [AtomicU64; REC_WORDS] {
+        let b = self.l.record(lane, i);
+        // One bounds check for the record, none per field.
+        self.w[b..b + REC_WORDS]
+            .try_into()
+            .expect("record inside the validated layout")
     }
 
     /// Starts owning `lane` (after a claim, or taking over a lane of an exited thread).
@@ -556,6 +578,154 @@ impl<'a> View<'a> {
         true
     }
 
+    /// COMMIT on the owner thread, the common case: the actual cost within the reservation
+    /// and room in the ring. The usage record is the settle's intent, so the slot gets one
+    /// before-value instead of five and nothing is read back. Steps:
+    /// 1. write the usage record at ring position `head` (not yet published) with the lane's
+    ///    `consumed` before-value in `R_CONS_BEFORE`, and `local` (before) into the slot;
+    ///    state := `SETTLING_REC(head)` (the intent: from here the commit is decided);
+    /// 2. `consumed := before + actual`;
+    /// 3. `head := head + 1` (publishes the record);
+    /// 4. `local := before + (reserved - actual)`;
+    /// 5. state := `EMPTY`, slot free.
+    ///
+    /// `None` (nothing written) when it does not apply: an overrun, or a full ring (the
+    /// caller settles with [`View::settle`], which counts the record lost). `Some(false)`
+    /// only when `step` stopped it (a modelled crash).
+    #[inline]
+    pub(crate) fn commit_owned(
+        &self,
+        o: &mut Owner,
+        slot: usize,
+        actual: u64,
+        tokens: u64,
+        outcomes: u64,
+        step: &mut impl FnMut(u32) -> bool,
+    ) -> Option<bool> {
+        let h = self.hdr(o.lane);
+        let sl = self.slot_words(o.lane, slot);
+        let reserved = sl[S_RESERVED].load(RELAXED);
+        let head = h[L_RING_HEAD].load(RELAXED);
+        let tail = h[L_RING_TAIL].load(ACQ);
+        if actual > reserved || head.wrapping_sub(tail) >= self.l.ring as u64 {
+            return None;
+        }
+        let consumed = h[L_CONSUMED].load(RELAXED);
+        let rec = self.record_words(o.lane, head);
+        rec[R_RESERVED].store(reserved, RELAXED);
+        rec[R_ACTUAL].store(actual, RELAXED);
+        rec[R_TOKENS].store(tokens, RELAXED);
+        rec[R_META].store(sl[S_META].load(RELAXED), RELAXED);
+        rec[R_SEQ].store(head.wrapping_add(1), RELAXED);
+        rec[R_NAMES].store(sl[S_NAMES].load(RELAXED), RELAXED);
+        rec[R_OUTCOMES].store(outcomes, RELAXED);
+        rec[R_CONS_BEFORE].store(consumed, RELAXED);
+        sl[S_LOCAL_BEFORE].store(o.local, RELAXED);
+        sl[S_STATE].store(rec_state(head), REL);
+        if !step(41) {
+            return Some(false);
+        }
+        h[L_CONSUMED].store(consumed.wrapping_add(actual), REL);
+        if !step(42) {
+            return Some(false);
+        }
+        h[L_RING_HEAD].store(head.wrapping_add(1), REL);
+        if !step(43) {
+            return Some(false);
+        }
+        o.local += reserved - actual;
+        h[L_LOCAL].store(o.local, REL);
+        if !step(44) {
+            return Some(false);
+        }
+        sl[S_STATE].store(state(EMPTY, 0), REL);
+        o.free |= 1 << slot;
+        Some(true)
+    }
+
+    /// Where a `SETTLING_REC` slot's record is, and whether the owner published it: the
+    /// owner is sequential and only this settle moves the head until the slot is empty, so
+    /// the head is the packed position or one past it. `None` for anything else (a
+    /// scribbled region).
+    fn rec_at(&self, lane: usize, st: u64) -> Option<(u64, bool)> {
+        let at = (st >> REC_HEAD_SHIFT) as u32;
+        let head = self.lw(lane, L_RING_HEAD).load(ACQ);
+        if head as u32 == at {
+            Some((head, false))
+        } else if head.wrapping_sub(1) as u32 == at {
+            Some((head.wrapping_sub(1), true))
+        } else {
+            None
+        }
+    }
+
+    /// What a `SETTLING_REC` slot still has to do, each effect decided by its own word:
+    /// `(paid not yet in consumed, refund not yet in local, record not yet published, the
+    /// record's ring position)`; an amount of 0 means done or nothing to do.
+    fn rec_pending(&self, lane: usize, slot: usize, st: u64) -> Option<(u64, u64, bool, u64)> {
+        let (at, published) = self.rec_at(lane, st)?;
+        let rec = self.record_words(lane, at);
+        let reserved = self.sw(lane, slot, S_RESERVED).load(RELAXED);
+        // `commit_owned` writes only commits within the reservation; `min` keeps a
+        // scribbled record from underflowing.
+        let paid = rec[R_ACTUAL].load(RELAXED).min(reserved);
+        let refund = reserved - paid;
+        let h = self.hdr(lane);
+        let paid_left = if h[L_CONSUMED].load(ACQ) == rec[R_CONS_BEFORE].load(RELAXED) {
+            paid
+        } else {
+            0
+        };
+        let local_before = self.sw(lane, slot, S_LOCAL_BEFORE).load(RELAXED);
+        let refund_left = if h[L_LOCAL].load(ACQ) == local_before {
+            refund
+        } else {
+            0
+        };
+        Some((paid_left, refund_left, !published, at))
+    }
+
+    /// Steps 2-5 of [`View::commit_owned`] for a slot a dead owner left in `SETTLING_REC`,
+    /// each skipped if already done. Safe to re-run.
+    fn finish_settling_rec(
+        &self,
+        o: &mut Owner,
+        slot: usize,
+        st: u64,
+        step: &mut impl FnMut(u32) -> bool,
+    ) -> bool {
+        let h = self.hdr(o.lane);
+        let Some((paid, refund, unpublished, at)) = self.rec_pending(o.lane, slot, st) else {
+            // Not a state `commit_owned` writes (a scribbled region): nothing can be
+            // decided; the audit reports the credits it held as missing.
+            self.sw(o.lane, slot, S_STATE).store(state(EMPTY, 0), REL);
+            return true;
+        };
+        if paid > 0 {
+            let c = &h[L_CONSUMED];
+            c.store(c.load(RELAXED).wrapping_add(paid), REL);
+        }
+        if !step(42) {
+            return false;
+        }
+        if unpublished {
+            h[L_RING_HEAD].store(at.wrapping_add(1), REL);
+        }
+        if !step(43) {
+            return false;
+        }
+        if refund > 0 {
+            let l = &h[L_LOCAL];
+            l.store(l.load(RELAXED).wrapping_add(refund), REL);
+        }
+        o.local = h[L_LOCAL].load(RELAXED);
+        if !step(44) {
+            return false;
+        }
+        self.sw(o.lane, slot, S_STATE).store(state(EMPTY, 0), REL);
+        true
+    }
+
     /// Steps 2-6 of settle, each skipped if already done (decided by its own word): the
     /// same code finishes a settle a dead owner left half done.
     #[inline]
@@ -670,6 +840,9 @@ impl<'a> View<'a> {
                 }
                 h
             }
+            SETTLING_REC => self
+                .rec_pending(lane, slot, st)
+                .map_or(0, |(paid, refund, _, _)| paid + refund),
             _ => 0,
         }
     }
@@ -704,6 +877,12 @@ impl<'a> View<'a> {
                 }
                 SETTLING => {
                     if !self.finish_settling(o, slot, step) {
+                        return None;
+                    }
+                    settled += 1;
+                }
+                SETTLING_REC => {
+                    if !self.finish_settling_rec(o, slot, st, step) {
                         return None;
                     }
                     settled += 1;

@@ -37,7 +37,10 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"TOLLGATE");
 // 2: claim words name holders (liveness locks), not pids.
 // 3: the name and task tables, lane keys with agent and task, 48-word lane headers, slots
 //    and ring records with names and outcomes, pool lists of 16-bit indices.
-pub const LAYOUT_VERSION: u64 = 3;
+// 4: the owner's commit settles with its ring record as the intent (slot state
+//    `SETTLING_REC`, record word `R_CONS_BEFORE`): a layout-3 sidecar reclaiming a lane
+//    whose agent died inside such a settle would not finish it.
+pub const LAYOUT_VERSION: u64 = 4;
 /// Bytes per word.
 pub const WORD: usize = 8;
 /// Words in the header page (smaller under loom, where every word is a modelled atomic).
@@ -214,6 +217,10 @@ pub(crate) const R_META: usize = 3;
 pub(crate) const R_SEQ: usize = 4;
 pub(crate) const R_NAMES: usize = 5;
 pub(crate) const R_OUTCOMES: usize = 6;
+/// The lane's `consumed` before the record's commit: written only by the owner's commit
+/// settle ([`crate::lane::View::commit_owned`]), whose intent the record is; the drain
+/// ignores it.
+pub(crate) const R_CONS_BEFORE: usize = 7;
 
 /// Most slots a lane may have (the pending-commit mask is one word).
 pub const MAX_SLOTS: usize = 64;

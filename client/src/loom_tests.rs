@@ -150,6 +150,16 @@ fn lane_credits(v: &View<'_>) -> u64 {
     credits(v.lw(0, L_AVAIL).load(ACQ)) + v.lw(0, L_LOCAL).load(ACQ)
 }
 
+/// Commits `actual` into `slot` on the owner thread the way `Reservation::commit` does:
+/// by the record-intent settle when it applies (`fast`), else by the slot-intent settle.
+fn commit(v: &View<'_>, o: &mut crate::lane::Owner, slot: usize, actual: u64, fast: bool) {
+    if fast && let Some(done) = v.commit_owned(o, slot, actual, 0, 0, &mut go()) {
+        assert!(done);
+        return;
+    }
+    assert!(v.settle(o, slot, actual, false, &mut go()));
+}
+
 /// The model the broken variant must fail: reserve + commit racing a top-up.
 fn reserve_races_top_up_model() {
     loom::model(|| {
@@ -342,6 +352,92 @@ mod models {
                 assert_eq!(v.lw(0, L_OVERRUN).load(ACQ), over);
                 f.check_all_returned(0);
             });
+        }
+    }
+
+    /// The agent dies after each step of reserve + the owner's record-intent commit (pull,
+    /// take, then record + intent, `consumed`, head, `local`) while the sidecar tops the
+    /// lane up and drains its ring; the sidecar then reclaims and drains again. Once the
+    /// intent is stored (step 41) the commit is decided: reclaim finishes it, `consumed`
+    /// gets the 3 paid and the record is read exactly once; before that, nothing is
+    /// charged, no record appears, and everything goes back.
+    #[test]
+    fn loom_crash_at_every_step_of_record_commit_then_reclaim() {
+        for k in [1, 2, 3, 11, 12, 41, 42, 43, 44, 0] {
+            loom::model(move || {
+                let f = Arc::new(Fixture::new(1, 2, 2, 6));
+                let f2 = f.clone();
+                let agent = thread::spawn(move || {
+                    let v = f2.view();
+                    let mut o = v.owner_for(0);
+                    let mut step = crash_at(k);
+                    if let Ok(slot) = v.reserve(&mut o, &req(4), &mut step) {
+                        let r = v.commit_owned(&mut o, slot, 3, 7, 9, &mut step);
+                        assert!(r.is_some(), "no overrun, room in the ring: the fast settle");
+                    }
+                    !step(u32::MAX) // did it die?
+                });
+                let v = f.view();
+                v.top_up(0, 2, &mut go()).unwrap();
+                let mut out = Vec::new();
+                v.drain_ring(0, &mut out);
+                assert_eq!(agent.join().unwrap(), k != 0, "crash point {k} reached");
+                f.check();
+                v.reclaim_lane(0, &|_| true, &mut go()).unwrap();
+                v.drain_ring(0, &mut out);
+                let decided = k >= 41 || k == 0;
+                assert_eq!(v.lw(0, L_CONSUMED).load(ACQ), if decided { 3 } else { 0 });
+                assert_eq!(v.lw(0, L_OVERRUN).load(ACQ), 0);
+                assert_eq!(
+                    out.len(),
+                    usize::from(decided),
+                    "the record once, iff decided"
+                );
+                if let Some(r) = out.first() {
+                    assert_eq!((r.reserved.0, r.actual.0, r.seq), (4, 3, 1));
+                    assert_eq!((r.input_tokens, r.outcomes), (7, 9), "record intact");
+                }
+                f.check_all_returned(0);
+            });
+        }
+    }
+
+    /// The agent dies at each step of its record-intent commit, and the sidecar then dies
+    /// after step j of the reclaim (for every j) and reclaims again after its restart:
+    /// the commit is charged once, its record published once, every credit returned once.
+    #[test]
+    fn loom_reclaim_of_a_record_commit_resumes_after_sidecar_crash() {
+        for k in [41, 42, 43, 44] {
+            for j in 1..=12 {
+                loom::model(move || {
+                    let f = Fixture::new(1, 2, 2, 8);
+                    let v = f.view();
+                    let mut o = v.owner_for(0);
+                    let _held = v.reserve(&mut o, &req(2), &mut go()).unwrap();
+                    let slot = v.reserve(&mut o, &req(4), &mut go()).unwrap();
+                    let done = v.commit_owned(&mut o, slot, 3, 0, 0, &mut crash_at(k));
+                    assert_eq!(done, Some(false), "crash point {k} reached");
+                    f.check();
+                    let f = Arc::new(f);
+                    let f2 = f.clone();
+                    let first = thread::spawn(move || {
+                        let _ = f2.view().reclaim_lane(0, &|_| true, &mut crash_after(j));
+                    });
+                    first.join().unwrap();
+                    let v = f.view();
+                    v.journal_recover().unwrap();
+                    f.check();
+                    if !holder::is_free(v.lw(0, L_CLAIM).load(ACQ)) {
+                        v.reclaim_lane(0, &|_| true, &mut go()).unwrap();
+                    }
+                    let mut out = Vec::new();
+                    v.drain_ring(0, &mut out);
+                    assert_eq!(v.lw(0, L_CONSUMED).load(ACQ), 3, "charged once");
+                    assert_eq!(out.len(), 1, "one record");
+                    assert_eq!((out[0].actual.0, out[0].seq), (3, 1));
+                    f.check_all_returned(0);
+                });
+            }
         }
     }
 
@@ -540,39 +636,43 @@ mod models {
 
     /// The ring: the owner pushes three records into a ring of two while the sidecar
     /// drains; every record is read once, intact, or counted lost, and the totals are exact.
+    /// Both settles race the drain: the owner's record-intent commit (`fast`, falling back
+    /// to the slot-intent settle once the ring is full) and the slot-intent settle alone.
     #[test]
     fn loom_ring_drain_never_loses_credits() {
-        loom::model(|| {
-            let f = Arc::new(Fixture::new(1, 1, 2, 30));
-            let f2 = f.clone();
-            let sidecar = thread::spawn(move || {
-                let mut out = Vec::new();
-                f2.view().drain_ring(0, &mut out);
-                f2.view().harvest(0, &mut go()).unwrap();
-                out
+        for fast in [true, false] {
+            loom::model(move || {
+                let f = Arc::new(Fixture::new(1, 1, 2, 30));
+                let f2 = f.clone();
+                let sidecar = thread::spawn(move || {
+                    let mut out = Vec::new();
+                    f2.view().drain_ring(0, &mut out);
+                    f2.view().harvest(0, &mut go()).unwrap();
+                    out
+                });
+                let v = f.view();
+                let mut o = v.owner_for(0);
+                for actual in [1, 2, 3] {
+                    let slot = v.reserve(&mut o, &req(5), &mut go()).unwrap();
+                    commit(&v, &mut o, slot, actual, fast);
+                }
+                let mut out: Vec<UsageRecord> = sidecar.join().unwrap();
+                v.drain_ring(0, &mut out);
+                v.harvest(0, &mut go()).unwrap();
+                let lost = v.lw(0, L_LOST).load(ACQ);
+                assert_eq!(out.len() as u64 + lost, 3);
+                let mut last = 0;
+                for r in &out {
+                    assert!(r.seq > last, "in order, each once");
+                    last = r.seq;
+                    assert_eq!(r.reserved.0, 5);
+                    assert_eq!(r.actual.0, r.seq, "record intact (actual = its position)");
+                }
+                assert_eq!(v.lw(0, L_CONSUMED).load(ACQ), 6);
+                assert_eq!(v.pw(0, P_CONSUMED).load(ACQ), 6);
+                f.check();
             });
-            let v = f.view();
-            let mut o = v.owner_for(0);
-            for actual in [1, 2, 3] {
-                let slot = v.reserve(&mut o, &req(5), &mut go()).unwrap();
-                assert!(v.settle(&mut o, slot, actual, false, &mut go()));
-            }
-            let mut out: Vec<UsageRecord> = sidecar.join().unwrap();
-            v.drain_ring(0, &mut out);
-            v.harvest(0, &mut go()).unwrap();
-            let lost = v.lw(0, L_LOST).load(ACQ);
-            assert_eq!(out.len() as u64 + lost, 3);
-            let mut last = 0;
-            for r in &out {
-                assert!(r.seq > last, "in order, each once");
-                last = r.seq;
-                assert_eq!(r.reserved.0, 5);
-                assert_eq!(r.actual.0, r.seq, "record intact (actual = its position)");
-            }
-            assert_eq!(v.lw(0, L_CONSUMED).load(ACQ), 6);
-            assert_eq!(v.pw(0, P_CONSUMED).load(ACQ), 6);
-            f.check();
-        });
+        }
     }
 
     /// The two-step drain: the sidecar peeks, peeks again (as a consumer restarted before
@@ -581,49 +681,51 @@ mod models {
     /// dedupe by `seq`, every record is read once or counted lost, and the totals are exact.
     #[test]
     fn loom_ring_peek_then_release_never_loses_or_overwrites() {
-        loom::model(|| {
-            let f = Arc::new(Fixture::new(1, 1, 2, 30));
-            let f2 = f.clone();
-            let sidecar = thread::spawn(move || {
-                let v = f2.view();
-                let mut first = Vec::new();
-                let (_, end1) = v.peek_ring(0, &mut first);
-                let mut again = Vec::new();
-                v.peek_ring(0, &mut again);
-                assert!(again.len() >= first.len(), "unreleased records stay");
-                assert_eq!(&again[..first.len()], &first[..], "and are not overwritten");
-                assert!(v.release_ring(0, end1));
-                assert!(v.release_ring(0, end1), "a repeated release is a no-op");
+        for fast in [true, false] {
+            loom::model(move || {
+                let f = Arc::new(Fixture::new(1, 1, 2, 30));
+                let f2 = f.clone();
+                let sidecar = thread::spawn(move || {
+                    let v = f2.view();
+                    let mut first = Vec::new();
+                    let (_, end1) = v.peek_ring(0, &mut first);
+                    let mut again = Vec::new();
+                    v.peek_ring(0, &mut again);
+                    assert!(again.len() >= first.len(), "unreleased records stay");
+                    assert_eq!(&again[..first.len()], &first[..], "and are not overwritten");
+                    assert!(v.release_ring(0, end1));
+                    assert!(v.release_ring(0, end1), "a repeated release is a no-op");
+                    v.harvest(0, &mut go()).unwrap();
+                    first
+                });
+                let v = f.view();
+                let mut o = v.owner_for(0);
+                for actual in [1, 2, 3] {
+                    let slot = v.reserve(&mut o, &req(5), &mut go()).unwrap();
+                    commit(&v, &mut o, slot, actual, fast);
+                }
+                let mut out: Vec<UsageRecord> = sidecar.join().unwrap();
+                let next = out.last().map_or(0, |r| r.seq + 1);
+                let mut rest = Vec::new();
+                let (_, end) = v.peek_ring(0, &mut rest);
+                out.extend(rest.into_iter().filter(|r| r.seq >= next));
+                assert!(v.release_ring(0, end));
+                assert!(!v.release_ring(0, end + 1), "past the head is refused");
                 v.harvest(0, &mut go()).unwrap();
-                first
+                let lost = v.lw(0, L_LOST).load(ACQ);
+                assert_eq!(out.len() as u64 + lost, 3);
+                let mut last = 0;
+                for r in &out {
+                    assert!(r.seq > last, "in order, each once");
+                    last = r.seq;
+                    assert_eq!(r.reserved.0, 5);
+                    assert_eq!(r.actual.0, r.seq, "record intact (actual = its position)");
+                }
+                assert_eq!(v.lw(0, L_CONSUMED).load(ACQ), 6);
+                assert_eq!(v.pw(0, P_CONSUMED).load(ACQ), 6);
+                f.check();
             });
-            let v = f.view();
-            let mut o = v.owner_for(0);
-            for actual in [1, 2, 3] {
-                let slot = v.reserve(&mut o, &req(5), &mut go()).unwrap();
-                assert!(v.settle(&mut o, slot, actual, false, &mut go()));
-            }
-            let mut out: Vec<UsageRecord> = sidecar.join().unwrap();
-            let next = out.last().map_or(0, |r| r.seq + 1);
-            let mut rest = Vec::new();
-            let (_, end) = v.peek_ring(0, &mut rest);
-            out.extend(rest.into_iter().filter(|r| r.seq >= next));
-            assert!(v.release_ring(0, end));
-            assert!(!v.release_ring(0, end + 1), "past the head is refused");
-            v.harvest(0, &mut go()).unwrap();
-            let lost = v.lw(0, L_LOST).load(ACQ);
-            assert_eq!(out.len() as u64 + lost, 3);
-            let mut last = 0;
-            for r in &out {
-                assert!(r.seq > last, "in order, each once");
-                last = r.seq;
-                assert_eq!(r.reserved.0, 5);
-                assert_eq!(r.actual.0, r.seq, "record intact (actual = its position)");
-            }
-            assert_eq!(v.lw(0, L_CONSUMED).load(ACQ), 6);
-            assert_eq!(v.pw(0, P_CONSUMED).load(ACQ), 6);
-            f.check();
-        });
+        }
     }
 
     /// The price-book seqlock: a reader sees one whole version or nothing, never a mix.

@@ -135,6 +135,23 @@
 //! half-done settle redoes exactly the missing steps (`finish_settling` is the same code
 //! for the owner and for recovery).
 //!
+//! **commit on the owner thread, the common case** (`commit_owned`: the actual cost within
+//! the reservation, room in the ring; anything else settles as above). The usage record is
+//! the intent, so the slot gets one before-value instead of five:
+//! 1. write the record at ring position `h = head` without publishing it (the ring has
+//!    room, so no unread record is there and the sidecar does not read past the head),
+//!    with `consumed` (before) in its spare word `R_CONS_BEFORE`; `local` (before) into the
+//!    slot; state := `SETTLING_REC(h)` (the low 32 bits of `h` in the state word). From here
+//!    the commit is decided. Crash before it: the slot is still `HELD`: reclaim cancels it;
+//!    the unpublished record is never read.
+//! 2. `consumed := before + actual`; 3. `head := h + 1` (publishes the record);
+//! 4. `local := before + (reserved - actual)`; 5. state := `EMPTY`.
+//!
+//! Recovery decides each of steps 2-4 by one word: the owner is sequential and nothing
+//! else moves the head until the slot is empty, so the head is `h` (not published: publish
+//! it) or `h + 1` (published); `consumed` against the record's before-value; `local` against
+//! the slot's. The record itself cannot change meanwhile (only the owner writes records).
+//!
 //! **flush** (owner: when a revoke asks, or when its thread exits): transfer intent
 //! (amount, `local` before, tag `t`); `local := before - x`; CAS `avail`: credits += x,
 //! otag := t; clear. Recovery: `local == before`: nothing happened; else if
@@ -167,7 +184,7 @@
 //! the sidecar can take (the process is gone) or whose file is gone:
 //! 1. CAS claim owned -> reclaiming (the sidecar is now the lane's only writer);
 //! 2. finish a half-done transfer; decide a `RESERVING` slot by its `local` before-value;
-//!    finish a `SETTLING` slot; settle `COMMITTED` slots as commits and `HELD` /
+//!    finish a `SETTLING` or `SETTLING_REC` slot; settle `COMMITTED` slots as commits and `HELD` /
 //!    `CANCELLED` ones as cancels (the call's outcome is unknown; its credits go back);
 //! 3. return `local` to the pools (journaled), revoke all of `avail` (both booked as
 //!    `reclaimed`), harvest;
@@ -192,9 +209,11 @@
 //! The loom models in `src/loom_tests.rs` run reserve/commit/cancel against top-up and
 //! revoke, a flush against a revoke, a crash after every step of pull, take, settle,
 //! cancel and flush followed by reclaim, a sidecar crash after every step of top-up,
-//! revoke and reclaim followed by journal recovery (and a second reclaim), the remote
-//! commit and pending-mask path, the ring drain, and the price-book seqlock, asserting
-//! the equations exactly. Each crash model asserts that its crash point was reached. Two
+//! revoke and reclaim followed by journal recovery (and a second reclaim), a crash after
+//! every step of the owner's record-intent commit followed by reclaim (also with the
+//! sidecar dying at every step of that reclaim and reclaiming again), the remote
+//! commit and pending-mask path, the ring drain (against both settles), and the
+//! price-book seqlock, asserting the equations exactly. Each crash model asserts that its crash point was reached. Two
 //! models cover claims: a stale owner whose lane was reclaimed and claimed again (same slot
 //! reused) never settles into it, from its owner thread or another; and two processes
 //! racing to claim a lane that the sidecar is reclaiming get it once, with a fresh

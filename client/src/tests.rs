@@ -861,3 +861,129 @@ fn a_call_that_may_not_wait_asks_and_returns_would_wait() {
         .unwrap();
     r.audit().check().unwrap();
 }
+
+/// The owner's commits write their records as the settle's intent while the ring has room;
+/// once it is full they fall back to the slot-intent settle, which counts the record lost.
+/// Either way the amounts are exact, and each record carries its call's tokens and outcomes.
+#[test]
+fn owner_commits_fill_the_ring_then_count_lost_records_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 1000 * C);
+    let gate = Gate::attach(&path).unwrap();
+    let acme = gate.tenant("acme").unwrap();
+    let call = Call::fixed(Credits(10 * C)).tenant(acme);
+    assert!(gate.reserve(&call).is_err(), "dry: claims the lane");
+    let lane = lane_of(&r, Tier::Interactive);
+    r.top_up(lane, Credits(500 * C)).unwrap();
+    let ring = small_config().ring_capacity as u64;
+    for i in 1..=ring + 2 {
+        let usage = tollgate_core::Usage {
+            input_tokens: i,
+            output_tokens: 2 * i,
+        };
+        let got = gate
+            .reserve(&call)
+            .unwrap()
+            .commit_with_outcomes(usage, i as u32)
+            .unwrap();
+        assert_eq!(
+            got,
+            Credits(10 * C),
+            "a fixed-price call is charged its cost"
+        );
+    }
+    // One more, with an overrun: always the slot-intent settle.
+    gate.reserve(&call)
+        .unwrap()
+        .commit_credits(Credits(11 * C))
+        .unwrap();
+    let a = r.audit();
+    a.check().unwrap();
+    let lb = a.lanes.iter().find(|l| l.lane == lane).unwrap();
+    assert_eq!(lb.consumed, (ring + 3) * 10 * C);
+    assert_eq!(lb.overrun, C);
+    let info = r.lanes().into_iter().find(|l| l.lane == lane).unwrap();
+    assert_eq!(
+        info.lost_records, 3,
+        "two commits and the overrun found the ring full"
+    );
+    let mut recs = Vec::new();
+    let st = r.drain(lane, &mut recs).unwrap();
+    assert_eq!(st.records, ring);
+    for (i, rec) in (1..).zip(&recs) {
+        assert_eq!(rec.seq, i);
+        assert_eq!(
+            (rec.reserved, rec.actual),
+            (Credits(10 * C), Credits(10 * C))
+        );
+        assert_eq!((rec.input_tokens, rec.output_tokens), (i, 2 * i));
+        assert_eq!(rec.outcomes, i as u32);
+        assert!(rec.pre_rated);
+    }
+    // With room again, the next commit's record follows the lost ones.
+    gate.reserve(&call)
+        .unwrap()
+        .commit_credits(Credits(3 * C))
+        .unwrap();
+    recs.clear();
+    r.drain(lane, &mut recs).unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].seq, recs[0].actual), (ring + 1, Credits(3 * C)));
+    r.audit().check().unwrap();
+}
+
+/// A process dies at each step of its owner commit (the record-intent settle) on a mapped
+/// region; reclaim finishes the commit exactly once: charged, its record published once.
+#[test]
+fn dead_process_mid_record_commit_is_reclaimed_exactly_once() {
+    use crate::lane::View;
+    use crate::layout::{L_CLAIM, L_KEY};
+    use crate::sync::REL;
+    for crash in [41, 42, 43, 44, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, path) = setup(&dir, 100 * C);
+        let (mem, layout) = crate::region::open_and_validate(&path).unwrap();
+        let v = View {
+            w: mem.words(),
+            l: &layout,
+        };
+        let ghost = crate::holder::HolderId::new(0xDEAD).unwrap();
+        let key = LaneKey {
+            tenant: 0,
+            tier: Tier::Interactive,
+            initiator: Initiator::Human,
+            agent: 0,
+            task: None,
+        };
+        v.lw(3, L_CLAIM)
+            .store(crate::holder::claimed_by(0, ghost), REL);
+        v.lw(3, L_KEY).store(key.encode(), REL);
+        r.top_up(3, Credits(50 * C)).unwrap();
+        let mut o = v.owner_for(3);
+        let _held = v.reserve(&mut o, &req(7 * C), &mut |_| true).unwrap();
+        let slot = v.reserve(&mut o, &req(20 * C), &mut |_| true).unwrap();
+        let mut dead = false;
+        let mut step = |s: u32| {
+            dead |= s == crash;
+            !dead
+        };
+        let done = v.commit_owned(&mut o, slot, 12 * C, 5, 1, &mut step);
+        assert_eq!(done, Some(crash == 0), "crash point {crash} reached");
+        r.audit().check().unwrap();
+        let reports = r.reclaim_dead().unwrap();
+        assert_eq!(reports.len(), 1, "crash at {crash}");
+        assert!(r.reclaim_dead().unwrap().is_empty(), "exactly once");
+        let a = r.audit();
+        a.check().unwrap();
+        for p in &a.pools[..4] {
+            assert_eq!(p.carved, 0);
+            assert_eq!(
+                p.consumed,
+                12 * C,
+                "the commit charged once (crash at {crash})"
+            );
+            assert_eq!(p.available + p.consumed, 100 * C);
+        }
+        assert!(r.lanes().iter().all(|l| l.lane != 3), "lane freed");
+    }
+}
