@@ -434,6 +434,12 @@ fn a_task_refused_more_budget_still_makes_every_call_it_was_given() {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+    // The refusal names max_calls once the sidecar has counted the sixth call (its next
+    // tick); a seventh call made before that waits for the lane like any dry call. On a
+    // loaded machine a tick can come later than the agent's bounded wait, so wait for it.
+    wait_for("the sidecar marking the task out of calls", || {
+        task.status() == TaskStatus::OutOfCalls
+    });
     match gate.reserve(&call) {
         Err(ReserveError::TaskExhausted { why, .. }) => assert_eq!(why, TaskLimit::MaxCalls),
         other => panic!("a seventh call: {other:?}"),
