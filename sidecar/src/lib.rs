@@ -19,9 +19,12 @@
 //!
 //! ## Degraded mode and its bound
 //!
-//! See [`degraded`]: with the authority unreachable the sidecar serves from its leases and then
-//! fails closed, unless `--emergency-allowance` is set; then, per limit and per outage,
-//! `spent while disconnected ≤ local budget at disconnection + emergency allowance`.
+//! See [`degraded`]: with the authority unreachable the sidecar serves from its leases until
+//! they expire and then fails closed, unless `--emergency-allowance` is set. Per limit and
+//! per outage, `spent while disconnected ≤ local budget at disconnection (spent only until
+//! its leases' expiry) + emergency allowance + the lane overrun allowance per lane`. At a
+//! lease's expiry what lanes still hold of it is taken back (lanes are asked to flush their
+//! agents' local credits), so after it a lane serves at most the one call that flushes.
 //!
 //! ## Usage: exactly once, even when detail is lost
 //!
@@ -71,8 +74,8 @@
 //! ## Leases and policy
 //!
 //! Consumption is attributed to leases oldest first ([`leasebook`]), as the authority does.
-//! A lease is never spent past its expiry: what it still has is taken out of the pool (and
-//! lanes) and returned. A revocation (a lowered cap) shrinks the limit's local budget to the
+//! A lease is never spent past its expiry: what it still has is taken out of the pool and the
+//! lanes (lanes asked to flush what their agents hold, taken as it comes back) and returned. A revocation (a lowered cap) shrinks the limit's local budget to the
 //! new ceiling at once: uncarved credits first, then the largest lane allowances
 //! ([`lease::shrink`]). A pushed policy reconfigures the pools and lane classes in the region
 //! ([`owner`]); a pushed price book is published to the region for agents to rate with.

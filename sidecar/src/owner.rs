@@ -1612,6 +1612,16 @@ impl Owner {
             .collect()
     }
 
+    /// Every lane carved from `pool`, whatever its `avail` holds: an agent may hold credits
+    /// of it in its own local credits, which only a flush request brings back.
+    pub fn lanes_carved_from(&self, pool: usize) -> Vec<usize> {
+        self.carved_from
+            .iter()
+            .filter(|(_, pools)| pools.contains(&pool))
+            .map(|(lane, _)| *lane)
+            .collect()
+    }
+
     /// Records waiting per lane (ring head minus tail) when each lane was last drained.
     pub fn ring_depths(&self) -> Vec<u64> {
         self.ring_depth.values().copied().collect()

@@ -116,6 +116,22 @@ impl Authority {
     /// Starts it with `tenants` (each with a grant of the given micro-credits and the price
     /// book for [`MODEL`]), all served by the credential `pod-a` / `pod-a-token`.
     pub fn start_tenants(dir: &Path, tenants: &[(&str, u64)]) -> Authority {
+        Self::start_with_leases(
+            dir,
+            tenants,
+            LeaseConfig {
+                relearn_grace_secs: 0,
+                ..LeaseConfig::default()
+            },
+        )
+    }
+
+    /// [`Authority::start_tenants`] with its lease terms (ttl, grace) set by the test.
+    pub fn start_with_leases(
+        dir: &Path,
+        tenants: &[(&str, u64)],
+        leases: LeaseConfig,
+    ) -> Authority {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -132,10 +148,7 @@ impl Authority {
                 token_file: None,
                 tenants: tenants.iter().map(|t| t.0.to_string()).collect(),
             }],
-            leases: LeaseConfig {
-                relearn_grace_secs: 0,
-                ..LeaseConfig::default()
-            },
+            leases,
             ..AuthorityConfig::default()
         };
         let running = rt
