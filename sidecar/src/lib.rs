@@ -70,6 +70,10 @@
 //! holds, replays the outbox in sequence order and goes on.
 //! If its lease state is lost, the authority settles the missing leases at expiry (its
 //! documented rule for leases that never come back) and no credit is created.
+//! A damaged region (the Tollgate magic with a bad version, checksum or size) is replaced by
+//! a new one; a file at `--region` that is not a region at all (another magic, or too small
+//! to be one and not empty) is never overwritten: the sidecar refuses to start and names it
+//! ([`owner::NotARegion`]).
 //!
 //! ## Leases and policy
 //!
