@@ -330,22 +330,49 @@ impl Core {
                 } else {
                     tracing::debug!(%reason, "authority not reachable");
                 }
-                self.metrics.reconnects.inc();
-                if self.link.conn.is_connected() {
-                    self.link.conn = Connectivity::Disconnected {
-                        since_ms: self.started.elapsed().as_millis() as u64,
-                    };
-                }
-                self.link.up = None;
-                self.link.up_queue.clear(); // batches stay in the outbox; demand is re-sent
-                for l in self.region.limits.values_mut() {
-                    l.in_flight = 0;
-                    l.asked_at = None;
-                }
-                self.metrics.authority_connected.set(0);
-                self.health.set_connected(false);
+                self.on_lost();
+            }
+            Event::Refused { code, message } => {
+                // Not a passing outage: the credential is unknown, or does not cover these
+                // tenants. Said loudly and kept visible until a registration succeeds.
+                tracing::error!(
+                    tenants = %self.cfg.tenants.join(","),
+                    sidecar = %self.cfg.sidecar_id,
+                    ?code,
+                    %message,
+                    "the authority refuses to register this sidecar: check its token and the tenants it may serve"
+                );
+                self.metrics.register_refusals.inc();
+                self.metrics.register_refused.set(1);
+                self.health.set_problem(
+                    "authority".into(),
+                    Some(format!(
+                        "registration for tenants {} refused ({code:?}): {message}",
+                        self.cfg.tenants.join(",")
+                    )),
+                );
+                self.on_lost();
             }
         }
+    }
+
+    /// The session is gone (or was never opened): what was in flight is forgotten, batches
+    /// stay in the outbox, and the sidecar serves from its leases.
+    fn on_lost(&mut self) {
+        self.metrics.reconnects.inc();
+        if self.link.conn.is_connected() {
+            self.link.conn = Connectivity::Disconnected {
+                since_ms: self.started.elapsed().as_millis() as u64,
+            };
+        }
+        self.link.up = None;
+        self.link.up_queue.clear(); // batches stay in the outbox; demand is re-sent
+        for l in self.region.limits.values_mut() {
+            l.in_flight = 0;
+            l.asked_at = None;
+        }
+        self.metrics.authority_connected.set(0);
+        self.health.set_connected(false);
     }
 
     fn register_request(&self) -> RegisterRequest {
@@ -381,6 +408,8 @@ impl Core {
         );
         self.link.conn = Connectivity::Connected;
         self.link.up = Some(up);
+        self.metrics.register_refused.set(0);
+        self.health.set_problem("authority".into(), None);
         self.metrics.authority_connected.set(1);
         self.health.set_connected(true);
         if r.heartbeat_interval_ms > 0 {

@@ -91,7 +91,11 @@
 //! [`http`]: `/healthz` (the control loop ticks), `/readyz` (region ready and the session up
 //! or leased budget held), `/metrics` ([`metrics`]: allowance, pool, burn, consumed, denials
 //! by reason and tier, lease age, ring overflow, authority connectivity, outbox depth,
-//! reclaims, emergency allowance drawn). Logs are `tracing`, text or JSON ([`logging`]).
+//! reclaims, emergency allowance drawn, registrations refused). Logs are `tracing`, text or
+//! JSON ([`logging`]). A registration the authority refuses for good (`UNAUTHENTICATED`,
+//! `PERMISSION_DENIED`: the token is unknown or does not cover `--tenants`) is logged as an
+//! error naming the tenants, counted, and keeps `/readyz` not ready with the reason; refused
+//! at the first registration, the sidecar exits non-zero with the authority's message.
 //!
 //! ## Module map
 //!
