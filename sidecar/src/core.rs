@@ -1672,7 +1672,7 @@ fn take_back(owner: &mut Owner, pool: usize, amount: u64) -> u64 {
         for lane in owner.lanes_carved_from(pool) {
             // Takes what an agent flushed since (at most `short` in all) and, if its `avail`
             // cannot answer, leaves the lane's flush request set.
-            let got = owner.revoke(lane, short.max(1));
+            let got = owner.revoke(lane, short);
             short = short.saturating_sub(got);
         }
     }
