@@ -299,6 +299,12 @@ impl Core {
             rt.retiring = retired;
             core.region.limits.insert(canonical, rt);
         }
+        // What ended leases still had in agents' hands before the restart is still owed.
+        for (canonical, owed) in std::mem::take(&mut core.saved.state.owed) {
+            if let Some(l) = core.region.limits.get_mut(&canonical) {
+                l.owed = owed;
+            }
+        }
         let lanes = std::mem::take(&mut core.saved.state.lanes);
         core.region
             .owner
@@ -995,6 +1001,13 @@ impl Core {
     }
 
     fn save_state(&mut self) {
+        self.saved.state.owed = self
+            .region
+            .limits
+            .iter()
+            .filter(|(_, l)| l.owed > 0)
+            .map(|(c, l)| (c.clone(), l.owed))
+            .collect();
         self.saved.state.lanes = self
             .region
             .owner
@@ -1298,13 +1311,17 @@ impl Core {
                 .available
                 .saturating_add(snap.carved)
                 .saturating_sub(backed);
-            l.owed = l.owed.min(unbacked);
+            if unbacked < l.owed {
+                l.owed = unbacked;
+                self.saved.state_dirty = true;
+            }
             if l.owed == 0 {
                 continue;
             }
             let taken = take_back(&mut self.region.owner, l.pool, l.owed);
             l.owed -= taken;
             if taken > 0 {
+                self.saved.state_dirty = true;
                 tracing::debug!(limit = %canonical, taken, still = l.owed, "took back credits of ended leases from lanes");
             }
         }
