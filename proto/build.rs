@@ -26,6 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let fds = compiler.file_descriptor_set();
     tonic_prost_build::configure()
+        // Our codec: a body that does not decode is INVALID_ARGUMENT, not INTERNAL
+        // (src/codec.rs).
+        .codec_path("crate::codec::TollgateCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

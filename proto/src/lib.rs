@@ -81,6 +81,8 @@
 
 /// Generated messages, clients and servers of package `tollgate.v1`.
 #[allow(clippy::all, missing_docs)]
+pub mod codec;
+
 pub mod v1 {
     tonic::include_proto!("tollgate.v1");
 }

@@ -41,6 +41,13 @@ pub const DEMAND_RETRY: Duration = Duration::from_millis(500);
 /// How often the rings are drained into a batch.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
+/// While the authority is unreachable a lease cannot be renewed, so it is expired this long
+/// before its expiry: its credits are taken out of the pool and the lanes at once, and a
+/// lane whose agent holds some of them in its own local credits is asked to flush them. An
+/// agent calling in this window flushes at its call, and the flushed credits are taken at
+/// the next tick, so by the expiry itself nothing of the lease is spendable.
+pub const DISCONNECTED_EXPIRY_LEAD: Duration = Duration::from_millis(100);
+
 /// How often denial counts are reported when no demand carries them.
 pub const DENIALS_EVERY: Duration = Duration::from_secs(1);
 
@@ -69,6 +76,11 @@ struct LimitRt {
     /// How long its last lease was granted for (a refusal without a time of its own lasts
     /// about that long).
     lease_ttl: Duration,
+    /// Credits of leases that ended (expired, or not honoured) that the local budget could not
+    /// give up yet: agents held them in their local credits, out of the sidecar's reach
+    /// until they flush at their next call. Taken back at every tick until none is left, so
+    /// an expired lease is not spent from lane allowances no lease backs any more.
+    owed: u64,
 }
 
 /// Runtime data of one lane.
@@ -289,6 +301,12 @@ impl Core {
             rt.retiring = retired;
             core.region.limits.insert(canonical, rt);
         }
+        // What ended leases still had in agents' hands before the restart is still owed.
+        for (canonical, owed) in std::mem::take(&mut core.saved.state.owed) {
+            if let Some(l) = core.region.limits.get_mut(&canonical) {
+                l.owed = owed;
+            }
+        }
         let lanes = std::mem::take(&mut core.saved.state.lanes);
         core.region
             .owner
@@ -320,22 +338,49 @@ impl Core {
                 } else {
                     tracing::debug!(%reason, "authority not reachable");
                 }
-                self.metrics.reconnects.inc();
-                if self.link.conn.is_connected() {
-                    self.link.conn = Connectivity::Disconnected {
-                        since_ms: self.started.elapsed().as_millis() as u64,
-                    };
-                }
-                self.link.up = None;
-                self.link.up_queue.clear(); // batches stay in the outbox; demand is re-sent
-                for l in self.region.limits.values_mut() {
-                    l.in_flight = 0;
-                    l.asked_at = None;
-                }
-                self.metrics.authority_connected.set(0);
-                self.health.set_connected(false);
+                self.on_lost();
+            }
+            Event::Refused { code, message } => {
+                // Not a passing outage: the credential is unknown, or does not cover these
+                // tenants. Said loudly and kept visible until a registration succeeds.
+                tracing::error!(
+                    tenants = %self.cfg.tenants.join(","),
+                    sidecar = %self.cfg.sidecar_id,
+                    ?code,
+                    %message,
+                    "the authority refuses to register this sidecar: check its token and the tenants it may serve"
+                );
+                self.metrics.register_refusals.inc();
+                self.metrics.register_refused.set(1);
+                self.health.set_problem(
+                    "authority".into(),
+                    Some(format!(
+                        "registration for tenants {} refused ({code:?}): {message}",
+                        self.cfg.tenants.join(",")
+                    )),
+                );
+                self.on_lost();
             }
         }
+    }
+
+    /// The session is gone (or was never opened): what was in flight is forgotten, batches
+    /// stay in the outbox, and the sidecar serves from its leases.
+    fn on_lost(&mut self) {
+        self.metrics.reconnects.inc();
+        if self.link.conn.is_connected() {
+            self.link.conn = Connectivity::Disconnected {
+                since_ms: self.started.elapsed().as_millis() as u64,
+            };
+        }
+        self.link.up = None;
+        self.link.up_queue.clear(); // batches stay in the outbox; demand is re-sent
+        for l in self.region.limits.values_mut() {
+            l.in_flight = 0;
+            l.asked_at = None;
+        }
+        self.metrics.authority_connected.set(0);
+        self.health.set_connected(false);
     }
 
     fn register_request(&self) -> RegisterRequest {
@@ -371,6 +416,8 @@ impl Core {
         );
         self.link.conn = Connectivity::Connected;
         self.link.up = Some(up);
+        self.metrics.register_refused.set(0);
+        self.health.set_problem("authority".into(), None);
         self.metrics.authority_connected.set(1);
         self.health.set_connected(true);
         if r.heartbeat_interval_ms > 0 {
@@ -393,8 +440,9 @@ impl Core {
             let dropped = book.keep_honoured(&r.honoured_lease_ids);
             if dropped > 0 {
                 dropped_any = true;
-                if let Some(l) = self.region.limits.get(canonical) {
+                if let Some(l) = self.region.limits.get_mut(canonical) {
                     let taken = take_back(&mut self.region.owner, l.pool, dropped);
+                    l.owed = l.owed.saturating_add(dropped - taken);
                     tracing::warn!(limit = %canonical, dropped, taken, "leases not honoured by the authority withdrawn");
                 }
             }
@@ -946,6 +994,8 @@ impl Core {
                 self.region.owner.grant(l.pool, held)?;
             }
             l.last_consumed = self.region.owner.pool(l.pool).consumed;
+            // The new pool holds exactly what the leases still have.
+            l.owed = 0;
             l.in_flight = 0;
             l.asked_at = None;
         }
@@ -953,6 +1003,13 @@ impl Core {
     }
 
     fn save_state(&mut self) {
+        self.saved.state.owed = self
+            .region
+            .limits
+            .iter()
+            .filter(|(_, l)| l.owed > 0)
+            .map(|(c, l)| (c.clone(), l.owed))
+            .collect();
         self.saved.state.lanes = self
             .region
             .owner
@@ -1203,29 +1260,73 @@ impl Core {
         }
     }
 
+    /// Ends the leases whose time is up (early by [`DISCONNECTED_EXPIRY_LEAD`] while the
+    /// authority is unreachable: they cannot be renewed) and takes what they still have out
+    /// of the local budget, then goes on taking what earlier ends could not take yet.
     fn expire(&mut self) {
         let now = now_unix_ms();
+        let until = if self.link.conn.is_connected() {
+            now
+        } else {
+            now + DISCONNECTED_EXPIRY_LEAD.as_millis() as u64
+        };
         let mut all = Vec::new();
         for (canonical, book) in self.saved.state.leases.iter_mut() {
-            if book.next_expiry().is_none_or(|e| e > now) {
+            if book.next_expiry().is_none_or(|e| e > until) {
                 continue;
             }
-            let returns = book.expire(now);
-            let Some(l) = self.region.limits.get(canonical) else {
+            let returns = book.expire(until);
+            let Some(l) = self.region.limits.get_mut(canonical) else {
                 continue;
             };
             let left: u64 = returns.iter().map(|r| r.amount).sum();
             if left > 0 {
                 let taken = take_back(&mut self.region.owner, l.pool, left);
                 if taken < left {
-                    // Held by reservations in flight: their use is attributed to the next lease.
-                    tracing::debug!(limit = %canonical, left, taken, "expired lease partly in use");
+                    // In agents' local credits (asked to flush) or held by reservations in
+                    // flight: taken as they come back; a reservation's use is attributed to
+                    // the next lease, if any.
+                    l.owed = l.owed.saturating_add(left - taken);
+                    tracing::debug!(limit = %canonical, left, taken, "expired lease partly in lanes: taking the rest back as it is flushed");
                 }
             }
             self.saved.state_dirty = true;
             all.extend(returns);
         }
         self.queue_returns(all);
+        self.take_owed();
+    }
+
+    /// Takes back what ended leases left in lanes, as agents flush it (see [`LimitRt::owed`]).
+    /// Never more than the local budget holds beyond what its live leases back: what was
+    /// spent of it meanwhile is gone (and reported).
+    fn take_owed(&mut self) {
+        for (canonical, l) in self.region.limits.iter_mut().filter(|(_, l)| l.owed > 0) {
+            let snap = self.region.owner.pool(l.pool);
+            let backed = self
+                .saved
+                .state
+                .leases
+                .get(canonical)
+                .map_or(0, LeaseBook::remaining);
+            let unbacked = snap
+                .available
+                .saturating_add(snap.carved)
+                .saturating_sub(backed);
+            if unbacked < l.owed {
+                l.owed = unbacked;
+                self.saved.state_dirty = true;
+            }
+            if l.owed == 0 {
+                continue;
+            }
+            let taken = take_back(&mut self.region.owner, l.pool, l.owed);
+            l.owed -= taken;
+            if taken > 0 {
+                self.saved.state_dirty = true;
+                tracing::debug!(limit = %canonical, taken, still = l.owed, "took back credits of ended leases from lanes");
+            }
+        }
     }
 
     fn lanes_pass(&mut self) {
@@ -1575,20 +1676,36 @@ impl LimitRt {
             retiring: false,
             refused: None,
             lease_ttl: crate::hint::DEFAULT_LEASE_TTL,
+            owed: 0,
         }
     }
 }
 
 /// Takes up to `amount` out of `pool`'s local budget: its uncarved credits first, then lane
 /// allowances (largest first), and hands them back as returned. Returns what was taken.
+///
+/// What the lanes' `avail` words cannot cover is in agents' local credits (or held by
+/// reservations): every lane carved from the pool is then asked to flush (a revoke it cannot
+/// fully answer sets its flush request), so its agent hands its local credits back at its
+/// next call and the caller takes them at a later tick.
 fn take_back(owner: &mut Owner, pool: usize, amount: u64) -> u64 {
     let snap = owner.pool(pool);
     let lanes = owner.lanes_of_pool(pool);
     let allowances: Vec<u64> = lanes.iter().map(|l| l.1).collect();
     let plan = crate::lease::shrink(amount, snap.available, &allowances);
+    let mut short = plan.shortfall;
     for (i, x) in plan.from_lanes {
         // Revoked credits go back to every pool of the lane, including this one.
-        let _ = owner.revoke(lanes[i].0, x);
+        let got = owner.revoke(lanes[i].0, x);
+        short += x - got.min(x);
+    }
+    if short > 0 {
+        for lane in owner.lanes_carved_from(pool) {
+            // Takes what an agent flushed since (at most `short` in all) and, if its `avail`
+            // cannot answer, leaves the lane's flush request set.
+            let got = owner.revoke(lane, short);
+            short = short.saturating_sub(got);
+        }
     }
     owner.give_back(pool, amount)
 }

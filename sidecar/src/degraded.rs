@@ -3,19 +3,38 @@
 //! # The bound
 //!
 //! While the session is down the sidecar keeps carving lane allowances out of the leases it
-//! already holds. When a limit's local budget runs out it either **fails closed** (the
-//! default: `emergency_allowance = 0`, lanes are no longer topped up and agents are denied)
-//! or draws from a configured **emergency allowance** for that limit. So during one outage,
-//! for every limit,
+//! already holds, and only until they expire. When a limit's local budget runs out it either
+//! **fails closed** (the default: `emergency_allowance = 0`, lanes are no longer topped up and
+//! agents are denied) or draws from a configured **emergency allowance** for that limit. So
+//! during one outage, for every limit,
 //!
 //! ```text
-//! spent while disconnected ≤ local budget at the moment of disconnection + emergency_allowance
+//! spent while disconnected ≤ local budget at the moment of disconnection, spent only until its leases' expiry
+//!                          + emergency_allowance
+//!                          + per lane of the limit: the lane overrun allowance (--lane-overrun-allowance)
 //! ```
+//!
+//! **Expiry.** A lease cannot be renewed while disconnected, so the sidecar ends it
+//! [`crate::core::DISCONNECTED_EXPIRY_LEAD`] (100 ms) before its expiry: what it still has
+//! is taken out of the pool, then out of the lanes' shared `avail` words, and every lane
+//! carved from the pool is asked to flush (its agent hands back the credits it pulled into its
+//! own local credits at its next call, taking only that call's amount). What the lanes could
+//! not give at once is taken at every tick as it is flushed, until nothing of the lease is
+//! left. So an agent that keeps calling has nothing of the lease by its expiry; one that was
+//! quiet and calls after it is served that one call (the one that flushes) and denied from
+//! the next tick on. That call, and reservations made before the expiry and committed after
+//! it, are paid from the local budget at disconnection: they add nothing to the bound.
+//!
+//! **Overruns.** A call that costs more than it reserved is charged past the lane's
+//! allowance. The sidecar reports per lane at most what it gave the lane plus the lane
+//! overrun allowance (`--lane-overrun-allowance`, default 1 credit; see the crate docs), so
+//! overruns add at most that per lane.
 //!
 //! The emergency allowance is drawn at most once per outage and never refilled until the
 //! session is back *and* every batch that reported its use has been acknowledged: it is the
-//! only way the fleet can spend past a cap, and by no more than that amount per limit per
-//! sidecar. Everything spent is still recorded, signed and reported once the authority is back.
+//! only way the fleet can spend past a cap without overruns, and by no more than that amount
+//! per limit per sidecar. Everything spent is still recorded, signed and reported once the
+//! authority is back.
 
 /// Per-limit emergency budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -19,9 +19,12 @@
 //!
 //! ## Degraded mode and its bound
 //!
-//! See [`degraded`]: with the authority unreachable the sidecar serves from its leases and then
-//! fails closed, unless `--emergency-allowance` is set; then, per limit and per outage,
-//! `spent while disconnected ≤ local budget at disconnection + emergency allowance`.
+//! See [`degraded`]: with the authority unreachable the sidecar serves from its leases until
+//! they expire and then fails closed, unless `--emergency-allowance` is set. Per limit and
+//! per outage, `spent while disconnected ≤ local budget at disconnection (spent only until
+//! its leases' expiry) + emergency allowance + the lane overrun allowance per lane`. At a
+//! lease's expiry what lanes still hold of it is taken back (lanes are asked to flush their
+//! agents' local credits), so after it a lane serves at most the one call that flushes.
 //!
 //! ## Usage: exactly once, even when detail is lost
 //!
@@ -67,12 +70,16 @@
 //! holds, replays the outbox in sequence order and goes on.
 //! If its lease state is lost, the authority settles the missing leases at expiry (its
 //! documented rule for leases that never come back) and no credit is created.
+//! A damaged region (the Tollgate magic with a bad version, checksum or size) is replaced by
+//! a new one; a file at `--region` that is not a region at all (another magic, or too small
+//! to be one and not empty) is never overwritten: the sidecar refuses to start and names it
+//! ([`owner::NotARegion`]).
 //!
 //! ## Leases and policy
 //!
 //! Consumption is attributed to leases oldest first ([`leasebook`]), as the authority does.
-//! A lease is never spent past its expiry: what it still has is taken out of the pool (and
-//! lanes) and returned. A revocation (a lowered cap) shrinks the limit's local budget to the
+//! A lease is never spent past its expiry: what it still has is taken out of the pool and the
+//! lanes (lanes asked to flush what their agents hold, taken as it comes back) and returned. A revocation (a lowered cap) shrinks the limit's local budget to the
 //! new ceiling at once: uncarved credits first, then the largest lane allowances
 //! ([`lease::shrink`]). A pushed policy reconfigures the pools and lane classes in the region
 //! ([`owner`]); a pushed price book is published to the region for agents to rate with.
@@ -84,7 +91,11 @@
 //! [`http`]: `/healthz` (the control loop ticks), `/readyz` (region ready and the session up
 //! or leased budget held), `/metrics` ([`metrics`]: allowance, pool, burn, consumed, denials
 //! by reason and tier, lease age, ring overflow, authority connectivity, outbox depth,
-//! reclaims, emergency allowance drawn). Logs are `tracing`, text or JSON ([`logging`]).
+//! reclaims, emergency allowance drawn, registrations refused). Logs are `tracing`, text or
+//! JSON ([`logging`]). A registration the authority refuses for good (`UNAUTHENTICATED`,
+//! `PERMISSION_DENIED`: the token is unknown or does not cover `--tenants`) is logged as an
+//! error naming the tenants, counted, and keeps `/readyz` not ready with the reason; refused
+//! at the first registration, the sidecar exits non-zero with the authority's message.
 //!
 //! ## Module map
 //!

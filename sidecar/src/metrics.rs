@@ -48,6 +48,11 @@ pub struct Metrics {
     pub authority_connected: Gauge,
     /// Session (re)connect attempts.
     pub reconnects: Counter,
+    /// 1 while the authority refuses to register this sidecar for good (`UNAUTHENTICATED` or
+    /// `PERMISSION_DENIED`: its credential is unknown or does not cover its tenants).
+    pub register_refused: Gauge,
+    /// Registrations the authority refused for good.
+    pub register_refusals: Counter,
     /// Batches persisted in the outbox and not yet acknowledged.
     pub outbox_pending: Gauge,
     /// Batches the outbox could not write (their records stay in the rings and are retried).
@@ -134,6 +139,16 @@ impl Metrics {
             "reconnects",
             "Authority session connection attempts",
             self.reconnects.clone(),
+        );
+        r.register(
+            "register_refused",
+            "1 while the authority refuses to register this sidecar (credential unknown or not covering its tenants)",
+            self.register_refused.clone(),
+        );
+        r.register(
+            "register_refusals",
+            "Registrations the authority refused (UNAUTHENTICATED or PERMISSION_DENIED)",
+            self.register_refusals.clone(),
         );
         r.register(
             "outbox_pending_batches",

@@ -454,6 +454,9 @@ impl Owner {
                 | AttachError::Truncated { .. }
                 | AttachError::Corrupt { .. }),
             ) => {
+                // Only a Tollgate region (ours, damaged) is replaced: a file that never was
+                // one is someone's data at a mistyped path.
+                check_replaceable(&cfg.region)?;
                 tracing::error!(error = %e, "the region file is unusable: creating a new one (its leases settle at expiry)");
                 let _ = std::fs::remove_file(&map_path);
                 let _ = std::fs::remove_file(&lanes_path);
@@ -1622,6 +1625,16 @@ impl Owner {
             .collect()
     }
 
+    /// Every lane carved from `pool`, whatever its `avail` holds: an agent may hold credits
+    /// of it in its own local credits, which only a flush request brings back.
+    pub fn lanes_carved_from(&self, pool: usize) -> Vec<usize> {
+        self.carved_from
+            .iter()
+            .filter(|(_, pools)| pools.contains(&pool))
+            .map(|(lane, _)| *lane)
+            .collect()
+    }
+
     /// Records waiting per lane (ring head minus tail) when each lane was last drained.
     pub fn ring_depths(&self) -> Vec<u64> {
         self.ring_depth.values().copied().collect()
@@ -1819,6 +1832,53 @@ fn region_pools(cfg: &Config) -> u32 {
     let n = cfg.tenants.len();
     let all = class_pool_count(n) + 16 * n + cfg.tasks as usize;
     all.min(tollgate_client::layout::MAX_POOLS) as u32
+}
+
+/// `--region` names an existing file that is not a Tollgate region: the sidecar refuses to
+/// overwrite it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path} exists and is not a Tollgate region ({why}): refusing to overwrite it; point --region at another path, or remove the file if it may go"
+)]
+pub struct NotARegion {
+    /// The file.
+    pub path: PathBuf,
+    /// What it holds instead.
+    pub why: String,
+}
+
+/// Whether the unusable file at `path` may be replaced by a new region: it may if it is
+/// empty, starts with the Tollgate magic (a damaged region: bad version, checksum, size), or
+/// is all zeros at the start (sized by a create that wrote nothing yet); otherwise it is
+/// refused ([`NotARegion`]).
+fn check_replaceable(path: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(8);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(8).read_to_end(&mut head))
+        .with_context(|| format!("reading the start of the region file {}", path.display()))?;
+    let refuse = |why: String| {
+        Err(NotARegion {
+            path: path.to_owned(),
+            why,
+        }
+        .into())
+    };
+    match head.len() {
+        0 => Ok(()),
+        n if n < 8 => refuse(format!("{n} bytes, too small to be a region")),
+        _ => {
+            let word = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
+            if word == tollgate_client::layout::MAGIC || word == 0 {
+                Ok(())
+            } else {
+                refuse(format!(
+                    "it starts with {:?}",
+                    String::from_utf8_lossy(&head)
+                ))
+            }
+        }
+    }
 }
 
 fn create(cfg: &Config) -> anyhow::Result<Region> {

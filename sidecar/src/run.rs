@@ -203,11 +203,29 @@ async fn serve(
     // second without activity (near-zero CPU when idle; agents wait up to AGENT_MAX_WAIT for
     // a top-up, longer than an idle tick).
     let mut next_tick = tokio::time::Instant::now();
+    // A sidecar whose first registration is refused for good (its token is unknown, or does
+    // not cover its tenants) can never work: it stops with the authority's message instead
+    // of looking alive. Refused later, it stays up on its leases and says so (see `Core`).
+    let mut registered = false;
+    let mut refused: Option<String> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             ev = events.recv() => match ev {
-                Some(ev) => core.on_event(ev),
+                Some(session::Event::Refused { code, message }) if !registered => {
+                    refused = Some(format!(
+                        "the authority at {} refused to register sidecar {} for tenants {} ({code:?}): {message}",
+                        config.authority,
+                        config.sidecar_id,
+                        config.tenants.join(","),
+                    ));
+                    core.on_event(session::Event::Refused { code, message });
+                    break;
+                }
+                Some(ev) => {
+                    registered |= matches!(ev, session::Event::Connected { .. });
+                    core.on_event(ev);
+                }
                 None => break,
             },
             _ = tokio::time::sleep_until(next_tick) => {
@@ -253,6 +271,10 @@ async fn serve(
     let _ = http_stop_tx.send(true);
     let _ = http_task.await;
     core.finish();
+    if let Some(why) = refused {
+        tracing::error!("sidecar stopped: {why}");
+        anyhow::bail!(why);
+    }
     tracing::info!("sidecar stopped");
     Ok(())
 }

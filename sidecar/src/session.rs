@@ -36,6 +36,41 @@ pub enum Event {
         /// What went wrong.
         reason: String,
     },
+    /// The authority refused `Register` (or the session) for good: `UNAUTHENTICATED` (an
+    /// unknown token) or `PERMISSION_DENIED` (a credential that does not cover the
+    /// sidecar's tenants). Retrying cannot help until its credential or the authority's
+    /// configuration changes (the transport still retries, with backoff). Otherwise handled
+    /// as [`Event::Disconnected`].
+    Refused {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The authority's message.
+        message: String,
+    },
+}
+
+/// Why a session ended.
+enum Ended {
+    /// A failure worth retrying (network, authority restarting), for logs.
+    Failed(String),
+    /// A permanent refusal, see [`Event::Refused`].
+    Refused(tonic::Code, String),
+}
+
+impl From<String> for Ended {
+    fn from(s: String) -> Self {
+        Ended::Failed(s)
+    }
+}
+
+/// A status from `Register` or `Session`: a refusal for good, or a failure to retry.
+fn ended(what: &str, s: tonic::Status) -> Ended {
+    match s.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            Ended::Refused(s.code(), s.message().to_string())
+        }
+        _ => Ended::Failed(format!("{what}: {}: {}", s.code(), s.message())),
+    }
 }
 
 /// How to reach the authority.
@@ -96,7 +131,7 @@ async fn one_session(
     target: &Target,
     events: &mpsc::Sender<Event>,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<String, String> {
+) -> Result<String, Ended> {
     let mut client = connect(target).await?;
     let (tx, rx) = oneshot::channel();
     events
@@ -107,14 +142,14 @@ async fn one_session(
     let response = client
         .register(with_auth(tonic::Request::new(reg), target)?)
         .await
-        .map_err(|s| format!("register: {}: {}", s.code(), s.message()))?
+        .map_err(|s| ended("register", s))?
         .into_inner();
     let (up_tx, up_rx) = mpsc::channel::<SessionUp>(1024);
     let req = with_auth(tonic::Request::new(ReceiverStream::new(up_rx)), target)?;
     let mut down = client
         .session(req)
         .await
-        .map_err(|s| format!("session: {}: {}", s.code(), s.message()))?
+        .map_err(|s| ended("session", s))?
         .into_inner();
     events
         .send(Event::Connected {
@@ -132,8 +167,8 @@ async fn one_session(
                         return Ok("control loop gone".into());
                     }
                 }
-                Some(Err(s)) => return Err(format!("session stream: {}: {}", s.code(), s.message())),
-                None => return Err("the authority closed the session".into()),
+                Some(Err(s)) => return Err(ended("session stream", s)),
+                None => return Err("the authority closed the session".to_string().into()),
             }
         }
     }
@@ -147,14 +182,14 @@ pub async fn run(target: Target, events: mpsc::Sender<Event>, mut shutdown: watc
             return;
         }
         let started = tokio::time::Instant::now();
-        let reason = match one_session(&target, &events, &mut shutdown).await {
-            Ok(r) => r,
-            Err(e) => e,
+        let event = match one_session(&target, &events, &mut shutdown).await {
+            Ok(reason) | Err(Ended::Failed(reason)) => Event::Disconnected { reason },
+            Err(Ended::Refused(code, message)) => Event::Refused { code, message },
         };
         if *shutdown.borrow() {
             return;
         }
-        if events.send(Event::Disconnected { reason }).await.is_err() {
+        if events.send(event).await.is_err() {
             return;
         }
         if started.elapsed() > Duration::from_secs(10) {

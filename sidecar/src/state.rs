@@ -22,6 +22,11 @@ pub struct SidecarState {
     /// which any agent can write, cannot be trusted for it).
     #[serde(default)]
     pub lanes: BTreeMap<u32, LaneBound>,
+    /// Per limit (canonical key): credits of ended leases that agents still held in their
+    /// local credits, still to be taken back as they flush (so a restart does not leave them
+    /// spendable).
+    #[serde(default)]
+    pub owed: BTreeMap<String, u64>,
 }
 
 /// One lane's report bound (micro-credits, cumulative over the lane's life).
@@ -101,9 +106,14 @@ mod tests {
         b.grant("l1".into(), 500, 9_000, 1);
         b.consume(100);
         s.leases.insert("acme/wallet".into(), b);
+        s.owed.insert("acme/wallet".into(), 70);
         s.save(&p).unwrap();
         let back = SidecarState::load(&p).unwrap();
         assert_eq!(back.leases["acme/wallet"].remaining(), 400);
+        assert_eq!(back.owed["acme/wallet"], 70);
+        // A file written before `owed` existed still loads.
+        fs::write(&p, br#"{"leases":{}}"#).unwrap();
+        assert!(SidecarState::load(&p).unwrap().owed.is_empty());
         fs::write(&p, b"{not json").unwrap();
         assert!(matches!(
             SidecarState::load(&p),

@@ -474,3 +474,123 @@ async fn an_audit_page_after_the_largest_sequence_is_empty() {
     assert!(!page.records.is_empty());
     h.running.shutdown().await.unwrap();
 }
+
+/// Bytes sent as they are, as a message body (and any answer read back as bytes).
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        let mut v = vec![0; buf.remaining()];
+        buf.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}
+
+/// `body` as the message of the unary method `path`, with `token` (and a sidecar id).
+async fn raw_call(url: &str, path: &'static str, token: &str, body: Vec<u8>) -> tonic::Status {
+    let ch = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut g = tonic::client::Grpc::new(ch);
+    g.ready().await.unwrap();
+    let mut r = req(body, Some(token));
+    r.metadata_mut().insert(
+        tollgate_proto::SIDECAR_ID_HEADER,
+        "pod-raw".parse().unwrap(),
+    );
+    match g
+        .unary(
+            r,
+            tonic::codegen::http::uri::PathAndQuery::from_static(path),
+            RawCodec,
+        )
+        .await
+    {
+        Ok(_) => tonic::Status::ok(""),
+        Err(s) => s,
+    }
+}
+
+/// A body that is not the method's message is the caller's fault: `INVALID_ARGUMENT` on both
+/// services (tonic-prost's codec said `INTERNAL`), decided after authentication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_decode_is_invalid_argument_on_both_services() {
+    if skip_without_store("a_body_that_does_not_decode_is_invalid_argument_on_both_services") {
+        return;
+    }
+    let h = start_harness().await;
+    setup_tenant(&h.url, "acme", 10).await;
+    const REGISTER: &str = "/tollgate.v1.SidecarService/Register";
+    const BALANCE: &str = "/tollgate.v1.AdminService/GetBalance";
+    // Field 1, length-delimited, claiming far more bytes than follow.
+    let truncated = vec![0x0A, 0xFF, 0xFF, 0xFF, 0x0F, 1, 2, 3];
+    for (path, token) in [(REGISTER, SC_ACME), (BALANCE, ADMIN)] {
+        let st = raw_call(&h.url, path, token, truncated.clone()).await;
+        assert_eq!(st.code(), tonic::Code::InvalidArgument, "{path}: {st:?}");
+        // Authentication still comes first.
+        let st = raw_call(&h.url, path, "wrong-token", truncated.clone()).await;
+        assert_eq!(st.code(), tonic::Code::Unauthenticated, "{path}: {st:?}");
+    }
+    // Random bodies: whatever they decode to (or not), never INTERNAL.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut invalid = 0;
+    for i in 0..200 {
+        let len = 1 + (i % 64);
+        let body: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for (path, token) in [(REGISTER, SC_ACME), (BALANCE, ADMIN)] {
+            let st = raw_call(&h.url, path, token, body.clone()).await;
+            assert_ne!(st.code(), tonic::Code::Internal, "{path} {body:?}: {st:?}");
+            if st.code() == tonic::Code::InvalidArgument {
+                invalid += 1;
+            }
+        }
+    }
+    assert!(
+        invalid > 100,
+        "only {invalid} of 400 random bodies were refused"
+    );
+    h.running.shutdown().await.unwrap();
+}

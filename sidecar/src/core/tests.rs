@@ -849,3 +849,42 @@ fn a_refused_limit_denies_at_once_until_a_lease_or_a_policy_lifts_it() {
         "the wait again, not the refusal: {d:?}"
     );
 }
+
+/// A registration refused for good after the sidecar was registered (its credential was
+/// withdrawn): it goes on from its leases, but says so until a registration succeeds.
+#[test]
+fn a_registration_refused_for_good_is_counted_and_keeps_the_sidecar_not_ready() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = start(config(dir.path(), &[TENANT]));
+    h.tick();
+    assert!(h.health.ready(), "{:?}", h.health.not_ready_reasons());
+    h.core.on_event(Event::Refused {
+        code: tonic::Code::PermissionDenied,
+        message: "this credential is not allowed to act for tenant \"acme\"".into(),
+    });
+    h.tick();
+    let reasons = h.health.not_ready_reasons().join("; ");
+    assert!(
+        reasons.contains("registration for tenants acme refused")
+            && reasons.contains("not allowed to act"),
+        "{reasons}"
+    );
+    assert_eq!(h.metrics.register_refusals.get(), 1);
+    assert_eq!(h.metrics.register_refused.get(), 1);
+    assert_eq!(h.metrics.authority_connected.get(), 0);
+    // Registered again: the refusal is over.
+    let (tx, _up) = mpsc::channel(16);
+    h.core.on_event(Event::Connected {
+        response: Box::new(v1::RegisterResponse::default()),
+        up: tx,
+    });
+    assert_eq!(h.metrics.register_refused.get(), 0);
+    assert!(
+        !h.health
+            .not_ready_reasons()
+            .iter()
+            .any(|r| r.contains("refused")),
+        "{:?}",
+        h.health.not_ready_reasons()
+    );
+}

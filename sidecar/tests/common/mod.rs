@@ -116,6 +116,25 @@ impl Authority {
     /// Starts it with `tenants` (each with a grant of the given micro-credits and the price
     /// book for [`MODEL`]), all served by the credential `pod-a` / `pod-a-token`.
     pub fn start_tenants(dir: &Path, tenants: &[(&str, u64)]) -> Authority {
+        Self::start_with(dir, tenants, |_| {})
+    }
+
+    /// [`Authority::start_tenants`] with its lease terms (ttl, grace) set by the test.
+    pub fn start_with_leases(
+        dir: &Path,
+        tenants: &[(&str, u64)],
+        leases: LeaseConfig,
+    ) -> Authority {
+        Self::start_with(dir, tenants, |c| c.leases = leases)
+    }
+
+    /// [`Authority::start_tenants`] with its configuration changed by `tweak` (more
+    /// credentials, lease terms).
+    pub fn start_with(
+        dir: &Path,
+        tenants: &[(&str, u64)],
+        tweak: impl FnOnce(&mut AuthorityConfig),
+    ) -> Authority {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -124,7 +143,7 @@ impl Authority {
         let key = dir.join("authority.key");
         tollgate_authority::keys::generate(&key, true).expect("key");
         let seed = std::fs::read_to_string(&key).expect("seed");
-        let config = AuthorityConfig {
+        let mut config = AuthorityConfig {
             admin_token: Some(ADMIN.into()),
             sidecars: vec![SidecarCredential {
                 name: "pod-a".into(),
@@ -138,6 +157,7 @@ impl Authority {
             },
             ..AuthorityConfig::default()
         };
+        tweak(&mut config);
         let running = rt
             .block_on(tollgate_authority::server::start(ServeOptions {
                 store: format!("sqlite://{}", dir.join("l.db").display()),
