@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use tollgate_ledger::audit::{record_hash, write_export};
+use tollgate_ledger::audit::{TablesChecked, record_hash, write_export};
 use tollgate_ledger::{
     AuditSigner, GrantKind, GrantSpec, HoldRequest, TenantConfig, TenantId, VerifyFailure,
     parse_public_key, verify,
@@ -217,8 +217,247 @@ async fn tenant_verifies_its_own_export_offline() {
     // Garbage is a typed error, not a panic.
     assert!(verify(&b"not json\n"[..], &key).is_err());
     assert!(verify(&b""[..], &key).is_err());
-    // write_export of nothing verifies as nothing.
+    // An export of nothing proves nothing: refused, not "OK: 0 records".
     let mut empty = Vec::new();
     write_export(&mut empty, &signer(), 0, &[]).unwrap();
-    assert_eq!(verify(empty.as_slice(), &key).unwrap().records(), 0);
+    let err = verify(empty.as_slice(), &key).unwrap_err();
+    assert_eq!(err.failure, VerifyFailure::NoRecords, "{err}");
+}
+
+// ----- the live tables against the chain (issue 15) -----
+
+fn table(table: &str, id: impl ToString, column: &str, chain: &str, found: &str) -> VerifyFailure {
+    VerifyFailure::TableMismatch {
+        table: table.into(),
+        id: id.to_string(),
+        column: column.into(),
+        chain: chain.into(),
+        found: found.into(),
+    }
+}
+
+async fn first_posting_id(e: &Env, tenant: &str) -> i64 {
+    sqlx::query_scalar("SELECT rowid FROM postings WHERE tenant = ? ORDER BY rowid LIMIT 1")
+        .bind(tenant)
+        .fetch_one(e.store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn untouched_tables_verify_and_are_counted() {
+    let (e, _) = history().await;
+    let rep = e.ledger.verify_audit(None).await.unwrap().unwrap();
+    assert_eq!(
+        rep.tables,
+        Some(TablesChecked {
+            postings: 2,
+            grants: 3,
+            wallets: 2
+        })
+    );
+}
+
+/// The tester's statement: every posting 5 credits dearer. The chain is intact; the
+/// first posting row of the first tenant is named, with both values.
+#[tokio::test]
+async fn a_posting_amount_changed_in_the_table_fails_naming_the_row() {
+    let (e, _) = history().await;
+    let id = first_posting_id(&e, "acme").await;
+    exec(&e, "UPDATE postings SET amount = amount + 5000000").await;
+    let err = e.ledger.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(err.tenant, Some(tenant("acme")), "{err}");
+    assert_eq!(err.seq, Some(4), "the usage record listing it: {err}");
+    assert_eq!(
+        err.failure,
+        table("postings", id, "amount", "4.000000", "9.000000")
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("table postings, row {id}, column amount"))
+            && text.contains("the audit chain says 4.000000, the table has 9.000000"),
+        "{text}"
+    );
+    // Only the other tenant's row changed: that one is named.
+    exec(
+        &e,
+        "UPDATE postings SET amount = amount - 5000000 WHERE tenant = 'acme'",
+    )
+    .await;
+    let other_id = first_posting_id(&e, "other").await;
+    let err = e.ledger.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(err.tenant, Some(tenant("other")), "{err}");
+    assert_eq!(
+        err.failure,
+        table("postings", other_id, "amount", "2.000000", "7.000000")
+    );
+    exec(
+        &e,
+        "UPDATE postings SET amount = amount - 5000000 WHERE tenant = 'other'",
+    )
+    .await;
+    e.ledger.verify_audit(None).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn posting_rows_added_deleted_or_moved_fail() {
+    let (e, _) = history().await;
+    let id = first_posting_id(&e, "acme").await;
+    // Moved to another grant (the statement would bill another source).
+    exec(&e, "UPDATE postings SET grant_id = 2 WHERE tenant = 'acme'").await;
+    let err = e.ledger.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(
+        err.failure,
+        table("postings", id, "funding", "grant 1", "grant 2")
+    );
+    exec(&e, "UPDATE postings SET grant_id = 1 WHERE tenant = 'acme'").await;
+    // A row no record lists.
+    exec(
+        &e,
+        "INSERT INTO postings (tenant, at, batch_sidecar, batch_seq, hold_id, agent, model, feature, funding, grant_id, \
+         amount, records, input_tokens, output_tokens, outcomes, balance_before, balance_after) \
+         SELECT tenant, at, batch_sidecar, batch_seq, hold_id, agent, model, feature, funding, grant_id, \
+         amount, records, input_tokens, output_tokens, outcomes, balance_before, balance_after FROM postings WHERE tenant = 'acme'",
+    )
+    .await;
+    let extra: i64 = sqlx::query_scalar("SELECT MAX(rowid) FROM postings")
+        .fetch_one(e.store.pool())
+        .await
+        .unwrap();
+    let err = e.ledger.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(
+        err.failure,
+        table(
+            "postings",
+            extra,
+            "row",
+            "no posting after record 6",
+            "a row of 4.000000"
+        )
+    );
+    assert_eq!(err.tenant, Some(tenant("acme")));
+    // Rows deleted: the chain's posting has no row.
+    exec(&e, "DELETE FROM postings WHERE tenant = 'acme'").await;
+    let err = e.ledger.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(
+        err.failure,
+        table(
+            "postings",
+            "-",
+            "row",
+            "a posting of batch sc#1 for 4.000000",
+            "no such row"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.seq, Some(4));
+}
+
+/// The tester's other statement: credit created in every grant row. The wallet row and
+/// the chain agree; the grant rows do not.
+#[tokio::test]
+async fn credit_created_in_the_grants_table_fails_naming_the_grant() {
+    let (e, _) = history().await;
+    exec(&e, "UPDATE grants SET available = available + 100000000").await;
+    let err = e.ledger.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(err.tenant, Some(tenant("acme")), "{err}");
+    assert_eq!(err.seq, Some(2), "acme's grant 1 record: {err}");
+    // Granted 100, consumed 4 by the batch: the chain leaves 96 available.
+    assert_eq!(
+        err.failure,
+        table("grants", 1, "available", "96.000000", "196.000000")
+    );
+    exec(&e, "UPDATE grants SET available = available - 100000000").await;
+    e.ledger.verify_audit(None).await.unwrap().unwrap();
+    // Granted raised with available, so the row balances: `granted` is what differs.
+    exec(
+        &e,
+        "UPDATE grants SET granted = granted + 1000000, available = available + 1000000 WHERE tenant = 'acme' AND id = 2",
+    )
+    .await;
+    let err = e.ledger.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(
+        err.failure,
+        table("grants", 2, "granted", "7.000000", "8.000000")
+    );
+    assert_eq!(err.seq, Some(6));
+    exec(
+        &e,
+        "UPDATE grants SET granted = granted - 1000000, available = available - 1000000 WHERE tenant = 'acme' AND id = 2",
+    )
+    .await;
+    // Credits moved from consumed to available within one grant: the row balances and
+    // `granted` agrees, the column sums do not.
+    exec(
+        &e,
+        "UPDATE grants SET consumed = consumed - 1000000, available = available + 1000000 WHERE tenant = 'acme' AND id = 1",
+    )
+    .await;
+    let err = e.ledger.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(
+        err.failure,
+        table(
+            "grants",
+            "(all grants of the tenant)",
+            "available",
+            "103.000000",
+            "104.000000"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn wallet_totals_changed_in_the_table_fail_naming_the_column() {
+    let (e, _) = history().await;
+    exec(
+        &e,
+        "UPDATE wallets SET consumed = consumed + 1, available = available - 1 WHERE tenant = 'other'",
+    )
+    .await;
+    let err = e.ledger.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(err.tenant, Some(tenant("other")));
+    assert_eq!(err.seq, Some(3), "other's last movement: {err}");
+    assert_eq!(
+        err.failure,
+        table("wallets", "other", "available", "98.000000", "97.999999")
+    );
+}
+
+#[tokio::test]
+async fn a_hold_posted_by_amount_is_checked_against_its_record() {
+    let (e, t) = history().await;
+    let h = e
+        .ledger
+        .hold(
+            &t,
+            HoldRequest {
+                owner: "sc".into(),
+                amount: credits(5),
+                min_amount: credits(5),
+                ttl_secs: 60,
+            },
+        )
+        .await
+        .unwrap();
+    e.ledger.post_hold(&t, h.id, credits(3)).await.unwrap();
+    let rep = e.ledger.verify_audit(None).await.unwrap().unwrap();
+    assert_eq!(rep.tables.unwrap().postings, 3);
+    let id: i64 = sqlx::query_scalar(
+        "SELECT rowid FROM postings WHERE tenant = 'acme' AND batch_sidecar IS NULL",
+    )
+    .fetch_one(e.store.pool())
+    .await
+    .unwrap();
+    exec(
+        &e,
+        "UPDATE postings SET amount = 1000000 WHERE batch_sidecar IS NULL",
+    )
+    .await;
+    let err = e.ledger.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(err.seq, Some(8), "the hold_ended record: {err}");
+    assert_eq!(
+        err.failure,
+        table("postings", id, "amount", "3.000000", "1.000000")
+    );
 }
