@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use tollgate_ledger::audit::{TablesChecked, record_hash, write_export};
+use tollgate_ledger::audit::{
+    TablesChecked, VerifyOptions, record_hash, verify_with, write_export,
+};
 use tollgate_ledger::{
     AuditSigner, GrantKind, GrantSpec, HoldRequest, TenantConfig, TenantId, VerifyFailure,
     parse_public_key, verify,
@@ -460,4 +462,216 @@ async fn a_hold_posted_by_amount_is_checked_against_its_record() {
         err.failure,
         table("postings", id, "amount", "3.000000", "1.000000")
     );
+}
+
+// ----- offline: who and how recent (issue 15) -----
+
+async fn export_of(e: &Env, t: &TenantId) -> String {
+    let mut out = Vec::new();
+    e.ledger
+        .export_audit(Some(std::slice::from_ref(t)), &mut out)
+        .await
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn opts(t: &TenantId, since: u64, now: u64) -> VerifyOptions {
+    VerifyOptions {
+        tenant: Some(t.clone()),
+        heads_signed_since: Some(since),
+        now: Some(now),
+        allow_empty: false,
+    }
+}
+
+/// The tester's cut export: the records up to an earlier head, with that earlier head.
+/// Every signature is genuine; only the head's age gives it away.
+#[tokio::test]
+async fn an_export_cut_back_to_an_old_head_is_refused() {
+    let (e, t) = history().await;
+    let old = export_of(&e, &t).await;
+    e.clock.advance(7200);
+    e.ledger
+        .grant(&t, GrantSpec::new(GrantKind::Promotional, credits(1)))
+        .await
+        .unwrap();
+    let new = export_of(&e, &t).await;
+    let now = e.clock_now();
+    let key = signer().public_key();
+    // The current export verifies with a head from the last hour.
+    let rep = verify_with(new.as_bytes(), &key, opts(&t, now - 3600, now)).unwrap();
+    assert_eq!(rep.tenants, vec![(t.clone(), 7, 7)]);
+    assert_eq!(rep.heads[0].signed_at, Some(now));
+    // The new export cut at record 6 with the old export's head: chain and head agree.
+    let cut: Vec<&str> = new.lines().take(7).chain(old.lines().last()).collect();
+    let cut = cut.join("\n");
+    assert!(
+        verify(cut.as_bytes(), &key).is_ok(),
+        "without a head age nothing tells"
+    );
+    let err = verify_with(cut.as_bytes(), &key, opts(&t, now - 3600, now)).unwrap_err();
+    assert_eq!(
+        err.failure,
+        VerifyFailure::StaleHead {
+            signed_at: T0,
+            not_before: now - 3600
+        },
+        "{err}"
+    );
+    assert_eq!(err.line, 8);
+    // A head's time cannot be moved: it is signed.
+    let moved = cut.replace(
+        &format!("\"signed_at\":{T0}"),
+        &format!("\"signed_at\":{now}"),
+    );
+    assert_ne!(moved, cut);
+    let err = verify_with(moved.as_bytes(), &key, opts(&t, now - 3600, now)).unwrap_err();
+    assert_eq!(err.failure, VerifyFailure::BadHeadSignature);
+    // A head from the verifier's future (beyond the clock skew) is refused.
+    let err = verify_with(new.as_bytes(), &key, opts(&t, 0, now - 3600)).unwrap_err();
+    assert_eq!(
+        err.failure,
+        VerifyFailure::FutureHead {
+            signed_at: now,
+            now: now - 3600
+        }
+    );
+}
+
+/// Old heads (version 1, no time) are recognised as such: refused in a version-2
+/// export, and wherever the head's age is asked; a version-1 export still verifies
+/// when it is not.
+#[tokio::test]
+async fn old_undated_heads_are_recognised() {
+    let (e, t) = history().await;
+    let text = export_of(&e, &t).await;
+    let key = signer().public_key();
+    let head = e.store_dyn().wallet(&t).await.unwrap().unwrap().audit_head;
+    let v1_head = serde_json::to_string(&signer().sign_head_v1(&t, &head)).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    *lines.last_mut().unwrap() = v1_head;
+    let in_v2 = lines.join("\n");
+    let err = verify(in_v2.as_bytes(), &key).unwrap_err();
+    assert_eq!(err.failure, VerifyFailure::UndatedHead, "{err}");
+    assert!(err.to_string().contains("tollgate-audit-head-v1"), "{err}");
+    // The same lines under a version-1 header: an old export, readable.
+    lines[0] = lines[0].replace("\"version\":2", "\"version\":1");
+    let v1 = lines.join("\n");
+    let rep = verify(v1.as_bytes(), &key).unwrap();
+    assert_eq!(rep.heads[0].signed_at, None);
+    let now = e.clock_now();
+    let err = verify_with(v1.as_bytes(), &key, opts(&t, now - 3600, now)).unwrap_err();
+    assert_eq!(err.failure, VerifyFailure::UndatedHead);
+    // A version-1 signature does not pass for a dated head, nor the other way round.
+    let dated_v1 = in_v2.replace(
+        "\"signature\"",
+        &format!("\"signed_at\":{now},\"signature\""),
+    );
+    let err = verify(dated_v1.as_bytes(), &key).unwrap_err();
+    assert_eq!(err.failure, VerifyFailure::BadHeadSignature);
+}
+
+/// Another tenant's whole chain and head spliced into an export: accepted as a
+/// two-tenant export when no tenant is expected (the report names both), refused when
+/// the verifier is told whose export it is.
+#[tokio::test]
+async fn another_tenants_chain_spliced_in_is_refused() {
+    let (e, t) = history().await;
+    let o = tenant("other");
+    let mine = export_of(&e, &t).await;
+    let theirs = export_of(&e, &o).await;
+    let spliced: Vec<&str> = mine.lines().chain(theirs.lines().skip(1)).collect();
+    let spliced = spliced.join("\n");
+    let key = signer().public_key();
+    let rep = verify(spliced.as_bytes(), &key).unwrap();
+    assert_eq!(
+        rep.tenants.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+        ["acme", "other"]
+    );
+    let now = e.clock_now();
+    let err = verify_with(spliced.as_bytes(), &key, opts(&t, now - 60, now)).unwrap_err();
+    assert_eq!(
+        err.failure,
+        VerifyFailure::OtherTenant {
+            expected: t.clone(),
+            found: o.clone()
+        }
+    );
+    assert_eq!(
+        (err.line, err.seq),
+        (9, Some(1)),
+        "other's first record: {err}"
+    );
+    // Only the other tenant's export, verified as acme's: refused at its first record.
+    let err = verify_with(theirs.as_bytes(), &key, opts(&t, now - 60, now)).unwrap_err();
+    assert!(
+        matches!(err.failure, VerifyFailure::OtherTenant { .. }),
+        "{err}"
+    );
+    // The expected tenant's records without its head: truncated.
+    let headless: Vec<&str> = mine.lines().take(7).collect();
+    let err = verify_with(headless.join("\n").as_bytes(), &key, opts(&t, 0, now)).unwrap_err();
+    assert_eq!(err.failure, VerifyFailure::MissingHead);
+    // A header alone, expecting acme: no records.
+    let header_only = mine.lines().next().unwrap();
+    let err = verify_with(header_only.as_bytes(), &key, opts(&t, 0, now)).unwrap_err();
+    assert_eq!(err.failure, VerifyFailure::NoRecords);
+    assert_eq!(err.tenant, Some(t));
+}
+
+/// Hostile exports: every mutation of a valid export, and lines no export has, give a
+/// typed error (or a valid report), never a panic.
+#[tokio::test]
+async fn hostile_exports_fail_typed_never_panic() {
+    let (e, t) = history().await;
+    let text = export_of(&e, &t).await;
+    let key = signer().public_key();
+    let bytes = text.as_bytes();
+    // Signature checks are slow in debug builds (tens of ms per export): a spread of
+    // positions, not all.
+    for (i, b) in [b'"', b'}', b'\n', b'9', 0xff].into_iter().enumerate() {
+        for pos in (i * 11..bytes.len()).step_by(151) {
+            let mut m = bytes.to_vec();
+            m[pos] = b;
+            let _ = verify_with(m.as_slice(), &key, opts(&t, 0, u64::MAX));
+        }
+    }
+    let header = text.lines().next().unwrap();
+    let key_hex = signer().public_key_hex();
+    let cases = [
+        String::new(),
+        "\n\n".into(),
+        "[]".into(),
+        "{\"type\":\"head\"}".into(),
+        format!(
+            "{header}\n{{\"type\":\"head\",\"tenant\":\"acme\",\"seq\":18446744073709551615,\"hash\":\"00\",\"signature\":\"zz\"}}"
+        ),
+        format!(
+            "{header}\n{{\"type\":\"record\",\"tenant\":\"acme\",\"seq\":18446744073709551615,\"at\":1,\"prev_hash\":\"\",\"body\":\"\",\"hash\":\"\",\"signature\":\"\"}}"
+        ),
+        format!("{header}\n{{\"type\":\"record\",\"tenant\":\"acme\",\"seq\":-1}}"),
+        format!(
+            "{header}\n{{\"type\":\"head\",\"tenant\":\"\",\"seq\":0,\"hash\":\"{}\",\"signed_at\":18446744073709551615,\"signature\":\"{}\"}}",
+            "0".repeat(64),
+            "0".repeat(128)
+        ),
+        format!(
+            "{{\"type\":\"header\",\"format\":\"tollgate-audit-export\",\"version\":4294967295,\"public_key\":\"{key_hex}\",\"exported_at\":0}}"
+        ),
+        format!("{header}\n{header}"),
+        format!("{header}\n{}", "x".repeat(1000)),
+    ];
+    for c in &cases {
+        assert!(verify(c.as_bytes(), &key).is_err(), "{c}");
+        assert!(
+            verify_with(c.as_bytes(), &key, opts(&t, 0, 0)).is_err(),
+            "{c}"
+        );
+    }
+    // Not UTF-8, and a line past the length limit: refused without reading it all.
+    let err = verify(&b"\xff\xfe\n"[..], &key).unwrap_err();
+    assert!(matches!(err.failure, VerifyFailure::Malformed(_)), "{err}");
+    let long = vec![b'{'; tollgate_ledger::audit::MAX_EXPORT_LINE + 10];
+    let err = verify(long.as_slice(), &key).unwrap_err();
+    assert!(err.to_string().contains("longer than"), "{err}");
 }
