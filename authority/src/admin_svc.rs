@@ -969,19 +969,12 @@ impl AdminService for AdminSvc {
                     bad_tenant: e.tenant.as_ref().map(|t| t.to_string()).unwrap_or_default(),
                     ..Default::default()
                 };
-                if let tollgate_ledger::VerifyFailure::TableMismatch {
-                    table,
-                    id,
-                    column,
-                    chain,
-                    found,
-                } = e.failure
-                {
-                    r.bad_table = table;
-                    r.bad_row = id;
-                    r.bad_column = column;
-                    r.chain_value = chain;
-                    r.table_value = found;
+                if let tollgate_ledger::VerifyFailure::TableMismatch(m) = e.failure {
+                    r.bad_table = m.table;
+                    r.bad_row = m.id;
+                    r.bad_column = m.column;
+                    r.chain_value = m.chain;
+                    r.table_value = m.found;
                 }
                 r
             }

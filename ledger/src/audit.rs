@@ -30,7 +30,21 @@
 //! newest records *and* roll the wallet's head back; an export or head kept by the tenant
 //! earlier catches that (compare `seq`), nothing inside one database can.
 //!
+//! **Heads are dated (export version 2).** A head signs `"tollgate-audit-head-v2\0" ||
+//! len(tenant) as u32 BE || tenant || seq as u64 BE || hash || signed_at as u64 BE`. An
+//! export cut back to an earlier head, with that head, is consistent in itself: only the
+//! head's time shows it is old, so [`verify_with`] refuses heads signed before a time the
+//! verifier names ([`VerifyOptions::heads_signed_since`]). Version-1 heads (domain
+//! `tollgate-audit-head-v1`, no time) still verify, but are refused as
+//! [`VerifyFailure::UndatedHead`] in a version-2 export or wherever the age is asked.
+//! [`VerifyOptions::tenant`] refuses any line of another tenant (a chain spliced in), and
+//! an export without records is refused.
+//!
 //! [`verify`] needs only the export and the authority's public key.
+//!
+//! **The tables.** A valid chain says nothing about tables edited behind it: online
+//! verification (`Ledger::verify_audit`) also checks the live tables against what each
+//! chain vouches for, with a [`TableCheck`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Read};
@@ -778,20 +792,26 @@ pub enum VerifyFailure {
     },
     /// A live table differs from what the (valid) chain vouches for.
     #[error(
-        "table {table}, row {id}, column {column}: the audit chain says {chain}, the table has {found}"
+        "table {}, row {}, column {}: the audit chain says {}, the table has {}",
+        .0.table, .0.id, .0.column, .0.chain, .0.found
     )]
-    TableMismatch {
-        /// Table (`postings`, `grants`, `wallets`).
-        table: String,
-        /// The row: posting row id, grant id, or tenant.
-        id: String,
-        /// Column.
-        column: String,
-        /// What the chain vouches for.
-        chain: String,
-        /// What the table holds.
-        found: String,
-    },
+    TableMismatch(Box<RowMismatch>),
+}
+
+/// A table row that differs from what the chain vouches for (boxed in
+/// [`VerifyFailure::TableMismatch`] to keep the error small).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowMismatch {
+    /// Table (`postings`, `grants`, `wallets`).
+    pub table: String,
+    /// The row: posting row id, grant id, or tenant.
+    pub id: String,
+    /// Column.
+    pub column: String,
+    /// What the chain vouches for.
+    pub chain: String,
+    /// What the table holds.
+    pub found: String,
 }
 
 /// A verification failure, naming the record.
@@ -1316,13 +1336,13 @@ fn mismatch(
 ) -> Mismatch {
     Mismatch {
         seq,
-        failure: VerifyFailure::TableMismatch {
+        failure: VerifyFailure::TableMismatch(Box::new(RowMismatch {
             table: table.into(),
             id: id.to_string(),
             column: column.into(),
             chain: chain.to_string(),
             found: found.to_string(),
-        },
+        })),
     }
 }
 

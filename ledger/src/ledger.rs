@@ -1199,7 +1199,7 @@ impl Ledger {
                     }
                     Err(e)
                         if attempt < 3
-                            && matches!(e.failure, VerifyFailure::TableMismatch { .. })
+                            && matches!(e.failure, VerifyFailure::TableMismatch(_))
                             && self.wallet_row(t).await?.audit_head != head =>
                     {
                         attempt += 1;

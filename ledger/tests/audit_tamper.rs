@@ -229,13 +229,13 @@ async fn tenant_verifies_its_own_export_offline() {
 // ----- the live tables against the chain (issue 15) -----
 
 fn table(table: &str, id: impl ToString, column: &str, chain: &str, found: &str) -> VerifyFailure {
-    VerifyFailure::TableMismatch {
+    VerifyFailure::TableMismatch(Box::new(tollgate_ledger::audit::RowMismatch {
         table: table.into(),
         id: id.to_string(),
         column: column.into(),
         chain: chain.into(),
         found: found.into(),
-    }
+    }))
 }
 
 async fn first_posting_id(e: &Env, tenant: &str) -> i64 {

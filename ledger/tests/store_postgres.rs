@@ -1223,13 +1223,13 @@ async fn tables_changed_behind_the_chain_are_named() {
                 }
             };
             let mismatch = |table: &str, id: String, column: &str, chain: &str, found: &str| {
-                VerifyFailure::TableMismatch {
+                VerifyFailure::TableMismatch(Box::new(tollgate_ledger::audit::RowMismatch {
                     table: table.into(),
                     id,
                     column: column.into(),
                     chain: chain.into(),
                     found: found.into(),
-                }
+                }))
             };
             let id: i64 = sqlx::query_scalar(
                 "SELECT id FROM postings WHERE tenant = 'acme' ORDER BY id LIMIT 1",
