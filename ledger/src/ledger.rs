@@ -1155,7 +1155,8 @@ impl Ledger {
     /// one names the first bad record, or the first row that differs from the chain
     /// (table, row, column, the chain's value and the table's).
     ///
-    /// The reads take no lock, so a movement committed while a tenant is checked can make
+    /// Tenants are verified one by one, each on its own verifier (their chains are
+    /// independent). The reads take no lock, so a movement committed while a tenant is checked can make
     /// its tables look ahead of the chain read: a table mismatch is believed only if the
     /// tenant's chain head did not move meanwhile; otherwise that tenant is checked again
     /// (up to three times in all).
@@ -1167,34 +1168,48 @@ impl Ledger {
             allow_empty: true,
             ..Default::default()
         };
-        let mut v = audit::Verifier::with_options(&self.public_key(), opts);
         let header = ExportLine::Header {
             format: audit::EXPORT_FORMAT.into(),
             version: audit::EXPORT_VERSION,
             public_key: self.signer.public_key_hex(),
             exported_at: self.clock.now(),
         };
-        if let Err(e) = v.feed(header) {
-            return Ok(Err(e));
-        }
         let list = match tenants {
             Some(t) => t.to_vec(),
             None => self.store.tenants().await?,
         };
-        let mut tables = audit::TablesChecked::default();
+        let mut report = VerifyReport {
+            tables: Some(audit::TablesChecked::default()),
+            ..Default::default()
+        };
+        // Records numbered as an export of these tenants would number them (the header
+        // is line 1, each tenant's records follow, the heads come last), so a failure
+        // names the line the same record has in an export.
+        let mut line = 1;
         for t in &list {
             let mut attempt = 1;
             loop {
-                // Each attempt starts the tenant over on a copy of the verifier.
-                let mut tv = v.clone();
+                // Each tenant (and each attempt) on a verifier of its own: chains are
+                // independent, and a retry starts the tenant over.
+                let mut v = audit::Verifier::with_options(&self.public_key(), opts.clone());
+                if let Err(e) = v.feed(header.clone()) {
+                    return Ok(Err(e));
+                }
+                v.skip_lines(line - 1);
                 let mut checked = audit::TablesChecked::default();
-                let (head, res) = self.verify_tenant(t, &mut tv, &mut checked).await?;
+                let (head, res) = self.verify_tenant(t, &mut v, &mut checked).await?;
+                let res = res.and_then(|()| v.finish());
                 match res {
-                    Ok(()) => {
-                        v = tv;
-                        tables.postings += checked.postings;
-                        tables.grants += checked.grants;
-                        tables.wallets += checked.wallets;
+                    Ok(r) => {
+                        // An export writes every tenant's head after all records.
+                        line = line.saturating_add(usize::try_from(head.seq).unwrap_or(usize::MAX));
+                        report.tenants.extend(r.tenants);
+                        report.heads.extend(r.heads);
+                        if let Some(all) = report.tables.as_mut() {
+                            all.postings += checked.postings;
+                            all.grants += checked.grants;
+                            all.wallets += checked.wallets;
+                        }
                         break;
                     }
                     Err(e)
@@ -1208,10 +1223,7 @@ impl Ledger {
                 }
             }
         }
-        Ok(v.finish().map(|mut r| {
-            r.tables = Some(tables);
-            r
-        }))
+        Ok(Ok(report))
     }
 
     /// One tenant of [`Ledger::verify_audit`]: its chain up to the head its wallet row

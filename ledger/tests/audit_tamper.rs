@@ -675,3 +675,22 @@ async fn hostile_exports_fail_typed_never_panic() {
     let err = verify(long.as_slice(), &key).unwrap_err();
     assert!(err.to_string().contains("longer than"), "{err}");
 }
+
+/// Tenants are verified one by one online; a failure in a later tenant's chain still
+/// names the line that record has in an export of them all.
+#[tokio::test]
+async fn a_later_tenants_failure_names_its_export_line() {
+    let (e, _) = history().await;
+    exec(
+        &e,
+        "UPDATE audit_records SET body = replace(body, '\"amount\":100000000', '\"amount\":900000000') WHERE tenant = 'other' AND seq = 2",
+    )
+    .await;
+    let err = e.ledger.verify_audit(None).await.unwrap().unwrap_err();
+    assert_eq!(err.tenant, Some(tenant("other")));
+    assert_eq!(err.line, 9, "header, acme's 6 records, other #1, other #2");
+    let mut out = Vec::new();
+    e.ledger.export_audit(None, &mut out).await.unwrap();
+    let offline = verify(out.as_slice(), &signer().public_key()).unwrap_err();
+    assert_eq!(offline, err);
+}
