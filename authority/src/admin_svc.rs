@@ -949,18 +949,35 @@ impl AdminService for AdminSvc {
             .await
             .map_err(ledger_status)?;
         Ok(Response::new(match res {
-            Ok(report) => pb::VerifyAuditResponse {
-                ok: true,
-                records_checked: report.records(),
-                ..Default::default()
-            },
-            Err(e) => pb::VerifyAuditResponse {
-                ok: false,
-                records_checked: 0,
-                bad_seq: e.seq.unwrap_or(0),
-                problem: e.to_string(),
-                bad_tenant: e.tenant.as_ref().map(|t| t.to_string()).unwrap_or_default(),
-            },
+            Ok(report) => {
+                let tables = report.tables.unwrap_or_default();
+                pb::VerifyAuditResponse {
+                    ok: true,
+                    records_checked: report.records(),
+                    postings_checked: tables.postings,
+                    grants_checked: tables.grants,
+                    wallets_checked: tables.wallets,
+                    ..Default::default()
+                }
+            }
+            Err(e) => {
+                let mut r = pb::VerifyAuditResponse {
+                    ok: false,
+                    records_checked: 0,
+                    bad_seq: e.seq.unwrap_or(0),
+                    problem: e.to_string(),
+                    bad_tenant: e.tenant.as_ref().map(|t| t.to_string()).unwrap_or_default(),
+                    ..Default::default()
+                };
+                if let tollgate_ledger::VerifyFailure::TableMismatch(m) = e.failure {
+                    r.bad_table = m.table;
+                    r.bad_row = m.id;
+                    r.bad_column = m.column;
+                    r.chain_value = m.chain;
+                    r.table_value = m.found;
+                }
+                r
+            }
         }))
     }
 

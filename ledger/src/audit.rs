@@ -30,10 +30,24 @@
 //! newest records *and* roll the wallet's head back; an export or head kept by the tenant
 //! earlier catches that (compare `seq`), nothing inside one database can.
 //!
+//! **Heads are dated (export version 2).** A head signs `"tollgate-audit-head-v2\0" ||
+//! len(tenant) as u32 BE || tenant || seq as u64 BE || hash || signed_at as u64 BE`. An
+//! export cut back to an earlier head, with that head, is consistent in itself: only the
+//! head's time shows it is old, so [`verify_with`] refuses heads signed before a time the
+//! verifier names ([`VerifyOptions::heads_signed_since`]). Version-1 heads (domain
+//! `tollgate-audit-head-v1`, no time) still verify, but are refused as
+//! [`VerifyFailure::UndatedHead`] in a version-2 export or wherever the age is asked.
+//! [`VerifyOptions::tenant`] refuses any line of another tenant (a chain spliced in), and
+//! an export without records is refused.
+//!
 //! [`verify`] needs only the export and the authority's public key.
+//!
+//! **The tables.** A valid chain says nothing about tables edited behind it: online
+//! verification (`Ledger::verify_audit`) also checks the live tables against what each
+//! chain vouches for, with a [`TableCheck`].
 
-use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Read};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -42,18 +56,34 @@ use tollgate_core::Credits;
 
 use crate::clock::Timestamp;
 use crate::error::LedgerError;
-use crate::grant::{GrantKind, ResetPeriod};
+use crate::grant::{Grant, GrantKind, ResetPeriod};
 use crate::hold::{Funding, HoldPart};
 use crate::ids::{BatchKey, GrantId, HoldId, TenantId};
 use crate::policy::AlertCondition;
+use crate::usage::Posting;
 
 const HASH_DOMAIN: &[u8] = b"tollgate-audit-v1\0";
 const SIG_DOMAIN: &[u8] = b"tollgate-audit-sig-v1\0";
-const HEAD_DOMAIN: &[u8] = b"tollgate-audit-head-v1\0";
+/// Heads of version-1 exports: tenant, sequence number and hash, no time. Still verified
+/// (so an old export is recognised), but such a head cannot show how recent it is.
+const HEAD_DOMAIN_V1: &[u8] = b"tollgate-audit-head-v1\0";
+/// Heads of version-2 exports also sign the time they were signed, so a verifier can
+/// refuse an export cut back to an old head.
+const HEAD_DOMAIN: &[u8] = b"tollgate-audit-head-v2\0";
 /// `format` field of an export header.
 pub const EXPORT_FORMAT: &str = "tollgate-audit-export";
-/// Version of the export format (and of the hash rule above).
-pub const EXPORT_VERSION: u32 = 1;
+/// Version of the export format. Version 2: heads carry `signed_at` and are signed under
+/// `tollgate-audit-head-v2`. Version 1 (heads without a time) is still read. The record
+/// hash rule is the same in both.
+pub const EXPORT_VERSION: u32 = 2;
+/// Oldest export version [`verify`] reads.
+pub const EXPORT_VERSION_MIN: u32 = 1;
+/// How far past the verifier's clock a head's `signed_at` may lie (clock skew between
+/// the authority and the verifier) before it is refused as coming from the future.
+pub const HEAD_CLOCK_SKEW_SECS: u64 = 300;
+/// Longest export line [`verify`] reads (a record is a few kilobytes at most): a longer
+/// line is refused instead of being read into memory.
+pub const MAX_EXPORT_LINE: usize = 16 << 20;
 
 /// A 32-byte SHA-256 hash.
 pub type Hash = [u8; 32];
@@ -382,13 +412,24 @@ pub fn record_hash(tenant: &str, seq: u64, at: Timestamp, prev: &Hash, body: &[u
     h.finalize().into()
 }
 
-fn head_message(tenant: &str, seq: u64, hash: &Hash) -> Vec<u8> {
-    let mut m = Vec::with_capacity(HEAD_DOMAIN.len() + 4 + tenant.len() + 8 + 32);
-    m.extend_from_slice(HEAD_DOMAIN);
+/// What a head's signature covers: `domain || len(tenant) as u32 BE || tenant || seq as
+/// u64 BE || hash`, then (version 2) `signed_at as u64 BE`. The domain names the version,
+/// so a version-1 signature never verifies as a version-2 head or the other way round.
+fn head_message(tenant: &str, seq: u64, hash: &Hash, signed_at: Option<Timestamp>) -> Vec<u8> {
+    let domain = if signed_at.is_some() {
+        HEAD_DOMAIN
+    } else {
+        HEAD_DOMAIN_V1
+    };
+    let mut m = Vec::with_capacity(domain.len() + 4 + tenant.len() + 8 + 32 + 8);
+    m.extend_from_slice(domain);
     m.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
     m.extend_from_slice(tenant.as_bytes());
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(hash);
+    if let Some(at) = signed_at {
+        m.extend_from_slice(&at.to_be_bytes());
+    }
     m
 }
 
@@ -479,15 +520,40 @@ impl AuditSigner {
         rec
     }
 
-    /// A signed head line for an export.
-    pub fn sign_head(&self, tenant: &TenantId, head: &ChainHead) -> ExportLine {
-        let sig = self
-            .key
-            .sign(&head_message(tenant.as_str(), head.seq, &head.hash));
+    /// A signed head line for an export, stating that it was signed at `signed_at`.
+    pub fn sign_head(
+        &self,
+        tenant: &TenantId,
+        head: &ChainHead,
+        signed_at: Timestamp,
+    ) -> ExportLine {
+        let sig = self.key.sign(&head_message(
+            tenant.as_str(),
+            head.seq,
+            &head.hash,
+            Some(signed_at),
+        ));
         ExportLine::Head {
             tenant: tenant.clone(),
             seq: head.seq,
             hash: hex::encode(head.hash),
+            signed_at: Some(signed_at),
+            signature: hex::encode(sig.to_bytes()),
+        }
+    }
+
+    /// A head line as version-1 exports wrote it (no time, `tollgate-audit-head-v1`):
+    /// only for tests that show such heads are recognised as old.
+    #[doc(hidden)]
+    pub fn sign_head_v1(&self, tenant: &TenantId, head: &ChainHead) -> ExportLine {
+        let sig = self
+            .key
+            .sign(&head_message(tenant.as_str(), head.seq, &head.hash, None));
+        ExportLine::Head {
+            tenant: tenant.clone(),
+            seq: head.seq,
+            hash: hex::encode(head.hash),
+            signed_at: None,
             signature: hex::encode(sig.to_bytes()),
         }
     }
@@ -541,6 +607,10 @@ pub enum ExportLine {
         seq: u64,
         /// Hash of the last record (hex).
         hash: String,
+        /// When the head was signed (unix seconds; version 2). Absent in version-1
+        /// exports, whose heads carry no time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signed_at: Option<Timestamp>,
         /// Signature over the head (hex).
         signature: String,
     },
@@ -553,6 +623,7 @@ pub enum ExportLine {
 pub struct ExportWriter<'a, W: std::io::Write> {
     out: W,
     signer: &'a AuditSigner,
+    exported_at: Timestamp,
     heads: Vec<(TenantId, ChainHead)>,
 }
 
@@ -585,6 +656,7 @@ impl<'a, W: std::io::Write> ExportWriter<'a, W> {
         Ok(ExportWriter {
             out,
             signer,
+            exported_at,
             heads: Vec::new(),
         })
     }
@@ -602,7 +674,7 @@ impl<'a, W: std::io::Write> ExportWriter<'a, W> {
     /// Write the signed heads, flush, and hand back the writer.
     pub fn finish(mut self) -> Result<W, LedgerError> {
         for (t, h) in &self.heads {
-            let line = self.signer.sign_head(t, h);
+            let line = self.signer.sign_head(t, h, self.exported_at);
             write_line(&mut self.out, &line)?;
         }
         self.out.flush().map_err(io_err)?;
@@ -677,6 +749,69 @@ pub enum VerifyFailure {
     /// A tenant's records have no signed head.
     #[error("no signed head line for this tenant: the export is truncated")]
     MissingHead,
+    /// The export holds no audit record at all.
+    #[error(
+        "the export holds no audit records: there is nothing to verify (an empty or emptied export)"
+    )]
+    NoRecords,
+    /// A record or head of a tenant other than the one the verifier was told to expect.
+    #[error(
+        "a line of tenant {found} in an export verified for tenant {expected}: another tenant's chain was spliced in, or this is not {expected}'s export"
+    )]
+    OtherTenant {
+        /// The tenant expected.
+        expected: TenantId,
+        /// The tenant found.
+        found: TenantId,
+    },
+    /// A head in the old format (`tollgate-audit-head-v1`), which carries no signing
+    /// time, where the head's age must be checked (or in a version-2 export).
+    #[error(
+        "the signed head is in the old format (tollgate-audit-head-v1) and carries no signing time, so how recent it is cannot be checked: export the chain again from a current authority"
+    )]
+    UndatedHead,
+    /// The head was signed before the time the verifier requires.
+    #[error(
+        "the signed head was signed at {signed_at} (unix seconds), before {not_before} as required: an old head, so the export may have been cut back to it; export the chain again"
+    )]
+    StaleHead {
+        /// When the head was signed.
+        signed_at: Timestamp,
+        /// The earliest signing time accepted.
+        not_before: Timestamp,
+    },
+    /// The head claims to be signed later than the verifier's clock allows.
+    #[error(
+        "the signed head claims it was signed at {signed_at} (unix seconds), after the verifier's time {now} (plus {HEAD_CLOCK_SKEW_SECS} s of clock skew)"
+    )]
+    FutureHead {
+        /// When the head claims to be signed.
+        signed_at: Timestamp,
+        /// The verifier's time.
+        now: Timestamp,
+    },
+    /// A live table differs from what the (valid) chain vouches for.
+    #[error(
+        "table {}, row {}, column {}: the audit chain says {}, the table has {}",
+        .0.table, .0.id, .0.column, .0.chain, .0.found
+    )]
+    TableMismatch(Box<RowMismatch>),
+}
+
+/// A table row that differs from what the chain vouches for (boxed in
+/// [`VerifyFailure::TableMismatch`] to keep the error small).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowMismatch {
+    /// Table (`postings`, `grants`, `wallets`).
+    pub table: String,
+    /// The row: posting row id, grant id, or tenant.
+    pub id: String,
+    /// Column.
+    pub column: String,
+    /// What the chain vouches for.
+    pub chain: String,
+    /// What the table holds.
+    pub found: String,
 }
 
 /// A verification failure, naming the record.
@@ -689,10 +824,33 @@ pub struct VerifyError {
     pub line: usize,
     /// Tenant of the record, if known.
     pub tenant: Option<TenantId>,
-    /// Sequence number of the record (as written in it), if known.
+    /// Sequence number of the record (as written in it), if known. For a
+    /// [`VerifyFailure::TableMismatch`], the record that vouches for the row.
     pub seq: Option<u64>,
     /// What failed.
     pub failure: VerifyFailure,
+}
+
+/// A tenant's verified head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedHead {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Last sequence number.
+    pub seq: u64,
+    /// When the head was signed (`None`: a version-1 head).
+    pub signed_at: Option<Timestamp>,
+}
+
+/// Rows of the live tables checked against the chains (online verification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TablesChecked {
+    /// Posting rows.
+    pub postings: u64,
+    /// Grant rows.
+    pub grants: u64,
+    /// Wallet rows.
+    pub wallets: u64,
 }
 
 /// A verified export: per tenant, the number of records and the head.
@@ -700,6 +858,10 @@ pub struct VerifyError {
 pub struct VerifyReport {
     /// Tenant, records verified, head sequence number.
     pub tenants: Vec<(TenantId, u64, u64)>,
+    /// Each tenant's head, in the order of `tenants`.
+    pub heads: Vec<VerifiedHead>,
+    /// The live tables checked against the chains (`None` for an export).
+    pub tables: Option<TablesChecked>,
 }
 
 impl VerifyReport {
@@ -709,31 +871,56 @@ impl VerifyReport {
     }
 }
 
+/// What a verifier expects of an export beyond valid chains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// The only tenant the export may hold (records and heads); its head must be there.
+    /// `None`: any tenants (an operator's export of all of them).
+    pub tenant: Option<TenantId>,
+    /// Refuse heads signed before this time (unix seconds), and heads without a time
+    /// (version 1). A cut export carries an old head: this is what catches it.
+    pub heads_signed_since: Option<Timestamp>,
+    /// The verifier's time: heads signed more than [`HEAD_CLOCK_SKEW_SECS`] after it are
+    /// refused. `None`: not checked.
+    pub now: Option<Timestamp>,
+    /// Accept an export without records (online verification of an empty store).
+    pub allow_empty: bool,
+}
+
 /// Per-tenant verification state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ChainState {
     head: ChainHead,
     records: u64,
-    signed_head: Option<u64>,
+    signed_head: Option<(u64, Option<Timestamp>)>,
 }
 
 /// Incremental verification of an export, line by line (what [`verify`] does over a
 /// reader); use it to verify a stream without holding it in memory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Verifier {
     key: VerifyingKey,
+    opts: VerifyOptions,
     chains: BTreeMap<TenantId, ChainState>,
-    saw_header: bool,
+    /// The header's version, once seen.
+    version: Option<u32>,
     line: usize,
 }
 
 impl Verifier {
-    /// A verifier trusting `public_key`.
+    /// A verifier trusting `public_key`, with default options (any tenants, any head
+    /// age, no empty export).
     pub fn new(public_key: &VerifyingKey) -> Verifier {
+        Verifier::with_options(public_key, VerifyOptions::default())
+    }
+
+    /// A verifier trusting `public_key` that also enforces `opts`.
+    pub fn with_options(public_key: &VerifyingKey, opts: VerifyOptions) -> Verifier {
         Verifier {
             key: *public_key,
+            opts,
             chains: BTreeMap::new(),
-            saw_header: false,
+            version: None,
             line: 0,
         }
     }
@@ -750,6 +937,23 @@ impl Verifier {
             seq,
             failure,
         }
+    }
+
+    /// A failure at the current line (for checks made beside the verifier, such as the
+    /// live tables against a record just fed).
+    pub fn error_here(
+        &self,
+        tenant: &TenantId,
+        seq: Option<u64>,
+        failure: VerifyFailure,
+    ) -> VerifyError {
+        self.fail(Some(tenant), seq, failure)
+    }
+
+    /// Count `n` lines as already read (lines of other tenants' chains verified
+    /// separately), so failures name the line an export of them all would have.
+    pub fn skip_lines(&mut self, n: usize) {
+        self.line = self.line.saturating_add(n);
     }
 
     /// Check the next line of the export (text, without the newline).
@@ -770,36 +974,59 @@ impl Verifier {
     }
 
     fn check(&mut self, parsed: ExportLine) -> Result<(), VerifyError> {
-        if !self.saw_header {
+        let Some(version) = self.version else {
             return match &parsed {
                 ExportLine::Header {
                     format, version, ..
-                } if format == EXPORT_FORMAT && *version == EXPORT_VERSION => {
-                    self.saw_header = true;
+                } if format == EXPORT_FORMAT
+                    && (EXPORT_VERSION_MIN..=EXPORT_VERSION).contains(version) =>
+                {
+                    self.version = Some(*version);
                     Ok(())
                 }
                 _ => Err(self.fail(
                     None,
                     None,
                     VerifyFailure::BadHeader(format!(
-                        "line 1 must be a {EXPORT_FORMAT} header of version {EXPORT_VERSION}"
+                        "line 1 must be a {EXPORT_FORMAT} header of version {EXPORT_VERSION_MIN} to {EXPORT_VERSION}"
                     )),
                 )),
             };
-        }
+        };
         match parsed {
             ExportLine::Header { .. } => Err(self.fail(
                 None,
                 None,
                 VerifyFailure::BadHeader("a second header inside the export".into()),
             )),
-            ExportLine::Record(r) => self.record(&r),
+            ExportLine::Record(r) => {
+                self.expected_tenant(&r.tenant, Some(r.seq))?;
+                self.record(&r)
+            }
             ExportLine::Head {
                 tenant,
                 seq,
                 hash,
+                signed_at,
                 signature,
-            } => self.head(&tenant, seq, &hash, &signature),
+            } => {
+                self.expected_tenant(&tenant, Some(seq))?;
+                self.head(version, &tenant, seq, &hash, signed_at, &signature)
+            }
+        }
+    }
+
+    fn expected_tenant(&self, found: &TenantId, seq: Option<u64>) -> Result<(), VerifyError> {
+        match &self.opts.tenant {
+            Some(expected) if expected != found => Err(self.fail(
+                Some(found),
+                seq,
+                VerifyFailure::OtherTenant {
+                    expected: expected.clone(),
+                    found: found.clone(),
+                },
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -817,7 +1044,7 @@ impl Verifier {
                 VerifyFailure::Malformed("a record after its tenant's head line".into()),
             ));
         }
-        let expected = head.seq + 1;
+        let expected = head.seq.saturating_add(1);
         if r.seq != expected {
             return Err(self.fail(
                 t,
@@ -858,22 +1085,63 @@ impl Verifier {
 
     fn head(
         &mut self,
+        version: u32,
         tenant: &TenantId,
         seq: u64,
         hash: &str,
+        signed_at: Option<Timestamp>,
         signature: &str,
     ) -> Result<(), VerifyError> {
         let t = Some(tenant);
+        if self
+            .chains
+            .get(tenant)
+            .is_some_and(|c| c.signed_head.is_some())
+        {
+            return Err(self.fail(
+                t,
+                Some(seq),
+                VerifyFailure::Malformed("a second head line for this tenant".into()),
+            ));
+        }
         let hash_bytes = decode_hex32(hash);
         let ok = match (hash_bytes, decode_sig(signature)) {
             (Some(h), Some(sig)) => self
                 .key
-                .verify_strict(&head_message(tenant.as_str(), seq, &h), &sig)
+                .verify_strict(&head_message(tenant.as_str(), seq, &h, signed_at), &sig)
                 .is_ok(),
             _ => false,
         };
         if !ok {
             return Err(self.fail(t, Some(seq), VerifyFailure::BadHeadSignature));
+        }
+        // The signature is good: now its time. A version-2 export never carries an
+        // undated head (one pasted in from an old export is refused), and a verifier that
+        // asks how recent the head is refuses undated ones.
+        match (signed_at, self.opts.heads_signed_since) {
+            (None, since) if version >= 2 || since.is_some() => {
+                return Err(self.fail(t, Some(seq), VerifyFailure::UndatedHead));
+            }
+            (Some(at), Some(not_before)) if at < not_before => {
+                return Err(self.fail(
+                    t,
+                    Some(seq),
+                    VerifyFailure::StaleHead {
+                        signed_at: at,
+                        not_before,
+                    },
+                ));
+            }
+            _ => {}
+        }
+        if let (Some(at), Some(now)) = (signed_at, self.opts.now)
+            && at > now.saturating_add(HEAD_CLOCK_SKEW_SECS)
+        {
+            return Err(self.fail(
+                t,
+                Some(seq),
+                VerifyFailure::FutureHead { signed_at: at, now },
+            ));
         }
         let have = self
             .chains
@@ -902,56 +1170,590 @@ impl Verifier {
                 records: 0,
                 signed_head: None,
             })
-            .signed_head = Some(seq);
+            .signed_head = Some((seq, signed_at));
         Ok(())
     }
 
-    /// End of the export: every tenant must have had its signed head.
+    /// End of the export: every tenant must have had its signed head; the expected
+    /// tenant (if any) must be there; and there must be records (unless allowed empty).
     pub fn finish(self) -> Result<VerifyReport, VerifyError> {
-        if !self.saw_header {
-            return Err(VerifyError {
-                line: self.line.max(1),
-                tenant: None,
-                seq: None,
-                failure: VerifyFailure::BadHeader("the export is empty".into()),
-            });
+        let end = |tenant: Option<TenantId>, seq: Option<u64>, failure| VerifyError {
+            line: self.line.max(1),
+            tenant,
+            seq,
+            failure,
+        };
+        if self.version.is_none() {
+            return Err(end(
+                None,
+                None,
+                VerifyFailure::BadHeader("the export is empty".into()),
+            ));
         }
         let mut report = VerifyReport::default();
-        for (tenant, chain) in self.chains {
+        for (tenant, chain) in &self.chains {
             match chain.signed_head {
-                Some(h) => report.tenants.push((tenant, chain.records, h)),
-                None => {
-                    return Err(VerifyError {
-                        line: self.line,
-                        seq: Some(chain.head.seq),
-                        tenant: Some(tenant),
-                        failure: VerifyFailure::MissingHead,
+                Some((h, signed_at)) => {
+                    report.tenants.push((tenant.clone(), chain.records, h));
+                    report.heads.push(VerifiedHead {
+                        tenant: tenant.clone(),
+                        seq: h,
+                        signed_at,
                     });
                 }
+                None => {
+                    return Err(end(
+                        Some(tenant.clone()),
+                        Some(chain.head.seq),
+                        VerifyFailure::MissingHead,
+                    ));
+                }
             }
+        }
+        if let Some(t) = &self.opts.tenant
+            && !self.chains.contains_key(t)
+        {
+            // Nothing of the expected tenant: say the export is empty if it is, else
+            // that its head is missing.
+            if report.records() == 0 && !self.opts.allow_empty {
+                return Err(end(Some(t.clone()), None, VerifyFailure::NoRecords));
+            }
+            return Err(end(Some(t.clone()), None, VerifyFailure::MissingHead));
+        }
+        if report.records() == 0 && !self.opts.allow_empty {
+            return Err(end(
+                self.opts.tenant.clone(),
+                None,
+                VerifyFailure::NoRecords,
+            ));
         }
         Ok(report)
     }
 }
 
 /// Verify an export offline with the authority's public key: every record's hash and
-/// signature, every link, every sequence number, and each tenant's signed head. Returns
-/// the first failure, naming the line, tenant and record.
+/// signature, every link, every sequence number, and each tenant's signed head. Refuses
+/// an export without records. Returns the first failure, naming the line, tenant and
+/// record. [`verify_with`] also checks the tenant and how recent the heads are.
 pub fn verify<R: BufRead>(
     export: R,
     public_key: &VerifyingKey,
 ) -> Result<VerifyReport, VerifyError> {
-    let mut v = Verifier::new(public_key);
-    for line in export.lines() {
-        match line {
-            Ok(l) => v.feed_line(&l)?,
+    verify_with(export, public_key, VerifyOptions::default())
+}
+
+/// [`verify`], also enforcing `opts`: only the expected tenant's lines, heads signed
+/// recently enough. Reads outside input: every problem is a [`VerifyError`], lines
+/// longer than [`MAX_EXPORT_LINE`] included.
+pub fn verify_with<R: BufRead>(
+    mut export: R,
+    public_key: &VerifyingKey,
+    opts: VerifyOptions,
+) -> Result<VerifyReport, VerifyError> {
+    let mut v = Verifier::with_options(public_key, opts);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        // Read at most one byte past the limit, so an overlong line is seen as such
+        // without reading it all.
+        let limit = (MAX_EXPORT_LINE + 1) as u64;
+        let n = match (&mut export).take(limit).read_until(b'\n', &mut buf) {
+            Ok(n) => n,
             Err(e) => {
                 v.line += 1;
                 return Err(v.fail(None, None, VerifyFailure::Malformed(e.to_string())));
             }
+        };
+        if n == 0 {
+            break;
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        } else if buf.len() > MAX_EXPORT_LINE {
+            v.line += 1;
+            return Err(v.fail(
+                None,
+                None,
+                VerifyFailure::Malformed(format!(
+                    "line longer than {MAX_EXPORT_LINE} bytes: not an export line"
+                )),
+            ));
+        }
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        match std::str::from_utf8(&buf) {
+            Ok(l) => v.feed_line(l)?,
+            Err(e) => {
+                v.line += 1;
+                return Err(v.fail(
+                    None,
+                    None,
+                    VerifyFailure::Malformed(format!("not UTF-8 text: {e}")),
+                ));
+            }
         }
     }
     v.finish()
+}
+
+/// A posting the chain vouches for, in chain order (see [`TableCheck`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpectedPosting {
+    /// One posting row of a usage batch, as its `usage` record lists it.
+    Usage {
+        /// The record that lists it.
+        seq: u64,
+        /// The batch.
+        batch: BatchKey,
+        /// The posting as the record states it.
+        posting: AuditPosting,
+    },
+    /// The rows of a hold posted by amount (one per source drawn, plus overrun): their
+    /// credits add up to what the `hold_ended` record consumed plus the overrun it
+    /// recorded.
+    HoldPost {
+        /// The `hold_ended` record.
+        seq: u64,
+        /// The hold.
+        hold: HoldId,
+        /// Credits of all its rows together.
+        amount: Credits,
+    },
+}
+
+/// A table row that differs from the chain: table, row id, column, chain's value,
+/// table's value, and the record that vouches for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Record vouching for the row (`None`: the row has none).
+    pub seq: Option<u64>,
+    /// The failure ([`VerifyFailure::TableMismatch`]).
+    pub failure: VerifyFailure,
+}
+
+fn mismatch(
+    seq: Option<u64>,
+    table: &str,
+    id: impl ToString,
+    column: &str,
+    chain: impl ToString,
+    found: impl ToString,
+) -> Mismatch {
+    Mismatch {
+        seq,
+        failure: VerifyFailure::TableMismatch(Box::new(RowMismatch {
+            table: table.into(),
+            id: id.to_string(),
+            column: column.into(),
+            chain: chain.to_string(),
+            found: found.to_string(),
+        })),
+    }
+}
+
+/// Signed micro-credits as credits (a tampered row may make a derived figure negative).
+fn show_micros(v: i128) -> String {
+    let sign = if v < 0 { "-" } else { "" };
+    let a = v.unsigned_abs();
+    format!("{sign}{}.{:06}", a / 1_000_000, a % 1_000_000)
+}
+
+/// What a tenant's chain vouches for in the live tables, gathered record by record:
+/// the wallet totals after the last movement (every movement record states them), each
+/// grant's credits put in (its `grant` record, plus `reset` refills and `adjustment`
+/// credits), and each posting row (in order: usage records list theirs, a hold posted
+/// by amount states its total).
+///
+/// Checked against the tables: every posting row, in row order, equals the next posting
+/// the chain lists, and no row is left over; the wallet row's totals equal the last
+/// stated totals; each grant row exists in the chain with the `granted` the chain puts
+/// in, keeps `available + held + consumed + expired = granted`, and the grants' columns
+/// add up to the stated totals. The chain states no per-grant split of draws, so a row's
+/// `available`, `held`, `consumed` and `expired` are checked through that sum and the
+/// row's own balance, not one by one.
+#[derive(Debug, Clone, Default)]
+pub struct TableCheck {
+    /// Totals after the last movement, and that record's sequence number.
+    totals: WalletTotals,
+    totals_seq: Option<u64>,
+    /// Per grant: credits put in, and the last record that changed that.
+    grants: BTreeMap<GrantId, (u128, u64)>,
+    pending: std::collections::VecDeque<ExpectedPosting>,
+}
+
+impl TableCheck {
+    /// A check for one tenant's chain, from its first record.
+    pub fn new() -> TableCheck {
+        TableCheck::default()
+    }
+
+    /// Take in the next record of the chain (already verified).
+    pub fn record(&mut self, seq: u64, event: &AuditEvent) {
+        let before = self.totals;
+        let mut put_in = |g: GrantId, x: Credits| {
+            let e = self.grants.entry(g).or_insert((0, seq));
+            e.0 += u128::from(x.0);
+            e.1 = seq;
+        };
+        let after = match event {
+            AuditEvent::Grant {
+                grant,
+                amount,
+                after,
+                ..
+            } => {
+                put_in(*grant, *amount);
+                Some(after)
+            }
+            AuditEvent::Reset {
+                grant,
+                refilled,
+                after,
+                ..
+            } => {
+                put_in(*grant, *refilled);
+                Some(after)
+            }
+            AuditEvent::Adjustment {
+                grant,
+                credit,
+                after,
+                ..
+            } => {
+                put_in(*grant, *credit);
+                Some(after)
+            }
+            AuditEvent::Usage {
+                batch,
+                postings,
+                after,
+                ..
+            } => {
+                for p in postings {
+                    self.pending.push_back(ExpectedPosting::Usage {
+                        seq,
+                        batch: batch.clone(),
+                        posting: p.clone(),
+                    });
+                }
+                Some(after)
+            }
+            AuditEvent::HoldEnded {
+                hold,
+                consumed_now,
+                after,
+                ..
+            } => {
+                // Posting by amount charges `consumed_now` to the hold's sources and what
+                // a lowered cap cut off to overrun (the only overrun this event adds).
+                let overrun = after.overrun.0.saturating_sub(before.overrun.0);
+                let amount = consumed_now.0.saturating_add(overrun);
+                if amount > 0 {
+                    self.pending.push_back(ExpectedPosting::HoldPost {
+                        seq,
+                        hold: *hold,
+                        amount: Credits(amount),
+                    });
+                }
+                Some(after)
+            }
+            AuditEvent::Hold { after, .. }
+            | AuditEvent::HoldReduced { after, .. }
+            | AuditEvent::Expire { after, .. } => Some(after),
+            AuditEvent::Alert { .. } | AuditEvent::Config { .. } => None,
+        };
+        if let Some(a) = after {
+            self.totals = *a;
+            self.totals_seq = Some(seq);
+        }
+    }
+
+    /// The next posting the chain lists that has not been matched yet.
+    pub fn next_expected(&mut self) -> Option<ExpectedPosting> {
+        self.pending.pop_front()
+    }
+
+    /// Compare one posting row (`id`: its row id) with the usage posting the chain lists.
+    pub fn check_usage_row(
+        seq: u64,
+        batch: &BatchKey,
+        want: &AuditPosting,
+        id: i64,
+        row: &Posting,
+    ) -> Result<(), Mismatch> {
+        let m = |column: &str, chain: String, found: String| {
+            Err(mismatch(Some(seq), "postings", id, column, chain, found))
+        };
+        let show_batch = |b: Option<&BatchKey>| b.map_or("none".to_string(), |b| b.to_string());
+        let show_hold = |h: Option<HoldId>| h.map_or("none".to_string(), |h| h.0.to_string());
+        let show_funding = |f: Funding| match f.to_parts() {
+            (k, Some(g)) => format!("{k} {g}"),
+            (k, None) => k.to_string(),
+        };
+        if row.batch.as_ref() != Some(batch) {
+            return m(
+                "batch",
+                show_batch(Some(batch)),
+                show_batch(row.batch.as_ref()),
+            );
+        }
+        if row.amount != want.amount {
+            return m("amount", want.amount.to_string(), row.amount.to_string());
+        }
+        if row.funding != want.funding {
+            return m(
+                "funding",
+                show_funding(want.funding),
+                show_funding(row.funding),
+            );
+        }
+        if row.hold != want.hold {
+            return m("hold_id", show_hold(want.hold), show_hold(row.hold));
+        }
+        if row.records != want.records {
+            return m("records", want.records.to_string(), row.records.to_string());
+        }
+        // Records written before attribution name the instance in `agent`; the
+        // migration moved such rows' `agent` to `agent_instance`.
+        let agent_ok = (row.agent == want.agent && row.agent_instance == want.agent_instance)
+            || (want.agent_instance.is_empty()
+                && row.agent.is_empty()
+                && row.agent_instance == want.agent);
+        if !agent_ok {
+            return m(
+                "agent",
+                format!("{:?}/{:?}", want.agent, want.agent_instance),
+                format!("{:?}/{:?}", row.agent, row.agent_instance),
+            );
+        }
+        for (column, chain, found) in [
+            ("model", &want.model, &row.model),
+            ("feature", &want.feature, &row.feature),
+            ("task", &want.task, &row.task),
+        ] {
+            if chain != found {
+                return m(column, format!("{chain:?}"), format!("{found:?}"));
+            }
+        }
+        if row.outcomes != want.outcomes {
+            return m(
+                "outcomes",
+                want.outcomes.to_string(),
+                row.outcomes.to_string(),
+            );
+        }
+        if row.work_units != want.work_units {
+            return m(
+                "work_units",
+                want.work_units.to_string(),
+                row.work_units.to_string(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Compare the rows of a hold posted by amount (`rows`: those following in row order
+    /// with no batch and this hold) with what the `hold_ended` record states.
+    pub fn check_hold_post_rows(
+        seq: u64,
+        hold: HoldId,
+        amount: Credits,
+        rows: &[(i64, Posting)],
+    ) -> Result<(), Mismatch> {
+        let Some((first, _)) = rows.first() else {
+            return Err(mismatch(
+                Some(seq),
+                "postings",
+                "-",
+                "row",
+                format!("a posting of hold {} for {amount}", hold.0),
+                "no such row",
+            ));
+        };
+        let total: i128 = rows.iter().map(|(_, p)| i128::from(p.amount.0)).sum();
+        if total != i128::from(amount.0) {
+            let (chain, found) = if rows.len() == 1 {
+                (amount.to_string(), show_micros(total))
+            } else {
+                (
+                    format!("{amount} over the hold's {} rows", rows.len()),
+                    show_micros(total),
+                )
+            };
+            return Err(mismatch(
+                Some(seq),
+                "postings",
+                first,
+                "amount",
+                chain,
+                found,
+            ));
+        }
+        Ok(())
+    }
+
+    /// A posting row the chain does not list (after its last record).
+    pub fn extra_row(last_seq: u64, id: i64, row: &Posting) -> Mismatch {
+        mismatch(
+            None,
+            "postings",
+            id,
+            "row",
+            format!("no posting after record {last_seq}"),
+            format!("a row of {}", row.amount),
+        )
+    }
+
+    /// A posting the chain lists that has no row.
+    pub fn missing_row(exp: &ExpectedPosting) -> Mismatch {
+        match exp {
+            ExpectedPosting::Usage {
+                seq,
+                batch,
+                posting,
+            } => mismatch(
+                Some(*seq),
+                "postings",
+                "-",
+                "row",
+                format!("a posting of {batch} for {}", posting.amount),
+                "no such row",
+            ),
+            ExpectedPosting::HoldPost { seq, hold, amount } => mismatch(
+                Some(*seq),
+                "postings",
+                "-",
+                "row",
+                format!("a posting of hold {} for {amount}", hold.0),
+                "no such row",
+            ),
+        }
+    }
+
+    /// Compare the wallet row's totals with the totals the last movement stated.
+    pub fn check_wallet(&self, tenant: &TenantId, row: &WalletTotals) -> Result<(), Mismatch> {
+        let c = &self.totals;
+        for (column, chain, found) in [
+            ("granted", c.granted, row.granted),
+            ("available", c.available, row.available),
+            ("held", c.held, row.held),
+            ("consumed", c.consumed, row.consumed),
+            ("expired", c.expired, row.expired),
+            ("plan_held", c.plan_held, row.plan_held),
+            ("plan_consumed", c.plan_consumed, row.plan_consumed),
+            ("overrun", c.overrun, row.overrun),
+        ] {
+            if chain != found {
+                return Err(mismatch(
+                    self.totals_seq,
+                    "wallets",
+                    tenant,
+                    column,
+                    chain,
+                    found,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Compare the tenant's grant rows (all of them, closed too) with the chain.
+    pub fn check_grants(&self, rows: &[Grant]) -> Result<(), Mismatch> {
+        let cols = |g: &Grant| -> [i128; 4] {
+            [g.available, g.held, g.consumed, g.expired].map(|c| i128::from(c.0))
+        };
+        const NAMES: [&str; 4] = ["available", "held", "consumed", "expired"];
+        let t = &self.totals;
+        let chain_sums: [i128; 4] =
+            [t.available, t.held, t.consumed, t.expired].map(|c| i128::from(c.0));
+        let mut sums = [0i128; 4];
+        let mut granted_sum = 0i128;
+        for g in rows {
+            for (s, v) in sums.iter_mut().zip(cols(g)) {
+                *s += v;
+            }
+            granted_sum += i128::from(g.granted.0);
+        }
+        // The first column whose sum over the grants differs from the stated totals is
+        // the one a row with a broken balance gets blamed for.
+        let bad_col = (0..4).find(|&i| sums[i] != chain_sums[i]);
+        let mut seen = BTreeSet::new();
+        for g in rows {
+            let Some(&(put_in, seq)) = self.grants.get(&g.id) else {
+                return Err(mismatch(
+                    None,
+                    "grants",
+                    g.id.0,
+                    "id",
+                    "no grant record",
+                    format!("a grant of {}", g.granted),
+                ));
+            };
+            seen.insert(g.id);
+            if u128::from(g.granted.0) != put_in {
+                return Err(mismatch(
+                    Some(seq),
+                    "grants",
+                    g.id.0,
+                    "granted",
+                    show_micros(put_in as i128),
+                    g.granted,
+                ));
+            }
+            let v = cols(g);
+            let total: i128 = v.iter().sum();
+            if total != put_in as i128 {
+                // Name the column: the one whose sum is off, and what the chain's
+                // `granted` leaves for it next to the row's other columns.
+                let i = bad_col.unwrap_or(0);
+                let others: i128 = total - v[i];
+                let column = if bad_col.is_some() {
+                    NAMES[i]
+                } else {
+                    "available+held+consumed+expired"
+                };
+                let (chain, found) = if bad_col.is_some() {
+                    (show_micros(put_in as i128 - others), show_micros(v[i]))
+                } else {
+                    (show_micros(put_in as i128), show_micros(total))
+                };
+                return Err(mismatch(Some(seq), "grants", g.id.0, column, chain, found));
+            }
+        }
+        if let Some((id, (put_in, seq))) = self.grants.iter().find(|(id, _)| !seen.contains(*id)) {
+            return Err(mismatch(
+                Some(*seq),
+                "grants",
+                id.0,
+                "id",
+                format!("a grant of {}", show_micros(*put_in as i128)),
+                "no such row",
+            ));
+        }
+        let sum_id = "(all grants of the tenant)";
+        if granted_sum != i128::from(t.granted.0) {
+            return Err(mismatch(
+                self.totals_seq,
+                "grants",
+                sum_id,
+                "granted",
+                t.granted,
+                show_micros(granted_sum),
+            ));
+        }
+        if let Some(i) = bad_col {
+            return Err(mismatch(
+                self.totals_seq,
+                "grants",
+                sum_id,
+                NAMES[i],
+                show_micros(chain_sums[i]),
+                show_micros(sums[i]),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// For `skip_serializing_if`: a field absent at zero keeps older records' encoding.

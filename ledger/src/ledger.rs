@@ -14,7 +14,8 @@ use ed25519_dalek::VerifyingKey;
 use tollgate_core::{CreditPack, Credits, PriceBook};
 
 use crate::audit::{
-    self, AuditRecord, AuditSigner, ChainHead, ExportLine, HoldEnd, VerifyError, VerifyReport,
+    self, AuditRecord, AuditSigner, ChainHead, ExportLine, HoldEnd, VerifyError, VerifyFailure,
+    VerifyReport,
 };
 use crate::clock::{Clock, Timestamp};
 use crate::engine::{Ctx, WalletTx};
@@ -1147,42 +1148,221 @@ impl Ledger {
     }
 
     /// Verify the given tenants' chains in the store (all if `None`) with this ledger's
-    /// public key, as an export would be verified (what `tollgate ctl audit verify`
-    /// does against the database), streaming. The outer error is a store failure; the
-    /// inner one names the first bad record.
+    /// public key, as an export would be verified, and check the live tables against
+    /// what each chain vouches for (see [`audit::TableCheck`]): every posting row, each
+    /// grant's balance, the wallet totals. This is what `tollgate ctl audit verify` does
+    /// against the database; it streams. The outer error is a store failure; the inner
+    /// one names the first bad record, or the first row that differs from the chain
+    /// (table, row, column, the chain's value and the table's).
+    ///
+    /// Tenants are verified one by one, each on its own verifier (their chains are
+    /// independent). The reads take no lock, so a movement committed while a tenant is checked can make
+    /// its tables look ahead of the chain read: a table mismatch is believed only if the
+    /// tenant's chain head did not move meanwhile; otherwise that tenant is checked again
+    /// (up to three times in all).
     pub async fn verify_audit(
         &self,
         tenants: Option<&[TenantId]>,
     ) -> Result<Result<VerifyReport, VerifyError>, LedgerError> {
-        let mut v = audit::Verifier::new(&self.public_key());
+        let opts = audit::VerifyOptions {
+            allow_empty: true,
+            ..Default::default()
+        };
         let header = ExportLine::Header {
             format: audit::EXPORT_FORMAT.into(),
             version: audit::EXPORT_VERSION,
             public_key: self.signer.public_key_hex(),
             exported_at: self.clock.now(),
         };
-        if let Err(e) = v.feed(header) {
-            return Ok(Err(e));
-        }
-        let mut failed: Option<VerifyError> = None;
-        let signer = &self.signer;
-        self.each_audit_record(tenants, |item| {
-            if failed.is_none() {
-                let line = match item {
-                    ChainItem::Record(r) => ExportLine::Record(r.clone()),
-                    ChainItem::Head(t, h) => signer.sign_head(t, &h),
-                };
-                if let Err(e) = v.feed(line) {
-                    failed = Some(e);
+        let list = match tenants {
+            Some(t) => t.to_vec(),
+            None => self.store.tenants().await?,
+        };
+        let mut report = VerifyReport {
+            tables: Some(audit::TablesChecked::default()),
+            ..Default::default()
+        };
+        // Records numbered as an export of these tenants would number them (the header
+        // is line 1, each tenant's records follow, the heads come last), so a failure
+        // names the line the same record has in an export.
+        let mut line = 1;
+        for t in &list {
+            let mut attempt = 1;
+            loop {
+                // Each tenant (and each attempt) on a verifier of its own: chains are
+                // independent, and a retry starts the tenant over.
+                let mut v = audit::Verifier::with_options(&self.public_key(), opts.clone());
+                if let Err(e) = v.feed(header.clone()) {
+                    return Ok(Err(e));
+                }
+                v.skip_lines(line - 1);
+                let mut checked = audit::TablesChecked::default();
+                let (head, res) = self.verify_tenant(t, &mut v, &mut checked).await?;
+                let res = res.and_then(|()| v.finish());
+                match res {
+                    Ok(r) => {
+                        // An export writes every tenant's head after all records.
+                        line = line.saturating_add(usize::try_from(head.seq).unwrap_or(usize::MAX));
+                        report.tenants.extend(r.tenants);
+                        report.heads.extend(r.heads);
+                        if let Some(all) = report.tables.as_mut() {
+                            all.postings += checked.postings;
+                            all.grants += checked.grants;
+                            all.wallets += checked.wallets;
+                        }
+                        break;
+                    }
+                    Err(e)
+                        if attempt < 3
+                            && matches!(e.failure, VerifyFailure::TableMismatch(_))
+                            && self.wallet_row(t).await?.audit_head != head =>
+                    {
+                        attempt += 1;
+                    }
+                    Err(e) => return Ok(Err(e)),
                 }
             }
-            Ok(())
-        })
-        .await?;
-        if let Some(e) = failed {
-            return Ok(Err(e));
         }
-        Ok(v.finish())
+        Ok(Ok(report))
+    }
+
+    /// One tenant of [`Ledger::verify_audit`]: its chain up to the head its wallet row
+    /// states (returned), then its posting rows, wallet totals and grants.
+    async fn verify_tenant(
+        &self,
+        t: &TenantId,
+        v: &mut audit::Verifier,
+        checked: &mut audit::TablesChecked,
+    ) -> Result<(ChainHead, Result<(), VerifyError>), LedgerError> {
+        let row = self.wallet_row(t).await?;
+        let head = row.audit_head;
+        let fail = |v: &audit::Verifier, m: audit::Mismatch| v.error_here(t, m.seq, m.failure);
+        let mut check = audit::TableCheck::new();
+        let mut rows = PostingCursor::new(self.store.as_ref(), t);
+        let mut from = 1;
+        while from <= head.seq {
+            let page = self.store.audit_records(t, from, EXPORT_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            from = last.seq + 1;
+            for r in page.iter().filter(|r| r.seq <= head.seq) {
+                if let Err(e) = v.feed(ExportLine::Record(r.clone())) {
+                    return Ok((head, Err(e)));
+                }
+                // Signed by the authority, yet not an event this ledger knows: a newer
+                // version wrote it, and nothing can be said about the tables.
+                let event = match r.event() {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        let f = VerifyFailure::Malformed(e.to_string());
+                        return Ok((head, Err(v.error_here(t, Some(r.seq), f))));
+                    }
+                };
+                check.record(r.seq, &event);
+                while let Some(exp) = check.next_expected() {
+                    if let Err(m) = rows.check(&exp).await? {
+                        return Ok((head, Err(fail(v, m))));
+                    }
+                }
+            }
+        }
+        if let Err(e) = v.feed(self.signer.sign_head(t, &head, self.clock.now())) {
+            return Ok((head, Err(e)));
+        }
+        if let Some((id, p)) = rows.next().await? {
+            return Ok((
+                head,
+                Err(fail(v, audit::TableCheck::extra_row(head.seq, id, &p))),
+            ));
+        }
+        checked.postings = rows.seen;
+        if let Err(m) = check.check_wallet(t, &row.totals) {
+            return Ok((head, Err(fail(v, m))));
+        }
+        checked.wallets = 1;
+        let grants = self.store.grants(t, true).await?;
+        if let Err(m) = check.check_grants(&grants) {
+            return Ok((head, Err(fail(v, m))));
+        }
+        checked.grants = grants.len() as u64;
+        Ok((head, Ok(())))
+    }
+}
+
+/// A tenant's posting rows in row order, read page by page, for [`Ledger::verify_audit`].
+struct PostingCursor<'a> {
+    store: &'a dyn Store,
+    tenant: &'a TenantId,
+    buf: std::collections::VecDeque<(i64, crate::usage::Posting)>,
+    after: i64,
+    done: bool,
+    seen: u64,
+}
+
+impl<'a> PostingCursor<'a> {
+    fn new(store: &'a dyn Store, tenant: &'a TenantId) -> Self {
+        PostingCursor {
+            store,
+            tenant,
+            buf: Default::default(),
+            after: 0,
+            done: false,
+            seen: 0,
+        }
+    }
+
+    async fn peek(&mut self) -> Result<Option<&(i64, crate::usage::Posting)>, LedgerError> {
+        if self.buf.is_empty() && !self.done {
+            let page = self
+                .store
+                .posting_rows(self.tenant, self.after, EXPORT_PAGE)
+                .await?;
+            match page.last() {
+                Some((id, _)) => self.after = *id,
+                None => self.done = true,
+            }
+            self.buf.extend(page);
+        }
+        Ok(self.buf.front())
+    }
+
+    async fn next(&mut self) -> Result<Option<(i64, crate::usage::Posting)>, LedgerError> {
+        self.peek().await?;
+        let r = self.buf.pop_front();
+        if r.is_some() {
+            self.seen += 1;
+        }
+        Ok(r)
+    }
+
+    /// Match the next row(s) with a posting the chain lists.
+    async fn check(
+        &mut self,
+        exp: &audit::ExpectedPosting,
+    ) -> Result<Result<(), audit::Mismatch>, LedgerError> {
+        Ok(match exp {
+            audit::ExpectedPosting::Usage {
+                seq,
+                batch,
+                posting,
+            } => match self.next().await? {
+                Some((id, row)) => {
+                    audit::TableCheck::check_usage_row(*seq, batch, posting, id, &row)
+                }
+                None => Err(audit::TableCheck::missing_row(exp)),
+            },
+            audit::ExpectedPosting::HoldPost { seq, hold, amount } => {
+                let mut group = Vec::new();
+                while let Some((_, p)) = self.peek().await?
+                    && p.batch.is_none()
+                    && p.hold == Some(*hold)
+                {
+                    if let Some(r) = self.next().await? {
+                        group.push(r);
+                    }
+                }
+                audit::TableCheck::check_hold_post_rows(*seq, *hold, *amount, &group)
+            }
+        })
     }
 }
 

@@ -351,6 +351,22 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Posting>, LedgerError>;
 
+    /// Posting rows of a tenant with their row ids (SQLite's rowid, PostgreSQL's identity
+    /// column), ids above `after_id`, in id order (the order they were written), up to
+    /// `limit`: audit verification walks them beside the tenant's chain. The default
+    /// says the store cannot.
+    async fn posting_rows(
+        &self,
+        tenant: &TenantId,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Posting)>, LedgerError> {
+        let _ = (tenant, after_id, limit);
+        Err(LedgerError::store(
+            "this store cannot list posting rows by id, so the audit chain cannot be checked against them",
+        ))
+    }
+
     /// A posted batch's outcome.
     async fn batch(&self, key: &BatchKey) -> Result<Option<BatchOutcome>, LedgerError>;
 

@@ -1204,3 +1204,68 @@ async fn edited_deleted_or_reordered_audit_records_are_named() {
     })
     .await;
 }
+
+/// Issue 15 on PostgreSQL: the tester's statements leave the chain intact but not the
+/// tables; verification checks the tables against the chain and names the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_changed_behind_the_chain_are_named() {
+    with_db(
+        "tables_changed_behind_the_chain_are_named",
+        |db| async move {
+            let (s, l) = history(&db).await;
+            let rep = l.verify_audit(None).await.unwrap().unwrap();
+            let tables = rep.tables.unwrap();
+            assert_eq!((tables.postings, tables.grants, tables.wallets), (2, 3, 2));
+            let exec = |sql: &'static str| {
+                let pool = s.pool().clone();
+                async move {
+                    sqlx::query(sql).execute(&pool).await.unwrap();
+                }
+            };
+            let mismatch = |table: &str, id: String, column: &str, chain: &str, found: &str| {
+                VerifyFailure::TableMismatch(Box::new(tollgate_ledger::audit::RowMismatch {
+                    table: table.into(),
+                    id,
+                    column: column.into(),
+                    chain: chain.into(),
+                    found: found.into(),
+                }))
+            };
+            let id: i64 = sqlx::query_scalar(
+                "SELECT id FROM postings WHERE tenant = 'acme' ORDER BY id LIMIT 1",
+            )
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+
+            exec("UPDATE postings SET amount = amount + 5000000").await;
+            let err = l.verify_audit(None).await.unwrap().unwrap_err();
+            assert_eq!(err.tenant, Some(tenant("acme")), "{err}");
+            assert_eq!(err.seq, Some(4), "{err}");
+            assert_eq!(
+                err.failure,
+                mismatch("postings", id.to_string(), "amount", "4.000000", "9.000000")
+            );
+            exec("UPDATE postings SET amount = amount - 5000000").await;
+            l.verify_audit(None).await.unwrap().unwrap();
+
+            exec("UPDATE grants SET available = available + 100000000").await;
+            let err = l.verify_audit(None).await.unwrap().unwrap_err();
+            assert_eq!(err.tenant, Some(tenant("acme")), "{err}");
+            assert_eq!(
+                err.failure,
+                mismatch("grants", "1".into(), "available", "96.000000", "196.000000")
+            );
+            exec("UPDATE grants SET available = available - 100000000").await;
+            l.verify_audit(None).await.unwrap().unwrap();
+
+            exec("UPDATE wallets SET overrun = overrun + 1 WHERE tenant = 'other'").await;
+            let err = l.verify_audit(None).await.unwrap().unwrap_err();
+            assert_eq!(
+                err.failure,
+                mismatch("wallets", "other".into(), "overrun", "0.000000", "0.000001")
+            );
+        },
+    )
+    .await;
+}

@@ -68,7 +68,7 @@ Examples:
   tollgate ctl what-if acme --price-book new-prices.toml --from 2026-11-01
   tollgate ctl audit verify --tenant acme
   tollgate ctl audit export --tenant acme --out acme-audit.jsonl
-  tollgate ctl audit verify --file acme-audit.jsonl --public-key <hex>
+  tollgate ctl audit verify --file acme-audit.jsonl --public-key <hex> --tenant acme --max-head-age 1h
 
 Amounts are credits (up to 6 decimals); dates are YYYY-MM-DD (UTC) or unix seconds.";
 
@@ -282,7 +282,7 @@ mod tests {
             "task list: tenant --limit",
             "denials: tenant --since",
             "audit: ",
-            "audit verify: --tenant --file --public-key",
+            "audit verify: --tenant --all-tenants --file --public-key --max-head-age --head-after",
             "audit export: --tenant --out",
             "estimate: tenant --line --days --total --agent-initiated --agent --feature",
             "what-if: tenant --price-book --from --to",

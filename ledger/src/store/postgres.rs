@@ -671,6 +671,27 @@ impl Store for PostgresStore {
         rows.iter().map(posting_from).collect()
     }
 
+    async fn posting_rows(
+        &self,
+        tenant: &TenantId,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Posting)>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT id AS row_id, * FROM postings WHERE tenant = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| -> Result<(i64, Posting), LedgerError> {
+                Ok((sqlx::Row::try_get::<i64, _>(r, "row_id")?, posting_from(r)?))
+            })
+            .collect()
+    }
+
     async fn batch(&self, key: &BatchKey) -> Result<Option<BatchOutcome>, LedgerError> {
         let row = sqlx::query("SELECT outcome FROM batches WHERE sidecar_id = $1 AND seq = $2")
             .bind(key.sidecar_id.as_str())

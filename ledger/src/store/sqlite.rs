@@ -658,6 +658,27 @@ impl Store for SqliteStore {
         rows.iter().map(posting_from).collect()
     }
 
+    async fn posting_rows(
+        &self,
+        tenant: &TenantId,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Posting)>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT rowid AS row_id, * FROM postings WHERE tenant = ? AND rowid > ? ORDER BY rowid LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| -> Result<(i64, Posting), LedgerError> {
+                Ok((sqlx::Row::try_get::<i64, _>(r, "row_id")?, posting_from(r)?))
+            })
+            .collect()
+    }
+
     async fn batch(&self, key: &BatchKey) -> Result<Option<BatchOutcome>, LedgerError> {
         let row = sqlx::query("SELECT outcome FROM batches WHERE sidecar_id = ? AND seq = ?")
             .bind(key.sidecar_id.as_str())
