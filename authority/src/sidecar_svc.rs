@@ -212,6 +212,8 @@ impl SessionHandler {
                 let seq = b.seq;
                 let item = match prepare_batch(&self.sid, &self.reg, b) {
                     Ok(batch) => {
+                        #[cfg(tollgate_sim_broken)]
+                        let batch = broken_idempotency_key(batch, self.generation);
                         let (reply, wait) = oneshot::channel();
                         if state.ingest.submit(batch, reply).await.is_err() {
                             let st = Status::unavailable("the authority is shutting down");
@@ -547,6 +549,19 @@ async fn ack_loop(
             let _ = state.policy.put_durable_hint(&sid, d).await;
         }
     }
+}
+
+/// The deliberately broken variant the simulation must catch (`--cfg
+/// tollgate_sim_broken`, set only by `.ci/sim.sh` in its own target dir): batches keyed
+/// per session, so a batch re-sent on a new session (the sidecar's replay after a
+/// reconnect) is posted again instead of being recognised as a duplicate.
+#[cfg(tollgate_sim_broken)]
+fn broken_idempotency_key(mut batch: UsageBatch, generation: u64) -> UsageBatch {
+    batch.key.seq = batch
+        .key
+        .seq
+        .saturating_add(generation.saturating_mul(1 << 32));
+    batch
 }
 
 /// Verifies and converts a wire batch; the error says why it is rejected.
