@@ -187,6 +187,9 @@ pub struct Report {
     pub totals: BTreeMap<String, TenantTotals>,
     /// Batches the authority acknowledged (accepted or duplicate).
     pub acked_batches: u64,
+    /// Per tenant: the most agents ever spent past the wallet and the cap (within their
+    /// reservations), and the outage bound at that moment.
+    pub max_excess: BTreeMap<String, (u64, u64)>,
     /// FNV-1a digest of the event trace and the final totals: equal for equal seeds.
     pub digest: u64,
 }
@@ -204,6 +207,8 @@ pub struct TenantTotals {
     pub granted: u64,
     /// Still held at the end.
     pub held: u64,
+    /// Charged to the plan (list price; the hard cap bounds it).
+    pub plan_consumed: u64,
 }
 
 struct Fnv(u64);
@@ -460,6 +465,14 @@ impl World {
                         GrantSpec::new(GrantKind::Purchased, Credits(w.cfg.wallet_micro)),
                     )
                     .await?;
+                if let Some(cap) = w.hard_cap(t) {
+                    // Past its grant this tenant spends on its plan, up to the hard cap.
+                    let plan = tollgate_ledger::Plan {
+                        hard_cap: Some(Credits(cap)),
+                        ..tollgate_ledger::Plan::default()
+                    };
+                    a.state.ledger.set_plan(&tid, Some(plan)).await?;
+                }
             }
             anyhow::Ok(())
         })?;
@@ -521,6 +534,13 @@ impl World {
             });
         }
         Ok(w)
+    }
+
+    /// The last tenant has a plan with a hard cap (a fifth of its wallet); the others
+    /// only their wallet.
+    fn hard_cap(&self, tenant: &str) -> Option<u64> {
+        (self.tenants.len() > 1 && self.tenants.last().is_some_and(|t| t == tenant))
+            .then_some(self.cfg.wallet_micro / 5)
     }
 
     fn now(&self) -> u64 {
@@ -1215,6 +1235,7 @@ impl World {
                     posted: b.consumed.0 + b.plan_consumed.0 + b.overrun.0,
                     granted: b.granted.0,
                     held: b.held.0 + b.plan_held.0,
+                    plan_consumed: b.plan_consumed.0,
                 },
             );
         }
@@ -1248,12 +1269,27 @@ impl World {
             // the wallet, plus what sidecars could spend without the authority (their
             // leases when they lost it, the emergency allowance).
             let slack = self.slack.get(t).copied().unwrap_or(0);
+            let cap = self.hard_cap(t).unwrap_or(0);
             let within = x.committed - x.overrun_committed;
             self.report.checks += 1;
-            if within > x.granted + slack {
+            if within > x.granted + cap + slack {
                 return Err(self.violation(format!(
-                    "tenant {t}: agents spent {within} micro-credits within their reservations, past the wallet {} + outage bound {slack}",
+                    "tenant {t}: agents spent {within} micro-credits within their reservations, past the wallet {} + hard cap {cap} + outage bound {slack}",
                     x.granted
+                )));
+            }
+            let excess = within.saturating_sub(x.granted + cap);
+            let e = self.report.max_excess.entry(t.clone()).or_insert((0, 0));
+            if excess > e.0 {
+                *e = (excess, slack);
+            }
+            // The ledger never charges a plan past its hard cap (this plan has no
+            // included credits: its charge is what it paid at list price).
+            self.report.checks += 1;
+            if x.plan_consumed > cap {
+                return Err(self.violation(format!(
+                    "tenant {t}: the plan was charged {} micro-credits, past its hard cap {cap}",
+                    x.plan_consumed
                 )));
             }
         }

@@ -15,7 +15,8 @@ fn usage() -> ExitCode {
         "usage: tollgate-sim (--seed N | --seeds K [--start S]) [--steps STEPS] [--quiet]\n\
          \x20 --seed N     run seed N; exit 1 on a violation\n\
          \x20 --seeds K    run K seeds (from --start, default 0) and print a summary\n\
-         \x20 --steps      steps per seed before quiescence (default 2000)"
+         \x20 --steps      steps per seed before quiescence (default 2000)\n\
+         \x20 --for-secs T stop starting seeds after T seconds (long sweeps)"
     );
     ExitCode::from(2)
 }
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     let mut start = 0u64;
     let mut steps = SimConfig::new(0).steps;
     let mut quiet = false;
+    let mut for_secs = u64::MAX;
     let mut i = 0;
     while i < args.len() {
         let val = |i: usize| args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
             "--seeds" => seeds = val(i),
             "--start" => start = val(i).unwrap_or(0),
             "--steps" => steps = val(i).unwrap_or(steps),
+            "--for-secs" => for_secs = val(i).unwrap_or(u64::MAX),
             "--quiet" => {
                 quiet = true;
                 i += 1;
@@ -59,7 +62,15 @@ fn main() -> ExitCode {
     let mut calls = 0u64;
     let mut faults: BTreeMap<&str, u64> = FAULT_KINDS.iter().map(|k| (*k, 0)).collect();
     let mut failures = Vec::new();
+    // The most agents spent past a wallet and cap (within reservations) in any seed.
+    let mut max_excess = (0u64, 0u64, 0u64);
+    let mut ran = 0usize;
     for (n, s) in list.iter().enumerate() {
+        if t0.elapsed().as_secs() >= for_secs {
+            println!("time budget of {for_secs} s spent: stopping after {n} seeds");
+            break;
+        }
+        ran += 1;
         let mut cfg = SimConfig::new(*s);
         cfg.steps = steps;
         let started = Instant::now();
@@ -68,6 +79,11 @@ fn main() -> ExitCode {
                 total_steps += r.steps;
                 checks += r.checks;
                 calls += r.calls;
+                for (e, slack) in r.max_excess.values() {
+                    if *e > max_excess.0 {
+                        max_excess = (*e, *slack, *s);
+                    }
+                }
                 for (k, v) in &r.faults {
                     *faults.entry(k).or_insert(0) += v;
                 }
@@ -89,8 +105,14 @@ fn main() -> ExitCode {
                 if single {
                     for (t, x) in &r.totals {
                         println!(
-                            "  tenant {t}: committed={} (overrun {}) posted={} granted={} held={}",
-                            x.committed, x.overrun_committed, x.posted, x.granted, x.held
+                            "  tenant {t}: committed={} (overrun {}) posted={} (plan {}) granted={} held={} max_excess_over_wallet_and_cap={:?}",
+                            x.committed,
+                            x.overrun_committed,
+                            x.posted,
+                            x.plan_consumed,
+                            x.granted,
+                            x.held,
+                            r.max_excess.get(t)
                         );
                     }
                     println!("  faults: {:?}", r.faults);
@@ -104,8 +126,13 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "summary: seeds={} failed={} steps={} calls={} checks={} faults={:?} elapsed={}s",
-        list.len(),
+        "max spent past wallet+cap within reservations: {} micro-credits (outage bound then {}, seed {})",
+        max_excess.0, max_excess.1, max_excess.2
+    );
+    println!(
+        "summary: seeds={} (from {}) failed={} steps={} calls={} checks={} faults={:?} elapsed={}s",
+        ran,
+        list.first().copied().unwrap_or(0),
         failures.len(),
         total_steps,
         calls,
