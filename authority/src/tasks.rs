@@ -58,7 +58,7 @@ pub fn spawn_loops(state: Arc<State>, shutdown: watch::Receiver<bool>) {
 /// the ledger's sweep, policy sync from the store (replicas), pruning ended windows and
 /// old denial counts. The deterministic simulation (`sim/`) calls it on its own clock.
 pub async fn housekeeping(s: &Arc<State>) {
-    crate::leasing::settle_due_leases(&s).await;
+    crate::leasing::settle_due_leases(s).await;
     match s.ledger.sweep(1000).await {
         Ok(r) => {
             s.metrics.batches_pruned.inc_by(r.batches_pruned);
@@ -66,7 +66,7 @@ pub async fn housekeeping(s: &Arc<State>) {
         Err(e) => tracing::warn!(error = %e, "ledger sweep failed"),
     }
     // Replicas: push what another replica changed; forget ended windows.
-    if let Err(e) = crate::policy_push::sync_policies_from_store(&s).await {
+    if let Err(e) = crate::policy_push::sync_policies_from_store(s).await {
         tracing::warn!(error = %e, "policy sync from the store failed");
     }
     if let Err(e) = s.policy.prune_windows(now_ms()).await {

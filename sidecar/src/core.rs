@@ -1480,11 +1480,10 @@ impl Core {
                     // A request unanswered for half a second is not worth waiting for: the
                     // authority may have nothing to grant (a cap reached).
                     l.in_flight == 0
-                        || l.asked_at
-                            .is_none_or(|t| {
-                                tollgate_core::clock::now().saturating_duration_since(t)
-                                    > Duration::from_millis(500)
-                            })
+                        || l.asked_at.is_none_or(|t| {
+                            tollgate_core::clock::now().saturating_duration_since(t)
+                                > Duration::from_millis(500)
+                        })
                 }))
     }
 

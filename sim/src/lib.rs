@@ -98,7 +98,7 @@ impl Rng {
         Rng(seed ^ 0x5DEE_CE66_D1CE_5EED)
     }
     /// The next word.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -110,16 +110,16 @@ impl Rng {
         if hi <= lo {
             return lo;
         }
-        lo + self.next() % (hi - lo + 1)
+        lo + self.next_u64() % (hi - lo + 1)
     }
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
         // 53 random bits as a fraction in [0, 1).
-        ((self.next() >> 11) as f64) / ((1u64 << 53) as f64) < p
+        ((self.next_u64() >> 11) as f64) / ((1u64 << 53) as f64) < p
     }
     /// An index below `n` (n > 0).
     pub fn pick(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -484,7 +484,7 @@ impl World {
             let mut key = [0u8; 32];
             let mut kr = Rng::new(w.cfg.seed ^ (i as u64 + 1).wrapping_mul(0xA5A5));
             for chunk in key.chunks_mut(8) {
-                chunk.copy_from_slice(&kr.next().to_le_bytes());
+                chunk.copy_from_slice(&kr.next_u64().to_le_bytes());
             }
             std::fs::write(pod.join("sidecar.key"), key)?;
             let cfg = SidecarConfig {
@@ -649,7 +649,7 @@ impl World {
         self.sides[i].notices_loss_at_ms = None;
         let now = self.now();
         self.net
-            .retain(|m| !(m.side == i && !matches!(m.payload, Payload::Up(_))));
+            .retain(|m| m.side != i || matches!(m.payload, Payload::Up(_)));
         if let Some(a) = self.authority.as_mut() {
             for ((side, _), s) in a.sessions.iter_mut() {
                 if *side == i && s.closes_at_ms.is_none() {
