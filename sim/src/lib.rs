@@ -1410,7 +1410,9 @@ impl World {
         self.report.checks += 1;
         if !missing.is_empty() {
             return Err(self.violation(format!(
-                "quiescence: acknowledged batches missing from the ledger: {missing:?}"
+                "quiescence: {} acknowledged batches missing from the ledger, the first: {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
             )));
         }
         self.report.totals = totals;
