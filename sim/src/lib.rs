@@ -209,6 +209,8 @@ pub struct TenantTotals {
     pub held: u64,
     /// Charged to the plan (list price; the hard cap bounds it).
     pub plan_consumed: u64,
+    /// Posted as overrun by the ledger (usage no hold, grant or cap room paid).
+    pub ledger_overrun: u64,
 }
 
 struct Fnv(u64);
@@ -1236,6 +1238,7 @@ impl World {
                     granted: b.granted.0,
                     held: b.held.0 + b.plan_held.0,
                     plan_consumed: b.plan_consumed.0,
+                    ledger_overrun: b.overrun.0,
                 },
             );
         }
@@ -1274,8 +1277,8 @@ impl World {
             self.report.checks += 1;
             if within > x.granted + cap + slack {
                 return Err(self.violation(format!(
-                    "tenant {t}: agents spent {within} micro-credits within their reservations, past the wallet {} + hard cap {cap} + outage bound {slack}",
-                    x.granted
+                    "tenant {t}: agents spent {within} micro-credits within their reservations, past the wallet {} + hard cap {cap} + outage bound {slack} (committed {}, their overruns {}, posted {}, posted as overrun {}, held {})",
+                    x.granted, x.committed, x.overrun_committed, x.posted, x.ledger_overrun, x.held
                 )));
             }
             let excess = within.saturating_sub(x.granted + cap);
