@@ -22,6 +22,15 @@ fn usage() -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // TOLLGATE_SIM_LOG=<filter> (e.g. `tollgate_sidecar=debug`): the parties' own logs on
+    // stderr, interleaved with TOLLGATE_SIM_TRACE's events.
+    if let Ok(filter) = std::env::var("TOLLGATE_SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut seed = None;
     let mut seeds = None;
