@@ -273,6 +273,8 @@ struct Agent {
 struct Side {
     cfg: SidecarConfig,
     core: Option<Core>,
+    /// The running sidecar's metrics (its outbox gauge says what is unacknowledged).
+    metrics: Arc<Metrics>,
     /// The session the sidecar believes is open (its number), and its up channel.
     session: Option<(u64, mpsc::Receiver<SessionUp>)>,
     next_session: u64,
@@ -509,14 +511,12 @@ impl World {
                 tier_floor_permille: [0, 0, 0],
                 lane_overrun_allowance: CREDIT,
             };
-            let core = Core::start(
-                cfg.clone(),
-                Arc::new(Metrics::default()),
-                Arc::new(Health::default()),
-            )?;
+            let metrics = Arc::new(Metrics::default());
+            let core = Core::start(cfg.clone(), metrics.clone(), Arc::new(Health::default()))?;
             w.sides.push(Side {
                 cfg,
                 core: Some(core),
+                metrics,
                 session: None,
                 next_session: 1,
                 down_until_ms: None,
@@ -877,13 +877,15 @@ impl World {
         }
         for i in 0..self.sides.len() {
             if self.sides[i].down_until_ms.is_some_and(|t| t <= now) {
+                let metrics = Arc::new(Metrics::default());
                 match Core::start(
                     self.sides[i].cfg.clone(),
-                    Arc::new(Metrics::default()),
+                    metrics.clone(),
                     Arc::new(Health::default()),
                 ) {
                     Ok(core) => {
                         self.sides[i].core = Some(core);
+                        self.sides[i].metrics = metrics;
                         self.sides[i].down_until_ms = None;
                         self.sides[i].next_connect_ms = now;
                         self.event(format!(
@@ -1306,10 +1308,12 @@ impl World {
         self.authority.is_some()
             && self.net.is_empty()
             && self.sides.iter().all(|s| {
+                // Connected, nothing waiting to be sent, every batch acknowledged (not
+                // `Core::flushed`, which also waits for unanswered demand: two limits
+                // refused for good are asked again, in turn, forever).
                 s.session.is_some()
-                    && s.core
-                        .as_ref()
-                        .is_some_and(|c| c.flushed() && c.up_queue_empty())
+                    && s.core.as_ref().is_some_and(Core::up_queue_empty)
+                    && s.metrics.outbox_pending.get() == 0
             })
     }
 
