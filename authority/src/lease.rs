@@ -56,7 +56,7 @@
 //! replica a sidecar talks to (a sidecar may get less than a fleet-wide fair share would
 //! give it, never more than the limit allows).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use tollgate_proto::v1::LimitKey;
 
@@ -168,9 +168,9 @@ pub fn fair_grant(i: ShareInput) -> u64 {
 /// The authority's lease book (in memory; wallet holds are also in the store).
 #[derive(Debug, Default)]
 pub struct LeaseTable {
-    leases: HashMap<String, LeaseState>,
+    leases: BTreeMap<String, LeaseState>,
     /// (limit key, sidecar) -> demand.
-    demand: HashMap<(String, String), Demand>,
+    demand: BTreeMap<(String, String), Demand>,
     next_id: u64,
 }
 

@@ -181,40 +181,10 @@ pub async fn start_with_clock(
     opts: ServeOptions,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, ServeError> {
-    let signer = AuditSigner::from_seed_hex(opts.signer_seed_hex.trim())
-        .map_err(|e| ServeError::Key(e.to_string()))?;
-    let (store, policy) = open_stores(&opts.store, true).await?;
-    let ledger = Arc::new(
-        Ledger::new(store, clock, signer)
-            .with_batch_retention(opts.config.batch_retention_secs())
-            .with_overrun_allowance(opts.config.leases.overrun_allowance()),
-    );
-    let metrics = Arc::new(Metrics::new());
-    let webhook = WebhookSender::new(
-        opts.config.webhook_secret.as_deref().map(str::as_bytes),
-        opts.config.webhook_allow_private_targets,
-        metrics.clone(),
-    )
-    .map_err(|e| ServeError::Transport(e.to_string()))?;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let state = Arc::new(State {
-        ingest: Ingest::start(ledger.clone(), metrics.clone()),
-        ledger,
-        policy,
-        auth: Authenticator::from_config(&opts.config),
-        metrics: metrics.clone(),
-        sessions: Sessions::default(),
-        // Lease ids are recorded in the store: start their serials past any an earlier
-        // run of this process could have used.
-        leases: Mutex::new(LeaseTable::starting_at(now_ms().saturating_mul(1000))),
-        grant_locks: Default::default(),
-        lease_cfg: opts.config.leases.clone(),
-        started_ms: now_ms(),
-        webhook,
-        alert_dirty: Mutex::new(BTreeSet::new()),
-        policy_cache: Mutex::new(HashMap::new()),
-        shutdown: shutdown_rx.clone(),
-    });
+    let (state, shutdown_tx) =
+        open_state(&opts.store, &opts.config, &opts.signer_seed_hex, clock).await?;
+    let shutdown_rx = state.shutdown.clone();
+    let metrics = state.metrics.clone();
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -286,6 +256,54 @@ pub async fn start_with_clock(
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// The authority's shared [`State`] over the store at `store` (migrated), without any
+/// listener or background loop: what [`start_with_clock`] serves, and what the
+/// deterministic simulation (`sim/`) drives message by message. Needs a tokio runtime (the
+/// ingest committer is spawned). The sender turns the state's shutdown flag on.
+pub async fn open_state(
+    store: &str,
+    config: &Config,
+    signer_seed_hex: &str,
+    clock: Arc<dyn Clock>,
+) -> Result<(Arc<State>, watch::Sender<bool>), ServeError> {
+    let signer = AuditSigner::from_seed_hex(signer_seed_hex.trim())
+        .map_err(|e| ServeError::Key(e.to_string()))?;
+    let (store, policy) = open_stores(store, true).await?;
+    let ledger = Arc::new(
+        Ledger::new(store, clock, signer)
+            .with_batch_retention(config.batch_retention_secs())
+            .with_overrun_allowance(config.leases.overrun_allowance()),
+    );
+    let metrics = Arc::new(Metrics::new());
+    let webhook = WebhookSender::new(
+        config.webhook_secret.as_deref().map(str::as_bytes),
+        config.webhook_allow_private_targets,
+        metrics.clone(),
+    )
+    .map_err(|e| ServeError::Transport(e.to_string()))?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(State {
+        ingest: Ingest::start(ledger.clone(), metrics.clone()),
+        ledger,
+        policy,
+        auth: Authenticator::from_config(config),
+        metrics: metrics.clone(),
+        sessions: Sessions::default(),
+        // Lease ids are recorded in the store: start their serials past any an earlier
+        // run of this process could have used.
+        leases: Mutex::new(LeaseTable::starting_at(now_ms().saturating_mul(1000))),
+        grant_locks: Default::default(),
+        lease_cfg: config.leases.clone(),
+        started_ms: now_ms(),
+        webhook,
+        alert_dirty: Mutex::new(BTreeSet::new()),
+        policy_cache: Mutex::new(HashMap::new()),
+        shutdown: shutdown_rx.clone(),
+    });
+
+    Ok((state, shutdown_tx))
 }
 
 /// Reads a file into a string, naming it in the error.

@@ -73,117 +73,8 @@ impl SidecarService for SidecarSvc {
         &self,
         req: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
-        let state = &self.state;
-        let (p, cred) = sidecar_principal(state, req.metadata())?;
-        let r = req.into_inner();
-        let sid = convert::plain_id("sidecar_id", &r.sidecar_id)?;
-        if r.tenants.is_empty() {
-            return Err(invalid(
-                "tenants",
-                "list at least one tenant this sidecar serves",
-            ));
-        }
-        // Bounded before any per-entry work (each tenant costs store reads).
-        if r.tenants.len() > MAX_REGISTER_TENANTS || r.held_leases.len() > MAX_HELD_LEASES {
-            Metrics::count(&state.metrics.refused, "register_too_large");
-            return Err(invalid(
-                if r.tenants.len() > MAX_REGISTER_TENANTS {
-                    "tenants"
-                } else {
-                    "held_leases"
-                },
-                format!(
-                    "a Register may name at most {MAX_REGISTER_TENANTS} tenants and {MAX_HELD_LEASES} held leases (got {} and {})",
-                    r.tenants.len(),
-                    r.held_leases.len()
-                ),
-            ));
-        }
-        let mut tenants = Vec::with_capacity(r.tenants.len());
-        for (i, t) in r.tenants.iter().enumerate() {
-            let t = convert::tenant_id(&format!("tenants[{i}]"), t)?;
-            p.check_tenant(&t)?;
-            let tid = TenantId::new(t.as_str()).map_err(|e| invalid("tenants", e))?;
-            state.ledger.config(&tid).await.map_err(ledger_status)?;
-            if !tenants.contains(&t) {
-                tenants.push(t);
-            }
-        }
-        let key: [u8; 32] = r.public_key.as_slice().try_into().map_err(|_| {
-            invalid(
-                "public_key",
-                format!(
-                    "must be the 32 bytes of an ed25519 public key, got {} bytes",
-                    r.public_key.len()
-                ),
-            )
-        })?;
-        let public_key = VerifyingKey::from_bytes(&key)
-            .map_err(|_| invalid("public_key", "is not a valid ed25519 public key"))?;
-        if let Some(prev) = state.sessions.registration(&sid)
-            && prev.credential != cred
-        {
-            return Err(Status::permission_denied(format!(
-                "sidecar id {sid:?} is registered with another credential"
-            )));
-        }
-        // The id belongs to the first credential that registered it (stored, so it holds
-        // across restarts and replicas): another credential's sidecar must never post
-        // under it, or its batches would shadow the owner's (same keys) and draw on the
-        // owner's holds.
-        let owner = state
-            .policy
-            .claim_sidecar(&sid, &cred, &tenants, now_ms())
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        if owner != cred {
-            Metrics::count(&state.metrics.refused, "sidecar_id_owned");
-            tracing::warn!(
-                sidecar = sid,
-                credential = cred,
-                owner,
-                "sidecar id registered by another credential; refused"
-            );
-            return Err(Status::permission_denied(format!(
-                "sidecar id {sid:?} belongs to another credential: give this sidecar its own id"
-            )));
-        }
-        state.sessions.register(
-            &sid,
-            Registration {
-                credential: cred,
-                tenants: tenants.clone(),
-                public_key,
-            },
-        );
-        let honoured = relearn(state, &sid, &tenants, &r.held_leases).await;
-        let durable = durable_through(state, &sid).await?;
-        let mut policies = Vec::new();
-        let mut books = Vec::new();
-        for t in &tenants {
-            policies.push(crate::policy_push::policy_view(state, t).await?);
-            if let Some(b) = crate::policy_push::price_book_view(state, t).await? {
-                books.push(b);
-            }
-        }
-        tracing::info!(
-            sidecar = sid,
-            ?tenants,
-            held = r.held_leases.len(),
-            honoured = honoured.len(),
-            durable,
-            "sidecar registered"
-        );
-        Ok(Response::new(RegisterResponse {
-            durable_through_seq: durable,
-            policies,
-            price_books: books,
-            honoured_lease_ids: honoured,
-            relearn_until_unix_ms: state.relearn_until_ms(),
-            lease_ttl_ms: state.lease_cfg.ttl_secs.saturating_mul(1000),
-            heartbeat_interval_ms: 10_000,
-            server_unix_ms: now_ms(),
-        }))
+        let (md, _, r) = req.into_parts();
+        register(&self.state, &md, r).await.map(Response::new)
     }
 
     type SessionStream = ReceiverStream<Result<SessionDown, Status>>;
@@ -192,10 +83,73 @@ impl SidecarService for SidecarSvc {
         &self,
         req: Request<Streaming<SessionUp>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let state = self.state.clone();
-        let (_, cred) = sidecar_principal(&state, req.metadata())?;
-        let sid = req
-            .metadata()
+        let (md, _, stream) = req.into_parts();
+        let (handler, rx) = SessionHandler::open(self.state.clone(), &md)?;
+        tokio::spawn(run_session(handler, stream));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Reads the stream into the handler until it ends, fails, the handler ends the session
+/// or the authority shuts down.
+async fn run_session(mut handler: SessionHandler, mut stream: Streaming<SessionUp>) {
+    let mut shutdown = handler.state.shutdown.clone();
+    loop {
+        let next = tokio::select! {
+            m = stream.message() => m,
+            _ = async { let _ = shutdown.wait_for(|v| *v).await; } => {
+                let _ = handler.tx.send(Err(Status::unavailable("the authority is shutting down; reconnect"))).await;
+                break;
+            }
+        };
+        let msg = match next {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(sidecar = handler.sid, error = %e, "session stream ended");
+                break;
+            }
+        };
+        if handler.on_up(msg).await.is_err() {
+            break;
+        }
+    }
+    handler.close().await;
+}
+
+/// Downstream messages of a session, as [`SessionHandler::open`] returns them.
+pub type DownRx = mpsc::Receiver<Result<SessionDown, Status>>;
+
+/// One sidecar's session, independent of the transport: the gRPC `Session` feeds it the
+/// messages of its stream; the deterministic simulation (`sim/`) feeds it messages from
+/// its simulated network. What goes down (grants, acknowledgements, pushes, the status
+/// that ends the session) is on the [`DownRx`] that [`SessionHandler::open`] returns.
+///
+/// Batches are verified and submitted to the group-commit ingest without waiting; an
+/// acker task sends their `BatchAck`s in order as the commits complete (at most
+/// [`MAX_IN_FLIGHT`] in flight).
+#[derive(Debug)]
+pub struct SessionHandler {
+    state: Arc<State>,
+    sid: String,
+    reg: Registration,
+    generation: u64,
+    tx: DownTx,
+    durable: Arc<AtomicU64>,
+    commits: mpsc::Sender<Commit>,
+    acker: tokio::task::JoinHandle<()>,
+}
+
+impl SessionHandler {
+    /// Opens the session of the registered sidecar that `md` names (its credential in
+    /// `authorization`, its id in the sidecar-id header), replacing any older session of
+    /// it. Needs a tokio runtime (it spawns the acker).
+    pub fn open(
+        state: Arc<State>,
+        md: &tonic::metadata::MetadataMap,
+    ) -> Result<(SessionHandler, DownRx), Status> {
+        let (_, cred) = sidecar_principal(&state, md)?;
+        let sid = md
             .get(tollgate_proto::SIDECAR_ID_HEADER)
             .ok_or_else(|| {
                 Status::invalid_argument(format!(
@@ -219,86 +173,76 @@ impl SidecarService for SidecarSvc {
         let (tx, rx) = mpsc::channel(1024);
         let generation = state.sessions.open(&sid, reg.tenants.clone(), tx.clone());
         state.metrics.sessions.inc();
-        let stream = req.into_inner();
-        tokio::spawn(run_session(state, sid, reg, generation, stream, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let durable = Arc::new(AtomicU64::new(0));
+        let (commits, crx) = mpsc::channel::<Commit>(MAX_IN_FLIGHT);
+        let acker = tokio::spawn(ack_loop(
+            state.clone(),
+            sid.clone(),
+            crx,
+            tx.clone(),
+            durable.clone(),
+        ));
+        Ok((
+            SessionHandler {
+                state,
+                sid,
+                reg,
+                generation,
+                tx,
+                durable,
+                commits,
+                acker,
+            },
+            rx,
+        ))
     }
-}
 
-type Commit = (
-    u64,
-    Result<oneshot::Receiver<Result<BatchOutcome, LedgerError>>, String>,
-);
+    /// The sidecar id.
+    pub fn sidecar_id(&self) -> &str {
+        &self.sid
+    }
 
-async fn run_session(
-    state: Arc<State>,
-    sid: String,
-    reg: Registration,
-    generation: u64,
-    mut stream: Streaming<SessionUp>,
-    tx: DownTx,
-) {
-    let durable = Arc::new(AtomicU64::new(0));
-    let (ctx, crx) = mpsc::channel::<Commit>(MAX_IN_FLIGHT);
-    let acker = tokio::spawn(ack_loop(
-        state.clone(),
-        sid.clone(),
-        crx,
-        tx.clone(),
-        durable.clone(),
-    ));
-    let mut shutdown = state.shutdown.clone();
-    loop {
-        let next = tokio::select! {
-            m = stream.message() => m,
-            _ = async { let _ = shutdown.wait_for(|v| *v).await; } => {
-                let _ = tx.send(Err(Status::unavailable("the authority is shutting down; reconnect"))).await;
-                break;
-            }
-        };
-        let msg = match next {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(sidecar = sid, error = %e, "session stream ended");
-                break;
-            }
-        };
+    /// Handles one message from the sidecar. `Err`: the session ends (the status was sent
+    /// down when there is one to tell the sidecar).
+    pub async fn on_up(&mut self, msg: SessionUp) -> Result<(), Status> {
+        let state = &self.state;
+        let tx = &self.tx;
         match msg.msg {
             Some(session_up::Msg::Batch(b)) => {
                 let seq = b.seq;
-                let item = match prepare_batch(&sid, &reg, b) {
+                let item = match prepare_batch(&self.sid, &self.reg, b) {
                     Ok(batch) => {
+                        #[cfg(tollgate_sim_broken)]
+                        let batch = broken_idempotency_key(batch, self.generation);
                         let (reply, wait) = oneshot::channel();
                         if state.ingest.submit(batch, reply).await.is_err() {
-                            let _ = tx
-                                .send(Err(Status::unavailable("the authority is shutting down")))
-                                .await;
-                            break;
+                            let st = Status::unavailable("the authority is shutting down");
+                            let _ = tx.send(Err(st.clone())).await;
+                            return Err(st);
                         }
                         (seq, Ok(wait))
                     }
                     Err(why) => (seq, Err(why)),
                 };
-                if ctx.send(item).await.is_err() {
-                    break;
+                if self.commits.send(Commit::Batch(item)).await.is_err() {
+                    return Err(Status::internal("the session's acker stopped"));
                 }
             }
             Some(session_up::Msg::Demand(d)) => {
-                if let Err(st) = handle_demand(&state, &sid, &reg, d, &tx).await {
-                    let _ = tx.send(Err(st)).await;
-                    break;
+                if let Err(st) = handle_demand(state, &self.sid, &self.reg, d, tx).await {
+                    let _ = tx.send(Err(st.clone())).await;
+                    return Err(st);
                 }
             }
             Some(session_up::Msg::LeaseReturn(r)) => {
-                handle_return(&state, &sid, r, durable.load(Ordering::Acquire)).await;
+                handle_return(state, &self.sid, r, self.durable.load(Ordering::Acquire)).await;
             }
             Some(session_up::Msg::TaskOpen(t)) => {
-                crate::task_budget::open(&state, &sid, &reg, t).await;
+                crate::task_budget::open(state, &self.sid, &self.reg, t).await;
             }
             Some(session_up::Msg::Heartbeat(_)) => {
                 send_now(
-                    &tx,
+                    tx,
                     SessionDown {
                         msg: Some(session_down::Msg::Heartbeat(Heartbeat {
                             unix_ms: now_ms(),
@@ -308,19 +252,180 @@ async fn run_session(
             }
             None => {}
         }
+        Ok(())
     }
-    drop(ctx);
-    let _ = acker.await;
-    if state.sessions.close(&sid, generation) {
-        state.metrics.sessions.dec();
-    } else {
-        // Replaced by a newer session: that one counts itself.
-        state.metrics.sessions.dec();
+
+    /// Waits until every batch handed to [`SessionHandler::on_up`] so far is committed (or
+    /// failed) and its acknowledgement sent, with what follows an acknowledgement (closing
+    /// leases whose batches are durable). Production never waits for this (acks overlap
+    /// the next batches); the simulation does, so that each step's effects are complete
+    /// and a run is reproducible. Returns at once if the acker has stopped.
+    pub async fn settled(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.commits.send(Commit::Barrier(done)).await.is_ok() {
+            let _ = wait.await;
+        }
     }
-    let d = durable.load(Ordering::Acquire);
-    if d > 0 {
-        let _ = state.policy.put_durable_hint(&sid, d).await;
+
+    /// Ends the session: the batches in flight are acknowledged first, then the session is
+    /// closed and the durable sequence hint stored.
+    pub async fn close(self) {
+        let SessionHandler {
+            state,
+            sid,
+            generation,
+            durable,
+            commits,
+            acker,
+            ..
+        } = self;
+        drop(commits);
+        let _ = acker.await;
+        if state.sessions.close(&sid, generation) {
+            state.metrics.sessions.dec();
+        } else {
+            // Replaced by a newer session: that one counts itself.
+            state.metrics.sessions.dec();
+        }
+        let d = durable.load(Ordering::Acquire);
+        if d > 0 {
+            let _ = state.policy.put_durable_hint(&sid, d).await;
+        }
     }
+}
+
+/// `Register` without the transport: authenticates the sidecar credential in `md`
+/// (`authorization: Bearer <token>`), records the registration, relearns the leases it
+/// reports holding and answers with its durable sequence, policies and price books. The
+/// gRPC service and the deterministic simulation (`sim/`) both call it.
+pub async fn register(
+    state: &State,
+    md: &tonic::metadata::MetadataMap,
+    r: RegisterRequest,
+) -> Result<RegisterResponse, Status> {
+    let (p, cred) = sidecar_principal(state, md)?;
+    let sid = convert::plain_id("sidecar_id", &r.sidecar_id)?;
+    if r.tenants.is_empty() {
+        return Err(invalid(
+            "tenants",
+            "list at least one tenant this sidecar serves",
+        ));
+    }
+    // Bounded before any per-entry work (each tenant costs store reads).
+    if r.tenants.len() > MAX_REGISTER_TENANTS || r.held_leases.len() > MAX_HELD_LEASES {
+        Metrics::count(&state.metrics.refused, "register_too_large");
+        return Err(invalid(
+            if r.tenants.len() > MAX_REGISTER_TENANTS {
+                "tenants"
+            } else {
+                "held_leases"
+            },
+            format!(
+                "a Register may name at most {MAX_REGISTER_TENANTS} tenants and {MAX_HELD_LEASES} held leases (got {} and {})",
+                r.tenants.len(),
+                r.held_leases.len()
+            ),
+        ));
+    }
+    let mut tenants = Vec::with_capacity(r.tenants.len());
+    for (i, t) in r.tenants.iter().enumerate() {
+        let t = convert::tenant_id(&format!("tenants[{i}]"), t)?;
+        p.check_tenant(&t)?;
+        let tid = TenantId::new(t.as_str()).map_err(|e| invalid("tenants", e))?;
+        state.ledger.config(&tid).await.map_err(ledger_status)?;
+        if !tenants.contains(&t) {
+            tenants.push(t);
+        }
+    }
+    let key: [u8; 32] = r.public_key.as_slice().try_into().map_err(|_| {
+        invalid(
+            "public_key",
+            format!(
+                "must be the 32 bytes of an ed25519 public key, got {} bytes",
+                r.public_key.len()
+            ),
+        )
+    })?;
+    let public_key = VerifyingKey::from_bytes(&key)
+        .map_err(|_| invalid("public_key", "is not a valid ed25519 public key"))?;
+    if let Some(prev) = state.sessions.registration(&sid)
+        && prev.credential != cred
+    {
+        return Err(Status::permission_denied(format!(
+            "sidecar id {sid:?} is registered with another credential"
+        )));
+    }
+    // The id belongs to the first credential that registered it (stored, so it holds
+    // across restarts and replicas): another credential's sidecar must never post
+    // under it, or its batches would shadow the owner's (same keys) and draw on the
+    // owner's holds.
+    let owner = state
+        .policy
+        .claim_sidecar(&sid, &cred, &tenants, now_ms())
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    if owner != cred {
+        Metrics::count(&state.metrics.refused, "sidecar_id_owned");
+        tracing::warn!(
+            sidecar = sid,
+            credential = cred,
+            owner,
+            "sidecar id registered by another credential; refused"
+        );
+        return Err(Status::permission_denied(format!(
+            "sidecar id {sid:?} belongs to another credential: give this sidecar its own id"
+        )));
+    }
+    state.sessions.register(
+        &sid,
+        Registration {
+            credential: cred,
+            tenants: tenants.clone(),
+            public_key,
+        },
+    );
+    let honoured = relearn(state, &sid, &tenants, &r.held_leases).await;
+    let durable = durable_through(state, &sid).await?;
+    let mut policies = Vec::new();
+    let mut books = Vec::new();
+    for t in &tenants {
+        policies.push(crate::policy_push::policy_view(state, t).await?);
+        if let Some(b) = crate::policy_push::price_book_view(state, t).await? {
+            books.push(b);
+        }
+    }
+    tracing::info!(
+        sidecar = sid,
+        ?tenants,
+        held = r.held_leases.len(),
+        honoured = honoured.len(),
+        durable,
+        "sidecar registered"
+    );
+    Ok(RegisterResponse {
+        durable_through_seq: durable,
+        policies,
+        price_books: books,
+        honoured_lease_ids: honoured,
+        relearn_until_unix_ms: state.relearn_until_ms(),
+        lease_ttl_ms: state.lease_cfg.ttl_secs.saturating_mul(1000),
+        heartbeat_interval_ms: 10_000,
+        server_unix_ms: now_ms(),
+    })
+}
+
+/// What the acker works through, in order.
+#[derive(Debug)]
+enum Commit {
+    /// A batch's sequence and its pending commit (or why it was rejected).
+    Batch(
+        (
+            u64,
+            Result<oneshot::Receiver<Result<BatchOutcome, LedgerError>>, String>,
+        ),
+    ),
+    /// Answered once everything before it is acknowledged ([`SessionHandler::settled`]).
+    Barrier(oneshot::Sender<()>),
 }
 
 async fn ack_loop(
@@ -331,7 +436,14 @@ async fn ack_loop(
     durable: Arc<AtomicU64>,
 ) {
     let mut since_hint = 0u32;
-    while let Some((seq, item)) = rx.recv().await {
+    while let Some(next) = rx.recv().await {
+        let (seq, item) = match next {
+            Commit::Batch(b) => b,
+            Commit::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         let ack = match item {
             Err(why) => {
                 Metrics::count(&state.metrics.batches, "rejected");
@@ -437,6 +549,19 @@ async fn ack_loop(
             let _ = state.policy.put_durable_hint(&sid, d).await;
         }
     }
+}
+
+/// The deliberately broken variant the simulation must catch (`--cfg
+/// tollgate_sim_broken`, set only by `.ci/sim.sh` in its own target dir): batches keyed
+/// per session, so a batch re-sent on a new session (the sidecar's replay after a
+/// reconnect) is posted again instead of being recognised as a duplicate.
+#[cfg(tollgate_sim_broken)]
+fn broken_idempotency_key(mut batch: UsageBatch, generation: u64) -> UsageBatch {
+    batch.key.seq = batch
+        .key
+        .seq
+        .saturating_add(generation.saturating_mul(1 << 32));
+    batch
 }
 
 /// Verifies and converts a wire batch; the error says why it is rejected.

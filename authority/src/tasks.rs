@@ -23,24 +23,7 @@ pub fn spawn_loops(state: Arc<State>, shutdown: watch::Receiver<bool>) {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|v| *v) => break,
             }
-            crate::leasing::settle_due_leases(&s).await;
-            match s.ledger.sweep(1000).await {
-                Ok(r) => {
-                    s.metrics.batches_pruned.inc_by(r.batches_pruned);
-                }
-                Err(e) => tracing::warn!(error = %e, "ledger sweep failed"),
-            }
-            // Replicas: push what another replica changed; forget ended windows.
-            if let Err(e) = crate::policy_push::sync_policies_from_store(&s).await {
-                tracing::warn!(error = %e, "policy sync from the store failed");
-            }
-            if let Err(e) = s.policy.prune_windows(now_ms()).await {
-                tracing::warn!(error = %e, "pruning ended quota windows failed");
-            }
-            let day_ago = now_ms().saturating_sub(crate::denials::KEEP_MS);
-            if let Err(e) = s.policy.prune_denials(day_ago).await {
-                tracing::warn!(error = %e, "pruning old denial counts failed");
-            }
+            housekeeping(&s).await;
         }
     });
     // Alert evaluation for tenants with new usage, then webhook delivery.
@@ -69,6 +52,30 @@ pub fn spawn_loops(state: Arc<State>, shutdown: watch::Receiver<bool>) {
         }
         crate::leasing::grant_deferred(&s).await;
     });
+}
+
+/// One pass of the every-second housekeeping: settle leases past their expiry and grace,
+/// the ledger's sweep, policy sync from the store (replicas), pruning ended windows and
+/// old denial counts. The deterministic simulation (`sim/`) calls it on its own clock.
+pub async fn housekeeping(s: &Arc<State>) {
+    crate::leasing::settle_due_leases(s).await;
+    match s.ledger.sweep(1000).await {
+        Ok(r) => {
+            s.metrics.batches_pruned.inc_by(r.batches_pruned);
+        }
+        Err(e) => tracing::warn!(error = %e, "ledger sweep failed"),
+    }
+    // Replicas: push what another replica changed; forget ended windows.
+    if let Err(e) = crate::policy_push::sync_policies_from_store(s).await {
+        tracing::warn!(error = %e, "policy sync from the store failed");
+    }
+    if let Err(e) = s.policy.prune_windows(now_ms()).await {
+        tracing::warn!(error = %e, "pruning ended quota windows failed");
+    }
+    let day_ago = now_ms().saturating_sub(crate::denials::KEEP_MS);
+    if let Err(e) = s.policy.prune_denials(day_ago).await {
+        tracing::warn!(error = %e, "pruning old denial counts failed");
+    }
 }
 
 async fn evaluate_alerts(state: &State) {

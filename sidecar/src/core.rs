@@ -319,7 +319,9 @@ impl Core {
     }
 
     fn mono_secs(&self) -> u64 {
-        self.started.elapsed().as_secs()
+        tollgate_core::clock::now()
+            .saturating_duration_since(self.started)
+            .as_secs()
     }
 
     // ---- session events ------------------------------------------------------------------
@@ -370,7 +372,9 @@ impl Core {
         self.metrics.reconnects.inc();
         if self.link.conn.is_connected() {
             self.link.conn = Connectivity::Disconnected {
-                since_ms: self.started.elapsed().as_millis() as u64,
+                since_ms: tollgate_core::clock::now()
+                    .saturating_duration_since(self.started)
+                    .as_millis() as u64,
             };
         }
         self.link.up = None;
@@ -1349,7 +1353,10 @@ impl Core {
                 .values()
                 .filter_map(|l| {
                     let asked = l.asked_at?;
-                    Some((l.pool, DEMAND_RETRY.saturating_sub(asked.elapsed())))
+                    Some((
+                        l.pool,
+                        DEMAND_RETRY.saturating_sub(now.saturating_duration_since(asked)),
+                    ))
                 })
                 .collect(),
         };
@@ -1569,7 +1576,7 @@ impl Core {
 
     /// Time since an agent last spent or asked for credits.
     pub fn idle_for(&self) -> Duration {
-        self.region.last_activity.elapsed()
+        tollgate_core::clock::now().saturating_duration_since(self.region.last_activity)
     }
 
     /// Stops topping up and takes every lane allowance back.
@@ -1587,8 +1594,10 @@ impl Core {
                     // A request unanswered for half a second is not worth waiting for: the
                     // authority may have nothing to grant (a cap reached).
                     l.in_flight == 0
-                        || l.asked_at
-                            .is_none_or(|t| t.elapsed() > Duration::from_millis(500))
+                        || l.asked_at.is_none_or(|t| {
+                            tollgate_core::clock::now().saturating_duration_since(t)
+                                > Duration::from_millis(500)
+                        })
                 }))
     }
 
