@@ -89,8 +89,6 @@ struct LaneRt {
     burn: BurnMeter,
     last_consumed: u64,
     last_active: Instant,
-    /// The largest call it has asked for (see `lease::CALLS_AHEAD`).
-    call_size: u64,
 }
 
 /// The control loop's state, grouped by concern: the region and what is carved from it,
@@ -1378,25 +1376,14 @@ impl Core {
                 .or_insert_with(|| LaneRt::new(lane.consumed, now));
             if lane.wants_more {
                 rt.last_active = now;
-                rt.call_size = rt.call_size.max(lane.asked);
             }
             let view = crate::lease::LaneView {
                 allowance: lane.allowance,
                 burn_per_sec: rt.burn.rate_per_sec(secs).max(rt.burn.last_second(secs)),
                 idle_for: now.duration_since(rt.last_active),
                 asked: lane.asked,
-                call_size: rt.call_size,
             };
-            // A lane of a finished task makes no more calls: what it holds goes back to the
-            // pools now, not after `idle_after` (an agent working through short tasks leaves
-            // one such lane per task, and their allowances would starve its next tasks).
-            let task_done =
-                lane.task.is_some_and(|t| {
-                    self.region.owner.region().task(t).is_none_or(|e| {
-                        e.completed || e.status == tollgate_client::TaskStatus::Closed
-                    })
-                });
-            let action = if self.shutting_down || task_done {
+            let action = if self.shutting_down {
                 LaneAction::Revoke(lane.allowance)
             } else {
                 self.rules.lane_policy.action(view)
@@ -1667,7 +1654,6 @@ impl LaneRt {
             burn: BurnMeter::new(),
             last_consumed: consumed,
             last_active: now,
-            call_size: 0,
         }
     }
 }

@@ -139,14 +139,7 @@ pub struct LaneView {
     pub idle_for: Duration,
     /// Credits the agent asked for when its lane ran dry (0 when it has not).
     pub asked: u64,
-    /// The largest call the lane has asked for since it was claimed (0: none yet).
-    pub call_size: u64,
 }
-
-/// A lane is kept holding at least this many of its largest calls, so the next call finds
-/// its credits in the lane instead of waiting for a top-up (a top-up happens on the
-/// sidecar's tick, which a call's own duration normally spans).
-pub const CALLS_AHEAD: u64 = 3;
 
 /// What to do with one lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,13 +163,7 @@ impl LanePolicy {
 
     /// Decides one lane.
     pub fn action(&self, lane: LaneView) -> LaneAction {
-        // A lane whose burn is not known yet (a fresh lane: each task has one) would otherwise
-        // get the minimum, often less than one of its calls, and wait again at once.
-        let target = self.target(lane.burn_per_sec).max(
-            lane.call_size
-                .saturating_mul(CALLS_AHEAD)
-                .min(self.max_allowance),
-        );
+        let target = self.target(lane.burn_per_sec);
         // An agent waiting on a dry lane gets what its call needs at once (plus headroom),
         // whatever the lane's recent burn says.
         if lane.asked > lane.allowance {
@@ -352,7 +339,6 @@ mod tests {
             burn_per_sec: 4_000,
             idle_for: Duration::ZERO,
             asked: 0,
-            call_size: 0,
         };
         assert_eq!(lp.action(busy), LaneAction::TopUp(1_001));
         let ok = LaneView {
@@ -370,7 +356,6 @@ mod tests {
             burn_per_sec: 0,
             idle_for: Duration::from_secs(6),
             asked: 0,
-            call_size: 0,
         };
         assert_eq!(lp.action(idle), LaneAction::Revoke(50));
         let idle_empty = LaneView {
@@ -384,7 +369,6 @@ mod tests {
             burn_per_sec: 0,
             idle_for: Duration::ZERO,
             asked: 0,
-            call_size: 0,
         };
         assert_eq!(lp.action(fresh), LaneAction::TopUp(100));
         // an agent waiting for a call larger than the allowance gets it now
@@ -399,49 +383,8 @@ mod tests {
             asked: 50,
             burn_per_sec: 0,
             idle_for: Duration::from_secs(60),
-            call_size: 0,
         };
         assert_eq!(lp.action(waiting_after_idle), LaneAction::TopUp(100));
-    }
-
-    #[test]
-    fn a_fresh_lane_is_topped_up_for_its_next_calls_not_just_the_one_waiting() {
-        let lp = LanePolicy {
-            horizon: Duration::from_millis(500),
-            min_allowance: 100,
-            max_allowance: 10_000,
-            idle_after: Duration::from_secs(5),
-        };
-        // no burn yet; the first call (600) waited: it gets CALLS_AHEAD calls' worth
-        let first = LaneView {
-            allowance: 0,
-            burn_per_sec: 0,
-            idle_for: Duration::ZERO,
-            asked: 600,
-            call_size: 600,
-        };
-        assert_eq!(lp.action(first), LaneAction::TopUp(600 * CALLS_AHEAD));
-        // after a call, a lane below half of that is topped up before the next one
-        let after = LaneView {
-            allowance: 800,
-            asked: 0,
-            ..first
-        };
-        assert_eq!(lp.action(after), LaneAction::TopUp(600 * CALLS_AHEAD - 800));
-        let enough = LaneView {
-            allowance: 900,
-            asked: 0,
-            ..first
-        };
-        assert_eq!(lp.action(enough), LaneAction::Keep);
-        // never past the largest allowance
-        let huge = LaneView {
-            call_size: 9_000,
-            asked: 0,
-            allowance: 0,
-            ..first
-        };
-        assert_eq!(lp.action(huge), LaneAction::TopUp(10_000));
     }
 
     #[test]

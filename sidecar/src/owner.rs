@@ -154,10 +154,9 @@ impl DrainedRecord {
     }
 }
 
-/// A lane of a task is carved at most half of what the task's pool has left while it is
-/// the task's only lane, a third with one other, and 1/`TASK_LANE_SHARE` with more (or what
-/// it asked for, if more), so one lane never takes a small task's whole budget from the
-/// others.
+/// A lane of a task is carved at most 1/`TASK_LANE_SHARE` of what the task's pool has
+/// left (or what it asked for, if more), so one lane never takes a small task's whole
+/// budget from the others.
 pub const TASK_LANE_SHARE: u64 = 4;
 
 /// How long a freed task entry's id is still known to name its late records.
@@ -1350,18 +1349,10 @@ impl Owner {
     /// refill (`hints.refused`), the lane is denied at once until then. A lane of a task
     /// that is closed (or not registered) is given nothing.
     pub fn carvable(&mut self, lane: usize, want: u64, hints: &PoolHints) -> u64 {
-        let in_use = self.lanes_in_use();
-        let Some(info) = in_use.iter().find(|l| l.lane == lane).cloned() else {
+        let Some(info) = self.lanes_in_use().into_iter().find(|l| l.lane == lane) else {
             return 0;
         };
         let Some(key) = info.key else { return 0 };
-        // The other lanes spending the same task (threads or processes sharing it).
-        let task_sharers = key.task.map_or(0, |t| {
-            in_use
-                .iter()
-                .filter(|l| l.lane != lane && l.key.and_then(|k| k.task) == Some(t))
-                .count() as u64
-        });
         let now_ms = now_unix_ms();
         if let Some(t) = key.task
             && self
@@ -1395,8 +1386,7 @@ impl Owner {
                 // A task's budget is often small and shared by several lanes (threads,
                 // processes): one lane gets a share of what is left, at least what it asked
                 // for, never the whole budget while other lanes of the task may need it.
-                let share = (task_sharers + 2).min(TASK_LANE_SHARE);
-                can = can.min((can / share).max(info.demand.0));
+                can = can.min((can / TASK_LANE_SHARE).max(info.demand.0));
             }
             if can < give {
                 give = can;
