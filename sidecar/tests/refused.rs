@@ -76,7 +76,7 @@ fn the_binary_exits_non_zero_when_its_token_does_not_cover_its_tenants() {
             c.env_remove(k);
         }
     }
-    let mut child = c
+    let child = c
         .arg("--region")
         .arg(dir.path().join("pod").join("region"))
         .arg("--state-dir")
@@ -90,16 +90,7 @@ fn the_binary_exits_non_zero_when_its_token_does_not_cover_its_tenants() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run");
-    let end = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the refused sidecar is still running after 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = exits_within_20s(child, "the refused sidecar is still running after 20 s");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{out:?}");

@@ -5,9 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tollgate_sidecar::config::Config;
+
+mod common;
+use common::exits_within_20s;
 use tollgate_sidecar::owner::NotARegion;
 
 const MAGIC: &[u8; 8] = b"TOLLGATE";
@@ -112,7 +115,7 @@ fn the_binary_exits_non_zero_naming_the_file() {
             c.env_remove(k);
         }
     }
-    let mut child = c
+    let child = c
         .arg("--region")
         .arg(&region)
         .arg("--state-dir")
@@ -124,16 +127,7 @@ fn the_binary_exits_non_zero_naming_the_file() {
         .spawn()
         .expect("run");
     // A sidecar that started would run until stopped: give it 20 s to exit.
-    let end = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the sidecar started on a file that is not a region");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = exits_within_20s(child, "the sidecar started on a file that is not a region");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{out:?}");
     assert!(

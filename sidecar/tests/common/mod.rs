@@ -312,3 +312,18 @@ pub fn wait_for_region(region: &Path) {
             .is_some_and(|g| g.tenant(TENANT).is_ok() && g.model(MODEL).is_ok())
     });
 }
+
+/// Waits for `child` to exit on its own within 20 s (killed and `panic!(what)` otherwise),
+/// and returns its output.
+pub fn exits_within_20s(mut child: std::process::Child, what: &str) -> std::process::Output {
+    let end = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
