@@ -2,8 +2,6 @@
 //! the real gRPC service: who spent (agent names, instances, features, tasks), what they
 //! got for it (outcomes, work units), overruns as they are, and what `tollgate ctl` shows.
 
-use clap::Parser;
-use tollgate_authority::cli::ctl::{CtlArgs, execute};
 use tollgate_proto::batch::RecordInput;
 use tollgate_proto::v1::{self as pb, model_price::Pricing, session_down, session_up};
 
@@ -11,18 +9,8 @@ use super::common::*;
 
 const C: u64 = 1_000_000;
 
-#[derive(Debug, Parser)]
-struct Cli {
-    #[command(flatten)]
-    ctl: CtlArgs,
-}
-
 async fn ctl(url: &str, args: &[&str]) -> String {
-    let mut argv = vec!["ctl", "--authority", url, "--admin-token", ADMIN];
-    argv.extend_from_slice(args);
-    execute(Cli::try_parse_from(argv).unwrap().ctl)
-        .await
-        .unwrap()
+    super::common::ctl(url, args).await.unwrap()
 }
 
 /// A record of `agent` on instance `instance` working on `task`, `micro` input tokens

@@ -3,7 +3,6 @@
 //! wallet row changed behind the chain. An export verifies offline for the tenant it
 //! belongs to with a recent head; a cut, empty or spliced export does not.
 
-use clap::Parser;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tollgate_authority::cli::ctl::{AuditCmd, CtlArgs, CtlCommand, execute};
@@ -160,19 +159,6 @@ async fn tampered_audit_records_fail_verify_naming_the_record() {
     let e = execute(offline(&key)).await.unwrap_err().to_string();
     assert!(e.contains("FAILED") && e.contains("record seq"), "{e}");
     h.running.shutdown().await.unwrap();
-}
-
-#[derive(Debug, Parser)]
-struct Cli {
-    #[command(flatten)]
-    ctl: CtlArgs,
-}
-
-/// `tollgate ctl <args>` against `url`, as typed.
-async fn ctl(url: &str, args: &[&str]) -> anyhow::Result<String> {
-    let mut argv = vec!["ctl", "--authority", url, "--admin-token", ADMIN];
-    argv.extend_from_slice(args);
-    execute(Cli::try_parse_from(argv).unwrap().ctl).await
 }
 
 async fn sql(h: &Harness, statement: &'static str) {

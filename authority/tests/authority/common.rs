@@ -674,3 +674,18 @@ pub fn line<'a>(lines: &'a [pb::StatementLine], key: &str) -> &'a pb::StatementL
         .find(|l| l.key == key)
         .unwrap_or_else(|| panic!("no line {key:?} in {lines:?}"))
 }
+
+/// The `tollgate ctl` command line, parsed as the binary parses it.
+#[derive(Debug, clap::Parser)]
+pub struct CtlCli {
+    #[command(flatten)]
+    pub ctl: tollgate_authority::cli::ctl::CtlArgs,
+}
+
+/// `tollgate ctl <args>` against `url` with the admin token, as typed.
+pub async fn ctl(url: &str, args: &[&str]) -> anyhow::Result<String> {
+    use clap::Parser;
+    let mut argv = vec!["ctl", "--authority", url, "--admin-token", ADMIN];
+    argv.extend_from_slice(args);
+    tollgate_authority::cli::ctl::execute(CtlCli::try_parse_from(argv)?.ctl).await
+}

@@ -1,21 +1,9 @@
 //! `tollgate ctl` end to end against a real authority.
 
 use clap::Parser;
-use tollgate_authority::cli::ctl::{CtlArgs, execute};
+use tollgate_authority::cli::ctl::execute;
 
 use super::common::*;
-
-#[derive(Debug, Parser)]
-struct Cli {
-    #[command(flatten)]
-    ctl: CtlArgs,
-}
-
-async fn ctl(url: &str, args: &[&str]) -> anyhow::Result<String> {
-    let mut argv = vec!["ctl", "--authority", url, "--admin-token", ADMIN];
-    argv.extend_from_slice(args);
-    execute(Cli::try_parse_from(argv)?.ctl).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_commands_work_end_to_end() {
@@ -225,7 +213,7 @@ pricing = { kind = "per_action", tokens_per_action = 10000, price_per_action = 2
         "{e}"
     );
     let e = execute(
-        Cli::try_parse_from(["ctl", "--authority", u, "balance", "acme"])
+        CtlCli::try_parse_from(["ctl", "--authority", u, "balance", "acme"])
             .unwrap()
             .ctl,
     )
@@ -236,7 +224,7 @@ pricing = { kind = "per_action", tokens_per_action = 10000, price_per_action = 2
         "{e}"
     );
     let e = execute(
-        Cli::try_parse_from([
+        CtlCli::try_parse_from([
             "ctl",
             "--authority",
             "http://127.0.0.1:1",
@@ -263,7 +251,7 @@ async fn ctl_estimate_prints_the_answer() {
         return;
     }
     // `--help` documents every flag and the line format.
-    let help = match Cli::try_parse_from(["ctl", "estimate", "--help"]) {
+    let help = match CtlCli::try_parse_from(["ctl", "estimate", "--help"]) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("--help parses as an error that prints the help"),
     };
