@@ -98,6 +98,26 @@ impl PoolBalance {
     }
 }
 
+/// One pool's own counters (micro-credits), without the lanes' side of the equation: what
+/// the sidecar reads on every tick ([`crate::Region::pool_counters`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolCounters {
+    /// Leased into the pool.
+    pub granted: u64,
+    /// Not carved.
+    pub available: u64,
+    /// Carved into lanes.
+    pub carved: u64,
+    /// Consumed (paid plus overrun).
+    pub consumed: u64,
+    /// Given back to the authority.
+    pub returned: u64,
+    /// Overruns charged.
+    pub overrun: u64,
+    /// Came back from dead processes.
+    pub reclaimed: u64,
+}
+
 /// Every counter of the conservation equation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audit {
@@ -150,24 +170,60 @@ impl View<'_> {
             .collect();
         let pools = (0..self.l.pools)
             .map(|p| {
-                let g = |f| self.pw(p, f).load(ACQ);
                 let carved_by_lanes = lanes
                     .iter()
                     .filter(|l| l.pools.contains(&p))
                     .fold(0u64, |a, l| a.wrapping_add(l.carved()));
-                PoolBalance {
-                    pool: p,
-                    granted: g(P_GRANTED),
-                    available: g(P_AVAILABLE),
-                    carved: g(P_CARVED),
-                    consumed: g(P_CONSUMED),
-                    returned: g(P_RETURNED),
-                    overrun: g(P_OVERRUN),
-                    reclaimed: g(P_RECLAIMED),
-                    carved_by_lanes,
-                }
+                self.pool_balance(p, carved_by_lanes)
             })
             .collect();
         Audit { pools, lanes }
+    }
+
+    /// Pool `p`'s own words: O(1), for the sidecar's every-tick reads.
+    pub(crate) fn pool_counters(&self, p: usize) -> PoolCounters {
+        let g = |f| self.pw(p, f).load(ACQ);
+        PoolCounters {
+            granted: g(P_GRANTED),
+            available: g(P_AVAILABLE),
+            carved: g(P_CARVED),
+            consumed: g(P_CONSUMED),
+            returned: g(P_RETURNED),
+            overrun: g(P_OVERRUN),
+            reclaimed: g(P_RECLAIMED),
+        }
+    }
+
+    /// Pool `p`'s side of the equation, with the lanes' side computed from their header
+    /// words only (no slot is read): one pass over the lanes.
+    pub(crate) fn pool_balance_of(&self, p: usize) -> PoolBalance {
+        let carved_by_lanes = (0..self.l.lanes)
+            .filter(|&l| self.lw(l, L_TOPPED_UP).load(ACQ) != 0)
+            .filter(|&l| self.lane_pools(l).is_ok_and(|ps| ps.contains(&p)))
+            .fold(0u64, |a, l| {
+                let g = |f| self.lw(l, f).load(ACQ);
+                a.wrapping_add(
+                    g(L_TOPPED_UP)
+                        .wrapping_sub(g(L_REVOKED))
+                        .wrapping_sub(g(L_RECLAIMED))
+                        .wrapping_sub(g(L_HARVEST_CONSUMED)),
+                )
+            });
+        self.pool_balance(p, carved_by_lanes)
+    }
+
+    fn pool_balance(&self, p: usize, carved_by_lanes: u64) -> PoolBalance {
+        let c = self.pool_counters(p);
+        PoolBalance {
+            pool: p,
+            granted: c.granted,
+            available: c.available,
+            carved: c.carved,
+            consumed: c.consumed,
+            returned: c.returned,
+            overrun: c.overrun,
+            reclaimed: c.reclaimed,
+            carved_by_lanes,
+        }
     }
 }

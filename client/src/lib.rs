@@ -167,7 +167,7 @@ mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
-pub use audit::{Audit, LaneBalance, PoolBalance};
+pub use audit::{Audit, LaneBalance, PoolBalance, PoolCounters};
 pub use codes::{LaneKey, TaskRef};
 pub use error::{
     AttachError, CommitError, CreateError, Denial, ReserveError, SidecarError, TaskLimit,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tollgate_core::{Credits, LimitKind, PriceBook, Tier};
 
-use crate::audit::{Audit, PoolBalance};
+use crate::audit::{Audit, LaneBalance, PoolBalance, PoolCounters};
 use crate::carve::Revoked;
 use crate::codes::{LaneKey, TaskRef, decode_limit, encode_limit, pack_pools};
 use crate::error::{AttachError, CreateError, SidecarError};
@@ -736,19 +736,37 @@ impl Region {
         Ok(total)
     }
 
-    /// One pool's counters (see [`Audit`] for all of them at once).
+    /// One pool's counters with the lanes' side of its equation (one pass over the lane
+    /// headers; see [`Audit`] for every pool at once).
     pub fn pool(&self, pool: usize) -> Result<PoolBalance, SidecarError> {
         self.check("pool", pool, self.layout.pools)?;
-        self.view()
-            .audit()
-            .pools
-            .into_iter()
-            .nth(pool)
-            .ok_or(SidecarError::OutOfRange {
-                what: "pool",
-                index: pool,
-                count: self.layout.pools,
+        Ok(self.view().pool_balance_of(pool))
+    }
+
+    /// One pool's own counters: a few words, for reads on every tick (the sidecar's
+    /// control loop reads each pool many times a tick).
+    pub fn pool_counters(&self, pool: usize) -> Result<PoolCounters, SidecarError> {
+        self.check("pool", pool, self.layout.pools)?;
+        Ok(self.view().pool_counters(pool))
+    }
+
+    /// The pools each lane ever topped up is carved from, by lane: what the sidecar
+    /// keeps to attribute credits, read from the lane headers alone.
+    pub fn lane_pool_lists(&self) -> Vec<(usize, Vec<usize>)> {
+        let v = self.view();
+        (0..self.layout.lanes)
+            .filter(|&l| v.lw(l, L_TOPPED_UP).load(ACQ) != 0)
+            .filter_map(|l| {
+                let pools = v.lane_pools(l).unwrap_or_default();
+                (!pools.is_empty()).then_some((l, pools))
             })
+            .collect()
+    }
+
+    /// One lane's side of the equation (its slots included), whether it is in use or not.
+    pub fn lane_balance(&self, lane: usize) -> Result<LaneBalance, SidecarError> {
+        self.check("lane", lane, self.layout.lanes)?;
+        Ok(self.view().lane_balance(lane))
     }
 
     /// Every counter of the conservation equation, checked by [`Audit::check`].
@@ -761,30 +779,37 @@ impl Region {
 
     /// Every lane in use (claimed, or being reclaimed).
     pub fn lanes(&self) -> Vec<LaneInfo> {
-        let v = self.view();
         (0..self.layout.lanes)
-            .filter_map(|lane| {
-                let claim = v.lw(lane, L_CLAIM).load(ACQ);
-                let holder = holder::holder_of(claim)?;
-                let b = v.lane_balance(lane);
-                let g = |f| v.lw(lane, f).load(ACQ);
-                Some(LaneInfo {
-                    lane,
-                    holder: Some(holder),
-                    reclaiming: !holder::is_owned(claim),
-                    key: LaneKey::decode(g(L_KEY)),
-                    available: Credits(credits(g(L_AVAIL))),
-                    held: Credits(b.held),
-                    demand: Credits(g(L_DEMAND)),
-                    denials: g(L_DENIALS),
-                    last_denial: decode_limit(g(L_LAST_DENY) & 0xFFFF_FFFF),
-                    lost_records: g(L_LOST),
-                    topped_up: Credits(b.topped_up),
-                    consumed: Credits(b.consumed),
-                    overrun: Credits(b.overrun),
-                })
-            })
+            .filter_map(|lane| self.lane_info(lane))
             .collect()
+    }
+
+    /// Lane `lane`, if it is in use (claimed, or being reclaimed); `None` for a free lane
+    /// or an index past the region's lanes.
+    pub fn lane_info(&self, lane: usize) -> Option<LaneInfo> {
+        if lane >= self.layout.lanes {
+            return None;
+        }
+        let v = self.view();
+        let claim = v.lw(lane, L_CLAIM).load(ACQ);
+        let holder = holder::holder_of(claim)?;
+        let b = v.lane_balance(lane);
+        let g = |f| v.lw(lane, f).load(ACQ);
+        Some(LaneInfo {
+            lane,
+            holder: Some(holder),
+            reclaiming: !holder::is_owned(claim),
+            key: LaneKey::decode(g(L_KEY)),
+            available: Credits(credits(g(L_AVAIL))),
+            held: Credits(b.held),
+            demand: Credits(g(L_DEMAND)),
+            denials: g(L_DENIALS),
+            last_denial: decode_limit(g(L_LAST_DENY) & 0xFFFF_FFFF),
+            lost_records: g(L_LOST),
+            topped_up: Credits(b.topped_up),
+            consumed: Credits(b.consumed),
+            overrun: Credits(b.overrun),
+        })
     }
 
     /// Lanes whose agent ran dry and asked for a top-up: `(lane, credits asked for)`.

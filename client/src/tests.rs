@@ -987,3 +987,94 @@ fn dead_process_mid_record_commit_is_reclaimed_exactly_once() {
         assert!(r.lanes().iter().all(|l| l.lane != 3), "lane freed");
     }
 }
+
+/// The per-pool and per-lane reads the sidecar makes every tick agree with the full audit
+/// they replace, on lanes in every state (held, committed, revoked, never topped up).
+#[test]
+fn single_pool_and_lane_reads_agree_with_the_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, path) = setup(&dir, 1000 * C);
+    let gate = Gate::attach(&path).unwrap();
+    let acme = gate.tenant("acme").unwrap();
+    for tier in Tier::ALL {
+        let call = Call::fixed(Credits(3 * C)).tenant(acme).tier(tier);
+        assert!(gate.reserve(&call).is_err(), "dry until topped up");
+    }
+    for (lane, _) in r.demands() {
+        r.top_up(lane, Credits(40 * C)).unwrap();
+    }
+    let held = gate
+        .reserve(&Call::fixed(Credits(5 * C)).tenant(acme))
+        .unwrap();
+    gate.reserve(
+        &Call::fixed(Credits(2 * C))
+            .tenant(acme)
+            .tier(Tier::Scheduler),
+    )
+    .unwrap()
+    .commit_credits(Credits(3 * C))
+    .unwrap();
+    let background = lane_of(&r, Tier::Background);
+    r.revoke(background, Credits(7 * C)).unwrap();
+    let mut records = Vec::new();
+    r.drain_all(&mut records).unwrap();
+
+    let audit = r.audit();
+    audit.check().unwrap();
+    assert!(audit.lanes.len() >= 3, "three tiers' lanes topped up");
+    for p in &audit.pools {
+        assert_eq!(&r.pool(p.pool).unwrap(), p, "pool {}", p.pool);
+        let c = r.pool_counters(p.pool).unwrap();
+        assert_eq!(
+            (
+                c.granted,
+                c.available,
+                c.carved,
+                c.consumed,
+                c.returned,
+                c.overrun,
+                c.reclaimed
+            ),
+            (
+                p.granted,
+                p.available,
+                p.carved,
+                p.consumed,
+                p.returned,
+                p.overrun,
+                p.reclaimed
+            ),
+            "pool {}",
+            p.pool
+        );
+    }
+    assert!(
+        audit.pools[0].carved > 0,
+        "the comparison saw carved credits"
+    );
+    let lists: Vec<(usize, Vec<usize>)> = audit
+        .lanes
+        .iter()
+        .map(|l| (l.lane, l.pools.clone()))
+        .collect();
+    assert_eq!(r.lane_pool_lists(), lists);
+    for l in &audit.lanes {
+        assert_eq!(&r.lane_balance(l.lane).unwrap(), l);
+    }
+    let in_use = r.lanes();
+    assert!(!in_use.is_empty());
+    for info in &in_use {
+        assert_eq!(r.lane_info(info.lane).as_ref(), Some(info));
+    }
+    let free = (0..16)
+        .find(|l| in_use.iter().all(|i| i.lane != *l))
+        .unwrap();
+    assert_eq!(r.lane_info(free), None);
+    assert_eq!(r.lane_info(16), None, "past the last lane");
+    assert!(matches!(
+        r.pool_counters(8),
+        Err(SidecarError::OutOfRange { what: "pool", .. })
+    ));
+    assert!(r.lane_balance(16).is_err());
+    held.cancel();
+}
