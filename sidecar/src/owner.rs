@@ -872,14 +872,7 @@ impl Owner {
 
     /// Re-reads which pools each lane is carved from (one audit of the region).
     pub fn refresh(&mut self) {
-        self.carved_from = self
-            .region
-            .audit()
-            .lanes
-            .into_iter()
-            .filter(|l| !l.pools.is_empty())
-            .map(|l| (l.lane, l.pools))
-            .collect();
+        self.carved_from = self.region.lane_pool_lists().into_iter().collect();
     }
 
     /// Publishes a price book to the region.
@@ -901,7 +894,7 @@ impl Owner {
 
     /// A pool's counters.
     pub fn pool(&self, pool: usize) -> PoolSnap {
-        match self.region.pool(pool) {
+        match self.region.pool_counters(pool) {
             Ok(b) => PoolSnap {
                 granted: b.granted,
                 available: b.available,
@@ -1083,9 +1076,10 @@ impl Owner {
             });
         }
         // Totals after the drain (consumed + overrun, cumulative per lane).
-        let audit = self.region.audit();
         for d in out.iter_mut() {
-            if let Some(b) = audit.lanes.iter().find(|b| b.lane == d.lane) {
+            if let Ok(b) = self.region.lane_balance(d.lane)
+                && b.topped_up != 0
+            {
                 d.total = b.consumed.saturating_add(b.overrun);
             }
         }
@@ -1295,7 +1289,7 @@ impl Owner {
         if let Some(p) = self.carved_from.get(&lane) {
             return p.clone();
         }
-        let Some(info) = self.lanes_in_use().into_iter().find(|l| l.lane == lane) else {
+        let Some(info) = self.region.lane_info(lane) else {
             return Vec::new();
         };
         let Some(key) = info.key else {
@@ -1349,7 +1343,7 @@ impl Owner {
     /// refill (`hints.refused`), the lane is denied at once until then. A lane of a task
     /// that is closed (or not registered) is given nothing.
     pub fn carvable(&mut self, lane: usize, want: u64, hints: &PoolHints) -> u64 {
-        let Some(info) = self.lanes_in_use().into_iter().find(|l| l.lane == lane) else {
+        let Some(info) = self.region.lane_info(lane) else {
             return 0;
         };
         let Some(key) = info.key else { return 0 };
@@ -1376,7 +1370,7 @@ impl Owner {
         // A dry pool no refill is coming for: it decides the denial.
         let mut final_dry: Option<(usize, Refused, u64)> = None;
         for p in &pools {
-            let Ok(b) = self.region.pool(*p) else {
+            let Ok(b) = self.region.pool_counters(*p) else {
                 return 0;
             };
             let floor = self.floor_of(*p, key.tier);
@@ -1478,7 +1472,7 @@ impl Owner {
         let t = tier.as_index();
         let local = self
             .region
-            .pool(pool)
+            .pool_counters(pool)
             .map(|b| b.available.saturating_add(b.carved))
             .unwrap_or(0);
         let rel =
