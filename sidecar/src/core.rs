@@ -101,6 +101,9 @@ pub struct Core {
     key: SidecarKey,
     started: Instant,
     shutting_down: bool,
+    /// A grant or refusal arrived: waiting lanes should be served now rather than on the
+    /// next tick (a new task's first call waits for exactly this grant).
+    serve_now: bool,
     region: RegionSide,
     link: Link,
     usage: Reporting,
@@ -242,6 +245,7 @@ impl Core {
             key,
             started: now,
             shutting_down: false,
+            serve_now: false,
             region: RegionSide {
                 owner,
                 limits: BTreeMap::new(),
@@ -505,6 +509,7 @@ impl Core {
             session_down::Msg::Grant(g) => {
                 if let Some(lease) = g.lease {
                     self.on_grant(lease);
+                    self.serve_now = true;
                 }
             }
             session_down::Msg::Revocation(r) => self.on_revocation(r),
@@ -520,8 +525,17 @@ impl Core {
             }
             session_down::Msg::Ack(a) => self.on_ack(a),
             session_down::Msg::Heartbeat(_) => {}
-            session_down::Msg::Refusal(r) => self.on_refusal(r),
+            session_down::Msg::Refusal(r) => {
+                self.on_refusal(r);
+                self.serve_now = true;
+            }
         }
+    }
+
+    /// Whether an event since the last call wants the lanes served before the next
+    /// regular tick (a grant some agent may be waiting for, a refusal to deny at once).
+    pub fn take_serve_now(&mut self) -> bool {
+        std::mem::take(&mut self.serve_now)
     }
 
     /// Nothing of a limit is free at the authority: lanes it leaves dry are denied at once
@@ -782,6 +796,7 @@ impl Core {
         let mut returns = Vec::new();
         for canonical in &freed {
             self.region.limits.remove(canonical);
+            self.metrics.forget_limit(canonical);
             if let Some(mut book) = self.saved.state.leases.remove(canonical) {
                 returns.extend(book.close_all());
             }
@@ -882,6 +897,14 @@ impl Core {
 
     /// One pass of the control loop.
     pub fn tick(&mut self) {
+        let started = std::time::Instant::now();
+        self.tick_pass();
+        self.metrics
+            .tick_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn tick_pass(&mut self) {
         // First, before any word of the region is touched.
         if self.region_unusable() {
             self.flush_up();
@@ -1243,10 +1266,12 @@ impl Core {
             if delta > 0 {
                 l.last_consumed = snap.consumed;
                 l.burn.record(secs, delta);
-                self.metrics
-                    .consumed
-                    .get_or_create(&Metrics::limit(canonical))
-                    .inc_by(delta);
+                if Metrics::exported(&l.key) {
+                    self.metrics
+                        .consumed
+                        .get_or_create(&Metrics::limit(canonical))
+                        .inc_by(delta);
+                }
                 let book = self
                     .saved
                     .state
@@ -1518,6 +1543,12 @@ impl Core {
         let mut ring_depth = 0;
         for (canonical, l) in self.region.limits.iter_mut() {
             let snap = self.region.owner.pool(l.pool);
+            any_budget |= snap.available + snap.carved > 0;
+            // Tasks come and go by the thousand: a series each would grow /metrics without
+            // bound (they are counted in `tasks_open`, and spent per task at the authority).
+            if !Metrics::exported(&l.key) {
+                continue;
+            }
             let labels = Metrics::limit(canonical);
             self.metrics
                 .allowance
@@ -1547,7 +1578,6 @@ impl Core {
                     .get_or_create(&labels)
                     .set((now.saturating_sub(t) / 1000) as i64);
             }
-            any_budget |= snap.available + snap.carved > 0;
         }
         for d in self.region.owner.ring_depths() {
             ring_depth += d;

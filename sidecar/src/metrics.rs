@@ -1,12 +1,15 @@
 //! Prometheus metrics the sidecar exports on `/metrics`.
 //!
 //! Amounts are micro-credits (integers, like every balance in Tollgate). Label sets stay
-//! small: limits, tiers and denial reasons, never per-call values.
+//! small: limits, tiers and denial reasons, never per-call values. Task budgets are limits
+//! too, but short-lived and numbered in thousands, so they get no per-limit series (see
+//! [`Metrics::exported`]); a deleted limit's series go when its pool is freed.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Labels naming one limit (pool).
@@ -26,8 +29,11 @@ pub struct DenialLabels {
 }
 
 /// All the sidecar's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
+    /// How long one pass of the control loop takes, seconds. Agents wait at most 10 ms for a
+    /// top-up, so a tick near that long means late refills and "lane ran dry" denials.
+    pub tick_seconds: Histogram,
     /// Credits carved into lane allowances, per limit.
     pub allowance: Family<LimitLabels, Gauge>,
     /// Uncarved credits in the pool, per limit.
@@ -86,10 +92,51 @@ pub struct Metrics {
     pub region_damage: Counter,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            // 10 µs .. ~82 ms, doubling.
+            tick_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 14)),
+            allowance: Family::default(),
+            pool_available: Family::default(),
+            burn_rate: Family::default(),
+            consumed: Family::default(),
+            lease_age_seconds: Family::default(),
+            denials: Family::default(),
+            ring_depth: Gauge::default(),
+            ring_overflow: Counter::default(),
+            authority_connected: Gauge::default(),
+            reconnects: Counter::default(),
+            register_refused: Gauge::default(),
+            register_refusals: Counter::default(),
+            outbox_pending: Gauge::default(),
+            outbox_write_errors: Counter::default(),
+            batches_sent: Counter::default(),
+            batches_acked: Counter::default(),
+            records_drained: Counter::default(),
+            processes_reclaimed: Counter::default(),
+            reclaimed_credits: Counter::default(),
+            tasks_opened: Counter::default(),
+            tasks_open: Gauge::default(),
+            names_used: Gauge::default(),
+            emergency_drawn: Family::default(),
+            policy_errors: Counter::default(),
+            policies_failing: Gauge::default(),
+            suspected_tampering: Counter::default(),
+            region_damage: Counter::default(),
+        }
+    }
+}
+
 impl Metrics {
     /// Registers every metric under `tollgate_sidecar_*`.
     pub fn register(&self, r: &mut Registry) {
         let r = r.sub_registry_with_prefix("tollgate_sidecar");
+        r.register(
+            "tick_seconds",
+            "Duration of one pass of the control loop",
+            self.tick_seconds.clone(),
+        );
         r.register(
             "allowance_micro_credits",
             "Credits in lane allowances, per limit",
@@ -232,6 +279,22 @@ impl Metrics {
         LimitLabels {
             limit: limit.to_string(),
         }
+    }
+
+    /// Whether `key` gets per-limit series: every limit but a task's budget.
+    pub fn exported(key: &tollgate_proto::v1::LimitKey) -> bool {
+        key.scope != tollgate_proto::v1::Scope::Task as i32
+    }
+
+    /// Drops the per-limit series of a limit that is gone (its pool freed).
+    pub fn forget_limit(&self, limit: &str) {
+        let labels = Self::limit(limit);
+        self.allowance.remove(&labels);
+        self.pool_available.remove(&labels);
+        self.burn_rate.remove(&labels);
+        self.consumed.remove(&labels);
+        self.lease_age_seconds.remove(&labels);
+        self.emergency_drawn.remove(&labels);
     }
 }
 

@@ -22,6 +22,9 @@ use crate::session;
 /// The control loop's period when no agent has been active for a second.
 pub const IDLE_TICK: Duration = Duration::from_millis(25);
 
+/// The shortest gap between two ticks when grants bring a tick forward.
+const MIN_TICK_GAP: Duration = Duration::from_millis(1);
+
 /// How long a graceful shutdown waits for the last batches to be acknowledged.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -203,6 +206,7 @@ async fn serve(
     // second without activity (near-zero CPU when idle; agents wait up to AGENT_MAX_WAIT for
     // a top-up, longer than an idle tick).
     let mut next_tick = tokio::time::Instant::now();
+    let mut last_tick = next_tick;
     // A sidecar whose first registration is refused for good (its token is unknown, or does
     // not cover its tenants) can never work: it stops with the authority's message instead
     // of looking alive. Refused later, it stays up on its leases and says so (see `Core`).
@@ -225,11 +229,17 @@ async fn serve(
                 Some(ev) => {
                     registered |= matches!(ev, session::Event::Connected { .. });
                     core.on_event(ev);
+                    // An agent may be waiting (bounded) for what just arrived: tick now,
+                    // but never more often than MIN_TICK_GAP under a burst of grants.
+                    if core.take_serve_now() {
+                        next_tick = next_tick.min(last_tick + MIN_TICK_GAP);
+                    }
                 }
                 None => break,
             },
             _ = tokio::time::sleep_until(next_tick) => {
                 core.tick();
+                last_tick = tokio::time::Instant::now();
                 let period = if core.idle_for() > Duration::from_secs(1) { IDLE_TICK.max(config.tick) } else { config.tick };
                 next_tick = tokio::time::Instant::now() + period;
             }

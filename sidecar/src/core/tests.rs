@@ -888,3 +888,72 @@ fn a_registration_refused_for_good_is_counted_and_keeps_the_sidecar_not_ready() 
         h.health.not_ready_reasons()
     );
 }
+
+/// A grant asks the loop to serve lanes before its next tick (a new task's first call
+/// waits for exactly that grant), and a task's budget, a limit like any other, gets no
+/// per-limit metric series: tasks number in thousands, the wallet's series stay.
+#[test]
+fn a_grant_brings_the_tick_forward_and_a_task_gets_no_metric_series() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(dir.path(), &["acme"]);
+    let region = cfg.region.clone();
+    let mut h = start(cfg);
+    serve(&mut h, "acme", &[], 100 * C);
+    assert!(h.core.take_serve_now(), "a grant wants lanes served now");
+    assert!(!h.core.take_serve_now(), "once per grant");
+    h.tick();
+    assert!(!h.core.take_serve_now(), "a tick asks for nothing");
+
+    let (tx, rx) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        let gate = Gate::attach(&region).expect("attach");
+        let t = gate.tenant("acme").expect("tenant");
+        let m = gate.model(MODEL).expect("model");
+        let spec = tollgate_client::TaskSpec::new("job-1")
+            .tenant(t)
+            .budget(tollgate_core::Credits(10 * C));
+        let task = gate.open_task(&spec).expect("open the task");
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut done = 0;
+        while done < 3 && Instant::now() < end {
+            let call = Call::model(&m)
+                .tenant(t)
+                .input_tokens(400)
+                .max_output_tokens(200)
+                .task(&task);
+            match gate.reserve(&call) {
+                Ok(r) => {
+                    r.commit(Usage::new(400, 100)).expect("commit");
+                    done += 1;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        let _ = tx.send(done);
+    });
+    let key = LimitKey::task("acme", "job-1");
+    let mut leased = false;
+    let mut calls = None;
+    h.tick_until("the agent's calls on its task", |h| {
+        if !leased && h.demanded_since(0).contains(&key.canonical()) {
+            h.grant(&key, "job-1-lease", 5 * C);
+            assert!(h.core.take_serve_now());
+            leased = true;
+        }
+        calls = rx.try_recv().ok();
+        calls.is_some()
+    });
+    assert_eq!(calls, Some(3), "every call on the task was granted");
+    let mut registry = prometheus_client::registry::Registry::default();
+    h.metrics.register(&mut registry);
+    let mut text = String::new();
+    h.tick_until("the calls' consumption drained into the metrics", |_| {
+        text = crate::metrics::render(&registry);
+        text.contains("tollgate_sidecar_consumed_micro_credits_total{limit=\"acme/wallet\"}")
+    });
+    assert!(!text.contains("job-1"), "no series names the task: {text}");
+    assert!(
+        text.contains("tollgate_sidecar_tick_seconds_count"),
+        "{text}"
+    );
+}
