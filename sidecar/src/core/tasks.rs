@@ -311,7 +311,9 @@ impl Core {
         let left_here = given.saturating_sub(made);
         let left = max_calls.saturating_sub(self.task_calls_given(&canonical));
         let chunk = (left / (2 * lanes_of_task.max(1))).clamp(1, CALLS_CHUNK);
-        if left_here > chunk / 2 {
+        // Fed while one call is still left, not once it is out: the agent's next reserve
+        // then finds its call there instead of waiting for the next tick.
+        if left_here > (chunk / 2).max(1) {
             return;
         }
         let region = self.region.owner.region();
