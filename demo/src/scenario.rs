@@ -30,7 +30,7 @@ pub struct Script {
 
 /// Rough burn of one simulated agent, micro-credits per second (sizes the budget so every
 /// phase shows up within the run; the real burn is measured and printed).
-const BURN_PER_AGENT: u64 = 1_400_000;
+const BURN_PER_AGENT: u64 = 2_100_000;
 
 /// A sidecar configuration for one demo pod.
 pub fn pod_config(dir: &std::path::Path, pod: &str, authority: &str) -> Config {
