@@ -391,6 +391,18 @@ fn a_named_task_is_shared_limited_and_completed_once() {
         Err(ReserveError::TaskExhausted { why, .. }) => assert_eq!(why, TaskLimit::Closed),
         other => panic!("a freed task refuses calls, got {other:?}"),
     }
+    // The same id opens the same slot again: a new task, with none of the old one's calls.
+    let again = gate.open_task(&spec).unwrap();
+    let t2 = again.task_ref();
+    assert_eq!(t2.slot, t.slot, "the slot was reused");
+    assert_ne!(t2.generation, t.generation);
+    assert_eq!(
+        r.task_calls(t2),
+        TaskCalls::default(),
+        "no calls carried over"
+    );
+    assert_eq!(r.task(t2).map(|e| e.status), Some(TaskStatus::New));
+    drop(again);
     r.audit().check().unwrap();
 }
 

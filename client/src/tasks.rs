@@ -355,6 +355,16 @@ impl View<'_> {
         }
         let st = self.kw(slot, K_STATE);
         let open = word(0, t.generation, OPEN);
+        if st.load(ACQ) != open {
+            return false;
+        }
+        // The sidecar's words start at zero for the slot's next task: an agent opening it
+        // writes only its own words, and a count left over would make the next task look
+        // as if it had already made (or been given) its calls. A crash between these
+        // stores and the CAS leaves a closing entry with no calls, which is what it has.
+        self.kw(slot, KS_CALLS_GIVEN).store(0, REL);
+        self.kw(slot, KS_CALLS_DONE).store(0, REL);
+        self.kw(slot, KS_POOL).store(0, REL);
         st.compare_exchange(open, word(0, t.generation, FREE), ACQ_REL, RELAXED)
             .is_ok()
     }
