@@ -39,8 +39,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use tollgate_client::{
-    AttachError, LaneInfo, LaneKey, PoolSpec, ReclaimReport, Region, RegionConfig, RegionDamage,
-    SidecarError, TaskRef, TaskStatus, TenantSpec, UsageRecord,
+    AttachError, LaneInfo, LaneKey, PoolCounters, PoolSpec, ReclaimReport, Region, RegionConfig,
+    RegionDamage, SidecarError, TaskRef, TaskStatus, TenantSpec, UsageRecord,
 };
 use tollgate_core::{Credits, Horizon, Initiator, LimitKind, PriceBook, PriceBookSpec, Tier};
 use tollgate_proto::batch::RecordInput;
@@ -51,21 +51,6 @@ use crate::metrics::{DenialLabels, Metrics};
 
 /// How long an agent whose lane ran dry waits for a top-up before it denies.
 pub const AGENT_MAX_WAIT: Duration = Duration::from_millis(50);
-
-/// A pool's counters (micro-credits).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolSnap {
-    /// Leased in.
-    pub granted: u64,
-    /// Uncarved.
-    pub available: u64,
-    /// In lane allowances.
-    pub carved: u64,
-    /// Consumed (including overruns).
-    pub consumed: u64,
-    /// Given back.
-    pub returned: u64,
-}
 
 /// A live lane, as the control loop needs it.
 #[derive(Debug, Clone, Copy)]
@@ -892,18 +877,9 @@ impl Owner {
         self.region.heartbeat(unix_ms);
     }
 
-    /// A pool's counters.
-    pub fn pool(&self, pool: usize) -> PoolSnap {
-        match self.region.pool_counters(pool) {
-            Ok(b) => PoolSnap {
-                granted: b.granted,
-                available: b.available,
-                carved: b.carved,
-                consumed: b.consumed,
-                returned: b.returned,
-            },
-            Err(_) => PoolSnap::default(),
-        }
+    /// A pool's counters (all zero for an index past the region's pools).
+    pub fn pool(&self, pool: usize) -> PoolCounters {
+        self.region.pool_counters(pool).unwrap_or_default()
     }
 
     /// Leased credits arrive.

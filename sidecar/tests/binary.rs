@@ -1,25 +1,16 @@
 //! The lean `tollgate-sidecar` binary takes exactly the flags of `tollgate sidecar`
 //! ([`SidecarArgs`]): the injector runs it in every pod with those flags and variables.
 
-use std::process::Command;
+mod common;
 
 use clap::CommandFactory;
+use common::sidecar_bin;
 use tollgate_sidecar::cli::SidecarArgs;
 
 #[derive(clap::Parser)]
 struct Wrapper {
     #[command(flatten)]
     args: SidecarArgs,
-}
-
-fn sidecar_bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("TOLLGATE_") {
-            c.env_remove(k);
-        }
-    }
-    c
 }
 
 #[test]

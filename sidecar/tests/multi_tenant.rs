@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tollgate_client::{Call, Gate, Region, ReserveError};
-use tollgate_core::{Tier, Usage};
+use tollgate_client::{Gate, Region, ReserveError};
+use tollgate_core::Usage;
 
 use common::*;
 
@@ -33,12 +33,7 @@ fn agent(
     let m = gate.model(MODEL).expect("model");
     let (mut spent, mut calls, mut denials) = (0, 0, 0);
     while !stop.load(Ordering::Relaxed) && calls < max_calls {
-        let call = Call::model(&m)
-            .tenant(t)
-            .input_tokens(400)
-            .max_output_tokens(200)
-            .tier(Tier::Interactive);
-        match gate.reserve(&call) {
+        match gate.reserve(&unit_call(&m, t)) {
             Ok(h) => {
                 spent += h.commit(Usage::new(400, 100)).expect("commit").0;
                 calls += 1;

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tollgate_authority::config::LeaseConfig;
-use tollgate_client::{Call, Gate, ReserveError};
-use tollgate_core::{Tier, Usage};
+use tollgate_client::{Gate, ReserveError};
+use tollgate_core::Usage;
 use tollgate_sidecar::state::SidecarState;
 
 use common::*;
@@ -63,12 +63,7 @@ fn agent(gate: Arc<Gate>, plan: Plan) -> (Vec<Served>, u64) {
             std::thread::sleep(Duration::from_millis(1));
             continue;
         }
-        let call = Call::model(&m)
-            .tenant(t)
-            .input_tokens(400)
-            .max_output_tokens(200)
-            .tier(Tier::Interactive);
-        match gate.reserve(&call) {
+        match gate.reserve(&unit_call(&m, t)) {
             Ok(h) => {
                 let at_ms = unix_ms();
                 let credits = h.commit(Usage::new(400, 100)).expect("commit").0;

@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tollgate_authority::config::SidecarCredential;
@@ -70,12 +70,7 @@ fn the_binary_exits_non_zero_when_its_token_does_not_cover_its_tenants() {
     let auth = authority(dir.path());
     let token = dir.path().join("token");
     std::fs::write(&token, "pod-b-token\n").expect("token");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("TOLLGATE_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = sidecar_bin();
     let child = c
         .arg("--region")
         .arg(dir.path().join("pod").join("region"))

@@ -4,13 +4,13 @@
 //! path: the sidecar refuses to start, names the file, and leaves it as it was.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use tollgate_sidecar::config::Config;
 
 mod common;
-use common::exits_within_20s;
+use common::{exits_within_20s, sidecar_bin};
 use tollgate_sidecar::owner::NotARegion;
 
 const MAGIC: &[u8; 8] = b"TOLLGATE";
@@ -109,12 +109,7 @@ fn the_binary_exits_non_zero_naming_the_file() {
     let region = dir.path().join("data.bin");
     let content = b"\x89PNG\r\n\x1a\n not a region at all";
     std::fs::write(&region, content).expect("write");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("TOLLGATE_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = sidecar_bin();
     let child = c
         .arg("--region")
         .arg(&region)

@@ -82,12 +82,7 @@ pub fn spend(gate: &Gate, n: u32) -> u64 {
     let end = Instant::now() + Duration::from_secs(30);
     while done < n {
         assert!(Instant::now() < end, "only {done} of {n} calls granted");
-        let call = Call::model(&m)
-            .tenant(t)
-            .input_tokens(400)
-            .max_output_tokens(200)
-            .tier(Tier::Interactive);
-        match gate.reserve(&call) {
+        match gate.reserve(&unit_call(&m, t)) {
             Ok(h) => {
                 spent += h.commit(Usage::new(400, 100)).expect("commit").0;
                 done += 1;
@@ -311,6 +306,31 @@ pub fn wait_for_region(region: &Path) {
             .ok()
             .is_some_and(|g| g.tenant(TENANT).is_ok() && g.model(MODEL).is_ok())
     });
+}
+
+/// The `tollgate-sidecar` binary with no `TOLLGATE_*` variable from the test's environment
+/// (each flag can come from one, so a test sees only what it passes).
+pub fn sidecar_bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("TOLLGATE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// An interactive call of 400 input tokens and at most 200 output tokens on `model`:
+/// what the tests' agents make.
+pub fn unit_call<'a>(
+    model: &'a tollgate_client::Model,
+    tenant: tollgate_client::TenantId,
+) -> Call<'a> {
+    Call::model(model)
+        .tenant(tenant)
+        .input_tokens(400)
+        .max_output_tokens(200)
+        .tier(Tier::Interactive)
 }
 
 /// Waits for `child` to exit on its own within 20 s (killed and `panic!(what)` otherwise),
